@@ -1,0 +1,290 @@
+"""A generator's final layer as a linear operator on flat vectors.
+
+The lasso solvers only see ``W`` through :class:`LayerOperator`: ``matvec``
+(``W z``), ``rmatvec`` (``Wᵀ r``), a dense matrix for small problems and the
+Lipschitz constant of ``WᵀW``.  The operator stores the layer's weight as a
+plain tensor (never the ``nn.Module``), so it pickles and moves between devices.
+"""
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SUPPORTED_LAYERS = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)
+
+
+def _pair(v):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def check_layer(layer):
+    """Raise a clear error unless ``layer`` is a supported final layer."""
+    if not isinstance(layer, SUPPORTED_LAYERS):
+        raise TypeError(
+            f"Unsupported final layer type {type(layer).__name__!r}: FinalLayerInverter "
+            "handles torch.nn.Linear, torch.nn.Conv2d and torch.nn.ConvTranspose2d."
+        )
+    if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
+        if layer.padding_mode != "zeros":
+            raise ValueError(
+                f"{type(layer).__name__} with padding_mode={layer.padding_mode!r} is not "
+                "supported: only zero padding is a linear map handled here."
+            )
+    return layer
+
+
+class LayerOperator:
+    """``W`` of a Linear, Conv2d or ConvTranspose2d layer acting on flat vectors.
+
+    Parameters
+    ----------
+    kind : {"linear", "conv2d", "conv_transpose2d"}
+    weight : torch.Tensor
+        The layer's weight (copied to CPU float64).
+    input_shape : tuple of int
+        Shape of one activation (``(K,)`` or ``(C, H, W)``).
+    conv_kwargs : dict
+        stride, padding, dilation, groups and (for transposed layers)
+        output_padding, as integer pairs.
+    """
+
+    def __init__(self, kind, weight, input_shape, conv_kwargs=None):
+        self.kind = kind
+        self.weight = weight.detach().to("cpu", torch.float64).clone()
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.conv_kwargs = dict(conv_kwargs or {})
+        self.output_shape = self._compute_output_shape()
+        self.n_inputs = int(np.prod(self.input_shape))
+        self.n_outputs = int(np.prod(self.output_shape))
+        self._cache = {}
+
+    # ------------------------------------------------------------------ build
+    @classmethod
+    def from_layer(cls, layer, input_shape):
+        check_layer(layer)
+        if isinstance(layer, nn.Linear):
+            if tuple(input_shape) != (layer.in_features,):
+                raise ValueError(
+                    f"A Linear layer with in_features={layer.in_features} cannot take "
+                    f"activations of shape {tuple(input_shape)}."
+                )
+            return cls("linear", layer.weight, input_shape)
+        if len(input_shape) != 3:
+            raise ValueError(
+                f"{type(layer).__name__} needs activations of shape (C, H, W); got "
+                f"{tuple(input_shape)}."
+            )
+        if input_shape[0] != layer.in_channels:
+            raise ValueError(
+                f"{type(layer).__name__} expects {layer.in_channels} input channels; "
+                f"the activation shape {tuple(input_shape)} has {input_shape[0]}."
+            )
+        kw = dict(
+            stride=_pair(layer.stride),
+            dilation=_pair(layer.dilation),
+            groups=layer.groups,
+        )
+        if isinstance(layer, nn.ConvTranspose2d):
+            kw["padding"] = _pair(layer.padding)
+            kw["output_padding"] = _pair(layer.output_padding)
+            return cls("conv_transpose2d", layer.weight, input_shape, kw)
+        padding = layer.padding
+        if padding == "valid":
+            padding = (0, 0)
+        if padding == "same":
+            # torch pads 'same' asymmetrically (extra row/column at the end) when
+            # dilation * (kernel - 1) is odd; keep (before, after) per side.
+            pads = []
+            for d, k in zip(_pair(layer.dilation), layer.kernel_size):
+                total = d * (k - 1)
+                pads.append((total // 2, total - total // 2))
+            kw["padding"] = (0, 0)
+            kw["explicit_pad"] = (pads[1][0], pads[1][1], pads[0][0], pads[0][1])
+        else:
+            kw["padding"] = _pair(padding)
+        return cls("conv2d", layer.weight, input_shape, kw)
+
+    def _compute_output_shape(self):
+        if self.kind == "linear":
+            out_features, in_features = self.weight.shape
+            return (out_features,)
+        with torch.no_grad():
+            probe = torch.zeros((1,) + self.input_shape, dtype=torch.float64)
+            try:
+                out = self._forward4d(probe, self.weight)
+            except RuntimeError as exc:
+                raise ValueError(
+                    f"The final layer cannot take activations of shape {self.input_shape}: "
+                    f"{exc}"
+                ) from exc
+        return tuple(out.shape[1:])
+
+    # ------------------------------------------------------------- numerics
+    def _weight(self, device, dtype):
+        key = (str(device), dtype)
+        w = self._cache.get(key)
+        if w is None:
+            w = self.weight.to(device=device, dtype=dtype)
+            self._cache[key] = w
+        return w
+
+    def _forward4d(self, z, w):
+        kw = self.conv_kwargs
+        if self.kind == "conv2d":
+            if "explicit_pad" in kw:
+                z = F.pad(z, kw["explicit_pad"])
+            return F.conv2d(z, w, None, kw["stride"], kw["padding"], kw["dilation"],
+                            kw["groups"])
+        return F.conv_transpose2d(z, w, None, kw["stride"], kw["padding"],
+                                  kw["output_padding"], kw["groups"], kw["dilation"])
+
+    def _adjoint4d(self, r, w):
+        kw = self.conv_kwargs
+        c, h, wd = self.input_shape
+        if self.kind == "conv_transpose2d":
+            # The adjoint of a transposed convolution is the convolution with the
+            # same weight; it may return extra rows/cols that no input reaches.
+            out = F.conv2d(r, w, None, kw["stride"], kw["padding"], kw["dilation"],
+                           kw["groups"])
+            return out[:, :, :h, :wd]
+        pad = kw.get("explicit_pad", (0, 0, 0, 0))
+        hp, wp = h + pad[2] + pad[3], wd + pad[0] + pad[1]
+        oh, ow = self.output_shape[1:]
+        op = []
+        for size, o, s, p, d, k in zip((hp, wp), (oh, ow), kw["stride"], kw["padding"],
+                                       kw["dilation"], w.shape[2:]):
+            op.append(size - ((o - 1) * s - 2 * p + d * (k - 1) + 1))
+        out = F.conv_transpose2d(r, w, None, kw["stride"], kw["padding"], tuple(op),
+                                 kw["groups"], kw["dilation"])
+        if "explicit_pad" in kw:
+            out = out[:, :, pad[2]:pad[2] + h, pad[0]:pad[0] + wd]
+        return out
+
+    def matvec(self, z):
+        """``W z`` for a batch ``z`` of shape ``(B, n_inputs)``."""
+        w = self._weight(z.device, z.dtype)
+        if self.kind == "linear":
+            return z @ w.T
+        out = self._forward4d(z.reshape((-1,) + self.input_shape), w)
+        return out.reshape(z.shape[0], -1)
+
+    def rmatvec(self, r):
+        """``Wᵀ r`` for a batch ``r`` of shape ``(B, n_outputs)``."""
+        w = self._weight(r.device, r.dtype)
+        if self.kind == "linear":
+            return r @ w
+        out = self._adjoint4d(r.reshape((-1,) + self.output_shape), w)
+        return out.reshape(r.shape[0], -1)
+
+    def to_dense(self, max_entries=50_000_000):
+        """The matrix ``W`` (``n_outputs x n_inputs``, float64 numpy)."""
+        if self.kind == "linear":
+            return self.weight.numpy().copy()
+        if self.n_inputs * self.n_outputs > max_entries:
+            raise ValueError(
+                f"The layer's matrix has {self.n_outputs} x {self.n_inputs} entries, too "
+                "many to build densely; use solver='fista' for layers of this size."
+            )
+        cols = []
+        with torch.no_grad():
+            for start in range(0, self.n_inputs, 1024):
+                stop = min(start + 1024, self.n_inputs)
+                eye = torch.zeros((stop - start, self.n_inputs), dtype=torch.float64)
+                eye[torch.arange(stop - start), torch.arange(start, stop)] = 1.0
+                cols.append(self.matvec(eye).T)
+        return torch.cat(cols, dim=1).numpy()
+
+    def lipschitz(self, n_iter=500, tol=1e-10, seed=0):
+        """Largest eigenvalue of ``WᵀW`` (the gradient's Lipschitz constant).
+
+        Exact (via an SVD) for Linear layers; otherwise power iteration in float64,
+        stopped when the Rayleigh quotient changes by less than ``tol`` relatively,
+        then raised by 0.1 % so that the step ``1/L`` stays safe.
+        """
+        if self.kind == "linear":
+            return float(torch.linalg.matrix_norm(self.weight, ord=2) ** 2)
+        gen = torch.Generator().manual_seed(seed)
+        v = torch.randn((1, self.n_inputs), generator=gen, dtype=torch.float64)
+        v /= v.norm()
+        est = 0.0
+        with torch.no_grad():
+            for _ in range(n_iter):
+                u = self.rmatvec(self.matvec(v))
+                new = float((u * v).sum())
+                norm = float(u.norm())
+                if norm == 0.0:
+                    return 0.0
+                v = u / norm
+                if abs(new - est) <= tol * max(new, 1e-300):
+                    est = new
+                    break
+                est = new
+        return est * 1.001
+
+    def column_norms_sq(self):
+        """Squared column norms of ``W`` (one per input coordinate), float64."""
+        if self.kind == "linear":
+            return (self.weight ** 2).sum(dim=0)
+        # For convolutions the column norm depends on the position only through
+        # the border, so use the dense route on one probe per input coordinate
+        # only when small; otherwise rmatvec of squared weights is exact:
+        # ||W e_j||^2 = sum_i W_ij^2 = (W∘W)ᵀ 1.
+        w2 = self.weight ** 2
+        ones = torch.ones((1,) + self.output_shape, dtype=torch.float64)
+        return self._adjoint4d(ones, w2).reshape(-1)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_cache"] = {}
+        state["weight"] = self.weight.numpy()
+        return state
+
+    def __setstate__(self, state):
+        state["weight"] = torch.from_numpy(np.asarray(state["weight"], dtype=np.float64))
+        self.__dict__.update(state)
+
+
+def infer_input_shape(layer, output_shape):
+    """The activation shape a ConvTranspose2d/Linear layer needs for ``output_shape``.
+
+    Returns None when it is not determined (a strided Conv2d).
+    """
+    if isinstance(layer, nn.Linear):
+        return (layer.in_features,)
+    if isinstance(layer, nn.ConvTranspose2d):
+        _, h_out, w_out = output_shape
+        dims = []
+        for o, s, p, d, k, op in zip((h_out, w_out), _pair(layer.stride),
+                                     _pair(layer.padding), _pair(layer.dilation),
+                                     layer.kernel_size, _pair(layer.output_padding)):
+            num = o + 2 * p - d * (k - 1) - op - 1
+            if num < 0 or num % s:
+                return None
+            dims.append(num // s + 1)
+        return (layer.in_channels, dims[0], dims[1])
+    if isinstance(layer, nn.Conv2d):
+        if _pair(layer.stride) != (1, 1):
+            return None
+        _, h_out, w_out = output_shape
+        if layer.padding == "same":
+            return (layer.in_channels, h_out, w_out)
+        padding = (0, 0) if layer.padding == "valid" else _pair(layer.padding)
+        dims = [o - 2 * p + d * (k - 1) for o, p, d, k in
+                zip((h_out, w_out), padding, _pair(layer.dilation), layer.kernel_size)]
+        if min(dims) <= 0:
+            return None
+        return (layer.in_channels, dims[0], dims[1])
+    return None
+
+
+def square_image_shape(n_features, channels):
+    """``(C, H, W)`` with H == W for a flat vector, or None if not square."""
+    if n_features % channels:
+        return None
+    side = math.isqrt(n_features // channels)
+    if side * side * channels != n_features:
+        return None
+    return (channels, side, side)
