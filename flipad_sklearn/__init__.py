@@ -5,8 +5,14 @@ inversion + Deep SAD), as scikit-learn estimators.
 """
 
 from ._version import __version__
+from .generator_utils import (
+    FinalLayer, find_final_layer, mean_activation, sample_activations,
+)
 from .inversion import FinalLayerInverter
 
-__all__ = ["FinalLayerInverter", "__version__"]
+__all__ = [
+    "FinalLayer", "FinalLayerInverter", "__version__", "find_final_layer",
+    "mean_activation", "sample_activations",
+]
 
 # --- detector and feature steps (issue 3) are exported below ---

@@ -1,0 +1,405 @@
+"""FinalLayerInverter: recover a generator's penultimate activations from its outputs."""
+
+import copy
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from joblib import Parallel, delayed
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import gen_batches
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+from torch import nn
+
+from ._device import resolve_device
+from .activations import BUILTIN_ACTIVATIONS, DEFAULT_CLIP_EPS, get_activation
+from .lasso import SOLVERS, solve_batch
+from .linear_ops import (
+    LayerOperator, check_layer, infer_input_shape, square_image_shape,
+)
+
+
+def _progress(total, verbose, desc):
+    if not verbose:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="sample")
+
+
+class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    """Invert a generator's final layer with a convex lasso, sample by sample.
+
+    A generator ends in ``x = sigma(W h + b)``.  For each sample ``x`` this
+    transformer returns the activation ``z`` that solves::
+
+        min_z 1/2 ||sigma^-1(clip(x)) - b - W z||^2 + alpha ||z - anchor||_1
+
+    (with ``z >= 0`` if ``positive=True``), i.e. FLIPAD's final-layer inversion.
+    The recovered activations are the features FLIPAD's detector works on.
+
+    Parameters
+    ----------
+    layer : torch.nn.Linear, torch.nn.Conv2d or torch.nn.ConvTranspose2d
+        The generator's final linear layer (any stride, padding,
+        output_padding, dilation and groups; zero padding only).  Its weight
+        and bias are copied to CPU float64 at ``fit``.
+    activation : {"tanh", "sigmoid", "identity"}, callable or (callable, callable), \
+            default="tanh"
+        The output activation ``sigma``.  A callable is taken as the inverse
+        ``sigma^-1`` (applied without clipping); a pair as ``(sigma, sigma^-1)``,
+        which ``inverse_transform`` needs.  Callables must be importable
+        functions for the estimator to pickle.
+    alpha : float, default=5e-4
+        Lasso penalty, on the sum over the sample (FLIPAD uses 5e-4 on 64x64
+        DCGAN outputs).
+    anchor : "zeros" or array-like, default="zeros"
+        ``anchor`` in the penalty: typically the mean penultimate activation
+        of the generator (see :func:`flipad_sklearn.mean_activation`).  An
+        array of the activation's shape also fixes that shape.
+    positive : bool, default=False
+        Constrain the activations to be non-negative (true when the
+        penultimate layer is a ReLU).  The proximal step becomes
+        shrink-then-clamp.
+    solver : {"fista", "cd", "cvxpy", "scipy"}, default="fista"
+        ``"fista"``: batched accelerated proximal gradient in torch (CPU or
+        CUDA).  ``"cd"``: coordinate descent, Linear layers.  ``"cvxpy"`` and
+        ``"scipy"``: exact/independent CPU solvers to verify small problems.
+    tol : float, default=1e-4
+        Each sample stops once its duality gap is at most ``tol`` times its
+        objective.  Since the gap bounds the distance to the optimum, the
+        returned objective is then within a relative ``tol`` of the optimal
+        one.  Samples that do not reach it within ``max_iter`` raise a
+        ``ConvergenceWarning`` (their certificate is in ``duality_gap_``).
+    max_iter : int, default=1000
+        Iterations (FISTA) or epochs (coordinate descent) per sample at most.
+    continuation : bool, default=True
+        FISTA only: warm-start from larger penalties (``alpha * 100``,
+        ``alpha * 10``), which reaches low objectives in fewer iterations.
+    activation_shape : tuple of int, default=None
+        Shape of one penultimate activation, e.g. ``(64, 32, 32)``.  Needed
+        for a strided Conv2d, whose input size its output size does not
+        determine; otherwise taken from ``anchor`` or inferred.
+    clip_eps : float, default=1e-6
+        Outputs are clipped into ``(low + clip_eps, high - clip_eps)`` of
+        sigma's range before inversion (tanh: ``(-1, 1)``; sigmoid: ``(0, 1)``).
+    batch_size : int, default=256
+        Samples solved together; bounds the solver's memory.
+    n_jobs : int, default=None
+        Batches solved in parallel with joblib (threads by default; any joblib
+        backend, e.g. Dask's, applies when set with ``joblib.parallel_backend``).
+    device : {"auto", "cpu", "cuda"} or str, default="auto"
+        Where FISTA runs; ``"auto"`` uses CUDA when available.
+    precision : {"float32", "float64"}, default="float32"
+        Arithmetic of the FISTA iterations; the certificate is always float64.
+    verbose : int, default=0
+        Show a progress bar over samples when positive.
+
+    Attributes
+    ----------
+    anchor_ : ndarray of shape (n_activations,)
+        The anchor, flattened.
+    activation_shape_ : tuple of int
+        Shape of one activation.
+    output_shape_ : tuple of int
+        Shape of one generator output (``(M,)`` or ``(C, H, W)``).
+    bias_ : ndarray of shape (n_features_in_,)
+        The layer's bias on each output entry (zeros without a bias).
+    lipschitz_ : float
+        Largest eigenvalue of ``WᵀW``; FISTA's step is its inverse.
+    operator_ : LayerOperator
+        The layer as a CPU float64 linear operator.
+    n_features_in_ : int
+        Number of output entries per sample.
+    n_iter_ : ndarray of shape (n_samples,)
+        Iterations per sample in the last ``transform``.
+    duality_gap_ : ndarray of shape (n_samples,)
+        Duality gap per sample in the last ``transform``: an upper bound on
+        the distance of its objective to the optimum.
+    objective_ : ndarray of shape (n_samples,)
+        Lasso objective per sample in the last ``transform``.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from flipad_sklearn import FinalLayerInverter
+    >>> layer = torch.nn.Linear(30, 8)
+    >>> h = np.maximum(np.random.default_rng(0).normal(size=(5, 30)), 0)
+    >>> x = np.tanh(layer(torch.tensor(h, dtype=torch.float32)).detach().numpy())
+    >>> inv = FinalLayerInverter(layer=layer, alpha=1e-3, solver="cd").fit(x)
+    >>> inv.transform(x).shape
+    (5, 30)
+    """
+
+    _parameter_constraints = {
+        "layer": "no_validation",
+        "activation": [StrOptions(set(BUILTIN_ACTIVATIONS)), callable, tuple],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "anchor": [StrOptions({"zeros"}), "array-like"],
+        "positive": ["boolean"],
+        "solver": [StrOptions(set(SOLVERS))],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "continuation": ["boolean"],
+        "activation_shape": [tuple, list, None],
+        "clip_eps": [Interval(Real, 0, 0.5, closed="neither")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "n_jobs": [Integral, None],
+        "device": [str, torch.device],
+        "precision": [StrOptions({"float32", "float64"})],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(self, layer=None, *, activation="tanh", alpha=5e-4, anchor="zeros",
+                 positive=False, solver="fista", tol=1e-4, max_iter=1000,
+                 continuation=True, activation_shape=None, clip_eps=DEFAULT_CLIP_EPS,
+                 batch_size=256, n_jobs=None, device="auto", precision="float32",
+                 verbose=0):
+        self.layer = layer
+        self.activation = activation
+        self.alpha = alpha
+        self.anchor = anchor
+        self.positive = positive
+        self.solver = solver
+        self.tol = tol
+        self.max_iter = max_iter
+        self.continuation = continuation
+        self.activation_shape = activation_shape
+        self.clip_eps = clip_eps
+        self.batch_size = batch_size
+        self.n_jobs = n_jobs
+        self.device = device
+        self.precision = precision
+        self.verbose = verbose
+
+    # ----------------------------------------------------------- validation
+    def _check_X(self, X, reset):
+        """2-D or 4-D finite X → (2-D float array, image shape or None)."""
+        X = check_array(X, allow_nd=True, dtype=[np.float64, np.float32],
+                        ensure_all_finite=False, ensure_2d=False,
+                        input_name="X")
+        image_shape = None
+        if X.ndim == 4:
+            image_shape = tuple(X.shape[1:])
+            X = X.reshape(X.shape[0], -1)
+        elif X.ndim != 2:
+            raise ValueError(
+                f"X must be 2-D (n_samples, n_features) or 4-D (n_samples, C, H, W); "
+                f"got an array of shape {X.shape}."
+            )
+        X = validate_data(self, X, reset=reset, dtype=[np.float64, np.float32])
+        if image_shape is not None and hasattr(self, "output_shape_"):
+            if len(self.output_shape_) == 3 and image_shape != self.output_shape_:
+                if image_shape[0] != self.output_shape_[0]:
+                    raise ValueError(
+                        f"X has {image_shape[0]} channels, but the final layer outputs "
+                        f"{self.output_shape_[0]} channels."
+                    )
+                raise ValueError(
+                    f"X has images of shape {image_shape}, but the final layer outputs "
+                    f"{self.output_shape_}."
+                )
+        return X, image_shape
+
+    def _resolve_shapes(self, n_features, image_shape):
+        layer = self.layer
+        anchor = None
+        if not (isinstance(self.anchor, str) and self.anchor == "zeros"):
+            anchor = np.asarray(self.anchor, dtype=np.float64)
+            if not np.all(np.isfinite(anchor)):
+                raise ValueError("anchor contains NaN or infinity.")
+        shape = None
+        if self.activation_shape is not None:
+            shape = tuple(int(s) for s in self.activation_shape)
+        elif anchor is not None and (anchor.ndim > 1 or isinstance(layer, nn.Linear)):
+            shape = anchor.shape
+        if shape is None:
+            if isinstance(layer, nn.Linear):
+                shape = (layer.in_features,)
+            else:
+                out_shape = image_shape or square_image_shape(n_features, layer.out_channels)
+                if out_shape is None:
+                    raise ValueError(
+                        f"Cannot tell the output image shape from {n_features} features "
+                        f"and {layer.out_channels} channels; pass X as (n, C, H, W) or "
+                        "set activation_shape."
+                    )
+                shape = infer_input_shape(layer, out_shape)
+                if shape is None:
+                    raise ValueError(
+                        f"The activation shape of this {type(layer).__name__} is not "
+                        f"determined by its output shape {out_shape} (e.g. a strided "
+                        "Conv2d); set activation_shape=(C, H, W) or pass an anchor array."
+                    )
+        if anchor is None:
+            anchor = np.zeros(int(np.prod(shape)))
+        elif anchor.size != int(np.prod(shape)):
+            raise ValueError(
+                f"anchor has {anchor.size} entries but an activation of shape {shape} "
+                f"has {int(np.prod(shape))}."
+            )
+        return tuple(shape), anchor.reshape(-1)
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X, y=None):
+        """Check that ``X`` matches the layer and store the layer as CPU tensors.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+            Generator outputs (only their shape is used).
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        if self.layer is None:
+            raise ValueError("FinalLayerInverter needs layer=<the generator's final layer>.")
+        check_layer(self.layer)
+        get_activation(self.activation)
+        X, image_shape = self._check_X(X, reset=True)
+        self.activation_shape_, self.anchor_ = self._resolve_shapes(X.shape[1], image_shape)
+        op = LayerOperator.from_layer(self.layer, self.activation_shape_)
+        if op.n_outputs != X.shape[1]:
+            raise ValueError(
+                f"X has {X.shape[1]} features per sample, but the final layer maps "
+                f"activations of shape {self.activation_shape_} to outputs of shape "
+                f"{op.output_shape} ({op.n_outputs} values)."
+            )
+        if self.solver == "cd" and op.kind != "linear":
+            raise ValueError(
+                "solver='cd' handles fully connected (Linear) layers; use "
+                "solver='fista' for convolutional layers."
+            )
+        if image_shape is not None and len(op.output_shape) == 3 \
+                and image_shape != op.output_shape:
+            raise ValueError(
+                f"X has images of shape {image_shape}, but the final layer outputs "
+                f"{op.output_shape}."
+            )
+        self.operator_ = op
+        self.output_shape_ = op.output_shape
+        bias = self.layer.bias
+        if bias is None:
+            self.bias_ = np.zeros(op.n_outputs)
+        else:
+            b = bias.detach().to("cpu", torch.float64).numpy()
+            per_entry = op.n_outputs // b.size
+            self.bias_ = np.repeat(b, per_entry)
+        with torch.no_grad():
+            self._anchor_image = op.matvec(torch.from_numpy(self.anchor_)[None])[0].numpy()
+        self.lipschitz_ = op.lipschitz()
+        return self
+
+    # ------------------------------------------------------------ transform
+    def _targets(self, X):
+        """``y' = sigma^-1(clip(x)) - b - W anchor`` for each row."""
+        act = get_activation(self.activation)
+        return act.invert(X, self.clip_eps) - self.bias_ - self._anchor_image
+
+    def transform(self, X):
+        """Recover the penultimate activations of each sample.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+            Generator outputs (e.g. images in tanh's range ``[-1, 1]``).
+
+        Returns
+        -------
+        Z : ndarray of shape (n_samples, n_activations)
+            The lasso solutions, flattened (C·H·W for convolutional layers);
+            float32 if X is float32, else float64.
+        """
+        check_is_fitted(self, "operator_")
+        X, _ = self._check_X(X, reset=False)
+        out_dtype = np.float32 if X.dtype == np.float32 else np.float64
+        Y = self._targets(X)
+        n = Y.shape[0]
+        lower = -self.anchor_ if self.positive else None
+        device = resolve_device(self.device) if self.solver == "fista" else torch.device("cpu")
+        dtype = torch.float32 if self.precision == "float32" else torch.float64
+        batches = list(gen_batches(n, self.batch_size))
+
+        kwargs = dict(solver=self.solver, lower=lower, tol=self.tol,
+                      max_iter=self.max_iter, lipschitz=self.lipschitz_, device=device,
+                      dtype=dtype, continuation=self.continuation)
+        bar = _progress(n, self.verbose, "final-layer inversion")
+        if self.n_jobs in (None, 1) or len(batches) == 1:
+            jobs = (solve_batch(self.operator_, Y[sl], self.alpha, **kwargs)
+                    for sl in batches)
+        else:
+            # threads: torch releases the GIL; a joblib backend set by the caller
+            # (e.g. Dask's) takes precedence over this hint
+            jobs = Parallel(n_jobs=self.n_jobs, prefer="threads", return_as="generator")(
+                delayed(solve_batch)(self.operator_, Y[sl], self.alpha, **kwargs)
+                for sl in batches)
+        results = []
+        for sl, res in zip(batches, jobs):
+            results.append(res)
+            if bar is not None:
+                bar.update(sl.stop - sl.start)
+        if bar is not None:
+            bar.close()
+        D, self.objective_, self.duality_gap_, self.n_iter_ = (
+            np.concatenate(parts) for parts in zip(*results))
+        rel = self.duality_gap_ / np.maximum(np.abs(self.objective_), 1e-300)
+        unconverged = rel > self.tol
+        if unconverged.any() and self.solver in ("fista", "cd"):
+            warnings.warn(
+                f"{int(unconverged.sum())} of {n} samples did not reach the relative "
+                f"duality gap tol={self.tol:g} within max_iter={self.max_iter} (largest "
+                f"gap: {rel.max():.2e} of the objective). Increase max_iter or tol; "
+                "duality_gap_ holds each sample's certificate.",
+                ConvergenceWarning,
+            )
+        return (D + self.anchor_).astype(out_dtype, copy=False)
+
+    def inverse_transform(self, X):
+        """Map activations back to generator outputs: ``sigma(W z + b)``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_activations)
+
+        Returns
+        -------
+        outputs : ndarray of shape (n_samples, n_features_in_)
+        """
+        check_is_fitted(self, "operator_")
+        Z = check_array(X, dtype=[np.float64, np.float32], input_name="X")
+        if Z.shape[1] != self.anchor_.size:
+            raise ValueError(
+                f"X has {Z.shape[1]} features, but the inverter's activations have "
+                f"{self.anchor_.size} (shape {self.activation_shape_})."
+            )
+        with torch.no_grad():
+            pre = self.operator_.matvec(torch.from_numpy(Z.astype(np.float64))).numpy()
+        out = get_activation(self.activation).apply(pre + self.bias_)
+        return out.astype(Z.dtype, copy=False)
+
+    # ----------------------------------------------------------- plumbing
+    @property
+    def _n_features_out(self):
+        return self.anchor_.size
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        tags.input_tags.allow_nan = False
+        tags.non_deterministic = False
+        return tags
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        layer = state.get("layer")
+        if isinstance(layer, nn.Module) and any(
+                p.device.type != "cpu" for p in layer.parameters()):
+            # a CUDA layer would not unpickle on a CPU-only machine
+            state["layer"] = copy.deepcopy(layer).cpu()
+        return state
