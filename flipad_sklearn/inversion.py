@@ -190,8 +190,7 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
                 f"X must be 2-D (n_samples, n_features) or 4-D (n_samples, C, H, W); "
                 f"got an array of shape {X.shape}."
             )
-        X = validate_data(self, X, reset=reset, dtype=[np.float64, np.float32])
-        if image_shape is not None and hasattr(self, "output_shape_"):
+        if image_shape is not None and not reset and hasattr(self, "output_shape_"):
             if len(self.output_shape_) == 3 and image_shape != self.output_shape_:
                 if image_shape[0] != self.output_shape_[0]:
                     raise ValueError(
@@ -202,6 +201,7 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
                     f"X has images of shape {image_shape}, but the final layer outputs "
                     f"{self.output_shape_}."
                 )
+        X = validate_data(self, X, reset=reset, dtype=[np.float64, np.float32])
         return X, image_shape
 
     def _resolve_shapes(self, n_features, image_shape):
@@ -214,7 +214,7 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         shape = None
         if self.activation_shape is not None:
             shape = tuple(int(s) for s in self.activation_shape)
-        elif anchor is not None and (anchor.ndim > 1 or isinstance(layer, nn.Linear)):
+        elif anchor is not None and anchor.ndim > 1 and not isinstance(layer, nn.Linear):
             shape = anchor.shape
         if shape is None:
             if isinstance(layer, nn.Linear):

@@ -14,6 +14,7 @@ from .fista import fista, fista_path
 from .reference import solve_cvxpy, solve_scipy
 
 SOLVERS = ("fista", "cd", "cvxpy", "scipy")
+FLOAT32_TOL = 1e-5
 
 __all__ = [
     "SOLVERS", "coordinate_descent", "dual_point_value", "duality_gap", "fista",
@@ -35,13 +36,26 @@ def solve_batch(op, Y, alpha, *, solver="fista", lower=None, tol=1e-4, max_iter=
         y = torch.from_numpy(Y).to(device)
         low = None if lower is None else torch.from_numpy(np.asarray(lower, np.float64))
         L = op.lipschitz() if lipschitz is None else lipschitz
-        kwargs = dict(lower=low, tol=tol, max_iter=max_iter, dtype=dtype, callback=callback)
+        # float32 iterations stall near a relative gap of ~1e-5; below that
+        # the unfinished samples go on in float64 from where they are
+        tol32 = max(tol, FLOAT32_TOL) if dtype == torch.float32 else tol
+        kwargs = dict(lower=low, max_iter=max_iter, dtype=dtype, callback=callback)
+        if dtype == torch.float32:
+            kwargs["stall_checks"] = 10
         with torch.no_grad():
             if continuation:
-                out = fista_path(op, y, alpha, L, **kwargs)
+                out = fista_path(op, y, alpha, L, tol=tol32, **kwargs)
             else:
-                out = fista(op, y, alpha, L, **kwargs)
-        return tuple(t.cpu().numpy() for t in out)
+                out = fista(op, y, alpha, L, tol=tol32, **kwargs)
+            d, primal, gap, n_iter = out
+            todo = (gap > tol * primal.abs()) & (n_iter < max_iter)
+            if tol32 > tol and bool(todo.any()):
+                rows = torch.nonzero(todo)[:, 0]
+                left = max_iter - int(n_iter[rows].max())
+                kwargs.update(dtype=torch.float64, max_iter=max(left, 1), stall_checks=None)
+                d2, p2, g2, n2 = fista(op, y[rows], alpha, L, d0=d[rows], tol=tol, **kwargs)
+                d[rows], primal[rows], gap[rows], n_iter[rows] = d2, p2, g2, n2 + n_iter[rows]
+        return d.cpu().numpy(), primal.cpu().numpy(), gap.cpu().numpy(), n_iter.cpu().numpy()
     W = op.to_dense()
     if solver == "cd":
         return coordinate_descent(W, Y, alpha, lower=lower, tol=tol, max_iter=max_iter,

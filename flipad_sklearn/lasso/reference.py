@@ -85,11 +85,19 @@ def solve_scipy(W, Y, alpha, *, lower=None, tol=1e-12, max_iter=100_000, callbac
     n_iter = np.zeros(Y.shape[0], dtype=np.int64)
     x0 = np.array([b[0] for b in bounds])
     for i, row in enumerate(Y):
-        res = minimize(fun, x0, args=(row,), jac=True, method="L-BFGS-B", bounds=bounds,
-                       options=dict(maxiter=max_iter, maxfun=2 * max_iter, ftol=tol,
-                                    gtol=tol, maxcor=30))
-        D[i] = res.x[:K] - res.x[K:]
-        n_iter[i] = res.nit
+        x, f_prev = x0, np.inf
+        # L-BFGS-B may stop early on its line search; restarting from its own
+        # point (fresh curvature memory) until the objective stalls fixes that
+        for _ in range(20):
+            res = minimize(fun, x, args=(row,), jac=True, method="L-BFGS-B",
+                           bounds=bounds, options=dict(maxiter=max_iter, maxfun=2 * max_iter,
+                                                       ftol=tol, gtol=tol, maxcor=30))
+            x = res.x
+            n_iter[i] += res.nit
+            if f_prev - res.fun <= tol * max(abs(res.fun), 1.0):
+                break
+            f_prev = res.fun
+        D[i] = x[:K] - x[K:]
         if callback is not None:
             callback(i + 1, Y.shape[0] - i - 1)
     primal, gap = _certificate(W, Y, D, alpha, lower)
