@@ -245,7 +245,7 @@ def test_errors_on_bad_configuration():
         FinalLayerInverter(layer=layer, anchor=np.full(24, np.nan)).fit(x)
     with pytest.raises(ValueError, match="solver"):
         FinalLayerInverter(layer=layer, solver="newton").fit(x)
-    with pytest.raises(ValueError, match="Unknown activation"):
+    with pytest.raises(ValueError, match="activation"):
         FinalLayerInverter(layer=layer, activation="relu").fit(x)
     with pytest.raises(ValueError, match="padding_mode"):
         FinalLayerInverter(layer=nn.Conv2d(2, 2, 3, padding=1, padding_mode="reflect")).fit(
