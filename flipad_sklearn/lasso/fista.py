@@ -32,7 +32,7 @@ def _prox(u, thresh, lower):
 
 
 def fista_path(op, y, alpha, lipschitz, *, n_stages=3, stage_ratio=10.0,
-               max_iter=1000, tol=1e-4, callback=None, **kwargs):
+               stage_budget=0.5, max_iter=1000, tol=1e-4, callback=None, **kwargs):
     """FISTA with continuation on the penalty (a warm-started path of alphas).
 
     Small penalties make the lasso ill-conditioned: the support is large and
@@ -40,14 +40,14 @@ def fista_path(op, y, alpha, lipschitz, *, n_stages=3, stage_ratio=10.0,
     ``alpha * stage_ratio**k`` (k = n_stages-1 ... 1) to a loose tolerance and
     warm-starting the next stage reaches a given objective in several times
     fewer iterations on final layers of image generators (see
-    ``benchmarks/bench_inversion.py``).  Stages never use more than a quarter
-    of ``max_iter`` in total; the last stage, at ``alpha``, gets the rest and
-    its certificate is the one returned.
+    ``benchmarks/bench_inversion.py``).  Stages never use more than
+    ``stage_budget * max_iter`` iterations in total; the last stage, at
+    ``alpha``, gets the rest and its certificate is the one returned.
     """
     d0 = kwargs.pop("d0", None)
     used = torch.zeros(y.shape[0], dtype=torch.int64, device=y.device)
     if n_stages > 1:
-        per_stage = max(1, max_iter // (4 * (n_stages - 1)))
+        per_stage = max(1, int(stage_budget * max_iter) // (n_stages - 1))
         for k in range(n_stages - 1, 0, -1):
             d0, _, _, n = fista(op, y, alpha * stage_ratio ** k, lipschitz, d0=d0,
                                 tol=max(tol, 1e-2), max_iter=per_stage, **kwargs)
