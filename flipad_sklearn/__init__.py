@@ -16,3 +16,19 @@ __all__ = [
 ]
 
 # --- detector and feature steps (issue 3) are exported below ---
+from .deepsad import FLIPADDetector, ThresholdWarning
+from .features import (
+    ActivationPooling,
+    ChannelSelector,
+    DCTFeatures,
+    GeneratorStandardScaler,
+)
+
+__all__ += [
+    "ActivationPooling",
+    "ChannelSelector",
+    "DCTFeatures",
+    "FLIPADDetector",
+    "GeneratorStandardScaler",
+    "ThresholdWarning",
+]

@@ -68,11 +68,12 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         ``"fista"``: batched accelerated proximal gradient in torch (CPU or
         CUDA).  ``"cd"``: coordinate descent, Linear layers.  ``"cvxpy"`` and
         ``"scipy"``: exact/independent CPU solvers to verify small problems.
-    tol : float, default=1e-4
+    tol : float, default=1e-6
         Each sample stops once its duality gap is at most ``tol`` times its
-        objective.  Since the gap bounds the distance to the optimum, the
-        returned objective is then within a relative ``tol`` of the optimal
-        one.  Samples that do not reach it within ``max_iter`` raise a
+        objective at the anchor (``1/2 ||y'||^2``, the convention of
+        scikit-learn's Lasso).  Since the gap bounds the distance to the
+        optimum, the returned objective ``P`` then satisfies
+        ``P - P* <= tol * 1/2 ||y'||^2``.  Samples that do not reach it within ``max_iter`` raise a
         ``ConvergenceWarning`` (their certificate is in ``duality_gap_``).
     max_iter : int, default=1000
         Iterations (FISTA) or epochs (coordinate descent) per sample at most.
@@ -154,7 +155,7 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     }
 
     def __init__(self, layer=None, *, activation="tanh", alpha=5e-4, anchor="zeros",
-                 positive=False, solver="fista", tol=1e-4, max_iter=1000,
+                 positive=False, solver="fista", tol=1e-6, max_iter=1000,
                  continuation=True, activation_shape=None, clip_eps=DEFAULT_CLIP_EPS,
                  batch_size=256, n_jobs=None, device="auto", precision="float32",
                  verbose=0):
@@ -348,13 +349,13 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             bar.close()
         D, self.objective_, self.duality_gap_, self.n_iter_ = (
             np.concatenate(parts) for parts in zip(*results))
-        rel = self.duality_gap_ / np.maximum(np.abs(self.objective_), 1e-300)
+        rel = self.duality_gap_ / np.maximum(0.5 * (Y * Y).sum(axis=1), 1e-300)
         unconverged = rel > self.tol
         if unconverged.any() and self.solver in ("fista", "cd"):
             warnings.warn(
                 f"{int(unconverged.sum())} of {n} samples did not reach the relative "
                 f"duality gap tol={self.tol:g} within max_iter={self.max_iter} (largest "
-                f"gap: {rel.max():.2e} of the objective). Increase max_iter or tol; "
+                f"gap: {rel.max():.2e} of the objective at the anchor). Increase max_iter or tol; "
                 "duality_gap_ holds each sample's certificate.",
                 ConvergenceWarning,
             )

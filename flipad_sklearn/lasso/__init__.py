@@ -8,17 +8,17 @@ linear operator ``W``, and returns the solution with its duality-gap certificate
 import numpy as np
 import torch
 
-from ._duality import dual_point_value, duality_gap, primal_objective
+from ._duality import dual_point_value, duality_gap, gap_scale, primal_objective
 from .cd import coordinate_descent
 from .fista import fista, fista_path
 from .reference import solve_cvxpy, solve_scipy
 
 SOLVERS = ("fista", "cd", "cvxpy", "scipy")
-FLOAT32_TOL = 1e-5
+FLOAT32_TOL = 1e-7
 
 __all__ = [
     "SOLVERS", "coordinate_descent", "dual_point_value", "duality_gap", "fista",
-    "fista_path", "primal_objective", "solve_batch", "solve_cvxpy", "solve_scipy",
+    "fista_path", "gap_scale", "primal_objective", "solve_batch", "solve_cvxpy", "solve_scipy",
 ]
 
 
@@ -48,7 +48,7 @@ def solve_batch(op, Y, alpha, *, solver="fista", lower=None, tol=1e-4, max_iter=
             else:
                 out = fista(op, y, alpha, L, tol=tol32, **kwargs)
             d, primal, gap, n_iter = out
-            todo = (gap > tol * primal.abs()) & (n_iter < max_iter)
+            todo = (gap > tol * gap_scale(y)) & (n_iter < max_iter)
             if tol32 > tol and bool(todo.any()):
                 rows = torch.nonzero(todo)[:, 0]
                 left = max_iter - int(n_iter[rows].max())

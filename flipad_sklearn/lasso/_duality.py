@@ -23,6 +23,17 @@ import torch
 _TINY = 1e-300
 
 
+def gap_scale(y):
+    """``1/2 ||y||^2`` per row: the objective at ``d = 0`` (the anchor).
+
+    Tolerances are relative to it, as in scikit-learn's Lasso and Celer: a
+    relative gap ``tol`` guarantees ``P(d) - P* <= tol * P(0)``.  Unlike the
+    optimal objective, ``P(0)`` does not shrink with ``alpha``, so tiny
+    penalties do not demand ever tighter absolute certificates.
+    """
+    return (0.5 * (y * y).sum(dim=1)).clamp(min=_TINY)
+
+
 def primal_objective(residual, d, alpha):
     """``1/2 ||r||^2 + alpha ||d||_1`` per row."""
     return 0.5 * (residual * residual).sum(dim=1) + alpha * d.abs().sum(dim=1)

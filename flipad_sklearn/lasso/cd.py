@@ -15,7 +15,7 @@ Converged samples (relative duality gap below ``tol``) leave the block.
 import numpy as np
 import torch
 
-from ._duality import dual_point_value, primal_objective
+from ._duality import dual_point_value, gap_scale, primal_objective
 
 
 def _gap(W, Y, D, alpha, lower):
@@ -39,7 +39,7 @@ def coordinate_descent(W, Y, alpha, *, lower=None, tol=1e-4, max_iter=1000,
     alpha : float
     lower : ndarray (K,) or None
     tol : float
-        Relative duality gap (``gap <= tol * primal``) at which a row stops.
+        Relative duality gap (``gap <= tol * 1/2 ||y||^2``) at which a row stops.
     max_iter : int
         Epochs (full sweeps over the coordinates) at most.
 
@@ -63,6 +63,7 @@ def coordinate_descent(W, Y, alpha, *, lower=None, tol=1e-4, max_iter=1000,
     use_gram = M > K
     Wcols = np.asfortranarray(W)
     idx = np.arange(B)
+    scale = gap_scale(torch.from_numpy(Y)).numpy()
     D = D_all.copy()
     if use_gram:
         G = W.T @ W
@@ -74,7 +75,7 @@ def coordinate_descent(W, Y, alpha, *, lower=None, tol=1e-4, max_iter=1000,
         if epoch % check_every == 0 or epoch >= max_iter:
             primal, gap = _gap(W, Y[idx], D, alpha, lower)
             D_all[idx], primal_all[idx], gap_all[idx], iter_all[idx] = D, primal, gap, epoch
-            done = gap <= tol * np.maximum(np.abs(primal), 1e-300)
+            done = gap <= tol * scale[idx]
             if callback is not None:
                 callback(epoch, int((~done).sum()))
             if epoch >= max_iter or done.all():

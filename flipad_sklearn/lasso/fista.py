@@ -21,7 +21,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ._duality import dual_point_value, extrapolated_residual, primal_objective
+from ._duality import dual_point_value, extrapolated_residual, gap_scale, primal_objective
 
 
 def _prox(u, thresh, lower):
@@ -92,7 +92,7 @@ def fista(
     d0 : torch.Tensor of shape (B, K) or None
         Warm start (projected on the bound).
     tol : float
-        Stop a sample when ``gap <= tol * primal``.
+        Stop a sample when ``gap <= tol * 1/2 ||y||^2`` (see ``gap_scale``).
     max_iter : int
         Iterations at most.
     check_every : int
@@ -104,7 +104,7 @@ def fista(
     restart : bool
         Adaptive momentum restart.
     stall_checks : int or None
-        Also stop a sample whose relative gap is below 1e-3 and has not
+        Also stop a sample whose relative gap is below 1e-5 and has not
         improved by 10 % over this many checks: float32 iterates stall at a
         problem-dependent floor; the caller continues those in float64.
     callback : callable or None
@@ -142,6 +142,7 @@ def fista(
     gap_out = torch.full((B,), math.inf, dtype=torch.float64, device=device)
     iter_out = torch.zeros(B, dtype=torch.int64, device=device)
     best_dual = torch.full((B,), -math.inf, dtype=torch.float64, device=device)
+    scale = gap_scale(y)
     # relative gap a stall is measured against, and checks since it improved
     stall_ref = torch.full((B,), math.inf, dtype=torch.float64, device=device)
     stall_count = torch.zeros(B, dtype=torch.int64, device=device)
@@ -182,13 +183,13 @@ def fista(
             primal_out[idx] = primal
             gap_out[idx] = gap
             iter_out[idx] = n_iter
-            rel = gap / primal.abs().clamp(min=1e-300)
+            rel = gap / scale[idx]
             done = rel <= tol
             if stall_checks:
                 improved = rel < 0.9 * stall_ref[idx]
                 stall_ref[idx] = torch.where(improved, rel, stall_ref[idx])
                 stall_count[idx] = torch.where(improved, 0, stall_count[idx] + 1)
-                done |= (rel < 1e-3) & (stall_count[idx] >= stall_checks)
+                done |= (rel < 1e-5) & (stall_count[idx] >= stall_checks)
             if callback is not None:
                 callback(n_iter, int((~done).sum()))
             if n_iter >= max_iter or bool(done.all()):
