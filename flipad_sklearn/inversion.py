@@ -183,6 +183,8 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
                         ensure_all_finite=False, ensure_2d=False,
                         input_name="X")
         image_shape = None
+        if X.ndim < 2:
+            check_array(X, input_name="X")          # scikit-learn's "Reshape your data"
         if X.ndim == 4:
             image_shape = tuple(X.shape[1:])
             X = X.reshape(X.shape[0], -1)

@@ -273,6 +273,8 @@ def test_pickle_and_joblib_round_trip(tmp_path):
     joblib.dump(inv, path)
     np.save(tmp_path / "x.npy", x)
     code = (
+        # float32 sums depend on the thread count: use the parent's
+        f"import torch; torch.set_num_threads({torch.get_num_threads()});"
         "import joblib, numpy as np, sys;"
         f"inv = joblib.load({str(path)!r});"
         f"z = inv.transform(np.load({str(tmp_path / 'x.npy')!r}));"

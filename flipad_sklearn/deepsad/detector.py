@@ -1,0 +1,546 @@
+"""FLIPADDetector: Deep SAD with a conformal threshold, as a scikit-learn outlier detector."""
+
+import copy
+import math
+import time
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, OutlierMixin, _fit_context
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .._device import resolve_device
+from .._validation import (
+    check_labels,
+    flatten_images,
+    normal_mask,
+    resolve_input_shape,
+)
+from .networks import build_network, check_bias_free, has_batch_norm, rebuild_network
+
+
+_TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+class ThresholdWarning(UserWarning):
+    """The validation set is too small for the requested false-negative rate."""
+
+
+def conformal_threshold(distances, fnr):
+    """Conformal ``(1 - fnr)`` quantile of held-out distances of G's samples.
+
+    Returns the ``k``-th smallest distance with ``k = ceil((n + 1)(1 - fnr))``:
+    for a new sample of G exchangeable with the ``n`` held-out ones,
+    ``P(distance > threshold) <= fnr``.  When ``k > n`` (``n < 1/fnr - 1``)
+    no finite order statistic gives the guarantee; the maximum is used and a
+    :class:`ThresholdWarning` is raised.
+    """
+    d = np.sort(np.asarray(distances, dtype=np.float64))
+    n = d.shape[0]
+    k = math.ceil((n + 1) * (1.0 - fnr) - 1e-12)  # tolerance: (n+1)*(1-fnr) may be k+tiny
+    if k > n:
+        warnings.warn(
+            f"{n} validation samples are too few to guarantee fnr={fnr}: "
+            f"at least {math.ceil((1 - fnr) / fnr - 1e-12) if fnr > 0 else 'infinitely many'} "
+            "are needed. The largest validation distance is used as threshold.",
+            ThresholdWarning,
+            stacklevel=3,
+        )
+        k = n
+    return float(d[max(k, 1) - 1])
+
+
+class FLIPADDetector(OutlierMixin, BaseEstimator):
+    """Deep SAD one-class detector for "was this sample made by my generator G?".
+
+    A bias-free network ``phi`` maps features to ``R^rep_dim``.  The centre
+    ``c`` is the mean of ``phi`` at initialisation over G's and the unlabelled
+    training samples.  Training minimises ``||phi(x) - c||^2`` for G's and
+    unlabelled samples and ``eta * (||phi(x) - c||^2 + 1e-6)^-1`` for labelled
+    non-G samples.  The decision threshold is the conformal ``(1 - fnr)``
+    quantile of the distances of held-out samples of G, so at most a fraction
+    ``fnr`` of G's own samples is rejected (in expectation over the split).
+
+    Labels: ``y = 1`` made by G (normal), ``y = -1`` known not made by G
+    (real data, other generators: labelled anomalies), ``y = 0`` unlabelled
+    (trained as normal).  ``fit(X)`` is one-class training.  Other label values
+    are treated as unlabelled with a warning.
+
+    Parameters
+    ----------
+    network : {"auto", "mlp", "lenet"}, torch.nn.Module or callable, default="auto"
+        ``"auto"`` picks ``"lenet"`` when ``input_shape`` is given, else
+        ``"mlp"``.  A module is deep-copied and trained from its current
+        weights; a callable ``f(n_features) -> nn.Module`` is called inside
+        ``fit`` (under a forked, seeded torch RNG when ``random_state`` is
+        set).  User networks receive flat ``(batch, n_features)`` float32
+        tensors (reshape inside ``forward``) and must be bias-free, with
+        ``affine=False`` normalisation, else a ``ValueError`` is raised.
+        Their weights are pickled with the module itself (on the CPU).
+    input_shape : tuple of (C, H, W) or None, default=None
+        Shape of one sample for the conv net; flat input is reshaped to it.
+        Taken from ``X`` when ``X`` is 4-D.
+    hidden_sizes : tuple of int, default=(128, 64)
+        Hidden layer widths of the MLP.
+    conv_channels : tuple of int, default=(32, 64)
+        Output channels of the conv blocks of the LeNet.
+    kernel_size : int, default=5
+        Convolution kernel size of the LeNet.
+    rep_dim : int, default=32
+        Dimension of the representation space.
+    batch_norm : bool, default=True
+        Batch norm (``affine=False``) after each hidden layer of the built-in
+        networks.
+    eta : float, default=1.0
+        Weight of the labelled non-G samples in the loss.
+    eps : float, default=0.1
+        Centre coordinates with ``|c_j| < eps`` are set to ``+-eps`` (0 counts
+        as +), so that no coordinate is trivially reachable by zero weights.
+    n_epochs : int, default=50
+        Training epochs.
+    batch_size : int, default=128
+        Mini-batch size for training and scoring.  With batch norm the last
+        incomplete training batch is dropped.
+    lr : float, default=1e-3
+        Adam learning rate.
+    weight_decay : float, default=1e-6
+        Adam weight decay.
+    lr_milestones : tuple of int, default=()
+        Epochs at which the learning rate is multiplied by ``lr_gamma``.
+    lr_gamma : float, default=0.1
+        Learning-rate decay factor at each milestone.
+    fnr : float, default=0.005
+        Tolerated false-negative rate: the share of G's own samples that may
+        be rejected.  Needs at least ``1/fnr - 1`` validation samples for the
+        guarantee (199 at 0.005); with fewer, the largest validation distance
+        is the threshold and a :class:`ThresholdWarning` is raised.
+    validation_fraction : float, default=0.2
+        Share of G's samples (``y == 1``; all normal samples when there are
+        none) held out of training to set the threshold.
+    score_dtype : {"float64", "float32"}, default="float64"
+        Precision of scoring (training is always float32).  float64 makes a
+        sample's score independent of the batch it is scored in (to ~1e-15);
+        float32 is several times faster for conv nets on a CPU, and scores
+        are then computed in fixed-size, zero-padded chunks of ``batch_size``
+        so that they still do not depend on how ``X`` is split.
+    device : {"auto", "cpu", "cuda"} or str, default="auto"
+        Where to train and score.  The fitted network is stored as numpy
+        arrays when pickled, so a detector fitted on CUDA loads on a CPU-only
+        machine (it then scores on the CPU).
+    random_state : int, RandomState instance or None, default=None
+        Seeds the split, the initial weights and the batch order through local
+        generators; the global numpy/torch RNGs are not touched.
+    verbose : int, default=0
+        Print the loss after every epoch when > 0.
+
+    Attributes
+    ----------
+    network_ : torch.nn.Module
+        The trained network, in eval mode and in ``score_dtype``.
+    center_ : ndarray of shape (rep_dim,)
+        The centre ``c``.
+    threshold_ : float
+        Distance above which a sample is rejected as not made by G.
+    offset_ : float
+        ``-threshold_``; ``decision_function = score_samples - offset_``.
+    validation_distances_ : ndarray
+        Sorted distances of the held-out samples of G (for :meth:`pvalues`).
+    history_ : dict of lists
+        ``"loss"`` (mean training loss), ``"lr"`` and ``"time"`` per epoch.
+    input_shape_ : tuple or None
+        Per-sample shape used by the conv net.
+    n_features_in_ : int
+        Number of (flat) features seen in ``fit``.
+    device_ : torch.device
+        Device used for training.
+
+    Notes
+    -----
+    ``GridSearchCV(scoring="roc_auc")`` scores ``decision_function`` against
+    ``y``: pass ``y`` in {-1, +1} there (a 0 makes a third class).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from flipad_sklearn import FLIPADDetector
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(300, 8))
+    >>> det = FLIPADDetector(n_epochs=3, fnr=0.05, random_state=0).fit(X)
+    >>> det.predict(X[:3]).shape
+    (3,)
+    """
+
+    _parameter_constraints = {
+        "network": [StrOptions({"auto", "mlp", "lenet"}), torch.nn.Module, callable],
+        "input_shape": [None, tuple, list],
+        "hidden_sizes": [tuple, list],
+        "conv_channels": [tuple, list],
+        "kernel_size": [Interval(Integral, 1, None, closed="left")],
+        "rep_dim": [Interval(Integral, 1, None, closed="left")],
+        "batch_norm": ["boolean"],
+        "eta": [Interval(Real, 0, None, closed="left")],
+        "eps": [Interval(Real, 0, None, closed="neither")],
+        "n_epochs": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "lr_milestones": [tuple, list],
+        "lr_gamma": [Interval(Real, 0, None, closed="neither")],
+        "fnr": [Interval(Real, 0, 1, closed="left")],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "score_dtype": [StrOptions({"float64", "float32"})],
+        "device": [str, torch.device],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        network="auto",
+        *,
+        input_shape=None,
+        hidden_sizes=(128, 64),
+        conv_channels=(32, 64),
+        kernel_size=5,
+        rep_dim=32,
+        batch_norm=True,
+        eta=1.0,
+        eps=0.1,
+        n_epochs=50,
+        batch_size=128,
+        lr=1e-3,
+        weight_decay=1e-6,
+        lr_milestones=(),
+        lr_gamma=0.1,
+        fnr=0.005,
+        validation_fraction=0.2,
+        score_dtype="float64",
+        device="auto",
+        random_state=None,
+        verbose=0,
+    ):
+        self.network = network
+        self.input_shape = input_shape
+        self.hidden_sizes = hidden_sizes
+        self.conv_channels = conv_channels
+        self.kernel_size = kernel_size
+        self.rep_dim = rep_dim
+        self.batch_norm = batch_norm
+        self.eta = eta
+        self.eps = eps
+        self.n_epochs = n_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.lr_milestones = lr_milestones
+        self.lr_gamma = lr_gamma
+        self.fnr = fnr
+        self.validation_fraction = validation_fraction
+        self.score_dtype = score_dtype
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ fit
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Train the network and set the threshold.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+            Training features.
+        y : array-like of shape (n_samples,), default=None
+            1 = made by G, -1 = known not made by G, 0 = unlabelled.
+            None: all samples are G's.
+
+        Returns
+        -------
+        self : FLIPADDetector
+        """
+        X, nd_shape = flatten_images(X)
+        X = validate_data(self, X, dtype=[np.float32, np.float64],
+                          ensure_min_samples=2)
+        labels = check_labels(y, X.shape[0])
+        shape = self._network_input_shape(nd_shape, X.shape[1])
+        rng = check_random_state(self.random_state)
+        train_idx, val_idx = self._split(labels, rng)
+
+        self.device_ = resolve_device(self.device)
+        gen = torch.Generator().manual_seed(int(rng.randint(np.iinfo(np.int32).max)))
+        net, spec = self._make_network(X.shape[1], shape, gen)
+        check_bias_free(net)
+        net = net.to(self.device_)
+
+        X_train = _to_tensor(X[train_idx], torch.float32)
+        y_train = torch.as_tensor(labels[train_idx])
+        center = self._init_center(net, X_train, y_train)
+        self.history_ = self._train(net, center, X_train, y_train, gen)
+
+        self.network_ = net.to(_TORCH_DTYPES[self.score_dtype]).eval()
+        self._network_spec = spec
+        self.center_ = center.double().cpu().numpy()
+        self.input_shape_ = shape
+
+        val_dist = self._distances(X[val_idx])
+        self.validation_distances_ = np.sort(val_dist)
+        if np.ptp(val_dist) <= 1e-12 * (1.0 + np.abs(val_dist).max()):
+            warnings.warn(
+                "All validation samples of G have the same distance to the "
+                "centre: the network collapsed (or the features are constant). "
+                "Check for bias terms or constant features.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        # The relative margin keeps the sample at the quantile accepted
+        # despite float noise when it is scored again in another batch.
+        margin = 1e-10 if self.score_dtype == "float64" else 1e-5
+        self.threshold_ = conformal_threshold(val_dist, self.fnr) * (1.0 + margin)
+        self.offset_ = -self.threshold_
+        return self
+
+    def _network_input_shape(self, nd_shape, n_features):
+        if self.input_shape is None and nd_shape is None:
+            if self.network == "lenet":
+                raise ValueError("network='lenet' needs input_shape=(C, H, W) or 4-D X.")
+            return None
+        return resolve_input_shape(self.input_shape, nd_shape, n_features, "channels")
+
+    def _split(self, labels, rng):
+        """Hold out ``validation_fraction`` of G's samples for the threshold."""
+        pool = np.flatnonzero(normal_mask(labels))
+        n_val = math.ceil(self.validation_fraction * pool.size)
+        n_train_normal = int(np.sum(labels != -1)) - n_val
+        if n_val < 1 or n_train_normal < 2:
+            raise ValueError(
+                f"Too few samples of G for training and the validation split: "
+                f"{pool.size} samples of G, {n_val} held out "
+                f"(validation_fraction={self.validation_fraction}), leaving "
+                f"{n_train_normal} normal samples for training; at least 2 are needed."
+            )
+        val_idx = np.sort(rng.permutation(pool)[:n_val])
+        train_mask = np.ones(labels.size, dtype=bool)
+        train_mask[val_idx] = False
+        return np.flatnonzero(train_mask), val_idx
+
+    def _make_network(self, n_features, shape, gen):
+        kind = self.network
+        if isinstance(kind, str):
+            if kind == "auto":
+                kind = "lenet" if shape is not None else "mlp"
+            if kind == "lenet":
+                kwargs = dict(input_shape=shape, conv_channels=tuple(self.conv_channels),
+                              kernel_size=self.kernel_size, rep_dim=self.rep_dim,
+                              batch_norm=self.batch_norm)
+            else:
+                kwargs = dict(n_features=n_features, hidden_sizes=tuple(self.hidden_sizes),
+                              rep_dim=self.rep_dim, batch_norm=self.batch_norm)
+            spec = {"kind": kind, "kwargs": kwargs}
+            return build_network(spec, gen, "cpu"), spec
+        if isinstance(kind, torch.nn.Module):
+            return copy.deepcopy(kind), None
+        # A user callable draws from the global RNG: fork it so it is restored.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(2**31 - 1, (1,), generator=gen)))
+            net = kind(n_features)
+        if not isinstance(net, torch.nn.Module):
+            raise TypeError(f"network callable returned {type(net).__name__}, "
+                            "not a torch.nn.Module.")
+        return net, None
+
+    def _init_center(self, net, X_train, y_train):
+        """Mean network output over G's and unlabelled samples, with the eps rule."""
+        net.eval()
+        total = None
+        normal = torch.nonzero(y_train != -1).flatten()
+        with torch.no_grad():
+            for start in range(0, normal.numel(), self.batch_size):
+                xb = X_train[normal[start:start + self.batch_size]].to(self.device_)
+                s = net(xb).double().sum(0)
+                total = s if total is None else total + s
+        c = total / normal.numel()
+        small = c.abs() < self.eps
+        c[small & (c < 0)] = -self.eps
+        c[small & (c >= 0)] = self.eps
+        return c.float()
+
+    def _train(self, net, center, X_train, y_train, gen):
+        optimizer = torch.optim.Adam(net.parameters(), lr=self.lr,
+                                     weight_decay=self.weight_decay)
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            optimizer, milestones=list(self.lr_milestones), gamma=self.lr_gamma)
+        n = X_train.shape[0]
+        bs = min(self.batch_size, n)
+        # Batch norm fails on a batch of one: drop the incomplete last batch.
+        n_batches = n // bs if has_batch_norm(net) else math.ceil(n / bs)
+        history = {"loss": [], "lr": [], "time": []}
+        net.train()
+        for epoch in range(self.n_epochs):
+            t0 = time.perf_counter()
+            perm = torch.randperm(n, generator=gen)
+            total, count = 0.0, 0
+            for b in range(n_batches):
+                idx = perm[b * bs:(b + 1) * bs]
+                xb = X_train[idx].to(self.device_)
+                yb = y_train[idx].to(self.device_)
+                dist = torch.sum((net(xb) - center) ** 2, dim=1)
+                losses = torch.where(yb == -1, self.eta / (dist + 1e-6), dist)
+                loss = losses.mean()
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                total += float(loss.detach()) * idx.numel()
+                count += idx.numel()
+            lr = optimizer.param_groups[0]["lr"]
+            scheduler.step()  # after optimizer.step(), unlike the reference code
+            mean_loss = total / count
+            if not math.isfinite(mean_loss):
+                raise FloatingPointError(
+                    f"Training loss became {mean_loss} at epoch {epoch + 1}; "
+                    "lower lr or standardise the features.")
+            history["loss"].append(mean_loss)
+            history["lr"].append(lr)
+            history["time"].append(time.perf_counter() - t0)
+            if self.verbose:
+                print(f"[FLIPADDetector] epoch {epoch + 1}/{self.n_epochs} "
+                      f"loss {mean_loss:.6g} lr {lr:.3g} "
+                      f"({history['time'][-1]:.2f}s)", flush=True)
+        return history
+
+    # -------------------------------------------------------------- scoring
+    def _distances(self, X):
+        """Squared distance to the centre, returned as float64, one per sample."""
+        net = self.network_
+        p = next(net.parameters())
+        c = torch.as_tensor(self.center_, dtype=p.dtype, device=p.device)
+        bs = self.batch_size
+        # float32 kernels may change with the batch shape: always use full chunks.
+        pad = p.dtype != torch.float64
+        out = np.empty(X.shape[0], dtype=np.float64)
+        with torch.no_grad():
+            for start in range(0, X.shape[0], bs):
+                xb = torch.tensor(X[start:start + bs], dtype=p.dtype)
+                m = xb.shape[0]
+                if pad and m < bs:
+                    xb = torch.cat([xb, xb.new_zeros((bs - m, xb.shape[1]))])
+                d = torch.sum((net(xb.to(p.device)) - c) ** 2, dim=1)[:m]
+                out[start:start + m] = d.double().cpu().numpy()
+        return out
+
+    def _check_X(self, X):
+        check_is_fitted(self)
+        X, _ = flatten_images(X)
+        return validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+
+    def score_samples(self, X):
+        """Negative squared distance to the centre (higher = more like G).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,), float64
+        """
+        return -self._distances(self._check_X(X))
+
+    def decision_function(self, X):
+        """``score_samples(X) - offset_``: negative means "not made by G".
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+
+        Returns
+        -------
+        decision : ndarray of shape (n_samples,), float64
+        """
+        return self.score_samples(X) - self.offset_
+
+    def predict(self, X):
+        """+1 for "made by G", -1 for "not made by G".
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,), int
+        """
+        return np.where(self.decision_function(X) >= 0, 1, -1)
+
+    def pvalues(self, X):
+        """Conformal p-values of "made by G" from the held-out distances.
+
+        ``p = (1 + #{validation distances >= d(x)}) / (n_val + 1)``; for a new
+        sample of G, ``P(p <= a) <= a``.  ``predict`` rejects about when
+        ``p <= fnr``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+
+        Returns
+        -------
+        p : ndarray of shape (n_samples,), float64
+        """
+        d = self._distances(self._check_X(X))
+        v = self.validation_distances_
+        n_ge = v.size - np.searchsorted(v, d, side="left")
+        return (1.0 + n_ge) / (v.size + 1.0)
+
+    def fit_predict(self, X, y=None, **kwargs):
+        """Fit with the labels ``y`` (``OutlierMixin`` would drop them) and predict ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+        y : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,), int
+        """
+        return self.fit(X, y, **kwargs).predict(X)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        return tags
+
+    # ------------------------------------------------------------- pickling
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        net = state.pop("network_", None)
+        if net is not None:
+            spec = state.get("_network_spec")
+            if spec is not None:
+                # Built-in network: numpy arrays + the spec, nothing device-bound.
+                state["_network_state"] = {k: v.detach().cpu().numpy()
+                                           for k, v in net.state_dict().items()}
+            else:
+                state["_network_module"] = copy.deepcopy(net).cpu()
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        net_state = state.pop("_network_state", None)
+        module = state.pop("_network_module", None)
+        if net_state is not None:
+            state["network_"] = rebuild_network(state["_network_spec"], net_state).eval()
+        elif module is not None:
+            state["network_"] = module.eval()
+        super().__setstate__(state)
+
+
+def _to_tensor(X, dtype):
+    """Tensor view of a numpy array when possible (no copy for large inputs)."""
+    if X.flags.writeable and X.flags.c_contiguous and X.dtype == np.float32:
+        return torch.from_numpy(X)
+    return torch.tensor(X, dtype=dtype)

@@ -1,0 +1,407 @@
+"""Feature steps between the inversion and the detector.
+
+All steps take flat ``(n, C*H*W)`` (or 4-D ``(n, C, H, W)``) input and return
+2-D float arrays, so any scikit-learn step can follow.  Labels follow the
+package convention: 1 = made by G, -1 = known not made by G, 0 = unlabelled.
+"""
+
+from numbers import Integral, Real
+
+import numpy as np
+import scipy.fft
+import torch
+import torch.nn.functional as F
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    OneToOneFeatureMixin,
+    TransformerMixin,
+    _fit_context,
+)
+from sklearn.feature_selection import SelectorMixin
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ._validation import check_labels, flatten_images, normal_mask, resolve_input_shape
+
+_FLOATS = [np.float64, np.float32]
+
+
+def _preserve_float_tags(tags):
+    tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+    return tags
+
+
+class ActivationPooling(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    """Spatial max/average pooling or centre crop of flattened activations.
+
+    Parameters
+    ----------
+    input_shape : tuple of (C, H, W) or None, default=None
+        Shape of one sample.  None: taken from 4-D input; flat input is then
+        read as C = n_features channels of size 1x1 (pooling is the identity).
+    method : {"max", "avg", "center_crop"}, default="max"
+        Non-overlapping ``kernel_size`` pooling (trailing rows/columns that do
+        not fill a window are dropped), or the central ``crop_size`` window.
+    kernel_size : int, default=2
+        Pooling window and stride; clipped to the spatial size.
+    crop_size : int or None, default=None
+        Side of the centre crop (clipped to the spatial size); None: half of
+        each spatial side, rounded up.
+
+    Attributes
+    ----------
+    input_shape_ : tuple
+        ``(C, H, W)`` used.
+    output_shape_ : tuple
+        ``(C, H_out, W_out)`` of one transformed sample.
+    n_features_in_ : int
+        Number of flat input features.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from flipad_sklearn import ActivationPooling
+    >>> X = np.arange(32.0).reshape(2, 16)
+    >>> ActivationPooling(input_shape=(1, 4, 4)).fit_transform(X)[0]
+    array([ 5.,  7., 13., 15.])
+    """
+
+    _parameter_constraints = {
+        "input_shape": [None, tuple, list],
+        "method": [StrOptions({"max", "avg", "center_crop"})],
+        "kernel_size": [Interval(Integral, 1, None, closed="left")],
+        "crop_size": [None, Interval(Integral, 1, None, closed="left")],
+    }
+
+    def __init__(self, input_shape=None, *, method="max", kernel_size=2, crop_size=None):
+        self.input_shape = input_shape
+        self.method = method
+        self.kernel_size = kernel_size
+        self.crop_size = crop_size
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Record the input shape.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+        y : ignored
+
+        Returns
+        -------
+        self : ActivationPooling
+        """
+        X, nd_shape = flatten_images(X)
+        X = validate_data(self, X, dtype=_FLOATS)
+        self.input_shape_ = resolve_input_shape(
+            self.input_shape, nd_shape, X.shape[1], "channels")
+        c, h, w = self.input_shape_
+        if self.method == "center_crop":
+            ch = min(self.crop_size or -(-h // 2), h)
+            cw = min(self.crop_size or -(-w // 2), w)
+            self.output_shape_ = (c, ch, cw)
+        else:
+            kh, kw = min(self.kernel_size, h), min(self.kernel_size, w)
+            self._kernel = (kh, kw)
+            self.output_shape_ = (c, h // kh, w // kw)
+        self._n_features_out = int(np.prod(self.output_shape_))
+        return self
+
+    def transform(self, X):
+        """Pool or crop each sample.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+
+        Returns
+        -------
+        X_out : ndarray of shape (n_samples, C * H_out * W_out)
+        """
+        check_is_fitted(self)
+        X, _ = flatten_images(X)
+        X = validate_data(self, X, dtype=_FLOATS, reset=False)
+        n = X.shape[0]
+        c, h, w = self.input_shape_
+        _, ho, wo = self.output_shape_
+        A = X.reshape(n, c, h, w)
+        if self.method == "center_crop":
+            top, left = (h - ho) // 2, (w - wo) // 2
+            out = A[:, :, top:top + ho, left:left + wo]
+        else:
+            # torch's pooling is ~20x faster than a numpy reduction over strided axes.
+            pool = F.max_pool2d if self.method == "max" else F.avg_pool2d
+            A = np.ascontiguousarray(A)
+            # from_numpy shares memory (no copy) but refuses read-only arrays.
+            t = torch.from_numpy(A) if A.flags.writeable else torch.tensor(A)
+            out = pool(t, self._kernel, self._kernel).numpy()
+        return np.ascontiguousarray(out.reshape(n, -1), dtype=X.dtype)
+
+    def __sklearn_tags__(self):
+        return _preserve_float_tags(super().__sklearn_tags__())
+
+
+class ChannelSelector(SelectorMixin, BaseEstimator):
+    """Keep the channels whose means differ most between G's samples and others.
+
+    A channel's score is ``|mean over y=1 - mean over y=-1|`` of its values
+    (averaged over samples and spatial positions).  Without labelled others
+    (``y`` None or no ``y == -1``) there is nothing to contrast, and the step
+    keeps every feature.
+
+    Parameters
+    ----------
+    n_channels : int, default=32
+        Channels to keep (clipped to the number of channels).
+    input_shape : tuple of (C, H, W) or None, default=None
+        Shape of one sample.  None: taken from 4-D input; flat input is read
+        as one channel per feature (features are selected individually).
+
+    Attributes
+    ----------
+    input_shape_ : tuple
+        ``(C, H, W)`` used.
+    channels_ : ndarray of int
+        Indices of the kept channels, in increasing order.
+    scores_ : ndarray of shape (C,) or None
+        Channel scores; None when fitted without labelled others.
+    n_features_in_ : int
+        Number of flat input features.
+    """
+
+    _parameter_constraints = {
+        "n_channels": [Interval(Integral, 1, None, closed="left")],
+        "input_shape": [None, tuple, list],
+    }
+
+    def __init__(self, n_channels=32, *, input_shape=None):
+        self.n_channels = n_channels
+        self.input_shape = input_shape
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Score the channels on the labelled samples.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+        y : array-like of shape (n_samples,), default=None
+            1 = made by G, -1 = known not made by G, 0 = unlabelled.
+
+        Returns
+        -------
+        self : ChannelSelector
+        """
+        X, nd_shape = flatten_images(X)
+        X = validate_data(self, X, dtype=_FLOATS)
+        labels = check_labels(y, X.shape[0])
+        self.input_shape_ = resolve_input_shape(
+            self.input_shape, nd_shape, X.shape[1], "channels")
+        c = self.input_shape_[0]
+        pos, neg = labels == 1, labels == -1
+        if not neg.any():
+            self.scores_ = None
+            self.channels_ = np.arange(c)
+            return self
+        if not pos.any():
+            raise ValueError(
+                "ChannelSelector needs samples of both classes to rank channels: "
+                "y contains -1 (known not made by G) but no 1 (made by G).")
+        A = X.reshape(X.shape[0], c, -1).astype(np.float64, copy=False)
+        self.scores_ = np.abs(A[pos].mean(axis=(0, 2)) - A[neg].mean(axis=(0, 2)))
+        k = min(self.n_channels, c)
+        # Stable sort: ties keep the lower channel index.
+        self.channels_ = np.sort(np.argsort(-self.scores_, kind="stable")[:k])
+        return self
+
+    def _get_support_mask(self):
+        check_is_fitted(self)
+        c, h, w = self.input_shape_
+        mask = np.zeros(c, dtype=bool)
+        mask[self.channels_] = True
+        return np.repeat(mask, h * w)
+
+    def transform(self, X):
+        """Keep the selected channels.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+
+        Returns
+        -------
+        X_out : ndarray of shape (n_samples, n_kept_channels * H * W)
+        """
+        check_is_fitted(self)
+        X, _ = flatten_images(X)
+        return super().transform(X)
+
+    def __sklearn_tags__(self):
+        return _preserve_float_tags(super().__sklearn_tags__())
+
+
+class GeneratorStandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
+    """Standardise with G's own mean and std: ``(x - mean_G) / (std_G + eps)``.
+
+    The statistics come from the samples with ``y == 1`` (all unlabelled
+    samples when there are none, all samples when ``y`` is None).  The
+    ``eps`` in the denominator (0.05 in FLIPAD) keeps near-constant features
+    of G from being blown up.
+
+    Parameters
+    ----------
+    eps : float, default=0.05
+        Added to the standard deviation.
+
+    Attributes
+    ----------
+    mean_ : ndarray of shape (n_features,)
+        Mean of G's samples.
+    scale_ : ndarray of shape (n_features,)
+        ``std + eps``.
+    n_samples_seen_ : int
+        Samples used for the statistics.
+    n_features_in_ : int
+        Number of input features.
+    """
+
+    _parameter_constraints = {"eps": [Interval(Real, 0, None, closed="left")]}
+
+    def __init__(self, eps=0.05):
+        self.eps = eps
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Compute G's mean and std.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+        y : array-like of shape (n_samples,), default=None
+            1 = made by G, -1 = known not made by G, 0 = unlabelled.
+
+        Returns
+        -------
+        self : GeneratorStandardScaler
+        """
+        X, _ = flatten_images(X)
+        X = validate_data(self, X, dtype=_FLOATS)
+        G = X[normal_mask(check_labels(y, X.shape[0]))].astype(np.float64, copy=False)
+        self.mean_ = G.mean(axis=0)
+        self.scale_ = G.std(axis=0) + self.eps
+        if np.any(self.scale_ == 0):
+            raise ValueError(
+                "Some features are constant over G's samples and eps=0: "
+                "division by zero. Use eps > 0.")
+        self.n_samples_seen_ = G.shape[0]
+        return self
+
+    def transform(self, X):
+        """Standardise.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+
+        Returns
+        -------
+        X_out : ndarray of shape (n_samples, n_features)
+        """
+        check_is_fitted(self)
+        X, _ = flatten_images(X)
+        X = validate_data(self, X, dtype=_FLOATS, reset=False)
+        return ((X - self.mean_) / self.scale_).astype(X.dtype, copy=False)
+
+    def inverse_transform(self, X):
+        """Undo the standardisation.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        X_orig : ndarray of shape (n_samples, n_features)
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=_FLOATS, reset=False)
+        return (X * self.scale_ + self.mean_).astype(X.dtype, copy=False)
+
+    def __sklearn_tags__(self):
+        return _preserve_float_tags(super().__sklearn_tags__())
+
+
+class DCTFeatures(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
+    """``log(|DCT-II(x)| + eps)`` over the two spatial axes of each channel.
+
+    The spectral features of the DCTPAD baseline (Frank et al., 2020:
+    generated images leave traces in the DCT spectrum).  Orthonormal
+    ``scipy.fft.dctn``.
+
+    Parameters
+    ----------
+    input_shape : tuple of (C, H, W) or None, default=None
+        Shape of one image.  None: taken from 4-D input; flat input is read as
+        a single-channel 1 x n_features image (a 1-D DCT of each row).
+    eps : float, default=1e-12
+        Added to ``|DCT|`` before the log (exact zeros stay finite).
+
+    Attributes
+    ----------
+    input_shape_ : tuple
+        ``(C, H, W)`` used.
+    n_features_in_ : int
+        Number of flat input features.
+    """
+
+    _parameter_constraints = {
+        "input_shape": [None, tuple, list],
+        "eps": [Interval(Real, 0, None, closed="neither")],
+    }
+
+    def __init__(self, input_shape=None, *, eps=1e-12):
+        self.input_shape = input_shape
+        self.eps = eps
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Record the image shape.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+        y : ignored
+
+        Returns
+        -------
+        self : DCTFeatures
+        """
+        X, nd_shape = flatten_images(X)
+        X = validate_data(self, X, dtype=_FLOATS)
+        self.input_shape_ = resolve_input_shape(
+            self.input_shape, nd_shape, X.shape[1], "row")
+        return self
+
+    def transform(self, X):
+        """Log-magnitude DCT spectrum of each image, flattened.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+
+        Returns
+        -------
+        X_out : ndarray of shape (n_samples, n_features)
+        """
+        check_is_fitted(self)
+        X, _ = flatten_images(X)
+        X = validate_data(self, X, dtype=_FLOATS, reset=False)
+        spec = scipy.fft.dctn(X.reshape(X.shape[0], *self.input_shape_),
+                              axes=(-2, -1), norm="ortho")
+        out = np.log(np.abs(spec) + X.dtype.type(self.eps))
+        return out.reshape(X.shape[0], -1).astype(X.dtype, copy=False)
+
+    def __sklearn_tags__(self):
+        return _preserve_float_tags(super().__sklearn_tags__())

@@ -1,0 +1,379 @@
+"""FLIPADDetector: Deep SAD training, threshold, labels, persistence, devices."""
+
+import math
+import os
+import pickle
+import subprocess
+import sys
+import warnings
+
+import joblib
+import numpy as np
+import pytest
+import torch
+from conftest import make_activations
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.metrics import roc_auc_score
+from torch import nn
+
+from flipad_sklearn import FLIPADDetector, ThresholdWarning
+from flipad_sklearn.deepsad import conformal_threshold
+
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+FAST = dict(hidden_sizes=(16,), rep_dim=8, n_epochs=5, batch_size=64, fnr=0.05,
+            device="cpu", random_state=0)
+
+
+def gaussian(n, d=6, shift=0.0, seed=0):
+    return np.random.default_rng(seed).normal(size=(n, d)) + shift
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    X = gaussian(400)
+    return FLIPADDetector(**FAST).fit(X), X
+
+
+# ---------------------------------------------------------------- training
+def test_loss_falls_and_scores_vary(fitted):
+    det, X = fitted
+    loss = det.history_["loss"]
+    assert len(loss) == det.n_epochs == len(det.history_["lr"])
+    assert loss[-1] < 0.7 * loss[0]
+    scores = det.score_samples(gaussian(200, seed=5))
+    assert np.unique(scores).size > 150
+    assert np.std(scores) > 1e-3 * np.abs(scores).mean()
+
+
+def test_outputs_types_and_relations(fitted):
+    det, X = fitted
+    Xn = gaussian(50, seed=3)
+    s, d, p = det.score_samples(Xn), det.decision_function(Xn), det.predict(Xn)
+    assert s.dtype == np.float64 and d.dtype == np.float64 and s.shape == (50,)
+    assert np.all(s <= 0)
+    np.testing.assert_array_equal(d, s - det.offset_)
+    assert det.offset_ == -det.threshold_
+    assert p.dtype.kind == "i" and set(np.unique(p)) <= {-1, 1}
+    np.testing.assert_array_equal(p, np.where(d >= 0, 1, -1))
+    assert det.center_.shape == (det.rep_dim,) and det.center_.dtype == np.float64
+    assert np.all(np.abs(det.center_) >= det.eps)
+
+
+def test_anomalies_score_lower(fitted):
+    det, _ = fitted
+    auc = roc_auc_score(np.r_[np.ones(300), -np.ones(300)],
+                        det.decision_function(np.vstack([gaussian(300, seed=7),
+                                                         gaussian(300, shift=2, seed=8)])))
+    assert auc > 0.9
+
+
+def test_labelled_anomalies_used(toy_labelled):
+    X, y, _ = toy_labelled
+    X_test = np.vstack([make_activations(200, seed=11), make_activations(200, shift=1.0, seed=12)])
+    y_test = np.r_[np.ones(200), -np.ones(200)]
+    params = dict(FAST, n_epochs=10, hidden_sizes=(32,))
+    one_class = FLIPADDetector(**params).fit(X[y == 1])
+    semi = FLIPADDetector(**params).fit(X, y)
+    auc1 = roc_auc_score(y_test, one_class.decision_function(X_test))
+    auc2 = roc_auc_score(y_test, semi.decision_function(X_test))
+    assert auc2 > 0.95 and auc2 > auc1
+
+
+def test_scores_independent_of_batch(fitted):
+    det, X = fitted
+    s1 = det.score_samples(X[:100])
+    det2 = pickle.loads(pickle.dumps(det)).set_params(batch_size=7)
+    np.testing.assert_allclose(det2.score_samples(X[:100]), s1, rtol=1e-12)
+    np.testing.assert_allclose([det.score_samples(X[i:i + 1])[0] for i in range(5)],
+                               s1[:5], rtol=1e-12)
+
+
+def test_float32_scores_independent_of_batch():
+    X = make_activations(100, shape=(3, 8, 8)).astype(np.float32)
+    det = FLIPADDetector(**dict(FAST, conv_channels=(4,), kernel_size=3, batch_size=32),
+                         input_shape=(3, 8, 8), score_dtype="float32").fit(X)
+    assert next(det.network_.parameters()).dtype == torch.float32
+    s = det.score_samples(X)
+    assert s.dtype == np.float64
+    np.testing.assert_array_equal(det.score_samples(X[5:12]), s[5:12])
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(det)).score_samples(X), s)
+    s64 = det.set_params(score_dtype="float64").score_samples(X)  # fitted dtype is kept
+    np.testing.assert_array_equal(s64, s)
+
+
+def test_lr_milestones_and_scheduler_order():
+    X = gaussian(200)
+    with warnings.catch_warnings():
+        # torch warns when the scheduler is stepped before the optimizer.
+        warnings.simplefilter("error")
+        det = FLIPADDetector(**dict(FAST, n_epochs=4, lr_milestones=(2,), lr_gamma=0.5)).fit(X)
+    assert det.history_["lr"] == pytest.approx([1e-3, 1e-3, 5e-4, 5e-4])
+
+
+@pytest.mark.parametrize("n", [17, 33, 65])
+def test_batch_norm_drops_batch_of_one(n):
+    # With validation_fraction=0.2 the training sets leave a remainder of 1.
+    X = gaussian(n + math.ceil(0.2 * n))
+    det = FLIPADDetector(**dict(FAST, batch_size=16, validation_fraction=0.2, n_epochs=1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ThresholdWarning)
+        det.fit(X)
+    assert np.isfinite(det.history_["loss"][0])
+
+
+def test_batch_smaller_than_batch_size():
+    X = gaussian(30)
+    with pytest.warns(ThresholdWarning):
+        det = FLIPADDetector(**dict(FAST, batch_size=1000)).fit(X)
+    assert np.isfinite(det.threshold_)
+
+
+# ---------------------------------------------------------------- networks
+def test_lenet_on_images_and_4d_input():
+    X = make_activations(200, shape=(3, 8, 8))
+    det = FLIPADDetector(**dict(FAST, conv_channels=(4, 8), kernel_size=3),
+                         input_shape=(3, 8, 8)).fit(X)
+    assert type(det.network_).__name__ == "LeNet"
+    X4 = X.reshape(-1, 3, 8, 8)
+    det4 = FLIPADDetector(**dict(FAST, conv_channels=(4, 8), kernel_size=3)).fit(X4)
+    assert det4.input_shape_ == (3, 8, 8) and det4.n_features_in_ == 192
+    np.testing.assert_array_equal(det.score_samples(X), det4.score_samples(X4))
+    np.testing.assert_array_equal(det4.score_samples(X), det4.score_samples(X4))
+
+
+def test_lenet_needs_shape():
+    with pytest.raises(ValueError, match="input_shape"):
+        FLIPADDetector(network="lenet", **FAST).fit(gaussian(50))
+    with pytest.raises(ValueError, match="holds 27 values"):
+        FLIPADDetector(input_shape=(3, 3, 3), **FAST).fit(gaussian(50))
+
+
+def test_user_module_and_callable():
+    X = gaussian(200)
+    net = nn.Sequential(nn.Linear(6, 8, bias=False), nn.BatchNorm1d(8, affine=False),
+                        nn.ReLU(), nn.Linear(8, 3, bias=False))
+    before = [p.detach().clone() for p in net.parameters()]
+    det = FLIPADDetector(net, **FAST).fit(X)
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))  # not mutated
+    assert det.network_ is not net and det.center_.shape == (3,)
+    assert np.isfinite(det.score_samples(X)).all()
+    det2 = pickle.loads(pickle.dumps(det))
+    np.testing.assert_array_equal(det2.score_samples(X), det.score_samples(X))
+
+    def build(n_features):
+        return nn.Sequential(nn.Linear(n_features, 4, bias=False), nn.Tanh(),
+                             nn.Linear(4, 2, bias=False))
+
+    state = torch.random.get_rng_state()
+    a = FLIPADDetector(build, **FAST).fit(X).score_samples(X)
+    b = FLIPADDetector(build, **FAST).fit(X).score_samples(X)
+    assert torch.equal(state, torch.random.get_rng_state())
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("net, what", [
+    (nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 2, bias=False)), "0.bias"),
+    (nn.Sequential(nn.Linear(6, 4, bias=False), nn.BatchNorm1d(4), nn.Linear(4, 2, bias=False)),
+     "affine"),
+    (nn.Sequential(nn.Conv2d(1, 2, 3)), "bias"),
+])
+def test_refuses_biased_networks(net, what):
+    with pytest.raises(ValueError, match=what):
+        FLIPADDetector(net, **FAST).fit(gaussian(50))
+
+
+def test_callable_must_return_module():
+    with pytest.raises(TypeError, match="not a torch.nn.Module"):
+        FLIPADDetector(lambda n: "nope", **FAST).fit(gaussian(50))
+
+
+# ---------------------------------------------------------------- seeding
+def test_same_seed_same_scores_and_global_rng_untouched():
+    X = gaussian(300)
+    torch_state = torch.random.get_rng_state()
+    np_state = np.random.get_state()[1].copy()
+    s1 = FLIPADDetector(**dict(FAST, random_state=3)).fit(X).score_samples(X)
+    s2 = FLIPADDetector(**dict(FAST, random_state=3)).fit(X).score_samples(X)
+    s3 = FLIPADDetector(**dict(FAST, random_state=4)).fit(X).score_samples(X)
+    np.testing.assert_array_equal(s1, s2)
+    assert not np.allclose(s1, s3)
+    assert torch.equal(torch_state, torch.random.get_rng_state())
+    np.testing.assert_array_equal(np_state, np.random.get_state()[1])
+
+
+def test_verbose(capsys):
+    X = gaussian(100)
+    FLIPADDetector(**dict(FAST, n_epochs=3, verbose=0)).fit(X)
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == ""
+    FLIPADDetector(**dict(FAST, n_epochs=3, verbose=1)).fit(X)
+    out = capsys.readouterr().out
+    assert out.count("epoch") == 3 and "3/3" in out and "loss" in out
+
+
+# ---------------------------------------------------------------- threshold
+@pytest.mark.parametrize("n, fnr", [(199, 0.005), (1000, 0.005), (100, 0.1), (57, 0.05)])
+def test_conformal_threshold_is_order_statistic(n, fnr):
+    d = np.random.default_rng(n).exponential(size=n)
+    k = math.ceil((n + 1) * (1 - fnr) - 1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        t = conformal_threshold(d, fnr)
+    assert t == np.sort(d)[k - 1]
+    assert np.mean(d > t) <= fnr  # at most fnr of the held-out samples rejected
+
+
+def test_conformal_threshold_too_few_samples_warns():
+    d = np.arange(10.0)
+    with pytest.warns(ThresholdWarning, match="at least 199"):
+        assert conformal_threshold(d, 0.005) == 9.0
+    with pytest.warns(ThresholdWarning):
+        assert conformal_threshold(d, 0.0) == 9.0
+
+
+def test_validation_rejections_at_most_fnr(fitted):
+    det, _ = fitted
+    v = det.validation_distances_
+    assert v.size == math.ceil(0.2 * 400)
+    assert np.mean(v > det.threshold_) <= det.fnr
+
+
+def test_fnr_holds_on_fresh_samples():
+    """Statistical: fresh samples of G are rejected at rate <= fnr (up to noise).
+
+    n_val = 800 and fnr = 0.05: the rejection rate of one fit is
+    Beta-distributed with mean 1 - k/(n+1) = 0.0499 and sd ~0.008; over three
+    fits the mean has sd ~0.0045.  Bounds are ~3.5 sd.
+    """
+    rates = []
+    for seed in range(3):
+        det = FLIPADDetector(**dict(FAST, fnr=0.05, validation_fraction=0.5,
+                                    random_state=seed)).fit(gaussian(1600, seed=seed))
+        rates.append(np.mean(det.predict(gaussian(20000, seed=100 + seed)) == -1))
+        p = det.pvalues(gaussian(5000, seed=200 + seed))
+        assert np.all((p > 0) & (p <= 1))
+        assert np.mean(p <= 0.2) < 0.2 + 0.035
+    assert np.mean(rates) <= 0.05 + 0.016
+    assert np.mean(rates) >= 0.05 - 0.016  # not needlessly conservative
+    assert all(0.02 < r < 0.085 for r in rates)
+
+
+def test_pvalues_match_predict(fitted):
+    det, _ = fitted
+    X = np.vstack([gaussian(100, seed=9), gaussian(100, shift=2, seed=10)])
+    p, pred = det.pvalues(X), det.predict(X)
+    # Rejected (distance > k-th smallest) <=> at most n-k validation distances >= d.
+    n = det.validation_distances_.size
+    k = math.ceil((n + 1) * (1 - det.fnr) - 1e-12)
+    np.testing.assert_array_equal(pred == -1, p <= (1 + n - k) / (n + 1))
+
+
+# ---------------------------------------------------------------- labels and errors
+def test_fit_predict_forwards_y(toy_labelled):
+    X, y, _ = toy_labelled
+    seen = {}
+
+    class Spy(FLIPADDetector):
+        def fit(self, X, y=None):
+            seen["y"] = y
+            return super().fit(X, y)
+
+    det = Spy(**FAST)
+    pred = det.fit_predict(X, y)
+    np.testing.assert_array_equal(seen["y"], y)
+    np.testing.assert_array_equal(pred, clone(det).fit(X, y).predict(X))
+
+
+def test_label_conventions(toy_labelled):
+    X, y, _ = toy_labelled
+    with pytest.warns(UserWarning, match="treated as unlabelled"):
+        FLIPADDetector(**FAST).fit(X, np.where(y == 1, 1, 2))
+    with pytest.raises(ValueError, match="Unknown label type"):
+        FLIPADDetector(**FAST).fit(X, np.where(y == 1, "G", "other"))
+    with pytest.raises(ValueError, match="only one class"):
+        FLIPADDetector(**FAST).fit(X, -np.ones(len(X)))
+    # Validation set is drawn from y == 1 only.
+    det = FLIPADDetector(**FAST).fit(X, y)
+    assert det.validation_distances_.size == math.ceil(0.2 * 300)
+    # y in {0, 1} (as scikit-learn's checks pass it) works.
+    FLIPADDetector(**FAST).fit(X, (y == 1).astype(int))
+
+
+def test_errors():
+    X = gaussian(100)
+    det = FLIPADDetector(**FAST)
+    with pytest.raises(NotFittedError):
+        det.predict(X)
+    X_nan = X.copy()
+    X_nan[3, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        det.fit(X_nan)
+    with pytest.raises(ValueError, match="Too few samples"):
+        FLIPADDetector(**dict(FAST, validation_fraction=0.5)).fit(X[:3])
+    det.fit(X)
+    with pytest.raises(ValueError, match="expecting 6 features"):
+        det.predict(X[:, :5])
+    with pytest.raises(ValueError, match="NaN"):
+        det.score_samples(X_nan)
+    with pytest.raises(ValueError, match="fnr"):
+        FLIPADDetector(fnr=1.5).fit(X)
+    with pytest.raises(ValueError, match="CUDA is not available|cuda"):
+        if torch.cuda.is_available():
+            raise ValueError("cuda present: nothing to test")
+        FLIPADDetector(**dict(FAST, device="cuda")).fit(X)
+
+
+def test_divergence_is_reported():
+    X = gaussian(200) * 1e30
+    with pytest.raises(FloatingPointError, match="lower lr"):
+        FLIPADDetector(**dict(FAST, lr=1e10)).fit(X)
+
+
+# ---------------------------------------------------------------- persistence
+def test_pickle_stores_numpy_state(fitted):
+    det, X = fitted
+    state = det.__getstate__()
+    assert "network_" not in state
+    assert all(isinstance(v, np.ndarray) for v in state["_network_state"].values())
+    det2 = pickle.loads(pickle.dumps(det))
+    np.testing.assert_array_equal(det2.score_samples(X), det.score_samples(X))
+    np.testing.assert_array_equal(det2.predict(X), det.predict(X))
+
+
+def test_joblib_round_trip_in_fresh_process(fitted, tmp_path):
+    det, X = fitted
+    np.save(tmp_path / "X.npy", X)
+    joblib.dump(det, tmp_path / "det.joblib")
+    code = (
+        "import joblib, numpy as np\n"
+        f"det = joblib.load(r'{tmp_path / 'det.joblib'}')\n"
+        f"np.save(r'{tmp_path / 's.npy'}', det.score_samples(np.load(r'{tmp_path / 'X.npy'}')))\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120,
+                   env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"})
+    np.testing.assert_array_equal(np.load(tmp_path / "s.npy"), det.score_samples(X))
+
+
+@requires_cuda
+@pytest.mark.cuda
+def test_cuda_fit_loads_on_cpu(tmp_path):
+    X = gaussian(300)
+    det = FLIPADDetector(**dict(FAST, device="cuda")).fit(X)
+    assert det.device_.type == "cuda"
+    s_cuda = det.score_samples(X)
+    joblib.dump(det, tmp_path / "det.joblib")
+    code = (
+        "import joblib, numpy as np\n"
+        f"det = joblib.load(r'{tmp_path / 'det.joblib'}')\n"
+        f"np.save(r'{tmp_path / 's.npy'}', det.score_samples(np.load(r'{tmp_path / 'X.npy'}')))\n"
+    )
+    np.save(tmp_path / "X.npy", X)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120,
+                   env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"})
+    np.testing.assert_allclose(np.load(tmp_path / "s.npy"), s_cuda, rtol=1e-10)
+    cpu = FLIPADDetector(**FAST).fit(X)
+    assert np.corrcoef(cpu.score_samples(X), s_cuda)[0, 1] > 0.5
