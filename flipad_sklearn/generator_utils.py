@@ -48,8 +48,11 @@ _ACTIVATION_TESTS = (
 )
 
 
-def _latents(n, latent_shape, gen, device):
-    return torch.randn((n,) + tuple(latent_shape), generator=gen).to(device)
+def _latents(n, latent_shape, rng, device):
+    # numpy's stream does not depend on how the draws are batched (torch's
+    # CPU randn does, for batches under 16 values)
+    z = rng.standard_normal((n,) + tuple(latent_shape), dtype=np.float32)
+    return torch.from_numpy(z).to(device)
 
 
 def find_final_layer(generator, example_input):
@@ -114,7 +117,8 @@ def sample_activations(generator, n_samples, latent_shape, *, layer=None, batch_
     generator : torch.nn.Module
     n_samples : int
     latent_shape : tuple of int
-        Shape of one latent code; codes are standard normal.
+        Shape of one latent code; codes are standard normal, drawn from a
+        local numpy generator so that they do not depend on ``batch_size``.
     layer : torch.nn.Module, default=None
         The final layer (found with :func:`find_final_layer` if None).
     batch_size : int, default=256
@@ -165,12 +169,12 @@ def _iter_batches(generator, n_samples, latent_shape, layer, batch_size, device,
         raise ValueError(f"n_samples must be at least 1, got {n_samples}.")
     dev = resolve_device(device)
     seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = np.random.default_rng(int(seed))
     was_training = generator.training
     generator.eval()
     try:
         if layer is None:
-            probe = _latents(2, latent_shape, torch.Generator().manual_seed(0),
+            probe = _latents(2, latent_shape, np.random.default_rng(0),
                              next(generator.parameters()).device)
             layer = find_final_layer(generator, probe).layer
         original_device = next(generator.parameters()).device
