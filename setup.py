@@ -29,6 +29,7 @@ setup(
         "joblib>=1.3",
         "cvxpy>=1.4",
         "tqdm>=4.60",
+        "Pillow>=9.1",
     ],
     extras_require={
         "test": ["pytest>=7", "dask[distributed]>=2024.1"],

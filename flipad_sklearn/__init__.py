@@ -32,3 +32,16 @@ __all__ += [
     "GeneratorStandardScaler",
     "ThresholdWarning",
 ]
+
+# --- offline data, perturbations and the generator zoo (issue 4) are exported below ---
+from . import datasets, generators
+from .perturbations import GaussianBlur, GaussianNoise, JPEGCompression, ResizedCrop
+
+__all__ += [
+    "GaussianBlur",
+    "GaussianNoise",
+    "JPEGCompression",
+    "ResizedCrop",
+    "datasets",
+    "generators",
+]

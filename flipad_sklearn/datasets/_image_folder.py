@@ -1,0 +1,162 @@
+"""Load a folder of a user's own images (png / jpg) as an array in [-1, 1]."""
+
+import os
+import warnings
+from numbers import Integral
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+
+
+def _check_size(image_size):
+    if isinstance(image_size, Integral) and not isinstance(image_size, bool):
+        size = (int(image_size), int(image_size))
+    else:
+        try:
+            size = tuple(image_size)
+        except TypeError:
+            size = ()
+        if len(size) != 2 or not all(
+                isinstance(s, Integral) and not isinstance(s, bool) for s in size):
+            raise ValueError(
+                f"image_size must be an int or a pair (height, width) of ints, "
+                f"got {image_size!r}.")
+        size = (int(size[0]), int(size[1]))
+    if min(size) < 1:
+        raise ValueError(f"image_size must be positive, got {image_size!r}.")
+    return size
+
+
+class _UnsupportedImage(ValueError):
+    """An image Pillow reads but whose values have no defined grey range."""
+
+
+def _to_array(img, mode, size, resample):
+    """``(C, H, W)`` float64 values in [0, 255] of a loaded Pillow image.
+
+    8-bit images (and palette, RGBA, CMYK, ...) go through ``convert(mode)``;
+    16-bit grey images (``I;16*``, or ``I`` within 0..65535) are scaled by
+    1/257 in floating point: ``convert("L")`` would clip them at 255.
+    """
+    from PIL import Image
+
+    if img.mode.startswith("I;16") or img.mode == "I":
+        raw = np.asarray(img).astype(np.float64)
+        if raw.size and (raw.min() < 0 or raw.max() > 65535):
+            raise _UnsupportedImage(
+                f"32-bit integer image (mode {img.mode}) outside the 16-bit range")
+        grey = Image.fromarray((raw / 257.0).astype(np.float32))  # mode "F"
+        if grey.size != size:
+            grey = grey.resize(size, resample=resample)
+        arr = np.clip(np.asarray(grey, dtype=np.float64), 0.0, 255.0)[None]
+        return np.repeat(arr, 3, axis=0) if mode == "RGB" else arr
+    if img.mode == "F":
+        raise _UnsupportedImage("floating-point image (mode F) has no defined grey range")
+    img = img.convert(mode)
+    if img.size != size:
+        img = img.resize(size, resample=resample)
+    arr = np.asarray(img, dtype=np.float64)
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def load_image_folder(path, image_size, mode="L", *, recursive=False,
+                      extensions=IMAGE_EXTENSIONS, dtype=np.float32, warn=True):
+    """Load every png/jpg image of a folder, resized, as floats in [-1, 1].
+
+    Images are converted to grey (``mode="L"``) or RGB (``mode="RGB"``;
+    transparency is dropped), resized to ``image_size`` with Pillow's bicubic
+    filter (antialiased when shrinking) and scaled with ``x / 127.5 - 1``,
+    the range of a tanh generator.  Files are read in sorted path order.
+
+    16-bit grey images are scaled to the same range (``x / 257``), not
+    clipped.
+
+    Nothing is dropped silently: every file that is not loaded (unreadable
+    or truncated image, a floating-point image without a defined range, or
+    an extension not in ``extensions``) is listed in the returned ``errors``
+    with the reason, and a warning says how many.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The folder.
+    image_size : int or (int, int)
+        Output size: a side for square images, or ``(height, width)``.
+    mode : {"L", "RGB"}, default="L"
+        Grey (1 channel) or RGB (3 channels).
+    recursive : bool, default=False
+        Also read the sub-folders.
+    extensions : tuple of str, default=(".png", ".jpg", ".jpeg")
+        File extensions (case-insensitive) read as images.
+    dtype : numpy float dtype, default=np.float32
+    warn : bool, default=True
+        Warn (``UserWarning``) when some files were not loaded.
+
+    Returns
+    -------
+    X : ndarray of shape (n_images, C, height, width)
+        ``C = 1`` for ``"L"``, 3 for ``"RGB"``; values in [-1, 1].
+    paths : list of str
+        The file of each row of ``X``.
+    errors : list of (str, str)
+        ``(path, reason)`` of every file that was not loaded.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` is not an existing folder.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if mode not in ("L", "RGB"):
+        raise ValueError(f"mode must be 'L' or 'RGB', got {mode!r}.")
+    height, width = _check_size(image_size)
+    dtype = np.dtype(dtype)
+    if dtype.kind != "f":
+        raise ValueError(f"dtype must be a floating dtype, got {dtype}.")
+    if isinstance(extensions, str):
+        extensions = (extensions,)
+    exts = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
+    folder = Path(path)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{os.fspath(path)!r} is not an existing folder.")
+
+    files = sorted(p for p in (folder.rglob("*") if recursive else folder.iterdir())
+                   if p.is_file())
+    images, paths, errors = [], [], []
+    resample = Image.Resampling.BICUBIC
+    for file in files:
+        name = os.fspath(file)
+        if file.suffix.lower() not in exts:
+            errors.append((name, f"skipped: extension {file.suffix!r} is not one of {exts}"))
+            continue
+        try:
+            with Image.open(file) as img:
+                img.load()
+                arr = _to_array(img, mode, (width, height), resample)
+        except _UnsupportedImage as exc:
+            errors.append((name, f"unsupported: {exc}"))
+            continue
+        except (OSError, ValueError, SyntaxError, UnidentifiedImageError,
+                Image.DecompressionBombError) as exc:
+            errors.append((name, f"unreadable: {type(exc).__name__}: {exc}"))
+            continue
+        images.append(arr)
+        paths.append(name)
+
+    channels = 1 if mode == "L" else 3
+    if images:
+        X = (np.stack(images) / 127.5 - 1.0).astype(dtype)
+    else:
+        X = np.empty((0, channels, height, width), dtype=dtype)
+    if errors and warn:
+        warnings.warn(
+            f"{len(errors)} of {len(files)} files in {os.fspath(path)!r} were not "
+            f"loaded (first: {errors[0][0]!r}: {errors[0][1]}); see the returned "
+            "errors list.",
+            UserWarning,
+            stacklevel=2,
+        )
+    return X, paths, errors

@@ -1,0 +1,26 @@
+"""A small zoo of generators to attribute: image GANs and a tabular GAN.
+
+Image: DCGAN, WGAN-GP, LSGAN and EBGAN on 28x28 or 32x32 images in [-1, 1],
+all with the same small generator family (:class:`ImageGenerator`, ending in
+``nn.ConvTranspose2d`` + ``nn.Tanh``) and different discriminators and losses
+(:func:`train_gan`).  Tabular: a KL-WGAN-style MLP (noise 10 -> 300 -> 300 ->
+11, final ``nn.Linear``, no output activation; :func:`train_tabular_gan`).
+
+Every generator offers ``sample(n, random_state)``, ``final_layer``,
+``latent_shape`` and ``sample_activations(n, random_state)``, and is saved and
+loaded with :func:`save_generator` / :func:`load_generator`.
+
+:func:`train_shadows` retrains a generator's recipe with other seeds: the
+shadow generators that, as labelled negatives, make the detector work
+against generators it never saw (the recommended open-world recipe).
+"""
+
+from ._common import load_generator, save_generator
+from ._image import GAN_KINDS, IMAGE_SIZES, ImageGenerator, train_gan
+from ._shadows import default_shadow_seeds, train_shadows
+from ._tabular import TabularGenerator, train_tabular_gan
+
+__all__ = [
+    "GAN_KINDS", "IMAGE_SIZES", "ImageGenerator", "TabularGenerator", "default_shadow_seeds",
+    "load_generator", "save_generator", "train_gan", "train_shadows", "train_tabular_gan",
+]

@@ -1,0 +1,155 @@
+"""Blur, noise, JPEG and crop transformers."""
+
+import numpy as np
+import pytest
+import scipy.ndimage
+from sklearn.base import clone
+from sklearn.pipeline import make_pipeline
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from flipad_sklearn import GaussianBlur, GaussianNoise, JPEGCompression, ResizedCrop
+
+pytest.importorskip("PIL")
+
+ALL = [GaussianBlur, GaussianNoise, JPEGCompression, ResizedCrop]
+
+# The noise of a sample depends on its position in the batch, by design.
+EXPECTED_FAILED_CHECKS = {
+    "GaussianNoise": {
+        "check_methods_subset_invariance": "noise depends on the sample's position",
+        "check_methods_sample_order_invariance": "noise depends on the sample's position",
+    },
+}
+
+
+@parametrize_with_checks(
+    [GaussianBlur(), GaussianBlur(sigma=0.0), GaussianNoise(random_state=0),
+     JPEGCompression(quality=50), ResizedCrop(), ResizedCrop(scale=0.5)],
+    expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS.get(type(est).__name__, {}),
+)
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
+
+
+@pytest.fixture
+def images():
+    rng = np.random.default_rng(0)
+    smooth = scipy.ndimage.gaussian_filter(rng.uniform(-1, 1, (6, 1, 16, 16)),
+                                           sigma=(0, 0, 2, 2))
+    return np.clip(smooth * 3, -1, 1)
+
+
+def _make(cls, **kw):
+    return cls(random_state=0, **kw) if cls is GaussianNoise else cls(**kw)
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_4d_and_flat_inputs_agree(cls, images):
+    est = _make(cls)
+    out4 = est.fit_transform(images)
+    assert out4.shape == (6, 256) and est.input_shape_ == (1, 16, 16)
+    flat = _make(cls, input_shape=(1, 16, 16)).fit_transform(images.reshape(6, -1))
+    np.testing.assert_array_equal(out4, flat)
+    out32 = _make(cls).fit_transform(images.astype(np.float32))
+    assert out32.dtype == np.float32
+    assert np.all(np.isfinite(out4)) and out4.min() >= -1 - 1e-9 and out4.max() <= 1 + 1e-9
+    assert not np.allclose(out4, images.reshape(6, -1))  # it does perturb
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_bad_input_is_refused(cls, images):
+    bad = images.copy()
+    bad[0, 0, 3, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        _make(cls).fit(bad)
+    est = _make(cls).fit(images)
+    with pytest.raises(ValueError, match="NaN"):
+        est.transform(bad)
+    with pytest.raises(ValueError, match="features"):
+        est.transform(images[:, :, :8, :8].reshape(6, -1))
+    with pytest.raises(ValueError, match="shape"):
+        est.transform(images.reshape(6, 1, 8, 32))
+    with pytest.raises(ValueError):
+        est.transform(images[:, 0])  # 3-D
+    with pytest.raises(ValueError, match="input_shape"):
+        _make(cls, input_shape=(1, 8, 8)).fit(images.reshape(6, -1))
+    with pytest.raises(ValueError, match="input_shape"):
+        _make(cls, input_shape=(1, 8, 32)).fit(images)
+
+
+def test_blur(images):
+    out = GaussianBlur(sigma=1.5).fit_transform(images).reshape(images.shape)
+    expected = scipy.ndimage.gaussian_filter(images[2, 0], 1.5, mode="reflect")
+    np.testing.assert_allclose(out[2, 0], expected, atol=1e-12)
+    assert out.var() < images.var()
+    np.testing.assert_array_equal(GaussianBlur(sigma=0).fit_transform(images),
+                                  images.reshape(6, -1))
+    # channels are blurred separately
+    two = np.concatenate([images[:, :1], -images[:, :1]], axis=1)
+    out2 = GaussianBlur(sigma=1.0).fit_transform(two).reshape(two.shape)
+    np.testing.assert_allclose(out2[:, 0], -out2[:, 1], atol=1e-12)
+    with pytest.raises(ValueError, match="sigma"):
+        GaussianBlur(sigma=-1).fit(images)
+
+
+def test_noise_seeded_and_sized(images):
+    zeros = np.zeros((50, 1, 16, 16))
+    a = GaussianNoise(std=0.1, random_state=3).fit(zeros)
+    np.testing.assert_array_equal(a.transform(zeros), a.transform(zeros))
+    b = GaussianNoise(std=0.1, random_state=4).fit_transform(zeros)
+    assert not np.allclose(a.transform(zeros), b)
+    assert abs(b.std() - 0.1) < 0.005 and abs(b.mean()) < 0.005
+    fresh = GaussianNoise(std=0.1).fit(zeros)
+    assert not np.allclose(fresh.transform(zeros), fresh.transform(zeros))
+    ones = np.ones((4, 1, 16, 16))
+    clipped = GaussianNoise(std=0.5, random_state=0).fit_transform(ones)
+    assert clipped.max() == 1.0 and clipped.min() >= -1.0
+    free = GaussianNoise(std=0.5, clip=False, random_state=0).fit_transform(ones)
+    assert free.max() > 1.0
+    np.testing.assert_array_equal(GaussianNoise(std=0).fit_transform(images),
+                                  images.reshape(6, -1))
+
+
+def test_jpeg(images):
+    err = {q: np.abs(JPEGCompression(quality=q).fit_transform(images)
+                     - images.reshape(6, -1)).mean() for q in (10, 50, 95)}
+    assert err[95] < err[50] < err[10]
+    assert err[95] < 0.02
+    out = JPEGCompression(quality=75).fit_transform(images)
+    np.testing.assert_allclose((out + 1) * 127.5, np.rint((out + 1) * 127.5), atol=1e-9)
+    rgb = np.repeat(images[:, :, None], 3, axis=2).reshape(6, 3, 16, 16)
+    rgb[:, 0] *= -1
+    out_rgb = JPEGCompression(quality=90).fit_transform(rgb).reshape(rgb.shape)
+    assert np.abs(out_rgb - rgb).mean() < 0.05
+    with pytest.raises(ValueError, match="channels"):
+        JPEGCompression().fit(np.zeros((2, 2, 8, 8)))
+    # values outside [-1, 1] are clipped, as any 8-bit format would
+    assert JPEGCompression(quality=95).fit_transform(np.full((1, 1, 8, 8), 3.0)).max() == 1.0
+
+
+def test_resized_crop(images):
+    np.testing.assert_array_equal(ResizedCrop(scale=1.0).fit_transform(images),
+                                  images.reshape(6, -1))
+    const = np.full((2, 3, 10, 10), 0.25)
+    np.testing.assert_allclose(ResizedCrop(scale=0.5).fit_transform(const), 0.25)
+    # a horizontal ramp: the centre crop stretched back is a steeper ramp,
+    # symmetric around the centre, within the input's range
+    ramp = np.tile(np.linspace(-1, 1, 16), (1, 1, 16, 1))
+    out = ResizedCrop(scale=0.5).fit_transform(ramp).reshape(16, 16)
+    assert np.all(np.diff(out[0]) > 0)
+    assert out[0, -1] - out[0, 0] < 1.1 and abs(out[0].mean()) < 1e-9
+    assert out.min() >= -1 and out.max() <= 1
+    with pytest.raises(ValueError, match="scale"):
+        ResizedCrop(scale=0).fit(images)
+    with pytest.raises(ValueError, match="scale"):
+        ResizedCrop(scale=1.5).fit(images)
+
+
+def test_in_a_pipeline_and_clone(images):
+    """Chained perturbations (each step gets flat input and its input_shape)."""
+    pipe = make_pipeline(JPEGCompression(quality=80),
+                         GaussianBlur(sigma=0.5, input_shape=(1, 16, 16)))
+    out = pipe.fit_transform(images)
+    assert out.shape == (6, 256)
+    est = clone(GaussianNoise(std=0.2, random_state=1, input_shape=(1, 16, 16)))
+    assert est.get_params()["std"] == 0.2 and not hasattr(est, "input_shape_")
