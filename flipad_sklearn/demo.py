@@ -9,8 +9,10 @@ is available it then tells the generator's samples from another generator's.
 """
 
 import time
+import warnings
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 import torch
 from torch import nn
 
@@ -46,7 +48,7 @@ def main():
     print(f"inverted {len(x)} images of shape {inv.output_shape_} into activations of "
           f"shape {inv.activation_shape_} in {elapsed:.2f} s")
     print(f"iterations per sample: median {np.median(inv.n_iter_):.0f}; certified "
-          f"relative duality gap: max {rel_gap.max():.1e}")
+          f"duality gap / objective: max {rel_gap.max():.1e}")
     print(f"reconstruction error max |x - sigma(W z + b)|: {np.abs(recon - x.reshape(len(x), -1)).max():.2e}")
     print(f"recovered vs true activations: correlation "
           f"{np.corrcoef(z.ravel(), h.ravel())[0, 1]:.3f}, sparsity {np.mean(z == 0):.0%} "
@@ -63,17 +65,21 @@ def _detector_demo(inv, gen, latent):
     from sklearn.pipeline import Pipeline
 
     other = small_dcgan(1)
-    _, x_own = sample_activations(gen, 600, latent, random_state=2)
-    _, x_other = sample_activations(other, 600, latent, random_state=3)
-    X = np.concatenate([x_own[:400], x_other[:200]])
-    y = np.r_[np.ones(400), -np.ones(200)]
-    pipe = Pipeline([("inv", inv.set_params(verbose=0, tol=1e-3, max_iter=500)),
+    _, x_own = sample_activations(gen, 500, latent, random_state=2)
+    _, x_other = sample_activations(other, 300, latent, random_state=3)
+    X = np.concatenate([x_own[:300], x_other[:150]])
+    y = np.r_[np.ones(300), -np.ones(150)]
+    # a fixed budget of 300 iterations per sample is plenty for detection;
+    # the certificate is not the point here, so its warning is silenced
+    pipe = Pipeline([("inv", inv.set_params(verbose=0, tol=1e-3, max_iter=300)),
                      ("det", FLIPADDetector(fnr=0.05, random_state=0))])
-    pipe.fit(X, y)
-    X_test = np.concatenate([x_own[400:], x_other[200:400]])
-    y_test = np.r_[np.ones(200), -np.ones(200)]
-    scores = pipe.decision_function(X_test)
-    acc = np.mean(pipe.predict(X_test) == y_test)
+    X_test = np.concatenate([x_own[300:], x_other[150:]])
+    y_test = np.r_[np.ones(200), -np.ones(150)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        pipe.fit(X, y)
+        scores = pipe.decision_function(X_test)
+        acc = np.mean(pipe.predict(X_test) == y_test)
     print(f"detector: own generator vs another of the same architecture (held out): "
           f"ROC AUC {roc_auc_score(y_test, scores):.3f}, accuracy {acc:.3f} at fnr=0.05")
 

@@ -68,7 +68,7 @@ def fista(
     d0=None,
     tol=1e-6,
     max_iter=10_000,
-    check_every=10,
+    check_every=20,
     dtype=torch.float32,
     n_extrapolation=5,
     restart=True,
