@@ -21,7 +21,12 @@ from . import FinalLayerInverter, find_final_layer, mean_activation, sample_acti
 
 def small_dcgan(seed, latent_dim=16):
     """A DCGAN-like generator: latent -> 32x4x4 -> 16x8x8 -> 1x16x16, tanh."""
-    torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):        # leave the global RNG alone
+        torch.manual_seed(seed)
+        return _dcgan_layers(latent_dim)
+
+
+def _dcgan_layers(latent_dim):
     return nn.Sequential(
         nn.Linear(latent_dim, 32 * 4 * 4), nn.ReLU(), nn.Unflatten(1, (32, 4, 4)),
         nn.ConvTranspose2d(32, 16, 4, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
