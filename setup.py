@@ -32,8 +32,16 @@ setup(
         "Pillow>=9.1",
     ],
     extras_require={
-        "test": ["pytest>=7", "dask[distributed]>=2024.1"],
+        "test": ["pytest>=7", "dask[distributed]>=2024.1", "matplotlib>=3.6"],
         "dask": ["dask[distributed]>=2024.1"],
+        "plot": ["matplotlib>=3.6"],
+        "docs": [
+            "sphinx>=7",
+            "numpydoc>=1.6",
+            "sphinx-gallery>=0.15",
+            "pydata-sphinx-theme>=0.15",
+            "matplotlib>=3.6",
+        ],
     },
-    entry_points={"console_scripts": []},
+    entry_points={"console_scripts": ["flipad = flipad_sklearn.cli:main"]},
 )

@@ -45,3 +45,14 @@ __all__ += [
     "datasets",
     "generators",
 ]
+
+# --- plots (issue 5; matplotlib is imported only when a plot is drawn) ---
+from . import plotting
+from .plotting import ActivationMapDisplay, AttributionRocDisplay, ScoreHistogramDisplay
+
+__all__ += [
+    "ActivationMapDisplay",
+    "AttributionRocDisplay",
+    "ScoreHistogramDisplay",
+    "plotting",
+]

@@ -1,0 +1,603 @@
+"""Plots for attribution, as display objects in scikit-learn's style.
+
+Each display is built with ``from_estimator`` (from a fitted estimator or
+pipeline and data) or ``from_predictions`` (from values you computed
+yourself), draws itself on ``plot(ax=...)`` and keeps the matplotlib objects
+in ``figure_`` and ``ax_``:
+
+* :class:`ActivationMapDisplay`: the mean recovered activation of each
+  source (channel-mean heatmaps side by side, as in FLIPAD's figures);
+* :class:`ScoreHistogramDisplay`: the detector's scores per source with its
+  threshold;
+* :class:`AttributionRocDisplay`: one ROC curve per other source against
+  the generator's own samples.
+
+matplotlib is an optional dependency (``pip install flipad_sklearn[plot]``);
+this module imports without it and raises an :class:`ImportError` that says
+so when a plot is requested.
+
+Sources are given as one label per sample (``y``).  With the package's
+convention (``1`` = made by G, ``-1`` = known not made by G, ``0`` =
+unlabelled) the labels are named "G", "not G" and "unlabelled"; any other
+labels (e.g. ``"G"``, ``"real"``, ``"wgan_gp"``) are shown as they are, or
+renamed with ``source_names={label: name}``.
+"""
+
+import numpy as np
+from sklearn.metrics import auc, roc_curve
+from sklearn.utils.validation import check_is_fitted, column_or_1d
+
+__all__ = ["ActivationMapDisplay", "AttributionRocDisplay", "ScoreHistogramDisplay"]
+
+_DEFAULT_NAMES = {1: "G", -1: "not G", 0: "unlabelled"}
+
+
+def check_matplotlib(caller):
+    """Import matplotlib.pyplot, with an ImportError that says how to get it."""
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as exc:  # pragma: no cover - exercised without matplotlib
+        raise ImportError(
+            f"{caller} needs matplotlib, an optional dependency of flipad_sklearn: "
+            "install it with `pip install matplotlib` (or "
+            "`pip install flipad_sklearn[plot]`)."
+        ) from exc
+    return plt
+
+
+def _source_order(y):
+    """Unique labels: G first (1 or "G"), then the others in sorted order."""
+    labels = list(np.unique(y))
+    labels.sort(key=lambda v: (0 if _is_label(v, 1) or str(v) == "G" else 1, str(v)))
+    return labels
+
+
+def _is_label(v, target):
+    try:
+        return bool(v == target) and not isinstance(v, (str, np.str_))
+    except (TypeError, ValueError):
+        return False
+
+
+def _name(label, source_names):
+    if source_names is not None and label in source_names:
+        return str(source_names[label])
+    if not isinstance(label, (str, np.str_)):
+        try:
+            key = int(label)
+        except (TypeError, ValueError):
+            key = None
+        if key is not None and key == label and key in _DEFAULT_NAMES:
+            return _DEFAULT_NAMES[key]
+    return str(label)
+
+
+def _axes_list(ax, n, plt, figsize):
+    """``n`` axes: the given ones (one, or a sequence of ``n``) or a new row."""
+    if ax is None:
+        fig, axes = plt.subplots(1, n, figsize=figsize, squeeze=False)
+        return fig, list(axes.ravel())
+    axes = list(np.ravel(np.asarray(ax, dtype=object)))
+    if len(axes) != n:
+        raise ValueError(f"ax must hold {n} axes (one per source), got {len(axes)}.")
+    return axes[0].figure, axes
+
+
+def _single_axes(ax, plt):
+    if ax is None:
+        fig, ax = plt.subplots()
+        return fig, ax
+    return ax.figure, ax
+
+
+def _final_step(estimator):
+    """The last step of a pipeline (or the estimator itself)."""
+    steps = getattr(estimator, "steps", None)
+    return steps[-1][1] if steps else estimator
+
+
+def _response(estimator, X, response_method):
+    """Scores of ``X`` and the threshold on the same scale."""
+    check_is_fitted(_final_step(estimator))
+    if response_method not in ("decision_function", "score_samples", "pvalues"):
+        raise ValueError(
+            "response_method must be 'decision_function', 'score_samples' or "
+            f"'pvalues', got {response_method!r}.")
+    if response_method == "pvalues":
+        final = _final_step(estimator)
+        if final is estimator:
+            scores = estimator.pvalues(X)
+        else:
+            scores = final.pvalues(estimator[:-1].transform(X))
+        threshold = getattr(final, "fnr", None)
+    else:
+        scores = getattr(estimator, response_method)(X)
+        if response_method == "decision_function":
+            threshold = 0.0
+        else:
+            threshold = getattr(_final_step(estimator), "offset_", None)
+    return np.asarray(scores, dtype=np.float64), threshold
+
+
+def _estimator_name(estimator):
+    return type(_final_step(estimator)).__name__
+
+
+# --------------------------------------------------------------------------
+class ActivationMapDisplay:
+    """Mean recovered activation per source, as channel-mean heatmaps.
+
+    FLIPAD's figures show that the activations recovered from G's own
+    samples look different from those recovered from real data or other
+    generators (e.g. sparser, or with G's typical spatial pattern).  This
+    display shows, for each source, the mean over its samples of the
+    recovered activation, averaged over channels.  1-D activations (a
+    ``Linear`` final layer) are shown as a one-row strip.
+
+    Use :meth:`from_estimator` or :meth:`from_predictions` to build it.
+
+    Parameters
+    ----------
+    maps : ndarray of shape (n_sources, H, W)
+        One heatmap per source.
+    source_names : list of str
+        Name of each source.
+    estimator_name : str or None, default=None
+
+    Attributes
+    ----------
+    figure_ : matplotlib.figure.Figure
+    ax_ : ndarray of matplotlib Axes, shape (n_sources,)
+    images_ : list of matplotlib.image.AxesImage
+    colorbar_ : matplotlib.colorbar.Colorbar or None
+    """
+
+    def __init__(self, maps, source_names, *, estimator_name=None):
+        self.maps = np.asarray(maps, dtype=np.float64)
+        self.source_names = list(source_names)
+        self.estimator_name = estimator_name
+
+    @classmethod
+    def from_predictions(cls, activations, y=None, *, activation_shape=None,
+                         source_names=None, channels="mean", ax=None, **plot_kwargs):
+        """Build and plot from activations you recovered yourself.
+
+        Parameters
+        ----------
+        activations : array-like of shape (n_samples, n_activations) or \
+                (n_samples, C, H, W)
+            Recovered activations (e.g. ``FinalLayerInverter.transform(X)``).
+        y : array-like of shape (n_samples,), default=None
+            Source of each sample; None: one source.
+        activation_shape : tuple of int, default=None
+            ``(C, H, W)`` (or ``(K,)``) of one activation; needed for flat
+            convolutional activations.
+        source_names : dict, default=None
+            ``{label: name}`` for the panel titles.
+        channels : {"mean", "abs_mean", "max"} or int, default="mean"
+            How channels are reduced to one map: their mean, mean absolute
+            value, maximum, or one channel's index.
+        ax : matplotlib Axes or sequence of Axes, default=None
+            One per source; None creates a row of them.
+        **plot_kwargs
+            Passed to :meth:`plot`.
+
+        Returns
+        -------
+        display : ActivationMapDisplay
+        """
+        A = np.asarray(activations, dtype=np.float64)
+        n = A.shape[0]
+        if A.ndim == 2:
+            shape = tuple(activation_shape) if activation_shape is not None else (A.shape[1],)
+            if int(np.prod(shape)) != A.shape[1]:
+                raise ValueError(f"activation_shape {shape} does not match "
+                                 f"{A.shape[1]} activations per sample.")
+            A = A.reshape((n,) + shape)
+        if A.ndim == 2:                     # (n, K): one strip
+            A = A[:, None, None, :]
+        elif A.ndim == 3:                   # (n, H, W): one channel
+            A = A[:, None]
+        if A.ndim != 4:
+            raise ValueError(f"activations must be 2-D, 3-D or 4-D, got shape {A.shape}.")
+        y = np.zeros(n, dtype=int) + 1 if y is None else column_or_1d(y)
+        if y.shape[0] != n:
+            raise ValueError(f"y has {y.shape[0]} labels for {n} samples.")
+        maps, names = [], []
+        for label in _source_order(y):
+            mean = A[y == label].mean(axis=0)              # (C, H, W)
+            if isinstance(channels, str):
+                if channels == "mean":
+                    m = mean.mean(axis=0)
+                elif channels == "abs_mean":
+                    m = np.abs(mean).mean(axis=0)
+                elif channels == "max":
+                    m = mean.max(axis=0)
+                else:
+                    raise ValueError("channels must be 'mean', 'abs_mean', 'max' or "
+                                     f"an int, got {channels!r}.")
+            else:
+                m = mean[int(channels)]
+            maps.append(m)
+            names.append(_name(label, source_names))
+        disp = cls(np.stack(maps), names)
+        return disp.plot(ax=ax, **plot_kwargs)
+
+    @classmethod
+    def from_estimator(cls, estimator, X, y=None, *, source_names=None, channels="mean",
+                       ax=None, **plot_kwargs):
+        """Recover the activations of ``X`` with a fitted inverter and plot them.
+
+        Parameters
+        ----------
+        estimator : FinalLayerInverter or Pipeline
+            A fitted :class:`~flipad_sklearn.FinalLayerInverter`, or a fitted
+            pipeline containing one (the steps before it are applied first).
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+            Samples (generator outputs, real data, ...).
+        y : array-like of shape (n_samples,), default=None
+            Source of each sample.
+        source_names, channels, ax, **plot_kwargs
+            As in :meth:`from_predictions`.
+
+        Returns
+        -------
+        display : ActivationMapDisplay
+        """
+        from .inversion import FinalLayerInverter
+
+        steps = getattr(estimator, "steps", None)
+        if steps is None:
+            inv, pre = estimator, None
+        else:
+            idx = [i for i, (_, s) in enumerate(steps) if isinstance(s, FinalLayerInverter)]
+            if not idx:
+                raise ValueError("The pipeline holds no FinalLayerInverter step.")
+            inv = steps[idx[0]][1]
+            pre = estimator[:idx[0]] if idx[0] > 0 else None
+        if not isinstance(inv, FinalLayerInverter):
+            raise TypeError("estimator must be a FinalLayerInverter or a Pipeline "
+                            f"containing one, got {type(inv).__name__}.")
+        check_is_fitted(inv, "operator_")
+        Xt = pre.transform(X) if pre is not None else X
+        Z = inv.transform(Xt)
+        disp = cls.from_predictions(Z, y, activation_shape=inv.activation_shape_,
+                                    source_names=source_names, channels=channels,
+                                    ax=None if ax is None else ax, **plot_kwargs)
+        disp.estimator_name = "FinalLayerInverter"
+        return disp
+
+    def plot(self, ax=None, *, cmap="viridis", shared_scale=True, colorbar=True,
+             figsize=None):
+        """Draw one heatmap per source.
+
+        Parameters
+        ----------
+        ax : matplotlib Axes or sequence of Axes, default=None
+            One per source; None creates a row of them.
+        cmap : str, default="viridis"
+        shared_scale : bool, default=True
+            One colour scale for all sources (so that they compare).
+        colorbar : bool, default=True
+            Add a colour bar (for the shared scale).
+        figsize : tuple, default=None
+            Size of a new figure; default ``(3 * n_sources, 3)``.
+
+        Returns
+        -------
+        display : ActivationMapDisplay
+        """
+        plt = check_matplotlib("ActivationMapDisplay.plot")
+        n = self.maps.shape[0]
+        fig, axes = _axes_list(ax, n, plt, figsize or (3.0 * n + 0.8, 3.0))
+        vmin = vmax = None
+        if shared_scale:
+            vmin, vmax = float(self.maps.min()), float(self.maps.max())
+        self.images_ = []
+        for a, m, name in zip(axes, self.maps, self.source_names):
+            im = a.imshow(m, cmap=cmap, vmin=vmin, vmax=vmax,
+                          aspect="auto" if m.shape[0] == 1 else "equal",
+                          interpolation="nearest")
+            a.set_title(name)
+            a.set_xticks([])
+            a.set_yticks([])
+            self.images_.append(im)
+        self.colorbar_ = None
+        if colorbar and shared_scale and n:
+            self.colorbar_ = fig.colorbar(self.images_[-1], ax=axes, shrink=0.8)
+        self.figure_, self.ax_ = fig, np.asarray(axes, dtype=object)
+        return self
+
+
+# --------------------------------------------------------------------------
+class ScoreHistogramDisplay:
+    """Histogram of the detector's scores per source, with its threshold.
+
+    Use :meth:`from_estimator` or :meth:`from_predictions` to build it.
+
+    Parameters
+    ----------
+    scores : list of ndarray
+        The scores of each source.
+    source_names : list of str
+    threshold : float or None, default=None
+        Drawn as a vertical line (samples below it are rejected as "not G";
+        for p-values, those at or below it).
+    score_name : str, default="decision function"
+        x-axis label.
+    estimator_name : str or None, default=None
+
+    Attributes
+    ----------
+    figure_ : matplotlib.figure.Figure
+    ax_ : matplotlib Axes
+    patches_ : list
+        The histogram patches of each source.
+    threshold_line_ : matplotlib.lines.Line2D or None
+    """
+
+    def __init__(self, scores, source_names, *, threshold=None,
+                 score_name="decision function", estimator_name=None):
+        self.scores = [np.asarray(s, dtype=np.float64) for s in scores]
+        self.source_names = list(source_names)
+        self.threshold = threshold
+        self.score_name = score_name
+        self.estimator_name = estimator_name
+
+    @classmethod
+    def from_predictions(cls, y, scores, *, threshold=None, source_names=None,
+                         score_name="score", ax=None, **plot_kwargs):
+        """Build and plot from scores you computed yourself.
+
+        Parameters
+        ----------
+        y : array-like of shape (n_samples,)
+            Source of each sample.
+        scores : array-like of shape (n_samples,)
+            Higher = more like G (e.g. ``decision_function``).
+        threshold : float, default=None
+            Decision threshold on the same scale (0 for ``decision_function``).
+        source_names : dict, default=None
+            ``{label: name}``.
+        score_name : str, default="score"
+        ax : matplotlib Axes, default=None
+        **plot_kwargs
+            Passed to :meth:`plot`.
+
+        Returns
+        -------
+        display : ScoreHistogramDisplay
+        """
+        y = column_or_1d(y)
+        scores = column_or_1d(scores).astype(np.float64)
+        if y.shape[0] != scores.shape[0]:
+            raise ValueError(f"y has {y.shape[0]} labels for {scores.shape[0]} scores.")
+        labels = _source_order(y)
+        disp = cls([scores[y == lab] for lab in labels],
+                   [_name(lab, source_names) for lab in labels],
+                   threshold=threshold, score_name=score_name)
+        return disp.plot(ax=ax, **plot_kwargs)
+
+    @classmethod
+    def from_estimator(cls, estimator, X, y, *, response_method="decision_function",
+                       source_names=None, ax=None, **plot_kwargs):
+        """Score ``X`` with a fitted detector (or pipeline) and plot per source.
+
+        Parameters
+        ----------
+        estimator : FLIPADDetector, Pipeline or any fitted outlier detector
+        X : array-like
+        y : array-like of shape (n_samples,)
+            Source of each sample.
+        response_method : {"decision_function", "score_samples", "pvalues"}, \
+                default="decision_function"
+            The threshold is 0, the detector's ``offset_``, or its ``fnr``.
+        source_names, ax, **plot_kwargs
+            As in :meth:`from_predictions`.
+
+        Returns
+        -------
+        display : ScoreHistogramDisplay
+        """
+        scores, threshold = _response(estimator, X, response_method)
+        disp = cls.from_predictions(y, scores, threshold=threshold,
+                                    source_names=source_names,
+                                    score_name=response_method.replace("_", " "),
+                                    ax=ax, **plot_kwargs)
+        disp.estimator_name = _estimator_name(estimator)
+        return disp
+
+    def plot(self, ax=None, *, bins=30, density=True, alpha=0.5):
+        """Draw the histograms and the threshold line.
+
+        Parameters
+        ----------
+        ax : matplotlib Axes, default=None
+        bins : int, default=30
+            Bins over the range of all scores (shared by the sources).
+        density : bool, default=True
+            Normalise each histogram (sources of different sizes compare).
+        alpha : float, default=0.5
+
+        Returns
+        -------
+        display : ScoreHistogramDisplay
+        """
+        plt = check_matplotlib("ScoreHistogramDisplay.plot")
+        fig, ax = _single_axes(ax, plt)
+        finite = [s[np.isfinite(s)] for s in self.scores]
+        allv = np.concatenate(finite) if finite else np.empty(0)
+        edges = np.histogram_bin_edges(allv if allv.size else [0.0, 1.0], bins=bins)
+        self.patches_ = []
+        for s, name in zip(finite, self.source_names):
+            _, _, patches = ax.hist(s, bins=edges, density=density, alpha=alpha,
+                                    label=f"{name} (n={s.size})")
+            self.patches_.append(patches)
+        self.threshold_line_ = None
+        if self.threshold is not None:
+            self.threshold_line_ = ax.axvline(self.threshold, color="k", linestyle="--",
+                                              label=f"threshold ({self.threshold:.3g})")
+        ax.set_xlabel(self.score_name + " (higher = more like G)")
+        ax.set_ylabel("density" if density else "count")
+        ax.legend()
+        self.figure_, self.ax_ = fig, ax
+        return self
+
+
+# --------------------------------------------------------------------------
+class AttributionRocDisplay:
+    """ROC curve of G's own samples against each other source.
+
+    For each source other than G, the samples of G are the positives and
+    that source's samples the negatives; higher scores mean "more like G".
+    An open-world detector should have a high AUC against every source,
+    including those it never saw in training.
+
+    Use :meth:`from_estimator` or :meth:`from_predictions` to build it.
+
+    Parameters
+    ----------
+    fpr, tpr : list of ndarray
+        One curve per other source.
+    roc_auc : list of float
+    source_names : list of str
+        The other sources.
+    pos_label_name : str, default="G"
+    operating_points : list of (float, float) or None, default=None
+        ``(fpr, tpr)`` at the detector's threshold, per source.
+    estimator_name : str or None, default=None
+
+    Attributes
+    ----------
+    figure_ : matplotlib.figure.Figure
+    ax_ : matplotlib Axes
+    lines_ : list of matplotlib.lines.Line2D
+    chance_level_ : matplotlib.lines.Line2D or None
+    """
+
+    def __init__(self, fpr, tpr, roc_auc, source_names, *, pos_label_name="G",
+                 operating_points=None, estimator_name=None):
+        self.fpr = list(fpr)
+        self.tpr = list(tpr)
+        self.roc_auc = list(roc_auc)
+        self.source_names = list(source_names)
+        self.pos_label_name = pos_label_name
+        self.operating_points = operating_points
+        self.estimator_name = estimator_name
+
+    @classmethod
+    def from_predictions(cls, y, scores, *, pos_label=1, threshold=None, source_names=None,
+                         ax=None, **plot_kwargs):
+        """Build and plot from scores you computed yourself.
+
+        Parameters
+        ----------
+        y : array-like of shape (n_samples,)
+            Source of each sample; ``pos_label`` marks G's own samples.
+        scores : array-like of shape (n_samples,)
+            Higher = more like G.
+        pos_label : int or str, default=1
+        threshold : float, default=None
+            Mark the operating point ``scores >= threshold`` on each curve.
+        source_names : dict, default=None
+            ``{label: name}``.
+        ax : matplotlib Axes, default=None
+        **plot_kwargs
+            Passed to :meth:`plot`.
+
+        Returns
+        -------
+        display : AttributionRocDisplay
+        """
+        y = column_or_1d(y)
+        scores = column_or_1d(scores).astype(np.float64)
+        if y.shape[0] != scores.shape[0]:
+            raise ValueError(f"y has {y.shape[0]} labels for {scores.shape[0]} scores.")
+        pos = y == pos_label
+        if not pos.any():
+            raise ValueError(f"y holds no sample of G (pos_label={pos_label!r}).")
+        others = [lab for lab in _source_order(y) if not (lab == pos_label)]
+        if not others:
+            raise ValueError("y holds only samples of G: a ROC curve needs another source.")
+        fprs, tprs, aucs, names, points = [], [], [], [], []
+        for lab in others:
+            mask = pos | (y == lab)
+            fpr, tpr, _ = roc_curve(pos[mask], scores[mask])
+            fprs.append(fpr)
+            tprs.append(tpr)
+            aucs.append(float(auc(fpr, tpr)))
+            names.append(_name(lab, source_names))
+            if threshold is not None:
+                accepted = scores >= threshold
+                points.append((float(accepted[y == lab].mean()),
+                               float(accepted[pos].mean())))
+        disp = cls(fprs, tprs, aucs, names, pos_label_name=_name(pos_label, source_names),
+                   operating_points=points if threshold is not None else None)
+        return disp.plot(ax=ax, **plot_kwargs)
+
+    @classmethod
+    def from_estimator(cls, estimator, X, y, *, pos_label=1,
+                       response_method="decision_function", source_names=None, ax=None,
+                       **plot_kwargs):
+        """Score ``X`` with a fitted detector (or pipeline) and plot the curves.
+
+        Parameters
+        ----------
+        estimator : FLIPADDetector, Pipeline or any fitted outlier detector
+        X : array-like
+        y : array-like of shape (n_samples,)
+            Source of each sample.
+        pos_label : int or str, default=1
+            The label of G's own samples.
+        response_method : {"decision_function", "score_samples", "pvalues"}, \
+                default="decision_function"
+        source_names, ax, **plot_kwargs
+            As in :meth:`from_predictions`.
+
+        Returns
+        -------
+        display : AttributionRocDisplay
+        """
+        scores, threshold = _response(estimator, X, response_method)
+        if response_method == "pvalues" and threshold is not None:
+            # predict rejects p <= fnr; accepted means p > fnr
+            threshold = np.nextafter(threshold, np.inf)
+        disp = cls.from_predictions(y, scores, pos_label=pos_label, threshold=threshold,
+                                    source_names=source_names, ax=ax, **plot_kwargs)
+        disp.estimator_name = _estimator_name(estimator)
+        return disp
+
+    def plot(self, ax=None, *, plot_chance_level=True):
+        """Draw one curve per other source.
+
+        Parameters
+        ----------
+        ax : matplotlib Axes, default=None
+        plot_chance_level : bool, default=True
+
+        Returns
+        -------
+        display : AttributionRocDisplay
+        """
+        plt = check_matplotlib("AttributionRocDisplay.plot")
+        fig, ax = _single_axes(ax, plt)
+        self.lines_ = []
+        for i, (fpr, tpr, a, name) in enumerate(zip(self.fpr, self.tpr, self.roc_auc,
+                                                    self.source_names)):
+            (line,) = ax.plot(fpr, tpr, label=f"{self.pos_label_name} vs {name} "
+                                              f"(AUC = {a:.3f})")
+            self.lines_.append(line)
+            if self.operating_points is not None:
+                x, yv = self.operating_points[i]
+                ax.plot([x], [yv], "o", color=line.get_color())
+        self.chance_level_ = None
+        if plot_chance_level:
+            (self.chance_level_,) = ax.plot([0, 1], [0, 1], "k:", label="chance")
+        ax.set_xlabel("false positive rate (other source accepted as G)")
+        ax.set_ylabel(f"true positive rate ({self.pos_label_name} accepted)")
+        ax.set_xlim(-0.01, 1.01)
+        ax.set_ylim(-0.01, 1.01)
+        ax.set_aspect("equal")
+        ax.legend(loc="lower right")
+        self.figure_, self.ax_ = fig, ax
+        return self

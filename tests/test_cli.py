@@ -1,0 +1,188 @@
+"""The ``flipad`` command, driven as a user would: subprocesses on a folder of PNGs."""
+
+import csv
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from flipad_sklearn import cli
+
+PIL = pytest.importorskip("PIL")
+
+GENERATORS = textwrap.dedent("""
+    import torch
+    from torch import nn
+
+    def _make(seed):
+        g = torch.Generator().manual_seed(seed)
+        net = nn.Sequential(nn.Linear(8, 8 * 4 * 4), nn.ReLU(), nn.Unflatten(1, (8, 4, 4)),
+                            nn.ConvTranspose2d(8, 1, 4, stride=2, padding=1), nn.Tanh())
+        with torch.no_grad():
+            for p in net.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+        return net.eval()
+
+    G = _make(0)
+
+    def other():
+        return _make(1)
+
+    NOT_A_MODULE = 3
+""")
+
+
+def _run(args, cwd):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    return subprocess.run([sys.executable, "-m", "flipad_sklearn.cli", *args], cwd=cwd,
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+def _write_pngs(net, folder, n, seed, prefix=""):
+    import torch
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    z = torch.from_numpy(np.random.default_rng(seed).standard_normal((n, 8)).astype(np.float32))
+    with torch.no_grad():
+        x = net(z).numpy()
+    for i, im in enumerate(x):
+        pixels = np.clip(np.round((im[0] + 1) * 127.5), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"{prefix}{i:04d}.png")
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A user's folder: generator module, images of G and of another generator."""
+    root = tmp_path_factory.mktemp("flipad_cli")
+    (root / "gens.py").write_text(GENERATORS)
+    sys.path.insert(0, str(root))
+    try:
+        import importlib
+
+        gens = importlib.import_module("gens")
+        G, H = gens.G, gens.other()
+    finally:
+        sys.path.remove(str(root))
+        sys.modules.pop("gens", None)
+    _write_pngs(G, root / "own", 240, seed=1)
+    _write_pngs(H, root / "others", 120, seed=2)
+    _write_pngs(G, root / "test", 6, seed=3, prefix="g")
+    _write_pngs(H, root / "test", 6, seed=4, prefix="h")
+    (root / "test" / "broken.png").write_bytes(b"this is not a png")
+    PIL.Image.new("L", (10, 10)).save(root / "test" / "big.png")
+    (root / "test" / "notes.txt").write_text("not an image")
+    return root
+
+
+@pytest.fixture(scope="module")
+def fitted(workdir):
+    res = _run(["fit", "--generator", "gens.py:G", "--latent-shape", "8",
+                "--own", "own", "--others", "others", "--fnr", "0.05", "--epochs", "8",
+                "--anchor-samples", "500", "--max-iter", "200", "--tol", "1e-3",
+                "-o", "out/detector.joblib"], cwd=workdir)
+    return workdir, res
+
+
+def test_fit_writes_a_detector(fitted):
+    workdir, res = fitted
+    assert res.returncode == cli.EXIT_OK, res.stderr
+    assert (workdir / "out" / "detector.joblib").is_file()
+    # progress bars and the summary go to stderr
+    assert "final-layer inversion" in res.stderr
+    assert "saved" in res.stderr
+
+    import joblib
+
+    pipe = joblib.load(workdir / "out" / "detector.joblib")
+    assert pipe[0].output_shape_ == (1, 8, 8)
+    assert pipe[0].positive  # auto: the penultimate layer is a ReLU
+
+
+def test_score_lists_bad_files_and_scores_the_rest(fitted):
+    workdir, _ = fitted
+    res = _run(["score", "out/detector.joblib", "test", "missing.png", "--csv", "s.csv",
+                "-q"], cwd=workdir)
+    assert res.returncode == cli.EXIT_PARTIAL, res.stderr
+    for name, reason in [("broken.png", "unreadable"), ("big.png", "mis-sized"),
+                         ("notes.txt", "extension"), ("missing.png", "no such file")]:
+        line = next(ln for ln in res.stderr.splitlines() if name in ln)
+        assert reason in line
+    with open(workdir / "s.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 12 + 4
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert len(ok) == 12
+    for r in ok:
+        assert r["decision"] in ("G", "not G")
+        assert 0 < float(r["pvalue"]) <= 1
+        assert (float(r["score"]) >= 0) == (r["decision"] == "G")
+        assert os.path.basename(r["path"]) in res.stdout
+    g = [r for r in ok if os.path.basename(r["path"]).startswith("g")]
+    h = [r for r in ok if os.path.basename(r["path"]).startswith("h")]
+    # the two random generators are easy to tell apart (the threshold at
+    # fnr=0.05 from 48 validation images may reject a few of G's)
+    assert np.mean([r["decision"] == "not G" for r in h]) == 1.0
+    assert min(float(r["score"]) for r in g) > max(float(r["score"]) for r in h)
+    assert np.mean([float(r["pvalue"]) for r in g]) > max(float(r["pvalue"]) for r in h)
+
+
+def test_score_all_good_files_exit_zero(fitted, capsys):
+    workdir, _ = fitted
+    code = cli.main(["score", str(workdir / "out" / "detector.joblib"),
+                     str(workdir / "test" / "g0000.png"), str(workdir / "test" / "h0000.png"),
+                     "-q", "--device", "cpu", "--batch-size", "1"])
+    assert code == cli.EXIT_OK
+    out = capsys.readouterr().out
+    assert len(out.strip().splitlines()) == 3  # header + 2 files
+
+
+def test_errors_in_process(workdir, capsys):
+    # fatal errors: exit 1 with a message, nothing written
+    code = cli.main(["score", str(workdir / "test" / "notes.txt"), str(workdir / "own")])
+    assert code == cli.EXIT_ERROR
+    assert "Could not load the detector" in capsys.readouterr().err
+    gens = str(workdir / "gens.py")
+    for spec, msg in [(gens + ":missing", "no attribute"),
+                      (gens + ":NOT_A_MODULE", "not a torch.nn.Module"),
+                      ("gens_without_colon", "MODULE:ATTR"),
+                      (str(workdir / "nope.py") + ":G", "no such file")]:
+        code = cli.main(["fit", "--generator", spec, "--latent-shape", "8", "--own",
+                         str(workdir / "own"), "-o", str(workdir / "x.joblib")])
+        assert code == cli.EXIT_ERROR
+        assert msg in capsys.readouterr().err
+    assert not (workdir / "x.joblib").exists()
+    # usage errors are argparse's exit code 2
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["score"])
+    assert exc.value.code == cli.EXIT_USAGE
+
+
+def test_fit_skips_bad_files_with_exit_code_3(workdir, capsys):
+    import shutil
+
+    bad = workdir / "others_with_bad_files"
+    shutil.copytree(workdir / "others", bad)
+    PIL.Image.new("RGB", (8, 9)).save(bad / "wrong_size.png")
+    (bad / "truncated.png").write_bytes((workdir / "own" / "0000.png").read_bytes()[:30])
+    out = workdir / "partial.joblib"
+    code = cli.main(["fit", "--generator", str(workdir / "gens.py") + ":G",
+                     "--latent-shape", "8", "--own", str(workdir / "own"),
+                     "--others", str(bad), "--fnr", "0.1", "--epochs", "2",
+                     "--anchor-samples", "100", "--max-iter", "30", "--tol", "1e-2",
+                     "--device", "cpu", "-q", "-o", str(out)])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_PARTIAL, err
+    assert out.is_file()
+    assert "wrong_size.png: mis-sized: 8x9 pixels" in err
+    assert "truncated.png: unreadable" in err
+
+
+def test_generator_spec_loads_callables(workdir):
+    import torch
+
+    G = cli.load_generator_spec(str(workdir / "gens.py") + ":other")
+    assert isinstance(G, torch.nn.Module) and not G.training
