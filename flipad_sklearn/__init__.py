@@ -46,6 +46,27 @@ __all__ += [
     "generators",
 ]
 
+# --- baselines (issue 4) are exported below ---
+from . import baselines
+from .baselines import (
+    ConformalDetector,
+    FingerprintCorrelation,
+    LatentInversionDistance,
+    make_dctpad,
+    make_flipad,
+    make_rawpad,
+)
+
+__all__ += [
+    "ConformalDetector",
+    "FingerprintCorrelation",
+    "LatentInversionDistance",
+    "baselines",
+    "make_dctpad",
+    "make_flipad",
+    "make_rawpad",
+]
+
 # --- plots (issue 5; matplotlib is imported only when a plot is drawn) ---
 from . import plotting
 from .plotting import ActivationMapDisplay, AttributionRocDisplay, ScoreHistogramDisplay

@@ -1,0 +1,683 @@
+"""The baselines FLIPAD is compared with, as estimators and pipelines.
+
+* :class:`FingerprintCorrelation`: Marra et al. (2019), "Do GANs leave
+  artificial fingerprints?": the mean noise residual of G's images is G's
+  fingerprint; a sample's score is the correlation of its residual with it.
+* :class:`LatentInversionDistance`: optimise a latent code to reconstruct the
+  sample with G; the score is minus the reconstruction error.
+* :class:`ConformalDetector`: any unsupervised scikit-learn outlier detector
+  (IsolationForest, OneClassSVM, LocalOutlierFactor with ``novelty=True``)
+  fitted on G's samples and thresholded at a false-negative rate on held-out
+  samples of G, like :class:`~flipad_sklearn.FLIPADDetector`.
+* :func:`make_rawpad` (Deep SAD on raw pixels), :func:`make_dctpad` (Deep SAD
+  on log |DCT|) and :func:`make_flipad` (the FLIPAD pipeline, with Deep SAD
+  or any of the classic detectors on its features).
+
+Every detector here follows the package's conventions: ``y`` = 1 for G's
+samples, -1 for known others, 0 for unlabelled; ``score_samples`` higher =
+more like G; ``decision_function = score_samples - offset_``; ``predict`` in
+{+1, -1}; the threshold is the conformal ``(1 - fnr)`` rule of
+:func:`flipad_sklearn.deepsad.conformal_threshold` on a held-out part of G's
+samples (``validation_fraction``).
+"""
+
+import copy
+import math
+from numbers import Integral, Real
+
+import numpy as np
+import scipy.ndimage
+import torch
+from sklearn.base import BaseEstimator, OutlierMixin, _fit_context, clone
+from sklearn.ensemble import IsolationForest
+from sklearn.neighbors import LocalOutlierFactor
+from sklearn.pipeline import Pipeline
+from sklearn.svm import OneClassSVM
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+from torch import nn
+
+from ._device import resolve_device
+from ._validation import check_labels, flatten_images, normal_mask, resolve_input_shape
+from .deepsad import FLIPADDetector, conformal_threshold
+from .features import ActivationPooling, ChannelSelector, DCTFeatures, GeneratorStandardScaler
+from .inversion import FinalLayerInverter
+
+__all__ = [
+    "ConformalDetector",
+    "FingerprintCorrelation",
+    "LatentInversionDistance",
+    "make_dctpad",
+    "make_flipad",
+    "make_rawpad",
+]
+
+_FLOATS = [np.float64, np.float32]
+
+
+class _ConformalMixin:
+    """Split G's samples into a training part and a held-out part, and set
+    the threshold on the held-out scores (higher score = more like G)."""
+
+    def _split_normal(self, labels, rng):
+        pool = np.flatnonzero(normal_mask(labels))
+        n_val = math.ceil(self.validation_fraction * pool.size)
+        if n_val < 1 or pool.size - n_val < 1:
+            raise ValueError(
+                f"Too few samples of G for training and the validation split: "
+                f"{pool.size} samples of G, {n_val} held out "
+                f"(validation_fraction={self.validation_fraction}); at least one "
+                "is needed on each side.")
+        perm = rng.permutation(pool)
+        return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+    def _set_threshold(self, val_scores):
+        val_scores = np.asarray(val_scores, dtype=np.float64)
+        self.validation_scores_ = np.sort(val_scores)
+        t = conformal_threshold(-val_scores, self.fnr)
+        # a small relative margin keeps the quantile sample accepted despite float noise
+        self.threshold_ = t + 1e-10 * (1.0 + abs(t))
+        self.offset_ = -self.threshold_
+
+    def decision_function(self, X):
+        """``score_samples(X) - offset_``: negative means "not made by G".
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+
+        Returns
+        -------
+        decision : ndarray of shape (n_samples,), float64
+        """
+        return self.score_samples(X) - self.offset_
+
+    def predict(self, X):
+        """+1 for "made by G", -1 for "not made by G".
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,), int
+        """
+        return np.where(self.decision_function(X) >= 0, 1, -1)
+
+    def fit_predict(self, X, y=None, **kwargs):
+        """Fit with the labels ``y`` (``OutlierMixin`` would drop them) and predict ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+        y : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,), int
+        """
+        return self.fit(X, y, **kwargs).predict(X)
+
+
+_CONFORMAL_CONSTRAINTS = {
+    "fnr": [Interval(Real, 0, 1, closed="left")],
+    "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+    "random_state": ["random_state"],
+}
+
+
+# --------------------------------------------------------------------------- fingerprint
+class FingerprintCorrelation(_ConformalMixin, OutlierMixin, BaseEstimator):
+    """Fingerprint-correlation baseline (Marra et al., 2019).
+
+    A GAN leaves a fixed pattern in the noise residual of its images.  The
+    residual of an image is ``x - denoise(x)``; G's fingerprint is the mean
+    residual of G's training samples; the score of a sample is the
+    normalised (Pearson) correlation of its residual with the fingerprint.
+    Labelled others (``y == -1``) are not used: the method only models G.
+
+    Parameters
+    ----------
+    denoiser : {"gaussian", "median"}, default="gaussian"
+        The denoising filter, applied per channel over the two spatial axes
+        (:func:`scipy.ndimage.gaussian_filter` / :func:`~scipy.ndimage.median_filter`).
+    sigma : float, default=1.0
+        Standard deviation of the Gaussian filter.
+    size : int, default=3
+        Window side of the median filter.
+    input_shape : tuple of (C, H, W) or None, default=None
+        Shape of one image.  None: taken from 4-D input; flat input is then
+        read as a single-channel ``1 x n_features`` image (1-D filtering).
+    fnr : float, default=0.005
+        Tolerated false-negative rate: the threshold is the conformal
+        ``(1 - fnr)`` quantile of the held-out samples' ``-score``.
+    validation_fraction : float, default=0.2
+        Share of G's samples held out for the threshold (not used for the
+        fingerprint).
+    random_state : int, RandomState instance or None, default=None
+        Seeds the held-out split.
+
+    Attributes
+    ----------
+    fingerprint_ : ndarray of shape (n_features,)
+        The mean residual of G's training samples, flattened.
+    input_shape_ : tuple
+        ``(C, H, W)`` used.
+    threshold_ : float
+        Samples with ``-score > threshold_`` are rejected.
+    offset_ : float
+        ``-threshold_``.
+    validation_scores_ : ndarray
+        Sorted scores of the held-out samples of G.
+    n_features_in_ : int
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from flipad_sklearn.baselines import FingerprintCorrelation
+    >>> rng = np.random.default_rng(0)
+    >>> pattern = rng.normal(size=(1, 8, 8))
+    >>> X_G = rng.normal(size=(100, 1, 8, 8)) * 0.1 + pattern
+    >>> det = FingerprintCorrelation(fnr=0.05, random_state=0).fit(X_G)
+    >>> det.predict(X_G[:3])
+    array([1, 1, 1])
+    """
+
+    _parameter_constraints = {
+        "denoiser": [StrOptions({"gaussian", "median"})],
+        "sigma": [Interval(Real, 0, None, closed="neither")],
+        "size": [Interval(Integral, 1, None, closed="left")],
+        "input_shape": [None, tuple, list],
+        **_CONFORMAL_CONSTRAINTS,
+    }
+
+    def __init__(self, denoiser="gaussian", *, sigma=1.0, size=3, input_shape=None,
+                 fnr=0.005, validation_fraction=0.2, random_state=None):
+        self.denoiser = denoiser
+        self.sigma = sigma
+        self.size = size
+        self.input_shape = input_shape
+        self.fnr = fnr
+        self.validation_fraction = validation_fraction
+        self.random_state = random_state
+
+    def _residuals(self, X):
+        A = X.reshape(X.shape[0], *self.input_shape_).astype(np.float64)
+        if self.denoiser == "gaussian":
+            den = scipy.ndimage.gaussian_filter(A, sigma=(0, 0, self.sigma, self.sigma),
+                                                mode="reflect")
+        else:
+            den = scipy.ndimage.median_filter(A, size=(1, 1, self.size, self.size),
+                                              mode="reflect")
+        return (A - den).reshape(X.shape[0], -1)
+
+    @staticmethod
+    def _normalise(R):
+        R = R - R.mean(axis=1, keepdims=True)
+        norm = np.linalg.norm(R, axis=1, keepdims=True)
+        return R / np.where(norm > 0, norm, 1.0)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Estimate G's fingerprint and the threshold.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+            Images.
+        y : array-like of shape (n_samples,), default=None
+            1 = made by G, -1 = known not made by G (ignored), 0 = unlabelled.
+            None: all samples are G's.
+
+        Returns
+        -------
+        self : FingerprintCorrelation
+        """
+        X, nd_shape = flatten_images(X)
+        X = validate_data(self, X, dtype=_FLOATS, ensure_min_samples=2)
+        labels = check_labels(y, X.shape[0])
+        self.input_shape_ = resolve_input_shape(self.input_shape, nd_shape, X.shape[1], "row")
+        rng = check_random_state(self.random_state)
+        train_idx, val_idx = self._split_normal(labels, rng)
+        self.fingerprint_ = self._residuals(X[train_idx]).mean(axis=0)
+        self._set_threshold(self._correlation(X[val_idx]))
+        return self
+
+    def _correlation(self, X):
+        f = self._normalise(self.fingerprint_[None])[0]
+        return self._normalise(self._residuals(X)) @ f
+
+    def score_samples(self, X):
+        """Correlation of each sample's residual with the fingerprint (higher = more like G).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,), float64, in [-1, 1]
+        """
+        check_is_fitted(self)
+        X, _ = flatten_images(X)
+        X = validate_data(self, X, dtype=_FLOATS, reset=False)
+        return self._correlation(X).astype(np.float64)
+
+
+# ------------------------------------------------------------------- latent inversion
+class LatentInversionDistance(_ConformalMixin, OutlierMixin, BaseEstimator):
+    """Latent-inversion baseline: how well can G reconstruct the sample?
+
+    For each sample ``x`` a latent code is optimised with Adam (batched, from
+    seeded standard-normal starts) to minimise the mean squared error
+    ``||G(z) - x||^2 / n_features``; the score is minus the smallest error
+    reached.  A sample G made has a latent code that reproduces it exactly;
+    other samples usually do not.
+
+    Parameters
+    ----------
+    generator : torch.nn.Module
+        Maps latent codes of shape ``(n, *latent_shape)`` to outputs with
+        ``n_features`` entries per sample (e.g. images ``(n, C, H, W)``).  A
+        CPU copy in eval mode is stored at ``fit``.
+    latent_shape : tuple of int or None, default=None
+        Shape of one latent code; None: ``generator.latent_shape``.
+    n_steps : int, default=200
+        Adam steps per sample.
+    lr : float, default=0.05
+        Adam learning rate.
+    batch_size : int, default=256
+        Samples optimised together.
+    fnr : float, default=0.005
+    validation_fraction : float, default=0.2
+        Share of G's samples held out for the threshold.  Only the held-out
+        samples are inverted at ``fit`` (nothing else needs training).
+    device : {"auto", "cpu", "cuda"} or str, default="cpu"
+    random_state : int, RandomState instance or None, default=None
+        Seeds the held-out split and the starting codes (a local numpy
+        generator; global RNGs are untouched).  The same seed gives the same
+        scores.
+    verbose : int, default=0
+        Progress bar over batches when positive.
+
+    Attributes
+    ----------
+    generator_ : torch.nn.Module
+        CPU copy of the generator.
+    latent_shape_ : tuple of int
+    output_shape_ : tuple of int
+    threshold_, offset_, validation_scores_, n_features_in_
+        As in :class:`FingerprintCorrelation`.
+    """
+
+    _parameter_constraints = {
+        "generator": [nn.Module, None],
+        "latent_shape": [None, tuple, list],
+        "n_steps": [Interval(Integral, 1, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "device": [str, torch.device],
+        "verbose": ["verbose"],
+        **_CONFORMAL_CONSTRAINTS,
+    }
+
+    def __init__(self, generator=None, *, latent_shape=None, n_steps=200, lr=0.05,
+                 batch_size=256, fnr=0.005, validation_fraction=0.2, device="cpu",
+                 random_state=None, verbose=0):
+        self.generator = generator
+        self.latent_shape = latent_shape
+        self.n_steps = n_steps
+        self.lr = lr
+        self.batch_size = batch_size
+        self.fnr = fnr
+        self.validation_fraction = validation_fraction
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Store the generator and set the threshold on held-out samples of G.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+        y : array-like of shape (n_samples,), default=None
+            1 = made by G, -1 = known not made by G (ignored), 0 = unlabelled.
+
+        Returns
+        -------
+        self : LatentInversionDistance
+        """
+        if self.generator is None:
+            raise ValueError("LatentInversionDistance needs generator=<a torch generator>.")
+        shape = self.latent_shape
+        if shape is None:
+            shape = getattr(self.generator, "latent_shape", None)
+            if shape is None:
+                raise ValueError("Pass latent_shape: the generator has no latent_shape "
+                                 "attribute.")
+        self.latent_shape_ = tuple(int(s) for s in shape)
+        X, _ = flatten_images(X)
+        X = validate_data(self, X, dtype=_FLOATS, ensure_min_samples=2)
+        labels = check_labels(y, X.shape[0])
+        self.generator_ = copy.deepcopy(self.generator).cpu().eval()
+        for p in self.generator_.parameters():
+            p.requires_grad_(False)
+        with torch.no_grad():
+            out = self.generator_(torch.zeros((1,) + self.latent_shape_))
+        self.output_shape_ = tuple(out.shape[1:])
+        if out[0].numel() != X.shape[1]:
+            raise ValueError(
+                f"X has {X.shape[1]} features per sample, but the generator outputs "
+                f"samples of shape {self.output_shape_} ({out[0].numel()} values).")
+        rng = check_random_state(self.random_state)
+        _, val_idx = self._split_normal(labels, rng)
+        self._z_seed = int(rng.randint(np.iinfo(np.int32).max))
+        self._set_threshold(self._scores(X[val_idx]))
+        return self
+
+    def _scores(self, X):
+        dev = resolve_device(self.device)
+        G = self.generator_.to(dev)
+        z_rng = np.random.default_rng(self._z_seed)
+        out = np.empty(X.shape[0], dtype=np.float64)
+        bar = None
+        if self.verbose:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=X.shape[0], desc="latent inversion", unit="sample")
+        try:
+            for start in range(0, X.shape[0], self.batch_size):
+                xb = torch.tensor(X[start:start + self.batch_size], dtype=torch.float32,
+                                  device=dev)
+                m = xb.shape[0]
+                z0 = z_rng.standard_normal((m,) + self.latent_shape_, dtype=np.float32)
+                z = torch.tensor(z0, device=dev, requires_grad=True)
+                opt = torch.optim.Adam([z], lr=self.lr)
+                best = torch.full((m,), float("inf"), dtype=torch.float64, device=dev)
+                for _ in range(self.n_steps + 1):
+                    err = ((G(z).reshape(m, -1) - xb) ** 2).mean(dim=1)
+                    best = torch.minimum(best, err.detach().double())
+                    if _ == self.n_steps:
+                        break
+                    opt.zero_grad()
+                    err.sum().backward()
+                    opt.step()
+                out[start:start + m] = best.cpu().numpy()
+                if bar is not None:
+                    bar.update(m)
+        finally:
+            if bar is not None:
+                bar.close()
+            self.generator_.cpu()
+        return -out
+
+    def score_samples(self, X):
+        """Minus the smallest reconstruction error reached (higher = more like G).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,), float64
+        """
+        check_is_fitted(self)
+        X, _ = flatten_images(X)
+        X = validate_data(self, X, dtype=_FLOATS, reset=False)
+        return self._scores(X)
+
+
+# ------------------------------------------------------------------ classic detectors
+_CLASSIC = {
+    "iforest": lambda rs: IsolationForest(n_estimators=100, random_state=rs),
+    "ocsvm": lambda rs: OneClassSVM(kernel="rbf", gamma="scale", nu=0.1),
+    "lof": lambda rs: LocalOutlierFactor(n_neighbors=20, novelty=True),
+}
+
+
+class ConformalDetector(_ConformalMixin, OutlierMixin, BaseEstimator):
+    """A scikit-learn outlier detector fitted on G's samples, thresholded by fnr.
+
+    Classic detectors are unsupervised and set their own threshold from a
+    contamination guess.  Here the wrapped detector is fitted on G's training
+    samples only (labelled others, ``y == -1``, are dropped) and its
+    ``score_samples`` is thresholded at the conformal ``(1 - fnr)`` rule on
+    held-out samples of G, so that all detectors of a benchmark reject the
+    same share of G's own samples.
+
+    Parameters
+    ----------
+    estimator : estimator with ``fit`` and ``score_samples`` or \
+            {"iforest", "ocsvm", "lof"}, default="iforest"
+        Cloned at ``fit``.  Strings: ``IsolationForest()`` (seeded with
+        ``random_state``), ``OneClassSVM(gamma="scale", nu=0.1)``,
+        ``LocalOutlierFactor(novelty=True)``.
+    fnr : float, default=0.005
+    validation_fraction : float, default=0.2
+    random_state : int, RandomState instance or None, default=None
+        Seeds the split (and the string estimators that take a seed).
+
+    Attributes
+    ----------
+    estimator_ : estimator
+        The fitted detector.
+    threshold_, offset_, validation_scores_, n_features_in_
+        As in :class:`FingerprintCorrelation`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from flipad_sklearn.baselines import ConformalDetector
+    >>> X = np.random.default_rng(0).normal(size=(200, 3))
+    >>> det = ConformalDetector("iforest", fnr=0.05, random_state=0).fit(X)
+    >>> det.predict([[0.0, 0.0, 0.0], [8.0, 8.0, 8.0]])
+    array([ 1, -1])
+    """
+
+    _parameter_constraints = {
+        "estimator": [StrOptions(set(_CLASSIC)), HasMethods(["fit", "score_samples"])],
+        **_CONFORMAL_CONSTRAINTS,
+    }
+
+    def __init__(self, estimator="iforest", *, fnr=0.005, validation_fraction=0.2,
+                 random_state=None):
+        self.estimator = estimator
+        self.fnr = fnr
+        self.validation_fraction = validation_fraction
+        self.random_state = random_state
+
+    @_fit_context(prefer_skip_nested_validation=False)
+    def fit(self, X, y=None):
+        """Fit the detector on G's training samples and set the threshold.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+        y : array-like of shape (n_samples,), default=None
+            1 = made by G, -1 = known not made by G (dropped), 0 = unlabelled.
+
+        Returns
+        -------
+        self : ConformalDetector
+        """
+        X, _ = flatten_images(X)
+        X = validate_data(self, X, dtype=_FLOATS, ensure_min_samples=2)
+        labels = check_labels(y, X.shape[0])
+        rng = check_random_state(self.random_state)
+        train_idx, val_idx = self._split_normal(labels, rng)
+        if isinstance(self.estimator, str):
+            est = _CLASSIC[self.estimator](int(rng.randint(np.iinfo(np.int32).max)))
+        else:
+            est = clone(self.estimator)
+        if isinstance(est, LocalOutlierFactor):
+            est.set_params(n_neighbors=min(est.n_neighbors, max(train_idx.size - 1, 1)))
+        self.estimator_ = est.fit(X[train_idx])
+        self._set_threshold(self.estimator_.score_samples(X[val_idx]))
+        return self
+
+    def score_samples(self, X):
+        """The wrapped detector's ``score_samples`` (higher = more like G).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,), float64
+        """
+        check_is_fitted(self)
+        X, _ = flatten_images(X)
+        X = validate_data(self, X, dtype=_FLOATS, reset=False)
+        return np.asarray(self.estimator_.score_samples(X), dtype=np.float64)
+
+
+# ------------------------------------------------------------------------- pipelines
+def _deep_sad(fnr, random_state, device, detector_params):
+    params = dict(fnr=fnr, random_state=random_state, device=device, network="mlp")
+    params.update(detector_params or {})
+    return FLIPADDetector(**params)
+
+
+def make_rawpad(*, fnr=0.005, random_state=None, device="auto", detector_params=None):
+    """RAWPAD: Deep SAD on the raw pixels, standardised with G's statistics.
+
+    Parameters
+    ----------
+    fnr : float, default=0.005
+    random_state : int, RandomState instance or None, default=None
+    device : {"auto", "cpu", "cuda"}, default="auto"
+    detector_params : dict or None, default=None
+        Further :class:`~flipad_sklearn.FLIPADDetector` parameters
+        (``hidden_sizes``, ``n_epochs``, ...); the network is an MLP.
+
+    Returns
+    -------
+    pipeline : sklearn.pipeline.Pipeline
+        ``scaler`` (:class:`~flipad_sklearn.GeneratorStandardScaler`) then
+        ``det`` (:class:`~flipad_sklearn.FLIPADDetector`).  Fit with
+        ``fit(X, y)``, ``y`` = 1 for G's samples, -1 for known others.
+    """
+    return Pipeline([("scaler", GeneratorStandardScaler()),
+                     ("det", _deep_sad(fnr, random_state, device, detector_params))])
+
+
+def make_dctpad(input_shape=None, *, fnr=0.005, random_state=None, device="auto",
+                detector_params=None):
+    """DCTPAD: Deep SAD on ``log |DCT|`` of the pixels, standardised with G's statistics.
+
+    Parameters
+    ----------
+    input_shape : tuple of (C, H, W) or None, default=None
+        Image shape; None: taken from 4-D input.
+    fnr : float, default=0.005
+    random_state : int, RandomState instance or None, default=None
+    device : {"auto", "cpu", "cuda"}, default="auto"
+    detector_params : dict or None, default=None
+        Further :class:`~flipad_sklearn.FLIPADDetector` parameters.
+
+    Returns
+    -------
+    pipeline : sklearn.pipeline.Pipeline
+        ``dct`` (:class:`~flipad_sklearn.DCTFeatures`), ``scaler``, ``det``.
+    """
+    return Pipeline([("dct", DCTFeatures(input_shape)),
+                     ("scaler", GeneratorStandardScaler()),
+                     ("det", _deep_sad(fnr, random_state, device, detector_params))])
+
+
+def make_flipad(layer, activation="tanh", anchor="zeros", *, alpha=5e-4,
+                activation_shape=None, positive=False, tol=1e-6, max_iter=1000,
+                pooling="max", kernel_size=2, n_channels=None, detector=None,
+                fnr=0.005, random_state=None, device="auto", inverter_params=None,
+                detector_params=None):
+    """The FLIPAD pipeline: inversion, pooling, channel selection, scaling, detector.
+
+    Parameters
+    ----------
+    layer : torch.nn.Linear, Conv2d or ConvTranspose2d
+        G's final layer.
+    activation : str or callable, default="tanh"
+        G's output activation (see :class:`~flipad_sklearn.FinalLayerInverter`).
+    anchor : "zeros" or array-like, default="zeros"
+        Typically :func:`~flipad_sklearn.mean_activation` of G; an array of
+        the activation's shape ``(C, H, W)`` also fixes that shape.
+    alpha, positive, tol, max_iter : see :class:`~flipad_sklearn.FinalLayerInverter`
+    activation_shape : tuple of int or None, default=None
+        Shape of one penultimate activation; None: from ``anchor`` (when it
+        is a ``(C, H, W)`` array) or ``(layer.in_features,)`` for a Linear layer.
+    pooling : {"max", "avg", "center_crop", None}, default="max"
+        :class:`~flipad_sklearn.ActivationPooling` method; None: no pooling.
+    kernel_size : int, default=2
+        Pooling window.
+    n_channels : int or None, default=None
+        Channels kept by :class:`~flipad_sklearn.ChannelSelector` (fitted on
+        ``y``); None keeps all.
+    detector : None, {"iforest", "ocsvm", "lof"} or estimator, default=None
+        None: :class:`~flipad_sklearn.FLIPADDetector` (Deep SAD, MLP).
+        A string or an estimator with ``score_samples``: wrapped in
+        :class:`ConformalDetector` (fitted on G's samples only).
+    fnr : float, default=0.005
+    random_state : int, RandomState instance or None, default=None
+    device : {"auto", "cpu", "cuda"}, default="auto"
+    inverter_params : dict or None, default=None
+        Further :class:`~flipad_sklearn.FinalLayerInverter` parameters.
+    detector_params : dict or None, default=None
+        Further :class:`~flipad_sklearn.FLIPADDetector` parameters (Deep SAD only).
+
+    Returns
+    -------
+    pipeline : sklearn.pipeline.Pipeline
+        Steps ``inv``, ``pool`` (if pooling), ``select``, ``scaler``, ``det``.
+        ``pipeline[:1]`` is the inversion alone (``pipeline[1:]`` can then be
+        fitted on precomputed activations).
+
+    Examples
+    --------
+    >>> from flipad_sklearn.baselines import make_flipad
+    >>> pipe = make_flipad(G.final_layer, "tanh", anchor)  # doctest: +SKIP
+    >>> pipe.fit(X, y).predict(X_new)  # doctest: +SKIP
+    """
+    if activation_shape is None:
+        if not (isinstance(anchor, str)) and np.ndim(anchor) > 1:
+            activation_shape = tuple(np.shape(anchor))
+        elif isinstance(layer, nn.Linear):
+            activation_shape = (layer.in_features,)
+        else:
+            raise ValueError(
+                "make_flipad needs the activation's shape for a convolutional final "
+                "layer: pass activation_shape=(C, H, W) or an anchor array of that shape.")
+    activation_shape = tuple(int(s) for s in activation_shape)
+    if len(activation_shape) == 1:
+        shape3 = (activation_shape[0], 1, 1)
+    elif len(activation_shape) == 3:
+        shape3 = activation_shape
+    else:
+        raise ValueError(f"activation_shape must be (K,) or (C, H, W), got {activation_shape}.")
+    inv_params = dict(alpha=alpha, positive=positive, tol=tol, max_iter=max_iter,
+                      activation_shape=activation_shape, device=device)
+    inv_params.update(inverter_params or {})
+    steps = [("inv", FinalLayerInverter(layer, activation=activation, anchor=anchor,
+                                        **inv_params))]
+    c, h, w = shape3
+    if pooling is not None:
+        pool = ActivationPooling(shape3, method=pooling, kernel_size=kernel_size)
+        if pooling == "center_crop":
+            h, w = -(-h // 2), -(-w // 2)
+        else:
+            h, w = h // min(kernel_size, h), w // min(kernel_size, w)
+        steps.append(("pool", pool))
+    steps.append(("select", ChannelSelector(c if n_channels is None else n_channels,
+                                            input_shape=(c, h, w))))
+    steps.append(("scaler", GeneratorStandardScaler()))
+    if detector is None:
+        det = _deep_sad(fnr, random_state, device, detector_params)
+    else:
+        det = ConformalDetector(detector, fnr=fnr, random_state=random_state)
+    steps.append(("det", det))
+    return Pipeline(steps)

@@ -1,0 +1,244 @@
+"""Baselines: fingerprint correlation, latent inversion, classic detectors, pipelines."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+from sklearn.utils.estimator_checks import parametrize_with_checks
+from torch import nn
+
+from flipad_sklearn import (
+    ConformalDetector,
+    FingerprintCorrelation,
+    FLIPADDetector,
+    LatentInversionDistance,
+    make_dctpad,
+    make_flipad,
+    make_rawpad,
+)
+from flipad_sklearn.deepsad import conformal_threshold
+
+pytestmark = [
+    pytest.mark.usefixtures("torch_single_thread"),
+    pytest.mark.filterwarnings("ignore::flipad_sklearn.ThresholdWarning"),
+]
+
+
+def _fingerprinted(n, pattern, seed):
+    """Smooth random images plus a fixed high-frequency pattern (a GAN's fingerprint)."""
+    rng = np.random.default_rng(seed)
+    import scipy.ndimage
+
+    base = scipy.ndimage.gaussian_filter(rng.normal(size=(n, 1, 16, 16)), sigma=(0, 0, 2, 2))
+    return (base * 3 + 0.3 * pattern + 0.05 * rng.normal(size=(n, 1, 16, 16)))
+
+
+@pytest.fixture(scope="module")
+def two_generators():
+    rng = np.random.default_rng(0)
+    p1, p2 = rng.normal(size=(2, 1, 1, 16, 16))
+    return _fingerprinted(300, p1, 1), _fingerprinted(200, p2, 2), _fingerprinted(200, p1, 3)
+
+
+# ------------------------------------------------------------------- estimator checks
+_TWO_PIXELS = (
+    "these checks fit on 2-feature blobs, read as a 1x2 image: the residual of two "
+    "pixels, once centred, is +-(1, -1)/sqrt(2), so every correlation is +-1 and no "
+    "sample can be rejected; the method needs images")
+
+
+def _expected_failures(est):
+    if isinstance(est, FingerprintCorrelation):
+        return {name: _TWO_PIXELS for name in ("check_outliers_fit_predict",
+                                               "check_outliers_train")}
+    return {}
+
+
+@parametrize_with_checks([
+    FingerprintCorrelation(fnr=0.1, validation_fraction=0.3, random_state=0),
+    FingerprintCorrelation("median", fnr=0.1, random_state=0),
+    ConformalDetector("iforest", fnr=0.1, validation_fraction=0.3, random_state=0),
+], expected_failed_checks=_expected_failures)
+@pytest.mark.filterwarnings("ignore:.*labels are not in:UserWarning")
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
+
+
+# ------------------------------------------------------------------------ fingerprint
+def test_fingerprint_separates_two_generators(two_generators):
+    X_g, X_other, X_g_new = two_generators
+    det = FingerprintCorrelation(fnr=0.05, random_state=0).fit(X_g)
+    s_g, s_o = det.score_samples(X_g_new), det.score_samples(X_other)
+    assert roc_auc_score(np.r_[np.ones(200), np.zeros(200)], np.r_[s_g, s_o]) > 0.99
+    assert np.mean(det.predict(X_g_new) == 1) >= 0.9
+    assert np.mean(det.predict(X_other) == -1) >= 0.95
+    np.testing.assert_allclose(det.decision_function(X_other), s_o - det.offset_)
+    # the threshold is the conformal quantile of held-out G scores
+    assert det.threshold_ == pytest.approx(
+        conformal_threshold(-det.validation_scores_, 0.05), rel=1e-8)
+    # flat input with input_shape gives the same scores
+    flat = FingerprintCorrelation(fnr=0.05, input_shape=(1, 16, 16), random_state=0)
+    flat.fit(X_g.reshape(300, -1))
+    np.testing.assert_allclose(flat.score_samples(X_other.reshape(200, -1)), s_o)
+
+
+def test_fingerprint_ignores_labelled_others_and_pickles(two_generators):
+    X_g, X_other, _ = two_generators
+    X = np.concatenate([X_g, X_other])
+    y = np.r_[np.ones(300), -np.ones(200)]
+    a = FingerprintCorrelation(random_state=0).fit(X, y)
+    b = FingerprintCorrelation(random_state=0).fit(X_g)
+    np.testing.assert_allclose(a.fingerprint_, b.fingerprint_)
+    c = pickle.loads(pickle.dumps(a))
+    np.testing.assert_array_equal(c.score_samples(X_other), a.score_samples(X_other))
+
+
+def test_fingerprint_errors(two_generators):
+    X_g = two_generators[0]
+    with pytest.raises(ValueError, match="input_shape"):
+        FingerprintCorrelation(input_shape=(1, 8, 8)).fit(X_g.reshape(300, -1))
+    with pytest.raises(ValueError, match="only one class"):
+        FingerprintCorrelation().fit(X_g, -np.ones(300))
+    with pytest.raises(ValueError, match="Too few samples of G"):
+        FingerprintCorrelation().fit(X_g[:3], [1, -1, -1])
+    det = FingerprintCorrelation().fit(X_g)
+    with pytest.raises(ValueError, match="features"):
+        det.score_samples(X_g[:, :, :8, :8])
+
+
+# ------------------------------------------------------------------ latent inversion
+class _TinyGenerator(nn.Module):
+    latent_shape = (4,)
+
+    def __init__(self, seed):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.w1 = nn.Parameter(torch.randn(4, 32, generator=g))
+        self.w2 = nn.Parameter(torch.randn(32, 64, generator=g) / 4)
+
+    def forward(self, z):
+        return torch.tanh(torch.relu(z @ self.w1) @ self.w2).reshape(-1, 1, 8, 8)
+
+
+def _samples(G, n, seed):
+    z = torch.from_numpy(np.random.default_rng(seed).standard_normal((n, 4), dtype=np.float32))
+    with torch.no_grad():
+        return G(z).numpy()
+
+
+def test_latent_inversion_reconstructs_own_samples_better():
+    G, H = _TinyGenerator(0), _TinyGenerator(1)
+    X_g, X_h = _samples(G, 60, 0), _samples(H, 40, 1)
+    det = LatentInversionDistance(G, n_steps=150, lr=0.05, fnr=0.05, random_state=0)
+    det.fit(X_g)
+    assert det.output_shape_ == (1, 8, 8) and det.latent_shape_ == (4,)
+    s_g = det.score_samples(_samples(G, 40, 2))
+    s_h = det.score_samples(X_h)
+    assert np.median(-s_g) < 0.2 * np.median(-s_h)
+    assert roc_auc_score(np.r_[np.ones(40), np.zeros(40)], np.r_[s_g, s_h]) > 0.9
+    # seeded: same scores again, and the global RNG untouched
+    before = torch.random.get_rng_state()
+    np.testing.assert_array_equal(det.score_samples(X_h), s_h)
+    assert torch.equal(before, torch.random.get_rng_state())
+    assert set(np.unique(det.predict(X_h))) <= {-1, 1}
+
+
+def test_latent_inversion_errors():
+    G = _TinyGenerator(0)
+    X = _samples(G, 10, 0)
+    with pytest.raises(ValueError, match="needs generator"):
+        LatentInversionDistance().fit(X)
+    with pytest.raises(ValueError, match="generator outputs"):
+        LatentInversionDistance(G, n_steps=2).fit(X.reshape(10, -1)[:, :50])
+    with pytest.raises(ValueError, match="latent_shape"):
+        LatentInversionDistance(nn.Linear(4, 64), n_steps=2).fit(X)
+    det = LatentInversionDistance(nn.Linear(4, 64), latent_shape=(4,), n_steps=2,
+                                  random_state=0).fit(X.reshape(10, -1))
+    assert det.score_samples(X[:3]).shape == (3,)
+    again = pickle.loads(pickle.dumps(det))
+    np.testing.assert_array_equal(again.score_samples(X[:3]), det.score_samples(X[:3]))
+
+
+# ----------------------------------------------------------------- classic detectors
+@pytest.mark.parametrize("est", ["iforest", "ocsvm", "lof"])
+def test_conformal_detector_drops_labelled_others(est):
+    rng = np.random.default_rng(0)
+    X_g, X_o = rng.normal(size=(300, 3)), rng.normal(size=(100, 3)) + 6
+    X, y = np.vstack([X_g, X_o]), np.r_[np.ones(300), -np.ones(100)]
+    det = ConformalDetector(est, fnr=0.05, random_state=0).fit(X, y)
+    assert det.estimator_.n_features_in_ == 3
+    assert np.mean(det.predict(X_o) == -1) == 1.0
+    assert np.mean(det.predict(rng.normal(size=(200, 3))) == 1) > 0.85
+
+
+def test_conformal_detector_rejects_bad_estimator():
+    with pytest.raises(ValueError, match="estimator"):
+        ConformalDetector("knn").fit(np.zeros((10, 2)))
+
+
+# ------------------------------------------------------------------------- pipelines
+def test_rawpad_and_dctpad_pipelines(two_generators):
+    X_g, X_other, X_g_new = two_generators
+    X, y = np.concatenate([X_g, X_other[:100]]), np.r_[np.ones(300), -np.ones(100)]
+    params = dict(hidden_sizes=(32,), rep_dim=8, n_epochs=5, batch_size=64)
+    for pipe in (make_rawpad(fnr=0.05, random_state=0, device="cpu", detector_params=params),
+                 make_dctpad(fnr=0.05, random_state=0, device="cpu", detector_params=params)):
+        pipe.fit(X, y)
+        assert isinstance(pipe[-1], FLIPADDetector) and pipe[-1].network == "mlp"
+        s = pipe.score_samples(np.concatenate([X_g_new, X_other[100:]]))
+        assert roc_auc_score(np.r_[np.ones(200), np.zeros(100)], s) > 0.8
+
+
+def _tiny_conv_generator():
+    g = torch.Generator().manual_seed(0)
+    layer = nn.ConvTranspose2d(4, 1, 4, 2, 1)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(layer.weight.shape, generator=g) * 0.3)
+        layer.bias.zero_()
+    return layer
+
+
+def _acts(n, shift, seed):
+    rng = np.random.default_rng(seed)
+    A = np.maximum(rng.normal(size=(n, 4, 6, 6)), 0)
+    A[:, :2] += shift
+    return A.astype(np.float32)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("detector", [None, "iforest", "ocsvm"])
+def test_make_flipad(detector):
+    layer = _tiny_conv_generator()
+
+    def images(A):
+        with torch.no_grad():
+            return torch.tanh(layer(torch.from_numpy(A))).numpy()
+
+    A_g, A_o = _acts(200, 0.0, 0), _acts(100, 1.5, 1)
+    X = np.concatenate([images(A_g), images(A_o)])
+    y = np.r_[np.ones(200), -np.ones(100)]
+    anchor = A_g.mean(axis=0)
+    pipe = make_flipad(layer, "tanh", anchor, alpha=1e-3, tol=1e-4, max_iter=200,
+                       n_channels=3, detector=detector, fnr=0.05, random_state=0,
+                       device="cpu",
+                       detector_params=dict(hidden_sizes=(16,), rep_dim=4, n_epochs=5))
+    assert [n for n, _ in pipe.steps] == ["inv", "pool", "select", "scaler", "det"]
+    pipe.fit(X, y)
+    assert pipe.named_steps["select"].channels_.size == 3
+    X_test = np.concatenate([images(_acts(100, 0.0, 2)), images(_acts(100, 1.5, 3))])
+    s = pipe.score_samples(X_test)
+    assert roc_auc_score(np.r_[np.ones(100), np.zeros(100)], s) > 0.9
+    if detector is not None:
+        assert isinstance(pipe[-1], ConformalDetector)
+
+
+def test_make_flipad_errors():
+    layer = _tiny_conv_generator()
+    with pytest.raises(ValueError, match="activation_shape"):
+        make_flipad(layer, "tanh")
+    with pytest.raises(ValueError, match=r"\(K,\) or \(C, H, W\)"):
+        make_flipad(layer, "tanh", activation_shape=(4, 6))
+    pipe = make_flipad(nn.Linear(5, 3), "identity", pooling=None)
+    assert [n for n, _ in pipe.steps] == ["inv", "select", "scaler", "det"]
