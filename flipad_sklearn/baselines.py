@@ -41,6 +41,7 @@ from torch import nn
 from ._device import resolve_device
 from ._validation import check_labels, flatten_images, normal_mask, resolve_input_shape
 from .deepsad import FLIPADDetector, conformal_threshold
+from .deepsad.detector import ConformalDecisionMixin
 from .features import ActivationPooling, ChannelSelector, DCTFeatures, GeneratorStandardScaler
 from .inversion import FinalLayerInverter
 
@@ -56,7 +57,7 @@ __all__ = [
 _FLOATS = [np.float64, np.float32]
 
 
-class _ConformalMixin:
+class _ConformalMixin(ConformalDecisionMixin):
     """Split G's samples into a training part and a held-out part, and set
     the threshold on the held-out scores (higher score = more like G)."""
 
@@ -79,46 +80,6 @@ class _ConformalMixin:
         # a small relative margin keeps the quantile sample accepted despite float noise
         self.threshold_ = t + 1e-10 * (1.0 + abs(t))
         self.offset_ = -self.threshold_
-
-    def decision_function(self, X):
-        """``score_samples(X) - offset_``: negative means "not made by G".
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
-
-        Returns
-        -------
-        decision : ndarray of shape (n_samples,), float64
-        """
-        return self.score_samples(X) - self.offset_
-
-    def predict(self, X):
-        """+1 for "made by G", -1 for "not made by G".
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
-
-        Returns
-        -------
-        labels : ndarray of shape (n_samples,), int
-        """
-        return np.where(self.decision_function(X) >= 0, 1, -1)
-
-    def fit_predict(self, X, y=None, **kwargs):
-        """Fit with the labels ``y`` (``OutlierMixin`` would drop them) and predict ``X``.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
-        y : array-like of shape (n_samples,), default=None
-
-        Returns
-        -------
-        labels : ndarray of shape (n_samples,), int
-        """
-        return self.fit(X, y, **kwargs).predict(X)
 
 
 _CONFORMAL_CONSTRAINTS = {

@@ -54,7 +54,52 @@ def conformal_threshold(distances, fnr):
     return float(d[max(k, 1) - 1])
 
 
-class FLIPADDetector(OutlierMixin, BaseEstimator):
+class ConformalDecisionMixin:
+    """``decision_function``, ``predict`` and a ``fit_predict`` that keeps ``y``,
+    shared by the detectors thresholded at ``offset_`` (higher score = more like G)."""
+
+    def decision_function(self, X):
+        """``score_samples(X) - offset_``: negative means "not made by G".
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+
+        Returns
+        -------
+        decision : ndarray of shape (n_samples,), float64
+        """
+        return self.score_samples(X) - self.offset_
+
+    def predict(self, X):
+        """+1 for "made by G", -1 for "not made by G".
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,), int
+        """
+        return np.where(self.decision_function(X) >= 0, 1, -1)
+
+    def fit_predict(self, X, y=None, **kwargs):
+        """Fit with the labels ``y`` (``OutlierMixin`` would drop them) and predict ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+        y : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,), int
+        """
+        return self.fit(X, y, **kwargs).predict(X)
+
+
+class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
     """Deep SAD one-class detector for "was this sample made by my generator G?".
 
     A bias-free network ``phi`` maps features to ``R^rep_dim``.  The centre
@@ -449,32 +494,6 @@ class FLIPADDetector(OutlierMixin, BaseEstimator):
         """
         return -self._distances(self._check_X(X))
 
-    def decision_function(self, X):
-        """``score_samples(X) - offset_``: negative means "not made by G".
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
-
-        Returns
-        -------
-        decision : ndarray of shape (n_samples,), float64
-        """
-        return self.score_samples(X) - self.offset_
-
-    def predict(self, X):
-        """+1 for "made by G", -1 for "not made by G".
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
-
-        Returns
-        -------
-        labels : ndarray of shape (n_samples,), int
-        """
-        return np.where(self.decision_function(X) >= 0, 1, -1)
-
     def pvalues(self, X):
         """Conformal p-values of "made by G" from the held-out distances.
 
@@ -494,20 +513,6 @@ class FLIPADDetector(OutlierMixin, BaseEstimator):
         v = self.validation_distances_
         n_ge = v.size - np.searchsorted(v, d, side="left")
         return (1.0 + n_ge) / (v.size + 1.0)
-
-    def fit_predict(self, X, y=None, **kwargs):
-        """Fit with the labels ``y`` (``OutlierMixin`` would drop them) and predict ``X``.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
-        y : array-like of shape (n_samples,), default=None
-
-        Returns
-        -------
-        labels : ndarray of shape (n_samples,), int
-        """
-        return self.fit(X, y, **kwargs).predict(X)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
