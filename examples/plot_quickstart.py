@@ -89,7 +89,7 @@ for s in ("G", "real", "H"):
 # %%
 # Scores per source, with the threshold at fnr = 0.05
 fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-ScoreHistogramDisplay.from_estimator(pipe[1:], Z_test, source, ax=axes[0])
+ScoreHistogramDisplay.from_estimator(pipe[1:], Z_test, source, ax=axes[0], xscale="symlog")
 AttributionRocDisplay.from_estimator(pipe[1:], Z_test, source, pos_label="G", ax=axes[1])
 fig.tight_layout()
 

@@ -407,7 +407,7 @@ class ScoreHistogramDisplay:
         disp.estimator_name = _estimator_name(estimator)
         return disp
 
-    def plot(self, ax=None, *, bins=30, density=True, alpha=0.5):
+    def plot(self, ax=None, *, bins=30, density=True, alpha=0.5, xscale="linear"):
         """Draw the histograms and the threshold line.
 
         Parameters
@@ -418,6 +418,10 @@ class ScoreHistogramDisplay:
         density : bool, default=True
             Normalise each histogram (sources of different sizes compare).
         alpha : float, default=0.5
+        xscale : {"linear", "symlog"}, default="linear"
+            ``"symlog"`` bins and draws the scores on a symmetric log axis:
+            readable when far-away sources (e.g. real data) would squash
+            the sources near the threshold into one bin.
 
         Returns
         -------
@@ -427,7 +431,16 @@ class ScoreHistogramDisplay:
         fig, ax = _single_axes(ax, plt)
         finite = [s[np.isfinite(s)] for s in self.scores]
         allv = np.concatenate(finite) if finite else np.empty(0)
-        edges = np.histogram_bin_edges(allv if allv.size else [0.0, 1.0], bins=bins)
+        if xscale not in ("linear", "symlog"):
+            raise ValueError(f"xscale must be 'linear' or 'symlog', got {xscale!r}.")
+        if xscale == "symlog":
+            # equal-width bins in sign(s) * log10(1 + |s|), mapped back
+            t = np.sign(allv) * np.log10(1.0 + np.abs(allv)) if allv.size else [0.0, 1.0]
+            te = np.histogram_bin_edges(t, bins=bins)
+            edges = np.sign(te) * (10.0 ** np.abs(te) - 1.0)
+            ax.set_xscale("symlog", linthresh=1.0)
+        else:
+            edges = np.histogram_bin_edges(allv if allv.size else [0.0, 1.0], bins=bins)
         self.patches_ = []
         for s, name in zip(finite, self.source_names):
             _, _, patches = ax.hist(s, bins=edges, density=density, alpha=alpha,

@@ -50,6 +50,25 @@ def test_score_histogram_from_predictions(scores):
     assert ax.get_ylabel() == "count"
 
 
+def test_score_histogram_symlog_separates_far_and_near_sources():
+    """A far-away source must not squash the two sources near the threshold."""
+    rng = np.random.default_rng(1)
+    y = np.r_[np.ones(50, dtype=int), np.full(50, 2), np.full(50, 3)]
+    s = np.r_[rng.normal(-0.5, 0.1, 50), rng.normal(-3, 0.1, 50), rng.normal(-2000, 50, 50)]
+    disp = ScoreHistogramDisplay.from_predictions(y, s, threshold=0.0, xscale="symlog")
+    assert disp.ax_.get_xscale() == "symlog"
+    # G (near 0) and the second source (near -3) fall in different bins
+    g_bins = {i for i, p in enumerate(disp.patches_[0]) if p.get_height() > 0}
+    near_bins = {i for i, p in enumerate(disp.patches_[1]) if p.get_height() > 0}
+    assert g_bins.isdisjoint(near_bins)
+    linear = ScoreHistogramDisplay.from_predictions(y, s, threshold=0.0)
+    g_lin = {i for i, p in enumerate(linear.patches_[0]) if p.get_height() > 0}
+    near_lin = {i for i, p in enumerate(linear.patches_[1]) if p.get_height() > 0}
+    assert not g_lin.isdisjoint(near_lin)           # the problem symlog solves
+    with pytest.raises(ValueError, match="xscale"):
+        disp.plot(xscale="log")
+
+
 def test_roc_from_predictions(scores):
     y, s = scores
     disp = AttributionRocDisplay.from_predictions(y, s, threshold=0.0)
