@@ -30,13 +30,17 @@ Parts (``--part``, default ``all``):
 
 * ``image``: the table above.  Output: ``pairs.csv`` (one row per protocol,
   method, G, test source: accuracy at each fnr and ROC AUC), ``summary.csv``
-  and ``results.md`` (mean ± std over the (G, source) pairs of each source
-  group; with 3 seeds per kind that is over the seeds of G and the other
-  architectures), and figures of the first G: ``mean_activation.png`` (the
+  and ``results.md`` (mean ± std over the 3 seeds 0, 1, 2 of G: each seed's
+  value is the mean over its (G, source) pairs of the group, i.e. over the 4
+  kinds of G and the other architectures; the seed also seeds every
+  detector), and figures of the first G: ``mean_activation.png`` (the
   mean recovered activation per test source, as in the paper) and
   ``roc.png`` (needs matplotlib; skipped without it).
 * ``tabular``: the same protocol on the red-wine table with the KL-WGAN zoo;
-  other sources: real rows, a KL-WGAN of an unseen seed, a Gaussian mixture.
+  other sources: real rows, a KL-WGAN of an unseen seed, and two generators
+  of other families fitted to the real rows
+  (:class:`~flipad_sklearn.generators.GaussianMixtureGenerator`,
+  :class:`~flipad_sklearn.generators.GaussianCopulaGenerator`).
   ``tabular_pairs.csv``, ``tabular_summary.csv``, ``tabular_results.md``.
 * ``perturbations``: blur, noise, JPEG, resized crop at two strengths each,
   with and without immunisation, for one G under the shadows protocol
@@ -111,7 +115,7 @@ CONFIGS = {
         latent_steps=40, latent_lr=0.05,
     ),
     "full": dict(
-        zoo=FULL, g_seeds=None,
+        zoo=FULL, g_seeds=(0, 1, 2),
         n_g=1000, n_real=400, n_shadow=400, n_test=200, validation_fraction=0.2,
         alpha=5e-4, max_iter=300, tol=1e-5, kernel_size=2, n_anchor=2000,
         deep_sad=dict(hidden_sizes=(128, 64), rep_dim=32, n_epochs=30, batch_size=128),
@@ -223,7 +227,7 @@ def run(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, kinds=None
             # FLIPAD's inversion once per G, for all images it will see
             anchor = mean_activation(G, cfg["n_anchor"], G.latent_shape, layer=G.final_layer,
                                      random_state=7, device="cpu")
-            rs = 0
+            rs = seed       # the replicate: G's seed also seeds every detector
             make = dict(alpha=cfg["alpha"], tol=cfg["tol"], max_iter=cfg["max_iter"],
                         kernel_size=cfg["kernel_size"], fnr=FNRS[0], random_state=rs,
                         device="cpu")
@@ -292,7 +296,7 @@ def run(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, kinds=None
                         if first:
                             figure_data["scores"][proto, method, name] = (s_g, s_o)
                         pairs.append({"protocol": proto, "method": method,
-                                      "G": f"{kind}-s{seed}", "source": name,
+                                      "G": f"{kind}-s{seed}", "seed": seed, "source": name,
                                       "group": groups[name], "n_test": n_test, **row})
             log(f"G = {kind}-s{seed}: inversion {t_inv:.1f}s, all methods "
                 f"{time.perf_counter() - t_g:.1f}s")
@@ -359,7 +363,12 @@ def write_figures(data, out_dir):
 
 
 def summarise(pairs, methods=METHODS, groups=GROUPS):
-    """Mean and std over the (G, source) pairs of each (protocol, method, group)."""
+    """Mean and std over the seeds of each (protocol, method, group).
+
+    A seed is one replicate: G's seed, which also seeds the detectors.  Each
+    seed's value is the mean over its (G, source) pairs of the group (the
+    kinds of G, the other architectures); the std is over the seeds' values.
+    """
     out = []
     for proto in ("paper", "shadows"):
         for method in methods:
@@ -368,9 +377,12 @@ def summarise(pairs, methods=METHODS, groups=GROUPS):
                         and r["group"] == group]
                 if not rows:
                     continue
-                s = {"protocol": proto, "method": method, "group": group, "n_pairs": len(rows)}
+                seeds = sorted({r["seed"] for r in rows})
+                s = {"protocol": proto, "method": method, "group": group,
+                     "n_seeds": len(seeds), "n_pairs": len(rows)}
                 for m in [f"acc@{f}" for f in FNRS] + ["auc"]:
-                    v = np.array([r[m] for r in rows])
+                    v = np.array([np.mean([r[m] for r in rows if r["seed"] == sd])
+                                  for sd in seeds])
                     s[m + "_mean"], s[m + "_std"] = float(v.mean()), float(v.std())
                 out.append(s)
     return out
@@ -379,7 +391,7 @@ def summarise(pairs, methods=METHODS, groups=GROUPS):
 def write_outputs(pairs, out_dir, config, seconds, *, methods=METHODS, groups=GROUPS,
                   prefix="", title="Attribution benchmark"):
     os.makedirs(out_dir, exist_ok=True)
-    keys = ["protocol", "method", "G", "source", "group", "n_test"] + \
+    keys = ["protocol", "method", "G", "seed", "source", "group", "n_test"] + \
         [f"acc@{f}" for f in FNRS] + ["auc"]
     with open(os.path.join(out_dir, prefix + "pairs.csv"), "w", newline="") as fh:
         w = csv.DictWriter(fh, keys)
@@ -393,7 +405,8 @@ def write_outputs(pairs, out_dir, config, seconds, *, methods=METHODS, groups=GR
         w.writerows(summary)
     metrics = [f"acc@{f}" for f in FNRS] + ["auc"]
     lines = [f"# {title} ({config}, {seconds / 60:.1f} min)", "",
-             "Mean ± std over (G, test source) pairs; balanced test sets; "
+             f"Mean ± std over {summary[0]['n_seeds']} seed(s) (each seed: the mean over "
+             "its (G, test source) pairs of the group); balanced test sets; "
              "thresholds from held-out samples of G. Unsupervised methods "
              "(*) ignore the labelled negatives, so both protocols coincide.", "",
              "| protocol | method | " + " | ".join(
@@ -424,7 +437,7 @@ TABULAR_CONFIGS = {
                   n_anchor=1000, latent_steps=60, latent_lr=0.05,
                   deep_sad=dict(hidden_sizes=(64, 32), rep_dim=16, n_epochs=15,
                                 batch_size=64)),
-    "full": dict(seeds=(0, 1, 2), g_seeds=None, epochs=50, n_g=1000, n_real=500,
+    "full": dict(seeds=(0, 1, 2, 3), g_seeds=(0, 1, 2), epochs=50, n_g=1000, n_real=500,
                  n_shadow=500, n_test=300, validation_fraction=0.2, alpha=1e-3,
                  max_iter=1000, tol=1e-6, n_anchor=5000, latent_steps=200, latent_lr=0.05,
                  deep_sad=dict(hidden_sizes=(128, 64), rep_dim=32, n_epochs=50,
@@ -453,12 +466,12 @@ def run_tabular(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, lo
     """The same protocol on the red-wine table (KL-WGAN zoo); ``tabular_*`` outputs.
 
     Sources: real rows, the KL-WGAN of an unseen seed (same architecture) and
-    a 5-component Gaussian mixture fitted to the real rows (another model,
-    never seen).  Everything is compared in G's standardised units.
+    two models of other families fitted to the real training rows, never seen
+    in training: a 5-component Gaussian mixture and a Gaussian copula.
+    Everything is compared in G's standardised units.
     """
-    from sklearn.mixture import GaussianMixture
-
     from flipad_sklearn.datasets import load_wine_quality
+    from flipad_sklearn.generators import GaussianCopulaGenerator, GaussianMixtureGenerator
     from train_zoo import ensure_tabular_zoo
 
     cfg = TABULAR_CONFIGS[config]
@@ -469,8 +482,9 @@ def run_tabular(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, lo
     real = wine[np.random.default_rng(1).permutation(len(wine))]
     n_g, n_real, n_sh, n_test = cfg["n_g"], cfg["n_real"], cfg["n_shadow"], cfg["n_test"]
     X_real_train, X_real_test = real[:n_real], real[n_real:n_real + n_test]
-    gmm = GaussianMixture(5, random_state=0).fit(real)
-    X_gmm_test = gmm.sample(n_test)[0]
+    others = {"gmm": GaussianMixtureGenerator(5, random_state=0).fit(X_real_train),
+              "copula": GaussianCopulaGenerator().fit(X_real_train)}
+    X_others = {name: g.sample(n_test, random_state=1002) for name, g in others.items()}
     pairs = []
     for seed in cfg["g_seeds"] or seeds:
         i = seeds.index(seed)
@@ -483,9 +497,9 @@ def run_tabular(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, lo
                                                  random_state=1001) for s in shadow_seeds]))
         test = {"G": std(G.sample(n_test, random_state=1002)), "real": std(X_real_test),
                 f"kl_wgan-s{unseen}": std(zoo[unseen].sample(n_test, random_state=1002)),
-                "gmm": std(X_gmm_test)}
+                **{name: std(X) for name, X in X_others.items()}}
         groups = {"real": "real", f"kl_wgan-s{unseen}": "same-arch-unseen",
-                  "gmm": "other-model"}
+                  **{name: "other-model" for name in X_others}}
         protocols = {
             "paper": (np.concatenate([X_g, std(X_real_train)]),
                       np.r_[np.ones(n_g), -np.ones(n_real)]),
@@ -496,7 +510,7 @@ def run_tabular(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, lo
         anchor = mean_activation(G, cfg["n_anchor"], G.latent_shape, layer=G.final_layer,
                                  random_state=7, device="cpu")
         make = dict(alpha=cfg["alpha"], tol=cfg["tol"], max_iter=cfg["max_iter"],
-                    pooling=None, fnr=FNRS[0], random_state=0, device="cpu")
+                    pooling=None, fnr=FNRS[0], random_state=seed, device="cpu")
         for proto, (X_tr, y_tr) in protocols.items():
             for method in TABULAR_METHODS:
                 if proto != "paper" and method in UNSUPERVISED:
@@ -513,13 +527,13 @@ def run_tabular(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, lo
                     if det_name is not None:
                         pipe[-1].set_params(validation_fraction=cfg["validation_fraction"])
                 elif method == "RAWPAD":
-                    pipe = make_rawpad(fnr=FNRS[0], random_state=0, device="cpu",
+                    pipe = make_rawpad(fnr=FNRS[0], random_state=seed, device="cpu",
                                        detector_params=ds)
                 else:
                     pipe = LatentInversionDistance(
                         _StandardizedOutput(G), n_steps=cfg["latent_steps"],
                         lr=cfg["latent_lr"], fnr=FNRS[0],
-                        validation_fraction=cfg["validation_fraction"], random_state=0)
+                        validation_fraction=cfg["validation_fraction"], random_state=seed)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", ConvergenceWarning)
                     pipe.fit(X_tr, y_tr)
@@ -528,7 +542,7 @@ def run_tabular(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, lo
                     for name in groups:
                         row = _evaluate(det, s_g, pipe.score_samples(test[name]))
                         pairs.append({"protocol": proto, "method": method,
-                                      "G": f"kl_wgan-s{seed}", "source": name,
+                                      "G": f"kl_wgan-s{seed}", "seed": seed, "source": name,
                                       "group": groups[name], "n_test": n_test, **row})
         log(f"G = kl_wgan-s{seed} done ({time.perf_counter() - t_start:.1f}s)")
     md = write_outputs(pairs, out_dir, config, time.perf_counter() - t_start,
@@ -708,6 +722,10 @@ def run_ablation(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, l
             for s in shadow_seeds]
     X_tr = np.concatenate([G.sample(n_g, random_state=1001), real[:n_real]] + X_sh)
     n_paper = n_g + n_real
+    # training rows of each protocol: the first n of X_tr
+    n_rows = {"paper": n_paper, "shadows": len(X_tr)}
+    n_rows.update({f"{k} shadow(s)": n_paper + sum(len(x) for x in X_sh[:k])
+                   for k in range(1, len(X_sh))})
     y_tr = np.r_[np.ones(n_g), -np.ones(len(X_tr) - n_g)]
     test = {"G": G.sample(n_test, random_state=1002), "real": real[n_real:n_real + n_test],
             f"{kind}-s{unseen}": zoo[kind, unseen].sample(n_test, random_state=1002)}
@@ -722,6 +740,8 @@ def run_ablation(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, l
     variants = [
         ("default", {}, "shadows", False),
         ("no shadows (paper protocol)", {}, "paper", False),
+        *[(f"{k} of {len(X_sh)} shadows", {}, f"{k} shadow(s)", False)
+          for k in range(1, len(X_sh))],
         (f"alpha x0.2 ({cfg['alpha'] * 0.2:g})", {"alpha": cfg["alpha"] * 0.2}, "shadows", False),
         (f"alpha x2 ({cfg['alpha'] * 2:g})", {"alpha": cfg["alpha"] * 2}, "shadows", False),
         (f"max_iter x4 ({cfg['max_iter'] * 4})", {"max_iter": cfg["max_iter"] * 4},
@@ -758,7 +778,7 @@ def run_ablation(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, l
     for label, change, proto, extra in variants:
         params = dict(base, **change)
         Z, obj = activations(params)
-        n = len(X_tr) if proto == "shadows" else n_paper
+        n = n_rows[proto]
         pipe = make_flipad(G.final_layer, "tanh", anchor, fnr=FNRS[0], random_state=0,
                            device="cpu", detector_params=ds,
                            **{k: v for k, v in params.items() if k != "tol"})

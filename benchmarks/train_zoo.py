@@ -16,13 +16,13 @@ torch generator), so a deleted checkpoint is regenerated identically.
 Usage::
 
     python benchmarks/train_zoo.py --quick          # tiny generators, well under a minute
-    python benchmarks/train_zoo.py                  # the full zoo (~25 min on one thread)
+    python benchmarks/train_zoo.py                  # the full zoo (~35 min on one thread)
     python benchmarks/train_zoo.py --kinds dcgan lsgan --seeds 0 1 2 3
 
 Full recipe: all 5000 images, 5 epochs (15 for WGAN-GP, which makes one
 generator step per 5 critic steps); an epoch takes 13-22 s on one CPU
-thread, so the 12 image generators take about 25 minutes and the three
-tabular ones under a minute.
+thread, so the 16 image generators (4 kinds x 4 seeds: G, an unseen one and
+two shadows) take about 35 minutes and the four tabular ones about a minute.
 """
 
 import argparse
@@ -44,9 +44,9 @@ from flipad_sklearn.generators import (
 
 DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "flipad_sklearn", "zoo")
 
-FULL = dict(kinds=GAN_KINDS, seeds=(0, 1, 2), n_train=5000, image_size=32,
+FULL = dict(kinds=GAN_KINDS, seeds=(0, 1, 2, 3), n_train=5000, image_size=32,
             epochs={"dcgan": 5, "lsgan": 5, "ebgan": 5, "wgan_gp": 15},
-            tabular_seeds=(0, 1, 2), tabular_epochs=50)
+            tabular_seeds=(0, 1, 2, 3), tabular_epochs=50)
 QUICK = dict(kinds=GAN_KINDS, seeds=(0, 1, 2), n_train=320, image_size=32,
              epochs={k: 1 for k in GAN_KINDS}, tabular_seeds=(0, 1, 2), tabular_epochs=1)
 

@@ -63,7 +63,9 @@ def test_quick_tabular_benchmark(tmp_path):
                                             cache_dir=str(tmp_path / "zoo"),
                                             log=lambda *a: None)
     assert (tmp_path / "out" / "tabular_results.md").stat().st_size > 0
-    # 1 generator x 2 protocols x 5 methods x 3 test sources
-    assert len(pairs) == 2 * len(bench.TABULAR_METHODS) * 3
+    # 1 generator x 2 protocols x 5 methods x 4 test sources (real, unseen seed,
+    # Gaussian mixture, Gaussian copula)
+    assert len(pairs) == 2 * len(bench.TABULAR_METHODS) * 4
+    assert {r["source"] for r in pairs} == {"real", "kl_wgan-s1", "gmm", "copula"}
     real = [r for r in pairs if r["method"] == "FLIPAD" and r["group"] == "real"]
     assert all(r["auc"] >= 0.9 and r["acc@0.005"] >= 0.8 for r in real)

@@ -15,6 +15,7 @@ from flipad_sklearn import (
     FLIPADDetector,
     GeneratorStandardScaler,
 )
+from flipad_sklearn.generators import GaussianCopulaGenerator, GaussianMixtureGenerator
 
 pytestmark = [
     pytest.mark.usefixtures("torch_single_thread"),
@@ -41,6 +42,8 @@ ESTIMATORS = [
     FinalLayerInverter(layer=torch.nn.Linear(6, 3), solver="cd", alpha=1e-2),
     FinalLayerInverter(layer=torch.nn.Linear(6, 3), solver="fista", alpha=1e-2,
                        activation="identity", positive=True, device="cpu"),
+    GaussianMixtureGenerator(n_components=1, random_state=0),
+    GaussianCopulaGenerator(),
 ]
 
 # Checks that cannot apply, with the reason: {check name: reason}.

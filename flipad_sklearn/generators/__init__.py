@@ -4,7 +4,9 @@ Image: DCGAN, WGAN-GP, LSGAN and EBGAN on 28x28 or 32x32 images in [-1, 1],
 all with the same small generator family (:class:`ImageGenerator`, ending in
 ``nn.ConvTranspose2d`` + ``nn.Tanh``) and different discriminators and losses
 (:func:`train_gan`).  Tabular: a KL-WGAN-style MLP (noise 10 -> 300 -> 300 ->
-11, final ``nn.Linear``, no output activation; :func:`train_tabular_gan`).
+11, final ``nn.Linear``, no output activation; :func:`train_tabular_gan`), and
+two tabular generators of other families to attribute against
+(:class:`GaussianMixtureGenerator`, :class:`GaussianCopulaGenerator`).
 
 Every generator offers ``sample(n, random_state)``, ``final_layer``,
 ``latent_shape`` and ``sample_activations(n, random_state)``, and is saved and
@@ -19,8 +21,10 @@ from ._common import load_generator, save_generator
 from ._image import GAN_KINDS, IMAGE_SIZES, ImageGenerator, train_gan
 from ._shadows import default_shadow_seeds, train_shadows
 from ._tabular import TabularGenerator, train_tabular_gan
+from ._tabular_others import GaussianCopulaGenerator, GaussianMixtureGenerator
 
 __all__ = [
-    "GAN_KINDS", "IMAGE_SIZES", "ImageGenerator", "TabularGenerator", "default_shadow_seeds",
+    "GAN_KINDS", "GaussianCopulaGenerator", "GaussianMixtureGenerator", "IMAGE_SIZES",
+    "ImageGenerator", "TabularGenerator", "default_shadow_seeds",
     "load_generator", "save_generator", "train_gan", "train_shadows", "train_tabular_gan",
 ]
