@@ -46,7 +46,8 @@ Parts (``--part``, default ``all``):
   with and without immunisation, for one G under the shadows protocol
   (FLIPAD, RAWPAD, DCTPAD, fingerprint).  ``perturbations.csv`` / ``.md``.
 * ``ablation``: FLIPAD variants (alpha, inversion iterations, pooling,
-  channel selection, shadows or not, lasso objective as an extra feature)
+  channel selection, positive=True, 0 / 1 / 2 shadows, the lasso objective or the pixel
+  residual as an extra feature)
   for one G.  ``ablation.csv`` / ``.md``.
 
 Usage::
@@ -700,7 +701,7 @@ def clone_fit_transform(transformer, X, seed):
 # ------------------------------------------------------------------------ ablation
 def run_ablation(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, log=print):
     """What moves FLIPAD's unseen numbers: inversion, alpha, pooling, channels,
-    shadows, the lasso objective as an extra feature.
+    shadows, the lasso objective or the residual as an extra feature.
 
     One G (the first kind, seed 0); every variant changes one thing of the
     default FLIPAD recipe.  Metrics: mean over the real test source and mean
@@ -735,7 +736,8 @@ def run_ablation(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, l
                              random_state=7, device="cpu")
     ds = dict(cfg["deep_sad"], validation_fraction=cfg["validation_fraction"])
     base = dict(alpha=cfg["alpha"], tol=cfg["tol"], max_iter=cfg["max_iter"],
-                kernel_size=cfg["kernel_size"], pooling="max", n_channels=None)
+                kernel_size=cfg["kernel_size"], pooling="max", n_channels=None,
+                positive=False)
     n_ch = G.final_layer.in_channels
     variants = [
         ("default", {}, "shadows", False),
@@ -746,25 +748,30 @@ def run_ablation(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, l
         (f"alpha x2 ({cfg['alpha'] * 2:g})", {"alpha": cfg["alpha"] * 2}, "shadows", False),
         (f"max_iter x4 ({cfg['max_iter'] * 4})", {"max_iter": cfg["max_iter"] * 4},
          "shadows", False),
+        ("positive=True (z >= 0)", {"positive": True}, "shadows", False),
         ("avg pooling", {"pooling": "avg"}, "shadows", False),
         ("no pooling", {"pooling": None}, "shadows", False),
         ("centre crop", {"pooling": "center_crop"}, "shadows", False),
         (f"{n_ch // 2} of {n_ch} channels", {"n_channels": n_ch // 2}, "shadows", False),
-        ("+ lasso objective feature", {}, "shadows", True),
+        ("+ lasso objective feature", {}, "shadows", "objective"),
+        ("+ residual feature", {}, "shadows", "residual"),
     ]
     all_imgs = np.concatenate([X_tr] + list(test.values()))
     cache = {}
 
     def activations(params):
-        key = (params["alpha"], params["max_iter"])
+        key = (params["alpha"], params["max_iter"], params["positive"])
         if key not in cache:
             inv = make_flipad(G.final_layer, "tanh", anchor, alpha=key[0], tol=cfg["tol"],
-                              max_iter=key[1], device="cpu")[0]
+                              max_iter=key[1], positive=key[2], device="cpu")[0]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 Z = inv.fit(all_imgs).transform(all_imgs)
-            # log of each sample's lasso objective, as an extra feature
-            cache[key] = (Z, np.log(inv.objective_ + 1e-12)[:, None])
+            # logs of each sample's lasso objective and of its pixel residual
+            # |x - sigma(W z + b)|^2, as candidate extra features
+            resid = ((inv.inverse_transform(Z) - all_imgs.reshape(len(Z), -1)) ** 2).sum(1)
+            cache[key] = (Z, {"objective": np.log(inv.objective_ + 1e-12)[:, None],
+                              "residual": np.log(resid + 1e-12)[:, None]})
         return cache[key]
 
     def split(A):
@@ -777,7 +784,7 @@ def run_ablation(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, l
     rows = []
     for label, change, proto, extra in variants:
         params = dict(base, **change)
-        Z, obj = activations(params)
+        Z, extras = activations(params)
         n = n_rows[proto]
         pipe = make_flipad(G.final_layer, "tanh", anchor, fnr=FNRS[0], random_state=0,
                            device="cpu", detector_params=ds,
@@ -787,7 +794,7 @@ def run_ablation(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, l
         F_tr = feats.fit_transform(Z_tr[:n], y_tr[:n])
         F_te = {k: feats.transform(v) for k, v in Z_te.items()}
         if extra:
-            O_tr, O_te = split(obj)
+            O_tr, O_te = split(extras[extra])
             mu, sd = O_tr[:n_g].mean(), O_tr[:n_g].std() + 0.05
             F_tr = np.hstack([F_tr, (O_tr[:n] - mu) / sd])
             F_te = {k: np.hstack([v, (O_te[k] - mu) / sd]) for k, v in F_te.items()}
