@@ -9,29 +9,39 @@ import numpy as np
 import torch
 
 from ._duality import dual_point_value, duality_gap, gap_scale, primal_objective
+from .admm import DEFAULT_RHO_SCALE, admm, check_admm_operator
 from .cd import coordinate_descent
 from .fista import fista, fista_path
 from .reference import solve_cvxpy, solve_scipy
 
-SOLVERS = ("fista", "cd", "cvxpy", "scipy")
+SOLVERS = ("fista", "admm", "cd", "cvxpy", "scipy")
 FLOAT32_TOL = 1e-7
 
+ADMM_ITER = 120
+
 __all__ = [
-    "SOLVERS", "coordinate_descent", "dual_point_value", "duality_gap", "fista",
-    "fista_path", "gap_scale", "primal_objective", "solve_batch", "solve_cvxpy", "solve_scipy",
+    "ADMM_ITER", "DEFAULT_RHO_SCALE", "SOLVERS", "admm", "coordinate_descent",
+    "dual_point_value", "duality_gap", "fista", "fista_path", "gap_scale", "primal_objective", "solve_batch", "solve_cvxpy", "solve_scipy",
 ]
 
 
 def solve_batch(op, Y, alpha, *, solver="fista", lower=None, tol=1e-4, max_iter=1000,
                 lipschitz=None, device="cpu", dtype=torch.float32, continuation=True,
-                callback=None):
+                callback=None, rho=None, admm_iter=ADMM_ITER):
     """Solve the lasso for a batch ``Y`` (numpy ``(B, M)``) with the named solver.
+
+    ``solver="admm"`` (ConvTranspose2d layers with groups=1) runs at most
+    ``admm_iter`` iterations of ADMM with exact FFT solves (penalty ``rho``,
+    default ``DEFAULT_RHO_SCALE * lipschitz``), then FISTA warm-started from
+    its iterate for the rest of ``max_iter`` (``continuation`` is ignored).
 
     Returns numpy float64 arrays ``D (B, K)``, ``primal (B,)``, ``gap (B,)`` and
     int ``n_iter (B,)``.  ``gap`` is an upper bound on ``primal - optimum``.
     """
     Y = np.ascontiguousarray(Y, dtype=np.float64)
-    if solver == "fista":
+    if solver in ("fista", "admm"):
+        if solver == "admm":
+            check_admm_operator(op)
         device = torch.device(device)
         y = torch.from_numpy(Y).to(device)
         low = None if lower is None else torch.from_numpy(np.asarray(lower, np.float64))
@@ -43,18 +53,20 @@ def solve_batch(op, Y, alpha, *, solver="fista", lower=None, tol=1e-4, max_iter=
         if dtype == torch.float32:
             kwargs["stall_checks"] = 10
         with torch.no_grad():
-            if continuation:
-                out = fista_path(op, y, alpha, L, tol=tol32, **kwargs)
+            if solver == "admm":
+                n_admm = max(1, min(int(admm_iter), max_iter))
+                d, primal, gap, n_iter = admm(op, y, alpha, L, lower=low, rho=rho, tol=tol32,
+                                              max_iter=n_admm, dtype=dtype,
+                                              callback=callback)
+                _continue(op, y, alpha, L, tol32, max_iter, kwargs,
+                          (d, primal, gap, n_iter))
+            elif continuation:
+                d, primal, gap, n_iter = fista_path(op, y, alpha, L, tol=tol32, **kwargs)
             else:
-                out = fista(op, y, alpha, L, tol=tol32, **kwargs)
-            d, primal, gap, n_iter = out
-            todo = (gap > tol * gap_scale(y)) & (n_iter < max_iter)
-            if tol32 > tol and bool(todo.any()):
-                rows = torch.nonzero(todo)[:, 0]
-                left = max_iter - int(n_iter[rows].max())
-                kwargs.update(dtype=torch.float64, max_iter=max(left, 1), stall_checks=None)
-                d2, p2, g2, n2 = fista(op, y[rows], alpha, L, d0=d[rows], tol=tol, **kwargs)
-                d[rows], primal[rows], gap[rows], n_iter[rows] = d2, p2, g2, n2 + n_iter[rows]
+                d, primal, gap, n_iter = fista(op, y, alpha, L, tol=tol32, **kwargs)
+            if tol32 > tol:
+                kwargs.update(dtype=torch.float64, stall_checks=None)
+                _continue(op, y, alpha, L, tol, max_iter, kwargs, (d, primal, gap, n_iter))
         return d.cpu().numpy(), primal.cpu().numpy(), gap.cpu().numpy(), n_iter.cpu().numpy()
     W = op.to_dense()
     if solver == "cd":
@@ -65,3 +77,20 @@ def solve_batch(op, Y, alpha, *, solver="fista", lower=None, tol=1e-4, max_iter=
     if solver == "scipy":
         return solve_scipy(W, Y, alpha, lower=lower, callback=callback)
     raise ValueError(f"Unknown solver {solver!r}; use one of {SOLVERS}.")
+
+
+def _continue(op, y, alpha, L, tol, max_iter, kwargs, out):
+    """Go on with FISTA (warm-started) on the rows of ``out`` not yet certified.
+
+    ``out = (d, primal, gap, n_iter)`` is updated in place; the rows get the
+    iterations left of ``max_iter``.
+    """
+    d, primal, gap, n_iter = out
+    todo = (gap > tol * gap_scale(y)) & (n_iter < max_iter)
+    if not bool(todo.any()):
+        return
+    rows = torch.nonzero(todo)[:, 0]
+    left = max_iter - int(n_iter[rows].max())
+    kw = dict(kwargs, max_iter=max(left, 1))
+    d2, p2, g2, n2 = fista(op, y[rows], alpha, L, d0=d[rows], tol=tol, **kw)
+    d[rows], primal[rows], gap[rows], n_iter[rows] = d2, p2, g2, n2 + n_iter[rows]

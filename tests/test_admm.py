@@ -1,0 +1,190 @@
+"""solver="admm": the periodic embedding, the exact solve and the lasso against cvxpy."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.exceptions import ConvergenceWarning
+from torch import nn
+
+from flipad_sklearn import FinalLayerInverter
+from flipad_sklearn.activations import get_activation
+from flipad_sklearn.lasso import admm, solve_batch
+from flipad_sklearn.lasso.admm import CirculantEmbedding, get_resolvent
+from flipad_sklearn.linear_ops import LayerOperator
+
+# (in, out, kernel, stride, padding, output_padding, dilation, bias, (H, W))
+LAYERS = {
+    "k4s2p1": (4, 3, 4, 2, 1, 0, 1, True, (4, 4)),
+    "k3s2p0_op1": (3, 2, 3, 2, 0, 1, 1, False, (4, 3)),
+    "k5s3p2_op2": (3, 2, 5, 3, 2, 2, 1, True, (3, 4)),
+    "k3s1p1": (3, 2, 3, 1, 1, 0, 1, True, (4, 4)),
+    "k3s2p1_dil2": (3, 2, 3, 2, 1, 1, 2, False, (4, 3)),
+    "k3s2p3": (2, 2, 3, 2, 3, 0, 1, True, (5, 5)),
+}
+FAST = ["k4s2p1", "k3s2p0_op1", "k5s3p2_op2", "k3s2p1_dil2"]
+
+
+def make_layer(name, seed=0):
+    cin, cout, k, s, p, op, dil, bias, hw = LAYERS[name]
+    torch.manual_seed(seed)
+    layer = nn.ConvTranspose2d(cin, cout, k, stride=s, padding=p, output_padding=op,
+                               dilation=dil, bias=bias).double()
+    return layer, (cin,) + hw
+
+
+def make_outputs(layer, shape, n=3, seed=0):
+    rng = np.random.default_rng(seed)
+    h = np.maximum(rng.normal(size=(n,) + shape), 0)
+    with torch.no_grad():
+        pre = layer(torch.tensor(h)).reshape(n, -1).numpy()
+    return get_activation("tanh").apply(pre)
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_embedding_is_exact(name):
+    """S T E equals the layer, T's adjoint is TH, and the d-update solves its equations."""
+    layer, shape = make_layer(name)
+    op = LayerOperator.from_layer(layer, shape)
+    emb = CirculantEmbedding(op)
+    gen = torch.Generator().manual_seed(0)
+    d = torch.randn((2,) + shape, generator=gen, dtype=torch.float64)
+    wf, wa = emb.forward_weight(), emb.adjoint_weight()
+    ref = op.matvec(d.reshape(2, -1)).reshape((2,) + op.output_shape)
+    np.testing.assert_allclose(emb.crop(emb.T(emb.embed(d), wf)), ref, atol=1e-13)
+
+    v = torch.randn((2, emb.cin) + emb.N, generator=gen, dtype=torch.float64)
+    u = torch.randn((2, emb.m) + emb.N, generator=gen, dtype=torch.float64)
+    lhs, rhs = (emb.T(v, wf) * u).sum(), (v * emb.TH(u, wa)).sum()
+    assert abs(float(lhs - rhs)) <= 1e-12 * float(abs(lhs))
+
+    rho = 0.05
+    res = get_resolvent(op, rho, torch.device("cpu"), torch.float64)
+    y = torch.randn((2,) + op.output_shape, generator=gen, dtype=torch.float64)
+    c0, t0 = res.targets(y)
+    dt = res.resolvent(v, c0, t0)
+
+    def normal(z):                  # (W~ᵀ W~ + rho I) z with W~ = S T on the periodic grid
+        return emb.TH(emb.observe(emb.crop(emb.T(z, wf))), wa) + rho * z
+
+    want = emb.TH(emb.observe(y), wa) + rho * v
+    np.testing.assert_allclose(normal(dt), want, atol=1e-11 * float(want.abs().max()))
+
+
+def _cvxpy_and_admm(name, positive, **kw):
+    layer, shape = make_layer(name)
+    x = make_outputs(layer, shape)
+    anchor = np.full(shape, 0.3)
+    common = dict(layer=layer, alpha=1e-2, activation_shape=shape, anchor=anchor,
+                  positive=positive)
+    ref = FinalLayerInverter(solver="cvxpy", **common).fit(x)
+    z_ref = ref.transform(x)
+    params = dict(solver="admm", tol=1e-9, max_iter=20_000, precision="float64")
+    params.update(kw)
+    inv = FinalLayerInverter(**common, **params).fit(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        z = inv.transform(x)
+    return ref, z_ref, inv, z
+
+
+@pytest.mark.parametrize("positive", [False, True])
+@pytest.mark.parametrize("name", FAST)
+def test_admm_matches_cvxpy(name, positive):
+    ref, z_ref, inv, z = _cvxpy_and_admm(name, positive)
+    np.testing.assert_allclose(inv.objective_, ref.objective_, rtol=1e-6)
+    assert np.all(inv.duality_gap_ >= 0)
+    # the certificate bounds the distance to the optimum
+    assert np.all(inv.objective_ - ref.objective_ <= inv.duality_gap_ + 1e-9)
+    assert inv.n_iter_.shape == (3,) and np.all(inv.n_iter_ >= 1)
+    if positive:
+        assert z.min() >= -1e-12
+
+
+def test_admm_float32_iterations_reach_tol():
+    """float32 ADMM/FISTA with the float64 finish, as FinalLayerInverter runs it."""
+    ref, z_ref, inv, z = _cvxpy_and_admm("k4s2p1", False, precision="float32")
+    np.testing.assert_allclose(inv.objective_, ref.objective_, rtol=1e-6)
+    assert np.all(inv.duality_gap_ >= 0)
+
+
+@pytest.mark.parametrize("positive", [False, True])
+def test_admm_alone_converges(positive):
+    """The ADMM iterations on their own (no FISTA finish) reach the optimum."""
+    layer, shape = make_layer("k4s2p1")
+    op = LayerOperator.from_layer(layer, shape)
+    x = make_outputs(layer, shape)
+    y = torch.from_numpy(get_activation("tanh").invert(x, 1e-6)
+                         - layer.bias.detach().numpy().repeat(op.n_outputs // 3))
+    lower = torch.full((op.n_inputs,), -0.3, dtype=torch.float64) if positive else None
+    low_np = None if lower is None else lower.numpy()
+    _, p_ref, _, _ = solve_batch(op, y.numpy(), 1e-2, solver="cvxpy", lower=low_np)
+    L = op.lipschitz()
+    d, primal, gap, n_iter = admm(op, y, 1e-2, L, lower=lower, rho=0.02 * L, tol=0.0,
+                                  max_iter=600, dtype=torch.float64)
+    np.testing.assert_allclose(primal.numpy(), p_ref, rtol=1e-6)
+    assert np.all(gap.numpy() >= 0)
+    assert np.all(primal.numpy() - p_ref <= gap.numpy() + 1e-9)
+    assert torch.equal(n_iter, torch.full((3,), 600))
+    if positive:
+        assert float((d - lower).min()) >= 0
+
+
+def test_admm_warm_start_from_solution_is_certified():
+    layer, shape = make_layer("k3s2p0_op1")
+    op = LayerOperator.from_layer(layer, shape)
+    y = torch.from_numpy(make_outputs(layer, shape))
+    D, p, _, _ = solve_batch(op, y.numpy(), 1e-2, solver="cvxpy")
+    _, primal, gap, n_iter = admm(op, y, 1e-2, op.lipschitz(), d0=torch.from_numpy(D),
+                                  tol=1e-8, max_iter=50, dtype=torch.float64)
+    np.testing.assert_allclose(primal.numpy(), p, rtol=1e-9)
+    assert int(n_iter.max()) < 50
+
+
+def test_admm_rejects_unsupported_layers():
+    x = np.zeros((2, 8))
+    with pytest.raises(ValueError, match="ConvTranspose2d final layers only"):
+        FinalLayerInverter(layer=nn.Linear(5, 8), solver="admm").fit(x)
+    conv = nn.Conv2d(2, 2, 3, padding=1)
+    xc = np.zeros((2, 2 * 4 * 4))
+    with pytest.raises(ValueError, match="ConvTranspose2d final layers only"):
+        FinalLayerInverter(layer=conv, solver="admm", activation_shape=(2, 4, 4)).fit(xc)
+    grouped = nn.ConvTranspose2d(4, 2, 4, stride=2, padding=1, groups=2)
+    xg = np.zeros((2, 2 * 8 * 8))
+    with pytest.raises(ValueError, match="groups=1 only"):
+        FinalLayerInverter(layer=grouped, solver="admm", activation_shape=(4, 4, 4)).fit(xg)
+    layer, shape = make_layer("k4s2p1")
+    op = LayerOperator.from_layer(layer, shape)
+    y = torch.zeros((1, op.n_outputs), dtype=torch.float64)
+    with pytest.raises(ValueError, match="relax"):
+        admm(op, y, 1e-2, 1.0, relax=2.0)
+
+
+def test_admm_inverter_pickles_without_its_factorisation():
+    """The per-layer factorisation is a cache: not pickled, rebuilt identically."""
+    import pickle
+
+    layer, shape = make_layer("k4s2p1")
+    x = make_outputs(layer, shape)
+    inv = FinalLayerInverter(layer=layer, activation="tanh", activation_shape=shape,
+                             solver="admm", alpha=1e-2, tol=1e-8, max_iter=3000,
+                             device="cpu").fit(x)
+    Z = inv.transform(x)
+    assert inv.operator_._cache                      # built by the first transform
+    inv2 = pickle.loads(pickle.dumps(inv))
+    assert not inv2.operator_._cache
+    np.testing.assert_allclose(inv2.transform(x), Z, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_admm_cuda_matches_cpu():
+    layer, shape = make_layer("k4s2p1")
+    op = LayerOperator.from_layer(layer, shape)
+    Y = make_outputs(layer, shape)
+    kw = dict(solver="admm", tol=1e-9, max_iter=5000, dtype=torch.float64)
+    _, p_cpu, g_cpu, _ = solve_batch(op, Y, 1e-2, device="cpu", **kw)
+    _, p_gpu, g_gpu, _ = solve_batch(op, Y, 1e-2, device="cuda", **kw)
+    np.testing.assert_allclose(p_gpu, p_cpu, rtol=1e-7)
+    assert np.all(g_gpu >= 0)
