@@ -247,6 +247,65 @@ class LayerOperator:
         self.__dict__.update(state)
 
 
+class ChannelsLastOperator:
+    """A convolutional :class:`LayerOperator` on flat vectors in ``(H, W, C)`` order.
+
+    On CPU, oneDNN runs convolutions several times faster on channels-last
+    tensors than on ``(C, H, W)`` ones (measured in
+    ``benchmarks/bench_inversion.py``: 2.4x for the DCGAN layer's product
+    pair ``Wᵀ(W d)`` in float32).  Solvers that keep their iterates flat use
+    this view: the vectors are permuted once per batch (``to_native_*`` /
+    ``from_native_inputs``) instead of on every product.  The lasso is
+    unchanged (norms and the duality gap do not depend on the order of the
+    coordinates).
+
+    Parameters
+    ----------
+    op : LayerOperator
+        A ``conv2d`` or ``conv_transpose2d`` operator.
+    """
+
+    def __init__(self, op):
+        if op.kind == "linear":
+            raise ValueError("ChannelsLastOperator needs a convolutional operator.")
+        self.base = op
+        self.kind = op.kind
+        self.input_shape, self.output_shape = op.input_shape, op.output_shape
+        self.n_inputs, self.n_outputs = op.n_inputs, op.n_outputs
+
+    @staticmethod
+    def _to_nhwc(v, shape):
+        c, h, w = shape
+        return v.reshape(-1, c, h, w).permute(0, 2, 3, 1).reshape(v.shape[0], -1)
+
+    @staticmethod
+    def _from_nhwc(v, shape):
+        c, h, w = shape
+        return v.reshape(-1, h, w, c).permute(0, 3, 1, 2).reshape(v.shape[0], -1)
+
+    def to_native_inputs(self, d):
+        """``(B, n_inputs)`` in ``(C, H, W)`` order -> ``(H, W, C)`` order."""
+        return self._to_nhwc(d, self.input_shape)
+
+    def from_native_inputs(self, d):
+        return self._from_nhwc(d, self.input_shape)
+
+    def to_native_outputs(self, y):
+        return self._to_nhwc(y, self.output_shape)
+
+    def matvec(self, z):
+        c, h, w = self.input_shape
+        x = z.reshape(-1, h, w, c).permute(0, 3, 1, 2)      # a channels-last NCHW view
+        out = self.base._forward4d(x, self.base._weight(z.device, z.dtype))
+        return out.permute(0, 2, 3, 1).reshape(z.shape[0], -1)
+
+    def rmatvec(self, r):
+        c, h, w = self.output_shape
+        x = r.reshape(-1, h, w, c).permute(0, 3, 1, 2)
+        out = self.base._adjoint4d(x, self.base._weight(r.device, r.dtype))
+        return out.permute(0, 2, 3, 1).reshape(r.shape[0], -1)
+
+
 def infer_input_shape(layer, output_shape):
     """The activation shape a ConvTranspose2d/Linear layer needs for ``output_shape``.
 
