@@ -247,6 +247,30 @@ class LayerOperator:
         self.__dict__.update(state)
 
 
+def phase_kernel(weight, stride, dilation):
+    """A groups=1 transposed convolution as a stride-1 one per output phase.
+
+    ``weight`` is a ConvTranspose2d weight ``(C_in, C_out, kh, kw)``.  Output
+    pixel ``(s_h i + ph, s_w j + pw)`` of channel ``co`` is ``sum_q ker[(co, ph,
+    pw), :, q] . d[:, i - q_h, j - q_w]``: the kernel tap ``(a, b)`` lands in
+    phase ``(dil a mod s)`` with shift ``(dil a div s)``.
+
+    Returns
+    -------
+    ker : tensor (C_out * s_h * s_w, C_in, Q_h, Q_w)
+    """
+    c_in, c_out, kh, kw = weight.shape
+    (sh, sw), (dh, dw) = stride, dilation
+    qh, qw = dh * (kh - 1) // sh + 1, dw * (kw - 1) // sw + 1
+    ker = weight.new_zeros((c_out, sh, sw, c_in, qh, qw))
+    for a in range(kh):
+        oh = dh * a
+        for b in range(kw):
+            ow = dw * b
+            ker[:, oh % sh, ow % sw, :, oh // sh, ow // sw] += weight[:, :, a, b].T
+    return ker.reshape(c_out * sh * sw, c_in, qh, qw)
+
+
 class ChannelsLastOperator:
     """A convolutional :class:`LayerOperator` on flat vectors in ``(H, W, C)`` order.
 
@@ -272,6 +296,14 @@ class ChannelsLastOperator:
         self.kind = op.kind
         self.input_shape, self.output_shape = op.input_shape, op.output_shape
         self.n_inputs, self.n_outputs = op.n_inputs, op.n_outputs
+        kw = op.conv_kwargs
+        # a groups=1 transposed convolution runs as a stride-1 convolution to
+        # its output phases (oneDNN's transposed kernel is slower)
+        self._phase = op.kind == "conv_transpose2d" and kw["groups"] == 1
+        self._weights = {}
+        if self._phase:
+            self.stride = tuple(kw["stride"])
+            self._ker = phase_kernel(op.weight, self.stride, tuple(kw["dilation"]))
 
     @staticmethod
     def _to_nhwc(v, shape):
@@ -293,11 +325,34 @@ class ChannelsLastOperator:
     def to_native_outputs(self, y):
         return self._to_nhwc(y, self.output_shape)
 
+    def _phase_weight(self, device, dtype):
+        key = (str(device), dtype)
+        w = self._weights.get(key)
+        if w is None:
+            w = self._ker.flip(2, 3).to(device, dtype).contiguous(
+                memory_format=torch.channels_last)
+            self._weights[key] = w
+        return w
+
     def matvec(self, z):
         c, h, w = self.input_shape
         x = z.reshape(-1, h, w, c).permute(0, 3, 1, 2)      # a channels-last NCHW view
-        out = self.base._forward4d(x, self.base._weight(z.device, z.dtype))
-        return out.permute(0, 2, 3, 1).reshape(z.shape[0], -1)
+        if not self._phase:
+            out = self.base._forward4d(x, self.base._weight(z.device, z.dtype))
+            return out.permute(0, 2, 3, 1).reshape(z.shape[0], -1)
+        ker = self._phase_weight(z.device, z.dtype)
+        qh, qw = ker.shape[2:]
+        u = F.conv2d(x, ker, padding=(qh - 1, qw - 1))     # all phases, uncropped
+        B, _, nh, nw = u.shape
+        (sh, sw), (co, ho, wo) = self.stride, self.output_shape
+        ph, pw = self.base.conv_kwargs["padding"]
+        full = u.permute(0, 2, 3, 1).reshape(B, nh, nw, co, sh, sw)
+        full = full.permute(0, 1, 4, 2, 5, 3).reshape(B, nh * sh, nw * sw, co)
+        extra_h, extra_w = ph + ho - nh * sh, pw + wo - nw * sw
+        if extra_h > 0 or extra_w > 0:
+            # output_padding rows/columns that no input reaches
+            full = F.pad(full, (0, 0, 0, max(extra_w, 0), 0, max(extra_h, 0)))
+        return full[:, ph:ph + ho, pw:pw + wo].reshape(B, -1)
 
     def rmatvec(self, r):
         c, h, w = self.output_shape

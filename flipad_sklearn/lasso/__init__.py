@@ -19,7 +19,7 @@ from .reference import solve_cvxpy, solve_scipy
 SOLVERS = ("fista", "admm", "cd", "cvxpy", "scipy")
 FLOAT32_TOL = 1e-7
 
-ADMM_ITER = 120
+ADMM_ITER = 400
 
 __all__ = [
     "ADMM_ITER", "DEFAULT_RHO_SCALE", "SOLVERS", "admm", "coordinate_descent",
