@@ -68,13 +68,14 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     solver : {"fista", "admm", "cd", "cvxpy", "scipy"}, default="fista"
         ``"fista"``: batched accelerated proximal gradient in torch (CPU or
         CUDA), any layer.  ``"admm"``: ConvTranspose2d layers with groups=1
-        (DCGAN-style generators), CPU or CUDA: 120 iterations of ADMM with
-        exact FFT solves of the layer's normal equations, then FISTA
-        warm-started for the rest of ``max_iter``; several times faster than
-        ``"fista"`` on near-basis-pursuit problems (small ``alpha``, more
-        activations than outputs) such as the DCGAN 64x64 layer
-        (``benchmarks/bench_inversion.py``); the first transform builds a
-        per-layer factorisation (about a second).  ``"cd"``: coordinate
+        (DCGAN-style generators), CPU or CUDA: ADMM with exact FFT solves of
+        the layer's normal equations and a continuation on its penalty rho
+        (after 400 iterations FISTA, warm-started, goes on for the rest of
+        ``max_iter``); several times faster than ``"fista"`` on
+        near-basis-pursuit problems (small ``alpha``, more activations than
+        outputs) such as the DCGAN 64x64 layer
+        (``benchmarks/bench_inversion.py``); the first transform builds three
+        per-layer factorisations (one per rho, about 0.7 s each).  ``"cd"``: coordinate
         descent, Linear layers.  ``"cvxpy"`` and ``"scipy"``:
         exact/independent CPU solvers to verify small problems.
     tol : float, default=1e-6

@@ -188,3 +188,51 @@ def test_admm_cuda_matches_cpu():
     _, p_gpu, g_gpu, _ = solve_batch(op, Y, 1e-2, device="cuda", **kw)
     np.testing.assert_allclose(p_gpu, p_cpu, rtol=1e-7)
     assert np.all(g_gpu >= 0)
+
+
+@pytest.mark.parametrize("positive", [False, True])
+def test_admm_rho_stages_reach_the_optimum(positive):
+    """A continuation on rho (the switch keeps x and the dual) still converges."""
+    layer, shape = make_layer("k5s3p2_op2")
+    op = LayerOperator.from_layer(layer, shape)
+    y = torch.from_numpy(make_outputs(layer, shape))
+    lower = torch.full((op.n_inputs,), -0.3, dtype=torch.float64) if positive else None
+    low_np = None if lower is None else lower.numpy()
+    _, p_ref, _, _ = solve_batch(op, y.numpy(), 1e-2, solver="cvxpy", lower=low_np)
+    L = op.lipschitz()
+    stages = [(0.005 * L, 7), (0.02 * L, 13), (0.05 * L, None)]
+    d, primal, gap, n_iter = admm(op, y, 1e-2, L, lower=lower, rho=stages, tol=0.0,
+                                  max_iter=800, dtype=torch.float64)
+    np.testing.assert_allclose(primal.numpy(), p_ref, rtol=1e-6)
+    assert np.all(primal.numpy() - p_ref <= gap.numpy() + 1e-9)
+    if positive:
+        assert float((d - lower).min()) >= 0
+
+
+def test_admm_stage_switch_keeps_a_fixed_point():
+    """Started at the solution, switching rho (every iteration) stays there."""
+    layer, shape = make_layer("k3s2p1_dil2")
+    op = LayerOperator.from_layer(layer, shape)
+    y = torch.from_numpy(make_outputs(layer, shape))
+    L = op.lipschitz()
+    d_ref, p_ref, _, _ = solve_batch(op, y.numpy(), 1e-2, solver="fista", tol=1e-12,
+                                     max_iter=50_000, dtype=torch.float64)
+    # a long run at one rho gives the matching dual state; then switch often
+    stages = [(0.05 * L, 400)] + [(r * L, 1) for r in (0.1, 0.02, 0.3)] + [(0.05 * L, None)]
+    _, primal, _, _ = admm(op, y, 1e-2, L, d0=torch.from_numpy(d_ref), rho=stages,
+                           tol=0.0, max_iter=404, dtype=torch.float64)
+    np.testing.assert_allclose(primal.numpy(), p_ref, rtol=1e-7)
+
+
+@pytest.mark.parametrize("rho, match", [
+    ([], "must not be empty"),
+    ([(0.0, 3), (1.0, None)], "rho must be positive"),
+    (-1.0, "rho must be positive"),
+    ([(1.0, 0), (2.0, None)], "at least one iteration"),
+])
+def test_admm_rejects_bad_rho(rho, match):
+    layer, shape = make_layer("k4s2p1")
+    op = LayerOperator.from_layer(layer, shape)
+    y = torch.from_numpy(make_outputs(layer, shape))
+    with pytest.raises(ValueError, match=match):
+        admm(op, y, 1e-2, 1.0, rho=rho)

@@ -11,7 +11,7 @@ import torch
 from ..linear_ops import ChannelsLastOperator
 
 from ._duality import dual_point_value, duality_gap, gap_scale, primal_objective
-from .admm import DEFAULT_RHO_SCALE, admm, check_admm_operator
+from .admm import DEFAULT_RHO_SCALE, DEFAULT_RHO_STAGES, admm, check_admm_operator
 from .cd import coordinate_descent
 from .fista import fista, fista_path
 from .reference import solve_cvxpy, solve_scipy
@@ -22,7 +22,7 @@ FLOAT32_TOL = 1e-7
 ADMM_ITER = 400
 
 __all__ = [
-    "ADMM_ITER", "DEFAULT_RHO_SCALE", "SOLVERS", "admm", "coordinate_descent",
+    "ADMM_ITER", "DEFAULT_RHO_SCALE", "DEFAULT_RHO_STAGES", "SOLVERS", "admm", "coordinate_descent",
     "dual_point_value", "duality_gap", "fista", "fista_path", "gap_scale", "primal_objective", "solve_batch", "solve_cvxpy", "solve_scipy",
 ]
 
@@ -33,9 +33,11 @@ def solve_batch(op, Y, alpha, *, solver="fista", lower=None, tol=1e-4, max_iter=
     """Solve the lasso for a batch ``Y`` (numpy ``(B, M)``) with the named solver.
 
     ``solver="admm"`` (ConvTranspose2d layers with groups=1) runs at most
-    ``admm_iter`` iterations of ADMM with exact FFT solves (penalty ``rho``,
-    default ``DEFAULT_RHO_SCALE * lipschitz``), then FISTA warm-started from
-    its iterate for the rest of ``max_iter`` (``continuation`` is ignored).
+    ``admm_iter`` iterations of ADMM with exact FFT solves (penalty ``rho``: a
+    float, ``(rho, n_iter)`` stages, or None for ``DEFAULT_RHO_STAGES`` times
+    ``lipschitz``), then FISTA warm-started from its iterate for the rest of
+    ``max_iter`` (``continuation`` is ignored).  On CPU, FISTA on a
+    convolutional layer runs on its :class:`ChannelsLastOperator` view.
 
     Returns numpy float64 arrays ``D (B, K)``, ``primal (B,)``, ``gap (B,)`` and
     int ``n_iter (B,)``.  ``gap`` is an upper bound on ``primal - optimum``.

@@ -26,10 +26,16 @@ The ``C_in``-channel products ``T v`` and ``Tᴴ z`` are plain convolutions
 (about the cost of one FISTA iteration); only the ``m`` phase channels go
 through FFTs.  On the DCGAN final layer (``benchmarks/bench_inversion.py``)
 an ADMM iteration costs about two FISTA iterations, and ADMM reaches a given
-objective in several times fewer iterations than FISTA early on; its tail is
-slow, so :func:`solve_batch` hands over to FISTA (warm-started) after
-``admm_iter`` iterations: ADMM removes the ill-conditioned error, FISTA the
-well-conditioned remainder.  That hybrid is ``solver="admm"``.
+objective in several times fewer iterations than FISTA.  A small ``rho``
+removes the ill-conditioned error fastest but has a slow tail, a large one
+the reverse, so the default is a continuation on ``rho``
+(``DEFAULT_RHO_STAGES``; a switch keeps ``x`` and the dual ``rho (w - x)``).
+For tight tolerances :func:`solve_batch` hands over to FISTA (warm-started)
+after ``admm_iter`` iterations.  That hybrid is ``solver="admm"``.
+
+On CPU the state is channels-last, on the periodic grid extended by ``Q - 1``
+wrapped rows and columns so that ``T`` needs no circular pad of the
+``C_in``-channel state (see :attr:`CirculantEmbedding.ext`).
 
 Reference: M. Almeida and M. Figueiredo, "Deconvolving images with unknown
 boundaries using the alternating direction method of multipliers", IEEE
