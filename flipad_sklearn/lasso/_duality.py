@@ -101,6 +101,27 @@ def extrapolated_residual(history):
     return out
 
 
+def extrapolated_dual(op, history, r, y, alpha, lower, dual, n_extrapolation):
+    """Append ``r`` to ``history`` and raise ``dual`` where extrapolation helps.
+
+    Keeps the last ``n_extrapolation + 1`` residuals in the list ``history``;
+    once it is full, the dual value at the extrapolated residual replaces
+    ``dual`` (in place) on the rows where it is larger.  Any feasible dual
+    point gives a valid bound, so this never weakens the certificate.
+    """
+    history.append(r)
+    if len(history) > n_extrapolation + 1:
+        history.pop(0)
+    if len(history) == n_extrapolation + 1:
+        r_acc = extrapolated_residual(torch.stack(history, dim=1))
+        ok = torch.isfinite(r_acc).all(dim=1)
+        if ok.any():
+            r_ok = r_acc[ok]
+            dual_acc = dual_point_value(r_ok, op.rmatvec(r_ok), y[ok], alpha, lower)
+            dual[ok] = torch.maximum(dual[ok], dual_acc)
+    return dual
+
+
 def duality_gap(op, y, d, alpha, lower=None):
     """Primal value, best simple dual value and gap of ``d`` (all float64, per row)."""
     residual = y - op.matvec(d)

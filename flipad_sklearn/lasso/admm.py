@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from ..linear_ops import phase_kernel
-from ._duality import dual_point_value, gap_scale, primal_objective
+from ._duality import dual_point_value, extrapolated_dual, gap_scale, primal_objective
 
 #: Unobserved output pixels above which the dense boundary correction is refused.
 MAX_BOUNDARY = 8000
@@ -332,7 +332,8 @@ def _rho_stages(rho, lipschitz):
 
 
 def admm(op, y, alpha, lipschitz, *, lower=None, d0=None, rho=None, relax=DEFAULT_RELAX,
-         tol=1e-6, max_iter=200, check_every=20, dtype=torch.float32, callback=None):
+         tol=1e-6, max_iter=200, check_every=20, dtype=torch.float32, n_extrapolation=5,
+         callback=None):
     """Over-relaxed ADMM (Douglas-Rachford) with exact FFT solves, batched.
 
     Parameters
@@ -363,6 +364,9 @@ def admm(op, y, alpha, lipschitz, *, lower=None, d0=None, rho=None, relax=DEFAUL
         Iterations at most; iterations between two float64 gap evaluations.
     dtype : torch.dtype
         Precision of the iterations (the gap is always float64).
+    n_extrapolation : int
+        Residuals (one per gap check) used by dual extrapolation, as in
+        :func:`fista` (0 switches it off).
     callback : callable or None
         ``callback(n_iter, n_active)`` after each gap check.
 
@@ -441,6 +445,7 @@ def admm(op, y, alpha, lipschitz, *, lower=None, d0=None, rho=None, relax=DEFAUL
     iter_out = torch.zeros(B, dtype=torch.int64, device=device)
     best_dual = torch.full((B,), -math.inf, dtype=torch.float64, device=device)
     idx = torch.arange(B, device=device)
+    history = []                               # float64 residuals at checks
     n_iter = 0
     while True:
         x = prox(w)
@@ -450,6 +455,9 @@ def admm(op, y, alpha, lipschitz, *, lower=None, d0=None, rho=None, relax=DEFAUL
             r = y64 - op.matvec(d64)
             primal = primal_objective(r, d64, alpha)
             dual = dual_point_value(r, op.rmatvec(r), y64, alpha, lower64)
+            if n_extrapolation:
+                dual = extrapolated_dual(op, history, r, y64, alpha, lower64, dual,
+                                         n_extrapolation)
             best = torch.maximum(best_dual[idx], dual)
             best_dual[idx] = best
             gap = (primal - best).clamp(min=0.0)
@@ -462,6 +470,7 @@ def admm(op, y, alpha, lipschitz, *, lower=None, d0=None, rho=None, relax=DEFAUL
             if done.any():
                 keep = ~done
                 idx, w, x, y_ph, t0 = idx[keep], w[keep], x[keep], y_ph[keep], t0[keep]
+                history = [h[keep] for h in history]
         if stage_end is not None and n_iter >= stage_end:
             # next rho: keep x and the dual rho (w - x)
             stage += 1

@@ -21,7 +21,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ._duality import dual_point_value, extrapolated_residual, gap_scale, primal_objective
+from ._duality import dual_point_value, extrapolated_dual, gap_scale, primal_objective
 
 
 def _prox(u, thresh, lower):
@@ -165,17 +165,8 @@ def fista(
             primal = primal_objective(r, d64, alpha)
             dual = dual_point_value(r, op.rmatvec(r), y64, alpha, lower64)
             if n_extrapolation:
-                history.append(r)
-                if len(history) > n_extrapolation + 1:
-                    history.pop(0)
-                if len(history) == n_extrapolation + 1:
-                    r_acc = extrapolated_residual(torch.stack(history, dim=1))
-                    ok = torch.isfinite(r_acc).all(dim=1)
-                    if ok.any():
-                        r_ok = r_acc[ok]
-                        dual_acc = dual_point_value(r_ok, op.rmatvec(r_ok), y64[ok],
-                                                    alpha, lower64)
-                        dual[ok] = torch.maximum(dual[ok], dual_acc)
+                dual = extrapolated_dual(op, history, r, y64, alpha, lower64, dual,
+                                         n_extrapolation)
             best = torch.maximum(best_dual[idx], dual)
             best_dual[idx] = best
             gap = (primal - best).clamp(min=0.0)
