@@ -390,7 +390,7 @@ def admm(op, y, alpha, lipschitz, *, lower=None, d0=None, rho=None, relax=DEFAUL
     K = op.n_inputs
 
     # The state lives on the extended periodic grid (see CirculantEmbedding.ext),
-    # channels-last on CPU, where oneDNN's convolutions are several times faster.
+    # channels-last on CPU, where oneDNN's small convolutions are faster.
     fmt = torch.channels_last if device.type == "cpu" else torch.contiguous_format
 
     def grid(t):
