@@ -53,13 +53,14 @@ from ._duality import dual_point_value, extrapolated_dual, gap_scale, primal_obj
 #: Unobserved output pixels above which the dense boundary correction is refused.
 MAX_BOUNDARY = 8000
 
-DEFAULT_RHO_SCALE = 5e-4
 #: Default continuation on rho: ``(rho / lipschitz, iterations)`` per stage, the
 #: last stage running to the end.  A small rho removes the ill-conditioned
 #: error fast but has a slow tail; a larger one then converges fast (measured on
 #: the DCGAN layer, benchmarks/bench_inversion.py: 140 iterations reach the
 #: authors' objective, against 120 at rho=5e-4 L followed by 120 of FISTA).
 DEFAULT_RHO_STAGES = ((5e-4, 80), (3e-3, 30), (2e-2, None))
+#: The first stage's ``rho / lipschitz`` (the default of earlier versions).
+DEFAULT_RHO_SCALE = DEFAULT_RHO_STAGES[0][0]
 DEFAULT_RELAX = 1.8
 
 
