@@ -14,7 +14,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from torch import nn
 
-from ._device import resolve_device
+from ._device import check_materialised, resolve_device
 from .activations import BUILTIN_ACTIVATIONS, DEFAULT_CLIP_EPS, get_activation
 from .lasso import SOLVERS, solve_batch
 from .lasso.admm import check_admm_operator
@@ -275,6 +275,9 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         if self.layer is None:
             raise ValueError("FinalLayerInverter needs layer=<the generator's final layer>.")
         check_layer(self.layer)
+        check_materialised(self.layer)
+        if self.solver in ("fista", "admm"):
+            resolve_device(self.device)  # an unsupported device fails here, not after fit
         get_activation(self.activation)
         X, image_shape = self._check_X(X, reset=True)
         self.activation_shape_, self.anchor_ = self._resolve_shapes(X.shape[1], image_shape)
