@@ -190,6 +190,7 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     # ----------------------------------------------------------- validation
     def _check_X(self, X, reset):
         """2-D or 4-D finite X → (2-D float array, image shape or None)."""
+        get_activation(self.activation).check_dtype(X)   # before float conversion
         X = check_array(X, allow_nd=True, dtype=[np.float64, np.float32],
                         ensure_all_finite=False, ensure_2d=False,
                         input_name="X")
@@ -319,6 +320,7 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     def _targets(self, X):
         """``y' = sigma^-1(clip(x)) - b - W anchor`` for each row."""
         act = get_activation(self.activation)
+        act.check_range(X)                                # 0-255 floats would clip
         return act.invert(X, self.clip_eps) - self.bias_ - self._anchor_image
 
     def transform(self, X):
