@@ -53,7 +53,12 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         The output activation ``sigma``.  A callable is taken as the inverse
         ``sigma^-1`` (applied without clipping); a pair as ``(sigma, sigma^-1)``,
         which ``inverse_transform`` needs.  Callables must be importable
-        functions for the estimator to pickle.
+        functions for the estimator to pickle.  torch's ``nn.Tanh()``,
+        ``torch.tanh``, ``nn.Sigmoid()``, ``torch.sigmoid``, ``nn.Identity()``
+        mean the builtin ones; a forward map given as the inverse
+        (``np.tanh``) is refused.  For tanh and sigmoid, integer ``X`` is
+        refused and more than 1% of values outside the range warn
+        (:class:`~flipad_sklearn.OutOfRangeWarning`).
     alpha : float, default=5e-4
         Lasso penalty, on the sum over the sample (FLIPAD uses 5e-4 on 64x64
         DCGAN outputs).
