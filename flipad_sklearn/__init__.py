@@ -15,6 +15,14 @@ __all__ = [
     "mean_activation", "sample_activations",
 ]
 
+# --- input checks (issue 11): warnings and cross-validation helpers ---
+from . import model_selection
+from .exceptions import OutOfRangeWarning
+from .model_selection import LabelStratifiedKFold, labelled_roc_auc
+
+__all__ += ["LabelStratifiedKFold", "OutOfRangeWarning", "labelled_roc_auc",
+            "model_selection"]
+
 # --- detector and feature steps (issue 3) are exported below ---
 from .deepsad import FLIPADDetector, ThresholdWarning
 from .features import (

@@ -22,9 +22,17 @@ conformal p-value of "made by G" (small = unlikely to come from G; a sample
 of G has ``P(p <= a) <= a``).
 
 Images must have exactly the generator's output size (no silent resizing):
-files that cannot be read, are not images or have another size are listed
-on stderr with the reason (and in the CSV) and the others are still
-processed.
+files that cannot be read, are not images or have another size, broken
+symbolic links and sub-folders (folders are not searched recursively) are
+listed on stderr with the reason (and in the CSV, in input order) and the
+others are still processed.
+
+Every option is checked, and the output file's folder is created and tested
+for writing, before any work: a bad ``--fnr`` or an unwritable ``-o`` is
+reported at once, not after the inversion.  The detector file and the CSV are
+written to a temporary file in the same folder and moved into place at the
+end (``os.replace``), so an interrupted run never leaves a truncated file
+that looks complete.
 
 Exit codes
 ----------
@@ -32,9 +40,12 @@ Exit codes
     Success: every file was used.
 1
     Error: nothing was done (bad detector file, generator that does not
-    import, no usable image, ...); the message is on stderr.
+    import, no usable image, an output path that cannot be written, an
+    unsupported device, any other ``ValueError`` or ``OSError``); a one-line
+    message is on stderr.
 2
-    Command-line usage error (argparse).
+    Command-line usage error: argparse's, or an option value out of its range
+    (``--fnr 1.5``, ``--epochs 0``, ...).
 3
     Partial success: some files were skipped (listed with the reason); all
     the others were fitted on / scored.
@@ -50,8 +61,10 @@ import argparse
 import csv
 import importlib
 import importlib.util
+import math
 import os
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -67,28 +80,48 @@ class CLIError(Exception):
     """A fatal error: printed and exit code 1."""
 
 
+class UsageError(Exception):
+    """An option value out of its range: printed and exit code 2."""
+
+
 # ------------------------------------------------------------------ images
+def _expand_entries(paths):
+    """``(path, reason)`` for every file and folder entry, in input order.
+
+    Folders are listed sorted (not recursively); ``reason`` is None for a file
+    to read, else why it is skipped (a path that does not exist, a broken
+    symbolic link, a sub-folder, another extension).
+    """
+    from .datasets._image_folder import _not_a_file_reason
+
+    entries = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            for f in sorted(path.iterdir()):
+                reason = _not_a_file_reason(f, recursive=False)
+                if reason is None and f.suffix.lower() not in IMAGE_EXTENSIONS:
+                    reason = f"skipped: extension {f.suffix!r} is not an image extension"
+                if reason is not None and "sub-folder" in reason:
+                    reason = "skipped: sub-folder (folders are not searched recursively)"
+                entries.append((os.fspath(f), reason))
+        elif path.is_file():
+            entries.append((os.fspath(path), None))
+        elif path.is_symlink():
+            entries.append((os.fspath(path), "broken symbolic link"))
+        else:
+            entries.append((os.fspath(path), "no such file or folder"))
+    return entries
+
+
 def _expand(paths):
     """Files from files and folders (sorted, image extensions only in folders).
 
     Returns ``(files, errors)``; a path that does not exist is an error.
     """
-    files, errors = [], []
-    for p in paths:
-        path = Path(p)
-        if path.is_dir():
-            found = sorted(f for f in path.iterdir() if f.is_file())
-            for f in found:
-                if f.suffix.lower() in IMAGE_EXTENSIONS:
-                    files.append(os.fspath(f))
-                else:
-                    errors.append((os.fspath(f), f"skipped: extension {f.suffix!r} is not "
-                                                 "an image extension"))
-        elif path.is_file():
-            files.append(os.fspath(path))
-        else:
-            errors.append((os.fspath(path), "no such file or folder"))
-    return files, errors
+    entries = _expand_entries(paths)
+    return ([p for p, r in entries if r is None],
+            [(p, r) for p, r in entries if r is not None])
 
 
 def _read_images(files, image_shape, verbose):
@@ -247,6 +280,8 @@ def cmd_fit(args):
                    find_final_layer, mean_activation, sample_activations)
 
     verbose = not args.quiet
+    _check_fit_args(args)
+    out = _prepare_output(args.output, "-o/--output")
     generator = load_generator_spec(args.generator, args.weights)
     latent = _latent_shape(args, generator)
     rng = np.random.default_rng(args.seed)
@@ -274,6 +309,9 @@ def cmd_fit(args):
         errors += err
         X, ok, err = _read_images(files, out_shape, verbose)
         errors += err
+        if not ok:
+            _report_errors(errors, "skipped")
+            raise CLIError(f"--others {folder!r}: no usable image.")
         others.append(X)
         other_ok += ok
     _report_errors(errors, "skipped")
@@ -311,14 +349,82 @@ def cmd_fit(args):
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     pipe.set_params(inv__verbose=0)
-    out = Path(args.output)
-    if out.parent and not out.parent.exists():
-        out.parent.mkdir(parents=True)
-    joblib.dump(pipe, out)
+    _replace_atomically(out, lambda tmp: joblib.dump(pipe, tmp))
     det = pipe[-1]
     _log(True, f"saved {out} (threshold {det.threshold_:.4g} at fnr={args.fnr}, "
                f"{det.validation_distances_.size} validation samples of G)")
     return EXIT_PARTIAL if errors else EXIT_OK
+
+
+def _check_fit_args(args):
+    """Every option of ``flipad fit`` in its range, before any work (UsageError)."""
+    def need(ok, option, value, what):
+        if not ok:
+            raise UsageError(f"{option} must be {what}; got {value!r}.")
+
+    for option, value in (("--alpha", args.alpha), ("--tol", args.tol)):
+        need(math.isfinite(value) and value >= 0, option, value, "a finite number >= 0")
+    need(math.isfinite(args.fnr) and 0 <= args.fnr < 1, "--fnr", args.fnr,
+         "in [0, 1) (the tolerated share of G's images rejected, e.g. 0.005)")
+    for option, value in (("--epochs", args.epochs), ("--max-iter", args.max_iter),
+                          ("--anchor-samples", args.anchor_samples),
+                          ("--batch-size", args.batch_size)):
+        need(value >= 1, option, value, "a positive integer")
+    if args.latent_shape:
+        need(all(s >= 1 for s in args.latent_shape), "--latent-shape",
+             args.latent_shape, "positive integers")
+    _check_device(args.device)
+    for option, folder in [("--own", args.own)] + [("--others", f) for f in args.others or []]:
+        if not Path(folder).is_dir():
+            raise CLIError(f"{option} {folder!r} is not an existing folder.")
+
+
+def _check_device(device):
+    from ._device import resolve_device
+
+    try:
+        resolve_device(device)
+    except ValueError as exc:
+        raise UsageError(f"--device: {exc}") from None
+
+
+def _prepare_output(path, option):
+    """Create the folder of ``path`` and check that a file can be written there.
+
+    Returns ``path`` as a ``Path``; raises CLIError before any work otherwise.
+    """
+    out = Path(path)
+    if out.is_dir():
+        raise CLIError(f"{option} {os.fspath(path)!r} is a folder; give a file name.")
+    folder = out.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        # a real write: os.access says yes to root on a read-only file system
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+        if out.exists() and not os.access(out, os.W_OK):
+            raise PermissionError(f"{os.fspath(out)!r} is not writable")
+    except OSError as exc:
+        raise CLIError(f"{option} {os.fspath(path)!r} cannot be written: "
+                       f"{exc.strerror or exc}.") from exc
+    return out
+
+
+def _replace_atomically(path, write):
+    """``write(tmp)`` a temporary file next to ``path``, then move it onto ``path``.
+
+    An interrupted or failed write leaves ``path`` as it was (no truncated file).
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def _log(enabled, msg):
@@ -345,6 +451,11 @@ def _load_detector(path):
 
 
 def cmd_score(args):
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UsageError(f"--batch-size must be a positive integer; got {args.batch_size}.")
+    if args.device is not None:
+        _check_device(args.device)
+    csv_path = _prepare_output(args.csv, "--csv") if args.csv else None
     pipe = _load_detector(args.detector)
     verbose = not args.quiet
     inv = pipe[0]
@@ -354,10 +465,10 @@ def cmd_score(args):
     if args.batch_size is not None:
         pipe.set_params(inv__batch_size=args.batch_size)
     shape = tuple(inv.output_shape_)
-    files, errors = _expand(args.paths)
-    X, ok, err = _read_images(files, shape, verbose)
-    errors += err
-    rows = []
+    entries = _expand_entries(args.paths)
+    files = [p for p, r in entries if r is None]
+    X, ok, read_errors = _read_images(files, shape, verbose)
+    scores = pvals = ()
     if len(ok):
         pipe.set_params(inv__verbose=int(verbose and len(ok) > 1))
         with warnings.catch_warnings():
@@ -366,12 +477,23 @@ def cmd_score(args):
         det = pipe[-1]
         scores = det.decision_function(feats)
         pvals = det.pvalues(feats)
-        for f, s, p in zip(ok, scores, pvals):
-            rows.append({"path": f, "score": float(s),
+    # one row per entry, in input order: _read_images keeps the order of files
+    rows, errors = [], []
+    scored = iter(zip(ok, scores, pvals))
+    unread = iter(read_errors)
+    pending = next(scored, None)
+    for path, reason in entries:
+        if reason is None and pending is not None and pending[0] == path:
+            _, s, p = pending
+            rows.append({"path": path, "score": float(s),
                          "decision": "G" if s >= 0 else "not G", "pvalue": float(p),
                          "status": "ok"})
-    for f, reason in errors:
-        rows.append({"path": f, "score": "", "decision": "", "pvalue": "",
+            pending = next(scored, None)
+            continue
+        if reason is None:
+            path, reason = next(unread)
+        errors.append((path, reason))
+        rows.append({"path": path, "score": "", "decision": "", "pvalue": "",
                      "status": reason})
     if ok:
         width = max(len(r["path"]) for r in rows if r["status"] == "ok")
@@ -381,12 +503,17 @@ def cmd_score(args):
                 print(f"{r['path']:<{width}}  {r['score']:>11.4g}  {r['decision']:<8}  "
                       f"{r['pvalue']:>8.4f}")
     _report_errors(errors, "not scored")
-    if args.csv:
-        with open(args.csv, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=["path", "score", "decision", "pvalue",
-                                                    "status"])
-            writer.writeheader()
-            writer.writerows(rows)
+    if csv_path is not None:
+        def write(tmp):
+            with open(tmp, "w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=["path", "score", "decision",
+                                                        "pvalue", "status"])
+                writer.writeheader()
+                writer.writerows(rows)
+                fh.flush()
+                os.fsync(fh.fileno())
+
+        _replace_atomically(csv_path, write)
     if not ok:
         raise CLIError("No file could be scored." if files or errors else
                        "No files given.")
@@ -408,7 +535,8 @@ def build_parser():
         prog="flipad",
         description="Was this image made by my generator? FLIPAD attribution "
                     "(final-layer inversion + Deep SAD) from the command line.",
-        epilog="Exit codes: 0 success; 1 error (nothing done); 2 usage error; "
+        epilog="Exit codes: 0 success; 1 error (nothing done); 2 usage error "
+               "(including option values out of range); "
                "3 some files skipped (listed with the reason), the rest processed. "
                "Detector files are pickles: load only those you trust.",
     )
@@ -448,7 +576,7 @@ def build_parser():
                      help="tolerated share of G's images rejected (0.005)")
     fit.add_argument("--epochs", type=int, default=50, help="Deep SAD epochs (50)")
     fit.add_argument("--seed", type=int, default=0, help="random seed (0)")
-    fit.add_argument("--device", default="auto", help="auto, cpu or cuda (auto)")
+    fit.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto)")
     fit.add_argument("--batch-size", type=int, default=256,
                      help="samples per batch for sampling and inversion (256)")
     fit.add_argument("-o", "--output", required=True, metavar="FILE",
@@ -481,8 +609,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except CLIError as exc:
+    except UsageError as exc:
         print(f"flipad {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (CLIError, ValueError, OSError) as exc:
+        # one line, no traceback: what is wrong is in the message
+        msg = str(exc) if isinstance(exc, CLIError) else f"{type(exc).__name__}: {exc}"
+        print(f"flipad {args.command}: error: {' '.join(msg.split())}", file=sys.stderr)
         return EXIT_ERROR
 
 

@@ -14,7 +14,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from torch import nn
 
-from ._device import resolve_device
+from ._device import check_materialised, resolve_device
 from .activations import BUILTIN_ACTIVATIONS, DEFAULT_CLIP_EPS, get_activation
 from .lasso import SOLVERS, STOP_REASONS, auto_solver, make_solver, solve_batch
 from .lasso.solvers import auto_batch_size
@@ -56,7 +56,12 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         The output activation ``sigma``.  A callable is taken as the inverse
         ``sigma^-1`` (applied without clipping); a pair as ``(sigma, sigma^-1)``,
         which ``inverse_transform`` needs.  Callables must be importable
-        functions for the estimator to pickle.
+        functions for the estimator to pickle.  torch's ``nn.Tanh()``,
+        ``torch.tanh``, ``nn.Sigmoid()``, ``torch.sigmoid``, ``nn.Identity()``
+        mean the builtin ones; a forward map given as the inverse
+        (``np.tanh``) is refused.  For tanh and sigmoid, integer ``X`` is
+        refused and more than 1% of values outside the range warn
+        (:class:`~flipad_sklearn.OutOfRangeWarning`).
     alpha : float, default=5e-4
         Lasso penalty, on the sum over the sample (FLIPAD uses 5e-4 on 64x64
         DCGAN outputs).
@@ -224,6 +229,7 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     # ----------------------------------------------------------- validation
     def _check_X(self, X, reset):
         """2-D or 4-D finite X → (2-D float array, image shape or None)."""
+        get_activation(self.activation).check_dtype(X)   # before float conversion
         X = check_array(X, allow_nd=True, dtype=[np.float64, np.float32],
                         ensure_all_finite=False, ensure_2d=False,
                         input_name="X")
@@ -309,6 +315,9 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         if self.layer is None:
             raise ValueError("FinalLayerInverter needs layer=<the generator's final layer>.")
         check_layer(self.layer)
+        check_materialised(self.layer)
+        if self.solver in ("fista", "admm"):
+            resolve_device(self.device)  # an unsupported device fails here, not after fit
         get_activation(self.activation)
         X, image_shape = self._check_X(X, reset=True)
         self.activation_shape_, self.anchor_ = self._resolve_shapes(X.shape[1], image_shape)
@@ -362,6 +371,7 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     def _targets(self, X):
         """``y' = sigma^-1(clip(x)) - b - W anchor`` for each row."""
         act = get_activation(self.activation)
+        act.check_range(X)                                # 0-255 floats would clip
         return act.invert(X, self.clip_eps) - self.bias_ - self._anchor_image
 
     def transform(self, X):

@@ -186,3 +186,98 @@ def test_generator_spec_loads_callables(workdir):
 
     G = cli.load_generator_spec(str(workdir / "gens.py") + ":other")
     assert isinstance(G, torch.nn.Module) and not G.training
+
+
+# ------------------------------------------- issue 11: nothing lost, checked first
+def test_score_csv_rows_in_input_order_with_links_and_sub_folders(fitted, tmp_path):
+    import shutil
+
+    workdir, _ = fitted
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for name in ("g0000.png", "h0000.png", "broken.png", "notes.txt"):
+        shutil.copy(workdir / "test" / name, folder / name)
+    (folder / "c_dangling.png").symlink_to(tmp_path / "gone.png")
+    (folder / "d_sub").mkdir()
+    single = workdir / "test" / "g0001.png"
+    code = cli.main(["score", str(workdir / "out" / "detector.joblib"), str(single),
+                     str(folder), str(tmp_path / "missing.png"), "--csv",
+                     str(tmp_path / "s.csv"), "-q", "--device", "cpu"])
+    assert code == cli.EXIT_PARTIAL
+    with open(tmp_path / "s.csv") as fh:
+        rows = [(os.path.basename(r["path"]), r["status"]) for r in csv.DictReader(fh)]
+    # the order of the command line, folders sorted; skipped files in place
+    assert [n for n, _ in rows] == ["g0001.png", "broken.png", "c_dangling.png", "d_sub",
+                                    "g0000.png", "h0000.png", "notes.txt", "missing.png"]
+    status = dict(rows)
+    assert status["g0001.png"] == status["g0000.png"] == "ok"
+    assert status["c_dangling.png"].startswith("skipped: broken symbolic link")
+    assert "sub-folder" in status["d_sub"]
+    assert status["missing.png"] == "no such file or folder"
+
+
+def test_interrupted_csv_write_keeps_the_old_file(fitted, tmp_path, monkeypatch):
+    workdir, _ = fitted
+    target = tmp_path / "scores.csv"
+    target.write_text("previous results\n")
+
+    def interrupted(self, rows):
+        self.writerow(rows[0])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(csv.DictWriter, "writerows", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        cli.main(["score", str(workdir / "out" / "detector.joblib"),
+                  str(workdir / "test" / "g0000.png"), "--csv", str(target), "-q",
+                  "--device", "cpu"])
+    assert target.read_text() == "previous results\n"        # not truncated
+    assert os.listdir(tmp_path) == ["scores.csv"]             # no temporary left
+
+
+@pytest.mark.parametrize("option,value,message", [
+    ("--fnr", "1.5", "--fnr must be in [0, 1)"),
+    ("--fnr", "nan", "--fnr must be in [0, 1)"),
+    ("--epochs", "0", "--epochs must be a positive integer"),
+    ("--alpha", "-1", "--alpha must be a finite number >= 0"),
+    ("--max-iter", "0", "--max-iter must be a positive integer"),
+    ("--batch-size", "0", "--batch-size must be a positive integer"),
+    ("--device", "mps", "--device: device='mps' is not supported"),
+])
+def test_fit_options_are_checked_before_any_work(workdir, capsys, option, value, message):
+    # the generator does not exist: the option is reported first, before it is loaded
+    code = cli.main(["fit", "--generator", str(workdir / "nope.py") + ":G",
+                     "--own", str(workdir / "own"), option, value,
+                     "-o", str(workdir / "never.joblib")])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_USAGE, err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (workdir / "never.joblib").exists()
+
+
+def test_fit_output_path_is_checked_before_any_work(workdir, capsys):
+    blocker = workdir / "a_file"
+    blocker.write_text("")
+    for out, message in [(blocker / "detector.joblib", "cannot be written"),
+                         (workdir / "own", "is a folder")]:
+        code = cli.main(["fit", "--generator", str(workdir / "nope.py") + ":G",
+                         "--own", str(workdir / "own"), "-o", str(out)])
+        err = capsys.readouterr().err
+        assert code == cli.EXIT_ERROR and message in err, err
+    code = cli.main(["fit", "--generator", str(workdir / "gens.py") + ":G",
+                     "--own", str(workdir / "no_such_folder"), "-o", str(workdir / "x.j")])
+    assert code == cli.EXIT_ERROR
+    assert "is not an existing folder" in capsys.readouterr().err
+
+
+def test_main_turns_value_and_os_errors_into_one_line(monkeypatch, capsys, workdir):
+    def boom(args):
+        raise ValueError("first line\nsecond line")
+
+    monkeypatch.setattr(cli, "cmd_score", boom)
+    code = cli.main(["score", "x.joblib", "y.png"])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_ERROR
+    assert err.strip() == "flipad score: error: ValueError: first line second line"
+    monkeypatch.undo()
+    code = cli.main(["score", "x.joblib", "y.png", "--device", "gpu"])
+    assert code == cli.EXIT_USAGE and "use 'cuda'" in capsys.readouterr().err

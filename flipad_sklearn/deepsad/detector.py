@@ -15,6 +15,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._device import resolve_device
 from .._validation import (
+    check_image_shape,
     check_labels,
     flatten_images,
     normal_mask,
@@ -197,7 +198,9 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
     history_ : dict of lists
         ``"loss"`` (mean training loss), ``"lr"`` and ``"time"`` per epoch.
     input_shape_ : tuple or None
-        Per-sample shape used by the conv net.
+        Per-sample shape used by the conv net.  4-D input to the scoring
+        methods must have this shape (another layout of the same size, such
+        as channels last, is refused).
     n_features_in_ : int
         Number of (flat) features seen in ``fit``.
     device_ : torch.device
@@ -478,7 +481,8 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
 
     def _check_X(self, X):
         check_is_fitted(self)
-        X, _ = flatten_images(X)
+        X, nd_shape = flatten_images(X)
+        check_image_shape(nd_shape, self.input_shape_, type(self).__name__)
         return validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
 
     def score_samples(self, X):
