@@ -77,3 +77,9 @@ __all__ += [
     "ScoreHistogramDisplay",
     "plotting",
 ]
+
+# --- the conformal split, threshold and p-values of every detector (issues 11, 13) ---
+from . import conformal
+from .conformal import calibrate, required_validation_size
+
+__all__ += ["calibrate", "conformal", "required_validation_size"]

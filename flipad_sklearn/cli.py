@@ -12,7 +12,10 @@
 generator's own samples (:func:`~flipad_sklearn.mean_activation`) and fits
 the pipeline ``FinalLayerInverter -> GeneratorStandardScaler ->
 FLIPADDetector`` on the images of ``--own`` (label 1, made by G) and of every
-``--others`` folder (label -1, known not made by G).  The fitted pipeline is
+``--others`` folder (label -1, known not made by G).  The threshold is set on
+fresh samples of the generator, as many as ``--fnr`` needs
+(``--validation-samples``; :func:`~flipad_sklearn.conformal.calibrate`), so
+that every image of ``--own`` trains the detector.  The fitted pipeline is
 saved with joblib: load it in Python with ``joblib.load`` and use
 ``predict``/``decision_function`` directly.
 
@@ -245,6 +248,7 @@ def cmd_fit(args):
 
     from . import (FinalLayerInverter, FLIPADDetector, GeneratorStandardScaler,
                    find_final_layer, mean_activation, sample_activations)
+    from .conformal import calibrate, required_validation_size
 
     verbose = not args.quiet
     generator = load_generator_spec(args.generator, args.weights)
@@ -299,7 +303,12 @@ def cmd_fit(args):
         layer=final.layer, activation=final.activation, alpha=args.alpha, anchor=anchor,
         positive=positive, tol=args.tol, max_iter=args.max_iter,
         batch_size=args.batch_size, device=args.device, verbose=int(verbose))
+    # Fresh samples of G set the threshold (--own then trains in full), unless "own".
+    n_val = args.validation_samples
+    if n_val == "auto":
+        n_val = required_validation_size(args.fnr)
     detector = FLIPADDetector(fnr=args.fnr, n_epochs=args.epochs, device=args.device,
+                              validation_size="auto" if n_val == "own" else 0,
                               random_state=args.seed, verbose=0)
     pipe = Pipeline([("inv", inverter), ("scale", GeneratorStandardScaler()),
                      ("det", detector)])
@@ -308,6 +317,15 @@ def cmd_fit(args):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         pipe.fit(X, y)
+        if n_val != "own":
+            _log(verbose, f"sampling {n_val} images of G for the threshold (fnr={args.fnr})")
+            _, X_val = sample_activations(
+                generator, n_val, latent, layer=final.layer, batch_size=args.batch_size,
+                device=args.device, random_state=int(np.random.default_rng(
+                    [args.seed, 1]).integers(2**31)))  # not the anchor's samples
+            # as if saved to and read from 8-bit image files, like --own
+            X_val = np.clip(np.round((X_val + 1) * 127.5), 0, 255) / 127.5 - 1
+            calibrate(pipe, X_val.astype(np.float32))
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     pipe.set_params(inv__verbose=0)
@@ -317,8 +335,21 @@ def cmd_fit(args):
     joblib.dump(pipe, out)
     det = pipe[-1]
     _log(True, f"saved {out} (threshold {det.threshold_:.4g} at fnr={args.fnr}, "
-               f"{det.validation_distances_.size} validation samples of G)")
+               f"{det.validation_scores_.size} validation samples of G)")
     return EXIT_PARTIAL if errors else EXIT_OK
+
+
+def _validation_samples(text):
+    if text in ("auto", "own"):
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected 'auto', 'own' or a positive integer, "
+                                         f"got {text!r}")
+    return n
 
 
 def _log(enabled, msg):
@@ -447,6 +478,11 @@ def build_parser():
     fit.add_argument("--fnr", type=float, default=0.005,
                      help="tolerated share of G's images rejected (0.005)")
     fit.add_argument("--epochs", type=int, default=50, help="Deep SAD epochs (50)")
+    fit.add_argument("--validation-samples", type=_validation_samples, default="auto",
+                     metavar="N|auto|own",
+                     help="fresh samples of the generator that set the threshold (as "
+                          "8-bit images in [-1, 1]); auto: as many as --fnr needs "
+                          "(199 at 0.005); own: hold out images of --own instead (auto)")
     fit.add_argument("--seed", type=int, default=0, help="random seed (0)")
     fit.add_argument("--device", default="auto", help="auto, cpu or cuda (auto)")
     fit.add_argument("--batch-size", type=int, default=256,

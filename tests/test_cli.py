@@ -100,6 +100,23 @@ def test_fit_writes_a_detector(fitted):
     pipe = joblib.load(workdir / "out" / "detector.joblib")
     assert pipe[0].output_shape_ == (1, 8, 8)
     assert pipe[0].positive  # auto: the penultimate layer is a ReLU
+    # the threshold comes from fresh samples of G, as many as fnr=0.05 needs (19),
+    # and every image of --own trained the detector
+    assert "sampling 19 images of G" in res.stderr
+    det = pipe[-1]
+    assert det.validation_size == 0 and det.validation_scores_.size == 19
+    assert "19 validation samples" in res.stderr
+
+
+def test_validation_samples_option():
+    parser = cli.build_parser()
+    base = ["fit", "--generator", "g.py:G", "--own", "d", "-o", "x.joblib"]
+    assert parser.parse_args(base).validation_samples == "auto"
+    assert parser.parse_args(base + ["--validation-samples", "500"]).validation_samples == 500
+    assert parser.parse_args(base + ["--validation-samples", "own"]).validation_samples == "own"
+    for bad in ("0", "-3", "many"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(base + ["--validation-samples", bad])
 
 
 def test_score_lists_bad_files_and_scores_the_rest(fitted):
