@@ -83,3 +83,9 @@ from . import conformal
 from .conformal import calibrate, required_validation_size
 
 __all__ += ["calibrate", "conformal", "required_validation_size"]
+
+# --- attribution over several owned models (issue 13) ---
+from . import multi
+from .multi import OwnedModelsAttributor
+
+__all__ += ["OwnedModelsAttributor", "multi"]
