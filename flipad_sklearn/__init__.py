@@ -87,5 +87,6 @@ __all__ += ["calibrate", "conformal", "required_validation_size"]
 # --- attribution over several owned models (issue 13) ---
 from . import multi
 from .multi import OwnedModelsAttributor
+from .plotting import PredictionSetDisplay
 
-__all__ += ["OwnedModelsAttributor", "multi"]
+__all__ += ["OwnedModelsAttributor", "PredictionSetDisplay", "multi"]

@@ -6,6 +6,7 @@
                --own samples_of_G/ --others real/ --others other_gan/ \\
                -o detector.joblib
     flipad score detector.joblib suspicious/ img1.png img2.png --csv scores.csv
+    flipad attribute --model G1=g1.joblib --model G2=g2.joblib suspicious/
 
 ``fit`` finds the generator's final layer and output activation
 (:func:`~flipad_sklearn.find_final_layer`), computes the anchor from the
@@ -13,7 +14,7 @@ generator's own samples (:func:`~flipad_sklearn.mean_activation`) and fits
 the pipeline ``FinalLayerInverter -> GeneratorStandardScaler ->
 FLIPADDetector`` on the images of ``--own`` (label 1, made by G) and of every
 ``--others`` folder (label -1, known not made by G).  The threshold is set on
-fresh samples of the generator, as many as ``--fnr`` needs
+1000 fresh samples of the generator, or more if ``--fnr`` needs them
 (``--validation-samples``; :func:`~flipad_sklearn.conformal.calibrate`), so
 that every image of ``--own`` trains the detector.  The fitted pipeline is
 saved with joblib: load it in Python with ``joblib.load`` and use
@@ -306,7 +307,9 @@ def cmd_fit(args):
     # Fresh samples of G set the threshold (--own then trains in full), unless "own".
     n_val = args.validation_samples
     if n_val == "auto":
-        n_val = required_validation_size(args.fnr)
+        # what the fnr needs, and at least 1000: with exactly 1/fnr - 1 the threshold is
+        # the largest of them, and the share of G rejected varies by +-fnr from draw to draw
+        n_val = max(required_validation_size(args.fnr), 1000)
     detector = FLIPADDetector(fnr=args.fnr, n_epochs=args.epochs, device=args.device,
                               validation_size="auto" if n_val == "own" else 0,
                               random_state=args.seed, verbose=0)
@@ -424,6 +427,66 @@ def cmd_score(args):
     return EXIT_PARTIAL if errors else EXIT_OK
 
 
+# --------------------------------------------------------------- attribute
+def cmd_attribute(args):
+    """Prediction sets over several owned models (one detector file per model)."""
+    from .multi import OwnedModelsAttributor
+
+    if args.alpha is not None and not 0 <= args.alpha < 1:
+        raise CLIError(f"--alpha must be in [0, 1), got {args.alpha}.")
+    models = {}
+    for spec in args.model:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            name, path = Path(spec).stem, spec
+        if name in models:
+            raise CLIError(f"--model: the name {name!r} is given twice (use NAME=FILE).")
+        models[name] = _load_detector(path)
+    shapes = {n: tuple(p[0].output_shape_) for n, p in models.items()}
+    if len(set(shapes.values())) > 1:
+        raise CLIError(f"The models make images of different shapes: {shapes}.")
+    try:
+        attr = OwnedModelsAttributor.from_fitted(models)
+    except (TypeError, ValueError) as exc:
+        raise CLIError(str(exc)) from exc
+    verbose = not args.quiet
+    files, errors = _expand(args.paths)
+    X, ok, err = _read_images(files, next(iter(shapes.values())), verbose)
+    errors += err
+    names = list(models)
+    rows = []
+    if ok:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # convergence: the scores are still defined
+            res = attr.attribute(X, alpha=args.alpha)
+        for i, f in enumerate(ok):
+            row = {"path": f, "prediction": res.labels[i],
+                   "set": "{" + ",".join(np.asarray(names)[res.sets[i]]) + "}",
+                   "status": "ok"}
+            row.update({f"p_{n}": float(res.pvalues[i, j]) for j, n in enumerate(names)})
+            rows.append(row)
+        width = max(len(r["path"]) for r in rows)
+        print(f"{'path':<{width}}  {'prediction':<12}  {'set':<20}  "
+              + "  ".join(f"{'p_' + n:>10}" for n in names))
+        for r in rows:
+            print(f"{r['path']:<{width}}  {r['prediction']:<12}  {r['set']:<20}  "
+                  + "  ".join(f"{r['p_' + n]:>10.4f}" for n in names))
+    for f, reason in errors:
+        rows.append({"path": f, "prediction": "", "set": "", "status": reason,
+                     **{f"p_{n}": "" for n in names}})
+    _report_errors(errors, "not attributed")
+    if args.csv:
+        with open(args.csv, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=["path", "prediction", "set"]
+                                    + [f"p_{n}" for n in names] + ["status"])
+            writer.writeheader()
+            writer.writerows(rows)
+    if not ok:
+        raise CLIError("No file could be attributed." if files or errors else
+                       "No files given.")
+    return EXIT_PARTIAL if errors else EXIT_OK
+
+
 def _torch_device(device):
     from ._device import resolve_device
 
@@ -481,8 +544,9 @@ def build_parser():
     fit.add_argument("--validation-samples", type=_validation_samples, default="auto",
                      metavar="N|auto|own",
                      help="fresh samples of the generator that set the threshold (as "
-                          "8-bit images in [-1, 1]); auto: as many as --fnr needs "
-                          "(199 at 0.005); own: hold out images of --own instead (auto)")
+                          "8-bit images in [-1, 1]); auto: 1000, or more if --fnr needs "
+                          "it (199 at 0.005, 1999 at 0.0005); own: hold out images of "
+                          "--own instead (auto)")
     fit.add_argument("--seed", type=int, default=0, help="random seed (0)")
     fit.add_argument("--device", default="auto", help="auto, cpu or cuda (auto)")
     fit.add_argument("--batch-size", type=int, default=256,
@@ -508,6 +572,27 @@ def build_parser():
                        help="samples per inversion batch")
     score.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     score.set_defaults(func=cmd_score)
+
+    attribute = sub.add_parser(
+        "attribute", help="which of my models made these images? (prediction sets)",
+        description="With one `flipad fit` detector per owned model: print for each file "
+                    "the set of models that may have made it ({} = none of mine; each "
+                    "model's own images are in its set at rate >= 1 - fnr), the most "
+                    "likely one and each model's conformal p-value.")
+    attribute.add_argument("--model", action="append", required=True,
+                           metavar="NAME=FILE",
+                           help="an owned model's detector (written by `flipad fit`; a "
+                                "pickle: only load files you trust); repeat per model. "
+                                "NAME defaults to the file's stem")
+    attribute.add_argument("paths", nargs="+", metavar="PATH",
+                           help="image files or folders of images")
+    attribute.add_argument("--alpha", type=float, default=None,
+                           help="keep the models whose p-value exceeds ALPHA (default: "
+                                "each detector's own threshold, at its fnr)")
+    attribute.add_argument("--csv", metavar="FILE",
+                           help="also write path, prediction, set, p_<model>..., status")
+    attribute.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    attribute.set_defaults(func=cmd_attribute)
     return parser
 
 

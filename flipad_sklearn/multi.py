@@ -373,14 +373,38 @@ class OwnedModelsAttributor(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         -------
         labels : ndarray of shape (n_samples,), object
         """
+        return self.attribute(X).labels
+
+    def attribute(self, X, alpha=None):
+        """p-values, prediction sets and labels from one pass over ``X``.
+
+        Each model's pipeline transforms ``X`` once (the inversion is the
+        costly part); :meth:`pvalues`, :meth:`predict_set` and
+        :meth:`predict` each make that pass.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+        alpha : float in [0, 1) or None, default=None
+            As in :meth:`predict_set`; the labels are taken from these sets.
+
+        Returns
+        -------
+        result : sklearn.utils.Bunch
+            ``pvalues`` (n_samples, n_models), ``sets`` (n_samples, n_models)
+            bool and ``labels`` (n_samples,): the model of the set with the
+            largest p-value, or ``none_label`` for an empty set.
+        """
+        from sklearn.utils import Bunch
+
         scored = self._scores(X)
-        member = self._sets(scored, None)
+        member = self._sets(scored, alpha)
         p = np.column_stack([conformal_pvalues(det.validation_scores_, s)
                              for det, s in scored])
         best = np.argmax(np.where(member, p, -1.0), axis=1)
-        out = np.array(self.classes_[best], dtype=object)
-        out[~member.any(axis=1)] = self.none_label
-        return out
+        labels = np.array(self.classes_[best], dtype=object)
+        labels[~member.any(axis=1)] = self.none_label
+        return Bunch(pvalues=p, sets=member, labels=labels)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

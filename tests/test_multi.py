@@ -183,3 +183,27 @@ def test_flipad_detectors_inside():
                                   "G3": FLIPADDetector(**fast)}).fit(X, y)
     assert attr.predict_set(X).shape == (270, 2)
     assert np.mean(attr.predict(sample("G3", 200, 50)) == "G3") > 0.6
+
+
+def test_prediction_set_display(fitted):
+    mpl = pytest.importorskip("matplotlib")
+    mpl.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from flipad_sklearn import PredictionSetDisplay
+
+    X = np.vstack([sample("G1", 200, 60), sample("G3", 200, 61), sample("none", 100, 62)])
+    y = np.array(["G1"] * 200 + ["G3"] * 200 + ["none"] * 100)
+    disp = PredictionSetDisplay.from_estimator(fitted, X, y)
+    sets = fitted.predict_set(X)
+    assert list(disp.set_sizes) == ["G1", "G3", "none"]  # models first, then others
+    np.testing.assert_allclose(disp.set_sizes["G3"],
+                               np.bincount(sets[200:400].sum(1), minlength=4) / 200)
+    assert disp.coverage["G1"] == pytest.approx(sets[:200, 0].mean())
+    assert disp.target == {"G1": 0.95, "G2": 0.95, "G3": 0.95}
+    assert len(disp.bars_) == 4 and disp.figure_ is disp.ax_.figure
+    disp2 = PredictionSetDisplay.from_estimator(fitted, X, y, alpha=0.2)
+    assert set(disp2.target.values()) == {0.8}
+    with pytest.raises(ValueError, match="sets must have shape"):
+        PredictionSetDisplay.from_predictions(y, sets[:, :2], ["G1", "G2", "G3"])
+    plt.close("all")
