@@ -19,7 +19,7 @@ from numbers import Real
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone
 from sklearn.frozen import FrozenEstimator
-from sklearn.utils import _safe_indexing
+from sklearn.utils import _safe_indexing, metadata_routing
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
@@ -99,6 +99,9 @@ class OwnedModelsAttributor(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
     >>> attr.predict([[0.0, 0.0], [6.0, 6.0], [30.0, -30.0]]).tolist()
     ['G1', 'G2', 'none']
     """
+
+    # no set_score_request (score's sample_weight is not routed anywhere)
+    __metadata_request__score = {"sample_weight": metadata_routing.UNUSED}
 
     _parameter_constraints = {
         "estimators": [dict, list],
