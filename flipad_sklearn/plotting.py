@@ -773,7 +773,9 @@ class PredictionSetDisplay:
         ax.set_xticklabels(labels)
         ax.set_xlabel("true source")
         ax.set_ylabel("share of samples")
-        ax.set_ylim(0, 1.05)
-        ax.legend(fontsize="small", loc="lower right")
+        # room above the bars for the legend
+        ax.set_ylim(0, 1.45)
+        ax.set_yticks(np.linspace(0, 1, 6))
+        ax.legend(fontsize="small", loc="upper center", ncol=2)
         self.figure_, self.ax_ = fig, ax
         return self
