@@ -85,3 +85,16 @@ __all__ += [
     "ScoreHistogramDisplay",
     "plotting",
 ]
+
+# --- the conformal split, threshold and p-values of every detector (issues 11, 13) ---
+from . import conformal
+from .conformal import calibrate, required_validation_size
+
+__all__ += ["calibrate", "conformal", "required_validation_size"]
+
+# --- attribution over several owned models (issue 13) ---
+from . import multi
+from .multi import OwnedModelsAttributor
+from .plotting import PredictionSetDisplay
+
+__all__ += ["OwnedModelsAttributor", "PredictionSetDisplay", "multi"]

@@ -6,13 +6,17 @@
                --own samples_of_G/ --others real/ --others other_gan/ \\
                -o detector.joblib
     flipad score detector.joblib suspicious/ img1.png img2.png --csv scores.csv
+    flipad attribute --model G1=g1.joblib --model G2=g2.joblib suspicious/
 
 ``fit`` finds the generator's final layer and output activation
 (:func:`~flipad_sklearn.find_final_layer`), computes the anchor from the
 generator's own samples (:func:`~flipad_sklearn.mean_activation`) and fits
 the pipeline ``FinalLayerInverter -> GeneratorStandardScaler ->
 FLIPADDetector`` on the images of ``--own`` (label 1, made by G) and of every
-``--others`` folder (label -1, known not made by G).  The fitted pipeline is
+``--others`` folder (label -1, known not made by G).  The threshold is set on
+1000 fresh samples of the generator, or more if ``--fnr`` needs them
+(``--validation-samples``; :func:`~flipad_sklearn.conformal.calibrate`), so
+that every image of ``--own`` trains the detector.  The fitted pipeline is
 saved with joblib: load it in Python with ``joblib.load`` and use
 ``predict``/``decision_function`` directly.
 
@@ -278,6 +282,7 @@ def cmd_fit(args):
 
     from . import (FinalLayerInverter, FLIPADDetector, GeneratorStandardScaler,
                    find_final_layer, mean_activation, sample_activations)
+    from .conformal import calibrate, required_validation_size
 
     verbose = not args.quiet
     _check_fit_args(args)
@@ -337,7 +342,14 @@ def cmd_fit(args):
         layer=final.layer, activation=final.activation, alpha=args.alpha, anchor=anchor,
         positive=positive, tol=args.tol, max_iter=args.max_iter,
         batch_size=args.batch_size, device=args.device, verbose=int(verbose))
+    # Fresh samples of G set the threshold (--own then trains in full), unless "own".
+    n_val = args.validation_samples
+    if n_val == "auto":
+        # what the fnr needs, and at least 1000: with exactly 1/fnr - 1 the threshold is
+        # the largest of them, and the share of G rejected varies by +-fnr from draw to draw
+        n_val = max(required_validation_size(args.fnr), 1000)
     detector = FLIPADDetector(fnr=args.fnr, n_epochs=args.epochs, device=args.device,
+                              validation_size="auto" if n_val == "own" else 0,
                               random_state=args.seed, verbose=0)
     pipe = Pipeline([("inv", inverter), ("scale", GeneratorStandardScaler()),
                      ("det", detector)])
@@ -346,13 +358,22 @@ def cmd_fit(args):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         pipe.fit(X, y)
+        if n_val != "own":
+            _log(verbose, f"sampling {n_val} images of G for the threshold (fnr={args.fnr})")
+            _, X_val = sample_activations(
+                generator, n_val, latent, layer=final.layer, batch_size=args.batch_size,
+                device=args.device, random_state=int(np.random.default_rng(
+                    [args.seed, 1]).integers(2**31)))  # not the anchor's samples
+            # as if saved to and read from 8-bit image files, like --own
+            X_val = np.clip(np.round((X_val + 1) * 127.5), 0, 255) / 127.5 - 1
+            calibrate(pipe, X_val.astype(np.float32))
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     pipe.set_params(inv__verbose=0)
     _replace_atomically(out, lambda tmp: joblib.dump(pipe, tmp))
     det = pipe[-1]
     _log(True, f"saved {out} (threshold {det.threshold_:.4g} at fnr={args.fnr}, "
-               f"{det.validation_distances_.size} validation samples of G)")
+               f"{det.validation_scores_.size} validation samples of G)")
     return EXIT_PARTIAL if errors else EXIT_OK
 
 
@@ -425,6 +446,19 @@ def _replace_atomically(path, write):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _validation_samples(text):
+    if text in ("auto", "own"):
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected 'auto', 'own' or a positive integer, "
+                                         f"got {text!r}")
+    return n
 
 
 def _log(enabled, msg):
@@ -520,6 +554,66 @@ def cmd_score(args):
     return EXIT_PARTIAL if errors else EXIT_OK
 
 
+# --------------------------------------------------------------- attribute
+def cmd_attribute(args):
+    """Prediction sets over several owned models (one detector file per model)."""
+    from .multi import OwnedModelsAttributor
+
+    if args.alpha is not None and not 0 <= args.alpha < 1:
+        raise CLIError(f"--alpha must be in [0, 1), got {args.alpha}.")
+    models = {}
+    for spec in args.model:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            name, path = Path(spec).stem, spec
+        if name in models:
+            raise CLIError(f"--model: the name {name!r} is given twice (use NAME=FILE).")
+        models[name] = _load_detector(path)
+    shapes = {n: tuple(p[0].output_shape_) for n, p in models.items()}
+    if len(set(shapes.values())) > 1:
+        raise CLIError(f"The models make images of different shapes: {shapes}.")
+    try:
+        attr = OwnedModelsAttributor.from_fitted(models)
+    except (TypeError, ValueError) as exc:
+        raise CLIError(str(exc)) from exc
+    verbose = not args.quiet
+    files, errors = _expand(args.paths)
+    X, ok, err = _read_images(files, next(iter(shapes.values())), verbose)
+    errors += err
+    names = list(models)
+    rows = []
+    if ok:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # convergence: the scores are still defined
+            res = attr.attribute(X, alpha=args.alpha)
+        for i, f in enumerate(ok):
+            row = {"path": f, "prediction": res.labels[i],
+                   "set": "{" + ",".join(np.asarray(names)[res.sets[i]]) + "}",
+                   "status": "ok"}
+            row.update({f"p_{n}": float(res.pvalues[i, j]) for j, n in enumerate(names)})
+            rows.append(row)
+        width = max(len(r["path"]) for r in rows)
+        print(f"{'path':<{width}}  {'prediction':<12}  {'set':<20}  "
+              + "  ".join(f"{'p_' + n:>10}" for n in names))
+        for r in rows:
+            print(f"{r['path']:<{width}}  {r['prediction']:<12}  {r['set']:<20}  "
+                  + "  ".join(f"{r['p_' + n]:>10.4f}" for n in names))
+    for f, reason in errors:
+        rows.append({"path": f, "prediction": "", "set": "", "status": reason,
+                     **{f"p_{n}": "" for n in names}})
+    _report_errors(errors, "not attributed")
+    if args.csv:
+        with open(args.csv, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=["path", "prediction", "set"]
+                                    + [f"p_{n}" for n in names] + ["status"])
+            writer.writeheader()
+            writer.writerows(rows)
+    if not ok:
+        raise CLIError("No file could be attributed." if files or errors else
+                       "No files given.")
+    return EXIT_PARTIAL if errors else EXIT_OK
+
+
 def _torch_device(device):
     from ._device import resolve_device
 
@@ -575,6 +669,12 @@ def build_parser():
     fit.add_argument("--fnr", type=float, default=0.005,
                      help="tolerated share of G's images rejected (0.005)")
     fit.add_argument("--epochs", type=int, default=50, help="Deep SAD epochs (50)")
+    fit.add_argument("--validation-samples", type=_validation_samples, default="auto",
+                     metavar="N|auto|own",
+                     help="fresh samples of the generator that set the threshold (as "
+                          "8-bit images in [-1, 1]); auto: 1000, or more if --fnr needs "
+                          "it (199 at 0.005, 1999 at 0.0005); own: hold out images of "
+                          "--own instead (auto)")
     fit.add_argument("--seed", type=int, default=0, help="random seed (0)")
     fit.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto)")
     fit.add_argument("--batch-size", type=int, default=256,
@@ -600,6 +700,27 @@ def build_parser():
                        help="samples per inversion batch")
     score.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     score.set_defaults(func=cmd_score)
+
+    attribute = sub.add_parser(
+        "attribute", help="which of my models made these images? (prediction sets)",
+        description="With one `flipad fit` detector per owned model: print for each file "
+                    "the set of models that may have made it ({} = none of mine; each "
+                    "model's own images are in its set at rate >= 1 - fnr), the most "
+                    "likely one and each model's conformal p-value.")
+    attribute.add_argument("--model", action="append", required=True,
+                           metavar="NAME=FILE",
+                           help="an owned model's detector (written by `flipad fit`; a "
+                                "pickle: only load files you trust); repeat per model. "
+                                "NAME defaults to the file's stem")
+    attribute.add_argument("paths", nargs="+", metavar="PATH",
+                           help="image files or folders of images")
+    attribute.add_argument("--alpha", type=float, default=None,
+                           help="keep the models whose p-value exceeds ALPHA (default: "
+                                "each detector's own threshold, at its fnr)")
+    attribute.add_argument("--csv", metavar="FILE",
+                           help="also write path, prediction, set, p_<model>..., status")
+    attribute.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    attribute.set_defaults(func=cmd_attribute)
     return parser
 
 

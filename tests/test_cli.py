@@ -100,6 +100,23 @@ def test_fit_writes_a_detector(fitted):
     pipe = joblib.load(workdir / "out" / "detector.joblib")
     assert pipe[0].output_shape_ == (1, 8, 8)
     assert pipe[0].positive  # auto: the penultimate layer is a ReLU
+    # the threshold comes from 1000 fresh samples of G (fnr=0.05 needs 19 at least),
+    # and every image of --own trained the detector
+    assert "sampling 1000 images of G" in res.stderr
+    det = pipe[-1]
+    assert det.validation_size == 0 and det.validation_scores_.size == 1000
+    assert "1000 validation samples" in res.stderr
+
+
+def test_validation_samples_option():
+    parser = cli.build_parser()
+    base = ["fit", "--generator", "g.py:G", "--own", "d", "-o", "x.joblib"]
+    assert parser.parse_args(base).validation_samples == "auto"
+    assert parser.parse_args(base + ["--validation-samples", "500"]).validation_samples == 500
+    assert parser.parse_args(base + ["--validation-samples", "own"]).validation_samples == "own"
+    for bad in ("0", "-3", "many"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(base + ["--validation-samples", bad])
 
 
 def test_score_lists_bad_files_and_scores_the_rest(fitted):
@@ -281,3 +298,36 @@ def test_main_turns_value_and_os_errors_into_one_line(monkeypatch, capsys, workd
     monkeypatch.undo()
     code = cli.main(["score", "x.joblib", "y.png", "--device", "gpu"])
     assert code == cli.EXIT_USAGE and "use 'cuda'" in capsys.readouterr().err
+
+
+def test_attribute_over_two_owned_models(fitted):
+    workdir, _ = fitted
+    # the second owned model: the other generator, with G's images as its others
+    res = _run(["fit", "--generator", "gens.py:other", "--latent-shape", "8",
+                "--own", "others", "--others", "own", "--fnr", "0.05", "--epochs", "8",
+                "--anchor-samples", "500", "--max-iter", "200", "--tol", "1e-3", "-q",
+                "-o", "out/other.joblib"], cwd=workdir)
+    assert res.returncode == cli.EXIT_OK, res.stderr
+    res = _run(["attribute", "--model", "G=out/detector.joblib", "--model", "out/other.joblib",
+                "test", "--csv", "sets.csv", "-q"], cwd=workdir)
+    assert res.returncode == cli.EXIT_PARTIAL, res.stderr  # the bad files of test/
+    assert "p_G" in res.stdout and "p_other" in res.stdout
+    with open(workdir / "sets.csv") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["status"] == "ok"]
+    assert len(rows) == 12
+    g = [r for r in rows if os.path.basename(r["path"]).startswith("g")]
+    h = [r for r in rows if os.path.basename(r["path"]).startswith("h")]
+    # at fnr=0.05 a few of G's own images may fall out of G's set (then into none)
+    assert np.mean([r["prediction"] == "G" for r in g]) >= 4 / 6
+    assert all(r["prediction"] in ("G", "none") for r in g)
+    assert all(float(r["p_G"]) > float(r["p_other"]) for r in g)
+    assert all(r["prediction"] == "other" and r["set"] == "{other}" for r in h)
+    for r in rows:
+        assert 0 < float(r["p_G"]) <= 1 and 0 < float(r["p_other"]) <= 1
+    code = cli.main(["attribute", "--model", str(workdir / "out" / "detector.joblib"),
+                     "--model", str(workdir / "out" / "detector.joblib"),
+                     str(workdir / "test" / "g0000.png"), "-q"])
+    assert code == cli.EXIT_ERROR  # the same name twice
+    code = cli.main(["attribute", "--model", str(workdir / "out" / "detector.joblib"),
+                     "--alpha", "2", str(workdir / "test" / "g0000.png"), "-q"])
+    assert code == cli.EXIT_ERROR
