@@ -77,3 +77,9 @@ __all__ += [
     "ScoreHistogramDisplay",
     "plotting",
 ]
+
+# --- streaming inversion and reduction (issue 12) ---
+from . import streaming
+from .streaming import StreamingFeatures
+
+__all__ += ["StreamingFeatures", "streaming"]
