@@ -29,7 +29,7 @@ calls) is ``fit`` followed by ``transform``.
 from numbers import Integral
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin, _fit_context, clone
+from sklearn.base import TransformerMixin, _fit_context, clone
 from sklearn.preprocessing import FunctionTransformer
 from sklearn.utils import gen_batches
 from sklearn.utils._param_validation import HasMethods, Interval
