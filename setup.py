@@ -35,6 +35,8 @@ setup(
         "test": ["pytest>=7", "dask[distributed]>=2024.1", "matplotlib>=3.6"],
         "dask": ["dask[distributed]>=2024.1"],
         "plot": ["matplotlib>=3.6"],
+        # Stable Diffusion and other diffusers models (docs/user_guide/diffusers.rst)
+        "diffusers": ["diffusers>=0.25"],
         "docs": [
             "sphinx>=7",
             "numpydoc>=1.6",
