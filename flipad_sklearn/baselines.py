@@ -399,7 +399,7 @@ def _default_encode(autoencoder):
     return encode
 
 
-class ReconstructionDistance(_ConformalMixin, OutlierMixin, BaseEstimator):
+class ReconstructionDistance(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
     """Reconstruction baseline for latent-diffusion decoders (the AEROBLADE idea).
 
     An image made by a latent diffusion model is a decode of a latent, so the
@@ -433,6 +433,8 @@ class ReconstructionDistance(_ConformalMixin, OutlierMixin, BaseEstimator):
     batch_size : int, default=16
         Images reconstructed together.
     fnr : float, default=0.005
+    validation_size : "auto", int or None, default="auto"
+        Samples of G held out for the threshold, as in :class:`ConformalDetector`.
     validation_fraction : float, default=0.2
         Share of G's samples held out for the threshold (the only samples
         reconstructed at ``fit``).
@@ -471,8 +473,8 @@ class ReconstructionDistance(_ConformalMixin, OutlierMixin, BaseEstimator):
     }
 
     def __init__(self, autoencoder=None, *, encode=None, decode=None, distance="l2",
-                 input_shape=None, batch_size=16, fnr=0.005, validation_fraction=0.2,
-                 device="cpu", random_state=None, verbose=0):
+                 input_shape=None, batch_size=16, fnr=0.005, validation_size="auto",
+                 validation_fraction=0.2, device="cpu", random_state=None, verbose=0):
         self.autoencoder = autoencoder
         self.encode = encode
         self.decode = decode
@@ -480,6 +482,7 @@ class ReconstructionDistance(_ConformalMixin, OutlierMixin, BaseEstimator):
         self.input_shape = input_shape
         self.batch_size = batch_size
         self.fnr = fnr
+        self.validation_size = validation_size
         self.validation_fraction = validation_fraction
         self.device = device
         self.random_state = random_state
@@ -522,8 +525,8 @@ class ReconstructionDistance(_ConformalMixin, OutlierMixin, BaseEstimator):
         labels = check_labels(y, X.shape[0])
         self.input_shape_ = resolve_input_shape(self.input_shape, nd_shape, X.shape[1], "row")
         rng = check_random_state(self.random_state)
-        _, val_idx = self._split_normal(labels, rng)
-        self._set_threshold(self._scores(X[val_idx]))
+        _, val_idx = self._validation_split(labels, rng)
+        self._fit_threshold(X[val_idx], self._scores)
         return self
 
     def _scores(self, X):
