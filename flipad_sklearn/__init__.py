@@ -77,3 +77,8 @@ __all__ += [
     "ScoreHistogramDisplay",
     "plotting",
 ]
+
+# --- the FLIPAD recipe and secure persistence (issue 11) ---
+from . import persistence, pipeline
+
+__all__ += ["persistence", "pipeline"]

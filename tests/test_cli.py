@@ -83,28 +83,31 @@ def fitted(workdir):
     res = _run(["fit", "--generator", "gens.py:G", "--latent-shape", "8",
                 "--own", "own", "--others", "others", "--fnr", "0.05", "--epochs", "8",
                 "--anchor-samples", "500", "--max-iter", "200", "--tol", "1e-3",
-                "-o", "out/detector.joblib"], cwd=workdir)
+                "-o", "out/detector.flipad"], cwd=workdir)
     return workdir, res
 
 
 def test_fit_writes_a_detector(fitted):
     workdir, res = fitted
     assert res.returncode == cli.EXIT_OK, res.stderr
-    assert (workdir / "out" / "detector.joblib").is_file()
+    assert (workdir / "out" / "detector.flipad").is_file()
     # progress bars and the summary go to stderr
     assert "final-layer inversion" in res.stderr
     assert "saved" in res.stderr
 
-    import joblib
+    from flipad_sklearn import persistence
 
-    pipe = joblib.load(workdir / "out" / "detector.joblib")
+    # the secure format by default, with the recipe of make_flipad
+    assert persistence.sniff(workdir / "out" / "detector.flipad") == "flipad"
+    pipe = persistence.load(workdir / "out" / "detector.flipad")
+    assert [n for n, _ in pipe.steps] == ["inv", "pool", "select", "scaler", "det"]
     assert pipe[0].output_shape_ == (1, 8, 8)
     assert pipe[0].positive  # auto: the penultimate layer is a ReLU
 
 
 def test_score_lists_bad_files_and_scores_the_rest(fitted):
     workdir, _ = fitted
-    res = _run(["score", "out/detector.joblib", "test", "missing.png", "--csv", "s.csv",
+    res = _run(["score", "out/detector.flipad", "test", "missing.png", "--csv", "s.csv",
                 "-q"], cwd=workdir)
     assert res.returncode == cli.EXIT_PARTIAL, res.stderr
     for name, reason in [("broken.png", "unreadable"), ("big.png", "mis-sized"),
@@ -132,7 +135,7 @@ def test_score_lists_bad_files_and_scores_the_rest(fitted):
 
 def test_score_all_good_files_exit_zero(fitted, capsys):
     workdir, _ = fitted
-    code = cli.main(["score", str(workdir / "out" / "detector.joblib"),
+    code = cli.main(["score", str(workdir / "out" / "detector.flipad"),
                      str(workdir / "test" / "g0000.png"), str(workdir / "test" / "h0000.png"),
                      "-q", "--device", "cpu", "--batch-size", "1"])
     assert code == cli.EXIT_OK
@@ -186,3 +189,50 @@ def test_generator_spec_loads_callables(workdir):
 
     G = cli.load_generator_spec(str(workdir / "gens.py") + ":other")
     assert isinstance(G, torch.nn.Module) and not G.training
+
+
+class _Evil:
+    """Unpickling this writes a marker file (stands for any code in a pickle)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_score_refuses_a_malicious_pickle(workdir, tmp_path, capsys):
+    import joblib
+
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.joblib"
+    joblib.dump(_Evil(str(marker)), evil)
+    res = _run(["score", str(evil), "test/g0000.png"], cwd=workdir)
+    assert res.returncode == cli.EXIT_ERROR
+    assert "pickle/joblib file" in res.stderr and "--trust-pickle" in res.stderr
+    assert not marker.exists()
+    # with --trust-pickle the file is unpickled (and its code runs): the flag is
+    # the user's explicit "I trust this file"; it is then still not a detector
+    code = cli.main(["score", str(evil), str(workdir / "test" / "g0000.png"),
+                     "--trust-pickle"])
+    assert code == cli.EXIT_ERROR
+    assert "not a detector" in capsys.readouterr().err
+    assert marker.exists()
+
+
+def test_joblib_output_warns_and_needs_trust_pickle(fitted, capsys):
+    workdir, _ = fitted
+    from flipad_sklearn import persistence
+
+    pipe = persistence.load(workdir / "out" / "detector.flipad")
+    out = workdir / "out" / "trusted.joblib"
+    cli._save_detector(pipe, out)
+    assert "for the secure format" in capsys.readouterr().err
+    args = [str(out), str(workdir / "test" / "g0000.png"), "-q", "--device", "cpu"]
+    assert cli.main(["score", *args]) == cli.EXIT_ERROR
+    assert "--trust-pickle" in capsys.readouterr().err
+    assert cli.main(["score", *args, "--trust-pickle"]) == cli.EXIT_OK
+    trusted = capsys.readouterr().out
+    assert cli.main(["score", str(workdir / "out" / "detector.flipad"), *args[1:]]) \
+        == cli.EXIT_OK
+    assert capsys.readouterr().out == trusted        # same scores either way
