@@ -17,7 +17,7 @@ setup(
     long_description_content_type="text/x-rst",
     license="BSD-3-Clause",
     packages=find_packages(include=["flipad_sklearn", "flipad_sklearn.*"]),
-    package_data={"flipad_sklearn": ["datasets/data/*"]},
+    package_data={"flipad_sklearn": ["datasets/data/*", "generators/checkpoints/*.pt"]},
     python_requires=">=3.10",
     # torch: CPU users install the CPU build first (see README.rst); a bare
     # requirement with no torch present would pull a multi-GB CUDA build.
