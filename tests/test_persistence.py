@@ -221,3 +221,25 @@ def test_pickled_inverter_holds_no_torch_module():
     again = pickle.loads(pickle.dumps(inv))
     assert isinstance(again.layer, nn.ConvTranspose2d)
     assert again.operator_.output_shape == inv.operator_.output_shape
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_fitted_pipeline_saves_device_free(tmp_path):
+    layer = _layer().cuda()
+    X_g, A_g = _data(layer.cpu(), 120, 0.0, 0)
+    X_o, _ = _data(layer.cpu(), 60, 1.5, 1)
+    layer = layer.cuda()
+    X = np.concatenate([X_g, X_o])
+    y = np.r_[np.ones(120), -np.ones(60)]
+    pipe = make_flipad(layer, "tanh", A_g.mean(axis=0), positive=True, tol=1e-3,
+                       max_iter=100, fnr=0.05, random_state=0, device="cuda",
+                       detector_params=dict(hidden_sizes=(16,), rep_dim=4, n_epochs=3))
+    pipe.fit(X, y)
+    persistence.save(pipe, tmp_path / "cuda.flipad")
+    again = persistence.load(tmp_path / "cuda.flipad")
+    assert again[0].layer.weight.device.type == "cpu"
+    assert next(again[-1].network_.parameters()).device.type == "cpu"
+    feats = pipe[:-1].transform(X[:20])
+    np.testing.assert_allclose(again[-1].decision_function(feats),
+                               pipe[-1].decision_function(feats), rtol=1e-6, atol=1e-8)
