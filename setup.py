@@ -35,6 +35,8 @@ setup(
         "test": ["pytest>=7", "dask[distributed]>=2024.1", "matplotlib>=3.6"],
         "dask": ["dask[distributed]>=2024.1"],
         "plot": ["matplotlib>=3.6"],
+        # skops: persistence.save(format="skops"), an alternative to the own format
+        "skops": ["skops>=0.10"],
         "docs": [
             "sphinx>=7",
             "numpydoc>=1.6",

@@ -41,7 +41,7 @@ from .inversion import FinalLayerInverter
 from .perturbations import GaussianBlur, GaussianNoise, JPEGCompression, ResizedCrop
 
 __all__ = ["ALLOWED_CLASSES", "FORMAT", "FORMAT_VERSION", "UnsafeFileError", "load",
-           "save", "sniff"]
+           "save", "sniff", "trusted_skops_types"]
 
 FORMAT = "flipad_sklearn"
 FORMAT_VERSION = 1
@@ -158,7 +158,7 @@ def _refusal(obj, path):
             f"({sorted(ALLOWED_CLASSES)}); save with joblib.dump for trusted use only.")
 
 
-def save(estimator, path):
+def save(estimator, path, *, format="flipad"):
     """Save a (fitted or not) estimator in the secure format.
 
     Parameters
@@ -171,6 +171,11 @@ def save(estimator, path):
     path : str or path-like
         Written atomically (a temporary file, then renamed).  The extension
         ``.flipad`` is a convention; none is added.
+    format : {"flipad", "skops"}, default="flipad"
+        ``"flipad"``: the package's own format (numpy arrays + a JSON spec).
+        ``"skops"``: :func:`skops.io.dump` (needs the optional ``skops``
+        package); :func:`load` reads it with an explicit trusted-type list
+        (:func:`trusted_skops_types`).
 
     Raises
     ------
@@ -179,6 +184,11 @@ def save(estimator, path):
         callable, a user-defined torch module, a class outside the
         allow-list); the message names where it is.
     """
+    if format not in ("flipad", "skops"):
+        raise ValueError(f"format must be 'flipad' or 'skops', got {format!r}.")
+    if format == "skops":
+        _save_skops(estimator, os.fspath(path))
+        return
     enc = _Encoder()
     root = enc.encode(estimator, type(estimator).__name__)
     spec = {
@@ -198,6 +208,57 @@ def save(estimator, path):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+# ------------------------------------------------------------------------- skops
+def _skops():
+    try:
+        import skops.io
+    except ImportError as exc:
+        raise ImportError("format='skops' needs the optional package skops "
+                          "(pip install skops); the default format needs nothing.") from exc
+    return skops.io
+
+
+def trusted_skops_types():
+    """The types :func:`load` trusts in a skops file, beyond skops' own defaults.
+
+    The estimators of :data:`ALLOWED_CLASSES` (by their module path) and
+    ``torch.device``; skops already trusts numpy and scikit-learn types.
+    """
+    return sorted({f"{cls.__module__}.{cls.__qualname__}" for cls in ALLOWED_CLASSES.values()}
+                  | {"torch.device"})
+
+
+def _save_skops(estimator, path):
+    sio = _skops()
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        sio.dump(estimator, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _load_skops(path):
+    sio = _skops()
+    trusted = set(trusted_skops_types())
+    untrusted = [t for t in sio.get_untrusted_types(file=path) if t not in trusted]
+    if untrusted:
+        raise UnsafeFileError(f"{path!r} (a skops file) holds types outside the trusted "
+                              f"list: {untrusted}; refusing to load it.")
+    return sio.load(path, trusted=sorted(trusted))
+
+
+def _is_skops(path):
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return "schema.json" in zf.namelist()
+    except zipfile.BadZipFile:
+        return False
 
 
 # ------------------------------------------------------------------------ decode
@@ -290,6 +351,10 @@ def _hashable(k):
 def load(path):
     """Load an estimator written by :func:`save`, without unpickling anything.
 
+    Files written with ``format="skops"`` are recognised and read with
+    :func:`skops.io.load`, trusting only :func:`trusted_skops_types` beyond
+    skops' defaults.
+
     Parameters
     ----------
     path : str or path-like
@@ -318,6 +383,8 @@ def load(path):
             "format (numpy arrays + a JSON spec) and never unpickles: loading a pickle "
             "can run arbitrary code. If you made the file yourself or trust its source, "
             "load it with joblib.load.")
+    if _is_skops(path):
+        return _load_skops(path)
     try:
         npz = np.load(path, allow_pickle=False)
     except Exception as exc:

@@ -243,3 +243,25 @@ def test_cuda_fitted_pipeline_saves_device_free(tmp_path):
     feats = pipe[:-1].transform(X[:20])
     np.testing.assert_allclose(again[-1].decision_function(feats),
                                pipe[-1].decision_function(feats), rtol=1e-6, atol=1e-8)
+
+
+class _Custom(StandardScaler):
+    """A class skops would have to import to rebuild: not trusted."""
+
+
+def test_skops_format_round_trip_with_a_trusted_list(fitted, tmp_path):
+    pytest.importorskip("skops")
+    pipe, X_test = fitted
+    path = tmp_path / "d.skops"
+    persistence.save(pipe, path, format="skops")
+    again = persistence.load(path)
+    np.testing.assert_array_equal(again.decision_function(X_test),
+                                  pipe.decision_function(X_test))
+    assert "torch.device" in persistence.trusted_skops_types()
+    bad = tmp_path / "bad.skops"
+    persistence.save(Pipeline([("s", _Custom().fit(X_test.reshape(len(X_test), -1)))]),
+                     bad, format="skops")
+    with pytest.raises(persistence.UnsafeFileError, match="_Custom"):
+        persistence.load(bad)
+    with pytest.raises(ValueError, match="format"):
+        persistence.save(pipe, tmp_path / "x", format="pickle")
