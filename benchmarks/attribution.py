@@ -10,7 +10,7 @@ of the zoo (``benchmarks/train_zoo.py``):
     unseen (the recommended open-world recipe);
 * the detectors hold out part of G's training samples
   (``validation_fraction``) and threshold at fnr = 0.005 and 0.05 with the
-  conformal rule (:func:`flipad_sklearn.deepsad.conformal_threshold`);
+  conformal rule (:func:`flipad_sklearn.conformal.conformal_threshold`);
 * real images come from the vendored MNIST subset (the full zoo is trained
   on all of it, so real test images are GAN training images, as in the paper);
 * test: balanced sets, fresh samples of G against fresh samples of each
@@ -94,7 +94,6 @@ from train_zoo import DEFAULT_CACHE, FULL, QUICK, ensure_image_zoo  # noqa: E402
 
 from flipad_sklearn import (  # noqa: E402
     FingerprintCorrelation,
-    FLIPADDetector,
     LatentInversionDistance,
     ThresholdWarning,
     make_dctpad,
@@ -102,8 +101,8 @@ from flipad_sklearn import (  # noqa: E402
     make_rawpad,
     mean_activation,
 )
+from flipad_sklearn.conformal import conformal_threshold  # noqa: E402
 from flipad_sklearn.datasets import load_mnist_subset  # noqa: E402
-from flipad_sklearn.deepsad import conformal_threshold  # noqa: E402
 
 FNRS = (0.005, 0.05)
 
@@ -131,16 +130,9 @@ UNSUPERVISED = {"FLIPAD+IForest", "FLIPAD+OCSVM", "Fingerprint", "LatentInversio
 GROUPS = ("real", "same-arch-unseen", "other-arch")
 
 
-def _val_distances(det):
-    """Held-out distances of G's samples (higher = less like G) of a fitted detector."""
-    if isinstance(det, FLIPADDetector):
-        return det.validation_distances_
-    return -det.validation_scores_
-
-
 def _evaluate(det, s_g, s_o):
     """Accuracy at each fnr (balanced test set) and ROC AUC from scores."""
-    d_val = _val_distances(det)
+    d_val = -det.validation_scores_  # every detector: held-out scores, higher = more like G
     row = {}
     for fnr in FNRS:
         t = conformal_threshold(d_val, fnr)

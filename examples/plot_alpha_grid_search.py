@@ -12,8 +12,11 @@ large, and every image is pulled onto the anchor.
 This example first shows, for a handful of images, how the objective, the
 reconstruction error and the sparsity of ``z - anchor`` change with alpha,
 then picks alpha by cross-validated ROC AUC with
-:class:`~sklearn.model_selection.GridSearchCV`.  Note that ``y`` must be in
-{-1, +1} for ``scoring="roc_auc"`` (a 0, "unlabelled", would be a third class).
+:class:`~sklearn.model_selection.GridSearchCV`, using
+:class:`~flipad_sklearn.LabelStratifiedKFold` (every fold holds G's images and
+others) and :func:`~flipad_sklearn.labelled_roc_auc` (the ROC AUC of the
+labelled images of a fold; unlabelled ones, ``y = 0``, would be a third class
+for ``scoring="roc_auc"``).
 """
 
 # %%
@@ -24,13 +27,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.model_selection import GridSearchCV
 
 from flipad_sklearn import (
     FinalLayerInverter,
     mean_activation,
 )
 from flipad_sklearn.datasets import load_mnist_subset
+from flipad_sklearn.model_selection import LabelStratifiedKFold, labelled_roc_auc
 from flipad_sklearn.generators import train_gan
 from flipad_sklearn.pipeline import make_flipad
 
@@ -83,8 +87,8 @@ X = np.concatenate([G.sample(120, random_state=2), X_real[620:680], H.sample(60,
 y = np.r_[np.ones(120), -np.ones(120)].astype(int)
 pipe = make_flipad(G.final_layer, "tanh", anchor, positive=True, tol=1e-5, max_iter=150,
                    fnr=0.1, random_state=0, device="cpu", detector_params=dict(n_epochs=15))
-search = GridSearchCV(pipe, {"inv__alpha": [1e-4, 1e-3, 1e-2]}, scoring="roc_auc",
-                      cv=StratifiedKFold(2, shuffle=True, random_state=0), refit=False)
+search = GridSearchCV(pipe, {"inv__alpha": [1e-4, 1e-3, 1e-2]}, scoring=labelled_roc_auc,
+                      cv=LabelStratifiedKFold(2, shuffle=True, random_state=0), refit=False)
 search.fit(X, y)
 res = search.cv_results_
 for a, m, s in zip(res["param_inv__alpha"], res["mean_test_score"], res["std_test_score"]):

@@ -15,6 +15,14 @@ __all__ = [
     "mean_activation", "sample_activations",
 ]
 
+# --- input checks (issue 11): warnings and cross-validation helpers ---
+from . import model_selection
+from .exceptions import OutOfRangeWarning
+from .model_selection import LabelStratifiedKFold, labelled_roc_auc
+
+__all__ += ["LabelStratifiedKFold", "OutOfRangeWarning", "labelled_roc_auc",
+            "model_selection"]
+
 # --- detector and feature steps (issue 3) are exported below ---
 from .deepsad import FLIPADDetector, ThresholdWarning
 from .features import (
@@ -77,6 +85,19 @@ __all__ += [
     "ScoreHistogramDisplay",
     "plotting",
 ]
+
+# --- the conformal split, threshold and p-values of every detector (issues 11, 13) ---
+from . import conformal
+from .conformal import calibrate, required_validation_size
+
+__all__ += ["calibrate", "conformal", "required_validation_size"]
+
+# --- attribution over several owned models (issue 13) ---
+from . import multi
+from .multi import OwnedModelsAttributor
+from .plotting import PredictionSetDisplay
+
+__all__ += ["OwnedModelsAttributor", "PredictionSetDisplay", "multi"]
 
 # --- the FLIPAD recipe and secure persistence (issue 11) ---
 from . import persistence, pipeline

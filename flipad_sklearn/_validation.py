@@ -27,6 +27,28 @@ def flatten_images(X):
     return X, None
 
 
+def check_image_shape(nd_shape, fitted_shape, what):
+    """Refuse 4-D input whose per-sample shape differs from the one used at fit.
+
+    Comparing only the flat number of features would accept NHWC images for a
+    step fitted on NCHW ones (same size, another layout) and give wrong
+    results silently.  ``fitted_shape`` None (a step fitted on flat input
+    without a shape) accepts any 4-D input of the right size.
+    """
+    if nd_shape is None or fitted_shape is None:
+        return
+    nd_shape, fitted_shape = tuple(nd_shape), tuple(fitted_shape)
+    if nd_shape != fitted_shape:
+        hint = ""
+        if sorted(nd_shape) == sorted(fitted_shape):
+            hint = (" It holds the same values in another layout (channels last?): "
+                    "transpose it, e.g. X.transpose(0, 3, 1, 2) for NHWC images.")
+        raise ValueError(
+            f"X has samples of shape {nd_shape}, but {what} was fitted on samples of "
+            f"shape {fitted_shape} (C, H, W).{hint}"
+        )
+
+
 def resolve_input_shape(input_shape, nd_shape, n_features, default):
     """Return the ``(C, H, W)`` shape of one flattened sample.
 

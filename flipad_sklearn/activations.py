@@ -5,13 +5,87 @@ pre-activation ``W h + b``.  Outputs at the edge of sigma's range (a saturated
 tanh returns exactly +-1 in float32) have no finite inverse, so they are first
 clipped into the open range by ``clip_eps``: for tanh into
 ``[-1 + eps, 1 - eps]``, for sigmoid into ``[eps, 1 - eps]``.
+
+Clipping is right for the few saturated outputs of a generator, and wrong
+for inputs on another scale (``uint8`` images, floats in ``[0, 255]``): they
+would all be clipped to the edge of the range and lose their content.  So
+:meth:`OutputActivation.check_dtype` refuses integer inputs of a bounded
+activation and :meth:`OutputActivation.check_range` warns
+(:class:`~flipad_sklearn.exceptions.OutOfRangeWarning`) when more than
+``OUT_OF_RANGE_SHARE`` of the values lie outside the range.
 """
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .exceptions import OutOfRangeWarning
 
 DEFAULT_CLIP_EPS = 1e-6
+# Above this share of values outside sigma's range, the input is on another
+# scale (a generator's own outputs sit inside it, up to float rounding).
+OUT_OF_RANGE_SHARE = 0.01
+# Values this far (relative to the range's width) beyond an edge count as outside.
+RANGE_TOLERANCE = 1e-4
+
+
+def _dtype_kinds(X):
+    """The numpy dtype kinds of ``X`` (several for a DataFrame), without copying."""
+    dtypes = getattr(X, "dtypes", None)
+    if dtypes is not None and not hasattr(X, "dtype"):        # a DataFrame
+        return {getattr(d, "kind", "O") for d in dtypes}
+    dtype = getattr(X, "dtype", None)
+    if dtype is None:
+        try:
+            dtype = np.asarray(X).dtype
+        except (TypeError, ValueError):
+            return set()                                      # validation reports it
+    return {getattr(dtype, "kind", "O")}
+
+
+def check_value_range(X, low, high, *, what="X", name="", scaling=""):
+    """Warn with :class:`OutOfRangeWarning` when many values of ``X`` are outside.
+
+    Parameters
+    ----------
+    X : ndarray
+        Validated float input.
+    low, high : float
+        The expected closed range (``-inf``/``inf`` for an open side).
+    what : str
+        Who received ``X`` (for the message).
+    name : str
+        Name of the range (e.g. ``"tanh"``), for the message.
+    scaling : str
+        How to scale inputs into the range, for the message.
+
+    Returns
+    -------
+    share : float
+        The share of values outside ``[low, high]``.
+    """
+    X = np.asarray(X)
+    if X.size == 0 or not (np.isfinite(low) or np.isfinite(high)):
+        return 0.0
+    width = (high - low) if np.isfinite(high - low) else 1.0
+    tol = RANGE_TOLERANCE * width
+    outside = (X < low - tol) | (X > high + tol)
+    share = float(outside.mean())
+    if share > OUT_OF_RANGE_SHARE:
+        rng = f"[{low:g}, {high:g}]"
+        warnings.warn(
+            f"{share:.1%} of the values of X given to {what} lie outside {rng}"
+            f"{f', the range of {name}' if name else ''} (min {float(X.min()):.4g}, "
+            f"max {float(X.max()):.4g}). They are clipped into it, so they lose their "
+            f"content: the input is probably on another scale. {scaling}",
+            OutOfRangeWarning,
+            stacklevel=3,
+        )
+    return share
 
 
 @dataclass(frozen=True)
@@ -23,6 +97,37 @@ class OutputActivation:
     inverse: object
     low: float = -np.inf
     high: float = np.inf
+    scaling: str = ""
+
+    @property
+    def bounded(self):
+        return bool(np.isfinite(self.low) or np.isfinite(self.high))
+
+    def check_dtype(self, X, what="FinalLayerInverter"):
+        """Refuse integer (and boolean) ``X`` for a bounded activation.
+
+        Integer images (``uint8`` pixels in ``[0, 255]``) are not in the range
+        of tanh or sigmoid; converted to float they would be clipped into it.
+        Called on the raw input, before its conversion to float.
+        """
+        if not self.bounded:
+            return
+        kinds = _dtype_kinds(X)
+        if kinds & set("biu"):
+            dtype = getattr(X, "dtype", None) or "integer"
+            raise ValueError(
+                f"X given to {what} has {dtype} dtype, but the {self.name} activation "
+                f"outputs floats in [{self.low:g}, {self.high:g}]: integer images would "
+                f"be clipped into that range and lose their content. {self.scaling}"
+            )
+
+    def check_range(self, X, what="FinalLayerInverter"):
+        """Warn (:class:`OutOfRangeWarning`) when more than 1% of ``X`` is out of range.
+
+        Returns the share of values outside ``[low, high]``.
+        """
+        return check_value_range(X, self.low, self.high, what=what, name=self.name,
+                                 scaling=self.scaling)
 
     def invert(self, x, clip_eps=DEFAULT_CLIP_EPS):
         """``sigma^-1(clip(x))`` as float64."""
@@ -63,11 +168,119 @@ def _identity(x):
     return x
 
 
+TANH_SCALING = "Scale 8-bit images in [0, 255] with X / 127.5 - 1 for a tanh generator."
+SIGMOID_SCALING = "Scale 8-bit images in [0, 255] with X / 255 for a sigmoid generator."
+
 BUILTIN_ACTIVATIONS = {
-    "tanh": OutputActivation("tanh", np.tanh, np.arctanh, -1.0, 1.0),
-    "sigmoid": OutputActivation("sigmoid", _sigmoid, _logit, 0.0, 1.0),
+    "tanh": OutputActivation("tanh", np.tanh, np.arctanh, -1.0, 1.0, TANH_SCALING),
+    "sigmoid": OutputActivation("sigmoid", _sigmoid, _logit, 0.0, 1.0, SIGMOID_SCALING),
     "identity": OutputActivation("identity", _identity, _identity),
 }
+
+# torch spellings of the builtin activations: the forward module or function
+# (how a generator is written) and the torch inverse.  Compared by identity.
+_TORCH_MODULES = ((nn.Tanh, "tanh"), (nn.Sigmoid, "sigmoid"), (nn.Identity, "identity"))
+_TORCH_FUNCTIONS = (
+    (torch.tanh, "tanh"), (F.tanh, "tanh"), (torch.Tensor.tanh, "tanh"),
+    (torch.atanh, "tanh"), (torch.arctanh, "tanh"), (torch.Tensor.atanh, "tanh"),
+    (torch.sigmoid, "sigmoid"), (F.sigmoid, "sigmoid"), (torch.special.expit, "sigmoid"),
+    (torch.Tensor.sigmoid, "sigmoid"), (torch.logit, "sigmoid"),
+    (torch.special.logit, "sigmoid"), (torch.Tensor.logit, "sigmoid"),
+)
+
+
+def _torch_builtin(activation):
+    """The builtin name of a torch activation, None if ``activation`` is not torch's."""
+    module_cls = activation if isinstance(activation, type) else type(activation)
+    if isinstance(activation, nn.Module) or (
+            isinstance(activation, type) and issubclass(activation, nn.Module)):
+        for cls, name in _TORCH_MODULES:
+            if issubclass(module_cls, cls):
+                return name
+        raise ValueError(
+            f"activation={module_cls.__name__} is not an invertible output activation "
+            f"FinalLayerInverter knows ({', '.join(c.__name__ for c, _ in _TORCH_MODULES)}"
+            "); pass activation=(forward, inverse) with numpy functions for another one."
+        )
+    for fn, name in _TORCH_FUNCTIONS:
+        if activation is fn:
+            return name
+    return None
+
+
+# Probe inside the ranges of tanh, sigmoid and identity (and the domains of
+# their inverses), to recognise a forward map given where an inverse is expected.
+_PROBE = np.linspace(0.05, 0.95, 19)
+_FORWARDS = (("tanh", np.tanh), ("sigmoid", _sigmoid))
+
+
+def _probe(f, role):
+    try:
+        with np.errstate(all="ignore"):
+            out = np.asarray(f(_PROBE.copy()), dtype=np.float64)
+    except Exception as exc:
+        raise TypeError(
+            f"The activation's {role} {getattr(f, '__name__', f)!r} failed on a float64 "
+            f"numpy array ({type(exc).__name__}: {exc}); a callable activation must "
+            "accept and return numpy arrays, element-wise."
+        ) from exc
+    return out if out.shape == _PROBE.shape else None
+
+
+def _is_forward_of(values):
+    """Name of the builtin whose forward map ``values`` reproduces on the probe."""
+    if values is None:
+        return None
+    for name, forward in _FORWARDS:
+        if np.allclose(values, forward(_PROBE), rtol=1e-6, atol=1e-8):
+            return name
+    return None
+
+
+def _callable_name(f):
+    name = getattr(f, "__name__", None)
+    if name is None:
+        return repr(f)
+    module = getattr(f, "__module__", None)
+    return f"{module}.{name}" if module and module != "__main__" else name
+
+
+def _check_inverse(inverse):
+    name = _is_forward_of(_probe(inverse, "inverse"))
+    if name is not None:
+        raise ValueError(
+            f"activation={_callable_name(inverse)} computes {name} itself "
+            f"(the forward map), but a callable activation is taken as the inverse "
+            f"sigma^-1 of the generator's output activation. Use activation={name!r} "
+            "(or the pair (forward, inverse))."
+        )
+
+
+def _check_pair(forward, inverse):
+    if _is_forward_of(_probe(inverse, "inverse")) is not None \
+            and _is_forward_of(_probe(forward, "forward")) is None:
+        raise ValueError(
+            "activation=(forward, inverse): the second function is a forward map "
+            "(tanh or sigmoid); the pair looks swapped. Pass (forward, inverse), "
+            "e.g. (np.tanh, np.arctanh), or simply activation='tanh'."
+        )
+    # inverse(forward(u)) must give u back where both are defined
+    u = np.linspace(-2.0, 2.0, 17)
+    with np.errstate(all="ignore"):
+        try:
+            back = np.asarray(inverse(np.asarray(forward(u), dtype=np.float64)),
+                              dtype=np.float64)
+        except Exception:
+            return                       # reported on use, with the real input
+    if back.shape != u.shape:
+        return
+    ok = np.isfinite(back)
+    if ok.any() and not np.allclose(back[ok], u[ok], rtol=1e-5, atol=1e-6):
+        i = int(np.argmax(np.where(ok, np.abs(back - u), -1.0)))
+        raise ValueError(
+            "activation=(forward, inverse): the two functions are not inverse to each "
+            f"other: inverse(forward({u[i]:g})) = {back[i]:.6g}."
+        )
 
 
 def get_activation(activation):
@@ -76,7 +289,18 @@ def get_activation(activation):
     ``"tanh"``, ``"sigmoid"``, ``"identity"``, a callable (the inverse, applied
     to the raw outputs with no clipping) or a ``(forward, inverse)`` pair.
     Callables must be importable functions for the inverter to pickle.
+
+    torch's spellings of the builtin activations are read as the builtin one:
+    modules (``nn.Tanh()``, ``nn.Sigmoid()``, ``nn.Identity()`` or their
+    classes) and functions (``torch.tanh``, ``F.sigmoid``, ``torch.atanh``,
+    ``torch.logit``, ...), whether the forward map or the inverse is given.
+    A numpy callable that computes tanh or sigmoid itself (``np.tanh``, the
+    forward map where the inverse is expected) is refused, as is a pair whose
+    functions are swapped or not inverse to each other.
     """
+    name = _torch_builtin(activation)
+    if name is not None:
+        return BUILTIN_ACTIVATIONS[name]
     if isinstance(activation, str):
         try:
             return BUILTIN_ACTIVATIONS[activation]
@@ -87,13 +311,28 @@ def get_activation(activation):
                 "(forward, inverse) pair."
             ) from None
     if callable(activation):
+        _check_inverse(activation)
         name = getattr(activation, "__name__", "custom")
         return OutputActivation(name, None, activation)
     if (isinstance(activation, tuple) and len(activation) == 2
             and all(callable(f) for f in activation)):
+        forward, inverse = (_torch_as_numpy(f) for f in activation)
+        _check_pair(forward, inverse)
         name = getattr(activation[1], "__name__", "custom")
-        return OutputActivation(name, activation[0], activation[1])
+        return OutputActivation(name, forward, inverse)
     raise ValueError(
         f"activation must be a name, a callable inverse or a (forward, inverse) pair; "
         f"got {activation!r}."
     )
+
+
+def _torch_as_numpy(f):
+    """A torch activation inside a pair is replaced by the builtin numpy one."""
+    name = _torch_builtin(f)
+    if name is None:
+        return f
+    act = BUILTIN_ACTIVATIONS[name]
+    # a forward function stays a forward; an inverse (atanh, logit) maps to the inverse
+    return act.inverse if f in (torch.atanh, torch.arctanh, torch.Tensor.atanh,
+                                torch.logit, torch.special.logit,
+                                torch.Tensor.logit) else act.forward

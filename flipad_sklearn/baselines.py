@@ -17,13 +17,13 @@
 Every detector here follows the package's conventions: ``y`` = 1 for G's
 samples, -1 for known others, 0 for unlabelled; ``score_samples`` higher =
 more like G; ``decision_function = score_samples - offset_``; ``predict`` in
-{+1, -1}; the threshold is the conformal ``(1 - fnr)`` rule of
-:func:`flipad_sklearn.deepsad.conformal_threshold` on a held-out part of G's
-samples (``validation_fraction``).
+{+1, -1}; ``pvalues`` the conformal p-values; the split, the threshold and
+the p-values are those of :mod:`flipad_sklearn.conformal` (the conformal
+``(1 - fnr)`` rule on held-out samples of G, ``validation_size``), the same
+for every detector of the package.
 """
 
 import copy
-import math
 from numbers import Integral, Real
 
 import numpy as np
@@ -40,9 +40,9 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
 from ._device import resolve_device
-from ._validation import check_labels, flatten_images, normal_mask, resolve_input_shape
-from .deepsad import FLIPADDetector, conformal_threshold
-from .deepsad.detector import ConformalDecisionMixin
+from ._validation import check_labels, flatten_images, resolve_input_shape
+from .conformal import CONFORMAL_CONSTRAINTS, ConformalDecisionMixin
+from .deepsad import FLIPADDetector
 from .features import DCTFeatures, GeneratorStandardScaler
 from .pipeline import make_flipad  # the FLIPAD recipe lives in flipad_sklearn.pipeline
 
@@ -58,40 +58,10 @@ __all__ = [
 _FLOATS = [np.float64, np.float32]
 
 
-class _ConformalMixin(ConformalDecisionMixin):
-    """Split G's samples into a training part and a held-out part, and set
-    the threshold on the held-out scores (higher score = more like G)."""
-
-    def _split_normal(self, labels, rng):
-        pool = np.flatnonzero(normal_mask(labels))
-        n_val = math.ceil(self.validation_fraction * pool.size)
-        if n_val < 1 or pool.size - n_val < 1:
-            raise ValueError(
-                f"Too few samples of G for training and the validation split: "
-                f"{pool.size} samples of G, {n_val} held out "
-                f"(validation_fraction={self.validation_fraction}); at least one "
-                "is needed on each side.")
-        perm = rng.permutation(pool)
-        return np.sort(perm[n_val:]), np.sort(perm[:n_val])
-
-    def _set_threshold(self, val_scores):
-        val_scores = np.asarray(val_scores, dtype=np.float64)
-        self.validation_scores_ = np.sort(val_scores)
-        t = conformal_threshold(-val_scores, self.fnr)
-        # a small relative margin keeps the quantile sample accepted despite float noise
-        self.threshold_ = t + 1e-10 * (1.0 + abs(t))
-        self.offset_ = -self.threshold_
-
-
-_CONFORMAL_CONSTRAINTS = {
-    "fnr": [Interval(Real, 0, 1, closed="left")],
-    "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
-    "random_state": ["random_state"],
-}
-
+_CONFORMAL_CONSTRAINTS = {**CONFORMAL_CONSTRAINTS, "random_state": ["random_state"]}
 
 # --------------------------------------------------------------------------- fingerprint
-class FingerprintCorrelation(_ConformalMixin, OutlierMixin, BaseEstimator):
+class FingerprintCorrelation(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
     """Fingerprint-correlation baseline (Marra et al., 2019).
 
     A GAN leaves a fixed pattern in the noise residual of its images.  The
@@ -115,9 +85,16 @@ class FingerprintCorrelation(_ConformalMixin, OutlierMixin, BaseEstimator):
     fnr : float, default=0.005
         Tolerated false-negative rate: the threshold is the conformal
         ``(1 - fnr)`` quantile of the held-out samples' ``-score``.
+    validation_size : "auto", int or None, default="auto"
+        Samples of G held out for the threshold
+        (:func:`flipad_sklearn.conformal.validation_split`): ``"auto"`` as
+        many as ``fnr`` needs (at most half of G's samples), an int that many
+        (0: none; set the threshold with
+        :func:`~flipad_sklearn.conformal.calibrate`), None
+        ``validation_fraction`` of them.
     validation_fraction : float, default=0.2
-        Share of G's samples held out for the threshold (not used for the
-        fingerprint).
+        Share of G's samples held out for the threshold (the least share
+        with ``"auto"``; not used for the fingerprint).
     random_state : int, RandomState instance or None, default=None
         Seeds the held-out split.
 
@@ -156,12 +133,14 @@ class FingerprintCorrelation(_ConformalMixin, OutlierMixin, BaseEstimator):
     }
 
     def __init__(self, denoiser="gaussian", *, sigma=1.0, size=3, input_shape=None,
-                 fnr=0.005, validation_fraction=0.2, random_state=None):
+                 fnr=0.005, validation_size="auto", validation_fraction=0.2,
+                 random_state=None):
         self.denoiser = denoiser
         self.sigma = sigma
         self.size = size
         self.input_shape = input_shape
         self.fnr = fnr
+        self.validation_size = validation_size
         self.validation_fraction = validation_fraction
         self.random_state = random_state
 
@@ -202,9 +181,10 @@ class FingerprintCorrelation(_ConformalMixin, OutlierMixin, BaseEstimator):
         labels = check_labels(y, X.shape[0])
         self.input_shape_ = resolve_input_shape(self.input_shape, nd_shape, X.shape[1], "row")
         rng = check_random_state(self.random_state)
-        train_idx, val_idx = self._split_normal(labels, rng)
+        train_idx, val_idx = self._validation_split(labels, rng)
+        train_idx = train_idx[labels[train_idx] != -1]  # G's (and unlabelled) samples
         self.fingerprint_ = self._residuals(X[train_idx]).mean(axis=0)
-        self._set_threshold(self._correlation(X[val_idx]))
+        self._fit_threshold(X[val_idx], self._correlation)
         return self
 
     def _correlation(self, X):
@@ -229,7 +209,7 @@ class FingerprintCorrelation(_ConformalMixin, OutlierMixin, BaseEstimator):
 
 
 # ------------------------------------------------------------------- latent inversion
-class LatentInversionDistance(_ConformalMixin, OutlierMixin, BaseEstimator):
+class LatentInversionDistance(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
     """Latent-inversion baseline: how well can G reconstruct the sample?
 
     For each sample ``x`` a latent code is optimised with Adam (batched, from
@@ -253,6 +233,13 @@ class LatentInversionDistance(_ConformalMixin, OutlierMixin, BaseEstimator):
     batch_size : int, default=256
         Samples optimised together.
     fnr : float, default=0.005
+    validation_size : "auto", int or None, default="auto"
+        Samples of G held out for the threshold
+        (:func:`flipad_sklearn.conformal.validation_split`): ``"auto"`` as
+        many as ``fnr`` needs (at most half of G's samples), an int that many
+        (0: none; set the threshold with
+        :func:`~flipad_sklearn.conformal.calibrate`), None
+        ``validation_fraction`` of them.
     validation_fraction : float, default=0.2
         Share of G's samples held out for the threshold.  Only the held-out
         samples are inverted at ``fit`` (nothing else needs training).
@@ -286,14 +273,15 @@ class LatentInversionDistance(_ConformalMixin, OutlierMixin, BaseEstimator):
     }
 
     def __init__(self, generator=None, *, latent_shape=None, n_steps=200, lr=0.05,
-                 batch_size=256, fnr=0.005, validation_fraction=0.2, device="cpu",
-                 random_state=None, verbose=0):
+                 batch_size=256, fnr=0.005, validation_size="auto",
+                 validation_fraction=0.2, device="cpu", random_state=None, verbose=0):
         self.generator = generator
         self.latent_shape = latent_shape
         self.n_steps = n_steps
         self.lr = lr
         self.batch_size = batch_size
         self.fnr = fnr
+        self.validation_size = validation_size
         self.validation_fraction = validation_fraction
         self.device = device
         self.random_state = random_state
@@ -336,9 +324,9 @@ class LatentInversionDistance(_ConformalMixin, OutlierMixin, BaseEstimator):
                 f"X has {X.shape[1]} features per sample, but the generator outputs "
                 f"samples of shape {self.output_shape_} ({out[0].numel()} values).")
         rng = check_random_state(self.random_state)
-        _, val_idx = self._split_normal(labels, rng)
+        _, val_idx = self._validation_split(labels, rng)
         self._z_seed = int(rng.randint(np.iinfo(np.int32).max))
-        self._set_threshold(self._scores(X[val_idx]))
+        self._fit_threshold(X[val_idx], self._scores)
         return self
 
     def _scores(self, X):
@@ -402,7 +390,7 @@ _CLASSIC = {
 }
 
 
-class ConformalDetector(_ConformalMixin, OutlierMixin, BaseEstimator):
+class ConformalDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
     """A scikit-learn outlier detector fitted on G's samples, thresholded by fnr.
 
     Classic detectors are unsupervised and set their own threshold from a
@@ -420,6 +408,13 @@ class ConformalDetector(_ConformalMixin, OutlierMixin, BaseEstimator):
         ``random_state``), ``OneClassSVM(gamma="scale", nu=0.1)``,
         ``LocalOutlierFactor(novelty=True)``.
     fnr : float, default=0.005
+    validation_size : "auto", int or None, default="auto"
+        Samples of G held out for the threshold
+        (:func:`flipad_sklearn.conformal.validation_split`): ``"auto"`` as
+        many as ``fnr`` needs (at most half of G's samples), an int that many
+        (0: none; set the threshold with
+        :func:`~flipad_sklearn.conformal.calibrate`), None
+        ``validation_fraction`` of them.
     validation_fraction : float, default=0.2
     random_state : int, RandomState instance or None, default=None
         Seeds the split (and the string estimators that take a seed).
@@ -446,10 +441,11 @@ class ConformalDetector(_ConformalMixin, OutlierMixin, BaseEstimator):
         **_CONFORMAL_CONSTRAINTS,
     }
 
-    def __init__(self, estimator="iforest", *, fnr=0.005, validation_fraction=0.2,
-                 random_state=None):
+    def __init__(self, estimator="iforest", *, fnr=0.005, validation_size="auto",
+                 validation_fraction=0.2, random_state=None):
         self.estimator = estimator
         self.fnr = fnr
+        self.validation_size = validation_size
         self.validation_fraction = validation_fraction
         self.random_state = random_state
 
@@ -471,7 +467,8 @@ class ConformalDetector(_ConformalMixin, OutlierMixin, BaseEstimator):
         X = validate_data(self, X, dtype=_FLOATS, ensure_min_samples=2)
         labels = check_labels(y, X.shape[0])
         rng = check_random_state(self.random_state)
-        train_idx, val_idx = self._split_normal(labels, rng)
+        train_idx, val_idx = self._validation_split(labels, rng)
+        train_idx = train_idx[labels[train_idx] != -1]  # G's (and unlabelled) samples
         if isinstance(self.estimator, str):
             est = _CLASSIC[self.estimator](int(rng.randint(np.iinfo(np.int32).max)))
         else:
@@ -479,7 +476,7 @@ class ConformalDetector(_ConformalMixin, OutlierMixin, BaseEstimator):
         if isinstance(est, LocalOutlierFactor):
             est.set_params(n_neighbors=min(est.n_neighbors, max(train_idx.size - 1, 1)))
         self.estimator_ = est.fit(X[train_idx])
-        self._set_threshold(self.estimator_.score_samples(X[val_idx]))
+        self._fit_threshold(X[val_idx], self.estimator_.score_samples)
         return self
 
     def score_samples(self, X):

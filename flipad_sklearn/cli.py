@@ -6,6 +6,7 @@
                --own samples_of_G/ --others real/ --others other_gan/ \\
                -o detector.flipad
     flipad score detector.flipad suspicious/ img1.png img2.png --csv scores.csv
+    flipad attribute --model G1=g1.flipad --model G2=g2.flipad suspicious/
 
 ``fit`` finds the generator's final layer and output activation
 (:func:`~flipad_sklearn.find_final_layer`), computes the anchor from the
@@ -13,9 +14,12 @@ generator's own samples (:func:`~flipad_sklearn.mean_activation`) and fits
 the FLIPAD pipeline of :func:`flipad_sklearn.pipeline.make_flipad`
 (inversion, pooling, channel selection, scaling, Deep SAD) on the images of
 ``--own`` (label 1, made by G) and of every ``--others`` folder (label -1,
-known not made by G).  The fitted pipeline is saved in the secure format of
-:mod:`flipad_sklearn.persistence` (numpy arrays + a JSON spec, no pickle):
-load it in Python with ``flipad_sklearn.persistence.load`` and use
+known not made by G).  The threshold is set on 1000 fresh samples of the
+generator, or more if ``--fnr`` needs them (``--validation-samples``;
+:func:`~flipad_sklearn.conformal.calibrate`), so that every image of
+``--own`` trains the detector.  The fitted pipeline is saved in the secure
+format of :mod:`flipad_sklearn.persistence` (numpy arrays + a JSON spec, no
+pickle): load it in Python with ``flipad_sklearn.persistence.load`` and use
 ``predict``/``decision_function`` directly.  An output name ending in
 ``.joblib``, ``.pkl`` or ``.pickle`` is saved with joblib instead (a pickle,
 for trusted use only; a warning says so).
@@ -26,9 +30,17 @@ conformal p-value of "made by G" (small = unlikely to come from G; a sample
 of G has ``P(p <= a) <= a``).
 
 Images must have exactly the generator's output size (no silent resizing):
-files that cannot be read, are not images or have another size are listed
-on stderr with the reason (and in the CSV) and the others are still
-processed.
+files that cannot be read, are not images or have another size, broken
+symbolic links and sub-folders (folders are not searched recursively) are
+listed on stderr with the reason (and in the CSV, in input order) and the
+others are still processed.
+
+Every option is checked, and the output file's folder is created and tested
+for writing, before any work: a bad ``--fnr`` or an unwritable ``-o`` is
+reported at once, not after the inversion.  The detector file and the CSV are
+written to a temporary file in the same folder and moved into place at the
+end (``os.replace``), so an interrupted run never leaves a truncated file
+that looks complete.
 
 Exit codes
 ----------
@@ -36,16 +48,20 @@ Exit codes
     Success: every file was used.
 1
     Error: nothing was done (bad detector file, generator that does not
-    import, no usable image, ...); the message is on stderr.
+    import, no usable image, an output path that cannot be written, an
+    unsupported device, any other ``ValueError`` or ``OSError``); a one-line
+    message is on stderr.
 2
-    Command-line usage error (argparse).
+    Command-line usage error: argparse's, or an option value out of its range
+    (``--fnr 1.5``, ``--epochs 0``, ...).
 3
     Partial success: some files were skipped (listed with the reason); all
     the others were fitted on / scored.
 
 Security
 --------
-``flipad score`` reads detector files in the secure format only: numpy
+``flipad score`` and ``flipad attribute`` read detector files in the secure
+format only: numpy
 arrays and a JSON spec, loaded with ``numpy.load(allow_pickle=False)``,
 rebuilding only an allow-list of the package's and scikit-learn's classes.
 Scoring with such a file never runs code from it.  A pickle or joblib file
@@ -59,8 +75,10 @@ import argparse
 import csv
 import importlib
 import importlib.util
+import math
 import os
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -77,28 +95,48 @@ class CLIError(Exception):
     """A fatal error: printed and exit code 1."""
 
 
+class UsageError(Exception):
+    """An option value out of its range: printed and exit code 2."""
+
+
 # ------------------------------------------------------------------ images
+def _expand_entries(paths):
+    """``(path, reason)`` for every file and folder entry, in input order.
+
+    Folders are listed sorted (not recursively); ``reason`` is None for a file
+    to read, else why it is skipped (a path that does not exist, a broken
+    symbolic link, a sub-folder, another extension).
+    """
+    from .datasets._image_folder import _not_a_file_reason
+
+    entries = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            for f in sorted(path.iterdir()):
+                reason = _not_a_file_reason(f, recursive=False)
+                if reason is None and f.suffix.lower() not in IMAGE_EXTENSIONS:
+                    reason = f"skipped: extension {f.suffix!r} is not an image extension"
+                if reason is not None and "sub-folder" in reason:
+                    reason = "skipped: sub-folder (folders are not searched recursively)"
+                entries.append((os.fspath(f), reason))
+        elif path.is_file():
+            entries.append((os.fspath(path), None))
+        elif path.is_symlink():
+            entries.append((os.fspath(path), "broken symbolic link"))
+        else:
+            entries.append((os.fspath(path), "no such file or folder"))
+    return entries
+
+
 def _expand(paths):
     """Files from files and folders (sorted, image extensions only in folders).
 
     Returns ``(files, errors)``; a path that does not exist is an error.
     """
-    files, errors = [], []
-    for p in paths:
-        path = Path(p)
-        if path.is_dir():
-            found = sorted(f for f in path.iterdir() if f.is_file())
-            for f in found:
-                if f.suffix.lower() in IMAGE_EXTENSIONS:
-                    files.append(os.fspath(f))
-                else:
-                    errors.append((os.fspath(f), f"skipped: extension {f.suffix!r} is not "
-                                                 "an image extension"))
-        elif path.is_file():
-            files.append(os.fspath(path))
-        else:
-            errors.append((os.fspath(path), "no such file or folder"))
-    return files, errors
+    entries = _expand_entries(paths)
+    return ([p for p, r in entries if r is None],
+            [(p, r) for p, r in entries if r is not None])
 
 
 def _read_images(files, image_shape, verbose):
@@ -252,9 +290,12 @@ def cmd_fit(args):
     import torch
 
     from . import find_final_layer, mean_activation, sample_activations
+    from .conformal import calibrate, required_validation_size
     from .pipeline import make_flipad
 
     verbose = not args.quiet
+    _check_fit_args(args)
+    out = _prepare_output(args.output, "-o/--output")
     generator = load_generator_spec(args.generator, args.weights)
     latent = _latent_shape(args, generator)
     rng = np.random.default_rng(args.seed)
@@ -282,6 +323,9 @@ def cmd_fit(args):
         errors += err
         X, ok, err = _read_images(files, out_shape, verbose)
         errors += err
+        if not ok:
+            _report_errors(errors, "skipped")
+            raise CLIError(f"--others {folder!r}: no usable image.")
         others.append(X)
         other_ok += ok
     _report_errors(errors, "skipped")
@@ -303,27 +347,40 @@ def cmd_fit(args):
                              random_state=args.seed, verbose=int(verbose))
     X = np.concatenate([X_own] + others)
     y = np.r_[np.ones(len(X_own), dtype=int), -np.ones(len(X) - len(X_own), dtype=int)]
+    # Fresh samples of G set the threshold (--own then trains in full), unless "own".
+    n_val = args.validation_samples
+    if n_val == "auto":
+        # what the fnr needs, and at least 1000: with exactly 1/fnr - 1 the threshold is
+        # the largest of them, and the share of G rejected varies by +-fnr from draw to draw
+        n_val = max(required_validation_size(args.fnr), 1000)
     pipe = make_flipad(
         final.layer, final.activation, anchor, alpha=args.alpha,
         activation_shape=final.activation_shape, positive=positive, tol=args.tol,
         max_iter=args.max_iter, fnr=args.fnr, random_state=args.seed, device=args.device,
         inverter_params=dict(batch_size=args.batch_size, verbose=int(verbose)),
-        detector_params=dict(n_epochs=args.epochs, verbose=0))
+        detector_params=dict(n_epochs=args.epochs, verbose=0,
+                             validation_size="auto" if n_val == "own" else 0))
     _log(verbose, f"inverting {len(X)} images, then training the detector "
                   f"({args.epochs} epochs)")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         pipe.fit(X, y)
+        if n_val != "own":
+            _log(verbose, f"sampling {n_val} images of G for the threshold (fnr={args.fnr})")
+            _, X_val = sample_activations(
+                generator, n_val, latent, layer=final.layer, batch_size=args.batch_size,
+                device=args.device, random_state=int(np.random.default_rng(
+                    [args.seed, 1]).integers(2**31)))  # not the anchor's samples
+            # as if saved to and read from 8-bit image files, like --own
+            X_val = np.clip(np.round((X_val + 1) * 127.5), 0, 255) / 127.5 - 1
+            calibrate(pipe, X_val.astype(np.float32))
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     pipe.set_params(inv__verbose=0)
-    out = Path(args.output)
-    if out.parent and not out.parent.exists():
-        out.parent.mkdir(parents=True)
     _save_detector(pipe, out)
     det = pipe[-1]
     _log(True, f"saved {out} (threshold {det.threshold_:.4g} at fnr={args.fnr}, "
-               f"{det.validation_distances_.size} validation samples of G)")
+               f"{det.validation_scores_.size} validation samples of G)")
     return EXIT_PARTIAL if errors else EXIT_OK
 
 
@@ -336,7 +393,7 @@ def _save_detector(pipe, out):
               "run arbitrary code, so share it only with people who trust you (and "
               "`flipad score` needs --trust-pickle for it). Name the file *.flipad for "
               "the secure format.", file=sys.stderr)
-        joblib.dump(pipe, out)
+        _replace_atomically(out, lambda tmp: joblib.dump(pipe, tmp))
         return
     from . import persistence
 
@@ -345,6 +402,90 @@ def _save_detector(pipe, out):
     except TypeError as exc:
         raise CLIError(f"Could not save the detector securely: {exc} (name the output "
                        "*.joblib to save it with joblib, for trusted use)") from exc
+
+
+def _check_fit_args(args):
+    """Every option of ``flipad fit`` in its range, before any work (UsageError)."""
+    def need(ok, option, value, what):
+        if not ok:
+            raise UsageError(f"{option} must be {what}; got {value!r}.")
+
+    for option, value in (("--alpha", args.alpha), ("--tol", args.tol)):
+        need(math.isfinite(value) and value >= 0, option, value, "a finite number >= 0")
+    need(math.isfinite(args.fnr) and 0 <= args.fnr < 1, "--fnr", args.fnr,
+         "in [0, 1) (the tolerated share of G's images rejected, e.g. 0.005)")
+    for option, value in (("--epochs", args.epochs), ("--max-iter", args.max_iter),
+                          ("--anchor-samples", args.anchor_samples),
+                          ("--batch-size", args.batch_size)):
+        need(value >= 1, option, value, "a positive integer")
+    if args.latent_shape:
+        need(all(s >= 1 for s in args.latent_shape), "--latent-shape",
+             args.latent_shape, "positive integers")
+    _check_device(args.device)
+    for option, folder in [("--own", args.own)] + [("--others", f) for f in args.others or []]:
+        if not Path(folder).is_dir():
+            raise CLIError(f"{option} {folder!r} is not an existing folder.")
+
+
+def _check_device(device):
+    from ._device import resolve_device
+
+    try:
+        resolve_device(device)
+    except ValueError as exc:
+        raise UsageError(f"--device: {exc}") from None
+
+
+def _prepare_output(path, option):
+    """Create the folder of ``path`` and check that a file can be written there.
+
+    Returns ``path`` as a ``Path``; raises CLIError before any work otherwise.
+    """
+    out = Path(path)
+    if out.is_dir():
+        raise CLIError(f"{option} {os.fspath(path)!r} is a folder; give a file name.")
+    folder = out.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        # a real write: os.access says yes to root on a read-only file system
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+        if out.exists() and not os.access(out, os.W_OK):
+            raise PermissionError(f"{os.fspath(out)!r} is not writable")
+    except OSError as exc:
+        raise CLIError(f"{option} {os.fspath(path)!r} cannot be written: "
+                       f"{exc.strerror or exc}.") from exc
+    return out
+
+
+def _replace_atomically(path, write):
+    """``write(tmp)`` a temporary file next to ``path``, then move it onto ``path``.
+
+    An interrupted or failed write leaves ``path`` as it was (no truncated file).
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _validation_samples(text):
+    if text in ("auto", "own"):
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected 'auto', 'own' or a positive integer, "
+                                         f"got {text!r}")
+    return n
 
 
 def _log(enabled, msg):
@@ -387,6 +528,11 @@ def _load_detector(path, trust_pickle=False):
 
 
 def cmd_score(args):
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UsageError(f"--batch-size must be a positive integer; got {args.batch_size}.")
+    if args.device is not None:
+        _check_device(args.device)
+    csv_path = _prepare_output(args.csv, "--csv") if args.csv else None
     pipe = _load_detector(args.detector, args.trust_pickle)
     verbose = not args.quiet
     inv = pipe[0]
@@ -396,10 +542,10 @@ def cmd_score(args):
     if args.batch_size is not None:
         pipe.set_params(inv__batch_size=args.batch_size)
     shape = tuple(inv.output_shape_)
-    files, errors = _expand(args.paths)
-    X, ok, err = _read_images(files, shape, verbose)
-    errors += err
-    rows = []
+    entries = _expand_entries(args.paths)
+    files = [p for p, r in entries if r is None]
+    X, ok, read_errors = _read_images(files, shape, verbose)
+    scores = pvals = ()
     if len(ok):
         pipe.set_params(inv__verbose=int(verbose and len(ok) > 1))
         with warnings.catch_warnings():
@@ -408,12 +554,23 @@ def cmd_score(args):
         det = pipe[-1]
         scores = det.decision_function(feats)
         pvals = det.pvalues(feats)
-        for f, s, p in zip(ok, scores, pvals):
-            rows.append({"path": f, "score": float(s),
+    # one row per entry, in input order: _read_images keeps the order of files
+    rows, errors = [], []
+    scored = iter(zip(ok, scores, pvals))
+    unread = iter(read_errors)
+    pending = next(scored, None)
+    for path, reason in entries:
+        if reason is None and pending is not None and pending[0] == path:
+            _, s, p = pending
+            rows.append({"path": path, "score": float(s),
                          "decision": "G" if s >= 0 else "not G", "pvalue": float(p),
                          "status": "ok"})
-    for f, reason in errors:
-        rows.append({"path": f, "score": "", "decision": "", "pvalue": "",
+            pending = next(scored, None)
+            continue
+        if reason is None:
+            path, reason = next(unread)
+        errors.append((path, reason))
+        rows.append({"path": path, "score": "", "decision": "", "pvalue": "",
                      "status": reason})
     if ok:
         width = max(len(r["path"]) for r in rows if r["status"] == "ok")
@@ -423,14 +580,85 @@ def cmd_score(args):
                 print(f"{r['path']:<{width}}  {r['score']:>11.4g}  {r['decision']:<8}  "
                       f"{r['pvalue']:>8.4f}")
     _report_errors(errors, "not scored")
-    if args.csv:
-        with open(args.csv, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=["path", "score", "decision", "pvalue",
-                                                    "status"])
-            writer.writeheader()
-            writer.writerows(rows)
+    if csv_path is not None:
+        def write(tmp):
+            with open(tmp, "w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=["path", "score", "decision",
+                                                        "pvalue", "status"])
+                writer.writeheader()
+                writer.writerows(rows)
+                fh.flush()
+                os.fsync(fh.fileno())
+
+        _replace_atomically(csv_path, write)
     if not ok:
         raise CLIError("No file could be scored." if files or errors else
+                       "No files given.")
+    return EXIT_PARTIAL if errors else EXIT_OK
+
+
+# --------------------------------------------------------------- attribute
+def cmd_attribute(args):
+    """Prediction sets over several owned models (one detector file per model)."""
+    from .multi import OwnedModelsAttributor
+
+    if args.alpha is not None and not 0 <= args.alpha < 1:
+        raise CLIError(f"--alpha must be in [0, 1), got {args.alpha}.")
+    csv_path = _prepare_output(args.csv, "--csv") if args.csv else None
+    models = {}
+    for spec in args.model:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            name, path = Path(spec).stem, spec
+        if name in models:
+            raise CLIError(f"--model: the name {name!r} is given twice (use NAME=FILE).")
+        models[name] = _load_detector(path, args.trust_pickle)
+    shapes = {n: tuple(p[0].output_shape_) for n, p in models.items()}
+    if len(set(shapes.values())) > 1:
+        raise CLIError(f"The models make images of different shapes: {shapes}.")
+    try:
+        attr = OwnedModelsAttributor.from_fitted(models)
+    except (TypeError, ValueError) as exc:
+        raise CLIError(str(exc)) from exc
+    verbose = not args.quiet
+    files, errors = _expand(args.paths)
+    X, ok, err = _read_images(files, next(iter(shapes.values())), verbose)
+    errors += err
+    names = list(models)
+    rows = []
+    if ok:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # convergence: the scores are still defined
+            res = attr.attribute(X, alpha=args.alpha)
+        for i, f in enumerate(ok):
+            row = {"path": f, "prediction": res.labels[i],
+                   "set": "{" + ",".join(np.asarray(names)[res.sets[i]]) + "}",
+                   "status": "ok"}
+            row.update({f"p_{n}": float(res.pvalues[i, j]) for j, n in enumerate(names)})
+            rows.append(row)
+        width = max(len(r["path"]) for r in rows)
+        print(f"{'path':<{width}}  {'prediction':<12}  {'set':<20}  "
+              + "  ".join(f"{'p_' + n:>10}" for n in names))
+        for r in rows:
+            print(f"{r['path']:<{width}}  {r['prediction']:<12}  {r['set']:<20}  "
+                  + "  ".join(f"{r['p_' + n]:>10.4f}" for n in names))
+    for f, reason in errors:
+        rows.append({"path": f, "prediction": "", "set": "", "status": reason,
+                     **{f"p_{n}": "" for n in names}})
+    _report_errors(errors, "not attributed")
+    if csv_path is not None:
+        def write(tmp):
+            with open(tmp, "w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=["path", "prediction", "set"]
+                                        + [f"p_{n}" for n in names] + ["status"])
+                writer.writeheader()
+                writer.writerows(rows)
+                fh.flush()
+                os.fsync(fh.fileno())
+
+        _replace_atomically(csv_path, write)
+    if not ok:
+        raise CLIError("No file could be attributed." if files or errors else
                        "No files given.")
     return EXIT_PARTIAL if errors else EXIT_OK
 
@@ -450,10 +678,11 @@ def build_parser():
         prog="flipad",
         description="Was this image made by my generator? FLIPAD attribution "
                     "(final-layer inversion + Deep SAD) from the command line.",
-        epilog="Exit codes: 0 success; 1 error (nothing done); 2 usage error; "
+        epilog="Exit codes: 0 success; 1 error (nothing done); 2 usage error "
+               "(including option values out of range); "
                "3 some files skipped (listed with the reason), the rest processed. "
-               "flipad score reads the secure detector format (no pickle); a "
-               "pickle/joblib detector needs --trust-pickle.",
+               "flipad score and flipad attribute read the secure detector format "
+               "(no pickle); a pickle/joblib detector needs --trust-pickle.",
     )
     parser.add_argument("--version", action="version", version=f"flipad {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -491,8 +720,14 @@ def build_parser():
     fit.add_argument("--fnr", type=float, default=0.005,
                      help="tolerated share of G's images rejected (0.005)")
     fit.add_argument("--epochs", type=int, default=50, help="Deep SAD epochs (50)")
+    fit.add_argument("--validation-samples", type=_validation_samples, default="auto",
+                     metavar="N|auto|own",
+                     help="fresh samples of the generator that set the threshold (as "
+                          "8-bit images in [-1, 1]); auto: 1000, or more if --fnr needs "
+                          "it (199 at 0.005, 1999 at 0.0005); own: hold out images of "
+                          "--own instead (auto)")
     fit.add_argument("--seed", type=int, default=0, help="random seed (0)")
-    fit.add_argument("--device", default="auto", help="auto, cpu or cuda (auto)")
+    fit.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto)")
     fit.add_argument("--batch-size", type=int, default=256,
                      help="samples per batch for sampling and inversion (256)")
     fit.add_argument("-o", "--output", required=True, metavar="FILE",
@@ -521,6 +756,30 @@ def build_parser():
                             "can run arbitrary code: only for files you trust")
     score.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     score.set_defaults(func=cmd_score)
+
+    attribute = sub.add_parser(
+        "attribute", help="which of my models made these images? (prediction sets)",
+        description="With one `flipad fit` detector per owned model: print for each file "
+                    "the set of models that may have made it ({} = none of mine; each "
+                    "model's own images are in its set at rate >= 1 - fnr), the most "
+                    "likely one and each model's conformal p-value.")
+    attribute.add_argument("--model", action="append", required=True,
+                           metavar="NAME=FILE",
+                           help="an owned model's detector written by `flipad fit` (the "
+                                "secure format; a pickle/joblib file needs --trust-pickle); "
+                                "repeat per model. NAME defaults to the file's stem")
+    attribute.add_argument("paths", nargs="+", metavar="PATH",
+                           help="image files or folders of images")
+    attribute.add_argument("--alpha", type=float, default=None,
+                           help="keep the models whose p-value exceeds ALPHA (default: "
+                                "each detector's own threshold, at its fnr)")
+    attribute.add_argument("--csv", metavar="FILE",
+                           help="also write path, prediction, set, p_<model>..., status")
+    attribute.add_argument("--trust-pickle", action="store_true",
+                           help="also load pickle/joblib detector files; loading a pickle "
+                                "can run arbitrary code: only for files you trust")
+    attribute.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    attribute.set_defaults(func=cmd_attribute)
     return parser
 
 
@@ -530,8 +789,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except CLIError as exc:
+    except UsageError as exc:
         print(f"flipad {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (CLIError, ValueError, OSError) as exc:
+        # one line, no traceback: what is wrong is in the message
+        msg = str(exc) if isinstance(exc, CLIError) else f"{type(exc).__name__}: {exc}"
+        print(f"flipad {args.command}: error: {' '.join(msg.split())}", file=sys.stderr)
         return EXIT_ERROR
 
 

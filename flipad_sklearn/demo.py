@@ -123,7 +123,7 @@ def run(n_own=400, n_neg=150, n_test=200, epochs=40, max_iter=150, tol=1e-4,
     say(f"inversion: activations of shape {inv.activation_shape_} per {inv.output_shape_} "
         f"image, median {np.median(inv.n_iter_):.0f} iterations, relative duality gap "
         f"median {np.median(gap):.1e}")
-    say(f"threshold at fnr={FNR} from {det.validation_distances_.size} held-out images "
+    say(f"threshold at fnr={FNR} from {det.validation_scores_.size} held-out images "
         f"of G")
     accuracy, aucs = {}, {}
     say(f"\n{'source':<36} {'accuracy at fnr=' + str(FNR):>22} {'ROC AUC (G vs it)':>18}")

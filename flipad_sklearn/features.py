@@ -1,7 +1,10 @@
 """Feature steps between the inversion and the detector.
 
 All steps take flat ``(n, C*H*W)`` (or 4-D ``(n, C, H, W)``) input and return
-2-D float arrays, so any scikit-learn step can follow.  Labels follow the
+2-D float arrays, so any scikit-learn step can follow.  4-D input after
+``fit`` must have the per-sample shape used at fit (``input_shape_``): the
+same number of values in another layout (channels last) is refused with a
+``ValueError`` rather than read wrongly.  Labels follow the
 package convention: 1 = made by G, -1 = known not made by G, 0 = unlabelled.
 """
 
@@ -22,7 +25,9 @@ from sklearn.feature_selection import SelectorMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._validation import check_labels, flatten_images, normal_mask, resolve_input_shape
+from ._validation import (
+    check_image_shape, check_labels, flatten_images, normal_mask, resolve_input_shape,
+)
 
 _FLOATS = [np.float64, np.float32]
 
@@ -121,7 +126,8 @@ class ActivationPooling(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         X_out : ndarray of shape (n_samples, C * H_out * W_out)
         """
         check_is_fitted(self)
-        X, _ = flatten_images(X)
+        X, nd_shape = flatten_images(X)
+        check_image_shape(nd_shape, self.input_shape_, type(self).__name__)
         X = validate_data(self, X, dtype=_FLOATS, reset=False)
         n = X.shape[0]
         c, h, w = self.input_shape_
@@ -235,7 +241,8 @@ class ChannelSelector(SelectorMixin, BaseEstimator):
         X_out : ndarray of shape (n_samples, n_kept_channels * H * W)
         """
         check_is_fitted(self)
-        X, _ = flatten_images(X)
+        X, nd_shape = flatten_images(X)
+        check_image_shape(nd_shape, self.input_shape_, type(self).__name__)
         return super().transform(X)
 
     def __sklearn_tags__(self):
@@ -286,7 +293,7 @@ class GeneratorStandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstima
         -------
         self : GeneratorStandardScaler
         """
-        X, _ = flatten_images(X)
+        X, self._image_shape = flatten_images(X)
         X = validate_data(self, X, dtype=_FLOATS)
         G = X[normal_mask(check_labels(y, X.shape[0]))].astype(np.float64, copy=False)
         self.mean_ = G.mean(axis=0)
@@ -310,7 +317,8 @@ class GeneratorStandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstima
         X_out : ndarray of shape (n_samples, n_features)
         """
         check_is_fitted(self)
-        X, _ = flatten_images(X)
+        X, nd_shape = flatten_images(X)
+        check_image_shape(nd_shape, getattr(self, "_image_shape", None), type(self).__name__)
         X = validate_data(self, X, dtype=_FLOATS, reset=False)
         return ((X - self.mean_) / self.scale_).astype(X.dtype, copy=False)
 
@@ -396,7 +404,8 @@ class DCTFeatures(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         X_out : ndarray of shape (n_samples, n_features)
         """
         check_is_fitted(self)
-        X, _ = flatten_images(X)
+        X, nd_shape = flatten_images(X)
+        check_image_shape(nd_shape, self.input_shape_, type(self).__name__)
         X = validate_data(self, X, dtype=_FLOATS, reset=False)
         spec = scipy.fft.dctn(X.reshape(X.shape[0], *self.input_shape_),
                               axes=(-2, -1), norm="ortho")

@@ -14,11 +14,14 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from torch import nn
 
-from ._device import resolve_device
+from ._device import check_materialised, resolve_device
 from ._layers import build_layer, describe_layer, is_describable, is_layer_description
 from .activations import BUILTIN_ACTIVATIONS, DEFAULT_CLIP_EPS, get_activation
-from .lasso import SOLVERS, solve_batch
-from .lasso.admm import check_admm_operator
+from .lasso import SOLVERS, STOP_REASONS, auto_solver, make_solver, solve_batch
+from .lasso.solvers import auto_batch_size
+
+#: Default ``progress_tol``: see ``benchmarks/bench_inversion.py``.
+DEFAULT_PROGRESS_TOL = 1e-5
 from .linear_ops import (
     LayerOperator, check_layer, infer_input_shape, square_image_shape,
 )
@@ -54,7 +57,12 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         The output activation ``sigma``.  A callable is taken as the inverse
         ``sigma^-1`` (applied without clipping); a pair as ``(sigma, sigma^-1)``,
         which ``inverse_transform`` needs.  Callables must be importable
-        functions for the estimator to pickle.
+        functions for the estimator to pickle.  torch's ``nn.Tanh()``,
+        ``torch.tanh``, ``nn.Sigmoid()``, ``torch.sigmoid``, ``nn.Identity()``
+        mean the builtin ones; a forward map given as the inverse
+        (``np.tanh``) is refused.  For tanh and sigmoid, integer ``X`` is
+        refused and more than 1% of values outside the range warn
+        (:class:`~flipad_sklearn.OutOfRangeWarning`).
     alpha : float, default=5e-4
         Lasso penalty, on the sum over the sample (FLIPAD uses 5e-4 on 64x64
         DCGAN outputs).
@@ -66,19 +74,24 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         Constrain the activations to be non-negative (true when the
         penultimate layer is a ReLU).  The proximal step becomes
         shrink-then-clamp.
-    solver : {"fista", "admm", "cd", "cvxpy", "scipy"}, default="fista"
+    solver : {"auto", "fista", "admm", "split_admm", "cd", "cvxpy", "scipy"}, \
+            default="auto"
+        ``"auto"``: the fastest method that supports the layer (recorded with
+        the reason in ``solver_`` and ``solver_reason_``): ``"admm"`` for
+        ConvTranspose2d layers with groups=1 and a small boundary,
+        ``"split_admm"`` for every other convolution, ``"cd"`` for Linear
+        layers on CPU and ``"fista"`` for Linear layers on CUDA (see
+        ``benchmarks/bench_inversion.py`` for the measurements behind the rule).
         ``"fista"``: batched accelerated proximal gradient in torch (CPU or
-        CUDA), any layer.  ``"admm"``: ConvTranspose2d layers with groups=1
-        (DCGAN-style generators), CPU or CUDA: ADMM with exact FFT solves of
-        the layer's normal equations and a continuation on its penalty rho
-        (after 400 iterations FISTA, warm-started, goes on for the rest of
-        ``max_iter``); several times faster than ``"fista"`` on
-        near-basis-pursuit problems (small ``alpha``, more activations than
-        outputs) such as the DCGAN 64x64 layer
-        (``benchmarks/bench_inversion.py``); the first transform builds three
-        per-layer factorisations (one per rho, about 0.7 s each).  ``"cd"``: coordinate
-        descent, Linear layers.  ``"cvxpy"`` and ``"scipy"``:
-        exact/independent CPU solvers to verify small problems.
+        CUDA), any layer.  ``"admm"``: ADMM with exact FFT solves of the layer's
+        normal equations and a continuation on its penalty (ConvTranspose2d,
+        groups=1; the first transform builds per-layer factorisations).
+        ``"split_admm"``: ADMM with two splits and FFT solves of ``m x m``
+        per-frequency systems (every Conv2d and ConvTranspose2d; nothing
+        scales with the image border).  Both ADMM variants hand the samples
+        not done after 400 iterations to FISTA.  ``"cd"``: coordinate descent,
+        Linear layers.  ``"cvxpy"`` and ``"scipy"``: exact/independent CPU
+        solvers to verify small problems.
     tol : float, default=1e-6
         Each sample stops once its duality gap is at most ``tol`` times its
         objective at the anchor (``1/2 ||y'||^2``, the convention of
@@ -86,6 +99,13 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         optimum, the returned objective ``P`` then satisfies
         ``P - P* <= tol * 1/2 ||y'||^2``.  Samples that do not reach it within ``max_iter`` raise a
         ``ConvergenceWarning`` (their certificate is in ``duality_gap_``).
+    progress_tol : float or None, default=1e-5
+        Also stop a sample once its objective has fallen by less than
+        ``progress_tol`` (relative) over each of 3 consecutive checks (20
+        iterations apart): more iterations no longer change it.  The
+        certificate stays what is reported (``duality_gap_``), and
+        ``stop_reason_`` says what ended each sample.  None: stop on the gap
+        or ``max_iter`` only.  Iterative torch solvers only.
     max_iter : int, default=1000
         Iterations (FISTA; ADMM and FISTA together for ``"admm"``) or epochs
         (coordinate descent) per sample at most.
@@ -99,8 +119,13 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     clip_eps : float, default=1e-6
         Outputs are clipped into ``(low + clip_eps, high - clip_eps)`` of
         sigma's range before inversion (tanh: ``(-1, 1)``; sigmoid: ``(0, 1)``).
-    batch_size : int, default=256
-        Samples solved together; bounds the solver's memory.
+    batch_size : int or "auto", default="auto"
+        Samples solved together.  ``"auto"``: as many as fit in
+        ``memory_budget`` bytes of solver state (at most 256), so that
+        large layers (a 512x512 Stable Diffusion decoder has 33.5M
+        activations per image) run one sample at a time.
+    memory_budget : int, default=2**31
+        Bytes of solver state per batch that ``batch_size="auto"`` aims at.
     n_jobs : int, default=None
         Batches solved in parallel with joblib (threads by default; any joblib
         backend, e.g. Dask's, applies when set with ``joblib.parallel_backend``).
@@ -123,6 +148,12 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         The layer's bias on each output entry (zeros without a bias).
     lipschitz_ : float
         Largest eigenvalue of ``WᵀW``; FISTA's step is its inverse.
+    solver_ : str
+        The solver ``transform`` runs (``solver`` itself, or what ``"auto"`` chose).
+    solver_reason_ : str
+        Why (for ``"auto"``), or ``"given"``.
+    batch_size_ : int
+        Samples per batch (``batch_size``, or what ``"auto"`` chose).
     operator_ : LayerOperator
         The layer as a CPU float64 linear operator.
     n_features_in_ : int
@@ -134,6 +165,10 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         the distance of its objective to the optimum.
     objective_ : ndarray of shape (n_samples,)
         Lasso objective per sample in the last ``transform``.
+    stop_reason_ : ndarray of str, shape (n_samples,)
+        What ended each sample in the last ``transform``: ``"gap"`` (the
+        certificate reached ``tol``), ``"progress"`` (see ``progress_tol``) or
+        ``"max_iter"``.
 
     Examples
     --------
@@ -155,11 +190,13 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         "positive": ["boolean"],
         "solver": [StrOptions(set(SOLVERS))],
         "tol": [Interval(Real, 0, None, closed="left")],
+        "progress_tol": [Interval(Real, 0, None, closed="left"), None],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "continuation": ["boolean"],
         "activation_shape": [tuple, list, None],
         "clip_eps": [Interval(Real, 0, 0.5, closed="neither")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "memory_budget": [Interval(Integral, 1, None, closed="left")],
         "n_jobs": [Integral, None],
         "device": [str, torch.device],
         "precision": [StrOptions({"float32", "float64"})],
@@ -167,10 +204,10 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     }
 
     def __init__(self, layer=None, *, activation="tanh", alpha=5e-4, anchor="zeros",
-                 positive=False, solver="fista", tol=1e-6, max_iter=1000,
-                 continuation=True, activation_shape=None, clip_eps=DEFAULT_CLIP_EPS,
-                 batch_size=256, n_jobs=None, device="auto", precision="float32",
-                 verbose=0):
+                 positive=False, solver="auto", tol=1e-6, progress_tol=DEFAULT_PROGRESS_TOL,
+                 max_iter=1000, continuation=True, activation_shape=None,
+                 clip_eps=DEFAULT_CLIP_EPS, batch_size="auto", memory_budget=2**31,
+                 n_jobs=None, device="auto", precision="float32", verbose=0):
         self.layer = layer
         self.activation = activation
         self.alpha = alpha
@@ -178,11 +215,13 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         self.positive = positive
         self.solver = solver
         self.tol = tol
+        self.progress_tol = progress_tol
         self.max_iter = max_iter
         self.continuation = continuation
         self.activation_shape = activation_shape
         self.clip_eps = clip_eps
         self.batch_size = batch_size
+        self.memory_budget = memory_budget
         self.n_jobs = n_jobs
         self.device = device
         self.precision = precision
@@ -191,6 +230,7 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     # ----------------------------------------------------------- validation
     def _check_X(self, X, reset):
         """2-D or 4-D finite X → (2-D float array, image shape or None)."""
+        get_activation(self.activation).check_dtype(X)   # before float conversion
         X = check_array(X, allow_nd=True, dtype=[np.float64, np.float32],
                         ensure_all_finite=False, ensure_2d=False,
                         input_name="X")
@@ -276,6 +316,9 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         if self.layer is None:
             raise ValueError("FinalLayerInverter needs layer=<the generator's final layer>.")
         check_layer(self.layer)
+        check_materialised(self.layer)
+        if self.solver in ("fista", "admm"):
+            resolve_device(self.device)  # an unsupported device fails here, not after fit
         get_activation(self.activation)
         X, image_shape = self._check_X(X, reset=True)
         self.activation_shape_, self.anchor_ = self._resolve_shapes(X.shape[1], image_shape)
@@ -286,13 +329,9 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
                 f"activations of shape {self.activation_shape_} to outputs of shape "
                 f"{op.output_shape} ({op.n_outputs} values)."
             )
-        if self.solver == "cd" and op.kind != "linear":
-            raise ValueError(
-                "solver='cd' handles fully connected (Linear) layers; use "
-                "solver='fista' for convolutional layers."
-            )
-        if self.solver == "admm":
-            check_admm_operator(op)
+        self.solver_, self.solver_reason_ = self._choose_solver(op)
+        self.batch_size_ = (self.batch_size if self.batch_size != "auto"
+                            else auto_batch_size(op, self.precision, self.memory_budget))
         if image_shape is not None and len(op.output_shape) == 3 \
                 and image_shape != op.output_shape:
             raise ValueError(
@@ -313,10 +352,27 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         self.lipschitz_ = op.lipschitz()
         return self
 
+    def _choose_solver(self, op):
+        """``(name, reason)`` of the solver for ``op``; a clear error if it cannot."""
+        if self.solver == "auto":
+            return auto_solver(op, self._device())
+        why = make_solver(self.solver).supports(op)
+        if why is not None:
+            raise ValueError(
+                f"solver={self.solver!r} {why}; use solver='auto' (the default) or "
+                "solver='fista', which handle every layer."
+            )
+        return self.solver, "given"
+
+    def _device(self):
+        torch_based = self.solver not in ("cd", "cvxpy", "scipy")
+        return resolve_device(self.device) if torch_based else torch.device("cpu")
+
     # ------------------------------------------------------------ transform
     def _targets(self, X):
         """``y' = sigma^-1(clip(x)) - b - W anchor`` for each row."""
         act = get_activation(self.activation)
+        act.check_range(X)                                # 0-255 floats would clip
         return act.invert(X, self.clip_eps) - self.bias_ - self._anchor_image
 
     def transform(self, X):
@@ -339,14 +395,16 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         Y = self._targets(X)
         n = Y.shape[0]
         lower = -self.anchor_ if self.positive else None
-        device = (resolve_device(self.device) if self.solver in ("fista", "admm")
+        solver = getattr(self, "solver_", self.solver)
+        device = (resolve_device(self.device) if solver not in ("cd", "cvxpy", "scipy")
                   else torch.device("cpu"))
         dtype = torch.float32 if self.precision == "float32" else torch.float64
-        batches = list(gen_batches(n, self.batch_size))
+        batches = list(gen_batches(n, getattr(self, "batch_size_", 256)))
 
-        kwargs = dict(solver=self.solver, lower=lower, tol=self.tol,
-                      max_iter=self.max_iter, lipschitz=self.lipschitz_, device=device,
-                      dtype=dtype, continuation=self.continuation)
+        kwargs = dict(solver=solver, lower=lower, tol=self.tol, max_iter=self.max_iter,
+                      lipschitz=self.lipschitz_, device=device, dtype=dtype,
+                      continuation=self.continuation, progress_tol=self.progress_tol,
+                      return_reason=True)
         bar = _progress(n, self.verbose, "final-layer inversion")
         if self.n_jobs in (None, 1) or len(batches) == 1:
             jobs = (solve_batch(self.operator_, Y[sl], self.alpha, **kwargs)
@@ -364,11 +422,13 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
                 bar.update(sl.stop - sl.start)
         if bar is not None:
             bar.close()
-        D, self.objective_, self.duality_gap_, self.n_iter_ = (
+        D, self.objective_, self.duality_gap_, self.n_iter_, reason = (
             np.concatenate(parts) for parts in zip(*results))
+        self.stop_reason_ = np.asarray(STOP_REASONS)[reason]
         rel = self.duality_gap_ / np.maximum(0.5 * (Y * Y).sum(axis=1), 1e-300)
-        unconverged = rel > self.tol
-        if unconverged.any() and self.solver in ("fista", "admm", "cd"):
+        # samples stopped on progress chose to: only a spent budget is a warning
+        unconverged = (rel > self.tol) & (self.stop_reason_ == "max_iter")
+        if unconverged.any() and solver not in ("cvxpy", "scipy"):
             warnings.warn(
                 f"{int(unconverged.sum())} of {n} samples did not reach the relative "
                 f"duality gap tol={self.tol:g} within max_iter={self.max_iter} (largest "

@@ -37,7 +37,15 @@ def check_layer(layer):
 
 
 class LayerOperator:
-    """``W`` of a Linear, Conv2d or ConvTranspose2d layer acting on flat vectors.
+    """``W`` of a final layer acting on flat vectors: the interface every solver uses.
+
+    ``LayerOperator(kind, weight, input_shape, conv_kwargs)`` (or
+    :meth:`from_layer`) returns the subclass for the layer type:
+    :class:`DenseOperator` (``"linear"``), :class:`Conv2dOperator`
+    (``"conv2d"``) or :class:`ConvTranspose2dOperator` (``"conv_transpose2d"``).
+    Each provides ``matvec`` (``W z``), ``rmatvec`` (``Wᵀ r``), ``to_dense``,
+    ``lipschitz`` (largest eigenvalue of ``WᵀW``), ``column_norms_sq`` and a
+    per-operator cache for solvers' set-up (:meth:`cached`).
 
     Parameters
     ----------
@@ -51,8 +59,19 @@ class LayerOperator:
         output_padding, as integer pairs.
     """
 
+    kind = None
+
+    def __new__(cls, kind=None, *args, **kwargs):
+        if cls is LayerOperator:
+            if kind not in _OPERATORS:
+                raise ValueError(f"Unknown operator kind {kind!r}; use one of "
+                                 f"{sorted(_OPERATORS)}.")
+            cls = _OPERATORS[kind]
+        return super().__new__(cls)
+
     def __init__(self, kind, weight, input_shape, conv_kwargs=None):
-        self.kind = kind
+        if kind != self.kind:
+            raise ValueError(f"{type(self).__name__} is a {self.kind!r} operator, not {kind!r}.")
         self.weight = weight.detach().to("cpu", torch.float64).clone()
         self.input_shape = tuple(int(s) for s in input_shape)
         self.conv_kwargs = dict(conv_kwargs or {})
@@ -107,82 +126,26 @@ class LayerOperator:
             kw["padding"] = _pair(padding)
         return cls("conv2d", layer.weight, input_shape, kw)
 
-    def _compute_output_shape(self):
-        if self.kind == "linear":
-            out_features, in_features = self.weight.shape
-            return (out_features,)
-        with torch.no_grad():
-            probe = torch.zeros((1,) + self.input_shape, dtype=torch.float64)
-            try:
-                out = self._forward4d(probe, self.weight)
-            except RuntimeError as exc:
-                raise ValueError(
-                    f"The final layer cannot take activations of shape {self.input_shape}: "
-                    f"{exc}"
-                ) from exc
-        return tuple(out.shape[1:])
+    # ------------------------------------------------------------- shared
+    def cached(self, key, factory):
+        """``factory()``, computed once per ``key`` and kept with the operator.
 
-    # ------------------------------------------------------------- numerics
-    def _weight(self, device, dtype):
-        key = (str(device), dtype)
-        w = self._cache.get(key)
-        if w is None:
-            w = self.weight.to(device=device, dtype=dtype)
-            self._cache[key] = w
-        return w
+        Solvers keep their per-layer set-up here (cast weights, embeddings,
+        factorisations); the cache is dropped when the operator is pickled.
+        """
+        value = self._cache.get(key)
+        if value is None:
+            value = factory()
+            self._cache[key] = value
+        return value
 
-    def _forward4d(self, z, w):
-        kw = self.conv_kwargs
-        if self.kind == "conv2d":
-            if "explicit_pad" in kw:
-                z = F.pad(z, kw["explicit_pad"])
-            return F.conv2d(z, w, None, kw["stride"], kw["padding"], kw["dilation"],
-                            kw["groups"])
-        return F.conv_transpose2d(z, w, None, kw["stride"], kw["padding"],
-                                  kw["output_padding"], kw["groups"], kw["dilation"])
-
-    def _adjoint4d(self, r, w):
-        kw = self.conv_kwargs
-        c, h, wd = self.input_shape
-        if self.kind == "conv_transpose2d":
-            # The adjoint of a transposed convolution is the convolution with the
-            # same weight; it may return extra rows/cols that no input reaches.
-            out = F.conv2d(r, w, None, kw["stride"], kw["padding"], kw["dilation"],
-                           kw["groups"])
-            return out[:, :, :h, :wd]
-        pad = kw.get("explicit_pad", (0, 0, 0, 0))
-        hp, wp = h + pad[2] + pad[3], wd + pad[0] + pad[1]
-        oh, ow = self.output_shape[1:]
-        op = []
-        for size, o, s, p, d, k in zip((hp, wp), (oh, ow), kw["stride"], kw["padding"],
-                                       kw["dilation"], w.shape[2:]):
-            op.append(size - ((o - 1) * s - 2 * p + d * (k - 1) + 1))
-        out = F.conv_transpose2d(r, w, None, kw["stride"], kw["padding"], tuple(op),
-                                 kw["groups"], kw["dilation"])
-        if "explicit_pad" in kw:
-            out = out[:, :, pad[2]:pad[2] + h, pad[0]:pad[0] + wd]
-        return out
-
-    def matvec(self, z):
-        """``W z`` for a batch ``z`` of shape ``(B, n_inputs)``."""
-        w = self._weight(z.device, z.dtype)
-        if self.kind == "linear":
-            return z @ w.T
-        out = self._forward4d(z.reshape((-1,) + self.input_shape), w)
-        return out.reshape(z.shape[0], -1)
-
-    def rmatvec(self, r):
-        """``Wᵀ r`` for a batch ``r`` of shape ``(B, n_outputs)``."""
-        w = self._weight(r.device, r.dtype)
-        if self.kind == "linear":
-            return r @ w
-        out = self._adjoint4d(r.reshape((-1,) + self.output_shape), w)
-        return out.reshape(r.shape[0], -1)
+    def weight_as(self, device, dtype):
+        """The weight on ``device`` in ``dtype`` (cached)."""
+        return self.cached(("weight", str(device), dtype),
+                           lambda: self.weight.to(device=device, dtype=dtype))
 
     def to_dense(self, max_entries=50_000_000):
         """The matrix ``W`` (``n_outputs x n_inputs``, float64 numpy)."""
-        if self.kind == "linear":
-            return self.weight.numpy().copy()
         if self.n_inputs * self.n_outputs > max_entries:
             raise ValueError(
                 f"The layer's matrix has {self.n_outputs} x {self.n_inputs} entries, too "
@@ -200,12 +163,10 @@ class LayerOperator:
     def lipschitz(self, n_iter=500, tol=1e-10, seed=0):
         """Largest eigenvalue of ``WᵀW`` (the gradient's Lipschitz constant).
 
-        Exact (via an SVD) for Linear layers; otherwise power iteration in float64,
-        stopped when the Rayleigh quotient changes by less than ``tol`` relatively,
-        then raised by 0.1 % so that the step ``1/L`` stays safe.
+        Power iteration in float64, stopped when the Rayleigh quotient changes
+        by less than ``tol`` relatively, then raised by 0.1 % so that the step
+        ``1/L`` stays safe (exact for Linear layers).
         """
-        if self.kind == "linear":
-            return float(torch.linalg.matrix_norm(self.weight, ord=2) ** 2)
         gen = torch.Generator().manual_seed(seed)
         v = torch.randn((1, self.n_inputs), generator=gen, dtype=torch.float64)
         v /= v.norm()
@@ -224,18 +185,6 @@ class LayerOperator:
                 est = new
         return est * 1.001
 
-    def column_norms_sq(self):
-        """Squared column norms of ``W`` (one per input coordinate), float64."""
-        if self.kind == "linear":
-            return (self.weight ** 2).sum(dim=0)
-        # For convolutions the column norm depends on the position only through
-        # the border, so use the dense route on one probe per input coordinate
-        # only when small; otherwise rmatvec of squared weights is exact:
-        # ||W e_j||^2 = sum_i W_ij^2 = (W∘W)ᵀ 1.
-        w2 = self.weight ** 2
-        ones = torch.ones((1,) + self.output_shape, dtype=torch.float64)
-        return self._adjoint4d(ones, w2).reshape(-1)
-
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_cache"] = {}
@@ -245,6 +194,121 @@ class LayerOperator:
     def __setstate__(self, state):
         state["weight"] = torch.from_numpy(np.asarray(state["weight"], dtype=np.float64))
         self.__dict__.update(state)
+
+
+class DenseOperator(LayerOperator):
+    """A ``Linear`` layer's weight ``(M, K)`` as an operator."""
+
+    kind = "linear"
+
+    def _compute_output_shape(self):
+        return (int(self.weight.shape[0]),)
+
+    def matvec(self, z):
+        """``W z`` for a batch ``z`` of shape ``(B, n_inputs)``."""
+        return z @ self.weight_as(z.device, z.dtype).T
+
+    def rmatvec(self, r):
+        """``Wᵀ r`` for a batch ``r`` of shape ``(B, n_outputs)``."""
+        return r @ self.weight_as(r.device, r.dtype)
+
+    def to_dense(self, max_entries=None):
+        return self.weight.numpy().copy()
+
+    def lipschitz(self, *args, **kwargs):
+        return float(torch.linalg.matrix_norm(self.weight, ord=2) ** 2)
+
+    def column_norms_sq(self):
+        """Squared column norms of ``W`` (one per input coordinate), float64."""
+        return (self.weight ** 2).sum(dim=0)
+
+
+class _ConvOperator(LayerOperator):
+    """Shared part of the convolutions: products through ``forward4d``/``adjoint4d``."""
+
+    def _compute_output_shape(self):
+        with torch.no_grad():
+            probe = torch.zeros((1,) + self.input_shape, dtype=torch.float64)
+            try:
+                out = self.forward4d(probe, self.weight)
+            except RuntimeError as exc:
+                raise ValueError(
+                    f"The final layer cannot take activations of shape {self.input_shape}: "
+                    f"{exc}"
+                ) from exc
+        return tuple(out.shape[1:])
+
+    def matvec(self, z):
+        """``W z`` for a batch ``z`` of shape ``(B, n_inputs)``."""
+        out = self.forward4d(z.reshape((-1,) + self.input_shape),
+                             self.weight_as(z.device, z.dtype))
+        return out.reshape(z.shape[0], -1)
+
+    def rmatvec(self, r):
+        """``Wᵀ r`` for a batch ``r`` of shape ``(B, n_outputs)``."""
+        out = self.adjoint4d(r.reshape((-1,) + self.output_shape),
+                             self.weight_as(r.device, r.dtype))
+        return out.reshape(r.shape[0], -1)
+
+    def column_norms_sq(self):
+        """Squared column norms of ``W``: ``||W e_j||^2 = ((W∘W)ᵀ 1)_j``, exact."""
+        ones = torch.ones((1,) + self.output_shape, dtype=torch.float64)
+        return self.adjoint4d(ones, self.weight ** 2).reshape(-1)
+
+
+class Conv2dOperator(_ConvOperator):
+    """A ``Conv2d`` (any stride, padding incl. 'same', dilation, groups)."""
+
+    kind = "conv2d"
+
+    def forward4d(self, z, w):
+        """The convolution of ``(B, C, H, W)`` activations with weight ``w``."""
+        kw = self.conv_kwargs
+        if "explicit_pad" in kw:
+            z = F.pad(z, kw["explicit_pad"])
+        return F.conv2d(z, w, None, kw["stride"], kw["padding"], kw["dilation"],
+                        kw["groups"])
+
+    def adjoint4d(self, r, w):
+        """The adjoint of :meth:`forward4d` on ``(B, C_out, Ho, Wo)`` outputs."""
+        kw = self.conv_kwargs
+        c, h, wd = self.input_shape
+        pad = kw.get("explicit_pad", (0, 0, 0, 0))
+        hp, wp = h + pad[2] + pad[3], wd + pad[0] + pad[1]
+        oh, ow = self.output_shape[1:]
+        op = []
+        for size, o, s, p, d, k in zip((hp, wp), (oh, ow), kw["stride"], kw["padding"],
+                                       kw["dilation"], w.shape[2:]):
+            op.append(size - ((o - 1) * s - 2 * p + d * (k - 1) + 1))
+        out = F.conv_transpose2d(r, w, None, kw["stride"], kw["padding"], tuple(op),
+                                 kw["groups"], kw["dilation"])
+        if "explicit_pad" in kw:
+            out = out[:, :, pad[2]:pad[2] + h, pad[0]:pad[0] + wd]
+        return out
+
+
+class ConvTranspose2dOperator(_ConvOperator):
+    """A ``ConvTranspose2d`` (any stride, padding, output_padding, dilation, groups)."""
+
+    kind = "conv_transpose2d"
+
+    def forward4d(self, z, w):
+        """The transposed convolution of ``(B, C, H, W)`` activations."""
+        kw = self.conv_kwargs
+        return F.conv_transpose2d(z, w, None, kw["stride"], kw["padding"],
+                                  kw["output_padding"], kw["groups"], kw["dilation"])
+
+    def adjoint4d(self, r, w):
+        """The convolution with the same weight; it may return extra rows/cols
+        that no input reaches, which are cut."""
+        kw = self.conv_kwargs
+        _, h, wd = self.input_shape
+        out = F.conv2d(r, w, None, kw["stride"], kw["padding"], kw["dilation"],
+                       kw["groups"])
+        return out[:, :, :h, :wd]
+
+
+_OPERATORS = {c.kind: c for c in (DenseOperator, Conv2dOperator, ConvTranspose2dOperator)}
 
 
 def phase_kernel(weight, stride, dilation):
@@ -338,7 +402,7 @@ class ChannelsLastOperator:
         c, h, w = self.input_shape
         x = z.reshape(-1, h, w, c).permute(0, 3, 1, 2)      # a channels-last NCHW view
         if not self._phase:
-            out = self.base._forward4d(x, self.base._weight(z.device, z.dtype))
+            out = self.base.forward4d(x, self.base.weight_as(z.device, z.dtype))
             return out.permute(0, 2, 3, 1).reshape(z.shape[0], -1)
         ker = self._phase_weight(z.device, z.dtype)
         qh, qw = ker.shape[2:]
@@ -357,7 +421,7 @@ class ChannelsLastOperator:
     def rmatvec(self, r):
         c, h, w = self.output_shape
         x = r.reshape(-1, h, w, c).permute(0, 3, 1, 2)
-        out = self.base._adjoint4d(x, self.base._weight(r.device, r.dtype))
+        out = self.base.adjoint4d(x, self.base.weight_as(r.device, r.dtype))
         return out.permute(0, 2, 3, 1).reshape(r.shape[0], -1)
 
 

@@ -29,6 +29,7 @@ import os
 import numpy as np
 import sklearn
 import torch
+from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import OneClassSVM
@@ -38,6 +39,7 @@ from .baselines import ConformalDetector, FingerprintCorrelation
 from .deepsad import FLIPADDetector
 from .features import ActivationPooling, ChannelSelector, DCTFeatures, GeneratorStandardScaler
 from .inversion import FinalLayerInverter
+from .multi import OwnedModelsAttributor
 from .perturbations import GaussianBlur, GaussianNoise, JPEGCompression, ResizedCrop
 
 __all__ = ["ALLOWED_CLASSES", "FORMAT", "FORMAT_VERSION", "UnsafeFileError", "load",
@@ -50,6 +52,7 @@ SPEC_KEY = "__spec__"
 #: The only classes :func:`load` rebuilds, by the name stored in a file.
 ALLOWED_CLASSES = {
     "sklearn.pipeline.Pipeline": Pipeline,
+    "sklearn.frozen.FrozenEstimator": FrozenEstimator,
     "sklearn.preprocessing.StandardScaler": StandardScaler,
     "sklearn.svm.OneClassSVM": OneClassSVM,
     "flipad_sklearn.FinalLayerInverter": FinalLayerInverter,
@@ -60,6 +63,7 @@ ALLOWED_CLASSES = {
     "flipad_sklearn.FLIPADDetector": FLIPADDetector,
     "flipad_sklearn.FingerprintCorrelation": FingerprintCorrelation,
     "flipad_sklearn.ConformalDetector": ConformalDetector,
+    "flipad_sklearn.OwnedModelsAttributor": OwnedModelsAttributor,
     "flipad_sklearn.GaussianBlur": GaussianBlur,
     "flipad_sklearn.GaussianNoise": GaussianNoise,
     "flipad_sklearn.JPEGCompression": JPEGCompression,
@@ -88,7 +92,8 @@ class _Encoder:
             raise TypeError(f"{path}: an array of Python objects cannot be saved without "
                             "pickle.")
         key = f"a{len(self.arrays)}"
-        self.arrays[key] = np.ascontiguousarray(a)
+        # not ascontiguousarray: it makes a 0-d array (a numpy scalar) 1-d
+        self.arrays[key] = np.require(a, requirements="C")
         return key
 
     def encode(self, obj, path):
@@ -99,6 +104,11 @@ class _Encoder:
         if isinstance(obj, float) and type(obj) is float:
             return obj
         if isinstance(obj, np.ndarray):
+            if obj.dtype.hasobject and obj.size and all(isinstance(v, str) for v in obj.flat):
+                # e.g. the model names in OwnedModelsAttributor.classes_: stored as a
+                # fixed-width unicode array, given back with the object dtype
+                return {"__type__": "strarray",
+                        "key": self._array(obj.astype(str), path)}
             return {"__type__": "ndarray", "key": self._array(obj, path)}
         if isinstance(obj, np.generic):
             return {"__type__": "npscalar", "key": self._array(obj, path)}
@@ -297,6 +307,11 @@ class _Decoder:
         kind = obj["__type__"]
         if kind == "ndarray":
             return self._array(obj["key"])
+        if kind == "strarray":
+            a = self._array(obj["key"])
+            if a.dtype.kind != "U":
+                raise ValueError("Corrupt file: a string array that holds no strings.")
+            return a.astype(object)
         if kind == "npscalar":
             return self._array(obj["key"])[()]
         if kind == "tensor":

@@ -5,7 +5,7 @@ measure robustness, and for "immunisation": the same perturbation applied to
 the training samples (put the transformer in front of the training data, or
 in the pipeline, so that it runs on both training and test images).
 
-Input: images in [-1, 1] (the range of a tanh generator), either 4-D
+Input: float images in [-1, 1] (the range of a tanh generator), either 4-D
 ``(n, C, H, W)`` or flattened 2-D ``(n, C*H*W)`` with ``input_shape=(C, H, W)``.
 As every transformer of the package, they return a 2-D float array
 ``(n, C*H*W)`` so that any scikit-learn step can follow; reshape with
@@ -15,6 +15,13 @@ package's convention, as in :class:`~flipad_sklearn.DCTFeatures`): pass
 ``input_shape`` for flattened images.
 
 ``fit`` only validates and records the shape: the transformers learn nothing.
+
+:class:`JPEGCompression` and :class:`GaussianNoise` clip into [-1, 1] (and
+the noise's ``std`` is in its units): they refuse integer images (scale
+``uint8`` pixels with ``X / 127.5 - 1``) and warn with
+:class:`~flipad_sklearn.exceptions.OutOfRangeWarning` when more than 1% of
+the values lie outside [-1, 1].  Blur and crop are linear and work on any
+scale.
 """
 
 import io
@@ -30,10 +37,12 @@ from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._validation import flatten_images, resolve_input_shape
+from .activations import BUILTIN_ACTIVATIONS
 
 __all__ = ["GaussianBlur", "GaussianNoise", "JPEGCompression", "ResizedCrop"]
 
 _FLOATS = [np.float64, np.float32]
+_UNIT_RANGE = BUILTIN_ACTIVATIONS["tanh"]   # images in [-1, 1]
 
 
 class _ImagePerturbation(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
@@ -43,6 +52,10 @@ class _ImagePerturbation(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
     # Subclasses may restrict the number of channels (JPEG: 1 or 3).
     _allowed_channels = None
+    # Perturbations that clip into [-1, 1] (or work in its units) refuse integer
+    # images and warn on 0-255 floats: clipped, those would lose their content.
+    # Blur and crop are linear, so right on any scale.
+    _needs_unit_range = False
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
@@ -60,6 +73,8 @@ class _ImagePerturbation(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self : object
             The fitted transformer.
         """
+        if self._needs_unit_range:
+            _UNIT_RANGE.check_dtype(X, type(self).__name__)
         X, nd_shape = flatten_images(X)
         X = validate_data(self, X, dtype=_FLOATS)
         self.input_shape_ = resolve_input_shape(self.input_shape, nd_shape, X.shape[1], "row")
@@ -75,6 +90,8 @@ class _ImagePerturbation(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
     def _validate_transform(self, X):
         check_is_fitted(self)
+        if self._needs_unit_range:
+            _UNIT_RANGE.check_dtype(X, type(self).__name__)
         X, nd_shape = flatten_images(X)
         X = validate_data(self, X, dtype=_FLOATS, reset=False)
         if nd_shape is not None and nd_shape != self.input_shape_:
@@ -82,6 +99,8 @@ class _ImagePerturbation(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 f"X has images of shape {nd_shape} but {type(self).__name__} was fitted "
                 f"on images of shape {self.input_shape_}."
             )
+        if self._needs_unit_range:
+            _UNIT_RANGE.check_range(X, type(self).__name__)
         return X.reshape(X.shape[0], *self.input_shape_)
 
     def transform(self, X):
@@ -220,6 +239,8 @@ class GaussianNoise(_ImagePerturbation):
         self.random_state = random_state
         self.input_shape = input_shape
 
+    _needs_unit_range = True
+
     def _perturb(self, images):
         rng = check_random_state(self.random_state)
         out = images + self.std * rng.standard_normal(images.shape)
@@ -274,6 +295,7 @@ class JPEGCompression(_ImagePerturbation):
         "quality": [Interval(Integral, 1, 100, closed="both")],
     }
     _allowed_channels = (1, 3)
+    _needs_unit_range = True
 
     def __init__(self, quality=90, *, input_shape=None):
         self.quality = quality

@@ -10,7 +10,10 @@ in ``figure_`` and ``ax_``:
 * :class:`ScoreHistogramDisplay`: the detector's scores per source with its
   threshold;
 * :class:`AttributionRocDisplay`: one ROC curve per other source against
-  the generator's own samples.
+  the generator's own samples;
+* :class:`PredictionSetDisplay`: for several owned models
+  (:class:`~flipad_sklearn.multi.OwnedModelsAttributor`), the sizes of the
+  prediction sets per true source and each model's coverage.
 
 matplotlib is an optional dependency (``pip install flipad_sklearn[plot]``);
 this module imports without it and raises an :class:`ImportError` that says
@@ -27,7 +30,8 @@ import numpy as np
 from sklearn.metrics import auc, roc_curve
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
-__all__ = ["ActivationMapDisplay", "AttributionRocDisplay", "ScoreHistogramDisplay"]
+__all__ = ["ActivationMapDisplay", "AttributionRocDisplay", "PredictionSetDisplay",
+           "ScoreHistogramDisplay"]
 
 _DEFAULT_NAMES = {1: "G", -1: "not G", 0: "unlabelled"}
 
@@ -612,5 +616,166 @@ class AttributionRocDisplay:
         ax.set_ylim(-0.01, 1.01)
         ax.set_aspect("equal")
         ax.legend(loc="lower right")
+        self.figure_, self.ax_ = fig, ax
+        return self
+
+
+# --------------------------------------------------------------------------
+class PredictionSetDisplay:
+    """Prediction-set sizes per true source, and each owned model's coverage.
+
+    For :class:`~flipad_sklearn.multi.OwnedModelsAttributor`: one stacked
+    bar per true source (each owned model, then the other sources) with the
+    share of its samples whose set holds 0 ("none of mine"), 1, 2, ...
+    models; a marker gives each owned model's coverage (the share of its
+    samples whose set contains it) against its target ``1 - fnr``.
+
+    Use :meth:`from_estimator` or :meth:`from_predictions` to build it.
+
+    Parameters
+    ----------
+    set_sizes : dict {source name: ndarray of shape (n_models + 1,)}
+        Share of the source's samples with a set of each size.
+    coverage : dict {model name: float}
+    target : dict {model name: float} or None, default=None
+        The guaranteed coverage ``1 - fnr`` of each model.
+    counts : dict {source name: int} or None, default=None
+
+    Attributes
+    ----------
+    figure_ : matplotlib.figure.Figure
+    ax_ : matplotlib Axes
+    bars_ : list
+        The bar containers, one per set size.
+    """
+
+    def __init__(self, set_sizes, coverage, *, target=None, counts=None):
+        self.set_sizes = {k: np.asarray(v, dtype=np.float64) for k, v in set_sizes.items()}
+        self.coverage = dict(coverage)
+        self.target = target
+        self.counts = counts
+
+    @classmethod
+    def from_predictions(cls, y, sets, model_names, *, target=None, ax=None, **plot_kwargs):
+        """Build and plot from prediction sets you computed yourself.
+
+        Parameters
+        ----------
+        y : array-like of shape (n_samples,)
+            True source of each sample: a model name or any other label.
+        sets : array-like of shape (n_samples, n_models), bool
+            ``sets[i, j]``: model ``model_names[j]`` is in the set of sample ``i``.
+        model_names : sequence of str
+        target : float, dict or None, default=None
+            Guaranteed coverage (``1 - fnr``), one for all or one per model.
+        ax : matplotlib Axes, default=None
+        **plot_kwargs
+            Passed to :meth:`plot`.
+
+        Returns
+        -------
+        display : PredictionSetDisplay
+        """
+        y = np.asarray(column_or_1d(np.asarray(y, dtype=object)), dtype=object)
+        sets = np.asarray(sets, dtype=bool)
+        names = [str(m) for m in model_names]
+        if sets.ndim != 2 or sets.shape != (y.shape[0], len(names)):
+            raise ValueError(f"sets must have shape (n_samples, n_models) = "
+                             f"({y.shape[0]}, {len(names)}), got {sets.shape}.")
+        y = np.array([str(v) for v in y], dtype=object)
+        sizes = sets.sum(axis=1)
+        others = sorted(set(y.tolist()) - set(names))
+        set_sizes, counts, coverage = {}, {}, {}
+        for src in [m for m in names if np.any(y == m)] + others:
+            mask = y == src
+            counts[src] = int(mask.sum())
+            set_sizes[src] = np.bincount(sizes[mask], minlength=len(names) + 1) / mask.sum()
+        for j, m in enumerate(names):
+            if np.any(y == m):
+                coverage[m] = float(sets[y == m, j].mean())
+        if target is not None and not isinstance(target, dict):
+            target = {m: float(target) for m in coverage}
+        disp = cls(set_sizes, coverage, target=target, counts=counts)
+        return disp.plot(ax=ax, **plot_kwargs)
+
+    @classmethod
+    def from_estimator(cls, estimator, X, y, *, alpha=None, ax=None, **plot_kwargs):
+        """Predict the sets of ``X`` with a fitted attributor and plot per source.
+
+        Parameters
+        ----------
+        estimator : OwnedModelsAttributor
+            Fitted.
+        X : array-like
+        y : array-like of shape (n_samples,)
+            True source of each sample (a model name, or another label).
+        alpha : float or None, default=None
+            As in :meth:`~flipad_sklearn.multi.OwnedModelsAttributor.predict_set`;
+            the target coverage is ``1 - alpha``, or each model's ``1 - fnr``.
+        ax, **plot_kwargs
+            As in :meth:`from_predictions`.
+
+        Returns
+        -------
+        display : PredictionSetDisplay
+        """
+        check_is_fitted(estimator)
+        sets = estimator.predict_set(X, alpha=alpha)
+        names = list(estimator.classes_)
+        if alpha is not None:
+            target = 1.0 - alpha
+        else:
+            from .conformal import _unwrap
+
+            target = {str(m): 1.0 - _unwrap(estimator.estimators_[m])[0].fnr for m in names}
+        return cls.from_predictions(y, sets, names, target=target, ax=ax, **plot_kwargs)
+
+    def plot(self, ax=None, *, cmap="viridis"):
+        """Draw the stacked set-size bars and the coverage markers.
+
+        Parameters
+        ----------
+        ax : matplotlib Axes, default=None
+        cmap : str, default="viridis"
+            Colours of the set sizes.
+
+        Returns
+        -------
+        display : PredictionSetDisplay
+        """
+        plt = check_matplotlib("PredictionSetDisplay.plot")
+        fig, ax = _single_axes(ax, plt)
+        sources = list(self.set_sizes)
+        n_sizes = max(len(v) for v in self.set_sizes.values())
+        colors = plt.get_cmap(cmap)(np.linspace(0.15, 0.9, n_sizes))
+        x = np.arange(len(sources))
+        bottom = np.zeros(len(sources))
+        self.bars_ = []
+        for size in range(n_sizes):
+            h = np.array([self.set_sizes[s][size] if size < len(self.set_sizes[s]) else 0.0
+                          for s in sources])
+            label = "none of mine" if size == 0 else f"{size} model{'s' if size > 1 else ''}"
+            self.bars_.append(ax.bar(x, h, bottom=bottom, color=colors[size], width=0.6,
+                                     label=f"set size {size} ({label})"))
+            bottom += h
+        covered = [i for i, s in enumerate(sources) if s in self.coverage]
+        if covered:
+            ax.plot(x[covered], [self.coverage[sources[i]] for i in covered], "kD",
+                    label="coverage (own model in its set)")
+            if self.target:
+                for i in covered:
+                    t = self.target.get(sources[i])
+                    if t is not None:
+                        ax.hlines(t, i - 0.35, i + 0.35, colors="k", linestyles="--")
+                ax.plot([], [], "k--", label="guaranteed coverage (1 - fnr)")
+        labels = [s if self.counts is None else f"{s}\n(n={self.counts[s]})" for s in sources]
+        ax.set_xticks(x)
+        ax.set_xticklabels(labels)
+        ax.set_xlabel("true source")
+        ax.set_ylabel("share of samples")
+        # room above the bars for the legend
+        ax.set_ylim(0, 1.45)
+        ax.set_yticks(np.linspace(0, 1, 6))
+        ax.legend(fontsize="small", loc="upper center", ncol=2)
         self.figure_, self.ax_ = fig, ax
         return self

@@ -144,11 +144,11 @@ def test_admm_warm_start_from_solution_is_certified():
 
 def test_admm_rejects_unsupported_layers():
     x = np.zeros((2, 8))
-    with pytest.raises(ValueError, match="ConvTranspose2d final layers only"):
+    with pytest.raises(ValueError, match="ConvTranspose2d layers only"):
         FinalLayerInverter(layer=nn.Linear(5, 8), solver="admm").fit(x)
     conv = nn.Conv2d(2, 2, 3, padding=1)
     xc = np.zeros((2, 2 * 4 * 4))
-    with pytest.raises(ValueError, match="ConvTranspose2d final layers only"):
+    with pytest.raises(ValueError, match="ConvTranspose2d layers only"):
         FinalLayerInverter(layer=conv, solver="admm", activation_shape=(2, 4, 4)).fit(xc)
     grouped = nn.ConvTranspose2d(4, 2, 4, stride=2, padding=1, groups=2)
     xg = np.zeros((2, 2 * 8 * 8))

@@ -131,8 +131,9 @@ def test_image_folder_recursive_and_empty(tmp_path):
     sub = tmp_path / "sub"
     sub.mkdir()
     Image.fromarray(np.full((4, 4), 128, np.uint8)).save(sub / "x.png")
-    X, paths, errors = load_image_folder(tmp_path, 4, warn=False)
-    assert X.shape == (0, 1, 4, 4) and paths == [] and errors == []
+    # no image at the top: an error that names the sub-folder, not an empty array
+    with pytest.raises(ValueError, match="No image could be loaded.*sub-folder"):
+        load_image_folder(tmp_path, 4, warn=False)
     X, paths, errors = load_image_folder(tmp_path, 4, recursive=True)
     assert X.shape == (1, 1, 4, 4) and errors == []
     np.testing.assert_allclose(X, 128 / 127.5 - 1, atol=1e-6)

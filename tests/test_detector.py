@@ -118,7 +118,8 @@ def test_lr_milestones_and_scheduler_order():
 def test_batch_norm_drops_batch_of_one(n):
     # With validation_fraction=0.2 the training sets leave a remainder of 1.
     X = gaussian(n + math.ceil(0.2 * n))
-    det = FLIPADDetector(**dict(FAST, batch_size=16, validation_fraction=0.2, n_epochs=1))
+    det = FLIPADDetector(**dict(FAST, batch_size=16, validation_size=None,
+                                validation_fraction=0.2, n_epochs=1))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ThresholdWarning)
         det.fit(X)
@@ -237,7 +238,7 @@ def test_conformal_threshold_too_few_samples_warns():
 
 def test_validation_rejections_at_most_fnr(fitted):
     det, _ = fitted
-    v = det.validation_distances_
+    v = -det.validation_scores_
     assert v.size == math.ceil(0.2 * 400)
     assert np.mean(v > det.threshold_) <= det.fnr
 
@@ -267,7 +268,7 @@ def test_pvalues_match_predict(fitted):
     X = np.vstack([gaussian(100, seed=9), gaussian(100, shift=2, seed=10)])
     p, pred = det.pvalues(X), det.predict(X)
     # Rejected (distance > k-th smallest) <=> at most n-k validation distances >= d.
-    n = det.validation_distances_.size
+    n = det.validation_scores_.size
     k = math.ceil((n + 1) * (1 - det.fnr) - 1e-12)
     np.testing.assert_array_equal(pred == -1, p <= (1 + n - k) / (n + 1))
 
@@ -298,7 +299,7 @@ def test_label_conventions(toy_labelled):
         FLIPADDetector(**FAST).fit(X, -np.ones(len(X)))
     # Validation set is drawn from y == 1 only.
     det = FLIPADDetector(**FAST).fit(X, y)
-    assert det.validation_distances_.size == math.ceil(0.2 * 300)
+    assert det.validation_scores_.size == math.ceil(0.2 * 300)
     # y in {0, 1} (as scikit-learn's checks pass it) works.
     FLIPADDetector(**FAST).fit(X, (y == 1).astype(int))
 

@@ -50,7 +50,7 @@ def make_problem(name, activation="tanh", n=3, seed=0, scale=1.0):
 
 def solve(layer, shape, x, solver, **kw):
     params = dict(layer=layer, alpha=1e-2, solver=solver, activation_shape=shape, tol=1e-9,
-                  max_iter=20_000, precision="float64")
+                  max_iter=20_000, precision="float64", progress_tol=None)
     params.update(kw)
     inv = FinalLayerInverter(**params).fit(x)
     with warnings.catch_warnings():
@@ -164,7 +164,7 @@ def test_batches_and_threads_do_not_change_results():
 def test_convergence_warning_and_per_sample_diagnostics():
     layer, shape, h, x = make_problem("convT_s2", n=5)
     inv = FinalLayerInverter(layer=layer, alpha=1e-3, max_iter=2, tol=1e-12,
-                             continuation=False).fit(x)
+                             continuation=False, progress_tol=None).fit(x)
     with pytest.warns(ConvergenceWarning, match="did not reach the relative duality gap"):
         inv.transform(x)
     assert inv.n_iter_.shape == inv.duality_gap_.shape == inv.objective_.shape == (5,)

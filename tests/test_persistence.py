@@ -191,6 +191,15 @@ def test_other_estimators_round_trip(tmp_path):
     sc = StandardScaler().fit(X.reshape(60, -1))
     persistence.save(sc, tmp_path / "sc.flipad")
     np.testing.assert_array_equal(persistence.load(tmp_path / "sc.flipad").scale_, sc.scale_)
+    # numpy scalars stay 0-d (OneClassSVM's _gamma: libsvm refuses a 1-d array)
+    from sklearn.svm import OneClassSVM
+
+    svm = OneClassSVM(gamma="scale").fit(X.reshape(60, -1))
+    persistence.save(svm, tmp_path / "svm.flipad")
+    svm2 = persistence.load(tmp_path / "svm.flipad")
+    assert np.shape(svm2._gamma) == () and svm2._gamma == svm._gamma
+    np.testing.assert_array_equal(svm2.score_samples(X.reshape(60, -1)),
+                                  svm.score_samples(X.reshape(60, -1)))
 
 
 @pytest.mark.parametrize("layer", [nn.Linear(5, 3), nn.Linear(5, 3, bias=False),
@@ -265,3 +274,75 @@ def test_skops_format_round_trip_with_a_trusted_list(fitted, tmp_path):
         persistence.load(bad)
     with pytest.raises(ValueError, match="format"):
         persistence.save(pipe, tmp_path / "x", format="pickle")
+
+
+def test_solver_choice_and_conformal_calibration_round_trip(fitted, tmp_path):
+    # the fitted attributes of the solver rewrite and of the conformal module
+    from flipad_sklearn.conformal import calibrate
+
+    pipe, X_test = fitted
+    layer = pipe[0].layer
+    X_g, A_g = _data(layer, 80, 0.0, 5)
+    X_o, _ = _data(layer, 40, 1.5, 6)
+    cal = make_flipad(layer, "tanh", A_g.mean(axis=0), positive=True, tol=1e-3,
+                      max_iter=60, n_channels=3, fnr=0.05, random_state=0, device="cpu",
+                      inverter_params=dict(batch_size="auto", memory_budget=2**20,
+                                           progress_tol=None),
+                      detector_params=dict(hidden_sizes=(16,), rep_dim=4, n_epochs=2,
+                                           validation_size=0))
+    cal.fit(np.concatenate([X_g, X_o]), np.r_[np.ones(80), -np.ones(40)])
+    calibrate(cal, _data(layer, 30, 0.0, 7)[0])
+    cal[:-1].transform(X_test)                       # sets the inverter's stop_reason_
+    persistence.save(cal, tmp_path / "cal.flipad")
+    again = persistence.load(tmp_path / "cal.flipad")
+    inv, inv2 = cal[0], again[0]
+    for attr in ("solver_", "solver_reason_", "batch_size_"):
+        assert getattr(inv2, attr) == getattr(inv, attr), attr
+    np.testing.assert_array_equal(inv2.stop_reason_, inv.stop_reason_)
+    assert inv2.get_params()["batch_size"] == "auto"
+    assert inv2.memory_budget == 2**20 and inv2.progress_tol is None
+    det, det2 = cal[-1], again[-1]
+    assert det2.validation_size == 0
+    np.testing.assert_array_equal(det2.validation_scores_, det.validation_scores_)
+    assert det2.validation_scores_.size == 30 and det2.threshold_ == det.threshold_
+    with pytest.warns(FutureWarning, match="validation_distances_ is deprecated"):
+        np.testing.assert_array_equal(det2.validation_distances_,
+                                      -det.validation_scores_[::-1])
+    np.testing.assert_array_equal(again.decision_function(X_test),
+                                  cal.decision_function(X_test))
+
+
+def test_owned_models_attributor_round_trip(tmp_path):
+    from sklearn.frozen import FrozenEstimator
+
+    from flipad_sklearn import OwnedModelsAttributor
+    from flipad_sklearn.baselines import ConformalDetector
+
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(0, 1, (80, 3)), rng.normal(4, 1, (80, 3)),
+                        rng.normal(-4, 1, (40, 3))])
+    y = np.array(["G1"] * 80 + ["G2"] * 80 + ["none"] * 40, dtype=object)
+    attr = OwnedModelsAttributor({"G1": ConformalDetector("ocsvm", fnr=0.1, random_state=0),
+                                  "G2": ConformalDetector("ocsvm", fnr=0.1,
+                                                          random_state=1)}).fit(X, y)
+    persistence.save(attr, tmp_path / "attr.flipad")
+    again = persistence.load(tmp_path / "attr.flipad")
+    assert type(again) is OwnedModelsAttributor
+    assert again.classes_.dtype == object and list(again.classes_) == ["G1", "G2"]
+    np.testing.assert_array_equal(again.pvalues(X), attr.pvalues(X))
+    np.testing.assert_array_equal(again.predict(X), attr.predict(X))
+    # detectors fitted elsewhere, frozen
+    frozen = OwnedModelsAttributor.from_fitted(
+        {"G1": FrozenEstimator(attr.estimators_["G1"]), "G2": attr.estimators_["G2"]})
+    persistence.save(frozen, tmp_path / "frozen.flipad")
+    np.testing.assert_array_equal(persistence.load(tmp_path / "frozen.flipad").pvalues(X),
+                                  attr.pvalues(X))
+    # an object array of anything but strings is still refused
+    with pytest.raises(TypeError, match="array of Python objects"):
+        persistence.save(_with_objects(), tmp_path / "bad.flipad")
+
+
+def _with_objects():
+    sc = StandardScaler().fit(np.ones((3, 2)))
+    sc.feature_names_in_ = np.array(["a", 1], dtype=object)
+    return sc

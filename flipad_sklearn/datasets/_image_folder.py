@@ -29,6 +29,25 @@ def _check_size(image_size):
     return size
 
 
+def _not_a_file_reason(entry, recursive):
+    """Why a folder entry is not read as a file: None for a regular file, "" to skip."""
+    if entry.is_symlink() and not entry.exists():
+        try:
+            target = os.readlink(entry)
+        except OSError:
+            target = "?"
+        return f"skipped: broken symbolic link (to {target!r})"
+    if entry.is_dir():
+        if not recursive:
+            return "skipped: sub-folder (pass recursive=True to read sub-folders)"
+        if entry.is_symlink():
+            return "skipped: symbolic link to a folder (not followed)"
+        return ""
+    if not entry.is_file():
+        return "skipped: not a regular file"
+    return None
+
+
 class _UnsupportedImage(ValueError):
     """An image Pillow reads but whose values have no defined grey range."""
 
@@ -73,10 +92,12 @@ def load_image_folder(path, image_size, mode="L", *, recursive=False,
     16-bit grey images are scaled to the same range (``x / 257``), not
     clipped.
 
-    Nothing is dropped silently: every file that is not loaded (unreadable
-    or truncated image, a floating-point image without a defined range, or
-    an extension not in ``extensions``) is listed in the returned ``errors``
-    with the reason, and a warning says how many.
+    Nothing is dropped silently: every entry that is not loaded (unreadable
+    or truncated image, a floating-point image without a defined range, an
+    extension not in ``extensions``, a broken symbolic link, a sub-folder
+    when ``recursive=False``, a link to a folder, which is not followed) is
+    listed in the returned ``errors`` with the reason, and a warning says how
+    many.  A folder from which no image can be loaded is an error.
 
     Parameters
     ----------
@@ -107,6 +128,9 @@ def load_image_folder(path, image_size, mode="L", *, recursive=False,
     ------
     FileNotFoundError
         If ``path`` is not an existing folder.
+    ValueError
+        If no image could be loaded from it (an empty folder, or only
+        entries that were skipped; the message lists the first reasons).
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -123,9 +147,17 @@ def load_image_folder(path, image_size, mode="L", *, recursive=False,
     if not folder.is_dir():
         raise FileNotFoundError(f"{os.fspath(path)!r} is not an existing folder.")
 
-    files = sorted(p for p in (folder.rglob("*") if recursive else folder.iterdir())
-                   if p.is_file())
+    entries = sorted(folder.rglob("*") if recursive else folder.iterdir())
     images, paths, errors = [], [], []
+    files = []
+    for entry in entries:
+        reason = _not_a_file_reason(entry, recursive)
+        if reason == "":
+            continue                  # a sub-folder that rglob walks itself
+        if reason is not None:
+            errors.append((os.fspath(entry), reason))
+        else:
+            files.append(entry)
     resample = Image.Resampling.BICUBIC
     for file in files:
         name = os.fspath(file)
@@ -146,15 +178,19 @@ def load_image_folder(path, image_size, mode="L", *, recursive=False,
         images.append(arr)
         paths.append(name)
 
-    channels = 1 if mode == "L" else 3
-    if images:
-        X = (np.stack(images) / 127.5 - 1.0).astype(dtype)
-    else:
-        X = np.empty((0, channels, height, width), dtype=dtype)
+    if not images:
+        if not errors:
+            raise ValueError(f"{os.fspath(path)!r} is empty: no image to load.")
+        listed = "; ".join(f"{os.path.basename(p)}: {r}" for p, r in errors[:3])
+        raise ValueError(
+            f"No image could be loaded from {os.fspath(path)!r}: {len(errors)} "
+            f"entries skipped ({listed}{'; ...' if len(errors) > 3 else ''})."
+        )
+    X = (np.stack(images) / 127.5 - 1.0).astype(dtype)
     if errors and warn:
         warnings.warn(
-            f"{len(errors)} of {len(files)} files in {os.fspath(path)!r} were not "
-            f"loaded (first: {errors[0][0]!r}: {errors[0][1]}); see the returned "
+            f"{len(errors)} of {len(entries)} files and folders in "
+            f"{os.fspath(path)!r} were not loaded (first: {errors[0][0]!r}: {errors[0][1]}); see the returned "
             "errors list.",
             UserWarning,
             stacklevel=2,

@@ -15,88 +15,22 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._device import resolve_device
 from .._validation import (
+    check_image_shape,
     check_labels,
     flatten_images,
-    normal_mask,
     resolve_input_shape,
+)
+# The conformal rule lives in flipad_sklearn.conformal; the names stay importable here.
+from ..conformal import (  # noqa: F401
+    CONFORMAL_CONSTRAINTS,
+    ConformalDecisionMixin,
+    ThresholdWarning,
+    conformal_threshold,
 )
 from .networks import build_network, check_bias_free, has_batch_norm, rebuild_network
 
 
 _TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32}
-
-
-class ThresholdWarning(UserWarning):
-    """The validation set is too small for the requested false-negative rate."""
-
-
-def conformal_threshold(distances, fnr):
-    """Conformal ``(1 - fnr)`` quantile of held-out distances of G's samples.
-
-    Returns the ``k``-th smallest distance with ``k = ceil((n + 1)(1 - fnr))``:
-    for a new sample of G exchangeable with the ``n`` held-out ones,
-    ``P(distance > threshold) <= fnr``.  When ``k > n`` (``n < 1/fnr - 1``)
-    no finite order statistic gives the guarantee; the maximum is used and a
-    :class:`ThresholdWarning` is raised.
-    """
-    d = np.sort(np.asarray(distances, dtype=np.float64))
-    n = d.shape[0]
-    k = math.ceil((n + 1) * (1.0 - fnr) - 1e-12)  # tolerance: (n+1)*(1-fnr) may be k+tiny
-    if k > n:
-        warnings.warn(
-            f"{n} validation samples are too few to guarantee fnr={fnr}: "
-            f"at least {math.ceil((1 - fnr) / fnr - 1e-12) if fnr > 0 else 'infinitely many'} "
-            "are needed. The largest validation distance is used as threshold.",
-            ThresholdWarning,
-            stacklevel=3,
-        )
-        k = n
-    return float(d[max(k, 1) - 1])
-
-
-class ConformalDecisionMixin:
-    """``decision_function``, ``predict`` and a ``fit_predict`` that keeps ``y``,
-    shared by the detectors thresholded at ``offset_`` (higher score = more like G)."""
-
-    def decision_function(self, X):
-        """``score_samples(X) - offset_``: negative means "not made by G".
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
-
-        Returns
-        -------
-        decision : ndarray of shape (n_samples,), float64
-        """
-        return self.score_samples(X) - self.offset_
-
-    def predict(self, X):
-        """+1 for "made by G", -1 for "not made by G".
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
-
-        Returns
-        -------
-        labels : ndarray of shape (n_samples,), int
-        """
-        return np.where(self.decision_function(X) >= 0, 1, -1)
-
-    def fit_predict(self, X, y=None, **kwargs):
-        """Fit with the labels ``y`` (``OutlierMixin`` would drop them) and predict ``X``.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
-        y : array-like of shape (n_samples,), default=None
-
-        Returns
-        -------
-        labels : ndarray of shape (n_samples,), int
-        """
-        return self.fit(X, y, **kwargs).predict(X)
 
 
 class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
@@ -161,11 +95,20 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
     fnr : float, default=0.005
         Tolerated false-negative rate: the share of G's own samples that may
         be rejected.  Needs at least ``1/fnr - 1`` validation samples for the
-        guarantee (199 at 0.005); with fewer, the largest validation distance
-        is the threshold and a :class:`ThresholdWarning` is raised.
+        guarantee (199 at 0.005,
+        :func:`~flipad_sklearn.conformal.required_validation_size`); with
+        fewer, the largest validation distance is the threshold and a
+        :class:`ThresholdWarning` is raised.
+    validation_size : "auto", int or None, default="auto"
+        Samples of G (``y == 1``; all normal samples when there are none)
+        held out of training to set the threshold.  ``"auto"``: as many as
+        ``fnr`` needs, or ``validation_fraction`` of them if that is more, but
+        at most half of G's samples.  An int: that many; ``0`` trains on all
+        of them and leaves the threshold to
+        :func:`~flipad_sklearn.conformal.calibrate` on fresh samples of G.
+        None: ``validation_fraction`` of them.
     validation_fraction : float, default=0.2
-        Share of G's samples (``y == 1``; all normal samples when there are
-        none) held out of training to set the threshold.
+        Share of G's samples held out (the least share with ``"auto"``).
     score_dtype : {"float64", "float32"}, default="float64"
         Precision of scoring (training is always float32).  float64 makes a
         sample's score independent of the batch it is scored in (to ~1e-15);
@@ -192,12 +135,16 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
         Distance above which a sample is rejected as not made by G.
     offset_ : float
         ``-threshold_``; ``decision_function = score_samples - offset_``.
-    validation_distances_ : ndarray
-        Sorted distances of the held-out samples of G (for :meth:`pvalues`).
+    validation_scores_ : ndarray
+        Sorted scores (minus the distances) of the held-out samples of G (for
+        :meth:`pvalues`).  ``validation_distances_`` is a deprecated alias
+        (the distances, sorted).
     history_ : dict of lists
         ``"loss"`` (mean training loss), ``"lr"`` and ``"time"`` per epoch.
     input_shape_ : tuple or None
-        Per-sample shape used by the conv net.
+        Per-sample shape used by the conv net.  4-D input to the scoring
+        methods must have this shape (another layout of the same size, such
+        as channels last, is refused).
     n_features_in_ : int
         Number of (flat) features seen in ``fit``.
     device_ : torch.device
@@ -235,8 +182,7 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "lr_milestones": [tuple, list],
         "lr_gamma": [Interval(Real, 0, None, closed="neither")],
-        "fnr": [Interval(Real, 0, 1, closed="left")],
-        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        **CONFORMAL_CONSTRAINTS,
         "score_dtype": [StrOptions({"float64", "float32"})],
         "device": [str, torch.device],
         "random_state": ["random_state"],
@@ -262,6 +208,7 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
         lr_milestones=(),
         lr_gamma=0.1,
         fnr=0.005,
+        validation_size="auto",
         validation_fraction=0.2,
         score_dtype="float64",
         device="auto",
@@ -284,11 +231,18 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
         self.lr_milestones = lr_milestones
         self.lr_gamma = lr_gamma
         self.fnr = fnr
+        self.validation_size = validation_size
         self.validation_fraction = validation_fraction
         self.score_dtype = score_dtype
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
+
+    _min_train_samples = 2  # the centre and batch norm need two training samples
+
+    def _threshold_margin(self):
+        # float32 scores move by ~1e-7 relative between batches; float64 by ~1e-15.
+        return 1e-10 if next(self.network_.parameters()).dtype == torch.float64 else 1e-5
 
     # ------------------------------------------------------------------ fit
     @_fit_context(prefer_skip_nested_validation=True)
@@ -313,7 +267,7 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
         labels = check_labels(y, X.shape[0])
         shape = self._network_input_shape(nd_shape, X.shape[1])
         rng = check_random_state(self.random_state)
-        train_idx, val_idx = self._split(labels, rng)
+        train_idx, val_idx = self._validation_split(labels, rng)
 
         self.device_ = resolve_device(self.device)
         gen = torch.Generator().manual_seed(int(rng.randint(np.iinfo(np.int32).max)))
@@ -331,21 +285,7 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
         self.center_ = center.double().cpu().numpy()
         self.input_shape_ = shape
 
-        val_dist = self._distances(X[val_idx])
-        self.validation_distances_ = np.sort(val_dist)
-        if np.ptp(val_dist) <= 1e-12 * (1.0 + np.abs(val_dist).max()):
-            warnings.warn(
-                "All validation samples of G have the same distance to the "
-                "centre: the network collapsed (or the features are constant). "
-                "Check for bias terms or constant features.",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-        # The relative margin keeps the sample at the quantile accepted
-        # despite float noise when it is scored again in another batch.
-        margin = 1e-10 if self.score_dtype == "float64" else 1e-5
-        self.threshold_ = conformal_threshold(val_dist, self.fnr) * (1.0 + margin)
-        self.offset_ = -self.threshold_
+        self._fit_threshold(X[val_idx], lambda Xv: -self._distances(Xv))
         return self
 
     def _network_input_shape(self, nd_shape, n_features):
@@ -354,23 +294,6 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
                 raise ValueError("network='lenet' needs input_shape=(C, H, W) or 4-D X.")
             return None
         return resolve_input_shape(self.input_shape, nd_shape, n_features, "channels")
-
-    def _split(self, labels, rng):
-        """Hold out ``validation_fraction`` of G's samples for the threshold."""
-        pool = np.flatnonzero(normal_mask(labels))
-        n_val = math.ceil(self.validation_fraction * pool.size)
-        n_train_normal = int(np.sum(labels != -1)) - n_val
-        if n_val < 1 or n_train_normal < 2:
-            raise ValueError(
-                f"Too few samples of G for training and the validation split: "
-                f"{pool.size} samples of G, {n_val} held out "
-                f"(validation_fraction={self.validation_fraction}), leaving "
-                f"{n_train_normal} normal samples for training; at least 2 are needed."
-            )
-        val_idx = np.sort(rng.permutation(pool)[:n_val])
-        train_mask = np.ones(labels.size, dtype=bool)
-        train_mask[val_idx] = False
-        return np.flatnonzero(train_mask), val_idx
 
     def _make_network(self, n_features, shape, gen):
         kind = self.network
@@ -478,7 +401,8 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
 
     def _check_X(self, X):
         check_is_fitted(self)
-        X, _ = flatten_images(X)
+        X, nd_shape = flatten_images(X)
+        check_image_shape(nd_shape, self.input_shape_, type(self).__name__)
         return validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
 
     def score_samples(self, X):
@@ -494,25 +418,14 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
         """
         return -self._distances(self._check_X(X))
 
-    def pvalues(self, X):
-        """Conformal p-values of "made by G" from the held-out distances.
-
-        ``p = (1 + #{validation distances >= d(x)}) / (n_val + 1)``; for a new
-        sample of G, ``P(p <= a) <= a``.  ``predict`` rejects about when
-        ``p <= fnr``.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
-
-        Returns
-        -------
-        p : ndarray of shape (n_samples,), float64
-        """
-        d = self._distances(self._check_X(X))
-        v = self.validation_distances_
-        n_ge = v.size - np.searchsorted(v, d, side="left")
-        return (1.0 + n_ge) / (v.size + 1.0)
+    @property
+    def validation_distances_(self):
+        """Deprecated: the sorted held-out distances; use ``-validation_scores_``."""
+        scores = self.validation_scores_  # AttributeError (no warning) when unfitted
+        warnings.warn("validation_distances_ is deprecated: use validation_scores_ "
+                      "(scores, higher = more like G; the distances are "
+                      "-validation_scores_).", FutureWarning, stacklevel=2)
+        return -scores[::-1]
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -20,6 +20,8 @@ The functions work on batches (one row per sample) of float64 torch tensors.
 
 import torch
 
+from .penalty import L1Penalty
+
 _TINY = 1e-300
 
 
@@ -39,44 +41,31 @@ def primal_objective(residual, d, alpha):
     return 0.5 * (residual * residual).sum(dim=1) + alpha * d.abs().sum(dim=1)
 
 
-def conjugate_penalty(s, alpha, lower):
-    """``sum_j g_j*(s_j)`` per row, for dual feasible ``s`` (0 without a bound)."""
-    if lower is None:
-        return torch.zeros(s.shape[0], dtype=s.dtype, device=s.device)
-    lp = lower.clamp(min=0.0)
-    a = s * lower - alpha * lower.abs()
-    b = s * lp - alpha * lp
-    return torch.maximum(a, b).sum(dim=1)
+def ray_dual_value(theta, WT_theta, y, penalty):
+    """Best dual value ``D(c theta)`` along the feasible part of the ray of ``theta``.
+
+    ``c`` maximises the quadratic part ``c <y, theta> - c^2 ||theta||^2 / 2``
+    and is clipped into the feasible interval of ``penalty``
+    (:meth:`~.penalty.L1Penalty.feasible_scale`).  With ``theta`` the residual
+    at the optimum, ``c = 1`` and the gap closes.
+    """
+    yr = (y * theta).sum(dim=1)
+    rr = (theta * theta).sum(dim=1)
+    c = yr / rr.clamp(min=_TINY)
+    cmax = penalty.feasible_scale(WT_theta)
+    if penalty.lower is None:
+        c = torch.clamp(c, -cmax, cmax)
+    else:
+        c = torch.clamp(c.clamp(min=0.0), max=cmax)
+    value = c * yr - 0.5 * c * c * rr
+    if penalty.lower is not None:
+        value = value - penalty.conjugate(c[:, None] * WT_theta)
+    return value
 
 
 def dual_point_value(rho, WT_rho, y, alpha, lower):
-    """Best dual value along the ray ``theta = c * rho`` that stays feasible.
-
-    ``c`` maximises the quadratic part ``c <y, rho> - c^2 ||rho||^2 / 2`` and is
-    clipped into the feasible interval (``|c| ||W^T rho||_inf <= alpha``, or
-    ``0 <= c`` and ``c max(W^T rho) <= alpha`` with a lower bound).  With
-    ``rho`` the residual at the optimum, ``c = 1`` and the gap closes.
-
-    Returns
-    -------
-    value : tensor (B,)
-        ``D(c rho)``, a lower bound on the optimal primal value.
-    """
-    yr = (y * rho).sum(dim=1)
-    rr = (rho * rho).sum(dim=1)
-    c = yr / rr.clamp(min=_TINY)
-    if lower is None:
-        smax = WT_rho.abs().amax(dim=1)
-        cmax = alpha / smax.clamp(min=_TINY)
-        c = torch.clamp(c, -cmax, cmax)
-    else:
-        smax = WT_rho.amax(dim=1).clamp(min=0.0)
-        cmax = alpha / smax.clamp(min=_TINY)
-        c = torch.clamp(c.clamp(min=0.0), max=cmax)
-    value = c * yr - 0.5 * c * c * rr
-    if lower is not None:
-        value = value - conjugate_penalty(c[:, None] * WT_rho, alpha, lower)
-    return value
+    """:func:`ray_dual_value` for ``alpha ||d||_1`` (with ``d >= lower`` if given)."""
+    return ray_dual_value(rho, WT_rho, y, L1Penalty(alpha, lower))
 
 
 def extrapolated_residual(history):
@@ -99,27 +88,6 @@ def extrapolated_residual(history):
     out = (coef[:, :, None] * history[:, 1:]).sum(dim=1)
     out[bad] = float("nan")
     return out
-
-
-def extrapolated_dual(op, history, r, y, alpha, lower, dual, n_extrapolation):
-    """Append ``r`` to ``history`` and raise ``dual`` where extrapolation helps.
-
-    Keeps the last ``n_extrapolation + 1`` residuals in the list ``history``;
-    once it is full, the dual value at the extrapolated residual replaces
-    ``dual`` (in place) on the rows where it is larger.  Any feasible dual
-    point gives a valid bound, so this never weakens the certificate.
-    """
-    history.append(r)
-    if len(history) > n_extrapolation + 1:
-        history.pop(0)
-    if len(history) == n_extrapolation + 1:
-        r_acc = extrapolated_residual(torch.stack(history, dim=1))
-        ok = torch.isfinite(r_acc).all(dim=1)
-        if ok.any():
-            r_ok = r_acc[ok]
-            dual_acc = dual_point_value(r_ok, op.rmatvec(r_ok), y[ok], alpha, lower)
-            dual[ok] = torch.maximum(dual[ok], dual_acc)
-    return dual
 
 
 def duality_gap(op, y, d, alpha, lower=None):

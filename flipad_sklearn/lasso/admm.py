@@ -47,8 +47,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..linear_ops import phase_kernel
-from ._duality import dual_point_value, extrapolated_dual, gap_scale, primal_objective
+from .certificate import Certificate
+from .embedding import ConvTranspose2dEmbedding
+from .penalty import L1Penalty
 
 #: Unobserved output pixels above which the dense boundary correction is refused.
 MAX_BOUNDARY = 8000
@@ -79,8 +80,12 @@ def check_admm_operator(op):
         )
 
 
-class CirculantEmbedding:
-    """``W = S T E`` of a ConvTranspose2d operator (see the module docstring).
+class CirculantEmbedding(ConvTranspose2dEmbedding):
+    """:class:`~.embedding.ConvTranspose2dEmbedding` with what the exact solve needs.
+
+    Adds the per-frequency matrices ``F_k`` (``m x C_in``, small for the
+    layers this solver takes) and the unobserved output pixels of the
+    periodic grid (the boundary of the Woodbury correction).
 
     Parameters
     ----------
@@ -91,121 +96,35 @@ class CirculantEmbedding:
 
     def __init__(self, op):
         check_admm_operator(op)
-        kw = op.conv_kwargs
-        w = op.weight                                       # (C_in, C_out, kh, kw) float64
-        self.cin, self.cout = int(w.shape[0]), int(w.shape[1])
-        self.in_hw = tuple(op.input_shape[1:])
-        self.out_hw = tuple(op.output_shape[1:])
-        self.stride = tuple(kw["stride"])
-        self.padding = tuple(kw["padding"])
-        dil = tuple(kw["dilation"])
-        ksize = tuple(w.shape[2:])
-        N, Q = [], []
-        for n_in, s, p, d, k, o in zip(self.in_hw, self.stride, self.padding, dil, ksize,
-                                       self.out_hw):
-            full = (n_in - 1) * s + d * (k - 1) + 1         # uncropped output length
-            N.append(max(n_in, -(-full // s), -(-(p + o) // s)))
-            Q.append(d * (k - 1) // s + 1)                  # shifts per phase
-        self.N = tuple(N)
-        sh, sw = self.stride
-        self.m = self.cout * sh * sw
-        # phase kernel ker[(co, ph, pw), ci, qh, qw] (see linear_ops.phase_kernel)
-        ker = phase_kernel(w, self.stride, dil)
-        self.Q = tuple(Q)
-        self.kernel = ker                                    # adjoint weight (as is)
-        # per-frequency matrices F_k (freq, m, C_in) of the circular convolution
+        super().__init__(op)
+        Qh, Qw = self.Q
         big = torch.zeros((self.m, self.cin) + self.N, dtype=torch.float64)
-        big[:, :, :Q[0], :Q[1]] = ker
+        big[:, :, :Qh, :Qw] = self.kernel
         self.Fk = torch.fft.rfft2(big).permute(2, 3, 0, 1).reshape(-1, self.m, self.cin)
-        self.Nw2 = self.N[1] // 2 + 1
-        # observed pixels in phase layout
-        full = torch.zeros((1, self.cout, self.N[0] * sh, self.N[1] * sw), dtype=torch.bool)
-        p = self.padding
-        full[:, :, p[0]:p[0] + self.out_hw[0], p[1]:p[1] + self.out_hw[1]] = True
-        self.observed = self.to_phase(full)[0]               # (m, Nh, Nw)
+        full = torch.zeros((1, self.cout, self.N[0] * self.stride[0],
+                            self.N[1] * self.stride[1]), dtype=torch.bool)
+        (ph, pw), (_, Ho, Wo) = self.padding, self.out_shape
+        full[:, :, ph:ph + Ho, pw:pw + Wo] = True
+        self.observed = self._to_phase(full)[0]               # (m, Nh, Nw)
         self.unobserved = torch.nonzero(~self.observed.reshape(-1))[:, 0]
 
-    # ------------------------------------------------------------ layouts
     def to_phase(self, u):
         """Full periodic output ``(B, C_out, Nh*sh, Nw*sw)`` -> phases ``(B, m, Nh, Nw)``."""
-        B = u.shape[0]
-        (Nh, Nw), (sh, sw) = self.N, self.stride
-        u = u.reshape(B, self.cout, Nh, sh, Nw, sw).permute(0, 1, 3, 5, 2, 4)
-        return u.reshape(B, self.m, Nh, Nw)
+        return self._to_phase(u)
 
-    def observe(self, y):
-        """``Sᵀ y``: observed outputs ``(B, C_out, Ho, Wo)`` -> phases ``(B, m, Nh, Nw)``."""
-        B = y.shape[0]
-        (Nh, Nw), (sh, sw), p = self.N, self.stride, self.padding
-        full = y.new_zeros((B, self.cout, Nh * sh, Nw * sw))
-        full[:, :, p[0]:p[0] + self.out_hw[0], p[1]:p[1] + self.out_hw[1]] = y
-        return self.to_phase(full)
-
-    def crop(self, u):
-        """``S u``: phases ``(B, m, Nh, Nw)`` -> observed outputs ``(B, C_out, Ho, Wo)``."""
-        B = u.shape[0]
-        (Nh, Nw), (sh, sw), p = self.N, self.stride, self.padding
-        full = u.reshape(B, self.cout, sh, sw, Nh, Nw).permute(0, 1, 4, 2, 5, 3)
-        full = full.reshape(B, self.cout, Nh * sh, Nw * sw)
-        return full[:, :, p[0]:p[0] + self.out_hw[0], p[1]:p[1] + self.out_hw[1]]
-
-    def embed(self, d):
-        """``E d``: inputs ``(B, C_in, H, W)`` -> periodic grid ``(B, C_in, Nh, Nw)``."""
-        return F.pad(d, (0, self.N[1] - self.in_hw[1], 0, self.N[0] - self.in_hw[0]))
-
-    # ------------------------------------------------ extended periodic layout
-    # The solver's loop keeps its C_in-channel state on the periodic grid
-    # extended by Q-1 wrapped rows/columns at the top/left, so that T needs no
-    # (C_in-channel) circular pad per iteration: element-wise steps keep the
-    # copies equal, and TH writes them (it wraps its small m-channel input).
     @property
     def ext(self):
-        return (self.Q[0] - 1, self.Q[1] - 1)
-
-    def extend(self, d):
-        """Periodic ``(B, C, Nh, Nw)`` -> extended ``(B, C, Nh+Qh-1, Nw+Qw-1)``."""
-        eh, ew = self.ext
-        return F.pad(d, (ew, 0, eh, 0), mode="circular") if eh or ew else d
+        return self.ext_before
 
     def interior(self, d):
-        """Extended -> the layer's input grid ``(B, C_in, H, W)`` (a view)."""
-        eh, ew = self.ext
-        return d[:, :, eh:eh + self.in_hw[0], ew:ew + self.in_hw[1]]
-
-    def T_ext(self, d, weight):
-        """:meth:`T` of an extended input (no padding needed)."""
-        return F.conv2d(d, weight)
-
-    def TH_ext(self, u, weight):
-        """:meth:`TH` with an extended output ``(B, C_in, Nh+Qh-1, Nw+Qw-1)``."""
-        eh, ew = self.ext
-        if eh or ew:
-            u = F.pad(u, (ew, ew, eh, eh), mode="circular")
-        return F.conv2d(u, weight)
-
-    # ----------------------------------------------------------- products
-    def T(self, d, weight):
-        """Circular transposed convolution ``(B, C_in, Nh, Nw)`` -> ``(B, m, Nh, Nw)``.
-
-        ``weight`` is :meth:`forward_weight` in the working dtype/device.
-        """
-        qh, qw = self.Q
-        if qh > 1 or qw > 1:
-            d = F.pad(d, (qw - 1, 0, qh - 1, 0), mode="circular")
-        return F.conv2d(d, weight)
-
-    def TH(self, u, weight):
-        """Adjoint of :meth:`T`; ``weight`` is :meth:`adjoint_weight`."""
-        qh, qw = self.Q
-        if qh > 1 or qw > 1:
-            u = F.pad(u, (0, qw - 1, 0, qh - 1), mode="circular")
-        return F.conv2d(u, weight)
+        """Extended grid -> the layer's input grid ``(B, C_in, H, W)`` (a view)."""
+        return self.interior_ext(d)
 
     def forward_weight(self):
-        return self.kernel.flip(2, 3).contiguous()
+        return self._forward_weight().contiguous()
 
     def adjoint_weight(self):
-        return self.kernel.transpose(0, 1).contiguous()
+        return self._adjoint_weight().contiguous()
 
 
 def _block(A):
@@ -300,16 +219,9 @@ class ADMMResolvent:
 
 def get_resolvent(op, rho, device, dtype):
     """The cached :class:`ADMMResolvent` of ``op`` (cached on the operator)."""
-    key = ("admm", float(rho), str(device), dtype)
-    res = op._cache.get(key)
-    if res is None:
-        emb = op._cache.get("admm_embedding")
-        if emb is None:
-            emb = CirculantEmbedding(op)
-            op._cache["admm_embedding"] = emb
-        res = ADMMResolvent(emb, rho, device, dtype)
-        op._cache[key] = res
-    return res
+    emb = op.cached("admm_embedding", lambda: CirculantEmbedding(op))
+    return op.cached(("admm", float(rho), str(device), dtype),
+                     lambda: ADMMResolvent(emb, rho, device, dtype))
 
 
 def _rho_stages(rho, lipschitz):
@@ -334,7 +246,7 @@ def _rho_stages(rho, lipschitz):
 
 def admm(op, y, alpha, lipschitz, *, lower=None, d0=None, rho=None, relax=DEFAULT_RELAX,
          tol=1e-6, max_iter=200, check_every=20, dtype=torch.float32, n_extrapolation=5,
-         callback=None):
+         progress_tol=None, callback=None):
     """Over-relaxed ADMM (Douglas-Rachford) with exact FFT solves, batched.
 
     Parameters
@@ -362,14 +274,13 @@ def admm(op, y, alpha, lipschitz, *, lower=None, d0=None, rho=None, relax=DEFAUL
     tol : float
         Stop a sample when ``gap <= tol * 1/2 ||y||^2``.
     max_iter, check_every : int
-        Iterations at most; iterations between two float64 gap evaluations.
+        Iterations at most; iterations between two float64 certificate checks.
     dtype : torch.dtype
-        Precision of the iterations (the gap is always float64).
-    n_extrapolation : int
-        Residuals (one per gap check) used by dual extrapolation, as in
-        :func:`fista` (0 switches it off).
+        Precision of the iterations (the certificate is always float64).
+    n_extrapolation, progress_tol :
+        See :class:`~.certificate.Certificate`.
     callback : callable or None
-        ``callback(n_iter, n_active)`` after each gap check.
+        ``callback(n_iter, n_active)`` after each check.
 
     Returns
     -------
@@ -377,11 +288,23 @@ def admm(op, y, alpha, lipschitz, *, lower=None, d0=None, rho=None, relax=DEFAUL
     primal, gap : torch.Tensor (B,), float64
     n_iter : torch.Tensor (B,), int64
     """
+    penalty = L1Penalty(alpha, lower)
+    y = y.to(torch.float64)
+    cert = Certificate(op, y, penalty, tol=tol, progress_tol=progress_tol,
+                       n_extrapolation=n_extrapolation, d0=d0)
+    admm_steps(op, y, penalty, lipschitz, cert, d0=d0, rho=rho, relax=relax,
+               max_iter=max_iter, check_every=check_every, dtype=dtype, callback=callback)
+    return cert.results()[:4]
+
+
+def admm_steps(op, y, penalty, lipschitz, cert, *, d0=None, rho=None, relax=DEFAULT_RELAX,
+               max_iter=200, check_every=20, dtype=torch.float32, callback=None):
+    """Run exact-resolvent ADMM on the active rows of ``cert``; returns the iterations."""
     check_admm_operator(op)
     if not 0.0 < relax < 2.0:
         raise ValueError(f"relax must be in (0, 2); got {relax}.")
     device = y.device
-    y = y.to(torch.float64)
+    alpha = penalty.alpha
     B = y.shape[0]
     stages = _rho_stages(rho, lipschitz)
     rho = stages[0][0]
@@ -410,10 +333,9 @@ def admm(op, y, alpha, lipschitz, *, lower=None, d0=None, rho=None, relax=DEFAUL
         return t, -t
 
     thresh, neg_thresh = thresholds(rho)
-    lower64 = None if lower is None else lower.to(device, torch.float64)
     low = None
-    if lower is not None:
-        low = grid(lower.to(device, dtype).reshape(emb.cin, H, Wd))
+    if penalty.lower is not None:
+        low = grid(penalty.lower.to(device, dtype).reshape(emb.cin, H, Wd))
 
     def prox(w):
         x = w - torch.clamp(w, neg_thresh, thresh)
@@ -421,13 +343,12 @@ def admm(op, y, alpha, lipschitz, *, lower=None, d0=None, rho=None, relax=DEFAUL
             x = torch.maximum(x, low)
         return x
 
-    scale = gap_scale(y)
     if d0 is None:
         w = torch.zeros((B, emb.cin) + emb.N, dtype=dtype, device=device)
     else:
         d0 = d0.to(device, torch.float64)
-        if lower64 is not None:
-            d0 = torch.maximum(d0, lower64)
+        if penalty.lower is not None:
+            d0 = torch.maximum(d0, penalty.lower.to(device))
         # a w with prox(w) = d0 (and a zero dual)
         x0 = emb.embed(d0.to(dtype).reshape(B, emb.cin, H, Wd))
         w = x0 + torch.sign(x0) * (alpha / rho)
@@ -440,38 +361,19 @@ def admm(op, y, alpha, lipschitz, *, lower=None, d0=None, rho=None, relax=DEFAUL
     wa = (res.wa * (relax / rho)).contiguous(memory_format=fmt)
     stage, stage_end = 0, stages[0][1]
 
-    d_out = torch.zeros((B, K), dtype=torch.float64, device=device)
-    primal_out = torch.full((B,), math.inf, dtype=torch.float64, device=device)
-    gap_out = torch.full((B,), math.inf, dtype=torch.float64, device=device)
-    iter_out = torch.zeros(B, dtype=torch.int64, device=device)
-    best_dual = torch.full((B,), -math.inf, dtype=torch.float64, device=device)
-    idx = torch.arange(B, device=device)
-    history = []                               # float64 residuals at checks
     n_iter = 0
     while True:
         x = prox(w)
         if n_iter % check_every == 0 or n_iter >= max_iter:
-            d64 = emb.interior(x).reshape(-1, K).to(torch.float64)
-            y64 = y[idx]
-            r = y64 - op.matvec(d64)
-            primal = primal_objective(r, d64, alpha)
-            dual = dual_point_value(r, op.rmatvec(r), y64, alpha, lower64)
-            if n_extrapolation:
-                dual = extrapolated_dual(op, history, r, y64, alpha, lower64, dual,
-                                         n_extrapolation)
-            best = torch.maximum(best_dual[idx], dual)
-            best_dual[idx] = best
-            gap = (primal - best).clamp(min=0.0)
-            d_out[idx], primal_out[idx], gap_out[idx], iter_out[idx] = d64, primal, gap, n_iter
-            done = gap / scale[idx] <= tol
+            d = emb.interior(x).reshape(-1, K)
+            done = cert.check(n_iter, d, final=n_iter >= max_iter)
             if callback is not None:
                 callback(n_iter, int((~done).sum()))
             if n_iter >= max_iter or bool(done.all()):
                 break
             if done.any():
-                keep = ~done
-                idx, w, x, y_ph, t0 = idx[keep], w[keep], x[keep], y_ph[keep], t0[keep]
-                history = [h[keep] for h in history]
+                keep = cert.drop(done)
+                w, x, y_ph, t0 = w[keep], x[keep], y_ph[keep], t0[keep]
         if stage_end is not None and n_iter >= stage_end:
             # next rho: keep x and the dual rho (w - x)
             stage += 1
@@ -488,4 +390,4 @@ def admm(op, y, alpha, lipschitz, *, lower=None, d0=None, rho=None, relax=DEFAUL
         z = res.phase_solve(tb.contiguous())
         w = torch.lerp(w, x, relax).add_(emb.TH_ext(y_ph - z, wa))
         n_iter += 1
-    return d_out, primal_out, gap_out, iter_out
+    return n_iter

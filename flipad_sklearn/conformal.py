@@ -1,0 +1,461 @@
+"""Split-conformal thresholds and p-values, shared by every detector of the package.
+
+One rule for all of them (:class:`~flipad_sklearn.FLIPADDetector` and the
+baselines of :mod:`flipad_sklearn.baselines`):
+
+* **The split.**  Part of G's samples (``y == 1``; all unlabelled samples when
+  there is no ``y == 1``) is held out of training: ``validation_size`` of them
+  (``"auto"``: as many as the tolerated false-negative rate needs, see
+  :func:`required_validation_size`) or a share ``validation_fraction``.
+* **The threshold.**  With the held-out scores ``s_1 <= ... <= s_n`` (higher =
+  more like G), a sample is rejected when ``-score > threshold_``, the
+  ``k``-th smallest ``-s_i`` with ``k = ceil((n + 1)(1 - fnr))``
+  (:func:`conformal_threshold`).  A new sample of G, exchangeable with the
+  held-out ones, is then rejected with probability at most ``fnr``.
+* **p-values.**  ``p(x) = (1 + #{i : s_i <= score(x)}) / (n + 1)``
+  (:func:`conformal_pvalues`); for a new sample of G, ``P(p <= a) <= a``.
+* **Fresh samples of G.**  The owner of G can always sample it:
+  :func:`calibrate` sets the threshold of a fitted detector (or pipeline) on
+  fresh samples of G, drawn from a sampler as many as the fnr needs, without
+  refitting.  A detector fitted with ``validation_size=0`` trains on all of
+  G's samples and waits for :func:`calibrate`.
+
+Every detector stores the sorted held-out scores in ``validation_scores_``
+(higher = more like G), ``threshold_`` (on ``-score``) and ``offset_ =
+-threshold_``, so that ``decision_function = score_samples - offset_``.
+"""
+
+import math
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.exceptions import NotFittedError
+from sklearn.frozen import FrozenEstimator
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from ._validation import normal_mask
+
+__all__ = [
+    "ConformalDecisionMixin",
+    "ThresholdWarning",
+    "calibrate",
+    "conformal_pvalues",
+    "conformal_threshold",
+    "detector_pvalues",
+    "required_validation_size",
+    "validation_split",
+]
+
+# (n + 1)(1 - fnr) may land a hair above an integer in floating point.
+_RANK_TOL = 1e-12
+
+
+class ThresholdWarning(UserWarning):
+    """The validation set is too small for the requested false-negative rate."""
+
+
+def _rank(n, fnr):
+    """``k = ceil((n + 1)(1 - fnr))``: the order statistic of the conformal threshold."""
+    return math.ceil((n + 1) * (1.0 - fnr) - _RANK_TOL)
+
+
+def required_validation_size(fnr):
+    """The fewest held-out samples of G that guarantee a false-negative rate.
+
+    The conformal threshold is the ``k``-th smallest of ``n`` held-out
+    distances with ``k = ceil((n + 1)(1 - fnr))``; it exists only for
+    ``k <= n``, i.e. ``n >= 1/fnr - 1`` (199 at ``fnr=0.005``, 19 at 0.05).
+    With exactly that many the threshold is the largest held-out distance;
+    more samples give a steadier threshold: given the held-out set, the share
+    of G's samples rejected is ``Beta(n + 1 - k, k)``-distributed, with mean at
+    most ``fnr`` and a spread that shrinks like ``sqrt(fnr / n)``.
+
+    Parameters
+    ----------
+    fnr : float
+        Tolerated false-negative rate, in (0, 1).
+
+    Returns
+    -------
+    n : int
+
+    Examples
+    --------
+    >>> from flipad_sklearn.conformal import required_validation_size
+    >>> required_validation_size(0.005), required_validation_size(0.05)
+    (199, 19)
+    """
+    if isinstance(fnr, bool) or not isinstance(fnr, Real) or not 0 < fnr < 1:
+        raise ValueError(f"fnr must be a number in (0, 1), got {fnr!r}: fnr=0 cannot "
+                         "be guaranteed by any finite number of samples.")
+    n = max(1, math.ceil((1.0 - fnr) / fnr) - 1)
+    while _rank(n, fnr) > n:  # the same rule (and tolerance) as conformal_threshold
+        n += 1
+    while n > 1 and _rank(n - 1, fnr) <= n - 1:
+        n -= 1
+    return n
+
+
+def _too_few_message(n, fnr):
+    need = required_validation_size(fnr) if fnr > 0 else "infinitely many"
+    return (f"{n} validation samples are too few to guarantee fnr={fnr}: at least "
+            f"{need} are needed. The largest validation distance is used as threshold "
+            "(so up to 1/(n+1) of G's samples may be rejected). Give more samples of G "
+            "(validation_size='auto' holds out what the fnr needs when there are enough), "
+            "or set the threshold on fresh samples of G with "
+            "flipad_sklearn.conformal.calibrate(detector, sampler_of_G).")
+
+
+def conformal_threshold(distances, fnr):
+    """Conformal ``(1 - fnr)`` quantile of held-out distances of G's samples.
+
+    Returns the ``k``-th smallest distance with ``k = ceil((n + 1)(1 - fnr))``:
+    for a new sample of G exchangeable with the ``n`` held-out ones,
+    ``P(distance > threshold) <= fnr``.  When ``k > n`` (``n < 1/fnr - 1``)
+    no finite order statistic gives the guarantee; the maximum is used and a
+    :class:`ThresholdWarning` is raised.
+
+    Parameters
+    ----------
+    distances : array-like of shape (n,)
+        Held-out distances (higher = less like G), e.g. ``-score_samples``.
+    fnr : float
+        Tolerated false-negative rate, in [0, 1).
+
+    Returns
+    -------
+    threshold : float
+    """
+    d = np.sort(np.asarray(distances, dtype=np.float64).ravel())
+    n = d.shape[0]
+    if n == 0:
+        raise ValueError("No validation samples: the threshold needs at least one "
+                         "held-out sample of G.")
+    k = _rank(n, fnr)
+    if k > n:
+        warnings.warn(_too_few_message(n, fnr), ThresholdWarning, stacklevel=3)
+        k = n
+    return float(d[max(k, 1) - 1])
+
+
+def conformal_pvalues(validation_scores, scores):
+    """Conformal p-values of "made by G" from held-out scores of G's samples.
+
+    ``p = (1 + #{validation scores <= score}) / (n + 1)`` (higher score =
+    more like G); for a new sample of G, ``P(p <= a) <= a``.
+
+    Parameters
+    ----------
+    validation_scores : array-like of shape (n,)
+        Held-out scores of G's samples.
+    scores : array-like of shape (m,)
+        Scores of the samples to test.
+
+    Returns
+    -------
+    p : ndarray of shape (m,), float64, in ``[1/(n+1), 1]``
+    """
+    v = np.sort(np.asarray(validation_scores, dtype=np.float64).ravel())
+    s = np.asarray(scores, dtype=np.float64)
+    n_le = np.searchsorted(v, s, side="right")
+    return (1.0 + n_le) / (v.size + 1.0)
+
+
+def _n_validation(n_pool, validation_size, validation_fraction, fnr):
+    """How many of the ``n_pool`` samples of G to hold out."""
+    n_frac = math.ceil(validation_fraction * n_pool)
+    if validation_size is None:
+        return n_frac
+    if isinstance(validation_size, str):  # "auto"
+        if fnr <= 0:
+            return n_frac
+        # Never more than half of G's samples (unless validation_fraction asks for
+        # it): the rest is needed to train.  With too few, the threshold's
+        # ThresholdWarning says how many are needed.
+        return max(n_frac, min(required_validation_size(fnr), n_pool // 2))
+    return int(validation_size)
+
+
+def validation_split(labels, rng, *, fnr, validation_size="auto", validation_fraction=0.2,
+                     min_train=1):
+    """Indices of the training samples and of the held-out samples of G.
+
+    Parameters
+    ----------
+    labels : ndarray of shape (n_samples,)
+        In {-1, 0, 1} (1 = made by G, -1 = known other, 0 = unlabelled).
+    rng : numpy.random.RandomState
+        Draws the held-out samples.
+    fnr : float
+        The detector's tolerated false-negative rate (for ``"auto"``).
+    validation_size : "auto", int or None, default="auto"
+        ``"auto"``: ``max(ceil(validation_fraction * n_G),
+        required_validation_size(fnr))`` samples of G, at most half of them
+        (the threshold then raises a :class:`ThresholdWarning` that says how
+        many are needed).  An int: that
+        many; 0 holds out nothing (the threshold is then set by
+        :func:`calibrate`).  None: ``ceil(validation_fraction * n_G)``.
+    validation_fraction : float, default=0.2
+    min_train : int, default=1
+        Training samples (G's and unlabelled) that must remain.
+
+    Returns
+    -------
+    train_idx : ndarray of int
+        Every sample not held out (labelled others included).
+    val_idx : ndarray of int
+        The held-out samples of G (sorted).
+    """
+    pool = np.flatnonzero(normal_mask(labels))
+    n_val = _n_validation(pool.size, validation_size, validation_fraction, fnr)
+    n_train_normal = int(np.sum(labels != -1)) - n_val
+    if (n_val < 1 and validation_size != 0) or n_val > pool.size \
+            or n_train_normal < min_train:
+        raise ValueError(
+            f"Too few samples of G for training and the validation split: "
+            f"{pool.size} samples of G, {n_val} held out (validation_size="
+            f"{validation_size!r}, validation_fraction={validation_fraction}), leaving "
+            f"{n_train_normal} samples for training; at least {min_train} "
+            f"{'is' if min_train == 1 else 'are'} needed.")
+    val_idx = np.sort(rng.permutation(pool)[:n_val])
+    train_mask = np.ones(labels.size, dtype=bool)
+    train_mask[val_idx] = False
+    return np.flatnonzero(train_mask), val_idx
+
+
+#: The conformal parameters' entries of a detector's ``_parameter_constraints``.
+CONFORMAL_CONSTRAINTS = {
+    "fnr": [Interval(Real, 0, 1, closed="left")],
+    "validation_size": [StrOptions({"auto"}), Interval(Integral, 0, None, closed="left"),
+                        None],
+    "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+}
+
+
+class ConformalDecisionMixin:
+    """The conformal split, threshold, p-values and decisions of a detector.
+
+    For detectors whose ``score_samples`` is higher for samples more like G,
+    with parameters ``fnr``, ``validation_size`` and ``validation_fraction``.
+    ``fit`` calls :meth:`_validation_split` then :meth:`_set_threshold` on
+    the held-out scores; the mixin provides ``decision_function``,
+    ``predict``, ``pvalues``, :meth:`recalibrate` and a ``fit_predict`` that
+    keeps ``y`` (``OutlierMixin``'s drops it).
+    """
+
+    #: Training samples (G's and unlabelled) that must remain after the split.
+    _min_train_samples = 1
+
+    def _threshold_margin(self):
+        """Relative margin added to the threshold, above the scores' float noise."""
+        return 1e-10
+
+    def _validation_split(self, labels, rng):
+        return validation_split(
+            labels, rng, fnr=self.fnr, validation_size=self.validation_size,
+            validation_fraction=self.validation_fraction,
+            min_train=self._min_train_samples)
+
+    def _fit_threshold(self, X_val, score):
+        """Threshold from ``score(X_val)``; no held-out samples: uncalibrated."""
+        self._set_threshold(score(X_val) if X_val.shape[0] else [])
+
+    def _set_threshold(self, validation_scores):
+        """Set ``validation_scores_``, ``threshold_`` and ``offset_`` (empty: uncalibrated)."""
+        v = np.sort(np.asarray(validation_scores, dtype=np.float64).ravel())
+        self.validation_scores_ = v
+        if v.size == 0:
+            for name in ("threshold_", "offset_"):
+                self.__dict__.pop(name, None)
+            return
+        if np.ptp(v) <= 1e-12 * (1.0 + np.abs(v).max()) and v.size > 1:
+            warnings.warn(
+                "All validation samples of G have the same score: the detector "
+                "collapsed (or the features are constant). Check for bias terms or "
+                "constant features.", RuntimeWarning, stacklevel=3)
+        t = conformal_threshold(-v, self.fnr)
+        # The margin keeps the sample at the quantile accepted despite float noise
+        # when it is scored again in another batch.
+        self.threshold_ = t + self._threshold_margin() * max(abs(t), 1e-12)
+        self.offset_ = -self.threshold_
+
+    def _check_calibrated(self):
+        if not hasattr(self, "offset_"):
+            if hasattr(self, "validation_scores_"):
+                raise NotFittedError(
+                    f"This {type(self).__name__} was fitted with validation_size=0 and has "
+                    "no threshold yet: set it on fresh samples of G with "
+                    "flipad_sklearn.conformal.calibrate(detector, X_of_G) or "
+                    "detector.recalibrate(X_of_G).")
+            raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet. "
+                                 "Call 'fit' with appropriate arguments first.")
+
+    def recalibrate(self, X, fnr=None):
+        """Set the threshold on fresh samples of G, without refitting.
+
+        The samples must not have been used for training (fresh samples of G
+        are exchangeable with G's future samples: the fnr guarantee holds).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+            Samples of G, in the detector's input space.
+        fnr : float or None, default=None
+            A new tolerated false-negative rate (stored in ``fnr``); None keeps it.
+
+        Returns
+        -------
+        self
+        """
+        if fnr is not None:
+            self.set_params(fnr=fnr)
+        self._set_threshold(self.score_samples(X))
+        return self
+
+    def decision_function(self, X):
+        """``score_samples(X) - offset_``: negative means "not made by G".
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+
+        Returns
+        -------
+        decision : ndarray of shape (n_samples,), float64
+        """
+        self._check_calibrated()
+        return self.score_samples(X) - self.offset_
+
+    def predict(self, X):
+        """+1 for "made by G", -1 for "not made by G".
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,), int
+        """
+        return np.where(self.decision_function(X) >= 0, 1, -1)
+
+    def pvalues(self, X):
+        """Conformal p-values of "made by G" from the held-out scores.
+
+        ``p = (1 + #{validation scores <= score(x)}) / (n_val + 1)``; for a
+        new sample of G, ``P(p <= a) <= a``.  ``predict`` rejects about when
+        ``p <= fnr``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+
+        Returns
+        -------
+        p : ndarray of shape (n_samples,), float64
+        """
+        self._check_calibrated()
+        return conformal_pvalues(self.validation_scores_, self.score_samples(X))
+
+    def __setstate__(self, state):
+        # Detectors pickled before the conformal module stored the distances.
+        if "validation_distances_" in state and "validation_scores_" not in state:
+            state = dict(state)
+            state["validation_scores_"] = -np.asarray(state.pop("validation_distances_"))[::-1]
+        super().__setstate__(state)
+
+    def fit_predict(self, X, y=None, **kwargs):
+        """Fit with the labels ``y`` (``OutlierMixin`` would drop them) and predict ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+        y : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,), int
+        """
+        return self.fit(X, y, **kwargs).predict(X)
+
+
+def _unwrap(estimator):
+    """The conformal detector at the end of ``estimator``, and the steps before it."""
+    est = estimator
+    while isinstance(est, FrozenEstimator):
+        est = est.estimator
+    steps = getattr(est, "steps", None)
+    if steps:
+        return steps[-1][1], est[:-1]
+    return est, None
+
+
+def detector_pvalues(estimator, X):
+    """Conformal p-values of "made by G" of a detector or a pipeline ending in one."""
+    det, head = _unwrap(estimator)
+    if not hasattr(det, "pvalues"):
+        raise TypeError(f"{type(det).__name__} has no pvalues: a conformal detector of "
+                        "flipad_sklearn (or a pipeline ending in one) is needed.")
+    return det.pvalues(X if head is None else head.transform(X))
+
+
+def calibrate(estimator, X, *, n_samples="auto", fnr=None):
+    """Set a fitted detector's threshold on fresh samples of G, without refitting.
+
+    Parameters
+    ----------
+    estimator : conformal detector or Pipeline ending in one
+        Fitted (possibly with ``validation_size=0``).
+    X : array-like or callable
+        Fresh samples of G, in the pipeline's input space (images for a FLIPAD
+        pipeline), not used in training; or a sampler ``X(n) -> n samples of
+        G`` from which ``n_samples`` are drawn.
+    n_samples : "auto" or int, default="auto"
+        Samples drawn from a sampler: ``"auto"`` draws
+        :func:`required_validation_size` ``(fnr)``, the fewest that give the
+        guarantee (more give a steadier threshold).  Ignored for an array.
+    fnr : float or None, default=None
+        A new tolerated false-negative rate for the detector; None keeps its own.
+
+    Returns
+    -------
+    estimator
+        The same object, with ``threshold_``, ``offset_`` and
+        ``validation_scores_`` of its detector recomputed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from flipad_sklearn.baselines import ConformalDetector
+    >>> from flipad_sklearn.conformal import calibrate
+    >>> rng = np.random.default_rng(0)
+    >>> sample_G = lambda n: rng.normal(size=(n, 3))
+    >>> det = ConformalDetector(fnr=0.005, validation_size=0, random_state=0)
+    >>> det = calibrate(det.fit(sample_G(300)), sample_G)
+    >>> det.validation_scores_.size
+    199
+    """
+    det, head = _unwrap(estimator)
+    if not isinstance(det, ConformalDecisionMixin):
+        raise TypeError(f"calibrate needs a conformal detector of flipad_sklearn (or a "
+                        f"pipeline ending in one), got {type(det).__name__}.")
+    if fnr is not None:
+        det.set_params(fnr=fnr)
+    if callable(X):
+        if isinstance(n_samples, str):
+            if n_samples != "auto":
+                raise ValueError(f"n_samples must be 'auto' or a positive int, got "
+                                 f"{n_samples!r}.")
+            n_samples = required_validation_size(det.fnr)
+        if isinstance(n_samples, bool) or not isinstance(n_samples, Integral) \
+                or n_samples < 1:
+            raise ValueError(f"n_samples must be 'auto' or a positive int, got {n_samples!r}.")
+        X = X(int(n_samples))
+        if len(X) != n_samples:
+            raise ValueError(f"The sampler returned {len(X)} samples, {n_samples} were "
+                             "asked for.")
+    if len(X) < 1:
+        raise ValueError("calibrate needs at least one sample of G.")
+    det.recalibrate(X if head is None else head.transform(X))
+    return estimator

@@ -1,0 +1,158 @@
+"""The certificate tracker every iterative solver shares.
+
+A solver hands it its current iterate at each check; the tracker computes the
+float64 primal value, the best dual value it can find (the rescaled
+residual, its dual extrapolation, and any dual estimates the solver offers,
+such as ADMM's multiplier), keeps each sample's best iterate with its
+certified gap, decides which samples stop and why, and shrinks the batch.
+
+Stop reasons, per sample (:data:`STOP_REASONS`):
+
+``"gap"``
+    the relative duality gap reached ``tol``: certified;
+``"progress"``
+    the objective fell by less than ``progress_tol`` (relative) over
+    ``patience`` consecutive checks: more iterations no longer matter;
+``"max_iter"``
+    the iteration budget ran out;
+``"stalled"``
+    float32 iterations stopped improving the gap (the caller goes on in float64).
+
+Whatever stopped a sample, its ``gap`` is a valid bound on its suboptimality.
+"""
+
+import math
+
+import torch
+
+from ._duality import extrapolated_residual, gap_scale, ray_dual_value
+
+_TINY = 1e-300
+STOP_REASONS = ("gap", "progress", "max_iter", "stalled")
+GAP, PROGRESS, MAX_ITER, STALLED = range(4)
+
+
+class Certificate:
+    """Per-sample certificates, best iterates and stopping of a batch.
+
+    Parameters
+    ----------
+    op : operator
+        ``matvec`` / ``rmatvec`` in float64 on the solver's layout.
+    y : torch.Tensor (B, M), float64
+    penalty : L1Penalty
+    tol : float
+        Relative gap (``gap <= tol * 1/2 ||y||^2``) that certifies a sample.
+    progress_tol : float or None
+        Relative objective decrease per check below which a check counts as
+        no progress (None: never stop on progress).
+    patience : int
+        Consecutive checks without progress that stop a sample.
+    n_extrapolation : int
+        Residuals used by dual extrapolation (0: off).
+    stall_checks : int or None
+        Stop as ``"stalled"`` when the relative gap is below 1e-5 and has not
+        improved by 10 % over this many checks (float32 iterations).
+    d0 : torch.Tensor (B, K) or None
+        Warm start: the initial best iterate.
+    """
+
+    def __init__(self, op, y, penalty, *, tol, progress_tol=None, patience=3,
+                 n_extrapolation=5, stall_checks=None, d0=None):
+        self.op, self.penalty = op, penalty
+        self.y = y.to(torch.float64)
+        B, dev = y.shape[0], y.device
+        self.tol, self.progress_tol, self.patience = tol, progress_tol, patience
+        self.n_extrapolation, self.stall_checks = n_extrapolation, stall_checks
+        self.scale = gap_scale(self.y)
+        self.d = (torch.zeros((B, op.n_inputs), dtype=torch.float64, device=dev)
+                  if d0 is None else d0.to(dev, torch.float64).clone())
+        self.primal = torch.full((B,), math.inf, dtype=torch.float64, device=dev)
+        self.gap = torch.full((B,), math.inf, dtype=torch.float64, device=dev)
+        self.n_iter = torch.zeros(B, dtype=torch.int64, device=dev)
+        self.reason = torch.full((B,), MAX_ITER, dtype=torch.int64, device=dev)
+        self.best_dual = torch.full((B,), -math.inf, dtype=torch.float64, device=dev)
+        self._since = torch.zeros(B, dtype=torch.int64, device=dev)    # checks without progress
+        self._stall_ref = torch.full((B,), math.inf, dtype=torch.float64, device=dev)
+        self._stall_n = torch.zeros(B, dtype=torch.int64, device=dev)
+        self.idx = torch.arange(B, device=dev)
+        self._history = []
+
+    @property
+    def n_active(self):
+        return int(self.idx.numel())
+
+    def check(self, n_iter, d, duals=(), final=False):
+        """Certify the active rows' iterate ``d`` (active rows only, any dtype).
+
+        ``duals`` are extra dual candidates ``theta`` (active rows, float64) the
+        solver offers.  Returns the bool mask of active rows that stop now
+        (all of them when ``final``); their results are final.
+        """
+        idx, pen = self.idx, self.penalty
+        d64 = d.to(torch.float64)
+        y = self.y[idx]
+        r = y - self.op.matvec(d64)
+        primal = 0.5 * (r * r).sum(dim=1) + pen.value(d64)
+        dual = ray_dual_value(r, self.op.rmatvec(r), y, pen)
+        for theta in duals:
+            dual = torch.maximum(dual, self._safe_dual(theta, y))
+        if self.n_extrapolation:
+            self._history.append(r)
+            if len(self._history) > self.n_extrapolation + 1:
+                self._history.pop(0)
+            if len(self._history) == self.n_extrapolation + 1:
+                dual = torch.maximum(dual, self._safe_dual(
+                    extrapolated_residual(torch.stack(self._history, dim=1)), y))
+        best_dual = torch.maximum(self.best_dual[idx], dual)
+        self.best_dual[idx] = best_dual
+
+        old = self.primal[idx]
+        better = primal < old
+        self.d[idx] = torch.where(better[:, None], d64, self.d[idx])
+        best = torch.minimum(primal, old)
+        self.primal[idx] = best
+        gap = (best - best_dual).clamp(min=0.0)
+        self.gap[idx] = gap
+        self.n_iter[idx] = n_iter
+        rel = gap / self.scale[idx]
+
+        reason = torch.full_like(idx, -1)
+        reason[rel <= self.tol] = GAP
+        if self.progress_tol is not None:
+            # objective decrease relative to the best before this check
+            gain = (old - best) / best.abs().clamp(min=_TINY)
+            stuck = torch.where(gain <= self.progress_tol, self._since[idx] + 1, 0)
+            self._since[idx] = stuck
+            reason[(reason < 0) & (stuck >= self.patience)] = PROGRESS
+        if self.stall_checks:
+            improved = rel < 0.9 * self._stall_ref[idx]
+            self._stall_ref[idx] = torch.where(improved, rel, self._stall_ref[idx])
+            count = torch.where(improved, 0, self._stall_n[idx] + 1)
+            self._stall_n[idx] = count
+            reason[(reason < 0) & (rel < 1e-5) & (count >= self.stall_checks)] = STALLED
+        if final:
+            reason[reason < 0] = MAX_ITER
+        done = reason >= 0
+        self.reason[idx[done]] = reason[done]
+        return done
+
+    def _safe_dual(self, theta, y):
+        """Dual value of a candidate (rows with non-finite entries give -inf)."""
+        ok = torch.isfinite(theta).all(dim=1)
+        out = torch.full((theta.shape[0],), -math.inf, dtype=torch.float64, device=theta.device)
+        if bool(ok.any()):
+            t = theta[ok].to(torch.float64)
+            out[ok] = ray_dual_value(t, self.op.rmatvec(t), y[ok], self.penalty)
+        return out
+
+    def drop(self, done):
+        """Remove the stopped rows from the active set; returns the kept mask."""
+        keep = ~done
+        self.idx = self.idx[keep]
+        self._history = [h[keep] for h in self._history]
+        return keep
+
+    def results(self):
+        """``(d, primal, gap, n_iter, reason)`` of every row."""
+        return self.d, self.primal, self.gap, self.n_iter, self.reason

@@ -1,0 +1,383 @@
+"""Solver objects: what each method supports, and the strategies that chain them.
+
+A solver owns only its iterations.  The problem (operator, targets,
+penalty) and the certificate are shared objects (:mod:`.penalty`,
+:mod:`.certificate`); composite strategies are explicit objects:
+
+* :class:`HandOver` runs a first solver for a number of iterations and hands
+  the unfinished samples, warm-started, to a second one;
+* :class:`Float64Finish` runs float32 iterations and continues the samples
+  that float32 cannot certify in float64.
+
+:func:`make_solver` builds what ``solver=<name>`` means, and
+:func:`auto_solver` picks per layer (``solver="auto"``) with the reason.
+Each solver's ``supports(op)`` returns None or the reason it cannot take
+the operator; :class:`~flipad_sklearn.FinalLayerInverter` checks it once at fit.
+"""
+
+import numpy as np
+import torch
+
+from ..linear_ops import ChannelsLastOperator
+from .admm import MAX_BOUNDARY, CirculantEmbedding, admm_steps
+from .certificate import GAP, PROGRESS, STALLED, Certificate
+from .cd import coordinate_descent
+from .fista import fista_steps
+from .penalty import L1Penalty
+from .reference import MAX_DENSE_VARIABLES, solve_cvxpy, solve_scipy
+from .split_admm import split_admm
+
+#: Relative gap below which float32 iterations stall; tighter tolerances
+#: finish in float64.
+FLOAT32_TOL = 1e-7
+#: Iterations of a splitting method before FISTA takes over (tight tolerances).
+ADMM_ITER = 400
+
+
+class LassoProblem:
+    """A batch of lasso problems: ``min_d 1/2 ||y - W d||^2 + g(d)`` per row.
+
+    Parameters
+    ----------
+    op : LayerOperator
+    y : torch.Tensor (B, M), float64, on the solver's device
+    penalty : L1Penalty
+    lipschitz : float
+    """
+
+    def __init__(self, op, y, penalty, lipschitz):
+        self.op, self.y, self.penalty = op, y, penalty
+        self.lipschitz = float(lipschitz)
+
+    @property
+    def device(self):
+        return self.y.device
+
+
+# ----------------------------------------------------------------- solvers
+class TorchSolver:
+    """Base of the batched torch solvers: ``run`` iterates on a certificate."""
+
+    name = None
+    #: whether the progress stop applies (iterative solvers)
+    iterative = True
+
+    def supports(self, op):
+        """None if this solver handles ``op``, else the reason it does not."""
+        return None
+
+    def run(self, problem, cert, *, d0, max_iter, dtype, callback=None):
+        raise NotImplementedError
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+class FISTA(TorchSolver):
+    """Accelerated proximal gradient (:mod:`.fista`), any layer, CPU or CUDA.
+
+    On CPU, convolutions run on their channels-last view.
+    """
+
+    name = "fista"
+
+    def __init__(self, continuation=False):
+        self.continuation = continuation
+
+    def run(self, problem, cert, *, d0, max_iter, dtype, callback=None):
+        op = problem.op
+        view = None
+        if op.kind != "linear" and problem.device.type == "cpu":
+            view = op.cached("channels_last", lambda: ChannelsLastOperator(op))
+        rows = cert.idx.clone()
+        y = problem.y[rows]
+        used = 0
+        if self.continuation:
+            d0, used = _continuation_start(problem, y, view, d0, max_iter, dtype)
+        fista_steps(op, y, problem.penalty, problem.lipschitz, cert, view=view, d0=d0,
+                    max_iter=max(1, max_iter - used), dtype=dtype, callback=callback)
+        cert.n_iter[rows] += used
+
+    def __repr__(self):
+        return f"FISTA(continuation={self.continuation})"
+
+
+def _continuation_start(problem, y, view, d0, max_iter, dtype, n_stages=3, ratio=10.0,
+                        budget=0.5):
+    """Warm start from larger penalties (``alpha * 100``, then ``alpha * 10``).
+
+    Small penalties make the lasso ill-conditioned: the support is large and
+    FISTA spends most of its iterations shrinking it.  Each stage runs to a
+    loose tolerance; together they take at most ``budget * max_iter``
+    iterations.  Returns the warm start and the iterations used.
+    """
+    used = 0
+    per_stage = max(1, int(budget * max_iter) // (n_stages - 1))
+    pen = problem.penalty
+    for k in range(n_stages - 1, 0, -1):
+        stage_pen = L1Penalty(pen.alpha * ratio ** k, pen.lower)
+        cert = Certificate(problem.op, y, stage_pen, tol=1e-2, d0=d0)
+        fista_steps(problem.op, y, stage_pen, problem.lipschitz, cert, view=view, d0=d0,
+                    max_iter=per_stage, dtype=dtype)
+        d0 = cert.d
+        used += int(cert.n_iter.max())
+    return d0, used
+
+
+class ExactADMM(TorchSolver):
+    """ADMM with exact FFT solves and a dense boundary correction (:mod:`.admm`).
+
+    ConvTranspose2d layers with groups=1 and at most ``MAX_BOUNDARY``
+    unobserved pixels on their periodic grid (DCGAN-style final layers).
+    """
+
+    name = "admm"
+
+    def __init__(self, rho=None):
+        self.rho = rho
+
+    def supports(self, op):
+        if op.kind != "conv_transpose2d":
+            return f"handles ConvTranspose2d layers only (this layer is {op.kind!r})"
+        if op.conv_kwargs["groups"] != 1:
+            return f"handles groups=1 only (this layer has groups={op.conv_kwargs['groups']})"
+        emb = op.cached("admm_embedding", lambda: CirculantEmbedding(op))
+        if len(emb.unobserved) > MAX_BOUNDARY:
+            return (f"its periodic embedding leaves {len(emb.unobserved)} output pixels "
+                    f"unobserved (limit {MAX_BOUNDARY} for the dense boundary correction)")
+        return None
+
+    def run(self, problem, cert, *, d0, max_iter, dtype, callback=None):
+        admm_steps(problem.op, problem.y[cert.idx], problem.penalty, problem.lipschitz,
+                   cert, d0=d0, rho=self.rho, max_iter=max_iter, dtype=dtype,
+                   callback=callback)
+
+
+class SplitADMM(TorchSolver):
+    """ADMM with two splits and FFT solves (:mod:`.split_admm`), every conv layer."""
+
+    name = "split_admm"
+
+    def __init__(self, stages=None):
+        self.stages = stages
+
+    def supports(self, op):
+        if op.kind not in ("conv2d", "conv_transpose2d"):
+            return f"handles Conv2d and ConvTranspose2d layers only (this layer is {op.kind!r})"
+        return None
+
+    def run(self, problem, cert, *, d0, max_iter, dtype, callback=None):
+        split_admm(problem.op, problem.y[cert.idx], problem.penalty, problem.lipschitz,
+                   cert, d0=d0, stages=self.stages, max_iter=max_iter, dtype=dtype,
+                   callback=callback)
+
+
+class DenseSolver:
+    """Solvers on the dense matrix (CPU, float64): ``"cd"``, ``"cvxpy"``, ``"scipy"``."""
+
+    iterative = False
+
+    def __init__(self, name):
+        self.name = name
+
+    def supports(self, op):
+        if self.name == "cd" and op.kind != "linear":
+            return "handles fully connected (Linear) layers only"
+        if self.name in ("cvxpy", "scipy") and op.n_inputs > MAX_DENSE_VARIABLES:
+            return (f"is meant to verify small problems (this layer has {op.n_inputs} "
+                    f"activations, limit {MAX_DENSE_VARIABLES})")
+        return None
+
+    def solve(self, op, Y, penalty, *, tol, max_iter, callback=None):
+        W = op.to_dense()
+        lower = None if penalty.lower is None else penalty.lower.numpy()
+        if self.name == "cd":
+            return coordinate_descent(W, Y, penalty.alpha, lower=lower, tol=tol,
+                                      max_iter=max_iter, callback=callback)
+        fn = solve_cvxpy if self.name == "cvxpy" else solve_scipy
+        return fn(W, Y, penalty.alpha, lower=lower, callback=callback)
+
+    def __repr__(self):
+        return f"DenseSolver({self.name!r})"
+
+
+# -------------------------------------------------------------- strategies
+def _unfinished(cert):
+    """Rows not stopped by the certificate or the progress rule."""
+    return torch.nonzero((cert.reason != GAP) & (cert.reason != PROGRESS))[:, 0]
+
+
+class HandOver:
+    """``first`` for at most ``after`` iterations, then ``then`` on the rest, warm-started."""
+
+    def __init__(self, first, then, after=ADMM_ITER):
+        self.first, self.then, self.after = first, then, int(after)
+        self.name = first.name
+        self.iterative = True
+
+    def supports(self, op):
+        return self.first.supports(op) or self.then.supports(op)
+
+    def run(self, problem, cert, *, d0, max_iter, dtype, callback=None):
+        n_first = max(1, min(self.after, max_iter))
+        self.first.run(problem, cert, d0=d0, max_iter=n_first, dtype=dtype, callback=callback)
+        if max_iter > n_first:
+            _continue(self.then, problem, cert, _unfinished(cert), max_iter, dtype, callback)
+
+    def __repr__(self):
+        return f"HandOver({self.first!r}, {self.then!r}, after={self.after})"
+
+
+class Float64Finish:
+    """float32 iterations of ``inner``; samples float32 cannot certify go on in float64.
+
+    float32 iterates stall near a relative gap of ~1e-5 (``FLOAT32_TOL``):
+    below that, the unfinished samples continue with FISTA in float64 from
+    where they are.
+    """
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.name = inner.name
+        self.iterative = True
+
+    def supports(self, op):
+        return self.inner.supports(op)
+
+    def run(self, problem, cert, *, d0, max_iter, dtype, callback=None):
+        if dtype != torch.float32 or cert.tol >= FLOAT32_TOL:
+            self.inner.run(problem, cert, d0=d0, max_iter=max_iter, dtype=dtype,
+                           callback=callback)
+            return
+        tol = cert.tol
+        cert.tol, cert.stall_checks = FLOAT32_TOL, 10
+        self.inner.run(problem, cert, d0=d0, max_iter=max_iter, dtype=dtype, callback=callback)
+        cert.tol, cert.stall_checks = tol, None
+        rel = cert.gap / cert.scale
+        rows = torch.nonzero((rel > tol) & (cert.reason != PROGRESS))[:, 0]
+        _continue(FISTA(), problem, cert, rows, max_iter, torch.float64, callback)
+
+    def __repr__(self):
+        return f"Float64Finish({self.inner!r})"
+
+
+def _continue(solver, problem, cert, rows, max_iter, dtype, callback):
+    """Run ``solver`` on ``rows`` of ``cert``, warm-started, for the iterations left."""
+    if rows.numel() == 0:
+        return
+    used = cert.n_iter[rows]
+    left = max_iter - int(used.max())
+    if left < 1:
+        return
+    sub_problem = LassoProblem(problem.op, problem.y[rows], problem.penalty, problem.lipschitz)
+    sub = Certificate(problem.op, problem.y[rows], problem.penalty, tol=cert.tol,
+                      progress_tol=cert.progress_tol, patience=cert.patience,
+                      n_extrapolation=cert.n_extrapolation, d0=cert.d[rows])
+    sub.best_dual[:] = cert.best_dual[rows]          # dual bounds stay valid
+    sub.primal[:] = cert.primal[rows]
+    solver.run(sub_problem, sub, d0=cert.d[rows], max_iter=left, dtype=dtype, callback=callback)
+    cert.d[rows], cert.primal[rows], cert.gap[rows] = sub.d, sub.primal, sub.gap
+    cert.best_dual[rows] = sub.best_dual
+    cert.n_iter[rows] = used + sub.n_iter
+    cert.reason[rows] = sub.reason
+
+
+# --------------------------------------------------------------- registry
+SOLVERS = ("auto", "fista", "admm", "split_admm", "cd", "cvxpy", "scipy")
+
+
+def make_solver(name, *, continuation=True, rho=None):
+    """The strategy object ``solver=name`` runs (no ``"auto"``: see :func:`auto_solver`)."""
+    if name == "fista":
+        return Float64Finish(FISTA(continuation=continuation))
+    if name == "admm":
+        return Float64Finish(HandOver(ExactADMM(rho=rho), FISTA()))
+    if name == "split_admm":
+        return Float64Finish(HandOver(SplitADMM(stages=rho), FISTA()))
+    if name in ("cd", "cvxpy", "scipy"):
+        return DenseSolver(name)
+    raise ValueError(f"Unknown solver {name!r}; use one of {SOLVERS}.")
+
+
+def auto_solver(op, device):
+    """``(name, reason)``: the method ``solver="auto"`` uses for ``op`` on ``device``.
+
+    The rule comes from ``benchmarks/bench_inversion.py``: on every conv layer
+    measured a splitting method with exact FFT solves reaches the FLIPAD
+    authors' objective in far fewer iterations than FISTA at about the same
+    cost per iteration; on Linear layers scikit-learn's compiled coordinate
+    descent is fastest on CPU.
+    """
+    device = torch.device(device)
+    if op.kind == "linear":
+        if device.type == "cpu":
+            return "cd", "Linear layer on CPU: compiled coordinate descent"
+        return "fista", "Linear layer on CUDA: batched FISTA"
+    why = ExactADMM().supports(op)
+    if why is None:
+        return "admm", ("ConvTranspose2d with groups=1 and a small boundary: ADMM with "
+                        "exact FFT solves of the layer")
+    return "split_admm", (f"{type(op).__name__}: ADMM with two splits and FFT solves "
+                          f"(exact-resolvent ADMM {why})")
+
+
+def solve_batch(op, Y, alpha, *, solver="fista", lower=None, tol=1e-4, max_iter=1000,
+                lipschitz=None, device="cpu", dtype=torch.float32, continuation=True,
+                progress_tol=None, callback=None, rho=None, admm_iter=ADMM_ITER,
+                return_reason=False):
+    """Solve the lasso for a batch ``Y`` (numpy ``(B, M)``) with the named solver.
+
+    ``solver`` is a name of :data:`SOLVERS` or a strategy object (see
+    :func:`make_solver`).  Returns numpy float64 arrays ``D (B, K)``,
+    ``primal (B,)``, ``gap (B,)``, int ``n_iter (B,)`` and the stop reason
+    ``reason (B,)`` (an index into :data:`~.certificate.STOP_REASONS`).
+    ``gap`` is an upper bound on ``primal - optimum``.  The reason is
+    returned only with ``return_reason=True``.
+    """
+    Y = np.ascontiguousarray(Y, dtype=np.float64)
+    if isinstance(solver, str):
+        if solver == "auto":
+            solver = auto_solver(op, device)[0]
+        strategy = make_solver(solver, continuation=continuation, rho=rho)
+        if isinstance(strategy, Float64Finish) and isinstance(strategy.inner, HandOver):
+            strategy.inner.after = admm_iter
+    else:
+        strategy = solver
+    why = strategy.supports(op)
+    if why is not None:
+        raise ValueError(f"solver={strategy.name!r} {why}.")
+    low = None if lower is None else torch.from_numpy(np.asarray(lower, np.float64))
+    if not strategy.iterative:
+        penalty = L1Penalty(alpha, low)
+        D, primal, gap, n_iter = strategy.solve(op, Y, penalty, tol=tol, max_iter=max_iter,
+                                                callback=callback)
+        reason = np.where(gap <= tol * 0.5 * (Y * Y).sum(axis=1), GAP, 2)
+        return (D, primal, gap, n_iter, reason) if return_reason else (D, primal, gap, n_iter)
+    device = torch.device(device)
+    y = torch.from_numpy(Y).to(device)
+    penalty = L1Penalty(alpha, None if low is None else low.to(device))
+    L = op.lipschitz() if lipschitz is None else lipschitz
+    problem = LassoProblem(op, y, penalty, L)
+    cert = Certificate(op, y, penalty, tol=tol, progress_tol=progress_tol)
+    with torch.no_grad():
+        strategy.run(problem, cert, d0=None, max_iter=max_iter, dtype=dtype,
+                     callback=callback)
+    out = tuple(t.cpu().numpy() for t in cert.results())
+    return out if return_reason else out[:4]
+
+
+def bytes_per_sample(op, precision="float32"):
+    """Upper estimate of the solver state one sample needs, in bytes.
+
+    Iterations keep about 8 activation-sized and 16 output-sized arrays in
+    the working precision (FISTA's iterate, momentum, gradient and products;
+    ADMM's state on its grid); the certificate keeps the best iterate, a
+    float64 copy at checks and the residuals of dual extrapolation.
+    """
+    isz = 4 if precision == "float32" else 8
+    return op.n_inputs * (8 * isz + 3 * 8) + op.n_outputs * (16 * isz + 10 * 8)
+
+
+def auto_batch_size(op, precision="float32", budget=2 ** 31, largest=256):
+    """Samples per batch so that the solver state stays within ``budget`` bytes."""
+    return int(max(1, min(largest, budget // bytes_per_sample(op, precision))))

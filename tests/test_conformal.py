@@ -1,0 +1,226 @@
+"""flipad_sklearn.conformal: one split, one threshold, one attribute for every detector."""
+
+import math
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from flipad_sklearn import (
+    ConformalDetector,
+    FingerprintCorrelation,
+    FLIPADDetector,
+    ThresholdWarning,
+    calibrate,
+    required_validation_size,
+)
+from flipad_sklearn.conformal import (
+    conformal_pvalues,
+    conformal_threshold,
+    validation_split,
+)
+from flipad_sklearn.deepsad import conformal_threshold as deepsad_threshold
+
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+
+FAST = dict(hidden_sizes=(16,), rep_dim=8, n_epochs=3, batch_size=64, device="cpu",
+            random_state=0)
+
+
+def gaussian(n, d=4, shift=0.0, seed=0):
+    return np.random.default_rng(seed).normal(size=(n, d)) + shift
+
+
+# --------------------------------------------------------------- the rule
+@pytest.mark.parametrize("fnr, n", [(0.005, 199), (0.05, 19), (0.1, 9), (0.01, 99),
+                                    (0.3, 3), (0.5, 1), (0.9, 1)])
+def test_required_validation_size_is_the_smallest_that_guarantees(fnr, n):
+    assert required_validation_size(fnr) == n
+    d = np.arange(float(n))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ThresholdWarning)
+        conformal_threshold(d, fnr)  # n samples: no warning
+    if n > 1:
+        with pytest.warns(ThresholdWarning, match=f"at least {n} are needed"):
+            conformal_threshold(d[:-1], fnr)
+
+
+@pytest.mark.parametrize("fnr", [0, 1, -0.1, True, "0.1"])
+def test_required_validation_size_rejects_bad_fnr(fnr):
+    with pytest.raises(ValueError, match="fnr must be a number in"):
+        required_validation_size(fnr)
+
+
+def test_reexported_where_it_was():
+    assert deepsad_threshold is conformal_threshold
+    from flipad_sklearn.deepsad import ThresholdWarning as W
+    from flipad_sklearn.deepsad.detector import ConformalDecisionMixin
+    from flipad_sklearn.conformal import ConformalDecisionMixin as M
+    assert W is ThresholdWarning and ConformalDecisionMixin is M
+
+
+def test_pvalues_rule():
+    v = np.array([3.0, 1.0, 2.0, 2.0])  # held-out scores, higher = more like G
+    p = conformal_pvalues(v, [0.5, 1.0, 2.0, 10.0])
+    np.testing.assert_allclose(p, np.array([1, 2, 4, 5]) / 5.0)
+
+
+@pytest.mark.parametrize("n_g, size, fraction, fnr, expected", [
+    (500, "auto", 0.2, 0.005, 199),   # the fnr's need, more than the 100 of the fraction
+    (2000, "auto", 0.2, 0.005, 400),  # the fraction when it gives more
+    (300, "auto", 0.2, 0.005, 150),   # too few: half of G's samples
+    (300, "auto", 0.6, 0.005, 180),   # a larger fraction is the user's choice
+    (500, None, 0.2, 0.005, 100),     # the fraction alone
+    (500, 37, 0.2, 0.005, 37),
+    (500, 0, 0.2, 0.005, 0),
+])
+def test_validation_split_sizes(n_g, size, fraction, fnr, expected):
+    labels = np.r_[np.ones(n_g, dtype=int), -np.ones(50, dtype=int), np.zeros(10, dtype=int)]
+    train, val = validation_split(labels, np.random.RandomState(0), fnr=fnr,
+                                  validation_size=size, validation_fraction=fraction)
+    assert val.size == expected
+    assert np.all(labels[val] == 1)  # held out from G's samples only
+    assert np.intersect1d(train, val).size == 0
+    assert train.size + val.size == labels.size
+
+
+def test_validation_split_errors():
+    labels = np.ones(5, dtype=int)
+    with pytest.raises(ValueError, match="Too few samples of G"):
+        validation_split(labels, np.random.RandomState(0), fnr=0.1, validation_size=5)
+    with pytest.raises(ValueError, match="at least 2 are needed"):
+        validation_split(labels, np.random.RandomState(0), fnr=0.1, validation_size=4,
+                         min_train=2)
+
+
+# ------------------------------------------------- one attribute, one rule
+DETECTORS = [
+    FLIPADDetector(**FAST, fnr=0.05),
+    ConformalDetector("iforest", fnr=0.05, random_state=0),
+    FingerprintCorrelation(fnr=0.05, input_shape=(1, 2, 2), random_state=0),
+]
+
+
+@pytest.mark.parametrize("det", DETECTORS, ids=lambda d: type(d).__name__)
+def test_every_detector_same_attributes_and_rule(det):
+    X = np.vstack([gaussian(300), gaussian(100, shift=3, seed=1)])
+    y = np.r_[np.ones(300), -np.ones(100)]
+    det = clone(det).fit(X, y)
+    v = det.validation_scores_
+    assert v.size == math.ceil(0.2 * 300) and np.all(np.diff(v) >= 0)
+    t = conformal_threshold(-v, det.fnr)
+    assert det.threshold_ == pytest.approx(t, rel=1e-8, abs=1e-10)
+    assert det.offset_ == -det.threshold_
+    Xn = gaussian(200, seed=5)
+    p, pred = det.pvalues(Xn), det.predict(Xn)
+    n, k = v.size, math.ceil((v.size + 1) * (1 - det.fnr) - 1e-12)
+    np.testing.assert_array_equal(pred == -1, p <= (1 + n - k) / (n + 1))
+    # the same seed and labels hold out the same samples in every detector
+    _, val = validation_split(y.astype(int), np.random.RandomState(0), fnr=0.05)
+    np.testing.assert_allclose(np.sort(det.score_samples(X[val])), v, rtol=1e-12)
+
+
+def test_flipad_deprecated_distances_alias_and_old_pickles():
+    det = FLIPADDetector(**FAST, fnr=0.05).fit(gaussian(200))
+    with pytest.warns(FutureWarning, match="validation_scores_"):
+        d = det.validation_distances_
+    np.testing.assert_array_equal(d, np.sort(-det.validation_scores_))
+    # a detector pickled with the old attribute loads with the new one
+    state = det.__getstate__()
+    state["validation_distances_"] = np.sort(-state.pop("validation_scores_"))
+    old = FLIPADDetector.__new__(FLIPADDetector)
+    old.__setstate__(state)
+    np.testing.assert_array_equal(old.validation_scores_, det.validation_scores_)
+    np.testing.assert_array_equal(old.pvalues(gaussian(20)), det.pvalues(gaussian(20)))
+    assert not hasattr(FLIPADDetector(), "validation_distances_")  # unfitted: no warning
+
+
+# ------------------------------------------------ the operating point (issue 13)
+def test_auto_holds_out_what_the_fnr_needs():
+    """500 samples of G at fnr=0.005: 199 held out, no warning (before: 100, warned)."""
+    X = gaussian(500)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ThresholdWarning)
+        det = ConformalDetector(fnr=0.005, random_state=0).fit(X)
+    assert det.validation_scores_.size == 199
+    with pytest.warns(ThresholdWarning, match="at least 199 are needed"):
+        old = ConformalDetector(fnr=0.005, validation_size=None, random_state=0).fit(X)
+    assert old.validation_scores_.size == 100
+    # too few samples of G: half held out and a warning saying how many are needed
+    with pytest.warns(ThresholdWarning, match="150 validation samples.*at least 199.*calibrate"):
+        det = ConformalDetector(fnr=0.005, random_state=0).fit(X[:300])
+    assert det.validation_scores_.size == 150
+
+
+def test_validation_size_zero_then_calibrate_from_a_sampler():
+    rng = np.random.default_rng(1)
+    drawn = []
+
+    def sample_G(n):
+        drawn.append(n)
+        return rng.normal(size=(n, 4))
+
+    det = ConformalDetector(fnr=0.005, validation_size=0, random_state=0).fit(sample_G(300))
+    assert det.estimator_.max_samples_ == 256  # all 300 trained (not 300 - held out)
+    with pytest.raises(NotFittedError, match="validation_size=0.*calibrate"):
+        det.predict(gaussian(3))
+    with pytest.raises(NotFittedError, match="validation_size=0"):
+        det.pvalues(gaussian(3))
+    scores = det.score_samples(gaussian(10))  # scores need no threshold
+    assert calibrate(det, sample_G) is det
+    assert drawn[-1] == 199 and det.validation_scores_.size == 199
+    np.testing.assert_array_equal(det.score_samples(gaussian(10)), scores)  # not refitted
+    calibrate(det, sample_G, n_samples=500, fnr=0.01)
+    assert det.fnr == 0.01 and det.validation_scores_.size == 500
+    assert det.threshold_ == pytest.approx(
+        conformal_threshold(-det.validation_scores_, 0.01), rel=1e-8)
+    with pytest.raises(ValueError, match="sampler returned 3 samples, 199"):
+        calibrate(det, lambda n: gaussian(3), fnr=0.005)
+    with pytest.raises(ValueError, match="n_samples must be"):
+        calibrate(det, sample_G, n_samples=0)
+    with pytest.raises(TypeError, match="conformal detector"):
+        calibrate(StandardScaler().fit(gaussian(5)), gaussian(5))
+
+
+def test_calibrate_a_pipeline_transforms_first():
+    X = gaussian(300) * 5 + 10
+    pipe = Pipeline([("scale", StandardScaler()),
+                     ("det", ConformalDetector(fnr=0.05, validation_size=0, random_state=0))])
+    pipe.fit(X)
+    X_val = gaussian(100, seed=3) * 5 + 10
+    calibrate(pipe, X_val)
+    np.testing.assert_allclose(pipe[-1].validation_scores_,
+                               np.sort(pipe.score_samples(X_val)))
+    assert pipe.predict(X_val[:5]).shape == (5,)
+
+
+def test_calibrated_threshold_keeps_the_fnr_on_fresh_samples():
+    """Statistical: fresh samples of G are rejected at about fnr after calibrate.
+
+    Per fit the rejection rate is Beta(n + 1 - k, k) with n = 400, fnr = 0.05
+    (k = 381): mean 0.0499, sd 0.011; over four fits sd 0.0054.  Bounds ~3 sd.
+    """
+    rates = []
+    for seed in range(4):
+        det = ConformalDetector(fnr=0.05, validation_size=0, random_state=seed)
+        det.fit(gaussian(300, seed=seed))
+        calibrate(det, gaussian(400, seed=100 + seed))
+        rates.append(np.mean(det.predict(gaussian(20000, seed=200 + seed)) == -1))
+    assert 0.05 - 0.017 <= np.mean(rates) <= 0.05 + 0.017
+
+
+def test_flipad_recalibrate_and_pickle():
+    det = FLIPADDetector(**FAST, fnr=0.05, validation_size=0).fit(gaussian(200))
+    assert det.validation_scores_.size == 0
+    with pytest.raises(NotFittedError, match="calibrate"):
+        det.decision_function(gaussian(2))
+    det.recalibrate(gaussian(100, seed=4))
+    assert det.validation_scores_.size == 100
+    again = pickle.loads(pickle.dumps(det))
+    np.testing.assert_array_equal(again.predict(gaussian(30, seed=5)),
+                                  det.predict(gaussian(30, seed=5)))
