@@ -37,6 +37,8 @@ setup(
         "plot": ["matplotlib>=3.6"],
         # skops: persistence.save(format="skops"), an alternative to the own format
         "skops": ["skops>=0.10"],
+        # Stable Diffusion and other diffusers models (docs/user_guide/diffusers.rst)
+        "diffusers": ["diffusers>=0.25"],
         "docs": [
             "sphinx>=7",
             "numpydoc>=1.6",

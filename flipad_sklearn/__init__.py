@@ -60,6 +60,7 @@ from .baselines import (
     ConformalDetector,
     FingerprintCorrelation,
     LatentInversionDistance,
+    ReconstructionDistance,
     make_dctpad,
     make_flipad,
     make_rawpad,
@@ -69,6 +70,7 @@ __all__ += [
     "ConformalDetector",
     "FingerprintCorrelation",
     "LatentInversionDistance",
+    "ReconstructionDistance",
     "baselines",
     "make_dctpad",
     "make_flipad",
@@ -98,6 +100,12 @@ from .multi import OwnedModelsAttributor
 from .plotting import PredictionSetDisplay
 
 __all__ += ["OwnedModelsAttributor", "PredictionSetDisplay", "multi"]
+
+# --- streaming inversion and reduction (issue 12) ---
+from . import streaming
+from .streaming import StreamingFeatures
+
+__all__ += ["StreamingFeatures", "streaming"]
 
 # --- the FLIPAD recipe and secure persistence (issue 11) ---
 from . import persistence, pipeline

@@ -296,14 +296,64 @@ class GeneratorStandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstima
         X, self._image_shape = flatten_images(X)
         X = validate_data(self, X, dtype=_FLOATS)
         G = X[normal_mask(check_labels(y, X.shape[0]))].astype(np.float64, copy=False)
-        self.mean_ = G.mean(axis=0)
+        mean = G.mean(axis=0)
+        self._set_moments(G.shape[0], mean, G.var(axis=0) * G.shape[0], min_n=1)
+        self.mean_ = mean                       # exactly numpy's mean and std
         self.scale_ = G.std(axis=0) + self.eps
-        if np.any(self.scale_ == 0):
+        return self
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y=None):
+        """Update G's mean and std with a batch (for data that do not fit in memory).
+
+        The statistics are merged exactly (Chan et al.'s pairwise update of
+        the mean and the sum of squared deviations), so fitting batch by
+        batch gives :meth:`fit`'s numbers up to rounding.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+        y : array-like of shape (n_samples,), default=None
+            The rows with ``y == 1`` are used; None: all rows.  Unlike
+            :meth:`fit`, unlabelled rows are no fallback (a stream's labels
+            are not known in advance): pass the rows that stand for G.
+
+        Returns
+        -------
+        self : GeneratorStandardScaler
+        """
+        first = not hasattr(self, "_m2")
+        X, _ = flatten_images(X)
+        X = validate_data(self, X, dtype=_FLOATS, reset=first,
+                          ensure_min_samples=0 if not first else 1)
+        if y is not None:
+            X = X[check_labels(y, X.shape[0]) == 1]
+        B = X.astype(np.float64, copy=False)
+        n_b = B.shape[0]
+        n, mean, m2 = (0, np.zeros(X.shape[1]), np.zeros(X.shape[1])) if first \
+            else (self.n_samples_seen_, self.mean_, self._m2)
+        if n_b:
+            mean_b = B.mean(axis=0)
+            m2_b = ((B - mean_b) ** 2).sum(axis=0)
+            delta = mean_b - mean
+            total = n + n_b
+            mean = mean + delta * (n_b / total)
+            m2 = m2 + m2_b + delta ** 2 * (n * n_b / total)
+            n = total
+        self._set_moments(n, mean, m2)
+        return self
+
+    def _set_moments(self, n, mean, m2, min_n=2):
+        """Fitted state from a count, a mean and a sum of squared deviations
+        (a zero std is an error from ``min_n`` samples on)."""
+        self.n_samples_seen_ = int(n)
+        self.mean_ = np.asarray(mean, dtype=np.float64)
+        self._m2 = np.asarray(m2, dtype=np.float64)
+        self.scale_ = np.sqrt(self._m2 / max(n, 1)) + self.eps
+        if n >= min_n and np.any(self.scale_ == 0):
             raise ValueError(
                 "Some features are constant over G's samples and eps=0: "
                 "division by zero. Use eps > 0.")
-        self.n_samples_seen_ = G.shape[0]
-        return self
 
     def transform(self, X):
         """Standardise.

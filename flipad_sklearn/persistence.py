@@ -41,6 +41,7 @@ from .features import ActivationPooling, ChannelSelector, DCTFeatures, Generator
 from .inversion import FinalLayerInverter
 from .multi import OwnedModelsAttributor
 from .perturbations import GaussianBlur, GaussianNoise, JPEGCompression, ResizedCrop
+from .streaming import StreamingFeatures
 
 __all__ = ["ALLOWED_CLASSES", "FORMAT", "FORMAT_VERSION", "UnsafeFileError", "load",
            "save", "sniff", "trusted_skops_types"]
@@ -64,6 +65,7 @@ ALLOWED_CLASSES = {
     "flipad_sklearn.FingerprintCorrelation": FingerprintCorrelation,
     "flipad_sklearn.ConformalDetector": ConformalDetector,
     "flipad_sklearn.OwnedModelsAttributor": OwnedModelsAttributor,
+    "flipad_sklearn.StreamingFeatures": StreamingFeatures,
     "flipad_sklearn.GaussianBlur": GaussianBlur,
     "flipad_sklearn.GaussianNoise": GaussianNoise,
     "flipad_sklearn.JPEGCompression": JPEGCompression,

@@ -14,6 +14,7 @@ from flipad_sklearn import (
     FingerprintCorrelation,
     FLIPADDetector,
     LatentInversionDistance,
+    ReconstructionDistance,
     make_dctpad,
     make_flipad,
     make_rawpad,
@@ -244,3 +245,78 @@ def test_make_flipad_errors():
         make_flipad(layer, "tanh", activation_shape=(4, 6))
     pipe = make_flipad(nn.Linear(5, 3), "identity", pooling=None)
     assert [n for n, _ in pipe.steps] == ["inv", "select", "scaler", "det"]
+
+
+# ------------------------------------------------------------ reconstruction distance
+class BlockAutoencoder(nn.Module):
+    """encode: 2x2 average pooling; decode: nearest upsampling.  decode(encode(x))
+    reproduces images made of 2x2 blocks (the "decodes") exactly."""
+
+    def encode(self, x):
+        return nn.functional.avg_pool2d(x, 2)
+
+    def decode(self, z):
+        return (nn.functional.interpolate(z, scale_factor=2, mode="nearest"),)  # a tuple
+
+
+def _decodes(n, seed, noise=0.0):
+    rng = np.random.default_rng(seed)
+    z = torch.tensor(rng.uniform(-1, 1, size=(n, 3, 4, 4)), dtype=torch.float32)
+    x = BlockAutoencoder().decode(z)[0].numpy()
+    return x + noise * rng.normal(size=x.shape)
+
+
+def test_reconstruction_distance_accepts_decodes_and_rejects_noise():
+    X_g = _decodes(60, 0)
+    det = ReconstructionDistance(BlockAutoencoder(), fnr=0.05, random_state=0).fit(X_g)
+    np.testing.assert_allclose(det.validation_scores_, 0.0, atol=1e-12)   # exact decodes
+    X_noise = np.random.default_rng(1).uniform(-1, 1, size=(40, 3, 8, 8))
+    assert (det.predict(_decodes(30, 2)) == 1).all()
+    assert (det.predict(X_noise) == -1).all()
+    np.testing.assert_allclose(det.decision_function(X_noise),
+                               det.score_samples(X_noise) - det.offset_)
+    # the score is minus the mean squared reconstruction error
+    ae = BlockAutoencoder()
+    with torch.no_grad():
+        t = torch.tensor(X_noise, dtype=torch.float32)
+        rec = ae.decode(ae.encode(t))[0]
+    np.testing.assert_allclose(-det.score_samples(X_noise),
+                               ((rec - t) ** 2).mean(dim=(1, 2, 3)).double().numpy(),
+                               rtol=1e-6)
+    # less noise, closer: the score ranks the noise level
+    X_mix = np.vstack([_decodes(20, 3, noise=0.01), _decodes(20, 4, noise=0.2)])
+    assert roc_auc_score(np.r_[np.ones(20), -np.ones(20)], det.score_samples(X_mix)) == 1.0
+    # conformal threshold: the (1 - fnr) rule on G's held-out samples with noise
+    X_gn = _decodes(100, 5, noise=0.05)
+    det = ReconstructionDistance(BlockAutoencoder(), fnr=0.1, validation_fraction=0.5,
+                                 random_state=0).fit(X_gn)
+    val = det.validation_scores_
+    assert val.size == 50
+    assert np.mean(val < -det.threshold_) <= 0.1           # held-out samples of G kept
+    assert det.threshold_ == pytest.approx(conformal_threshold(-val, 0.1), abs=1e-9)
+    back = pickle.loads(pickle.dumps(det))
+    np.testing.assert_array_equal(back.score_samples(X_noise), det.score_samples(X_noise))
+
+
+def test_reconstruction_distance_with_callables_and_options():
+    ae = BlockAutoencoder()
+    X_g, X_noise = _decodes(30, 0), np.random.default_rng(1).uniform(-1, 1, (10, 3, 8, 8))
+    det = ReconstructionDistance(encode=ae.encode, decode=ae.decode, distance="l1",
+                                 input_shape=(3, 8, 8), fnr=0.1, random_state=0)
+    det.fit(X_g.reshape(30, -1))                       # flat images with input_shape
+    assert (det.predict(X_noise.reshape(10, -1)) == -1).all()
+    with torch.no_grad():
+        t = torch.tensor(X_noise, dtype=torch.float32)
+        l1 = (ae.decode(ae.encode(t))[0] - t).abs().mean(dim=(1, 2, 3)).numpy()
+    np.testing.assert_allclose(-det.score_samples(X_noise), l1, rtol=1e-6)
+    # a distance of the autoencoder's own features
+    feat = ReconstructionDistance(
+        ae, distance=lambda x, r: ((ae.encode(x) - ae.encode(r)) ** 2).sum(dim=(1, 2, 3)),
+        fnr=0.1, random_state=0).fit(X_g)
+    assert np.all(feat.score_samples(X_noise) <= 0)
+    with pytest.raises(ValueError, match="autoencoder=<a module"):
+        ReconstructionDistance().fit(X_g)
+    with pytest.raises(ValueError, match="one per sample"):
+        ReconstructionDistance(ae, distance=lambda x, r: torch.zeros(1)).fit(X_g)
+    with pytest.raises(ValueError, match="decode\\(encode\\(x\\)\\) has shape"):
+        ReconstructionDistance(encode=ae.encode, decode=lambda z: z).fit(X_g)

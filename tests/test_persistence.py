@@ -346,3 +346,27 @@ def _with_objects():
     sc = StandardScaler().fit(np.ones((3, 2)))
     sc.feature_names_in_ = np.array(["a", 1], dtype=object)
     return sc
+
+
+def test_streaming_features_round_trip(tmp_path):
+    from flipad_sklearn import (ActivationPooling, ChannelSelector, GeneratorStandardScaler,
+                                StreamingFeatures)
+
+    layer = _layer()
+    X_g, A_g = _data(layer, 60, 0.0, 0)
+    X_o, _ = _data(layer, 30, 1.5, 1)
+    X = np.concatenate([X_g, X_o])
+    inv = FinalLayerInverter(layer, anchor=A_g.mean(axis=0), positive=True, tol=1e-3,
+                             max_iter=50, device="cpu")
+    steps = [("pool", ActivationPooling((4, 6, 6))),
+             ("select", ChannelSelector(3, input_shape=(4, 3, 3))),
+             ("scaler", GeneratorStandardScaler())]
+    pipe = Pipeline([
+        ("feat", StreamingFeatures(inv, steps, batch_size=25)),
+        ("det", FLIPADDetector(hidden_sizes=(16,), rep_dim=4, n_epochs=2, fnr=0.1,
+                               random_state=0, device="cpu")),
+    ]).fit(X, np.r_[np.ones(60), -np.ones(30)])
+    persistence.save(pipe, tmp_path / "stream.flipad")
+    again = persistence.load(tmp_path / "stream.flipad")
+    assert type(again[0]) is StreamingFeatures and again[0].n_passes_ == pipe[0].n_passes_
+    np.testing.assert_array_equal(again.decision_function(X), pipe.decision_function(X))

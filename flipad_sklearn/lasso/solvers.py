@@ -20,7 +20,7 @@ import torch
 
 from ..linear_ops import ChannelsLastOperator
 from .admm import MAX_BOUNDARY, CirculantEmbedding, admm_steps
-from .certificate import GAP, PROGRESS, STALLED, Certificate
+from .certificate import GAP, PROGRESS, Certificate, FastProducts
 from .cd import coordinate_descent
 from .fista import fista_steps
 from .penalty import L1Penalty
@@ -261,6 +261,19 @@ class Float64Finish:
         return f"Float64Finish({self.inner!r})"
 
 
+def fast_products(op, device, dtype):
+    """float32 products for the checks of float32 iterations on conv layers, else None.
+
+    float64 convolutions run far slower than float32 ones on CPU (no oneDNN
+    kernel); the checks along the way then cost more than the iterations.
+    """
+    if dtype != torch.float32 or op.kind == "linear":
+        return None
+    if torch.device(device).type == "cpu":
+        return FastProducts(op, op.cached("channels_last", lambda: ChannelsLastOperator(op)))
+    return FastProducts(op)
+
+
 def _continue(solver, problem, cert, rows, max_iter, dtype, callback):
     """Run ``solver`` on ``rows`` of ``cert``, warm-started, for the iterations left."""
     if rows.numel() == 0:
@@ -272,7 +285,8 @@ def _continue(solver, problem, cert, rows, max_iter, dtype, callback):
     sub_problem = LassoProblem(problem.op, problem.y[rows], problem.penalty, problem.lipschitz)
     sub = Certificate(problem.op, problem.y[rows], problem.penalty, tol=cert.tol,
                       progress_tol=cert.progress_tol, patience=cert.patience,
-                      n_extrapolation=cert.n_extrapolation, d0=cert.d[rows])
+                      n_extrapolation=cert.n_extrapolation, d0=cert.d[rows],
+                      fast=cert.fast if dtype == torch.float32 else None)
     sub.best_dual[:] = cert.best_dual[rows]          # dual bounds stay valid
     sub.primal[:] = cert.primal[rows]
     solver.run(sub_problem, sub, d0=cert.d[rows], max_iter=left, dtype=dtype, callback=callback)
@@ -358,7 +372,8 @@ def solve_batch(op, Y, alpha, *, solver="fista", lower=None, tol=1e-4, max_iter=
     penalty = L1Penalty(alpha, None if low is None else low.to(device))
     L = op.lipschitz() if lipschitz is None else lipschitz
     problem = LassoProblem(op, y, penalty, L)
-    cert = Certificate(op, y, penalty, tol=tol, progress_tol=progress_tol)
+    cert = Certificate(op, y, penalty, tol=tol, progress_tol=progress_tol,
+                       fast=fast_products(op, device, dtype))
     with torch.no_grad():
         strategy.run(problem, cert, d0=None, max_iter=max_iter, dtype=dtype,
                      callback=callback)

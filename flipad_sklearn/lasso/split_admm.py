@@ -37,7 +37,7 @@ DEFAULT_RHO_U = 0.1
 DEFAULT_GAMMA = 1e-2
 DEFAULT_RELAX = 1.6
 #: Default continuation ``(rho_u, gamma, n_iter)`` (the last stage to the end).
-DEFAULT_STAGES = ((DEFAULT_RHO_U, DEFAULT_GAMMA, None),)
+DEFAULT_STAGES = ((DEFAULT_RHO_U, 3e-3, 100), (DEFAULT_RHO_U, 3e-2, None))
 
 
 def _spectral_inverse(emb, c, device, dtype):
@@ -173,15 +173,15 @@ def split_admm(op, y, penalty, lipschitz, cert, *, d0=None, rho_u=None, gamma=No
         ua = u - a
         rhs = spec(emb.T_ext(vb, wf)) * rho_v + (spec(ua) @ gram.mT) * rho_u
         q = unspec(rhs @ G.mT, n)
-        x = vb + emb.TH_ext(ua * rho_u - q, wa) / rho_v
-        Tx = q / rho_u
-        if relax != 1.0:
-            x = torch.lerp(v, x, relax)
-            Tx = torch.lerp(u, Tx, relax)
+        # x = vb + Tᴴ(rho_u ua - q) / rho_v and T x = q / rho_u; with the
+        # relaxed x_r = v + relax (x - v), the next v is prox(x_r + b) and the
+        # next b is (x_r + b) - v: only w = x_r + b is needed
+        th = emb.TH_ext((ua * rho_u - q) * (relax / rho_v), wa)
+        w = torch.add(v, b, alpha=1.0 - relax).add_(th)
+        Tx = torch.lerp(u, q / rho_u, relax)
         u = (y_obs + rho_u * (Tx + a)) / (mask + rho_u)
         a = a + Tx - u
-        v_new = prox(x + b, penalty.alpha / rho_v)
-        b = b + x - v_new
-        v = v_new
+        v = prox(w, penalty.alpha / rho_v)
+        b = w.sub_(v)
         n_iter += 1
     return n_iter

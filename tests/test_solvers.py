@@ -1,0 +1,226 @@
+"""The solver design: embeddings, split ADMM, solver="auto", stop rules, certificates."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.exceptions import ConvergenceWarning
+from torch import nn
+
+from flipad_sklearn import FinalLayerInverter
+from flipad_sklearn.activations import get_activation
+from flipad_sklearn.lasso import (
+    STOP_REASONS, Certificate, L1Penalty, auto_solver, solve_batch, split_admm,
+)
+from flipad_sklearn.lasso.embedding import periodic_embedding
+from flipad_sklearn.lasso.solvers import auto_batch_size, bytes_per_sample
+from flipad_sklearn.linear_ops import LayerOperator
+
+CONV_LAYERS = {
+    "conv_s1": (lambda: nn.Conv2d(4, 3, 3, padding=1), (4, 5, 5)),
+    "conv_s2": (lambda: nn.Conv2d(4, 3, 4, stride=2, padding=1), (4, 6, 6)),
+    "conv_dil_groups": (lambda: nn.Conv2d(4, 2, 3, dilation=2, padding=2, groups=2), (4, 5, 5)),
+    "conv_same_even": (lambda: nn.Conv2d(4, 3, 2, padding="same"), (4, 5, 4)),
+    "conv_valid_s3_groups": (lambda: nn.Conv2d(6, 3, 3, stride=3, groups=3), (6, 7, 6)),
+    "convT_s2": (lambda: nn.ConvTranspose2d(4, 3, 4, 2, 1), (4, 3, 3)),
+    "convT_groups_op": (lambda: nn.ConvTranspose2d(4, 2, 3, 2, 1, output_padding=1, groups=2),
+                        (4, 3, 3)),
+}
+
+
+def _outputs(layer, shape, n=3, activation="tanh", seed=0):
+    rng = np.random.default_rng(seed)
+    h = np.maximum(rng.normal(size=(n,) + shape), 0)
+    with torch.no_grad():
+        pre = layer(torch.tensor(h)).reshape(n, -1).numpy()
+    return get_activation(activation).apply(pre)
+
+
+def _solve(layer, shape, x, solver, **kw):
+    params = dict(layer=layer, alpha=1e-2, solver=solver, activation_shape=shape,
+                  anchor=np.full(shape, 0.2))
+    params.update(kw)
+    inv = FinalLayerInverter(**params).fit(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        z = inv.transform(x)
+    return inv, z
+
+
+@pytest.mark.parametrize("name", sorted(CONV_LAYERS))
+def test_periodic_embedding_is_the_layer(name):
+    """S T E equals the layer, TH is T's adjoint, and F_k F_kᴴ is T Tᴴ per frequency."""
+    torch.manual_seed(0)
+    factory, shape = CONV_LAYERS[name]
+    op = LayerOperator.from_layer(factory().double(), shape)
+    emb = periodic_embedding(op)
+    wf, wa = emb.weights(torch.device("cpu"), torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    d = torch.randn((2,) + shape, generator=gen, dtype=torch.float64)
+    ref = op.matvec(d.reshape(2, -1)).reshape((2,) + op.output_shape)
+    np.testing.assert_allclose(emb.crop(emb.T(emb.embed(d), wf)), ref, atol=1e-12)
+    # the extended grid gives the same products
+    ext = emb.T_ext(emb.extend(emb.embed(d)), wf)
+    np.testing.assert_allclose(ext, emb.T(emb.embed(d), wf), atol=1e-12)
+    v = torch.randn((2, emb.cin) + emb.N, generator=gen, dtype=torch.float64)
+    u = torch.randn((2, emb.m) + emb.N, generator=gen, dtype=torch.float64)
+    lhs, rhs = (emb.T(v, wf) * u).sum(), (v * emb.TH(u, wa)).sum()
+    assert abs(float(lhs - rhs)) <= 1e-12 * float(abs(lhs))
+    np.testing.assert_allclose(emb.interior_ext(emb.TH_ext(u, wa)),
+                               emb.interior(emb.TH(u, wa)), atol=1e-12)
+    uh = torch.fft.rfft2(u).permute(2, 3, 0, 1).reshape(-1, 2, emb.m)
+    back = (uh @ emb.gram().mT).reshape(emb.N[0], emb.Nw2, 2, emb.m).permute(2, 3, 0, 1)
+    np.testing.assert_allclose(torch.fft.irfft2(back, s=emb.N), emb.T(emb.TH(u, wa), wf),
+                               atol=1e-11)
+
+
+@pytest.mark.parametrize("positive", [False, True])
+@pytest.mark.parametrize("name", ["conv_s1", "conv_s2", "conv_dil_groups", "convT_groups_op"])
+def test_split_admm_matches_cvxpy(name, positive):
+    torch.manual_seed(0)
+    factory, shape = CONV_LAYERS[name]
+    layer = factory().double()
+    x = _outputs(layer, shape)
+    ref, z_ref = _solve(layer, shape, x, "cvxpy", positive=positive)
+    inv, z = _solve(layer, shape, x, "split_admm", positive=positive, tol=1e-10,
+                    max_iter=20_000, precision="float64", progress_tol=None)
+    np.testing.assert_allclose(inv.objective_, ref.objective_, rtol=1e-7)
+    assert np.all(inv.duality_gap_ >= inv.objective_ - ref.objective_ - 1e-12)
+    if positive:
+        assert z.min() >= -1e-12
+
+
+def test_split_admm_alone_converges_and_its_dual_certifies():
+    """Split ADMM by itself (no FISTA finish) reaches a tight certified gap."""
+    torch.manual_seed(1)
+    layer = nn.Conv2d(4, 3, 3, padding=1).double()
+    op = LayerOperator.from_layer(layer, (4, 5, 5))
+    y = torch.as_tensor(_outputs(layer, (4, 5, 5), activation="identity"))
+    pen = L1Penalty(1e-2)
+    cert = Certificate(op, y, pen, tol=1e-9)
+    with torch.no_grad():
+        split_admm(op, y, pen, op.lipschitz(), cert, max_iter=5000, dtype=torch.float64)
+    d, primal, gap, n_iter, reason = cert.results()
+    assert (gap / cert.scale <= 1e-9).all() and (reason == 0).all()
+    _, p_ref, _, _ = solve_batch(op, y.numpy(), 1e-2, solver="cvxpy")
+    np.testing.assert_allclose(primal.numpy(), p_ref, rtol=1e-8)
+
+
+@pytest.mark.parametrize("name", ["conv_s1", "convT_s2", "convT_groups_op"])
+def test_default_float32_path_against_cvxpy(name):
+    """The defaults (auto solver, float32, progress stop) are near the optimum and
+    their float64 certificate bounds the true suboptimality."""
+    torch.manual_seed(0)
+    factory, shape = CONV_LAYERS[name]
+    layer = factory().double()
+    x = _outputs(layer, shape)
+    ref, _ = _solve(layer, shape, x, "cvxpy")
+    inv, _ = _solve(layer, shape, x, "auto")
+    sub = inv.objective_ - ref.objective_
+    assert np.all(sub >= -1e-9)
+    assert np.all(sub <= inv.duality_gap_ + 1e-9)           # the certificate holds
+    assert np.all(sub <= 1e-3 * ref.objective_)
+    assert set(inv.stop_reason_) <= {"gap", "progress", "max_iter"}
+
+
+def test_orthonormal_layer_has_the_soft_threshold_solution():
+    """W with orthonormal columns: the lasso solution is soft-thresholding of Wᵀy'."""
+    rng = np.random.default_rng(0)
+    Q, _ = np.linalg.qr(rng.normal(size=(12, 6)))
+    layer = nn.Linear(6, 12, bias=False).double()
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor(Q))
+    x = rng.normal(size=(4, 12)) * 0.5
+    alpha, anchor = 0.1, rng.normal(size=6) * 0.1
+    c = Q.T @ (x - Q @ anchor).T
+    want = (np.sign(c) * np.maximum(np.abs(c) - alpha, 0)).T + anchor
+    for solver in ("auto", "fista", "cd"):
+        inv = FinalLayerInverter(layer=layer, activation="identity", alpha=alpha,
+                                 anchor=anchor, solver=solver, tol=1e-12,
+                                 precision="float64", progress_tol=None).fit(x)
+        np.testing.assert_allclose(inv.transform(x), want, atol=1e-8)
+
+
+def test_auto_picks_per_layer_and_says_why():
+    cases = [
+        (nn.Linear(8, 3), None, "cd"),
+        (nn.ConvTranspose2d(4, 3, 4, 2, 1), (4, 3, 3), "admm"),
+        (nn.ConvTranspose2d(4, 2, 4, 2, 1, groups=2), (4, 3, 3), "split_admm"),
+        (nn.Conv2d(4, 3, 3, padding=1), (4, 5, 5), "split_admm"),
+        (nn.Conv2d(4, 3, 4, stride=2, padding=1), (4, 6, 6), "split_admm"),
+    ]
+    for layer, shape, want in cases:
+        n_out = int(np.prod(layer(torch.zeros((1,) + (shape or (8,)))).shape[1:]))
+        inv = FinalLayerInverter(layer=layer, activation_shape=shape).fit(np.zeros((2, n_out)))
+        assert inv.solver_ == want, (layer, inv.solver_)
+        assert isinstance(inv.solver_reason_, str) and inv.solver_reason_
+    op = LayerOperator.from_layer(nn.Linear(8, 3), (8,))
+    assert auto_solver(op, "cuda")[0] == "fista"
+
+
+def test_unsupported_solver_is_refused_at_fit():
+    conv = nn.Conv2d(2, 2, 3, padding=1)
+    x = np.zeros((2, 2 * 4 * 4))
+    with pytest.raises(ValueError, match="solver='cd' handles fully connected"):
+        FinalLayerInverter(layer=conv, solver="cd", activation_shape=(2, 4, 4)).fit(x)
+    with pytest.raises(ValueError, match="solver='split_admm' handles Conv2d"):
+        FinalLayerInverter(layer=nn.Linear(4, 8), solver="split_admm").fit(np.zeros((2, 8)))
+
+
+def test_batch_size_auto_follows_the_memory_budget():
+    layer = nn.Conv2d(16, 3, 3, padding=1)
+    x = np.zeros((3, 3 * 16 * 16))
+    inv = FinalLayerInverter(layer=layer, activation_shape=(16, 16, 16)).fit(x)
+    assert inv.batch_size_ == 256                      # small layer: the cap
+    small = FinalLayerInverter(layer=layer, activation_shape=(16, 16, 16),
+                               memory_budget=3 * bytes_per_sample(inv.operator_)).fit(x)
+    assert small.batch_size_ == 3
+    # the 512x512 Stable Diffusion layer runs one sample per batch by default
+    sd = LayerOperator("conv2d", torch.zeros(3, 128, 3, 3), (128, 8, 8),
+                       dict(stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1))
+    sd.n_inputs, sd.n_outputs = 128 * 512 * 512, 3 * 512 * 512
+    assert auto_batch_size(sd) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        rng = np.random.default_rng(0)
+        xs = np.tanh(rng.normal(size=(5, 3 * 16 * 16)))
+        z1 = FinalLayerInverter(layer=layer, activation_shape=(16, 16, 16), tol=1e-9,
+                                precision="float64", progress_tol=None, max_iter=3000)
+        z2 = FinalLayerInverter(layer=layer, activation_shape=(16, 16, 16), tol=1e-9,
+                                precision="float64", progress_tol=None, max_iter=3000,
+                                batch_size=2)
+        np.testing.assert_allclose(z1.fit(xs).transform(xs), z2.fit(xs).transform(xs),
+                                   atol=1e-6)
+
+
+def test_progress_stop_ends_early_and_keeps_the_certificate():
+    torch.manual_seed(0)
+    factory, shape = CONV_LAYERS["conv_s1"]
+    layer = factory().double()
+    x = _outputs(layer, shape, n=4)
+    ref, _ = _solve(layer, shape, x, "cvxpy")
+    common = dict(tol=0.0, max_iter=5000, precision="float64")
+    stopped, _ = _solve(layer, shape, x, "split_admm", progress_tol=1e-4, **common)
+    full, _ = _solve(layer, shape, x, "split_admm", progress_tol=None, **common)
+    assert set(stopped.stop_reason_) == {"progress"}
+    assert set(full.stop_reason_) == {"max_iter"}
+    assert stopped.n_iter_.max() < full.n_iter_.min()
+    assert np.all(stopped.objective_ - ref.objective_ <= stopped.duality_gap_ + 1e-12)
+    assert tuple(STOP_REASONS[:3]) == ("gap", "progress", "max_iter")
+
+
+def test_fast_float32_checks_report_exact_certificates():
+    """float32 products along the way; the reported primal and gap are float64-exact."""
+    torch.manual_seed(0)
+    layer = nn.Conv2d(4, 3, 3, padding=1)
+    shape = (4, 6, 6)
+    x = _outputs(layer.double(), shape)
+    inv, z = _solve(layer, shape, x, "split_admm", tol=1e-4)
+    d = torch.as_tensor(z, dtype=torch.float64) - torch.as_tensor(inv.anchor_)
+    y = torch.as_tensor(inv._targets(x))
+    r = y - inv.operator_.matvec(d)
+    primal = 0.5 * (r * r).sum(1) + inv.alpha * d.abs().sum(1)
+    np.testing.assert_allclose(inv.objective_, primal.numpy(), rtol=1e-6)
+    ref, _ = _solve(layer, shape, x, "cvxpy")
+    assert np.all(inv.objective_ - ref.objective_ <= inv.duality_gap_ + 1e-9)
