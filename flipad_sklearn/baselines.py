@@ -435,15 +435,10 @@ class ReconstructionDistance(ConformalDecisionMixin, OutlierMixin, BaseEstimator
         Images reconstructed together.
     fnr : float, default=0.005
     validation_size : "auto", int or None, default="auto"
-        Samples of G held out for the threshold
-        (:func:`flipad_sklearn.conformal.validation_split`): ``"auto"`` as
-        many as ``fnr`` needs (at most half of G's samples), an int that many
-        (0: none; set the threshold with
-        :func:`~flipad_sklearn.conformal.calibrate`), None
-        ``validation_fraction`` of them.
+        Samples of G held out for the threshold, as in :class:`ConformalDetector`.
     validation_fraction : float, default=0.2
-        Share of G's samples held out for the threshold (the least share
-        with ``"auto"``; the only samples reconstructed at ``fit``).
+        Share of G's samples held out for the threshold (the only samples
+        reconstructed at ``fit``).
     device : {"auto", "cpu", "cuda"} or str, default="cpu"
     random_state : int, RandomState instance or None, default=None
         Seeds the held-out split.
