@@ -17,7 +17,7 @@ setup(
     long_description_content_type="text/x-rst",
     license="BSD-3-Clause",
     packages=find_packages(include=["flipad_sklearn", "flipad_sklearn.*"]),
-    package_data={"flipad_sklearn": ["datasets/data/*"]},
+    package_data={"flipad_sklearn": ["datasets/data/*", "generators/checkpoints/*.pt"]},
     python_requires=">=3.10",
     # torch: CPU users install the CPU build first (see README.rst); a bare
     # requirement with no torch present would pull a multi-GB CUDA build.
@@ -35,6 +35,8 @@ setup(
         "test": ["pytest>=7", "dask[distributed]>=2024.1", "matplotlib>=3.6"],
         "dask": ["dask[distributed]>=2024.1"],
         "plot": ["matplotlib>=3.6"],
+        # skops: persistence.save(format="skops"), an alternative to the own format
+        "skops": ["skops>=0.10"],
         # Stable Diffusion and other diffusers models (docs/user_guide/diffusers.rst)
         "diffusers": ["diffusers>=0.25"],
         "docs": [

@@ -89,6 +89,8 @@ _API_MODULES = [
     ("flipad_sklearn.lasso", "The lasso solvers behind the inversion (no generators)."),
     ("flipad_sklearn.plotting", "Display objects (matplotlib, optional)."),
     ("flipad_sklearn.baselines", "Baselines the paper compares against."),
+    ("flipad_sklearn.pipeline", "The FLIPAD recipe, ``make_flipad``."),
+    ("flipad_sklearn.persistence", "Secure save/load: numpy arrays + a JSON spec, no pickle."),
     ("flipad_sklearn.model_selection",
      "Cross-validation with the labels 1 / -1 / 0 (see :doc:`user_guide/alpha`)."),
     ("flipad_sklearn.cli", "The ``flipad`` command line (see :doc:`user_guide/cli`)."),

@@ -28,17 +28,15 @@ import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV
-from sklearn.pipeline import Pipeline
 
 from flipad_sklearn import (
     FinalLayerInverter,
-    FLIPADDetector,
-    GeneratorStandardScaler,
     mean_activation,
 )
 from flipad_sklearn.datasets import load_mnist_subset
 from flipad_sklearn.model_selection import LabelStratifiedKFold, labelled_roc_auc
 from flipad_sklearn.generators import train_gan
+from flipad_sklearn.pipeline import make_flipad
 
 torch.set_num_threads(1)
 warnings.simplefilter("ignore", ConvergenceWarning)
@@ -87,12 +85,8 @@ fig.tight_layout()
 # G's samples (y = 1) against real digits and H's samples (y = -1).
 X = np.concatenate([G.sample(120, random_state=2), X_real[620:680], H.sample(60, random_state=3)])
 y = np.r_[np.ones(120), -np.ones(120)].astype(int)
-pipe = Pipeline([
-    ("inv", FinalLayerInverter(layer=G.final_layer, anchor=anchor, positive=True,
-                               tol=1e-5, max_iter=150, device="cpu")),
-    ("scale", GeneratorStandardScaler()),
-    ("det", FLIPADDetector(fnr=0.1, n_epochs=15, random_state=0, device="cpu")),
-])
+pipe = make_flipad(G.final_layer, "tanh", anchor, positive=True, tol=1e-5, max_iter=150,
+                   fnr=0.1, random_state=0, device="cpu", detector_params=dict(n_epochs=15))
 search = GridSearchCV(pipe, {"inv__alpha": [1e-4, 1e-3, 1e-2]}, scoring=labelled_roc_auc,
                       cv=LabelStratifiedKFold(2, shuffle=True, random_state=0), refit=False)
 search.fit(X, y)

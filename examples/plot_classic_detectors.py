@@ -29,14 +29,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import OneClassSVM
 
-from flipad_sklearn import (
-    FinalLayerInverter,
-    FLIPADDetector,
-    GeneratorStandardScaler,
-    mean_activation,
-)
+from flipad_sklearn import FLIPADDetector, mean_activation
 from flipad_sklearn.datasets import load_mnist_subset
 from flipad_sklearn.generators import train_gan
+from flipad_sklearn.pipeline import make_flipad
 
 torch.set_num_threads(1)
 warnings.simplefilter("ignore", ConvergenceWarning)
@@ -56,12 +52,10 @@ y_test = np.r_[np.ones(100), -np.ones(200)].astype(int)
 source_test = np.array(["G"] * 100 + ["real"] * 100 + ["H"] * 100)
 
 # %%
-# FLIPAD features: inversion + standardisation with G's statistics
-features = make_pipeline(
-    FinalLayerInverter(layer=G.final_layer, alpha=5e-4, anchor=anchor, positive=True,
-                       tol=1e-5, max_iter=200, device="cpu"),
-    GeneratorStandardScaler(),
-)
+# FLIPAD features: the FLIPAD pipeline without its detector (inversion,
+# pooling, channel selection, standardisation with G's statistics)
+features = make_flipad(G.final_layer, "tanh", anchor, alpha=5e-4, positive=True, tol=1e-5,
+                       max_iter=200, device="cpu")[:-1]
 F_train = features.fit_transform(X_train, y_train)
 F_test = features.transform(X_test)
 print(f"features {F_train.shape[1]} per image, computed in {time.perf_counter() - t0:.1f} s")

@@ -9,8 +9,9 @@ FLIPAD on samples of ``G`` (label 1) against real digits and samples of ``H``
 (label -1), and check on fresh samples that it tells them apart.
 
 FLIPAD inverts ``G``'s final layer (a lasso per image, see the user guide),
-standardises the recovered activations with ``G``'s own statistics and runs
-a Deep SAD one-class detector on them.  Everything is small so that the
+pools the recovered activations, standardises them with ``G``'s own
+statistics and runs a Deep SAD one-class detector on them: the recipe of
+:func:`flipad_sklearn.pipeline.make_flipad`.  Everything is small so that the
 example runs on a CPU in well under two minutes.
 """
 
@@ -24,19 +25,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.pipeline import Pipeline
 
 from flipad_sklearn import (
     ActivationMapDisplay,
     AttributionRocDisplay,
-    FinalLayerInverter,
-    FLIPADDetector,
-    GeneratorStandardScaler,
     ScoreHistogramDisplay,
     mean_activation,
 )
 from flipad_sklearn.datasets import load_mnist_subset
 from flipad_sklearn.generators import train_gan
+from flipad_sklearn.pipeline import make_flipad
 
 torch.set_num_threads(1)
 warnings.simplefilter("ignore", ConvergenceWarning)  # tiny max_iter, see below
@@ -62,14 +60,9 @@ y_train = np.r_[np.ones(400), -np.ones(200)].astype(int)
 # The anchor is the mean penultimate activation of G.  Its final layer is a
 # ConvTranspose2d after a ReLU, hence ``positive=True``.
 anchor = mean_activation(G, 2000, G.latent_shape, layer=G.final_layer, random_state=0)
-inverter = FinalLayerInverter(layer=G.final_layer, activation="tanh", alpha=5e-4,
-                              anchor=anchor, positive=True, tol=1e-5, max_iter=300,
-                              device="cpu")
-pipe = Pipeline([
-    ("inv", inverter),
-    ("scale", GeneratorStandardScaler()),
-    ("det", FLIPADDetector(fnr=0.05, n_epochs=30, random_state=0, device="cpu")),
-])
+pipe = make_flipad(G.final_layer, "tanh", anchor, alpha=5e-4, positive=True, tol=1e-5,
+                   max_iter=300, fnr=0.05, random_state=0, device="cpu",
+                   detector_params=dict(n_epochs=30))
 pipe.fit(X_train, y_train)
 print(f"fitted in {time.perf_counter() - t0:.1f} s; threshold {pipe[-1].threshold_:.3g}")
 

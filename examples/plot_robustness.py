@@ -23,20 +23,17 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.pipeline import Pipeline
 
 from flipad_sklearn import (
-    FinalLayerInverter,
-    FLIPADDetector,
     GaussianBlur,
     GaussianNoise,
-    GeneratorStandardScaler,
     JPEGCompression,
     ResizedCrop,
     mean_activation,
 )
 from flipad_sklearn.datasets import load_mnist_subset
 from flipad_sklearn.generators import train_gan
+from flipad_sklearn.pipeline import make_flipad
 
 torch.set_num_threads(1)
 warnings.simplefilter("ignore", ConvergenceWarning)
@@ -56,14 +53,12 @@ y_test = np.r_[np.ones(60), -np.ones(120)].astype(int)
 
 
 def flipad(perturbation=None):
-    steps = [] if perturbation is None else [("perturb", perturbation)]
-    steps += [
-        ("inv", FinalLayerInverter(layer=G.final_layer, alpha=5e-4, anchor=anchor,
-                                   positive=True, tol=1e-5, max_iter=150, device="cpu")),
-        ("scale", GeneratorStandardScaler()),
-        ("det", FLIPADDetector(fnr=0.05, n_epochs=20, random_state=0, device="cpu")),
-    ]
-    return Pipeline(steps)
+    pipe = make_flipad(G.final_layer, "tanh", anchor, alpha=5e-4, positive=True, tol=1e-5,
+                       max_iter=150, fnr=0.05, random_state=0, device="cpu",
+                       detector_params=dict(n_epochs=20))
+    if perturbation is not None:
+        pipe.steps.insert(0, ("perturb", perturbation))
+    return pipe
 
 
 perturbations = {

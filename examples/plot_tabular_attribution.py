@@ -25,19 +25,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.pipeline import Pipeline
 
 from flipad_sklearn import (
     ActivationMapDisplay,
     AttributionRocDisplay,
-    FinalLayerInverter,
-    FLIPADDetector,
-    GeneratorStandardScaler,
     ScoreHistogramDisplay,
     mean_activation,
 )
 from flipad_sklearn.datasets import load_wine_quality
 from flipad_sklearn.generators import train_tabular_gan
+from flipad_sklearn.pipeline import make_flipad
 
 torch.set_num_threads(1)
 warnings.simplefilter("ignore", ConvergenceWarning)
@@ -60,13 +57,9 @@ X_train = np.concatenate([X_g[:600], X_r[:200], X_h[:200]])
 y_train = np.r_[np.ones(600), -np.ones(400)].astype(int)
 
 anchor = mean_activation(G, 2000, G.latent_shape, layer=G.final_layer, random_state=0)
-pipe = Pipeline([
-    ("inv", FinalLayerInverter(layer=G.standardized_final_layer(), activation="identity",
-                               alpha=1e-2, anchor=anchor, positive=True, tol=1e-6,
-                               max_iter=500, device="cpu")),
-    ("scale", GeneratorStandardScaler()),
-    ("det", FLIPADDetector(fnr=0.05, n_epochs=40, random_state=0, device="cpu")),
-])
+pipe = make_flipad(G.standardized_final_layer(), "identity", anchor, alpha=1e-2,
+                   positive=True, tol=1e-6, max_iter=500, fnr=0.05, random_state=0,
+                   device="cpu", detector_params=dict(n_epochs=40))
 pipe.fit(X_train, y_train)
 
 # %%

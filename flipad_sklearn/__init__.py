@@ -106,3 +106,8 @@ from . import streaming
 from .streaming import StreamingFeatures
 
 __all__ += ["StreamingFeatures", "streaming"]
+
+# --- the FLIPAD recipe and secure persistence (issue 11) ---
+from . import persistence, pipeline
+
+__all__ += ["persistence", "pipeline"]

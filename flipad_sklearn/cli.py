@@ -4,21 +4,25 @@
 
     flipad fit --generator mygan.py:G --latent-shape 100 1 1 \\
                --own samples_of_G/ --others real/ --others other_gan/ \\
-               -o detector.joblib
-    flipad score detector.joblib suspicious/ img1.png img2.png --csv scores.csv
-    flipad attribute --model G1=g1.joblib --model G2=g2.joblib suspicious/
+               -o detector.flipad
+    flipad score detector.flipad suspicious/ img1.png img2.png --csv scores.csv
+    flipad attribute --model G1=g1.flipad --model G2=g2.flipad suspicious/
 
 ``fit`` finds the generator's final layer and output activation
 (:func:`~flipad_sklearn.find_final_layer`), computes the anchor from the
 generator's own samples (:func:`~flipad_sklearn.mean_activation`) and fits
-the pipeline ``FinalLayerInverter -> GeneratorStandardScaler ->
-FLIPADDetector`` on the images of ``--own`` (label 1, made by G) and of every
-``--others`` folder (label -1, known not made by G).  The threshold is set on
-1000 fresh samples of the generator, or more if ``--fnr`` needs them
-(``--validation-samples``; :func:`~flipad_sklearn.conformal.calibrate`), so
-that every image of ``--own`` trains the detector.  The fitted pipeline is
-saved with joblib: load it in Python with ``joblib.load`` and use
-``predict``/``decision_function`` directly.
+the FLIPAD pipeline of :func:`flipad_sklearn.pipeline.make_flipad`
+(inversion, pooling, channel selection, scaling, Deep SAD) on the images of
+``--own`` (label 1, made by G) and of every ``--others`` folder (label -1,
+known not made by G).  The threshold is set on 1000 fresh samples of the
+generator, or more if ``--fnr`` needs them (``--validation-samples``;
+:func:`~flipad_sklearn.conformal.calibrate`), so that every image of
+``--own`` trains the detector.  The fitted pipeline is saved in the secure
+format of :mod:`flipad_sklearn.persistence` (numpy arrays + a JSON spec, no
+pickle): load it in Python with ``flipad_sklearn.persistence.load`` and use
+``predict``/``decision_function`` directly.  An output name ending in
+``.joblib``, ``.pkl`` or ``.pickle`` is saved with joblib instead (a pickle,
+for trusted use only; a warning says so).
 
 ``score`` prints, for every file, its score (the detector's
 ``decision_function``: negative = not made by G), its decision and its
@@ -56,9 +60,15 @@ Exit codes
 
 Security
 --------
-A detector file is a pickle: loading it can run arbitrary code.  Only score
-with detector files you made yourself or otherwise trust.  Likewise
-``--generator`` imports and runs the given Python module.
+``flipad score`` and ``flipad attribute`` read detector files in the secure
+format only: numpy
+arrays and a JSON spec, loaded with ``numpy.load(allow_pickle=False)``,
+rebuilding only an allow-list of the package's and scikit-learn's classes.
+Scoring with such a file never runs code from it.  A pickle or joblib file
+(which can run arbitrary code when loaded) is refused before it is read,
+unless ``--trust-pickle`` is given: use that only for files you made
+yourself or otherwise trust.  ``flipad fit --generator`` imports and runs the
+given Python module: only name code you trust.
 """
 
 import argparse
@@ -75,6 +85,7 @@ from pathlib import Path
 import numpy as np
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+PICKLE_EXTENSIONS = (".joblib", ".pkl", ".pickle")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 __all__ = ["main", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_PARTIAL"]
@@ -276,13 +287,11 @@ def _latent_shape(args, generator):
 
 # --------------------------------------------------------------------- fit
 def cmd_fit(args):
-    import joblib
     import torch
-    from sklearn.pipeline import Pipeline
 
-    from . import (FinalLayerInverter, FLIPADDetector, GeneratorStandardScaler,
-                   find_final_layer, mean_activation, sample_activations)
+    from . import find_final_layer, mean_activation, sample_activations
     from .conformal import calibrate, required_validation_size
+    from .pipeline import make_flipad
 
     verbose = not args.quiet
     _check_fit_args(args)
@@ -338,21 +347,19 @@ def cmd_fit(args):
                              random_state=args.seed, verbose=int(verbose))
     X = np.concatenate([X_own] + others)
     y = np.r_[np.ones(len(X_own), dtype=int), -np.ones(len(X) - len(X_own), dtype=int)]
-    inverter = FinalLayerInverter(
-        layer=final.layer, activation=final.activation, alpha=args.alpha, anchor=anchor,
-        positive=positive, tol=args.tol, max_iter=args.max_iter,
-        batch_size=args.batch_size, device=args.device, verbose=int(verbose))
     # Fresh samples of G set the threshold (--own then trains in full), unless "own".
     n_val = args.validation_samples
     if n_val == "auto":
         # what the fnr needs, and at least 1000: with exactly 1/fnr - 1 the threshold is
         # the largest of them, and the share of G rejected varies by +-fnr from draw to draw
         n_val = max(required_validation_size(args.fnr), 1000)
-    detector = FLIPADDetector(fnr=args.fnr, n_epochs=args.epochs, device=args.device,
-                              validation_size="auto" if n_val == "own" else 0,
-                              random_state=args.seed, verbose=0)
-    pipe = Pipeline([("inv", inverter), ("scale", GeneratorStandardScaler()),
-                     ("det", detector)])
+    pipe = make_flipad(
+        final.layer, final.activation, anchor, alpha=args.alpha,
+        activation_shape=final.activation_shape, positive=positive, tol=args.tol,
+        max_iter=args.max_iter, fnr=args.fnr, random_state=args.seed, device=args.device,
+        inverter_params=dict(batch_size=args.batch_size, verbose=int(verbose)),
+        detector_params=dict(n_epochs=args.epochs, verbose=0,
+                             validation_size="auto" if n_val == "own" else 0))
     _log(verbose, f"inverting {len(X)} images, then training the detector "
                   f"({args.epochs} epochs)")
     with warnings.catch_warnings(record=True) as caught:
@@ -370,11 +377,31 @@ def cmd_fit(args):
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     pipe.set_params(inv__verbose=0)
-    _replace_atomically(out, lambda tmp: joblib.dump(pipe, tmp))
+    _save_detector(pipe, out)
     det = pipe[-1]
     _log(True, f"saved {out} (threshold {det.threshold_:.4g} at fnr={args.fnr}, "
                f"{det.validation_scores_.size} validation samples of G)")
     return EXIT_PARTIAL if errors else EXIT_OK
+
+
+def _save_detector(pipe, out):
+    """Secure format, unless the name asks for joblib (then warn: trusted use only)."""
+    if out.suffix.lower() in PICKLE_EXTENSIONS:
+        import joblib
+
+        print(f"warning: {os.fspath(out)!r} is saved with joblib, a pickle: loading it can "
+              "run arbitrary code, so share it only with people who trust you (and "
+              "`flipad score` needs --trust-pickle for it). Name the file *.flipad for "
+              "the secure format.", file=sys.stderr)
+        _replace_atomically(out, lambda tmp: joblib.dump(pipe, tmp))
+        return
+    from . import persistence
+
+    try:
+        persistence.save(pipe, out)
+    except TypeError as exc:
+        raise CLIError(f"Could not save the detector securely: {exc} (name the output "
+                       "*.joblib to save it with joblib, for trusted use)") from exc
 
 
 def _check_fit_args(args):
@@ -467,16 +494,32 @@ def _log(enabled, msg):
 
 
 # ------------------------------------------------------------------- score
-def _load_detector(path):
-    import joblib
+def _load_detector(path, trust_pickle=False):
     from sklearn.pipeline import Pipeline
 
+    from . import persistence
     from .inversion import FinalLayerInverter
 
+    name = os.fspath(path)
     try:
-        pipe = joblib.load(path)
+        kind = persistence.sniff(path)
+        if kind == "pickle":
+            if not trust_pickle:
+                raise CLIError(
+                    f"{name!r} is a pickle/joblib file: loading it can run arbitrary code, "
+                    "so it is refused (nothing was read beyond its first bytes). If you "
+                    "made it yourself or trust its source, re-run with --trust-pickle; "
+                    "better, re-save it in the secure format (flipad fit -o NAME.flipad, "
+                    "or flipad_sklearn.persistence.save).")
+            import joblib
+
+            pipe = joblib.load(path)
+        else:
+            pipe = persistence.load(path)
+    except CLIError:
+        raise
     except Exception as exc:
-        raise CLIError(f"Could not load the detector {os.fspath(path)!r}: "
+        raise CLIError(f"Could not load the detector {name!r}: "
                        f"{type(exc).__name__}: {exc}") from exc
     if not isinstance(pipe, Pipeline) or not isinstance(pipe[0], FinalLayerInverter) \
             or not hasattr(pipe[-1], "pvalues"):
@@ -490,7 +533,7 @@ def cmd_score(args):
     if args.device is not None:
         _check_device(args.device)
     csv_path = _prepare_output(args.csv, "--csv") if args.csv else None
-    pipe = _load_detector(args.detector)
+    pipe = _load_detector(args.detector, args.trust_pickle)
     verbose = not args.quiet
     inv = pipe[0]
     if args.device is not None:
@@ -561,6 +604,7 @@ def cmd_attribute(args):
 
     if args.alpha is not None and not 0 <= args.alpha < 1:
         raise CLIError(f"--alpha must be in [0, 1), got {args.alpha}.")
+    csv_path = _prepare_output(args.csv, "--csv") if args.csv else None
     models = {}
     for spec in args.model:
         name, sep, path = spec.partition("=")
@@ -568,7 +612,7 @@ def cmd_attribute(args):
             name, path = Path(spec).stem, spec
         if name in models:
             raise CLIError(f"--model: the name {name!r} is given twice (use NAME=FILE).")
-        models[name] = _load_detector(path)
+        models[name] = _load_detector(path, args.trust_pickle)
     shapes = {n: tuple(p[0].output_shape_) for n, p in models.items()}
     if len(set(shapes.values())) > 1:
         raise CLIError(f"The models make images of different shapes: {shapes}.")
@@ -602,12 +646,17 @@ def cmd_attribute(args):
         rows.append({"path": f, "prediction": "", "set": "", "status": reason,
                      **{f"p_{n}": "" for n in names}})
     _report_errors(errors, "not attributed")
-    if args.csv:
-        with open(args.csv, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=["path", "prediction", "set"]
-                                    + [f"p_{n}" for n in names] + ["status"])
-            writer.writeheader()
-            writer.writerows(rows)
+    if csv_path is not None:
+        def write(tmp):
+            with open(tmp, "w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=["path", "prediction", "set"]
+                                        + [f"p_{n}" for n in names] + ["status"])
+                writer.writeheader()
+                writer.writerows(rows)
+                fh.flush()
+                os.fsync(fh.fileno())
+
+        _replace_atomically(csv_path, write)
     if not ok:
         raise CLIError("No file could be attributed." if files or errors else
                        "No files given.")
@@ -632,16 +681,18 @@ def build_parser():
         epilog="Exit codes: 0 success; 1 error (nothing done); 2 usage error "
                "(including option values out of range); "
                "3 some files skipped (listed with the reason), the rest processed. "
-               "Detector files are pickles: load only those you trust.",
+               "flipad score and flipad attribute read the secure detector format "
+               "(no pickle); a pickle/joblib detector needs --trust-pickle.",
     )
     parser.add_argument("--version", action="version", version=f"flipad {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     fit = sub.add_parser(
         "fit", help="fit a detector for a generator from folders of images",
-        description="Fit FinalLayerInverter -> GeneratorStandardScaler -> FLIPADDetector "
+        description="Fit the FLIPAD pipeline (flipad_sklearn.pipeline.make_flipad) "
                     "on images of the generator (--own, label 1) and of other sources "
-                    "(--others, label -1) and save it with joblib.")
+                    "(--others, label -1) and save it in the secure format (or with "
+                    "joblib, for trusted use, when FILE ends in .joblib/.pkl).")
     fit.add_argument("--generator", required=True, metavar="MODULE:ATTR",
                      help="the generator: a torch.nn.Module, or a callable returning one, "
                           "in an importable module or a .py file (e.g. mygan.py:G)")
@@ -680,7 +731,9 @@ def build_parser():
     fit.add_argument("--batch-size", type=int, default=256,
                      help="samples per batch for sampling and inversion (256)")
     fit.add_argument("-o", "--output", required=True, metavar="FILE",
-                     help="where to save the detector (joblib)")
+                     help="where to save the detector: the secure format (e.g. "
+                          "detector.flipad), or joblib if FILE ends in .joblib/.pkl/.pickle "
+                          "(a pickle: for trusted use only)")
     fit.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     fit.set_defaults(func=cmd_fit)
 
@@ -688,8 +741,8 @@ def build_parser():
         "score", help="score image files with a fitted detector",
         description="Print for each file its score (negative: not made by G), the "
                     "decision and the conformal p-value of 'made by G'.")
-    score.add_argument("detector", help="detector file written by `flipad fit` "
-                                        "(a pickle: only load files you trust)")
+    score.add_argument("detector", help="detector file written by `flipad fit` (the "
+                                        "secure format; never runs code)")
     score.add_argument("paths", nargs="+", metavar="PATH",
                        help="image files or folders of images")
     score.add_argument("--csv", metavar="FILE",
@@ -698,6 +751,9 @@ def build_parser():
                                                       "unless the detector says otherwise)")
     score.add_argument("--batch-size", type=int, default=None,
                        help="samples per inversion batch")
+    score.add_argument("--trust-pickle", action="store_true",
+                       help="also load a pickle/joblib detector file; loading a pickle "
+                            "can run arbitrary code: only for files you trust")
     score.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     score.set_defaults(func=cmd_score)
 
@@ -709,9 +765,9 @@ def build_parser():
                     "likely one and each model's conformal p-value.")
     attribute.add_argument("--model", action="append", required=True,
                            metavar="NAME=FILE",
-                           help="an owned model's detector (written by `flipad fit`; a "
-                                "pickle: only load files you trust); repeat per model. "
-                                "NAME defaults to the file's stem")
+                           help="an owned model's detector written by `flipad fit` (the "
+                                "secure format; a pickle/joblib file needs --trust-pickle); "
+                                "repeat per model. NAME defaults to the file's stem")
     attribute.add_argument("paths", nargs="+", metavar="PATH",
                            help="image files or folders of images")
     attribute.add_argument("--alpha", type=float, default=None,
@@ -719,6 +775,9 @@ def build_parser():
                                 "each detector's own threshold, at its fnr)")
     attribute.add_argument("--csv", metavar="FILE",
                            help="also write path, prediction, set, p_<model>..., status")
+    attribute.add_argument("--trust-pickle", action="store_true",
+                           help="also load pickle/joblib detector files; loading a pickle "
+                                "can run arbitrary code: only for files you trust")
     attribute.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     attribute.set_defaults(func=cmd_attribute)
     return parser

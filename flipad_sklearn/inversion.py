@@ -15,6 +15,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from torch import nn
 
 from ._device import check_materialised, resolve_device
+from ._layers import build_layer, describe_layer, is_describable, is_layer_description
 from .activations import BUILTIN_ACTIVATIONS, DEFAULT_CLIP_EPS, get_activation
 from .lasso import SOLVERS, STOP_REASONS, auto_solver, make_solver, solve_batch
 from .lasso.solvers import auto_batch_size
@@ -475,8 +476,23 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     def __getstate__(self):
         state = self.__dict__.copy()
         layer = state.get("layer")
-        if isinstance(layer, nn.Module) and any(
+        if is_describable(layer):
+            # plain arrays + the layer's description, never the live module: the
+            # state pickles device-free and saves without pickle (persistence.save)
+            state["layer"] = describe_layer(layer)
+            if "operator_" in state:
+                state["operator_"] = None      # rebuilt from the layer on load
+        elif isinstance(layer, nn.Module) and any(
                 p.device.type != "cpu" for p in layer.parameters()):
             # a CUDA layer would not unpickle on a CPU-only machine
             state["layer"] = copy.deepcopy(layer).cpu()
         return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        if is_layer_description(state.get("layer")):
+            state["layer"] = build_layer(state["layer"])
+            if "operator_" in state and state["operator_"] is None:
+                state["operator_"] = LayerOperator.from_layer(
+                    state["layer"], state["activation_shape_"])
+        super().__setstate__(state)
