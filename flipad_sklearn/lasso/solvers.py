@@ -208,10 +208,17 @@ def _unfinished(cert):
 
 
 class HandOver:
-    """``first`` for at most ``after`` iterations, then ``then`` on the rest, warm-started."""
+    """``first`` for at most ``after`` iterations, then ``then`` on the rest, warm-started.
 
-    def __init__(self, first, then, after=ADMM_ITER):
+    Only for tight certificates (``tol <= tight_tol``): the splitting methods
+    reach a moderate gap fast but can stall short of a tight one, where FISTA
+    goes on; otherwise ``first`` runs to the end (a FISTA step on these
+    layers costs more and gains less than an ADMM step).
+    """
+
+    def __init__(self, first, then, after=ADMM_ITER, tight_tol=1e-7):
         self.first, self.then, self.after = first, then, int(after)
+        self.tight_tol = tight_tol
         self.name = first.name
         self.iterative = True
 
@@ -219,6 +226,10 @@ class HandOver:
         return self.first.supports(op) or self.then.supports(op)
 
     def run(self, problem, cert, *, d0, max_iter, dtype, callback=None):
+        if cert.tol > self.tight_tol:
+            self.first.run(problem, cert, d0=d0, max_iter=max_iter, dtype=dtype,
+                           callback=callback)
+            return
         n_first = max(1, min(self.after, max_iter))
         self.first.run(problem, cert, d0=d0, max_iter=n_first, dtype=dtype, callback=callback)
         if max_iter > n_first:
