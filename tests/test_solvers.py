@@ -107,16 +107,19 @@ def test_split_admm_alone_converges_and_its_dual_certifies():
     np.testing.assert_allclose(primal.numpy(), p_ref, rtol=1e-8)
 
 
+@pytest.mark.parametrize("solver", ["auto", "split_admm", "admm"])
 @pytest.mark.parametrize("name", ["conv_s1", "convT_s2", "convT_groups_op"])
-def test_default_float32_path_against_cvxpy(name):
-    """The defaults (auto solver, float32, progress stop) are near the optimum and
-    their float64 certificate bounds the true suboptimality."""
+def test_default_float32_path_against_cvxpy(name, solver):
+    """The defaults (float32, progress stop) are near the optimum and their
+    float64 certificate bounds the true suboptimality."""
+    if solver == "admm" and name != "convT_s2":
+        pytest.skip("exact ADMM takes groups=1 ConvTranspose2d only")
     torch.manual_seed(0)
     factory, shape = CONV_LAYERS[name]
     layer = factory().double()
     x = _outputs(layer, shape)
     ref, _ = _solve(layer, shape, x, "cvxpy")
-    inv, _ = _solve(layer, shape, x, "auto")
+    inv, _ = _solve(layer, shape, x, solver)
     sub = inv.objective_ - ref.objective_
     assert np.all(sub >= -1e-9)
     assert np.all(sub <= inv.duality_gap_ + 1e-9)           # the certificate holds
@@ -145,10 +148,12 @@ def test_orthonormal_layer_has_the_soft_threshold_solution():
 def test_auto_picks_per_layer_and_says_why():
     cases = [
         (nn.Linear(8, 3), None, "cd"),
-        (nn.ConvTranspose2d(4, 3, 4, 2, 1), (4, 3, 3), "admm"),
-        (nn.ConvTranspose2d(4, 2, 4, 2, 1, groups=2), (4, 3, 3), "split_admm"),
-        (nn.Conv2d(4, 3, 3, padding=1), (4, 5, 5), "split_admm"),
-        (nn.Conv2d(4, 3, 4, stride=2, padding=1), (4, 6, 6), "split_admm"),
+        (nn.ConvTranspose2d(64, 3, 4, 2, 1), (64, 32, 32), "admm"),
+        (nn.ConvTranspose2d(64, 2, 4, 2, 1, groups=2), (64, 32, 32), "split_admm"),
+        (nn.Conv2d(64, 3, 3, padding=1), (64, 24, 24), "split_admm"),
+        (nn.Conv2d(64, 3, 4, stride=2, padding=1), (64, 32, 32), "split_admm"),
+        (nn.Conv2d(4, 3, 3, padding=1), (4, 5, 5), "fista"),             # small
+        (nn.ConvTranspose2d(8, 1, 4, 2, 1), (8, 64, 64), "fista"),       # 2 per output
     ]
     for layer, shape, want in cases:
         n_out = int(np.prod(layer(torch.zeros((1,) + (shape or (8,)))).shape[1:]))
@@ -190,8 +195,9 @@ def test_batch_size_auto_follows_the_memory_budget():
         z2 = FinalLayerInverter(layer=layer, activation_shape=(16, 16, 16), tol=1e-9,
                                 precision="float64", progress_tol=None, max_iter=3000,
                                 batch_size=2)
-        np.testing.assert_allclose(z1.fit(xs).transform(xs), z2.fit(xs).transform(xs),
-                                   atol=1e-6)
+        z1.fit(xs).transform(xs)
+        z2.fit(xs).transform(xs)
+        np.testing.assert_allclose(z1.objective_, z2.objective_, rtol=1e-4)
 
 
 def test_progress_stop_ends_early_and_keeps_the_certificate():

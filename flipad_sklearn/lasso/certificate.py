@@ -11,8 +11,8 @@ Stop reasons, per sample (:data:`STOP_REASONS`):
 ``"gap"``
     the relative duality gap reached ``tol``: certified;
 ``"progress"``
-    the objective fell by less than ``progress_tol`` (relative) over
-    ``patience`` consecutive checks: more iterations no longer matter;
+    the objective changed by less than ``progress_tol`` (relative) between
+    each of ``patience`` consecutive checks: more iterations no longer matter;
 ``"max_iter"``
     the iteration budget ran out;
 ``"stalled"``
@@ -44,8 +44,9 @@ class Certificate:
     tol : float
         Relative gap (``gap <= tol * 1/2 ||y||^2``) that certifies a sample.
     progress_tol : float or None
-        Relative objective decrease per check below which a check counts as
-        no progress (None: never stop on progress).
+        Relative change of the current iterate's objective since the previous
+        check below which a check counts as no progress (None: never stop on
+        progress).
     patience : int
         Consecutive checks without progress that stop a sample.
     n_extrapolation : int
@@ -78,6 +79,7 @@ class Certificate:
         self.reason = torch.full((B,), MAX_ITER, dtype=torch.int64, device=dev)
         self.best_dual = torch.full((B,), -math.inf, dtype=torch.float64, device=dev)
         self._since = torch.zeros(B, dtype=torch.int64, device=dev)    # checks without progress
+        self._last = torch.full((B,), math.inf, dtype=torch.float64, device=dev)
         self._stall_ref = torch.full((B,), math.inf, dtype=torch.float64, device=dev)
         self._stall_n = torch.zeros(B, dtype=torch.int64, device=dev)
         self.idx = torch.arange(B, device=dev)
@@ -134,9 +136,16 @@ class Certificate:
         reason = torch.full_like(idx, -1)
         reason[rel <= self.tol] = GAP
         if self.progress_tol is not None:
-            # objective decrease relative to the best before this check
-            gain = (old - best) / best.abs().clamp(min=_TINY)
-            stuck = torch.where(gain <= self.progress_tol, self._since[idx] + 1, 0)
+            # the current iterate's objective against the previous check's:
+            # stationary (either way) means more iterations no longer change it;
+            # the best so far would stall on methods that are not monotone
+            # (ADMM); an iterate that has not moved at all (ADMM's first steps
+            # can leave it at the anchor while its state builds up) is no sign
+            last = self._last[idx]
+            change = (last - primal).abs() / primal.abs().clamp(min=_TINY)
+            self._last[idx] = primal
+            flat = (change > 0) & (change <= self.progress_tol)
+            stuck = torch.where(flat, self._since[idx] + 1, 0)
             self._since[idx] = stuck
             reason[(reason < 0) & (stuck >= self.patience)] = PROGRESS
         if self.stall_checks:
