@@ -38,6 +38,9 @@ ADMM_ITER = 400
 #: is as good or better at the iteration budgets used there).
 SPLITTING_MIN_RATIO = 4.0
 SPLITTING_MIN_INPUTS = 32_768
+#: operator kinds with a channels-last view and a periodic embedding; any other
+#: operator (one with matvec, rmatvec and lipschitz) runs with FISTA
+CONV_KINDS = ("conv2d", "conv_transpose2d")
 
 
 class LassoProblem:
@@ -93,7 +96,7 @@ class FISTA(TorchSolver):
     def run(self, problem, cert, *, d0, max_iter, dtype, callback=None):
         op = problem.op
         view = None
-        if op.kind != "linear" and problem.device.type == "cpu":
+        if op.kind in CONV_KINDS and problem.device.type == "cpu":
             view = op.cached("channels_last", lambda: ChannelsLastOperator(op))
         rows = cert.idx.clone()
         y = problem.y[rows]
@@ -285,7 +288,7 @@ def fast_products(op, device, dtype):
     float64 convolutions run far slower than float32 ones on CPU (no oneDNN
     kernel); the checks along the way then cost more than the iterations.
     """
-    if dtype != torch.float32 or op.kind == "linear":
+    if dtype != torch.float32 or op.kind not in CONV_KINDS:
         return None
     if torch.device(device).type == "cpu":
         return FastProducts(op, op.cached("channels_last", lambda: ChannelsLastOperator(op)))
@@ -349,6 +352,8 @@ def auto_solver(op, device):
         if device.type == "cpu":
             return "cd", "Linear layer on CPU: compiled coordinate descent"
         return "fista", "Linear layer on CUDA: batched FISTA"
+    if op.kind not in CONV_KINDS:
+        return "fista", f"{type(op).__name__}: FISTA (needs only W z and W^T r)"
     ratio = op.n_inputs / op.n_outputs
     if ratio < SPLITTING_MIN_RATIO or op.n_inputs < SPLITTING_MIN_INPUTS:
         return "fista", (f"{type(op).__name__} with {op.n_inputs} activations "
