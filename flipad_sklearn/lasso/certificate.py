@@ -11,8 +11,9 @@ Stop reasons, per sample (:data:`STOP_REASONS`):
 ``"gap"``
     the relative duality gap reached ``tol``: certified;
 ``"progress"``
-    the objective changed by less than ``progress_tol`` (relative) between
-    each of ``patience`` consecutive checks: more iterations no longer matter;
+    over each of ``patience`` consecutive checks, the objective changed by
+    less than ``progress_tol * 1/2 ||y||^2`` per iteration: more iterations
+    no longer matter (the units of ``tol``: the objective at the anchor);
 ``"max_iter"``
     the iteration budget ran out;
 ``"stalled"``
@@ -44,9 +45,12 @@ class Certificate:
     tol : float
         Relative gap (``gap <= tol * 1/2 ||y||^2``) that certifies a sample.
     progress_tol : float or None
-        Relative change of the current iterate's objective since the previous
-        check below which a check counts as no progress (None: never stop on
-        progress).
+        Change of the current iterate's objective per iteration since the
+        previous check, relative to ``1/2 ||y||^2`` (as ``tol``), below which
+        a check counts as no progress (None: never stop on progress).  Relative
+        to the objective itself it would depend on the penalty: near basis
+        pursuit (tiny alpha) the objective is a tiny fraction of ``1/2 ||y||^2``
+        and keeps falling slowly long after the reconstruction has settled.
     patience : int
         Consecutive checks without progress that stop a sample.
     n_extrapolation : int
@@ -63,7 +67,7 @@ class Certificate:
         sample that looked certified but is not goes on.
     """
 
-    def __init__(self, op, y, penalty, *, tol, progress_tol=None, patience=3,
+    def __init__(self, op, y, penalty, *, tol, progress_tol=None, patience=2,
                  n_extrapolation=5, stall_checks=None, d0=None, fast=None):
         self.op, self.penalty = op, penalty
         self.y = y.to(torch.float64)
@@ -80,6 +84,7 @@ class Certificate:
         self.best_dual = torch.full((B,), -math.inf, dtype=torch.float64, device=dev)
         self._since = torch.zeros(B, dtype=torch.int64, device=dev)    # checks without progress
         self._last = torch.full((B,), math.inf, dtype=torch.float64, device=dev)
+        self._last_iter = torch.zeros(B, dtype=torch.int64, device=dev)
         self._stall_ref = torch.full((B,), math.inf, dtype=torch.float64, device=dev)
         self._stall_n = torch.zeros(B, dtype=torch.int64, device=dev)
         self.idx = torch.arange(B, device=dev)
@@ -142,8 +147,10 @@ class Certificate:
             # (ADMM); an iterate that has not moved at all (ADMM's first steps
             # can leave it at the anchor while its state builds up) is no sign
             last = self._last[idx]
-            change = (last - primal).abs() / primal.abs().clamp(min=_TINY)
+            steps = (n_iter - self._last_iter[idx]).clamp(min=1)
+            change = (last - primal).abs() / (self.scale[idx] * steps)
             self._last[idx] = primal
+            self._last_iter[idx] = n_iter
             flat = (change > 0) & (change <= self.progress_tol)
             stuck = torch.where(flat, self._since[idx] + 1, 0)
             self._since[idx] = stuck
