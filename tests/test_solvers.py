@@ -230,3 +230,23 @@ def test_fast_float32_checks_report_exact_certificates():
     np.testing.assert_allclose(inv.objective_, primal.numpy(), rtol=1e-6)
     ref, _ = _solve(layer, shape, x, "cvxpy")
     assert np.all(inv.objective_ - ref.objective_ <= inv.duality_gap_ + 1e-9)
+
+
+def test_default_progress_stop_ends_near_basis_pursuit_layers():
+    """At a tiny penalty (the objective a small fraction of 1/2||y||^2) the
+    default rule, in units of 1/2||y||^2, ends the run before max_iter, with a
+    settled reconstruction and a valid certificate."""
+    torch.manual_seed(0)
+    layer = nn.Conv2d(8, 3, 3, padding=1).double()
+    shape = (8, 10, 10)
+    x = _outputs(layer, shape, n=3, activation="identity")
+    common = dict(activation="identity", alpha=1e-5, tol=1e-12, max_iter=2000,
+                  precision="float64", solver="fista")
+    ref, _ = _solve(layer, shape, x, "cvxpy", activation="identity", alpha=1e-5)
+    inv, z = _solve(layer, shape, x, **common)
+    assert set(inv.stop_reason_) == {"progress"}
+    assert inv.n_iter_.max() < 2000
+    assert np.all(inv.objective_ - ref.objective_ <= inv.duality_gap_ + 1e-12)
+    recon = inv.inverse_transform(z)
+    assert np.abs(recon - x).max() <= 1e-2 * np.abs(x).max()
+    assert np.median(0.5 * (inv._targets(x) ** 2).sum(axis=1) / inv.objective_) > 100
