@@ -29,7 +29,7 @@ class SkipInverter(FinalLayerInverter):
     operator ``P⊥ W`` (``P⊥`` projects out the images an upsampled skip can
     make), solved by the same solvers with the same duality-gap certificate,
     which bounds the joint problem's suboptimality
-    (:class:`~flipad_sklearn.skip_operator.SkipProjectedOperator`).
+    (``flipad_sklearn.skip_operator.SkipProjectedOperator``).
 
     Parameters
     ----------
@@ -43,6 +43,15 @@ class SkipInverter(FinalLayerInverter):
         matrices ``U1`` (``H x h``; one for both axes of a square image, or a
         pair for rows and columns): ``up(s) = U1h s U1wᵀ`` per channel.
         StyleGAN2's FIR upsampling is such a matrix.
+    append_skip : bool, default=False
+        Return, after ``u``, the upsampled skip image ``up(s)`` as
+        ``C_out`` more channels of the same ``(H, W)`` grid: the features
+        then have shape ``(C_in + C_out, H, W)`` (``feature_shape_``), and
+        pooling and channel selection treat the skip like any channel.  The
+        skip carries most of the image's coarse structure, which ``u`` no
+        longer explains; FLIPAD on ``u`` and the skip attributes far better
+        than on ``u`` alone against other generators
+        (``benchmarks/bench_stylegan.py``).
     activation : {"tanh", "sigmoid", "identity"}, callable or (callable, callable), \
             default="identity"
         The output activation (StyleGAN2 has none: ``"identity"``).  See
@@ -60,6 +69,9 @@ class SkipInverter(FinalLayerInverter):
     ----------
     skip_shape_ : tuple of int
         Shape ``(C, h, w)`` of the skip image.
+    feature_shape_ : tuple of int
+        Shape of one row of ``transform``'s output: ``activation_shape_``, or
+        ``(C_in + C_out, H, W)`` with ``append_skip``.
     skip_ : ndarray of shape (n_samples, C*h*w)
         The best skip image of each sample of the last ``transform`` (before
         the bias: ``x = sigma(up(skip_) + W u + b)``).
@@ -79,7 +91,7 @@ class SkipInverter(FinalLayerInverter):
     Examples
     --------
     >>> import numpy as np, torch
-    >>> from flipad_sklearn.skip_inversion import SkipInverter
+    >>> from flipad_sklearn import SkipInverter
     >>> to_rgb = torch.nn.Conv2d(4, 1, 1)
     >>> x = np.random.default_rng(0).normal(size=(3, 1, 8, 8))
     >>> inv = SkipInverter(to_rgb, alpha=1e-3).fit(x)
@@ -90,10 +102,12 @@ class SkipInverter(FinalLayerInverter):
     _parameter_constraints = {
         **FinalLayerInverter._parameter_constraints,
         "upsample": [StrOptions(set(UPSAMPLINGS)), "array-like", tuple],
+        "append_skip": ["boolean"],
         "solver": [StrOptions({"auto", "fista", "cvxpy", "scipy"})],
     }
 
-    def __init__(self, layer=None, *, upsample="nearest", activation="identity", alpha=5e-4,
+    def __init__(self, layer=None, *, upsample="nearest", append_skip=False,
+                 activation="identity", alpha=5e-4,
                  anchor="zeros", positive=False, solver="auto", tol=1e-6,
                  progress_tol=DEFAULT_PROGRESS_TOL, max_iter=1000, continuation=True,
                  activation_shape=None, clip_eps=DEFAULT_CLIP_EPS, batch_size="auto",
@@ -107,6 +121,7 @@ class SkipInverter(FinalLayerInverter):
                          memory_budget=memory_budget, n_jobs=n_jobs, device=device,
                          precision=precision, verbose=verbose)
         self.upsample = upsample
+        self.append_skip = append_skip
 
     def fit(self, X, y=None):
         """Check that ``X`` matches the layer; build ``P⊥ W``.
@@ -152,6 +167,9 @@ class SkipInverter(FinalLayerInverter):
         self.operator_ = op
         self.output_shape_ = op.output_shape
         self.skip_shape_ = op.skip_shape
+        c_in, h, w = self.activation_shape_
+        self.feature_shape_ = ((c_in + op.output_shape[0], h, w) if self.append_skip
+                               else self.activation_shape_)
         bias = self.layer.bias
         if bias is None:
             self.bias_ = np.zeros(op.n_outputs)
@@ -184,13 +202,20 @@ class SkipInverter(FinalLayerInverter):
 
         Returns
         -------
-        U : ndarray of shape (n_samples, n_activations)
-            The lasso solutions ``u``, flattened; float32 if X is float32.
+        U : ndarray of shape (n_samples, n_activations) or (n_samples, n_features_out)
+            The lasso solutions ``u``, flattened; with ``append_skip``,
+            followed by the upsampled skip images (``feature_shape_``).
+            float32 if X is float32.
         skip : ndarray of shape (n_samples, C*h*w)
             Only with ``return_skip``: the best skip image of each sample.
         """
         U = super().transform(X)
         self.skip_ = self.recover_skip(X, U)
+        if self.append_skip:
+            with torch.no_grad():
+                up = self.operator_.upsample_skip(torch.from_numpy(
+                    self.skip_.astype(np.float64))).numpy()
+            U = np.concatenate([U, up.astype(U.dtype, copy=False)], axis=1)
         return (U, self.skip_) if return_skip else U
 
     def recover_skip(self, X, U):
@@ -223,8 +248,9 @@ class SkipInverter(FinalLayerInverter):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_activations)
-            The activations ``u``.
+        X : array-like of shape (n_samples, n_activations) or (n_samples, n_features_out)
+            The activations ``u``; with ``append_skip``, ``transform``'s
+            output (``u`` and the upsampled skip), and ``skip`` is not needed.
         skip : array-like of shape (n_samples, C*h*w) or None, default=None
             The skip images; None: ``skip_`` of the last ``transform`` (when it
             has as many samples), else an error.
@@ -234,25 +260,35 @@ class SkipInverter(FinalLayerInverter):
         outputs : ndarray of shape (n_samples, n_features_in_)
         """
         check_is_fitted(self, "operator_")
-        Z = self._check_activations(X)
-        if skip is None:
-            skip = getattr(self, "skip_", None)
-            if skip is None or len(skip) != len(Z):
-                raise ValueError(
-                    "inverse_transform needs the skip images: pass skip= (e.g. from "
-                    "transform(X, return_skip=True)); the last transform's skip_ does not "
-                    "match these samples.")
-        S = check_array(skip, dtype=[np.float64, np.float32], input_name="skip")
-        n_skip = int(np.prod(self.skip_shape_))
-        if S.shape != (len(Z), n_skip):
-            raise ValueError(f"skip must have shape ({len(Z)}, {n_skip}) (skip images of "
-                             f"shape {self.skip_shape_}), got {S.shape}.")
+        op = self.operator_
+        Z = check_array(X, dtype=[np.float64, np.float32], input_name="X")
+        up = None
+        if self.append_skip and Z.shape[1] == self._n_features_out:
+            Z, up = Z[:, :self.anchor_.size], Z[:, self.anchor_.size:].astype(np.float64)
+        Z = self._check_activations(Z)
+        if up is None:
+            if skip is None:
+                skip = getattr(self, "skip_", None)
+                if skip is None or len(skip) != len(Z):
+                    raise ValueError(
+                        "inverse_transform needs the skip images: pass skip= (e.g. from "
+                        "transform(X, return_skip=True)); the last transform's skip_ does "
+                        "not match these samples.")
+            S = check_array(skip, dtype=[np.float64, np.float32], input_name="skip")
+            n_skip = int(np.prod(self.skip_shape_))
+            if S.shape != (len(Z), n_skip):
+                raise ValueError(f"skip must have shape ({len(Z)}, {n_skip}) (skip images "
+                                 f"of shape {self.skip_shape_}), got {S.shape}.")
+            with torch.no_grad():
+                up = op.upsample_skip(torch.from_numpy(S.astype(np.float64))).numpy()
         with torch.no_grad():
-            op = self.operator_
-            pre = (op.base.matvec(torch.from_numpy(Z.astype(np.float64)))
-                   + op.upsample_skip(torch.from_numpy(S.astype(np.float64)))).numpy()
+            pre = op.base.matvec(torch.from_numpy(Z.astype(np.float64))).numpy() + up
         out = get_activation(self.activation).apply(pre + self.bias_)
         return out.astype(Z.dtype, copy=False)
+
+    @property
+    def _n_features_out(self):
+        return int(np.prod(self.feature_shape_))
 
     def _check_activations(self, U):
         U = check_array(U, dtype=[np.float64, np.float32], input_name="X")

@@ -194,6 +194,18 @@ def test_small_alpha_reconstructs_outputs():
     np.testing.assert_allclose(rec, X.reshape(len(X), -1), atol=1e-5)
     np.testing.assert_allclose(inv.inverse_transform(U), rec)          # skip_ of the last transform
     np.testing.assert_allclose(inv.recover_skip(X, U), S)
+    # the upsampled skip as extra channels: same u, and the features alone rebuild X
+    app = SkipInverter(layer, anchor=anchor, alpha=1e-7, tol=1e-10, progress_tol=None,
+                       max_iter=3000, precision="float64", device="cpu",
+                       append_skip=True).fit(X)
+    Z = app.transform(X)
+    assert app.feature_shape_ == (4, 4, 4) and Z.shape == (len(X), 64)
+    assert app.get_feature_names_out().shape == (64,)
+    np.testing.assert_allclose(Z[:, :48], U, atol=1e-8)
+    np.testing.assert_allclose(Z[:, 48:], F.interpolate(
+        torch.from_numpy(S.reshape(-1, 1, 2, 2)), scale_factor=2).reshape(len(X), -1).numpy(),
+        atol=1e-8)
+    np.testing.assert_allclose(app.inverse_transform(Z), X.reshape(len(X), -1), atol=1e-5)
 
 
 def test_misspecified_fixed_w_inversion_fits_worse():

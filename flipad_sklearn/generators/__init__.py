@@ -9,7 +9,7 @@ two tabular generators of other families to attribute against
 (:class:`GaussianMixtureGenerator`, :class:`GaussianCopulaGenerator`).
 :class:`StyleGANGenerator` (:func:`train_stylegan`) is a small StyleGAN2-like
 generator whose image adds an upsampled skip to a modulated toRGB output
-(inverted by :class:`~flipad_sklearn.skip_inversion.SkipInverter`).
+(inverted by :class:`~flipad_sklearn.SkipInverter`).
 
 Every generator offers ``sample(n, random_state)``, ``final_layer``,
 ``latent_shape`` and ``sample_activations(n, random_state)``, and is saved and

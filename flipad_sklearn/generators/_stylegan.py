@@ -3,8 +3,8 @@
 Mapping network ``z -> w``, a learned constant 4x4 input, modulated and
 demodulated 3x3 convolutions, and toRGB skips at each resolution
 (4, 8, 16, 32): ``img_r = up(img_{r/2}) + toRGB_r(s_r ⊙ h_r) + b_r``.  The
-final operation is thus not ``sigma(W h + b)``: :class:`~flipad_sklearn.
-skip_inversion.SkipInverter` inverts it jointly (the skip image free).
+final operation is thus not ``sigma(W h + b)``:
+:class:`~flipad_sklearn.SkipInverter` inverts it jointly (the skip image free).
 No noise inputs, no style mixing, no path-length regulariser (small scale).
 """
 
@@ -223,7 +223,7 @@ class StyleGANGenerator(GeneratorMixin, nn.Module):
         pieces : dict
             ``"weight"`` (``W``, ndarray ``(C, widths[-1], 1, 1)``), ``"bias"``
             (``b``, ``(C,)``), ``"upsample"`` (the skip's upsampling, a name
-            :class:`~flipad_sklearn.skip_inversion.SkipInverter` takes),
+            :class:`~flipad_sklearn.SkipInverter` takes),
             ``"activation"`` (the output activation's name),
             ``"activation_shape"`` (of ``u``) and ``"skip_shape"``
             (``(C, 16, 16)``).
