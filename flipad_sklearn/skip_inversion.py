@@ -2,6 +2,7 @@
 
 import numpy as np
 import torch
+from sklearn.utils import metadata_routing
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted
 
@@ -105,6 +106,11 @@ class SkipInverter(FinalLayerInverter):
         "append_skip": ["boolean"],
         "solver": [StrOptions({"auto", "fista", "cvxpy", "scipy"})],
     }
+
+    # options of transform / inverse_transform, not metadata to route
+    # (no set_transform_request / set_inverse_transform_request methods)
+    __metadata_request__transform = {"return_skip": metadata_routing.UNUSED}
+    __metadata_request__inverse_transform = {"skip": metadata_routing.UNUSED}
 
     def __init__(self, layer=None, *, upsample="nearest", append_skip=False,
                  activation="identity", alpha=5e-4,

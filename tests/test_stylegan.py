@@ -185,6 +185,7 @@ def test_joint_lasso_matches_cvxpy_on_the_original_joint_problem(upsample):
     np.testing.assert_allclose(cvx.inverse_transform(U_cvx, S_cvx), pred, atol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_small_alpha_reconstructs_outputs():
     layer, anchor, _, _, X = _joint_problem(seed=1, n=4)
     inv = SkipInverter(layer, anchor=anchor, alpha=1e-7, tol=1e-10, progress_tol=None,
