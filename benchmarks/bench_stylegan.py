@@ -28,6 +28,11 @@ relative error of the recovered ``u`` against the true one
 Generators are cached in ``--cache-dir`` (default that of
 ``benchmarks/train_zoo.py``, whose DCGAN it reuses when there).
 
+Runtime on one CPU thread of the project's busy 2-core machine (2026-12-01):
+``--quick`` 50-75 s; the full run 95-250 s once the generators are cached,
+and training the three StyleGANs (5 epochs on 5000 images) 310-440 s each
+the first time (the zoo's DCGAN is reused from ``train_zoo.py``'s cache).
+
 Usage::
 
     python benchmarks/bench_stylegan.py --quick   # < 2 minutes, one thread

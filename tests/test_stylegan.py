@@ -188,16 +188,16 @@ def test_joint_lasso_matches_cvxpy_on_the_original_joint_problem(upsample):
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_small_alpha_reconstructs_outputs():
     layer, anchor, _, _, X = _joint_problem(seed=1, n=4)
-    inv = SkipInverter(layer, anchor=anchor, alpha=1e-7, tol=1e-10, progress_tol=None,
-                       max_iter=3000, precision="float64", device="cpu").fit(X)
+    inv = SkipInverter(layer, anchor=anchor, alpha=1e-6, tol=1e-9, progress_tol=None,
+                       max_iter=1500, precision="float64", device="cpu").fit(X)
     U, S = inv.transform(X, return_skip=True)
     rec = inv.inverse_transform(U, S)
     np.testing.assert_allclose(rec, X.reshape(len(X), -1), atol=1e-5)
     np.testing.assert_allclose(inv.inverse_transform(U), rec)          # skip_ of the last transform
     np.testing.assert_allclose(inv.recover_skip(X, U), S)
     # the upsampled skip as extra channels: same u, and the features alone rebuild X
-    app = SkipInverter(layer, anchor=anchor, alpha=1e-7, tol=1e-10, progress_tol=None,
-                       max_iter=3000, precision="float64", device="cpu",
+    app = SkipInverter(layer, anchor=anchor, alpha=1e-6, tol=1e-9, progress_tol=None,
+                       max_iter=1500, precision="float64", device="cpu",
                        append_skip=True).fit(X)
     Z = app.transform(X)
     assert app.feature_shape_ == (4, 4, 4) and Z.shape == (len(X), 64)
@@ -314,10 +314,10 @@ def test_joint_inversion_features_attribute_the_stylegan(mnist32):
                        device="cpu")
     rest = make_flipad(G.final_layer, "identity", anchor, fnr=0.05, random_state=0,
                        device="cpu", kernel_size=4,
-                       detector_params=dict(hidden_sizes=(32,), rep_dim=8, n_epochs=15,
+                       detector_params=dict(hidden_sizes=(32,), rep_dim=8, n_epochs=10,
                                             batch_size=32))[1:]
-    X_g, X_o = G.sample(100, random_state=1), other.sample(60, random_state=1)
-    T_g, T_o = G.sample(40, random_state=2), other.sample(40, random_state=2)
+    X_g, X_o = G.sample(80, random_state=1), other.sample(48, random_state=1)
+    T_g, T_o = G.sample(30, random_state=2), other.sample(30, random_state=2)
     X_all = np.concatenate([X_g, X_o, T_g, T_o])
     import warnings
 
@@ -327,7 +327,7 @@ def test_joint_inversion_features_attribute_the_stylegan(mnist32):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         Z = inv.fit(X_all).transform(X_all)
-    rest.fit(Z[:160], np.r_[np.ones(100), -np.ones(60)])
-    scores = rest.score_samples(Z[160:])
-    auc = roc_auc_score(np.r_[np.ones(40), np.zeros(40)], scores)
+    rest.fit(Z[:128], np.r_[np.ones(80), -np.ones(48)])
+    scores = rest.score_samples(Z[128:])
+    auc = roc_auc_score(np.r_[np.ones(30), np.zeros(30)], scores)
     assert auc > 0.9, auc
