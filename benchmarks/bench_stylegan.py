@@ -36,7 +36,7 @@ the first time (the zoo's DCGAN is reused from ``train_zoo.py``'s cache).
 Usage::
 
     python benchmarks/bench_stylegan.py --quick   # < 2 minutes, one thread
-    python benchmarks/bench_stylegan.py           # full: writes benchmarks/results/bench_stylegan.md
+    python benchmarks/bench_stylegan.py           # full: benchmarks/results/bench_stylegan.md
 """
 
 import argparse
@@ -49,7 +49,6 @@ import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import roc_auc_score
-from sklearn.pipeline import Pipeline
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 

@@ -16,7 +16,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._device import resolve_device
-from ._common import GeneratorMixin, preserved_global_rng, progress, register, seed_to_int
+from ..generator_utils import _latents
+from ._common import (
+    GeneratorMixin, latent_seed, preserved_global_rng, progress, register, seed_to_int,
+)
 from ._image import _check_images, _Critic
 
 #: output activations: identity (StyleGAN2's; the output is then exactly
@@ -248,9 +251,6 @@ class StyleGANGenerator(GeneratorMixin, nn.Module):
         X : ndarray of shape (n, C, 32, 32), float32
             ``out(up(skip) + W u + b)``.
         """
-        from ._common import latent_seed
-        from ..generator_utils import _latents
-
         rng = np.random.default_rng(latent_seed(random_state))
         device = next(self.parameters()).device
         was_training = self.training
