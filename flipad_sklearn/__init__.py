@@ -111,3 +111,8 @@ __all__ += ["StreamingFeatures", "streaming"]
 from . import persistence, pipeline
 
 __all__ += ["persistence", "pipeline"]
+
+# --- StyleGAN-style final operations: toRGB + an upsampled skip (issue 12) ---
+from .skip_inversion import SkipInverter
+
+__all__ += ["SkipInverter"]

@@ -3,6 +3,7 @@
 Add an instance to ``ESTIMATORS`` (small, fast parameters) to have it checked.
 """
 
+import numpy as np
 import pytest
 import torch
 from sklearn.utils.estimator_checks import parametrize_with_checks
@@ -16,6 +17,7 @@ from flipad_sklearn import (
     GeneratorStandardScaler,
 )
 from flipad_sklearn.generators import GaussianCopulaGenerator, GaussianMixtureGenerator
+from flipad_sklearn.skip_inversion import SkipInverter
 
 pytestmark = [
     pytest.mark.usefixtures("torch_single_thread"),
@@ -44,6 +46,10 @@ ESTIMATORS = [
     FinalLayerInverter(layer=torch.nn.Linear(6, 3), solver="cd", alpha=1e-2),
     FinalLayerInverter(layer=torch.nn.Linear(6, 3), solver="fista", alpha=1e-2,
                        activation="identity", positive=True, device="cpu"),
+    # 3 features: a 1-channel 3x1 image, its skip 2x1, upsampled by a given matrix
+    SkipInverter(layer=torch.nn.Conv2d(2, 1, 1), activation_shape=(2, 3, 1), alpha=1e-2,
+                 upsample=(np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]), np.ones((1, 1))),
+                 device="cpu"),
     GaussianMixtureGenerator(n_components=1, random_state=0),
     GaussianCopulaGenerator(),
 ]
@@ -71,6 +77,8 @@ EXPECTED_FAILED_CHECKS = {
             "(the design's per-transform diagnostics)"),
     },
 }
+# the same reasons (SkipInverter's transform also records skip_)
+EXPECTED_FAILED_CHECKS["SkipInverter"] = EXPECTED_FAILED_CHECKS["FinalLayerInverter"]
 
 
 @parametrize_with_checks(

@@ -7,6 +7,9 @@ all with the same small generator family (:class:`ImageGenerator`, ending in
 11, final ``nn.Linear``, no output activation; :func:`train_tabular_gan`), and
 two tabular generators of other families to attribute against
 (:class:`GaussianMixtureGenerator`, :class:`GaussianCopulaGenerator`).
+:class:`StyleGANGenerator` (:func:`train_stylegan`) is a small StyleGAN2-like
+generator whose image adds an upsampled skip to a modulated toRGB output
+(inverted by :class:`~flipad_sklearn.SkipInverter`).
 
 Every generator offers ``sample(n, random_state)``, ``final_layer``,
 ``latent_shape`` and ``sample_activations(n, random_state)``, and is saved and
@@ -20,11 +23,13 @@ against generators it never saw (the recommended open-world recipe).
 from ._common import load_generator, save_generator
 from ._image import GAN_KINDS, IMAGE_SIZES, ImageGenerator, train_gan
 from ._shadows import default_shadow_seeds, train_shadows
+from ._stylegan import StyleGANGenerator, train_stylegan
 from ._tabular import TabularGenerator, train_tabular_gan
 from ._tabular_others import GaussianCopulaGenerator, GaussianMixtureGenerator
 
 __all__ = [
     "GAN_KINDS", "GaussianCopulaGenerator", "GaussianMixtureGenerator", "IMAGE_SIZES",
-    "ImageGenerator", "TabularGenerator", "default_shadow_seeds",
-    "load_generator", "save_generator", "train_gan", "train_shadows", "train_tabular_gan",
+    "ImageGenerator", "StyleGANGenerator", "TabularGenerator", "default_shadow_seeds",
+    "load_generator", "save_generator", "train_gan", "train_shadows", "train_stylegan",
+    "train_tabular_gan",
 ]
