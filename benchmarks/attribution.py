@@ -50,6 +50,11 @@ Parts (``--part``, default ``all``):
   residual as an extra feature)
   for one G.  ``ablation.csv`` / ``.md``.
 
+The code: ``attribution_protocol.py`` (data sources, training and test sets,
+evaluation at each fnr, summaries, writers), ``attribution_methods.py``
+(``REGISTRY``: each method's factory, input kind and supervision) and one
+short function per part here.
+
 Usage::
 
     python benchmarks/attribution.py --quick --out bench_out     # < 5 min, one thread
@@ -77,7 +82,6 @@ results are in ``docs/user_guide/benchmark.rst``.
 """
 
 import argparse
-import csv
 import os
 import sys
 import time
@@ -86,25 +90,24 @@ import warnings
 import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from train_zoo import DEFAULT_CACHE, FULL, QUICK, ensure_image_zoo  # noqa: E402
+import attribution_methods as M  # noqa: E402
+import attribution_protocol as P  # noqa: E402
+from attribution_protocol import FNRS, METRICS  # noqa: E402
+from train_zoo import DEFAULT_CACHE, FULL, QUICK  # noqa: E402
 
 from flipad_sklearn import (  # noqa: E402
-    FingerprintCorrelation,
     LatentInversionDistance,
     ThresholdWarning,
-    make_dctpad,
     make_flipad,
     make_rawpad,
     mean_activation,
 )
-from flipad_sklearn.conformal import conformal_threshold  # noqa: E402
-from flipad_sklearn.datasets import load_mnist_subset  # noqa: E402
 
-FNRS = (0.005, 0.05)
+# the evaluation the tabular part (below) calls by these names
+_evaluate = P.evaluate
 
 CONFIGS = {
     "quick": dict(
@@ -123,31 +126,44 @@ CONFIGS = {
     ),
 }
 
-METHODS = ("FLIPAD", "FLIPAD+IForest", "FLIPAD+OCSVM", "RAWPAD", "DCTPAD",
-           "Fingerprint", "LatentInversion")
+METHODS = tuple(M.REGISTRY)
 # unsupervised: y = -1 samples are not used, the protocols coincide
-UNSUPERVISED = {"FLIPAD+IForest", "FLIPAD+OCSVM", "Fingerprint", "LatentInversion"}
+UNSUPERVISED = set(M.UNSUPERVISED)
 GROUPS = ("real", "same-arch-unseen", "other-arch")
+SIZES = ("n_g", "n_real", "n_shadow", "n_test")
 
 
-def _evaluate(det, s_g, s_o):
-    """Accuracy at each fnr (balanced test set) and ROC AUC from scores."""
-    d_val = -det.validation_scores_  # every detector: held-out scores, higher = more like G
-    row = {}
-    for fnr in FNRS:
-        t = conformal_threshold(d_val, fnr)
-        acc_g = np.mean(-s_g <= t)
-        acc_o = np.mean(-s_o > t)
-        row[f"acc@{fnr}"] = 0.5 * (acc_g + acc_o)
-    row["auc"] = roc_auc_score(np.r_[np.ones(len(s_g)), np.zeros(len(s_o))], np.r_[s_g, s_o])
-    return row
+def _config(config, *overrides, kinds=None, seeds=None, g_seeds=None):
+    """``CONFIGS[config]`` updated with each dict of ``overrides[config]`` and
+    with the zoo's kinds / seeds and the seeds of G given on the command line."""
+    cfg = dict(CONFIGS[config])
+    for o in overrides:
+        cfg.update(o[config])
+    cfg["zoo"] = dict(cfg["zoo"])
+    if kinds is not None:
+        cfg["zoo"]["kinds"] = tuple(kinds)
+    if seeds is not None:
+        cfg["zoo"]["seeds"] = tuple(seeds)
+    if g_seeds is not None:
+        cfg["g_seeds"] = tuple(g_seeds)
+    if len(cfg["zoo"]["seeds"]) < 2:
+        raise ValueError("At least 2 seeds per kind are needed (G and an unseen one).")
+    return cfg
 
 
-def _real_pool(image_size, seed=1):
-    X, _ = load_mnist_subset(return_X_y=True, pad_to=None if image_size == 28 else image_size)
-    return X[np.random.default_rng(seed).permutation(len(X))]
+def _setup(cfg, zoo, real, kind, seed):
+    z = cfg["zoo"]
+    return P.image_setup(zoo, z["kinds"], z["seeds"], kind, seed, real,
+                         n_anchor=cfg["n_anchor"], **{k: cfg[k] for k in SIZES})
 
 
+def _fit(est, X, y):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return est.fit(X, y)
+
+
+# --------------------------------------------------------------------------- image
 def run(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, kinds=None, seeds=None,
         g_seeds=None, figures=True, log=print):
     """Run the benchmark; write ``pairs.csv``, ``summary.csv``, ``results.md`` to ``out_dir``.
@@ -159,146 +175,65 @@ def run(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, kinds=None
     markdown : str
         The summary table.
     """
-    cfg = dict(CONFIGS[config])
-    if g_seeds is not None:
-        cfg["g_seeds"] = tuple(g_seeds)
-    zcfg = dict(cfg["zoo"])
-    if kinds is not None:
-        zcfg["kinds"] = tuple(kinds)
-    if seeds is not None:
-        zcfg["seeds"] = tuple(seeds)
-    kinds, seeds = zcfg["kinds"], zcfg["seeds"]
-    if len(seeds) < 2:
-        raise ValueError("At least 2 seeds per kind are needed (G and an unseen one).")
+    cfg = _config(config, kinds=kinds, seeds=seeds, g_seeds=g_seeds)
+    kinds, seeds = cfg["zoo"]["kinds"], cfg["zoo"]["seeds"]
     t_start = time.perf_counter()
-    zoo = ensure_image_zoo(cache_dir, kinds, seeds, n_train=zcfg["n_train"],
-                           image_size=zcfg["image_size"], epochs=zcfg["epochs"], log=log)
+    zoo = P.load_zoo(cfg["zoo"], cache_dir, log)
     log(f"zoo: {len(zoo)} generators ({time.perf_counter() - t_start:.1f}s)")
-    real = _real_pool(zcfg["image_size"])
-    n_g, n_real, n_sh, n_test = cfg["n_g"], cfg["n_real"], cfg["n_shadow"], cfg["n_test"]
-    X_real_train, X_real_test = real[:n_real], real[n_real:n_real + n_test]
-
-    # fresh samples of every generator: training (seed 1) and test (seed 2) draws
-    def train_samples(key, n):
-        return zoo[key].sample(n, random_state=1000 + 1)
-
-    def test_samples(key):
-        return zoo[key].sample(n_test, random_state=1000 + 2)
-
+    real = P.real_pool(cfg["zoo"]["image_size"])
     g_seeds = [s for s in (cfg["g_seeds"] or seeds) if s in seeds] or list(seeds[:1])
-    pairs = []
-    figure_data = None      # scores and activations of the first G, for the figures
+    pairs, figure_data = [], None      # scores and activations of the first G, for the figures
     for kind in kinds:
         for seed in g_seeds:
-            i = seeds.index(seed)
-            t_g = time.perf_counter()
-            G = zoo[kind, seed]
-            unseen = seeds[(i + 1) % len(seeds)]
-            shadow_seeds = [s for s in seeds if s not in (seed, unseen)]
-            X_g = train_samples((kind, seed), n_g)
-            sh = [train_samples((kind, s), max(1, n_sh // max(1, len(shadow_seeds))))
-                  for s in shadow_seeds]
-            X_sh = np.concatenate(sh) if sh else X_g[:0]
-            test = {"G": test_samples((kind, seed)), "real": X_real_test,
-                    f"{kind}-s{unseen}": test_samples((kind, unseen))}
-            groups = {"real": "real", f"{kind}-s{unseen}": "same-arch-unseen"}
-            for k2 in kinds:
-                if k2 != kind:
-                    # another seed than G's: same-seed generators share G's initial weights
-                    test[f"{k2}-s{unseen}"] = test_samples((k2, unseen))
-                    groups[f"{k2}-s{unseen}"] = "other-arch"
-            protocols = {
-                "paper": (np.concatenate([X_g, X_real_train]),
-                          np.r_[np.ones(n_g), -np.ones(n_real)]),
-            }
-            if len(X_sh):
-                protocols["shadows"] = (np.concatenate([X_g, X_real_train, X_sh]),
-                                        np.r_[np.ones(n_g), -np.ones(n_real + len(X_sh))])
-            else:
-                log(f"  no shadow for {kind}-s{seed}: {len(seeds)} seeds leave none")
-
-            # FLIPAD's inversion once per G, for all images it will see
-            anchor = mean_activation(G, cfg["n_anchor"], G.latent_shape, layer=G.final_layer,
-                                     random_state=7, device="cpu")
-            rs = seed       # the replicate: G's seed also seeds every detector
-            make = dict(alpha=cfg["alpha"], tol=cfg["tol"], max_iter=cfg["max_iter"],
-                        kernel_size=cfg["kernel_size"], fnr=FNRS[0], random_state=rs,
-                        device="cpu")
-            inv = make_flipad(G.final_layer, "tanh", anchor, **make)[0]
-            all_imgs = np.concatenate([X_g, X_real_train, X_sh] + list(test.values()))
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                Z_all = inv.fit(all_imgs).transform(all_imgs)
-            Z_train_full = Z_all[:n_g + n_real + len(X_sh)]
-            Z_test, start = {}, n_g + n_real + len(X_sh)
-            for name, X in test.items():
-                Z_test[name] = Z_all[start:start + len(X)]
-                start += len(X)
-            t_inv = time.perf_counter() - t_g
-            first = figure_data is None
-            if first:
-                shape = inv.activation_shape_
-                figure_data = {"G": f"{kind}-s{seed}", "scores": {}, "groups": dict(groups),
-                               "mean_activation": {
-                    name: Z.reshape(len(Z), *shape).mean(axis=(0, 1))
-                    for name, Z in Z_test.items()}}
-
-            for proto, (X_tr, y_tr) in protocols.items():
-                Z_tr = Z_train_full[:len(X_tr)]
-                for method in METHODS:
-                    if proto != "paper" and method in UNSUPERVISED:
-                        for row in [r for r in pairs if r["protocol"] == "paper"
-                                    and r["method"] == method
-                                    and r["G"] == f"{kind}-s{seed}"]:
-                            pairs.append(dict(row, protocol=proto))
-                        continue
-                    ds = dict(cfg["deep_sad"], validation_fraction=cfg["validation_fraction"])
-                    if method.startswith("FLIPAD"):
-                        det_name = {"FLIPAD": None, "FLIPAD+IForest": "iforest",
-                                    "FLIPAD+OCSVM": "ocsvm"}[method]
-                        pipe = make_flipad(G.final_layer, "tanh", anchor, detector=det_name,
-                                           detector_params=ds, **make)[1:]
-                        if det_name is not None:
-                            pipe[-1].set_params(validation_fraction=cfg["validation_fraction"])
-                        feats, tests = Z_tr, Z_test
-                    else:
-                        feats, tests = X_tr, test
-                        if method == "RAWPAD":
-                            pipe = make_rawpad(fnr=FNRS[0], random_state=rs, device="cpu",
-                                               detector_params=ds)
-                        elif method == "DCTPAD":
-                            pipe = make_dctpad(fnr=FNRS[0], random_state=rs, device="cpu",
-                                               detector_params=ds)
-                        elif method == "Fingerprint":
-                            pipe = FingerprintCorrelation(
-                                fnr=FNRS[0], validation_fraction=cfg["validation_fraction"],
-                                random_state=rs)
-                        else:
-                            pipe = LatentInversionDistance(
-                                G, n_steps=cfg["latent_steps"], lr=cfg["latent_lr"],
-                                fnr=FNRS[0], validation_fraction=cfg["validation_fraction"],
-                                random_state=rs)
-                    pipe.fit(feats, y_tr)
-                    det = pipe[-1] if hasattr(pipe, "steps") else pipe
-                    s_g = pipe.score_samples(tests["G"])
-                    for name in test:
-                        if name == "G":
-                            continue
-                        s_o = pipe.score_samples(tests[name])
-                        row = _evaluate(det, s_g, s_o)
-                        if first:
-                            figure_data["scores"][proto, method, name] = (s_g, s_o)
-                        pairs.append({"protocol": proto, "method": method,
-                                      "G": f"{kind}-s{seed}", "seed": seed, "source": name,
-                                      "group": groups[name], "n_test": n_test, **row})
-            log(f"G = {kind}-s{seed}: inversion {t_inv:.1f}s, all methods "
-                f"{time.perf_counter() - t_g:.1f}s")
-
+            rows, data = _image_pairs(cfg, zoo, real, kind, seed, figure_data is None, log)
+            pairs += rows
+            figure_data = figure_data or data
     markdown = write_outputs(pairs, out_dir, config, time.perf_counter() - t_start)
     if figures:
         write_figures(figure_data, out_dir)
     log(markdown)
     return pairs, markdown
+
+
+def _image_pairs(cfg, zoo, real, kind, seed, keep_figure, log):
+    """Every method under both protocols for G = (kind, seed): one row per
+    (protocol, method, test source)."""
+    t_g = time.perf_counter()
+    s = _setup(cfg, zoo, real, kind, seed)
+    if not s.X_shadows:
+        log(f"  no shadow for {s.name}: {len(cfg['zoo']['seeds'])} seeds leave none")
+    ctx = M.Context(s.G, s.anchor, cfg, random_state=seed)  # G's seed seeds the detectors
+    protocols = s.protocols()
+    # FLIPAD's inversion once per G, for all images it will see (the paper
+    # protocol's training rows are the first of the shadows protocol's)
+    Z_pool, *Z_list = P.invert_all(M.inverter(ctx), [s.training_set()[0]] + list(s.test.values()))
+    Z_test = dict(zip(s.test, Z_list))
+    t_inv = time.perf_counter() - t_g
+    figure = None
+    if keep_figure:
+        shape = s.anchor.shape
+        figure = {"G": s.name, "scores": {}, "groups": dict(s.groups), "mean_activation": {
+            name: Z.reshape(len(Z), *shape).mean(axis=(0, 1)) for name, Z in Z_test.items()}}
+    rows = []
+    for proto, (X_tr, y_tr) in protocols.items():
+        for method in METHODS:
+            if proto != "paper" and method in UNSUPERVISED:
+                rows += [dict(r, protocol=proto) for r in rows
+                         if r["protocol"] == "paper" and r["method"] == method]
+                continue
+            on_z = M.REGISTRY[method].input == "features"
+            est = M.build(method, ctx, inverted=True)
+            est.fit(Z_pool[:len(X_tr)] if on_z else X_tr, y_tr)
+            s_g, results = P.score_sources(est, Z_test if on_z else s.test)
+            for name, (s_o, row) in results.items():
+                if figure is not None:
+                    figure["scores"][proto, method, name] = (s_g, s_o)
+                rows.append({"protocol": proto, "method": method, "G": s.name, "seed": seed,
+                             "source": name, "group": s.groups[name],
+                             "n_test": len(s.test["G"]), **row})
+    log(f"G = {s.name}: inversion {t_inv:.1f}s, all methods "
+        f"{time.perf_counter() - t_g:.1f}s")
+    return rows, figure
 
 
 def write_figures(data, out_dir):
@@ -356,71 +291,16 @@ def write_figures(data, out_dir):
 
 
 def summarise(pairs, methods=METHODS, groups=GROUPS):
-    """Mean and std over the seeds of each (protocol, method, group).
-
-    A seed is one replicate: G's seed, which also seeds the detectors.  Each
-    seed's value is the mean over its (G, source) pairs of the group (the
-    kinds of G, the other architectures); the std is over the seeds' values.
-    """
-    out = []
-    for proto in ("paper", "shadows"):
-        for method in methods:
-            for group in groups:
-                rows = [r for r in pairs if r["protocol"] == proto and r["method"] == method
-                        and r["group"] == group]
-                if not rows:
-                    continue
-                seeds = sorted({r["seed"] for r in rows})
-                s = {"protocol": proto, "method": method, "group": group,
-                     "n_seeds": len(seeds), "n_pairs": len(rows)}
-                for m in [f"acc@{f}" for f in FNRS] + ["auc"]:
-                    v = np.array([np.mean([r[m] for r in rows if r["seed"] == sd])
-                                  for sd in seeds])
-                    s[m + "_mean"], s[m + "_std"] = float(v.mean()), float(v.std())
-                out.append(s)
-    return out
+    """Mean and std over the seeds of each (protocol, method, group)
+    (see :func:`attribution_protocol.summarise`)."""
+    return P.summarise(pairs, methods, groups)
 
 
 def write_outputs(pairs, out_dir, config, seconds, *, methods=METHODS, groups=GROUPS,
                   prefix="", title="Attribution benchmark"):
-    os.makedirs(out_dir, exist_ok=True)
-    keys = ["protocol", "method", "G", "seed", "source", "group", "n_test"] + \
-        [f"acc@{f}" for f in FNRS] + ["auc"]
-    with open(os.path.join(out_dir, prefix + "pairs.csv"), "w", newline="") as fh:
-        w = csv.DictWriter(fh, keys)
-        w.writeheader()
-        for r in pairs:
-            w.writerow({k: (f"{r[k]:.4f}" if isinstance(r[k], float) else r[k]) for k in keys})
-    summary = summarise(pairs, methods, groups)
-    with open(os.path.join(out_dir, prefix + "summary.csv"), "w", newline="") as fh:
-        w = csv.DictWriter(fh, list(summary[0]))
-        w.writeheader()
-        w.writerows(summary)
-    metrics = [f"acc@{f}" for f in FNRS] + ["auc"]
-    lines = [f"# {title} ({config}, {seconds / 60:.1f} min)", "",
-             f"Mean ± std over {summary[0]['n_seeds']} seed(s) (each seed: the mean over "
-             "its (G, test source) pairs of the group); balanced test sets; "
-             "thresholds from held-out samples of G. Unsupervised methods "
-             "(*) ignore the labelled negatives, so both protocols coincide.", "",
-             "| protocol | method | " + " | ".join(
-                 f"{g} {m}" for g in groups for m in metrics) + " |",
-             "|---|---|" + "---|" * (len(groups) * len(metrics))]
-    for proto in ("paper", "shadows"):
-        for method in methods:
-            cells = []
-            for g in groups:
-                s = [r for r in summary if r["protocol"] == proto and r["method"] == method
-                     and r["group"] == g]
-                for m in metrics:
-                    cells.append(f"{s[0][m + '_mean']:.3f} ± {s[0][m + '_std']:.3f}"
-                                 if s else "–")
-            if any(c != "–" for c in cells):
-                star = "*" if method in UNSUPERVISED else ""
-                lines.append(f"| {proto} | {method}{star} | " + " | ".join(cells) + " |")
-    md = "\n".join(lines) + "\n"
-    with open(os.path.join(out_dir, prefix + "results.md"), "w") as fh:
-        fh.write(md)
-    return md
+    return P.write_pairs_tables(pairs, out_dir, config, seconds, methods=methods,
+                                groups=groups, unsupervised=UNSUPERVISED, prefix=prefix,
+                                title=title)
 
 
 # ------------------------------------------------------------------------- tabular
@@ -550,6 +430,8 @@ def run_tabular(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, lo
     return pairs, md
 
 
+
+
 # ------------------------------------------------------------------- perturbations
 PERTURBATION_SIZES = {
     "quick": dict(n_g=120, n_real=80, n_shadow=80, n_test=40),
@@ -571,6 +453,23 @@ def _perturbations():
     }
 
 
+def _fit_methods(methods, ctx, X, y):
+    """Each method of ``methods`` built for ``ctx`` and fitted end to end on (X, y)."""
+    return {m: _fit(M.build(m, ctx), X, y) for m in methods}
+
+
+def _mean_over_sources(fitted, tests):
+    """Each fitted method's metrics, averaged over the test sources but G."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return {m: P.mean_rows([row for _, row in P.score_sources(est, tests)[1].values()])
+                for m, est in fitted.items()}
+
+
+def _perturb(transformer, X, seed):
+    return clone_fit_transform(transformer, X, seed).reshape(X.shape)
+
+
 def run_perturbations(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, log=print):
     """Robustness: each perturbation at two strengths, with and without immunisation.
 
@@ -581,106 +480,41 @@ def run_perturbations(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CAC
     unseen, other architectures).  Writes ``perturbations.csv`` and
     ``perturbations.md``.
     """
-    cfg = dict(CONFIGS[config], **PERTURBATION_SIZES[config])
-    zcfg = cfg["zoo"]
-    kinds, seeds = zcfg["kinds"], zcfg["seeds"]
+    cfg = _config(config, PERTURBATION_SIZES)
     t_start = time.perf_counter()
-    zoo = ensure_image_zoo(cache_dir, kinds, seeds, n_train=zcfg["n_train"],
-                           image_size=zcfg["image_size"], epochs=zcfg["epochs"], log=log)
-    kind, seed = kinds[0], seeds[0]
-    unseen, shadow_seeds = seeds[1], list(seeds[2:])
-    G = zoo[kind, seed]
-    n_g, n_real, n_sh, n_test = cfg["n_g"], cfg["n_real"], cfg["n_shadow"], cfg["n_test"]
-    real = _real_pool(zcfg["image_size"])
-    X_tr = np.concatenate(
-        [G.sample(n_g, random_state=1001), real[:n_real]]
-        + [zoo[kind, s].sample(n_sh // len(shadow_seeds), random_state=1001)
-           for s in shadow_seeds])
-    y_tr = np.r_[np.ones(n_g), -np.ones(len(X_tr) - n_g)]
-    test = {"G": G.sample(n_test, random_state=1002), "real": real[n_real:n_real + n_test],
-            f"{kind}-s{unseen}": zoo[kind, unseen].sample(n_test, random_state=1002)}
-    for k2 in kinds[1:]:
-        test[f"{k2}-s{unseen}"] = zoo[k2, unseen].sample(n_test, random_state=1002)
-    anchor = mean_activation(G, cfg["n_anchor"], G.latent_shape, layer=G.final_layer,
-                             random_state=7, device="cpu")
-    ds = dict(cfg["deep_sad"], validation_fraction=cfg["validation_fraction"])
-    shape = X_tr.shape[1:]
-
-    def detectors():
-        return {
-            "FLIPAD": make_flipad(G.final_layer, "tanh", anchor, alpha=cfg["alpha"],
-                                  tol=cfg["tol"], max_iter=cfg["max_iter"],
-                                  kernel_size=cfg["kernel_size"], fnr=FNRS[0],
-                                  random_state=0, device="cpu", detector_params=ds),
-            "RAWPAD": make_rawpad(fnr=FNRS[0], random_state=0, device="cpu",
-                                  detector_params=ds),
-            "DCTPAD": make_dctpad(fnr=FNRS[0], random_state=0, device="cpu",
-                                  detector_params=ds),
-            "Fingerprint": FingerprintCorrelation(
-                fnr=FNRS[0], validation_fraction=cfg["validation_fraction"], random_state=0),
-        }
-
-    def fit_all(X):
-        dets = detectors()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            for d in dets.values():
-                d.fit(X, y_tr)
-        return dets
-
-    def evaluate(dets, tests):
-        out = {}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            for method, d in dets.items():
-                det = d[-1] if hasattr(d, "steps") else d
-                s_g = d.score_samples(tests["G"])
-                rows = [_evaluate(det, s_g, d.score_samples(tests[n])) for n in tests
-                        if n != "G"]
-                out[method] = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
-        return out
-
-    rows = []
-    clean = fit_all(X_tr)
-    for method, m in evaluate(clean, test).items():
-        rows.append({"perturbation": "none", "strength": "-", "immunised": False,
-                     "method": method, **m})
+    zoo = P.load_zoo(cfg["zoo"], cache_dir, log)
+    kind, seed = cfg["zoo"]["kinds"][0], cfg["zoo"]["seeds"][0]
+    s = _setup(cfg, zoo, P.real_pool(cfg["zoo"]["image_size"]), kind, seed)
+    X_tr, y_tr = s.training_set()
+    ctx = M.Context(s.G, s.anchor, cfg, random_state=0)
+    clean = _fit_methods(PERTURBATION_METHODS, ctx, X_tr, y_tr)
+    rows = [{"perturbation": "none", "strength": "-", "immunised": False, "method": m, **r}
+            for m, r in _mean_over_sources(clean, s.test).items()]
     for name, levels in _perturbations().items():
         for label, pert in levels:
-            def perturb(X, k):
-                return clone_fit_transform(pert, X, k).reshape(len(X), *shape)
-            tests = {n: perturb(X, k) for k, (n, X) in enumerate(test.items())}
+            tests = {n: _perturb(pert, X, k) for k, (n, X) in enumerate(s.test.items())}
             for immunised in (False, True):
-                dets = fit_all(perturb(X_tr, 100)) if immunised else clean
-                for method, m in evaluate(dets, tests).items():
-                    rows.append({"perturbation": name, "strength": label,
-                                 "immunised": immunised, "method": method, **m})
+                fitted = (_fit_methods(PERTURBATION_METHODS, ctx, _perturb(pert, X_tr, 100),
+                                       y_tr) if immunised else clean)
+                rows += [{"perturbation": name, "strength": label, "immunised": immunised,
+                          "method": m, **r}
+                         for m, r in _mean_over_sources(fitted, tests).items()]
             log(f"{name} {label} done ({time.perf_counter() - t_start:.1f}s)")
-    os.makedirs(out_dir, exist_ok=True)
-    keys = ["perturbation", "strength", "immunised", "method"] + \
-        [f"acc@{f}" for f in FNRS] + ["auc"]
-    with open(os.path.join(out_dir, "perturbations.csv"), "w", newline="") as fh:
-        w = csv.DictWriter(fh, keys)
-        w.writeheader()
-        w.writerows(rows)
-    metrics = [f"acc@{f}" for f in FNRS] + ["auc"]
-    lines = [f"# Perturbations ({config}, G = {kind}-s{seed}, shadows protocol, "
-             f"{(time.perf_counter() - t_start) / 60:.1f} min)", "",
-             "Mean over the test sources (real, same architecture unseen, other "
-             "architectures); test images of every source perturbed.", "",
-             "| perturbation | strength | immunised | " + " | ".join(
-                 f"{m} {k}" for m in PERTURBATION_METHODS for k in metrics) + " |",
-             "|---|---|---|" + "---|" * (len(PERTURBATION_METHODS) * len(metrics))]
+    keys = ["perturbation", "strength", "immunised", "method"] + list(METRICS)
+    P.write_csv(os.path.join(out_dir, "perturbations.csv"), rows, keys)
     keyed = {(r["perturbation"], r["strength"], r["immunised"], r["method"]): r for r in rows}
-    for (pn, st, im) in dict.fromkeys((r["perturbation"], r["strength"], r["immunised"])
-                                      for r in rows):
-        cells = [f"{keyed[pn, st, im, m][k]:.3f}" for m in PERTURBATION_METHODS
-                 for k in metrics]
-        lines.append(f"| {pn} | {st} | {'yes' if im else 'no'} | " + " | ".join(cells) + " |")
-    md = "\n".join(lines) + "\n"
-    with open(os.path.join(out_dir, "perturbations.md"), "w") as fh:
-        fh.write(md)
-    log(md)
+    table = [{"perturbation": pn, "strength": st, "immunised": "yes" if im else "no",
+              **{f"{m} {k}": keyed[pn, st, im, m][k] for m in PERTURBATION_METHODS
+                 for k in METRICS}}
+             for (pn, st, im) in dict.fromkeys((r["perturbation"], r["strength"],
+                                                r["immunised"]) for r in rows)]
+    md = P.write_markdown(
+        os.path.join(out_dir, "perturbations.md"),
+        f"Perturbations ({config}, G = {s.name}, shadows protocol, "
+        f"{P.elapsed_min(t_start):.1f} min)",
+        ["Mean over the test sources (real, same architecture unseen, other "
+         "architectures); test images of every source perturbed.", ""]
+        + P.markdown_table(table, list(table[0])), log=log)
     return rows, md
 
 
@@ -696,6 +530,27 @@ def clone_fit_transform(transformer, X, seed):
 
 
 # ------------------------------------------------------------------------ ablation
+def _ablation_variants(cfg, n_shadows, n_channels):
+    """(label, change of the recipe, number of shadows or None for all, extra feature)."""
+    a, it = cfg["alpha"], cfg["max_iter"]
+    return [
+        ("default", {}, None, False),
+        ("no shadows (paper protocol)", {}, 0, False),
+        *[(f"{k} of {n_shadows} shadows", {}, k, False) for k in range(1, n_shadows)],
+        (f"alpha x0.2 ({a * 0.2:g})", {"alpha": a * 0.2}, None, False),
+        (f"alpha x2 ({a * 2:g})", {"alpha": a * 2}, None, False),
+        (f"max_iter x4 ({it * 4})", {"max_iter": it * 4}, None, False),
+        ("positive=True (z >= 0)", {"positive": True}, None, False),
+        ("avg pooling", {"pooling": "avg"}, None, False),
+        ("no pooling", {"pooling": None}, None, False),
+        ("centre crop", {"pooling": "center_crop"}, None, False),
+        (f"{n_channels // 2} of {n_channels} channels", {"n_channels": n_channels // 2},
+         None, False),
+        ("+ lasso objective feature", {}, None, "objective"),
+        ("+ residual feature", {}, None, "residual"),
+    ]
+
+
 def run_ablation(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, log=print):
     """What moves FLIPAD's unseen numbers: inversion, alpha, pooling, channels,
     shadows, the lasso objective or the residual as an extra feature.
@@ -705,85 +560,49 @@ def run_ablation(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, l
     over the unseen generators (same architecture other seed, other
     architectures).  Writes ``ablation.csv`` and ``ablation.md``.
     """
-    cfg = dict(CONFIGS[config], **PERTURBATION_SIZES[config])
-    zcfg = cfg["zoo"]
-    kinds, seeds = zcfg["kinds"], zcfg["seeds"]
+    cfg = _config(config, PERTURBATION_SIZES)
     t_start = time.perf_counter()
-    zoo = ensure_image_zoo(cache_dir, kinds, seeds, n_train=zcfg["n_train"],
-                           image_size=zcfg["image_size"], epochs=zcfg["epochs"], log=log)
-    kind, seed = kinds[0], seeds[0]
-    unseen, shadow_seeds = seeds[1], list(seeds[2:])
-    G = zoo[kind, seed]
-    n_g, n_real, n_sh, n_test = cfg["n_g"], cfg["n_real"], cfg["n_shadow"], cfg["n_test"]
-    real = _real_pool(zcfg["image_size"])
-    X_sh = [zoo[kind, s].sample(n_sh // max(1, len(shadow_seeds)), random_state=1001)
-            for s in shadow_seeds]
-    X_tr = np.concatenate([G.sample(n_g, random_state=1001), real[:n_real]] + X_sh)
-    n_paper = n_g + n_real
-    # training rows of each protocol: the first n of X_tr
-    n_rows = {"paper": n_paper, "shadows": len(X_tr)}
-    n_rows.update({f"{k} shadow(s)": n_paper + sum(len(x) for x in X_sh[:k])
-                   for k in range(1, len(X_sh))})
-    y_tr = np.r_[np.ones(n_g), -np.ones(len(X_tr) - n_g)]
-    test = {"G": G.sample(n_test, random_state=1002), "real": real[n_real:n_real + n_test],
-            f"{kind}-s{unseen}": zoo[kind, unseen].sample(n_test, random_state=1002)}
-    for k2 in kinds[1:]:
-        test[f"{k2}-s{unseen}"] = zoo[k2, unseen].sample(n_test, random_state=1002)
-    anchor = mean_activation(G, cfg["n_anchor"], G.latent_shape, layer=G.final_layer,
-                             random_state=7, device="cpu")
-    ds = dict(cfg["deep_sad"], validation_fraction=cfg["validation_fraction"])
+    zoo = P.load_zoo(cfg["zoo"], cache_dir, log)
+    s = _setup(cfg, zoo, P.real_pool(cfg["zoo"]["image_size"]),
+               cfg["zoo"]["kinds"][0], cfg["zoo"]["seeds"][0])
+    G, n_g = s.G, len(s.X_g)
+    X_tr, y_tr = s.training_set()
+    ds = M.Context(G, s.anchor, cfg).deep_sad
     base = dict(alpha=cfg["alpha"], tol=cfg["tol"], max_iter=cfg["max_iter"],
                 kernel_size=cfg["kernel_size"], pooling="max", n_channels=None,
                 positive=False)
-    n_ch = G.final_layer.in_channels
-    variants = [
-        ("default", {}, "shadows", False),
-        ("no shadows (paper protocol)", {}, "paper", False),
-        *[(f"{k} of {len(X_sh)} shadows", {}, f"{k} shadow(s)", False)
-          for k in range(1, len(X_sh))],
-        (f"alpha x0.2 ({cfg['alpha'] * 0.2:g})", {"alpha": cfg["alpha"] * 0.2}, "shadows", False),
-        (f"alpha x2 ({cfg['alpha'] * 2:g})", {"alpha": cfg["alpha"] * 2}, "shadows", False),
-        (f"max_iter x4 ({cfg['max_iter'] * 4})", {"max_iter": cfg["max_iter"] * 4},
-         "shadows", False),
-        ("positive=True (z >= 0)", {"positive": True}, "shadows", False),
-        ("avg pooling", {"pooling": "avg"}, "shadows", False),
-        ("no pooling", {"pooling": None}, "shadows", False),
-        ("centre crop", {"pooling": "center_crop"}, "shadows", False),
-        (f"{n_ch // 2} of {n_ch} channels", {"n_channels": n_ch // 2}, "shadows", False),
-        ("+ lasso objective feature", {}, "shadows", "objective"),
-        ("+ residual feature", {}, "shadows", "residual"),
-    ]
-    all_imgs = np.concatenate([X_tr] + list(test.values()))
     cache = {}
 
     def activations(params):
         key = (params["alpha"], params["max_iter"], params["positive"])
         if key not in cache:
-            inv = make_flipad(G.final_layer, "tanh", anchor, alpha=key[0], tol=cfg["tol"],
+            inv = make_flipad(G.final_layer, "tanh", s.anchor, alpha=key[0], tol=cfg["tol"],
                               max_iter=key[1], positive=key[2], device="cpu")[0]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                Z = inv.fit(all_imgs).transform(all_imgs)
+            arrays = [X_tr] + list(s.test.values())
+            Z = np.concatenate(P.invert_all(inv, arrays))
+            X_all = np.concatenate(arrays)
             # logs of each sample's lasso objective and of its pixel residual
             # |x - sigma(W z + b)|^2, as candidate extra features
-            resid = ((inv.inverse_transform(Z) - all_imgs.reshape(len(Z), -1)) ** 2).sum(1)
+            resid = ((inv.inverse_transform(Z) - X_all.reshape(len(Z), -1)) ** 2).sum(1)
             cache[key] = (Z, {"objective": np.log(inv.objective_ + 1e-12)[:, None],
                               "residual": np.log(resid + 1e-12)[:, None]})
         return cache[key]
 
     def split(A):
         out, start = {}, len(X_tr)
-        for name, X in test.items():
+        for name, X in s.test.items():
             out[name] = A[start:start + len(X)]
             start += len(X)
         return A[:len(X_tr)], out
 
     rows = []
-    for label, change, proto, extra in variants:
+    unseen = [k for k in s.test if k not in ("G", "real")]
+    for label, change, n_sh, extra in _ablation_variants(cfg, len(s.X_shadows),
+                                                         G.final_layer.in_channels):
         params = dict(base, **change)
         Z, extras = activations(params)
-        n = n_rows[proto]
-        pipe = make_flipad(G.final_layer, "tanh", anchor, fnr=FNRS[0], random_state=0,
+        n = len(s.training_set(n_shadows=n_sh)[0])
+        pipe = make_flipad(G.final_layer, "tanh", s.anchor, fnr=FNRS[0], random_state=0,
                            device="cpu", detector_params=ds,
                            **{k: v for k, v in params.items() if k != "tol"})
         feats, det = pipe[1:-1], pipe[-1]
@@ -796,33 +615,23 @@ def run_ablation(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, l
             F_tr = np.hstack([F_tr, (O_tr[:n] - mu) / sd])
             F_te = {k: np.hstack([v, (O_te[k] - mu) / sd]) for k, v in F_te.items()}
         det.fit(F_tr, y_tr[:n])
-        s_g = det.score_samples(F_te["G"])
-        res = {name: _evaluate(det, s_g, det.score_samples(F_te[name]))
-               for name in test if name != "G"}
-        row = {"variant": label, "protocol": proto}
-        for grp, names in (("real", ["real"]),
-                           ("unseen", [k for k in test if k not in ("G", "real")])):
-            for m in [f"acc@{f}" for f in FNRS] + ["auc"]:
-                row[f"{grp} {m}"] = float(np.mean([res[k][m] for k in names]))
+        res = {name: row for name, (_, row) in P.score_sources(det, F_te)[1].items()}
+        row = {"variant": label, "protocol": ("shadows" if n_sh is None else
+                                              "paper" if n_sh == 0 else f"{n_sh} shadow(s)")}
+        for grp, names in (("real", ["real"]), ("unseen", unseen)):
+            row.update({f"{grp} {m}": v for m, v in
+                        P.mean_rows([res[k] for k in names]).items()})
         rows.append(row)
         log(f"ablation: {label} done ({time.perf_counter() - t_start:.1f}s)")
-    os.makedirs(out_dir, exist_ok=True)
-    keys = list(rows[0])
-    with open(os.path.join(out_dir, "ablation.csv"), "w", newline="") as fh:
-        w = csv.DictWriter(fh, keys)
-        w.writeheader()
-        w.writerows(rows)
-    lines = [f"# FLIPAD ablation ({config}, G = {kind}-s{seed}, "
-             f"{(time.perf_counter() - t_start) / 60:.1f} min)", "",
-             "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    for r in rows:
-        lines.append("| " + " | ".join(f"{r[k]:.3f}" if isinstance(r[k], float) else str(r[k])
-                                       for k in keys) + " |")
-    md = "\n".join(lines) + "\n"
-    with open(os.path.join(out_dir, "ablation.md"), "w") as fh:
-        fh.write(md)
-    log(md)
+    P.write_csv(os.path.join(out_dir, "ablation.csv"), rows)
+    md = P.write_markdown(
+        os.path.join(out_dir, "ablation.md"),
+        f"FLIPAD ablation ({config}, G = {s.name}, {P.elapsed_min(t_start):.1f} min)",
+        P.markdown_table(rows, list(rows[0])), log=log)
     return rows, md
+
+
+PARTS = ("image", "tabular", "perturbations", "ablation")
 
 
 def main(argv=None):
@@ -836,11 +645,11 @@ def main(argv=None):
                    help="seeds whose generators play G (default: all; --quick: 0)")
     p.add_argument("--no-figures", action="store_true")
     p.add_argument("--part", default="all",
-                   choices=("all", "image", "tabular", "perturbations", "ablation"))
+                   choices=("all",) + PARTS)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--parallel", action="store_true",
                    help="with --part all: run the image part in one process and the other "
-                        "three in a second one (two cores; the zoo is trained first)")
+                        "parts in a second one (two cores; the zoo is trained first)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.parallel and args.part == "all":
@@ -862,21 +671,15 @@ def main(argv=None):
 
 
 def _run_parallel(args, argv):
-    """``--part all`` as two processes: ``image``, and ``tabular`` + ``perturbations``
-    + ``ablation`` one after the other."""
+    """``--part all`` as two processes: ``image``, and the other parts one after
+    the other."""
     import subprocess
 
     from train_zoo import ensure_tabular_zoo
 
     config = "quick" if args.quick else "full"
-    zcfg = dict(CONFIGS[config]["zoo"])
-    if args.kinds is not None:
-        zcfg["kinds"] = tuple(args.kinds)
-    if args.seeds is not None:
-        zcfg["seeds"] = tuple(args.seeds)
     # train what is missing once, here, so that the two processes only read the cache
-    ensure_image_zoo(args.cache_dir, zcfg["kinds"], zcfg["seeds"], n_train=zcfg["n_train"],
-                     image_size=zcfg["image_size"], epochs=zcfg["epochs"])
+    P.load_zoo(_config(config, kinds=args.kinds, seeds=args.seeds)["zoo"], args.cache_dir)
     tcfg = TABULAR_CONFIGS[config]
     ensure_tabular_zoo(args.cache_dir, tcfg["seeds"], epochs=tcfg["epochs"])
     base = [sys.executable, os.path.abspath(__file__)] + [
@@ -884,7 +687,7 @@ def _run_parallel(args, argv):
     t0 = time.perf_counter()
     image = subprocess.Popen(base + ["--part", "image"])
     rc = 0
-    for part in ("tabular", "perturbations", "ablation"):
+    for part in PARTS[1:]:
         rc |= subprocess.call(base + ["--part", part])
     rc |= image.wait()
     print(f"all parts: {(time.perf_counter() - t0) / 60:.1f} min (two processes)")
