@@ -49,6 +49,15 @@ Parts (``--part``, default ``all``):
   channel selection, positive=True, 0 / 1 / 2 shadows, the lasso objective or the pixel
   residual as an extra feature)
   for one G.  ``ablation.csv`` / ``.md``.
+* ``efficiency``: where the image part saturates, fewer resources: 100 /
+  300 / 1000 training samples of G, 0 / 1 / 2 shadows, clean and
+  JPEG-compressed test sets; FLIPAD at ``make_flipad``'s defaults, FLIPAD +
+  OCSVM, RAWPAD, DCTPAD.  ``efficiency.csv`` / ``.md`` / ``.png``.
+* ``finetune``: the hardest others, for the same methods: G's own training
+  run stopped at other epochs (``train_zoo.py --checkpoint-epochs``) and
+  copies of G fine-tuned on MNIST for k = 0, 1, 3, 10, 100, 1000 steps (the
+  IP-theft question: how often are a stolen copy's samples attributed to
+  G?).  ``finetune.csv`` / ``.md``, ``finetune.png``, ``checkpoints.png``.
 
 The code: ``attribution_protocol.py`` (data sources, training and test sets,
 evaluation at each fnr, summaries, writers), ``attribution_methods.py``
@@ -64,11 +73,14 @@ Usage::
 Runtime on one CPU thread.  ``--quick`` (G = DCGAN and LSGAN of seed 0,
 seeds 1 and 2 as unseen / shadow; 1-epoch generators on 320 images, 120
 training samples of G, 40 test samples per source, 60 FISTA iterations):
-about 3 minutes for all four parts, the zoo included (image part ~45 s,
-tabular ~15 s, perturbations ~80 s, ablation ~40 s).  It is a smoke test: its
-generators have made five training steps, and with 30 held-out samples both
-fnr thresholds are the largest held-out distance (fnr = 0.005 needs at least
-199), so the two accuracy columns coincide.
+about 3 minutes for the first four parts, the zoo included (image part
+~45 s, tabular ~15 s, perturbations ~80 s, ablation ~40 s), plus 10-15 s of
+CPU each for ``efficiency`` (40 and 120 samples of G) and ``finetune``
+(checkpoints of 2 and 3 epochs, 0 / 5 / 20 fine-tuning steps).  It is a
+smoke test: its generators have made five training steps, and with 10-30
+held-out samples (30 of 120 in the image part) both fnr thresholds are the
+largest held-out distance (fnr = 0.005 needs at least 199), so the two
+accuracy columns coincide.
 
 The full run (2026-11-28, the project's 2-core CPU, one thread per process;
 4 kinds x 4 seeds in the zoo, G = seeds 0, 1, 2 of each kind: 12 G, 1000
@@ -631,7 +643,257 @@ def run_ablation(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, l
     return rows, md
 
 
-PARTS = ("image", "tabular", "perturbations", "ablation")
+# -------------------------------------------------------------- sample efficiency
+# FLIPAD at make_flipad's defaults against the baselines; deep_sad=None in
+# a full config: every Deep SAD at its defaults (FLIPADDetector())
+DISCRIMINATING_METHODS = ("FLIPAD", "FLIPAD+OCSVM", "RAWPAD", "DCTPAD")
+EFFICIENCY = {
+    "quick": dict(g_kinds=("dcgan",), g_seeds=(0,), n_gs=(40, 120), n_real=80, n_shadow=80,
+                  n_test=40),
+    "full": dict(g_kinds=("dcgan",), g_seeds=(0, 1, 2), n_gs=(100, 300, 1000),
+                 shadow_counts=(0, 2), n_real=400,
+                 n_shadow=400, n_test=100, validation_fraction=0.2, deep_sad=None),
+}
+EFFICIENCY_PERTURBATION = "jpeg q=90"
+
+
+def _group_means(results, groups):
+    """Per group of sources, the mean of each metric over its sources."""
+    out = {}
+    for name, (_, row) in results.items():
+        out.setdefault(groups[name], []).append(row)
+    return {g: P.mean_rows(rows) for g, rows in out.items()}
+
+
+def _inverted_sets(ctx, pool, sets):
+    """FLIPAD's activations of the training ``pool`` and of every test set of
+    ``sets`` (``{label: {source: images}}``), from one inversion."""
+    arrays = [pool] + [X for tests in sets.values() for X in tests.values()]
+    Z_pool, *Z = P.invert_all(M.inverter(ctx), arrays)
+    it = iter(Z)
+    return Z_pool, {label: {n: next(it) for n in tests} for label, tests in sets.items()}
+
+
+def run_efficiency(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, kinds=None,
+                   log=print):
+    """Sample efficiency: ``n`` training samples of G (the first ``n`` of the
+    same draw), 0 to all shadows, each method (FLIPAD and the baselines of
+    ``DISCRIMINATING_METHODS``, the detectors at their defaults in the full
+    config); test sources of the image part, clean and JPEG-compressed
+    (quality 90, every source, G's included; detectors trained on clean
+    images).  G: each seed of ``g_seeds`` (which also seeds the detectors)
+    of each kind of ``g_kinds``; ``kinds``: the zoo's
+    kinds (the other architectures; default: the config's).  Writes
+    ``efficiency.csv``, ``efficiency.md`` and ``efficiency.png``.
+    """
+    from flipad_sklearn import JPEGCompression
+
+    cfg = _config(config, EFFICIENCY, kinds=kinds)
+    cfg["n_g"] = max(cfg["n_gs"])
+    t_start = time.perf_counter()
+    zoo = P.load_zoo(cfg["zoo"], cache_dir, log)
+    real = P.real_pool(cfg["zoo"]["image_size"])
+    rows = []
+    for kind, seed in [(k, sd) for k in cfg["g_kinds"] for sd in cfg["g_seeds"]]:
+        s = _setup(cfg, zoo, real, kind, seed)
+        ctx = M.Context(s.G, s.anchor, cfg, random_state=seed)
+        pert = JPEGCompression(quality=90)
+        sets = {"clean": s.test, EFFICIENCY_PERTURBATION: {
+            n: _perturb(pert, X, k) for k, (n, X) in enumerate(s.test.items())}}
+        pool = s.training_set()[0]
+        Z_pool, Z_sets = _inverted_sets(ctx, pool, sets)
+        n_all, n_neg = len(s.X_g), len(s.X_real)
+        per_shadow = len(s.X_shadows[0]) if s.X_shadows else 0
+        for n in cfg["n_gs"]:
+            for n_sh in cfg.get("shadow_counts") or range(len(s.X_shadows) + 1):
+                X_tr, y_tr = s.training_set(n_g=n, n_shadows=n_sh)
+                rows_of_pool = np.r_[0:n, n_all:n_all + n_neg + n_sh * per_shadow]
+                for method in DISCRIMINATING_METHODS:
+                    key = dict(G=s.name, n_g=n, n_shadows=n_sh, method=method)
+                    if n_sh and method in UNSUPERVISED:   # the same detector as with none
+                        # (the smallest count of the config is 0)
+                        rows += [dict(r, n_shadows=n_sh) for r in rows if r["G"] == s.name
+                                 and r["n_g"] == n and r["n_shadows"] == 0
+                                 and r["method"] == method]
+                        continue
+                    on_z = M.REGISTRY[method].input == "features"
+                    est = _fit(M.build(method, ctx, inverted=True),
+                               Z_pool[rows_of_pool] if on_z else X_tr, y_tr)
+                    for label in sets:
+                        tests = Z_sets[label] if on_z else sets[label]
+                        groups = _group_means(P.score_sources(est, tests)[1], s.groups)
+                        rows += [dict(key, test=label, group=g, **m) for g, m in groups.items()]
+                log(f"efficiency: {s.name} n={n} shadows={n_sh} "
+                    f"({time.perf_counter() - t_start:.1f}s)")
+    P.write_csv(os.path.join(out_dir, "efficiency.csv"), rows)
+    md = _efficiency_markdown(rows, cfg, config, t_start, out_dir, log)
+    _efficiency_figure(rows, cfg, os.path.join(out_dir, "efficiency.png"))
+    return rows, md
+
+
+def _mean_std(values):
+    v = np.asarray(values, dtype=float)
+    if not len(v):
+        return "–"
+    return f"{v.mean():.3f}" if len(v) == 1 else f"{v.mean():.3f} ± {v.std():.3f}"
+
+
+def _efficiency_markdown(rows, cfg, config, t_start, out_dir, log):
+    cols = [("clean", "same-arch-unseen", "acc@0.005"), ("clean", "same-arch-unseen", "auc"),
+            ("clean", "other-arch", "acc@0.005"), ("clean", "other-arch", "auc"),
+            ("clean", "real", "acc@0.005"),
+            (EFFICIENCY_PERTURBATION, "same-arch-unseen", "acc@0.005"),
+            (EFFICIENCY_PERTURBATION, "same-arch-unseen", "auc")]
+    table = []
+    for key in dict.fromkeys((r["n_g"], r["n_shadows"], r["method"]) for r in rows):
+        line = {"n (G)": key[0], "shadows": key[1], "method": key[2]}
+        for test, group, m in cols:
+            line[f"{'' if test == 'clean' else test + ' '}{group} {m}"] = _mean_std(
+                [r[m] for r in rows if (r["n_g"], r["n_shadows"], r["method"]) == key
+                 and r["test"] == test and r["group"] == group])
+        table.append(line)
+    gs = ", ".join(f"{k}-s{sd}" for k in cfg["g_kinds"] for sd in cfg["g_seeds"])
+    return P.write_markdown(
+        os.path.join(out_dir, "efficiency.md"),
+        f"Sample efficiency ({config}, G = {gs}, {P.elapsed_min(t_start):.1f} min)",
+        [f"n samples of G for training ({cfg['validation_fraction']:.0%} of them held out "
+         f"for the thresholds), {cfg['n_real']} real images and 0 to all shadows "
+         f"({cfg['n_shadow']} samples in all) as labelled negatives; "
+         f"{cfg['n_test']} test samples per source; other-arch: mean over the "
+         f"other kinds; {EFFICIENCY_PERTURBATION}: every test image JPEG-compressed, "
+         "detectors trained on clean images.  Mean (± std over the G when there "
+         "are several).", ""] + P.markdown_table(table, list(table[0])), log=log)
+
+
+def _curve(rows, x_key, match, metric):
+    """``(x, mean, std)`` of ``metric`` over the rows matching ``match`` at each x."""
+    xs = sorted({r[x_key] for r in rows if all(r[k] == v for k, v in match.items())})
+    vals = [[r[metric] for r in rows if r[x_key] == x
+             and all(r[k] == v for k, v in match.items())] for x in xs]
+    return xs, [float(np.mean(v)) for v in vals], [float(np.std(v)) for v in vals]
+
+
+def _efficiency_figure(rows, cfg, path):
+    """Accuracy at fnr 0.005 against the unseen seed of G's kind, over n, one
+    panel per number of shadows (and one for the JPEG-compressed tests)."""
+    n_sh = sorted({r["n_shadows"] for r in rows})
+    curves = {}
+    for k in n_sh:
+        curves[f"{k} shadow(s): G vs same-arch-unseen"] = {
+            m: _curve(rows, "n_g", dict(method=m, n_shadows=k, test="clean",
+                                        group="same-arch-unseen"), "acc@0.005")
+            for m in DISCRIMINATING_METHODS}
+    curves[f"{n_sh[-1]} shadow(s), {EFFICIENCY_PERTURBATION} tests"] = {
+        m: _curve(rows, "n_g", dict(method=m, n_shadows=n_sh[-1],
+                                    test=EFFICIENCY_PERTURBATION, group="same-arch-unseen"),
+                  "acc@0.005") for m in DISCRIMINATING_METHODS}
+    P.plot_curves(path, curves, xlabel="training samples of G", ylabel="accuracy at fnr 0.005",
+                  title="Sample efficiency", xlog=True)
+
+
+# ------------------------------------------------- G's checkpoints and fine-tuned copies
+FINETUNE = {
+    "quick": dict(g_kinds=("dcgan",), checkpoint_epochs=(2, 3), finetune_steps=(0, 5, 20),
+                  warmup=10, n_g=120, n_real=80, n_shadow=80, n_test=40),
+    "full": dict(g_kinds=("dcgan",), checkpoint_epochs=(1, 2, 3, 4),
+                 finetune_steps=(0, 1, 3, 10, 100, 1000), warmup=100, n_g=500, n_real=200,
+                 n_shadow=200, n_test=100, validation_fraction=0.4, deep_sad=None),
+}
+DERIVED_DRAW = 1003     # another draw than G's test samples: k = 0 is G itself
+
+
+def run_finetune(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, kinds=None,
+                 log=print):
+    """The hardest others: G's own checkpoints from other epochs, and the
+    IP-theft question: copies of G fine-tuned for k steps on MNIST (a fresh
+    discriminator, :func:`train_zoo.finetune_generator`).
+
+    G: seed 0 of each kind of ``g_kinds``; detectors (``DISCRIMINATING_METHODS``)
+    trained once under the shadows protocol.  Per checkpoint: accuracy and
+    AUC of G against it (balanced) and the share of its samples attributed
+    to G; per fine-tuned copy: the share attributed to G at each fnr and the
+    AUC of G against it.  Writes ``finetune.csv``, ``finetune.md``,
+    ``finetune.png`` and ``checkpoints.png``.
+    """
+    from train_zoo import ensure_checkpoints, ensure_finetuned
+
+    cfg = _config(config, PERTURBATION_SIZES, FINETUNE, kinds=kinds)
+    z = cfg["zoo"]
+    t_start = time.perf_counter()
+    zoo = P.load_zoo(z, cache_dir, log)
+    real = P.real_pool(z["image_size"])
+    rows = []
+    for kind in cfg["g_kinds"]:
+        seed = z["seeds"][0]
+        e_g = z["epochs"][kind] if isinstance(z["epochs"], dict) else int(z["epochs"])
+        derived = {f"epoch {e}": ("checkpoint", e, G) for (_, _, e), G in ensure_checkpoints(
+            cache_dir, (kind,), (seed,), cfg["checkpoint_epochs"], n_train=z["n_train"],
+            image_size=z["image_size"], epochs=z["epochs"], log=log).items()}
+        derived.update({f"fine-tuned {k} steps": ("finetune", k, G) for k, G in ensure_finetuned(
+            cache_dir, kind, seed, cfg["finetune_steps"], n_train=z["n_train"],
+            image_size=z["image_size"], epochs=z["epochs"], warmup=cfg["warmup"],
+            log=log).items()})
+        s = _setup(cfg, zoo, real, kind, seed)
+        ctx = M.Context(s.G, s.anchor, cfg, random_state=0)
+        tests = dict(s.test, **{n: G.sample(cfg["n_test"], random_state=DERIVED_DRAW)
+                                for n, (_, _, G) in derived.items()})
+        X_tr, y_tr = s.training_set()
+        Z_tr, Z_sets = _inverted_sets(ctx, X_tr, {"all": tests})
+        for method in DISCRIMINATING_METHODS:
+            on_z = M.REGISTRY[method].input == "features"
+            est = _fit(M.build(method, ctx, inverted=True), Z_tr if on_z else X_tr, y_tr)
+            det = P.detector_of(est)
+            res = P.score_sources(est, Z_sets["all"] if on_z else tests)[1]
+            key = dict(G=s.name, g_epochs=e_g, method=method)
+            for g in dict.fromkeys(s.groups.values()):      # the image part's groups
+                names = [n for n in s.groups if s.groups[n] == g]
+                s_o = np.concatenate([res[n][0] for n in names])
+                rows.append(dict(key, family=g, x="-", other=g, **P.attribution_rate(det, s_o),
+                                 **P.mean_rows([res[n][1] for n in names])))
+            rows += [dict(key, family=derived[n][0], x=derived[n][1], other=n,
+                          **P.attribution_rate(det, res[n][0]), **res[n][1]) for n in derived]
+        log(f"finetune: {s.name} done ({time.perf_counter() - t_start:.1f}s)")
+    P.write_csv(os.path.join(out_dir, "finetune.csv"), rows)
+    keys = ["G", "method", "other", "attr@0.005", "attr@0.05", "acc@0.005", "auc"]
+    gs = ", ".join(f"{k}-s{z['seeds'][0]}" for k in cfg["g_kinds"])
+    md = P.write_markdown(
+        os.path.join(out_dir, "finetune.md"),
+        f"G's checkpoints and fine-tuned copies ({config}, G = {gs}, "
+        f"{P.elapsed_min(t_start):.1f} min)",
+        [f"Detectors trained under the shadows protocol ({cfg['n_g']} samples of G, "
+         f"{cfg['n_real']} real, {cfg['n_shadow']} shadow samples); {cfg['n_test']} test "
+         "samples per source.  attr@fnr: the share of the other source's samples "
+         "attributed to G (for a fine-tuned copy, what an owner chasing a stolen "
+         "model wants high; for other sources, low); acc: balanced accuracy of G "
+         "against it; auc: ROC AUC of G against it (0.5: indistinguishable).  "
+         f"G was trained for {', '.join(str(r) for r in sorted({r['g_epochs'] for r in rows}))} "
+         "epoch(s); 'epoch e': the same run stopped (or continued) at e; "
+         f"'fine-tuned k steps': a copy of G after k GAN steps on MNIST with a fresh "
+         f"discriminator ({cfg['warmup']} warm-up steps of the discriminator first).", "",
+         "## Standard sources and G's checkpoints", ""]
+        + P.markdown_table([r for r in rows if r["family"] != "finetune"], keys)
+        + ["", "## Fine-tuned copies of G", ""]
+        + P.markdown_table([r for r in rows if r["family"] == "finetune"], keys), log=log)
+    _finetune_figures(rows, out_dir)
+    return rows, md
+
+
+def _finetune_figures(rows, out_dir):
+    ft = {"fine-tuned copy attributed to G (fnr 0.005)": "attr@0.005",
+          "AUC of G against the fine-tuned copy": "auc"}
+    P.plot_curves(os.path.join(out_dir, "finetune.png"), {
+        title: {m: _curve(rows, "x", dict(method=m, family="finetune"), metric)
+                for m in DISCRIMINATING_METHODS} for title, metric in ft.items()},
+        xlabel="fine-tuning steps k", ylabel="", title="Fine-tuned copies of G", xlog=True)
+    ck = {"G vs its checkpoint: accuracy at fnr 0.005": "acc@0.005",
+          "G vs its checkpoint: AUC": "auc"}
+    P.plot_curves(os.path.join(out_dir, "checkpoints.png"), {
+        title: {m: _curve(rows, "x", dict(method=m, family="checkpoint"), metric)
+                for m in DISCRIMINATING_METHODS} for title, metric in ck.items()},
+        xlabel="epochs of the checkpoint", ylabel="", title="G's own checkpoints")
+
+
+PARTS = ("image", "tabular", "perturbations", "ablation", "efficiency", "finetune")
 
 
 def main(argv=None):
@@ -655,7 +917,7 @@ def main(argv=None):
     if args.parallel and args.part == "all":
         return _run_parallel(args, argv)
     with warnings.catch_warnings():
-        # fnr=0.005 needs >= 199 held-out samples; --quick holds out 30 (max is used)
+        # fnr=0.005 needs >= 199 held-out samples; --quick holds out 10-30 (max is used)
         warnings.simplefilter("ignore", ThresholdWarning)
         config = "quick" if args.quick else "full"
         if args.part in ("all", "image"):
@@ -667,6 +929,10 @@ def main(argv=None):
             run_perturbations(config, args.out, args.cache_dir)
         if args.part in ("all", "ablation"):
             run_ablation(config, args.out, args.cache_dir)
+        if args.part in ("all", "efficiency"):
+            run_efficiency(config, args.out, args.cache_dir, args.kinds)
+        if args.part in ("all", "finetune"):
+            run_finetune(config, args.out, args.cache_dir, args.kinds)
     return 0
 
 
