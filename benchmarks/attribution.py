@@ -91,6 +91,15 @@ samples per source, 300 FISTA iterations): ``image`` 52.4 minutes (about
 35 minutes once (cached).  ``--part all --parallel`` runs the image part
 beside the three others (two processes): about 53 minutes in all.  The
 results are in ``docs/user_guide/benchmark.rst``.
+
+The two last parts (2026-12-01, ``--kinds dcgan``: the rest of the full zoo
+was still training, so no other-architecture source; on a CPU shared with
+other jobs, about a quarter of a core per run): ``efficiency`` (G = DCGAN
+seeds 0, 1, 2) 19.8 minutes, 5.1 minutes of CPU; ``finetune`` (G = DCGAN
+seed 0) 7.6 minutes, 1.5 of CPU, after 7 minutes for the checkpoints and 14
+for the 1000-step fine-tuning (cached).  ``--quick`` with all six parts,
+its zoo included: 2.8 minutes of CPU (15 minutes of wall time on that
+shared CPU).  Tables and figures: ``benchmarks/results/``.
 """
 
 import argparse
