@@ -49,6 +49,20 @@ Parts (``--part``, default ``all``):
   channel selection, positive=True, 0 / 1 / 2 shadows, the lasso objective or the pixel
   residual as an extra feature)
   for one G.  ``ablation.csv`` / ``.md``.
+* ``efficiency``: where the image part saturates, fewer resources: 100 /
+  300 / 1000 training samples of G, 0 / 1 / 2 shadows, clean and
+  JPEG-compressed test sets; FLIPAD at ``make_flipad``'s defaults, FLIPAD +
+  OCSVM, RAWPAD, DCTPAD.  ``efficiency.csv`` / ``.md`` / ``.png``.
+* ``finetune``: the hardest others, for the same methods: G's own training
+  run stopped at other epochs (``train_zoo.py --checkpoint-epochs``) and
+  copies of G fine-tuned on MNIST for k = 0, 1, 3, 10, 100, 1000 steps (the
+  IP-theft question: how often are a stolen copy's samples attributed to
+  G?).  ``finetune.csv`` / ``.md``, ``finetune.png``, ``checkpoints.png``.
+
+The code: ``attribution_protocol.py`` (data sources, training and test sets,
+evaluation at each fnr, summaries, writers), ``attribution_methods.py``
+(``REGISTRY``: each method's factory, input kind and supervision) and one
+short function per part here.
 
 Usage::
 
@@ -59,11 +73,14 @@ Usage::
 Runtime on one CPU thread.  ``--quick`` (G = DCGAN and LSGAN of seed 0,
 seeds 1 and 2 as unseen / shadow; 1-epoch generators on 320 images, 120
 training samples of G, 40 test samples per source, 60 FISTA iterations):
-about 3 minutes for all four parts, the zoo included (image part ~45 s,
-tabular ~15 s, perturbations ~80 s, ablation ~40 s).  It is a smoke test: its
-generators have made five training steps, and with 30 held-out samples both
-fnr thresholds are the largest held-out distance (fnr = 0.005 needs at least
-199), so the two accuracy columns coincide.
+about 3 minutes for the first four parts, the zoo included (image part
+~45 s, tabular ~15 s, perturbations ~80 s, ablation ~40 s), plus 10-15 s of
+CPU each for ``efficiency`` (40 and 120 samples of G) and ``finetune``
+(checkpoints of 2 and 3 epochs, 0 / 5 / 20 fine-tuning steps).  It is a
+smoke test: its generators have made five training steps, and with 10-30
+held-out samples (30 of 120 in the image part) both fnr thresholds are the
+largest held-out distance (fnr = 0.005 needs at least 199), so the two
+accuracy columns coincide.
 
 The full run (2026-11-28, the project's 2-core CPU, one thread per process;
 4 kinds x 4 seeds in the zoo, G = seeds 0, 1, 2 of each kind: 12 G, 1000
@@ -74,10 +91,18 @@ samples per source, 300 FISTA iterations): ``image`` 52.4 minutes (about
 35 minutes once (cached).  ``--part all --parallel`` runs the image part
 beside the three others (two processes): about 53 minutes in all.  The
 results are in ``docs/user_guide/benchmark.rst``.
+
+The two last parts (2026-12-01, ``--kinds dcgan``: the rest of the full zoo
+was still training, so no other-architecture source; on a CPU shared with
+other jobs, about a quarter of a core per run): ``efficiency`` (G = DCGAN
+seeds 0, 1, 2) 19.8 minutes, 5.1 minutes of CPU; ``finetune`` (G = DCGAN
+seed 0) 7.6 minutes, 1.5 of CPU, after 7 minutes for the checkpoints and 14
+for the 1000-step fine-tuning (cached).  ``--quick`` with all six parts,
+its zoo included: 2.8 minutes of CPU (15 minutes of wall time on that
+shared CPU).  Tables and figures: ``benchmarks/results/``.
 """
 
 import argparse
-import csv
 import os
 import sys
 import time
@@ -86,25 +111,24 @@ import warnings
 import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from train_zoo import DEFAULT_CACHE, FULL, QUICK, ensure_image_zoo  # noqa: E402
+import attribution_methods as M  # noqa: E402
+import attribution_protocol as P  # noqa: E402
+from attribution_protocol import FNRS, METRICS  # noqa: E402
+from train_zoo import DEFAULT_CACHE, FULL, QUICK  # noqa: E402
 
 from flipad_sklearn import (  # noqa: E402
-    FingerprintCorrelation,
     LatentInversionDistance,
     ThresholdWarning,
-    make_dctpad,
     make_flipad,
     make_rawpad,
     mean_activation,
 )
-from flipad_sklearn.conformal import conformal_threshold  # noqa: E402
-from flipad_sklearn.datasets import load_mnist_subset  # noqa: E402
 
-FNRS = (0.005, 0.05)
+# the evaluation the tabular part (below) calls by these names
+_evaluate = P.evaluate
 
 CONFIGS = {
     "quick": dict(
@@ -123,31 +147,44 @@ CONFIGS = {
     ),
 }
 
-METHODS = ("FLIPAD", "FLIPAD+IForest", "FLIPAD+OCSVM", "RAWPAD", "DCTPAD",
-           "Fingerprint", "LatentInversion")
+METHODS = tuple(M.REGISTRY)
 # unsupervised: y = -1 samples are not used, the protocols coincide
-UNSUPERVISED = {"FLIPAD+IForest", "FLIPAD+OCSVM", "Fingerprint", "LatentInversion"}
+UNSUPERVISED = set(M.UNSUPERVISED)
 GROUPS = ("real", "same-arch-unseen", "other-arch")
+SIZES = ("n_g", "n_real", "n_shadow", "n_test")
 
 
-def _evaluate(det, s_g, s_o):
-    """Accuracy at each fnr (balanced test set) and ROC AUC from scores."""
-    d_val = -det.validation_scores_  # every detector: held-out scores, higher = more like G
-    row = {}
-    for fnr in FNRS:
-        t = conformal_threshold(d_val, fnr)
-        acc_g = np.mean(-s_g <= t)
-        acc_o = np.mean(-s_o > t)
-        row[f"acc@{fnr}"] = 0.5 * (acc_g + acc_o)
-    row["auc"] = roc_auc_score(np.r_[np.ones(len(s_g)), np.zeros(len(s_o))], np.r_[s_g, s_o])
-    return row
+def _config(config, *overrides, kinds=None, seeds=None, g_seeds=None):
+    """``CONFIGS[config]`` updated with each dict of ``overrides[config]`` and
+    with the zoo's kinds / seeds and the seeds of G given on the command line."""
+    cfg = dict(CONFIGS[config])
+    for o in overrides:
+        cfg.update(o[config])
+    cfg["zoo"] = dict(cfg["zoo"])
+    if kinds is not None:
+        cfg["zoo"]["kinds"] = tuple(kinds)
+    if seeds is not None:
+        cfg["zoo"]["seeds"] = tuple(seeds)
+    if g_seeds is not None:
+        cfg["g_seeds"] = tuple(g_seeds)
+    if len(cfg["zoo"]["seeds"]) < 2:
+        raise ValueError("At least 2 seeds per kind are needed (G and an unseen one).")
+    return cfg
 
 
-def _real_pool(image_size, seed=1):
-    X, _ = load_mnist_subset(return_X_y=True, pad_to=None if image_size == 28 else image_size)
-    return X[np.random.default_rng(seed).permutation(len(X))]
+def _setup(cfg, zoo, real, kind, seed):
+    z = cfg["zoo"]
+    return P.image_setup(zoo, z["kinds"], z["seeds"], kind, seed, real,
+                         n_anchor=cfg["n_anchor"], **{k: cfg[k] for k in SIZES})
 
 
+def _fit(est, X, y):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return est.fit(X, y)
+
+
+# --------------------------------------------------------------------------- image
 def run(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, kinds=None, seeds=None,
         g_seeds=None, figures=True, log=print):
     """Run the benchmark; write ``pairs.csv``, ``summary.csv``, ``results.md`` to ``out_dir``.
@@ -159,146 +196,65 @@ def run(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, kinds=None
     markdown : str
         The summary table.
     """
-    cfg = dict(CONFIGS[config])
-    if g_seeds is not None:
-        cfg["g_seeds"] = tuple(g_seeds)
-    zcfg = dict(cfg["zoo"])
-    if kinds is not None:
-        zcfg["kinds"] = tuple(kinds)
-    if seeds is not None:
-        zcfg["seeds"] = tuple(seeds)
-    kinds, seeds = zcfg["kinds"], zcfg["seeds"]
-    if len(seeds) < 2:
-        raise ValueError("At least 2 seeds per kind are needed (G and an unseen one).")
+    cfg = _config(config, kinds=kinds, seeds=seeds, g_seeds=g_seeds)
+    kinds, seeds = cfg["zoo"]["kinds"], cfg["zoo"]["seeds"]
     t_start = time.perf_counter()
-    zoo = ensure_image_zoo(cache_dir, kinds, seeds, n_train=zcfg["n_train"],
-                           image_size=zcfg["image_size"], epochs=zcfg["epochs"], log=log)
+    zoo = P.load_zoo(cfg["zoo"], cache_dir, log)
     log(f"zoo: {len(zoo)} generators ({time.perf_counter() - t_start:.1f}s)")
-    real = _real_pool(zcfg["image_size"])
-    n_g, n_real, n_sh, n_test = cfg["n_g"], cfg["n_real"], cfg["n_shadow"], cfg["n_test"]
-    X_real_train, X_real_test = real[:n_real], real[n_real:n_real + n_test]
-
-    # fresh samples of every generator: training (seed 1) and test (seed 2) draws
-    def train_samples(key, n):
-        return zoo[key].sample(n, random_state=1000 + 1)
-
-    def test_samples(key):
-        return zoo[key].sample(n_test, random_state=1000 + 2)
-
+    real = P.real_pool(cfg["zoo"]["image_size"])
     g_seeds = [s for s in (cfg["g_seeds"] or seeds) if s in seeds] or list(seeds[:1])
-    pairs = []
-    figure_data = None      # scores and activations of the first G, for the figures
+    pairs, figure_data = [], None      # scores and activations of the first G, for the figures
     for kind in kinds:
         for seed in g_seeds:
-            i = seeds.index(seed)
-            t_g = time.perf_counter()
-            G = zoo[kind, seed]
-            unseen = seeds[(i + 1) % len(seeds)]
-            shadow_seeds = [s for s in seeds if s not in (seed, unseen)]
-            X_g = train_samples((kind, seed), n_g)
-            sh = [train_samples((kind, s), max(1, n_sh // max(1, len(shadow_seeds))))
-                  for s in shadow_seeds]
-            X_sh = np.concatenate(sh) if sh else X_g[:0]
-            test = {"G": test_samples((kind, seed)), "real": X_real_test,
-                    f"{kind}-s{unseen}": test_samples((kind, unseen))}
-            groups = {"real": "real", f"{kind}-s{unseen}": "same-arch-unseen"}
-            for k2 in kinds:
-                if k2 != kind:
-                    # another seed than G's: same-seed generators share G's initial weights
-                    test[f"{k2}-s{unseen}"] = test_samples((k2, unseen))
-                    groups[f"{k2}-s{unseen}"] = "other-arch"
-            protocols = {
-                "paper": (np.concatenate([X_g, X_real_train]),
-                          np.r_[np.ones(n_g), -np.ones(n_real)]),
-            }
-            if len(X_sh):
-                protocols["shadows"] = (np.concatenate([X_g, X_real_train, X_sh]),
-                                        np.r_[np.ones(n_g), -np.ones(n_real + len(X_sh))])
-            else:
-                log(f"  no shadow for {kind}-s{seed}: {len(seeds)} seeds leave none")
-
-            # FLIPAD's inversion once per G, for all images it will see
-            anchor = mean_activation(G, cfg["n_anchor"], G.latent_shape, layer=G.final_layer,
-                                     random_state=7, device="cpu")
-            rs = seed       # the replicate: G's seed also seeds every detector
-            make = dict(alpha=cfg["alpha"], tol=cfg["tol"], max_iter=cfg["max_iter"],
-                        kernel_size=cfg["kernel_size"], fnr=FNRS[0], random_state=rs,
-                        device="cpu")
-            inv = make_flipad(G.final_layer, "tanh", anchor, **make)[0]
-            all_imgs = np.concatenate([X_g, X_real_train, X_sh] + list(test.values()))
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                Z_all = inv.fit(all_imgs).transform(all_imgs)
-            Z_train_full = Z_all[:n_g + n_real + len(X_sh)]
-            Z_test, start = {}, n_g + n_real + len(X_sh)
-            for name, X in test.items():
-                Z_test[name] = Z_all[start:start + len(X)]
-                start += len(X)
-            t_inv = time.perf_counter() - t_g
-            first = figure_data is None
-            if first:
-                shape = inv.activation_shape_
-                figure_data = {"G": f"{kind}-s{seed}", "scores": {}, "groups": dict(groups),
-                               "mean_activation": {
-                    name: Z.reshape(len(Z), *shape).mean(axis=(0, 1))
-                    for name, Z in Z_test.items()}}
-
-            for proto, (X_tr, y_tr) in protocols.items():
-                Z_tr = Z_train_full[:len(X_tr)]
-                for method in METHODS:
-                    if proto != "paper" and method in UNSUPERVISED:
-                        for row in [r for r in pairs if r["protocol"] == "paper"
-                                    and r["method"] == method
-                                    and r["G"] == f"{kind}-s{seed}"]:
-                            pairs.append(dict(row, protocol=proto))
-                        continue
-                    ds = dict(cfg["deep_sad"], validation_fraction=cfg["validation_fraction"])
-                    if method.startswith("FLIPAD"):
-                        det_name = {"FLIPAD": None, "FLIPAD+IForest": "iforest",
-                                    "FLIPAD+OCSVM": "ocsvm"}[method]
-                        pipe = make_flipad(G.final_layer, "tanh", anchor, detector=det_name,
-                                           detector_params=ds, **make)[1:]
-                        if det_name is not None:
-                            pipe[-1].set_params(validation_fraction=cfg["validation_fraction"])
-                        feats, tests = Z_tr, Z_test
-                    else:
-                        feats, tests = X_tr, test
-                        if method == "RAWPAD":
-                            pipe = make_rawpad(fnr=FNRS[0], random_state=rs, device="cpu",
-                                               detector_params=ds)
-                        elif method == "DCTPAD":
-                            pipe = make_dctpad(fnr=FNRS[0], random_state=rs, device="cpu",
-                                               detector_params=ds)
-                        elif method == "Fingerprint":
-                            pipe = FingerprintCorrelation(
-                                fnr=FNRS[0], validation_fraction=cfg["validation_fraction"],
-                                random_state=rs)
-                        else:
-                            pipe = LatentInversionDistance(
-                                G, n_steps=cfg["latent_steps"], lr=cfg["latent_lr"],
-                                fnr=FNRS[0], validation_fraction=cfg["validation_fraction"],
-                                random_state=rs)
-                    pipe.fit(feats, y_tr)
-                    det = pipe[-1] if hasattr(pipe, "steps") else pipe
-                    s_g = pipe.score_samples(tests["G"])
-                    for name in test:
-                        if name == "G":
-                            continue
-                        s_o = pipe.score_samples(tests[name])
-                        row = _evaluate(det, s_g, s_o)
-                        if first:
-                            figure_data["scores"][proto, method, name] = (s_g, s_o)
-                        pairs.append({"protocol": proto, "method": method,
-                                      "G": f"{kind}-s{seed}", "seed": seed, "source": name,
-                                      "group": groups[name], "n_test": n_test, **row})
-            log(f"G = {kind}-s{seed}: inversion {t_inv:.1f}s, all methods "
-                f"{time.perf_counter() - t_g:.1f}s")
-
+            rows, data = _image_pairs(cfg, zoo, real, kind, seed, figure_data is None, log)
+            pairs += rows
+            figure_data = figure_data or data
     markdown = write_outputs(pairs, out_dir, config, time.perf_counter() - t_start)
     if figures:
         write_figures(figure_data, out_dir)
     log(markdown)
     return pairs, markdown
+
+
+def _image_pairs(cfg, zoo, real, kind, seed, keep_figure, log):
+    """Every method under both protocols for G = (kind, seed): one row per
+    (protocol, method, test source)."""
+    t_g = time.perf_counter()
+    s = _setup(cfg, zoo, real, kind, seed)
+    if not s.X_shadows:
+        log(f"  no shadow for {s.name}: {len(cfg['zoo']['seeds'])} seeds leave none")
+    ctx = M.Context(s.G, s.anchor, cfg, random_state=seed)  # G's seed seeds the detectors
+    protocols = s.protocols()
+    # FLIPAD's inversion once per G, for all images it will see (the paper
+    # protocol's training rows are the first of the shadows protocol's)
+    Z_pool, *Z_list = P.invert_all(M.inverter(ctx), [s.training_set()[0]] + list(s.test.values()))
+    Z_test = dict(zip(s.test, Z_list))
+    t_inv = time.perf_counter() - t_g
+    figure = None
+    if keep_figure:
+        shape = s.anchor.shape
+        figure = {"G": s.name, "scores": {}, "groups": dict(s.groups), "mean_activation": {
+            name: Z.reshape(len(Z), *shape).mean(axis=(0, 1)) for name, Z in Z_test.items()}}
+    rows = []
+    for proto, (X_tr, y_tr) in protocols.items():
+        for method in METHODS:
+            if proto != "paper" and method in UNSUPERVISED:
+                rows += [dict(r, protocol=proto) for r in rows
+                         if r["protocol"] == "paper" and r["method"] == method]
+                continue
+            on_z = M.REGISTRY[method].input == "features"
+            est = M.build(method, ctx, inverted=True)
+            est.fit(Z_pool[:len(X_tr)] if on_z else X_tr, y_tr)
+            s_g, results = P.score_sources(est, Z_test if on_z else s.test)
+            for name, (s_o, row) in results.items():
+                if figure is not None:
+                    figure["scores"][proto, method, name] = (s_g, s_o)
+                rows.append({"protocol": proto, "method": method, "G": s.name, "seed": seed,
+                             "source": name, "group": s.groups[name],
+                             "n_test": len(s.test["G"]), **row})
+    log(f"G = {s.name}: inversion {t_inv:.1f}s, all methods "
+        f"{time.perf_counter() - t_g:.1f}s")
+    return rows, figure
 
 
 def write_figures(data, out_dir):
@@ -356,71 +312,16 @@ def write_figures(data, out_dir):
 
 
 def summarise(pairs, methods=METHODS, groups=GROUPS):
-    """Mean and std over the seeds of each (protocol, method, group).
-
-    A seed is one replicate: G's seed, which also seeds the detectors.  Each
-    seed's value is the mean over its (G, source) pairs of the group (the
-    kinds of G, the other architectures); the std is over the seeds' values.
-    """
-    out = []
-    for proto in ("paper", "shadows"):
-        for method in methods:
-            for group in groups:
-                rows = [r for r in pairs if r["protocol"] == proto and r["method"] == method
-                        and r["group"] == group]
-                if not rows:
-                    continue
-                seeds = sorted({r["seed"] for r in rows})
-                s = {"protocol": proto, "method": method, "group": group,
-                     "n_seeds": len(seeds), "n_pairs": len(rows)}
-                for m in [f"acc@{f}" for f in FNRS] + ["auc"]:
-                    v = np.array([np.mean([r[m] for r in rows if r["seed"] == sd])
-                                  for sd in seeds])
-                    s[m + "_mean"], s[m + "_std"] = float(v.mean()), float(v.std())
-                out.append(s)
-    return out
+    """Mean and std over the seeds of each (protocol, method, group)
+    (see :func:`attribution_protocol.summarise`)."""
+    return P.summarise(pairs, methods, groups)
 
 
 def write_outputs(pairs, out_dir, config, seconds, *, methods=METHODS, groups=GROUPS,
                   prefix="", title="Attribution benchmark"):
-    os.makedirs(out_dir, exist_ok=True)
-    keys = ["protocol", "method", "G", "seed", "source", "group", "n_test"] + \
-        [f"acc@{f}" for f in FNRS] + ["auc"]
-    with open(os.path.join(out_dir, prefix + "pairs.csv"), "w", newline="") as fh:
-        w = csv.DictWriter(fh, keys)
-        w.writeheader()
-        for r in pairs:
-            w.writerow({k: (f"{r[k]:.4f}" if isinstance(r[k], float) else r[k]) for k in keys})
-    summary = summarise(pairs, methods, groups)
-    with open(os.path.join(out_dir, prefix + "summary.csv"), "w", newline="") as fh:
-        w = csv.DictWriter(fh, list(summary[0]))
-        w.writeheader()
-        w.writerows(summary)
-    metrics = [f"acc@{f}" for f in FNRS] + ["auc"]
-    lines = [f"# {title} ({config}, {seconds / 60:.1f} min)", "",
-             f"Mean ± std over {summary[0]['n_seeds']} seed(s) (each seed: the mean over "
-             "its (G, test source) pairs of the group); balanced test sets; "
-             "thresholds from held-out samples of G. Unsupervised methods "
-             "(*) ignore the labelled negatives, so both protocols coincide.", "",
-             "| protocol | method | " + " | ".join(
-                 f"{g} {m}" for g in groups for m in metrics) + " |",
-             "|---|---|" + "---|" * (len(groups) * len(metrics))]
-    for proto in ("paper", "shadows"):
-        for method in methods:
-            cells = []
-            for g in groups:
-                s = [r for r in summary if r["protocol"] == proto and r["method"] == method
-                     and r["group"] == g]
-                for m in metrics:
-                    cells.append(f"{s[0][m + '_mean']:.3f} ± {s[0][m + '_std']:.3f}"
-                                 if s else "–")
-            if any(c != "–" for c in cells):
-                star = "*" if method in UNSUPERVISED else ""
-                lines.append(f"| {proto} | {method}{star} | " + " | ".join(cells) + " |")
-    md = "\n".join(lines) + "\n"
-    with open(os.path.join(out_dir, prefix + "results.md"), "w") as fh:
-        fh.write(md)
-    return md
+    return P.write_pairs_tables(pairs, out_dir, config, seconds, methods=methods,
+                                groups=groups, unsupervised=UNSUPERVISED, prefix=prefix,
+                                title=title)
 
 
 # ------------------------------------------------------------------------- tabular
@@ -550,6 +451,8 @@ def run_tabular(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, lo
     return pairs, md
 
 
+
+
 # ------------------------------------------------------------------- perturbations
 PERTURBATION_SIZES = {
     "quick": dict(n_g=120, n_real=80, n_shadow=80, n_test=40),
@@ -571,6 +474,23 @@ def _perturbations():
     }
 
 
+def _fit_methods(methods, ctx, X, y):
+    """Each method of ``methods`` built for ``ctx`` and fitted end to end on (X, y)."""
+    return {m: _fit(M.build(m, ctx), X, y) for m in methods}
+
+
+def _mean_over_sources(fitted, tests):
+    """Each fitted method's metrics, averaged over the test sources but G."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return {m: P.mean_rows([row for _, row in P.score_sources(est, tests)[1].values()])
+                for m, est in fitted.items()}
+
+
+def _perturb(transformer, X, seed):
+    return clone_fit_transform(transformer, X, seed).reshape(X.shape)
+
+
 def run_perturbations(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, log=print):
     """Robustness: each perturbation at two strengths, with and without immunisation.
 
@@ -581,106 +501,41 @@ def run_perturbations(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CAC
     unseen, other architectures).  Writes ``perturbations.csv`` and
     ``perturbations.md``.
     """
-    cfg = dict(CONFIGS[config], **PERTURBATION_SIZES[config])
-    zcfg = cfg["zoo"]
-    kinds, seeds = zcfg["kinds"], zcfg["seeds"]
+    cfg = _config(config, PERTURBATION_SIZES)
     t_start = time.perf_counter()
-    zoo = ensure_image_zoo(cache_dir, kinds, seeds, n_train=zcfg["n_train"],
-                           image_size=zcfg["image_size"], epochs=zcfg["epochs"], log=log)
-    kind, seed = kinds[0], seeds[0]
-    unseen, shadow_seeds = seeds[1], list(seeds[2:])
-    G = zoo[kind, seed]
-    n_g, n_real, n_sh, n_test = cfg["n_g"], cfg["n_real"], cfg["n_shadow"], cfg["n_test"]
-    real = _real_pool(zcfg["image_size"])
-    X_tr = np.concatenate(
-        [G.sample(n_g, random_state=1001), real[:n_real]]
-        + [zoo[kind, s].sample(n_sh // len(shadow_seeds), random_state=1001)
-           for s in shadow_seeds])
-    y_tr = np.r_[np.ones(n_g), -np.ones(len(X_tr) - n_g)]
-    test = {"G": G.sample(n_test, random_state=1002), "real": real[n_real:n_real + n_test],
-            f"{kind}-s{unseen}": zoo[kind, unseen].sample(n_test, random_state=1002)}
-    for k2 in kinds[1:]:
-        test[f"{k2}-s{unseen}"] = zoo[k2, unseen].sample(n_test, random_state=1002)
-    anchor = mean_activation(G, cfg["n_anchor"], G.latent_shape, layer=G.final_layer,
-                             random_state=7, device="cpu")
-    ds = dict(cfg["deep_sad"], validation_fraction=cfg["validation_fraction"])
-    shape = X_tr.shape[1:]
-
-    def detectors():
-        return {
-            "FLIPAD": make_flipad(G.final_layer, "tanh", anchor, alpha=cfg["alpha"],
-                                  tol=cfg["tol"], max_iter=cfg["max_iter"],
-                                  kernel_size=cfg["kernel_size"], fnr=FNRS[0],
-                                  random_state=0, device="cpu", detector_params=ds),
-            "RAWPAD": make_rawpad(fnr=FNRS[0], random_state=0, device="cpu",
-                                  detector_params=ds),
-            "DCTPAD": make_dctpad(fnr=FNRS[0], random_state=0, device="cpu",
-                                  detector_params=ds),
-            "Fingerprint": FingerprintCorrelation(
-                fnr=FNRS[0], validation_fraction=cfg["validation_fraction"], random_state=0),
-        }
-
-    def fit_all(X):
-        dets = detectors()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            for d in dets.values():
-                d.fit(X, y_tr)
-        return dets
-
-    def evaluate(dets, tests):
-        out = {}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            for method, d in dets.items():
-                det = d[-1] if hasattr(d, "steps") else d
-                s_g = d.score_samples(tests["G"])
-                rows = [_evaluate(det, s_g, d.score_samples(tests[n])) for n in tests
-                        if n != "G"]
-                out[method] = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
-        return out
-
-    rows = []
-    clean = fit_all(X_tr)
-    for method, m in evaluate(clean, test).items():
-        rows.append({"perturbation": "none", "strength": "-", "immunised": False,
-                     "method": method, **m})
+    zoo = P.load_zoo(cfg["zoo"], cache_dir, log)
+    kind, seed = cfg["zoo"]["kinds"][0], cfg["zoo"]["seeds"][0]
+    s = _setup(cfg, zoo, P.real_pool(cfg["zoo"]["image_size"]), kind, seed)
+    X_tr, y_tr = s.training_set()
+    ctx = M.Context(s.G, s.anchor, cfg, random_state=0)
+    clean = _fit_methods(PERTURBATION_METHODS, ctx, X_tr, y_tr)
+    rows = [{"perturbation": "none", "strength": "-", "immunised": False, "method": m, **r}
+            for m, r in _mean_over_sources(clean, s.test).items()]
     for name, levels in _perturbations().items():
         for label, pert in levels:
-            def perturb(X, k):
-                return clone_fit_transform(pert, X, k).reshape(len(X), *shape)
-            tests = {n: perturb(X, k) for k, (n, X) in enumerate(test.items())}
+            tests = {n: _perturb(pert, X, k) for k, (n, X) in enumerate(s.test.items())}
             for immunised in (False, True):
-                dets = fit_all(perturb(X_tr, 100)) if immunised else clean
-                for method, m in evaluate(dets, tests).items():
-                    rows.append({"perturbation": name, "strength": label,
-                                 "immunised": immunised, "method": method, **m})
+                fitted = (_fit_methods(PERTURBATION_METHODS, ctx, _perturb(pert, X_tr, 100),
+                                       y_tr) if immunised else clean)
+                rows += [{"perturbation": name, "strength": label, "immunised": immunised,
+                          "method": m, **r}
+                         for m, r in _mean_over_sources(fitted, tests).items()]
             log(f"{name} {label} done ({time.perf_counter() - t_start:.1f}s)")
-    os.makedirs(out_dir, exist_ok=True)
-    keys = ["perturbation", "strength", "immunised", "method"] + \
-        [f"acc@{f}" for f in FNRS] + ["auc"]
-    with open(os.path.join(out_dir, "perturbations.csv"), "w", newline="") as fh:
-        w = csv.DictWriter(fh, keys)
-        w.writeheader()
-        w.writerows(rows)
-    metrics = [f"acc@{f}" for f in FNRS] + ["auc"]
-    lines = [f"# Perturbations ({config}, G = {kind}-s{seed}, shadows protocol, "
-             f"{(time.perf_counter() - t_start) / 60:.1f} min)", "",
-             "Mean over the test sources (real, same architecture unseen, other "
-             "architectures); test images of every source perturbed.", "",
-             "| perturbation | strength | immunised | " + " | ".join(
-                 f"{m} {k}" for m in PERTURBATION_METHODS for k in metrics) + " |",
-             "|---|---|---|" + "---|" * (len(PERTURBATION_METHODS) * len(metrics))]
+    keys = ["perturbation", "strength", "immunised", "method"] + list(METRICS)
+    P.write_csv(os.path.join(out_dir, "perturbations.csv"), rows, keys)
     keyed = {(r["perturbation"], r["strength"], r["immunised"], r["method"]): r for r in rows}
-    for (pn, st, im) in dict.fromkeys((r["perturbation"], r["strength"], r["immunised"])
-                                      for r in rows):
-        cells = [f"{keyed[pn, st, im, m][k]:.3f}" for m in PERTURBATION_METHODS
-                 for k in metrics]
-        lines.append(f"| {pn} | {st} | {'yes' if im else 'no'} | " + " | ".join(cells) + " |")
-    md = "\n".join(lines) + "\n"
-    with open(os.path.join(out_dir, "perturbations.md"), "w") as fh:
-        fh.write(md)
-    log(md)
+    table = [{"perturbation": pn, "strength": st, "immunised": "yes" if im else "no",
+              **{f"{m} {k}": keyed[pn, st, im, m][k] for m in PERTURBATION_METHODS
+                 for k in METRICS}}
+             for (pn, st, im) in dict.fromkeys((r["perturbation"], r["strength"],
+                                                r["immunised"]) for r in rows)]
+    md = P.write_markdown(
+        os.path.join(out_dir, "perturbations.md"),
+        f"Perturbations ({config}, G = {s.name}, shadows protocol, "
+        f"{P.elapsed_min(t_start):.1f} min)",
+        ["Mean over the test sources (real, same architecture unseen, other "
+         "architectures); test images of every source perturbed.", ""]
+        + P.markdown_table(table, list(table[0])), log=log)
     return rows, md
 
 
@@ -696,6 +551,27 @@ def clone_fit_transform(transformer, X, seed):
 
 
 # ------------------------------------------------------------------------ ablation
+def _ablation_variants(cfg, n_shadows, n_channels):
+    """(label, change of the recipe, number of shadows or None for all, extra feature)."""
+    a, it = cfg["alpha"], cfg["max_iter"]
+    return [
+        ("default", {}, None, False),
+        ("no shadows (paper protocol)", {}, 0, False),
+        *[(f"{k} of {n_shadows} shadows", {}, k, False) for k in range(1, n_shadows)],
+        (f"alpha x0.2 ({a * 0.2:g})", {"alpha": a * 0.2}, None, False),
+        (f"alpha x2 ({a * 2:g})", {"alpha": a * 2}, None, False),
+        (f"max_iter x4 ({it * 4})", {"max_iter": it * 4}, None, False),
+        ("positive=True (z >= 0)", {"positive": True}, None, False),
+        ("avg pooling", {"pooling": "avg"}, None, False),
+        ("no pooling", {"pooling": None}, None, False),
+        ("centre crop", {"pooling": "center_crop"}, None, False),
+        (f"{n_channels // 2} of {n_channels} channels", {"n_channels": n_channels // 2},
+         None, False),
+        ("+ lasso objective feature", {}, None, "objective"),
+        ("+ residual feature", {}, None, "residual"),
+    ]
+
+
 def run_ablation(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, log=print):
     """What moves FLIPAD's unseen numbers: inversion, alpha, pooling, channels,
     shadows, the lasso objective or the residual as an extra feature.
@@ -705,85 +581,49 @@ def run_ablation(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, l
     over the unseen generators (same architecture other seed, other
     architectures).  Writes ``ablation.csv`` and ``ablation.md``.
     """
-    cfg = dict(CONFIGS[config], **PERTURBATION_SIZES[config])
-    zcfg = cfg["zoo"]
-    kinds, seeds = zcfg["kinds"], zcfg["seeds"]
+    cfg = _config(config, PERTURBATION_SIZES)
     t_start = time.perf_counter()
-    zoo = ensure_image_zoo(cache_dir, kinds, seeds, n_train=zcfg["n_train"],
-                           image_size=zcfg["image_size"], epochs=zcfg["epochs"], log=log)
-    kind, seed = kinds[0], seeds[0]
-    unseen, shadow_seeds = seeds[1], list(seeds[2:])
-    G = zoo[kind, seed]
-    n_g, n_real, n_sh, n_test = cfg["n_g"], cfg["n_real"], cfg["n_shadow"], cfg["n_test"]
-    real = _real_pool(zcfg["image_size"])
-    X_sh = [zoo[kind, s].sample(n_sh // max(1, len(shadow_seeds)), random_state=1001)
-            for s in shadow_seeds]
-    X_tr = np.concatenate([G.sample(n_g, random_state=1001), real[:n_real]] + X_sh)
-    n_paper = n_g + n_real
-    # training rows of each protocol: the first n of X_tr
-    n_rows = {"paper": n_paper, "shadows": len(X_tr)}
-    n_rows.update({f"{k} shadow(s)": n_paper + sum(len(x) for x in X_sh[:k])
-                   for k in range(1, len(X_sh))})
-    y_tr = np.r_[np.ones(n_g), -np.ones(len(X_tr) - n_g)]
-    test = {"G": G.sample(n_test, random_state=1002), "real": real[n_real:n_real + n_test],
-            f"{kind}-s{unseen}": zoo[kind, unseen].sample(n_test, random_state=1002)}
-    for k2 in kinds[1:]:
-        test[f"{k2}-s{unseen}"] = zoo[k2, unseen].sample(n_test, random_state=1002)
-    anchor = mean_activation(G, cfg["n_anchor"], G.latent_shape, layer=G.final_layer,
-                             random_state=7, device="cpu")
-    ds = dict(cfg["deep_sad"], validation_fraction=cfg["validation_fraction"])
+    zoo = P.load_zoo(cfg["zoo"], cache_dir, log)
+    s = _setup(cfg, zoo, P.real_pool(cfg["zoo"]["image_size"]),
+               cfg["zoo"]["kinds"][0], cfg["zoo"]["seeds"][0])
+    G, n_g = s.G, len(s.X_g)
+    X_tr, y_tr = s.training_set()
+    ds = M.Context(G, s.anchor, cfg).deep_sad
     base = dict(alpha=cfg["alpha"], tol=cfg["tol"], max_iter=cfg["max_iter"],
                 kernel_size=cfg["kernel_size"], pooling="max", n_channels=None,
                 positive=False)
-    n_ch = G.final_layer.in_channels
-    variants = [
-        ("default", {}, "shadows", False),
-        ("no shadows (paper protocol)", {}, "paper", False),
-        *[(f"{k} of {len(X_sh)} shadows", {}, f"{k} shadow(s)", False)
-          for k in range(1, len(X_sh))],
-        (f"alpha x0.2 ({cfg['alpha'] * 0.2:g})", {"alpha": cfg["alpha"] * 0.2}, "shadows", False),
-        (f"alpha x2 ({cfg['alpha'] * 2:g})", {"alpha": cfg["alpha"] * 2}, "shadows", False),
-        (f"max_iter x4 ({cfg['max_iter'] * 4})", {"max_iter": cfg["max_iter"] * 4},
-         "shadows", False),
-        ("positive=True (z >= 0)", {"positive": True}, "shadows", False),
-        ("avg pooling", {"pooling": "avg"}, "shadows", False),
-        ("no pooling", {"pooling": None}, "shadows", False),
-        ("centre crop", {"pooling": "center_crop"}, "shadows", False),
-        (f"{n_ch // 2} of {n_ch} channels", {"n_channels": n_ch // 2}, "shadows", False),
-        ("+ lasso objective feature", {}, "shadows", "objective"),
-        ("+ residual feature", {}, "shadows", "residual"),
-    ]
-    all_imgs = np.concatenate([X_tr] + list(test.values()))
     cache = {}
 
     def activations(params):
         key = (params["alpha"], params["max_iter"], params["positive"])
         if key not in cache:
-            inv = make_flipad(G.final_layer, "tanh", anchor, alpha=key[0], tol=cfg["tol"],
+            inv = make_flipad(G.final_layer, "tanh", s.anchor, alpha=key[0], tol=cfg["tol"],
                               max_iter=key[1], positive=key[2], device="cpu")[0]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                Z = inv.fit(all_imgs).transform(all_imgs)
+            arrays = [X_tr] + list(s.test.values())
+            Z = np.concatenate(P.invert_all(inv, arrays))
+            X_all = np.concatenate(arrays)
             # logs of each sample's lasso objective and of its pixel residual
             # |x - sigma(W z + b)|^2, as candidate extra features
-            resid = ((inv.inverse_transform(Z) - all_imgs.reshape(len(Z), -1)) ** 2).sum(1)
+            resid = ((inv.inverse_transform(Z) - X_all.reshape(len(Z), -1)) ** 2).sum(1)
             cache[key] = (Z, {"objective": np.log(inv.objective_ + 1e-12)[:, None],
                               "residual": np.log(resid + 1e-12)[:, None]})
         return cache[key]
 
     def split(A):
         out, start = {}, len(X_tr)
-        for name, X in test.items():
+        for name, X in s.test.items():
             out[name] = A[start:start + len(X)]
             start += len(X)
         return A[:len(X_tr)], out
 
     rows = []
-    for label, change, proto, extra in variants:
+    unseen = [k for k in s.test if k not in ("G", "real")]
+    for label, change, n_sh, extra in _ablation_variants(cfg, len(s.X_shadows),
+                                                         G.final_layer.in_channels):
         params = dict(base, **change)
         Z, extras = activations(params)
-        n = n_rows[proto]
-        pipe = make_flipad(G.final_layer, "tanh", anchor, fnr=FNRS[0], random_state=0,
+        n = len(s.training_set(n_shadows=n_sh)[0])
+        pipe = make_flipad(G.final_layer, "tanh", s.anchor, fnr=FNRS[0], random_state=0,
                            device="cpu", detector_params=ds,
                            **{k: v for k, v in params.items() if k != "tol"})
         feats, det = pipe[1:-1], pipe[-1]
@@ -796,33 +636,273 @@ def run_ablation(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, l
             F_tr = np.hstack([F_tr, (O_tr[:n] - mu) / sd])
             F_te = {k: np.hstack([v, (O_te[k] - mu) / sd]) for k, v in F_te.items()}
         det.fit(F_tr, y_tr[:n])
-        s_g = det.score_samples(F_te["G"])
-        res = {name: _evaluate(det, s_g, det.score_samples(F_te[name]))
-               for name in test if name != "G"}
-        row = {"variant": label, "protocol": proto}
-        for grp, names in (("real", ["real"]),
-                           ("unseen", [k for k in test if k not in ("G", "real")])):
-            for m in [f"acc@{f}" for f in FNRS] + ["auc"]:
-                row[f"{grp} {m}"] = float(np.mean([res[k][m] for k in names]))
+        res = {name: row for name, (_, row) in P.score_sources(det, F_te)[1].items()}
+        row = {"variant": label, "protocol": ("shadows" if n_sh is None else
+                                              "paper" if n_sh == 0 else f"{n_sh} shadow(s)")}
+        for grp, names in (("real", ["real"]), ("unseen", unseen)):
+            row.update({f"{grp} {m}": v for m, v in
+                        P.mean_rows([res[k] for k in names]).items()})
         rows.append(row)
         log(f"ablation: {label} done ({time.perf_counter() - t_start:.1f}s)")
-    os.makedirs(out_dir, exist_ok=True)
-    keys = list(rows[0])
-    with open(os.path.join(out_dir, "ablation.csv"), "w", newline="") as fh:
-        w = csv.DictWriter(fh, keys)
-        w.writeheader()
-        w.writerows(rows)
-    lines = [f"# FLIPAD ablation ({config}, G = {kind}-s{seed}, "
-             f"{(time.perf_counter() - t_start) / 60:.1f} min)", "",
-             "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    for r in rows:
-        lines.append("| " + " | ".join(f"{r[k]:.3f}" if isinstance(r[k], float) else str(r[k])
-                                       for k in keys) + " |")
-    md = "\n".join(lines) + "\n"
-    with open(os.path.join(out_dir, "ablation.md"), "w") as fh:
-        fh.write(md)
-    log(md)
+    P.write_csv(os.path.join(out_dir, "ablation.csv"), rows)
+    md = P.write_markdown(
+        os.path.join(out_dir, "ablation.md"),
+        f"FLIPAD ablation ({config}, G = {s.name}, {P.elapsed_min(t_start):.1f} min)",
+        P.markdown_table(rows, list(rows[0])), log=log)
     return rows, md
+
+
+# -------------------------------------------------------------- sample efficiency
+# FLIPAD at make_flipad's defaults against the baselines; deep_sad=None in
+# a full config: every Deep SAD at its defaults (FLIPADDetector())
+DISCRIMINATING_METHODS = ("FLIPAD", "FLIPAD+OCSVM", "RAWPAD", "DCTPAD")
+EFFICIENCY = {
+    "quick": dict(g_kinds=("dcgan",), g_seeds=(0,), n_gs=(40, 120), n_real=80, n_shadow=80,
+                  n_test=40),
+    "full": dict(g_kinds=("dcgan",), g_seeds=(0, 1, 2), n_gs=(100, 300, 1000),
+                 shadow_counts=(0, 2), n_real=400,
+                 n_shadow=400, n_test=100, validation_fraction=0.2, deep_sad=None),
+}
+EFFICIENCY_PERTURBATION = "jpeg q=90"
+
+
+def _group_means(results, groups):
+    """Per group of sources, the mean of each metric over its sources."""
+    out = {}
+    for name, (_, row) in results.items():
+        out.setdefault(groups[name], []).append(row)
+    return {g: P.mean_rows(rows) for g, rows in out.items()}
+
+
+def _inverted_sets(ctx, pool, sets):
+    """FLIPAD's activations of the training ``pool`` and of every test set of
+    ``sets`` (``{label: {source: images}}``), from one inversion."""
+    arrays = [pool] + [X for tests in sets.values() for X in tests.values()]
+    Z_pool, *Z = P.invert_all(M.inverter(ctx), arrays)
+    it = iter(Z)
+    return Z_pool, {label: {n: next(it) for n in tests} for label, tests in sets.items()}
+
+
+def run_efficiency(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, kinds=None,
+                   log=print):
+    """Sample efficiency: ``n`` training samples of G (the first ``n`` of the
+    same draw), 0 to all shadows, each method (FLIPAD and the baselines of
+    ``DISCRIMINATING_METHODS``, the detectors at their defaults in the full
+    config); test sources of the image part, clean and JPEG-compressed
+    (quality 90, every source, G's included; detectors trained on clean
+    images).  G: each seed of ``g_seeds`` (which also seeds the detectors)
+    of each kind of ``g_kinds``; ``kinds``: the zoo's
+    kinds (the other architectures; default: the config's).  Writes
+    ``efficiency.csv``, ``efficiency.md`` and ``efficiency.png``.
+    """
+    from flipad_sklearn import JPEGCompression
+
+    cfg = _config(config, EFFICIENCY, kinds=kinds)
+    cfg["n_g"] = max(cfg["n_gs"])
+    t_start = time.perf_counter()
+    zoo = P.load_zoo(cfg["zoo"], cache_dir, log)
+    real = P.real_pool(cfg["zoo"]["image_size"])
+    rows = []
+    for kind, seed in [(k, sd) for k in cfg["g_kinds"] for sd in cfg["g_seeds"]]:
+        s = _setup(cfg, zoo, real, kind, seed)
+        ctx = M.Context(s.G, s.anchor, cfg, random_state=seed)
+        pert = JPEGCompression(quality=90)
+        sets = {"clean": s.test, EFFICIENCY_PERTURBATION: {
+            n: _perturb(pert, X, k) for k, (n, X) in enumerate(s.test.items())}}
+        pool = s.training_set()[0]
+        Z_pool, Z_sets = _inverted_sets(ctx, pool, sets)
+        n_all, n_neg = len(s.X_g), len(s.X_real)
+        per_shadow = len(s.X_shadows[0]) if s.X_shadows else 0
+        for n in cfg["n_gs"]:
+            for n_sh in cfg.get("shadow_counts") or range(len(s.X_shadows) + 1):
+                X_tr, y_tr = s.training_set(n_g=n, n_shadows=n_sh)
+                rows_of_pool = np.r_[0:n, n_all:n_all + n_neg + n_sh * per_shadow]
+                for method in DISCRIMINATING_METHODS:
+                    key = dict(G=s.name, n_g=n, n_shadows=n_sh, method=method)
+                    if n_sh and method in UNSUPERVISED:   # the same detector as with none
+                        # (the smallest count of the config is 0)
+                        rows += [dict(r, n_shadows=n_sh) for r in rows if r["G"] == s.name
+                                 and r["n_g"] == n and r["n_shadows"] == 0
+                                 and r["method"] == method]
+                        continue
+                    on_z = M.REGISTRY[method].input == "features"
+                    est = _fit(M.build(method, ctx, inverted=True),
+                               Z_pool[rows_of_pool] if on_z else X_tr, y_tr)
+                    for label in sets:
+                        tests = Z_sets[label] if on_z else sets[label]
+                        groups = _group_means(P.score_sources(est, tests)[1], s.groups)
+                        rows += [dict(key, test=label, group=g, **m) for g, m in groups.items()]
+                log(f"efficiency: {s.name} n={n} shadows={n_sh} "
+                    f"({time.perf_counter() - t_start:.1f}s)")
+    P.write_csv(os.path.join(out_dir, "efficiency.csv"), rows)
+    md = _efficiency_markdown(rows, cfg, config, t_start, out_dir, log)
+    _efficiency_figure(rows, cfg, os.path.join(out_dir, "efficiency.png"))
+    return rows, md
+
+
+def _mean_std(values):
+    v = np.asarray(values, dtype=float)
+    if not len(v):
+        return "–"
+    return f"{v.mean():.3f}" if len(v) == 1 else f"{v.mean():.3f} ± {v.std():.3f}"
+
+
+def _efficiency_markdown(rows, cfg, config, t_start, out_dir, log):
+    cols = [("clean", "same-arch-unseen", "acc@0.005"), ("clean", "same-arch-unseen", "auc"),
+            ("clean", "other-arch", "acc@0.005"), ("clean", "other-arch", "auc"),
+            ("clean", "real", "acc@0.005"),
+            (EFFICIENCY_PERTURBATION, "same-arch-unseen", "acc@0.005"),
+            (EFFICIENCY_PERTURBATION, "same-arch-unseen", "auc")]
+    table = []
+    for key in dict.fromkeys((r["n_g"], r["n_shadows"], r["method"]) for r in rows):
+        line = {"n (G)": key[0], "shadows": key[1], "method": key[2]}
+        for test, group, m in cols:
+            line[f"{'' if test == 'clean' else test + ' '}{group} {m}"] = _mean_std(
+                [r[m] for r in rows if (r["n_g"], r["n_shadows"], r["method"]) == key
+                 and r["test"] == test and r["group"] == group])
+        table.append(line)
+    gs = ", ".join(f"{k}-s{sd}" for k in cfg["g_kinds"] for sd in cfg["g_seeds"])
+    return P.write_markdown(
+        os.path.join(out_dir, "efficiency.md"),
+        f"Sample efficiency ({config}, G = {gs}, {P.elapsed_min(t_start):.1f} min)",
+        [f"n samples of G for training ({cfg['validation_fraction']:.0%} of them held out "
+         f"for the thresholds), {cfg['n_real']} real images and 0 to all shadows "
+         f"({cfg['n_shadow']} samples in all) as labelled negatives; "
+         f"{cfg['n_test']} test samples per source; other-arch: mean over the "
+         f"other kinds; {EFFICIENCY_PERTURBATION}: every test image JPEG-compressed, "
+         "detectors trained on clean images.  Mean (± std over the G when there "
+         "are several).", ""] + P.markdown_table(table, list(table[0])), log=log)
+
+
+def _curve(rows, x_key, match, metric):
+    """``(x, mean, std)`` of ``metric`` over the rows matching ``match`` at each x."""
+    xs = sorted({r[x_key] for r in rows if all(r[k] == v for k, v in match.items())})
+    vals = [[r[metric] for r in rows if r[x_key] == x
+             and all(r[k] == v for k, v in match.items())] for x in xs]
+    return xs, [float(np.mean(v)) for v in vals], [float(np.std(v)) for v in vals]
+
+
+def _efficiency_figure(rows, cfg, path):
+    """Accuracy at fnr 0.005 against the unseen seed of G's kind, over n, one
+    panel per number of shadows (and one for the JPEG-compressed tests)."""
+    n_sh = sorted({r["n_shadows"] for r in rows})
+    curves = {}
+    for k in n_sh:
+        curves[f"{k} shadow(s): G vs same-arch-unseen"] = {
+            m: _curve(rows, "n_g", dict(method=m, n_shadows=k, test="clean",
+                                        group="same-arch-unseen"), "acc@0.005")
+            for m in DISCRIMINATING_METHODS}
+    curves[f"{n_sh[-1]} shadow(s), {EFFICIENCY_PERTURBATION} tests"] = {
+        m: _curve(rows, "n_g", dict(method=m, n_shadows=n_sh[-1],
+                                    test=EFFICIENCY_PERTURBATION, group="same-arch-unseen"),
+                  "acc@0.005") for m in DISCRIMINATING_METHODS}
+    P.plot_curves(path, curves, xlabel="training samples of G", ylabel="accuracy at fnr 0.005",
+                  title="Sample efficiency", xlog=True)
+
+
+# ------------------------------------------------- G's checkpoints and fine-tuned copies
+FINETUNE = {
+    "quick": dict(g_kinds=("dcgan",), checkpoint_epochs=(2, 3), finetune_steps=(0, 5, 20),
+                  warmup=10, n_g=120, n_real=80, n_shadow=80, n_test=40),
+    "full": dict(g_kinds=("dcgan",), checkpoint_epochs=(1, 2, 3, 4),
+                 finetune_steps=(0, 1, 3, 10, 100, 1000), warmup=100, n_g=500, n_real=200,
+                 n_shadow=200, n_test=100, validation_fraction=0.4, deep_sad=None),
+}
+DERIVED_DRAW = 1003     # another draw than G's test samples: k = 0 is G itself
+
+
+def run_finetune(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, kinds=None,
+                 log=print):
+    """The hardest others: G's own checkpoints from other epochs, and the
+    IP-theft question: copies of G fine-tuned for k steps on MNIST (a fresh
+    discriminator, :func:`train_zoo.finetune_generator`).
+
+    G: seed 0 of each kind of ``g_kinds``; detectors (``DISCRIMINATING_METHODS``)
+    trained once under the shadows protocol.  Per checkpoint: accuracy and
+    AUC of G against it (balanced) and the share of its samples attributed
+    to G; per fine-tuned copy: the share attributed to G at each fnr and the
+    AUC of G against it.  Writes ``finetune.csv``, ``finetune.md``,
+    ``finetune.png`` and ``checkpoints.png``.
+    """
+    from train_zoo import ensure_checkpoints, ensure_finetuned
+
+    cfg = _config(config, PERTURBATION_SIZES, FINETUNE, kinds=kinds)
+    z = cfg["zoo"]
+    t_start = time.perf_counter()
+    zoo = P.load_zoo(z, cache_dir, log)
+    real = P.real_pool(z["image_size"])
+    rows = []
+    for kind in cfg["g_kinds"]:
+        seed = z["seeds"][0]
+        e_g = z["epochs"][kind] if isinstance(z["epochs"], dict) else int(z["epochs"])
+        derived = {f"epoch {e}": ("checkpoint", e, G) for (_, _, e), G in ensure_checkpoints(
+            cache_dir, (kind,), (seed,), cfg["checkpoint_epochs"], n_train=z["n_train"],
+            image_size=z["image_size"], epochs=z["epochs"], log=log).items()}
+        derived.update({f"fine-tuned {k} steps": ("finetune", k, G) for k, G in ensure_finetuned(
+            cache_dir, kind, seed, cfg["finetune_steps"], n_train=z["n_train"],
+            image_size=z["image_size"], epochs=z["epochs"], warmup=cfg["warmup"],
+            log=log).items()})
+        s = _setup(cfg, zoo, real, kind, seed)
+        ctx = M.Context(s.G, s.anchor, cfg, random_state=0)
+        tests = dict(s.test, **{n: G.sample(cfg["n_test"], random_state=DERIVED_DRAW)
+                                for n, (_, _, G) in derived.items()})
+        X_tr, y_tr = s.training_set()
+        Z_tr, Z_sets = _inverted_sets(ctx, X_tr, {"all": tests})
+        for method in DISCRIMINATING_METHODS:
+            on_z = M.REGISTRY[method].input == "features"
+            est = _fit(M.build(method, ctx, inverted=True), Z_tr if on_z else X_tr, y_tr)
+            det = P.detector_of(est)
+            res = P.score_sources(est, Z_sets["all"] if on_z else tests)[1]
+            key = dict(G=s.name, g_epochs=e_g, method=method)
+            for g in dict.fromkeys(s.groups.values()):      # the image part's groups
+                names = [n for n in s.groups if s.groups[n] == g]
+                s_o = np.concatenate([res[n][0] for n in names])
+                rows.append(dict(key, family=g, x="-", other=g, **P.attribution_rate(det, s_o),
+                                 **P.mean_rows([res[n][1] for n in names])))
+            rows += [dict(key, family=derived[n][0], x=derived[n][1], other=n,
+                          **P.attribution_rate(det, res[n][0]), **res[n][1]) for n in derived]
+        log(f"finetune: {s.name} done ({time.perf_counter() - t_start:.1f}s)")
+    P.write_csv(os.path.join(out_dir, "finetune.csv"), rows)
+    keys = ["G", "method", "other", "attr@0.005", "attr@0.05", "acc@0.005", "auc"]
+    gs = ", ".join(f"{k}-s{z['seeds'][0]}" for k in cfg["g_kinds"])
+    md = P.write_markdown(
+        os.path.join(out_dir, "finetune.md"),
+        f"G's checkpoints and fine-tuned copies ({config}, G = {gs}, "
+        f"{P.elapsed_min(t_start):.1f} min)",
+        [f"Detectors trained under the shadows protocol ({cfg['n_g']} samples of G, "
+         f"{cfg['n_real']} real, {cfg['n_shadow']} shadow samples); {cfg['n_test']} test "
+         "samples per source.  attr@fnr: the share of the other source's samples "
+         "attributed to G (for a fine-tuned copy, what an owner chasing a stolen "
+         "model wants high; for other sources, low); acc: balanced accuracy of G "
+         "against it; auc: ROC AUC of G against it (0.5: indistinguishable).  "
+         f"G was trained for {', '.join(str(r) for r in sorted({r['g_epochs'] for r in rows}))} "
+         "epoch(s); 'epoch e': the same run stopped (or continued) at e; "
+         f"'fine-tuned k steps': a copy of G after k GAN steps on MNIST with a fresh "
+         f"discriminator ({cfg['warmup']} warm-up steps of the discriminator first).", "",
+         "## Standard sources and G's checkpoints", ""]
+        + P.markdown_table([r for r in rows if r["family"] != "finetune"], keys)
+        + ["", "## Fine-tuned copies of G", ""]
+        + P.markdown_table([r for r in rows if r["family"] == "finetune"], keys), log=log)
+    _finetune_figures(rows, out_dir)
+    return rows, md
+
+
+def _finetune_figures(rows, out_dir):
+    ft = {"fine-tuned copy attributed to G (fnr 0.005)": "attr@0.005",
+          "AUC of G against the fine-tuned copy": "auc"}
+    P.plot_curves(os.path.join(out_dir, "finetune.png"), {
+        title: {m: _curve(rows, "x", dict(method=m, family="finetune"), metric)
+                for m in DISCRIMINATING_METHODS} for title, metric in ft.items()},
+        xlabel="fine-tuning steps k", ylabel="", title="Fine-tuned copies of G", xlog=True)
+    ck = {"G vs its checkpoint: accuracy at fnr 0.005": "acc@0.005",
+          "G vs its checkpoint: AUC": "auc"}
+    P.plot_curves(os.path.join(out_dir, "checkpoints.png"), {
+        title: {m: _curve(rows, "x", dict(method=m, family="checkpoint"), metric)
+                for m in DISCRIMINATING_METHODS} for title, metric in ck.items()},
+        xlabel="epochs of the checkpoint", ylabel="", title="G's own checkpoints")
+
+
+PARTS = ("image", "tabular", "perturbations", "ablation", "efficiency", "finetune")
 
 
 def main(argv=None):
@@ -836,17 +916,17 @@ def main(argv=None):
                    help="seeds whose generators play G (default: all; --quick: 0)")
     p.add_argument("--no-figures", action="store_true")
     p.add_argument("--part", default="all",
-                   choices=("all", "image", "tabular", "perturbations", "ablation"))
+                   choices=("all",) + PARTS)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--parallel", action="store_true",
                    help="with --part all: run the image part in one process and the other "
-                        "three in a second one (two cores; the zoo is trained first)")
+                        "parts in a second one (two cores; the zoo is trained first)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.parallel and args.part == "all":
         return _run_parallel(args, argv)
     with warnings.catch_warnings():
-        # fnr=0.005 needs >= 199 held-out samples; --quick holds out 30 (max is used)
+        # fnr=0.005 needs >= 199 held-out samples; --quick holds out 10-30 (max is used)
         warnings.simplefilter("ignore", ThresholdWarning)
         config = "quick" if args.quick else "full"
         if args.part in ("all", "image"):
@@ -858,25 +938,23 @@ def main(argv=None):
             run_perturbations(config, args.out, args.cache_dir)
         if args.part in ("all", "ablation"):
             run_ablation(config, args.out, args.cache_dir)
+        if args.part in ("all", "efficiency"):
+            run_efficiency(config, args.out, args.cache_dir, args.kinds)
+        if args.part in ("all", "finetune"):
+            run_finetune(config, args.out, args.cache_dir, args.kinds)
     return 0
 
 
 def _run_parallel(args, argv):
-    """``--part all`` as two processes: ``image``, and ``tabular`` + ``perturbations``
-    + ``ablation`` one after the other."""
+    """``--part all`` as two processes: ``image``, and the other parts one after
+    the other."""
     import subprocess
 
     from train_zoo import ensure_tabular_zoo
 
     config = "quick" if args.quick else "full"
-    zcfg = dict(CONFIGS[config]["zoo"])
-    if args.kinds is not None:
-        zcfg["kinds"] = tuple(args.kinds)
-    if args.seeds is not None:
-        zcfg["seeds"] = tuple(args.seeds)
     # train what is missing once, here, so that the two processes only read the cache
-    ensure_image_zoo(args.cache_dir, zcfg["kinds"], zcfg["seeds"], n_train=zcfg["n_train"],
-                     image_size=zcfg["image_size"], epochs=zcfg["epochs"])
+    P.load_zoo(_config(config, kinds=args.kinds, seeds=args.seeds)["zoo"], args.cache_dir)
     tcfg = TABULAR_CONFIGS[config]
     ensure_tabular_zoo(args.cache_dir, tcfg["seeds"], epochs=tcfg["epochs"])
     base = [sys.executable, os.path.abspath(__file__)] + [
@@ -884,7 +962,7 @@ def _run_parallel(args, argv):
     t0 = time.perf_counter()
     image = subprocess.Popen(base + ["--part", "image"])
     rc = 0
-    for part in ("tabular", "perturbations", "ablation"):
+    for part in PARTS[1:]:
         rc |= subprocess.call(base + ["--part", part])
     rc |= image.wait()
     print(f"all parts: {(time.perf_counter() - t0) / 60:.1f} min (two processes)")

@@ -69,3 +69,99 @@ def test_quick_tabular_benchmark(tmp_path):
     assert {r["source"] for r in pairs} == {"real", "kl_wgan-s1", "gmm", "copula"}
     real = [r for r in pairs if r["method"] == "FLIPAD" and r["group"] == "real"]
     assert all(r["auc"] >= 0.9 and r["acc@0.005"] >= 0.8 for r in real)
+
+
+def _load_zoo_module():
+    import sys
+
+    sys.path.insert(0, os.path.dirname(BENCH))
+    import train_zoo
+
+    return train_zoo
+
+
+@pytest.fixture(scope="module")
+def quick_zoo(tmp_path_factory):
+    """One cache of the quick zoo for the tests of the new parts."""
+    return str(tmp_path_factory.mktemp("zoo"))
+
+
+def test_quick_efficiency(tmp_path, quick_zoo):
+    bench = _load_benchmark()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ThresholdWarning)
+        rows, md = bench.run_efficiency("quick", str(tmp_path), cache_dir=quick_zoo,
+                                        log=lambda *a: None)
+    cfg = bench.EFFICIENCY["quick"]
+    # n x (0, 1 shadow) x methods x (clean, jpeg) x 3 groups
+    assert len(rows) == len(cfg["n_gs"]) * 2 * len(bench.DISCRIMINATING_METHODS) * 2 * 3
+    for name in ("efficiency.csv", "efficiency.md", "efficiency.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    # the unsupervised OCSVM ignores the shadows: its rows are copies
+    oc = {(r["n_g"], r["n_shadows"], r["test"], r["group"]): r["auc"] for r in rows
+          if r["method"] == "FLIPAD+OCSVM"}
+    assert all(oc[n, 1, t, g] == oc[n, 0, t, g] for (n, _, t, g) in oc)
+    flipad = [r for r in rows if r["method"] == "FLIPAD" and r["n_g"] == max(cfg["n_gs"])
+              and r["n_shadows"] == 1 and r["test"] == "clean"]
+    assert min(r["auc"] for r in flipad) >= 0.8
+    assert "| 40 | 0 | FLIPAD |" in md
+
+
+def test_quick_finetune(tmp_path, quick_zoo):
+    bench = _load_benchmark()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ThresholdWarning)
+        rows, md = bench.run_finetune("quick", str(tmp_path), cache_dir=quick_zoo,
+                                      log=lambda *a: None)
+    cfg = bench.FINETUNE["quick"]
+    per_method = 3 + len(cfg["checkpoint_epochs"]) + len(cfg["finetune_steps"])
+    assert len(rows) == per_method * len(bench.DISCRIMINATING_METHODS)
+    for name in ("finetune.csv", "finetune.md", "finetune.png", "checkpoints.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    # 0 fine-tuning steps: G itself (another draw), attributed to G and
+    # indistinguishable from G's own test samples
+    zero = [r for r in rows if r["family"] == "finetune" and r["x"] == 0]
+    assert len(zero) == len(bench.DISCRIMINATING_METHODS)
+    for r in zero:
+        assert r["attr@0.05"] >= 0.75, r
+        assert 0.25 <= r["auc"] <= 0.75, r
+    assert "## Fine-tuned copies of G" in md
+
+
+def test_finetune_generator_zero_steps_is_g_and_deterministic(tmp_path):
+    import torch
+
+    tz = _load_zoo_module()
+    X = tz.mnist_train_images(64, 32)
+    G = tz.ensure_image_zoo(str(tmp_path), ("dcgan",), (0,), n_train=64, image_size=32,
+                            epochs=1, log=lambda *a: None)["dcgan", 0]
+    state = torch.random.get_rng_state()
+    copies = tz.finetune_generator(G, X, (0, 3), warmup=2, batch_size=16)
+    assert torch.equal(torch.random.get_rng_state(), state)   # global RNG untouched
+    x = G.sample(8, random_state=5)
+    np.testing.assert_array_equal(copies[0].sample(8, random_state=5), x)
+    assert np.abs(copies[3].sample(8, random_state=5) - x).max() > 1e-3
+    again = tz.finetune_generator(G, X, (3,), warmup=2, batch_size=16)
+    np.testing.assert_array_equal(again[3].sample(8, random_state=5),
+                                  copies[3].sample(8, random_state=5))
+    assert copies[3].info["finetune_steps"] == 3
+
+
+def test_checkpoints_must_be_on_the_trajectory(tmp_path):
+    from flipad_sklearn.generators import load_generator, save_generator
+
+    tz = _load_zoo_module()
+    kw = dict(n_train=128, image_size=32, epochs=2, log=lambda *a: None)
+    ck = tz.ensure_checkpoints(str(tmp_path), ("dcgan",), (0,), (1, 3), **kw)
+    full = load_generator(tz.image_checkpoint(str(tmp_path), "dcgan", 0, 32, 2, 128))
+    # one epoch = 2 batches of 64: a prefix of the 2-epoch run, the 3-epoch run continues it
+    assert len(full.history["d_loss"]) == 4
+    assert ck["dcgan", 0, 1].history["d_loss"] == full.history["d_loss"][:2]
+    assert ck["dcgan", 0, 3].history["d_loss"][:4] == full.history["d_loss"]
+    # a checkpoint of another run (here: a tampered history) is refused
+    path = tz.image_checkpoint(str(tmp_path), "dcgan", 0, 32, 1, 128)
+    G = load_generator(path)
+    G.history["d_loss"] = [v + 1e-3 for v in G.history["d_loss"]]
+    save_generator(G, path)
+    with pytest.raises(RuntimeError, match="not on the zoo generator's trajectory"):
+        tz.ensure_checkpoints(str(tmp_path), ("dcgan",), (0,), (1,), **kw)
