@@ -363,7 +363,8 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     def _choose_solver(self, op):
         """``(name, reason)`` of the solver for ``op``; a clear error if it cannot."""
         if self.solver == "auto":
-            return auto_solver(op, self._device())
+            shifted = bool(self.positive and np.any(self.anchor_ != 0))
+            return auto_solver(op, self._device(), shifted_bound=shifted)
         why = make_solver(self.solver).supports(op)
         if why is not None:
             raise ValueError(

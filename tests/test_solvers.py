@@ -250,3 +250,21 @@ def test_default_progress_stop_ends_near_basis_pursuit_layers():
     recon = inv.inverse_transform(z)
     assert np.abs(recon - x).max() <= 1e-2 * np.abs(x).max()
     assert np.median(0.5 * (inv._targets(x) ** 2).sum(axis=1) / inv.objective_) > 100
+
+
+def test_auto_takes_fista_for_a_linear_layer_with_a_shifted_bound():
+    """positive=True with a non-zero anchor gives d >= -anchor, which scikit-learn's
+    compiled coordinate descent cannot take (the Python loop is ~30x slower)."""
+    torch.manual_seed(0)
+    layer = nn.Linear(12, 3).double()
+    rng = np.random.default_rng(0)
+    x = layer(torch.tensor(np.maximum(rng.normal(size=(5, 12)), 0))).detach().numpy()
+    shifted = FinalLayerInverter(layer=layer, activation="identity", positive=True,
+                                 anchor=np.full(12, 0.3)).fit(x)
+    assert shifted.solver_ == "fista" and "shifted bound" in shifted.solver_reason_
+    for kw in (dict(positive=True), dict(anchor=np.full(12, 0.3))):
+        assert FinalLayerInverter(layer=layer, activation="identity", **kw).fit(x).solver_ == "cd"
+    ref = FinalLayerInverter(layer=layer, activation="identity", positive=True, solver="cvxpy",
+                             anchor=np.full(12, 0.3), alpha=1e-2).fit(x)
+    auto = shifted.set_params(alpha=1e-2, tol=1e-10, progress_tol=None).fit(x)
+    np.testing.assert_allclose(auto.transform(x), ref.transform(x), atol=1e-4)

@@ -334,7 +334,7 @@ def make_solver(name, *, continuation=True, rho=None):
     raise ValueError(f"Unknown solver {name!r}; use one of {SOLVERS}.")
 
 
-def auto_solver(op, device):
+def auto_solver(op, device, shifted_bound=False):
     """``(name, reason)``: the method ``solver="auto"`` uses for ``op`` on ``device``.
 
     The rule comes from ``benchmarks/bench_inversion.py``: on the generators'
@@ -345,10 +345,16 @@ def auto_solver(op, device):
     better-posed layers (the MNIST zoo's, 2 per output) FISTA certifies in a
     few dozen iterations where ADMM's first, small-penalty stage is still
     building up.  On Linear layers scikit-learn's compiled coordinate descent
-    is fastest on CPU.
+    is fastest on CPU, unless the problem has a shifted bound
+    (``shifted_bound``: ``positive=True`` with a non-zero anchor, so
+    ``d >= -anchor``), which it does not handle: the package's own coordinate
+    descent then loops in Python, and batched FISTA is far faster.
     """
     device = torch.device(device)
     if op.kind == "linear":
+        if shifted_bound:
+            return "fista", ("Linear layer with a shifted bound (positive=True, non-zero "
+                             "anchor): batched FISTA")
         if device.type == "cpu":
             return "cd", "Linear layer on CPU: compiled coordinate descent"
         return "fista", "Linear layer on CUDA: batched FISTA"
