@@ -6,7 +6,9 @@ all with the same small generator family (:class:`ImageGenerator`, ending in
 (:func:`train_gan`).  Tabular: a KL-WGAN-style MLP (noise 10 -> 300 -> 300 ->
 11, final ``nn.Linear``, no output activation; :func:`train_tabular_gan`), and
 two tabular generators of other families to attribute against
-(:class:`GaussianMixtureGenerator`, :class:`GaussianCopulaGenerator`).
+(:class:`GaussianMixtureGenerator`, :class:`GaussianCopulaGenerator`) and,
+with the optional ``sdv`` extra, the deep synthesisers TVAE, CTGAN and
+CopulaGAN (:class:`SDVSynthesizer`).
 
 Every generator offers ``sample(n, random_state)``, ``final_layer``,
 ``latent_shape`` and ``sample_activations(n, random_state)``, and is saved and
@@ -21,10 +23,11 @@ from ._common import load_generator, save_generator
 from ._image import GAN_KINDS, IMAGE_SIZES, ImageGenerator, train_gan
 from ._shadows import default_shadow_seeds, train_shadows
 from ._tabular import TabularGenerator, train_tabular_gan
+from ._sdv_others import SDV_KINDS, SDVSynthesizer
 from ._tabular_others import GaussianCopulaGenerator, GaussianMixtureGenerator
 
 __all__ = [
     "GAN_KINDS", "GaussianCopulaGenerator", "GaussianMixtureGenerator", "IMAGE_SIZES",
-    "ImageGenerator", "TabularGenerator", "default_shadow_seeds",
+    "ImageGenerator", "SDV_KINDS", "SDVSynthesizer", "TabularGenerator", "default_shadow_seeds",
     "load_generator", "save_generator", "train_gan", "train_shadows", "train_tabular_gan",
 ]
