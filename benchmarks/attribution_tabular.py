@@ -317,6 +317,9 @@ ABLATION_VARIANTS = (
     ("MLP (128, 64)", {}, {"hidden_sizes": (128, 64)}, {}),
     ("2x epochs", {}, {"n_epochs": 16}, {}),
     ("4x samples of G", {}, {}, {"n_g": 4000}),
+    ("alpha=1e-4, all channels", {"alpha": 1e-4, "n_channels": None}, {}, {}),
+    ("alpha=1e-4, all channels, 4x samples", {"alpha": 1e-4, "n_channels": None}, {},
+     {"n_g": 4000}),
 )
 
 
