@@ -34,15 +34,17 @@ Usage::
     python benchmarks/attribution_tabular.py --quick --out bench_out   # ~1 min
     python benchmarks/attribution_tabular.py --out bench_out           # full
     python benchmarks/attribution_tabular.py --ablation --out bench_out
+    python benchmarks/attribution_tabular.py --alpha-check --out bench_out
 
 Runtime on one CPU thread (2026-12-01): ``--quick`` 1.2 minutes (1-epoch
 KL-WGANs, 2-epoch SDV synthesisers, fitted and cached on the first run);
-full 7.2 minutes for ``G`` = seeds 0, 1, 2 (2 000 samples of ``G``, 500 real
+full 4.6 minutes for ``G`` = seeds 0, 1, 2 (2 000 samples of ``G``, 500 real
 + 500 TVAE (+ 500 shadow) negatives, 300 test rows per source, Deep SAD with
 the paper's MLP for 20 epochs), plus about 3.5 minutes once to fit the SDV
 synthesisers (100 epochs) and 1.5 minutes for the KL-WGAN zoo; the ablation
-8 minutes.  Results: ``docs/user_guide/benchmark.rst`` and
-``benchmarks/results/tabular_*``.
+8 minutes, ``--alpha-check`` 6 minutes.  Results: ``docs/user_guide/benchmark.rst`` and
+``benchmarks/results/tabular_*`` (``tabular_results_alpha1e-4.md``: the first full run, at
+``alpha = 1e-4``).
 """
 
 import argparse
