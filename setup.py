@@ -39,6 +39,8 @@ setup(
         "skops": ["skops>=0.10"],
         # Stable Diffusion and other diffusers models (docs/user_guide/diffusers.rst)
         "diffusers": ["diffusers>=0.25"],
+        # TVAE / CTGAN / CopulaGAN as "others" of the tabular benchmark (SDVSynthesizer)
+        "sdv": ["sdv>=1.10"],
         "docs": [
             "sphinx>=7",
             "numpydoc>=1.6",

@@ -6,7 +6,9 @@ all with the same small generator family (:class:`ImageGenerator`, ending in
 (:func:`train_gan`).  Tabular: a KL-WGAN-style MLP (noise 10 -> 300 -> 300 ->
 11, final ``nn.Linear``, no output activation; :func:`train_tabular_gan`), and
 two tabular generators of other families to attribute against
-(:class:`GaussianMixtureGenerator`, :class:`GaussianCopulaGenerator`).
+(:class:`GaussianMixtureGenerator`, :class:`GaussianCopulaGenerator`) and,
+with the optional ``sdv`` extra, the deep synthesisers TVAE, CTGAN and
+CopulaGAN (:class:`SDVSynthesizer`).
 :class:`StyleGANGenerator` (:func:`train_stylegan`) is a small StyleGAN2-like
 generator whose image adds an upsampled skip to a modulated toRGB output
 (inverted by :class:`~flipad_sklearn.SkipInverter`).
@@ -25,11 +27,12 @@ from ._image import GAN_KINDS, IMAGE_SIZES, ImageGenerator, train_gan
 from ._shadows import default_shadow_seeds, train_shadows
 from ._stylegan import StyleGANGenerator, train_stylegan
 from ._tabular import TabularGenerator, train_tabular_gan
+from ._sdv_others import SDV_KINDS, SDVSynthesizer
 from ._tabular_others import GaussianCopulaGenerator, GaussianMixtureGenerator
 
 __all__ = [
     "GAN_KINDS", "GaussianCopulaGenerator", "GaussianMixtureGenerator", "IMAGE_SIZES",
-    "ImageGenerator", "StyleGANGenerator", "TabularGenerator", "default_shadow_seeds",
-    "load_generator", "save_generator", "train_gan", "train_shadows", "train_stylegan",
-    "train_tabular_gan",
+    "ImageGenerator", "SDV_KINDS", "SDVSynthesizer", "StyleGANGenerator", "TabularGenerator",
+    "default_shadow_seeds", "load_generator", "save_generator", "train_gan", "train_shadows",
+    "train_stylegan", "train_tabular_gan",
 ]
