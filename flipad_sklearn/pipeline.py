@@ -121,7 +121,8 @@ def make_flipad(layer, activation="tanh", anchor="zeros", *, alpha=5e-4,
 #: Defaults of :func:`make_flipad_tabular`, chosen by the tabular benchmark's
 #: ablation (``benchmarks/attribution_tabular.py --ablation`` and ``--alpha-check``):
 #: every unit and alpha = 1e-5 beat the paper's top 100 of 300 units at alpha = 1e-3.
-TABULAR_RECIPE = dict(alpha=1e-5, positive=True, n_channels=None, solver="fista", tol=1e-5,
+#: ``solver="auto"`` runs FISTA here (positive=True with a non-zero anchor).
+TABULAR_RECIPE = dict(alpha=1e-5, positive=True, n_channels=None, solver="auto", tol=1e-5,
                       max_iter=300, scale=True)
 #: The FLIPAD paper's tabular Deep SAD network.
 TABULAR_DETECTOR = dict(network="mlp", hidden_sizes=(512, 1024, 512, 256, 128), rep_dim=32,

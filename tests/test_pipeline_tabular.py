@@ -53,4 +53,5 @@ def test_attributes_rows_of_g():
         Z = pipe["inv"].transform(X_g[200:])
         s = pipe.score_samples(np.concatenate([X_g[200:], X_h[100:]]))
     assert Z.min() >= -1e-6      # positive=True: a ReLU layer's activations
+    assert pipe["inv"].solver_ == "fista"    # auto: a shifted bound rules out sklearn's cd
     assert roc_auc_score(np.r_[np.ones(100), np.zeros(50)], s) > 0.8
