@@ -50,7 +50,9 @@ def make_flipad(layer, activation="tanh", anchor="zeros", *, alpha=5e-4,
         Channels kept by :class:`~flipad_sklearn.ChannelSelector` (fitted on
         ``y``); None keeps all.
     detector : None, {"iforest", "ocsvm", "lof"} or estimator, default=None
-        None: :class:`~flipad_sklearn.FLIPADDetector` (Deep SAD, MLP).
+        None: :class:`~flipad_sklearn.FLIPADDetector` (Deep SAD, MLP, with its
+        default one-class SVM guard; ``detector_params={"one_class": None}``
+        gives the paper's Deep SAD alone).
         A string or an estimator with ``score_samples``: wrapped in
         :class:`~flipad_sklearn.ConformalDetector` (fitted on G's samples only).
     fnr : float, default=0.005

@@ -15,6 +15,7 @@ from conftest import make_activations
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import roc_auc_score
+from sklearn.svm import OneClassSVM
 from torch import nn
 
 from flipad_sklearn import FLIPADDetector, ThresholdWarning
@@ -24,8 +25,9 @@ pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
+# one_class=None: these tests are about Deep SAD itself (the guard is tested below)
 FAST = dict(hidden_sizes=(16,), rep_dim=8, n_epochs=5, batch_size=64, fnr=0.05,
-            device="cpu", random_state=0)
+            device="cpu", random_state=0, one_class=None)
 
 
 def gaussian(n, d=6, shift=0.0, seed=0):
@@ -260,6 +262,75 @@ def test_fnr_holds_on_fresh_samples():
         assert np.mean(p <= 0.2) < 0.2 + 0.035
     assert np.mean(rates) <= 0.05 + 0.016
     assert np.mean(rates) >= 0.05 - 0.016  # not needlessly conservative
+    assert all(0.02 < r < 0.085 for r in rates)
+
+
+# ------------------------------------------------- one-class guard (the default)
+def _directions(n, d=8, direction=None, shift=6.0, seed=0):
+    X = np.random.default_rng(seed).normal(size=(n, d))
+    if direction is not None:
+        X[:, direction] += shift
+    return X
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_guard_rejects_a_direction_the_negatives_do_not_show(seed):
+    """Labelled negatives along e0 teach Deep SAD e0 only; an anomaly along e1 is
+    accepted by Deep SAD alone (the old default) and rejected with the guard."""
+    X = np.r_[_directions(400, seed=1), _directions(200, direction=0, seed=2)]
+    y = np.r_[np.ones(400), -np.ones(200)]
+    params = dict(FAST, hidden_sizes=(32,), n_epochs=10, random_state=seed)
+    G, seen, new = (_directions(300, seed=3), _directions(300, direction=0, seed=4),
+                    _directions(300, direction=1, seed=5))
+    rejected = {}
+    for one_class in (None, "ocsvm"):
+        det = FLIPADDetector(**dict(params, one_class=one_class)).fit(X, y)
+        rejected[one_class] = [np.mean(det.predict(Z) == -1) for Z in (G, seen, new)]
+    (g_old, seen_old, new_old), (g_new, seen_new, new_new) = rejected[None], rejected["ocsvm"]
+    assert seen_old > 0.95 and seen_new > 0.95       # the direction it was shown
+    assert new_old < 0.6                              # Deep SAD alone: about chance
+    assert new_new > 0.95                             # the guard rejects it
+    assert g_new < 0.05 + 0.04                        # G's own samples: fnr = 0.05
+
+
+def test_guard_attributes_and_score():
+    X = np.r_[_directions(300, seed=1), _directions(100, direction=0, seed=2)]
+    y = np.r_[np.ones(300), -np.ones(100)]
+    det = FLIPADDetector(**dict(FAST, one_class="ocsvm")).fit(X, y)
+    assert FLIPADDetector().one_class == "ocsvm"      # the default
+    assert isinstance(det.one_class_, OneClassSVM) and det.score_scale_.shape == (2, 2)
+    # the guard sees G's training samples only: 300 - 60 held out - 20% for the scales
+    assert det.one_class_.shape_fit_[0] == 240 - 48
+    Xn = _directions(50, seed=3)
+    (l0, s0), (l1, s1) = det.score_scale_
+    deep = (-np.log(det._distances(Xn)) - l0) / s0
+    guard = (np.log(det.one_class_.score_samples(Xn)) - l1) / s1
+    np.testing.assert_allclose(det.score_samples(Xn), np.minimum(deep, guard), rtol=1e-12)
+    np.testing.assert_array_equal(det.predict(Xn),
+                                  np.where(det.score_samples(Xn) >= det.offset_, 1, -1))
+    alone = FLIPADDetector(**dict(FAST, one_class=None)).fit(X, y)
+    assert alone.one_class_ is None and alone.score_scale_ is None
+    np.testing.assert_array_equal(alone.score_samples(Xn), -alone._distances(Xn))
+    again = pickle.loads(pickle.dumps(det))
+    np.testing.assert_array_equal(again.score_samples(Xn), det.score_samples(Xn))
+
+
+def test_guard_fits_on_at_most_max_samples():
+    from flipad_sklearn.deepsad.detector import ONE_CLASS_MAX_SAMPLES
+    X = gaussian(3200, d=3)
+    det = FLIPADDetector(**dict(FAST, n_epochs=1, batch_size=256, one_class="ocsvm")).fit(X)
+    assert det.one_class_.shape_fit_[0] == ONE_CLASS_MAX_SAMPLES == 2000
+
+
+def test_guard_keeps_the_fnr_on_fresh_samples():
+    """As test_fnr_holds_on_fresh_samples, for the combined score (same bounds)."""
+    rates = []
+    for seed in range(3):
+        det = FLIPADDetector(**dict(FAST, fnr=0.05, validation_fraction=0.5,
+                                    random_state=seed, one_class="ocsvm")).fit(
+            gaussian(1600, seed=seed))
+        rates.append(np.mean(det.predict(gaussian(20000, seed=100 + seed)) == -1))
+    assert 0.05 - 0.016 <= np.mean(rates) <= 0.05 + 0.016
     assert all(0.02 < r < 0.085 for r in rates)
 
 

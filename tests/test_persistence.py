@@ -112,7 +112,8 @@ def test_file_holds_no_pickle(fitted, tmp_path):
     assert classes == {"sklearn.pipeline.Pipeline", "flipad_sklearn.FinalLayerInverter",
                        "flipad_sklearn.ActivationPooling", "flipad_sklearn.ChannelSelector",
                        "flipad_sklearn.GeneratorStandardScaler",
-                       "flipad_sklearn.FLIPADDetector"}
+                       "flipad_sklearn.FLIPADDetector",
+                       "sklearn.svm.OneClassSVM"}   # the detector's one-class guard
 
 
 def test_malicious_pickle_is_never_run(tmp_path):
