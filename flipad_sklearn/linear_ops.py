@@ -403,6 +403,11 @@ class ChannelsLastOperator:
         """``(B, n_inputs)`` in ``(C, H, W)`` order -> ``(H, W, C)`` order."""
         return self._to_nhwc(d, self.input_shape)
 
+    def inputs_nchw(self, d):
+        """``(H, W, C)``-ordered flat inputs as a ``(B, C, H, W)`` view (no copy)."""
+        c, h, w = self.input_shape
+        return d.reshape(-1, h, w, c).permute(0, 3, 1, 2)
+
     def from_native_inputs(self, d):
         return self._from_nhwc(d, self.input_shape)
 
@@ -436,13 +441,16 @@ class ChannelsLastOperator:
             lambda: self.base.weight.to(device, dtype).contiguous(
                 memory_format=torch.channels_last))
 
-    def matvec(self, z):
-        c, h, w = self.input_shape
-        x = z.reshape(-1, h, w, c).permute(0, 3, 1, 2)      # a channels-last NCHW view
+    def forward_nchw(self, x):
+        """``W x`` for a ``(B, C, H, W)`` batch (any memory layout), as ``(B, C_out, Ho, Wo)``.
+
+        The result is a channels-last tensor; :meth:`matvec` is this on the
+        ``(H, W, C)``-ordered flat vectors.
+        """
+        x = x.contiguous(memory_format=torch.channels_last)
         if not self._phase:
-            out = self.base.forward4d(x, self._cl_weight(z.device, z.dtype))
-            return out.permute(0, 2, 3, 1).reshape(z.shape[0], -1)
-        ker = self._phase_weight(z.device, z.dtype)
+            return self.base.forward4d(x, self._cl_weight(x.device, x.dtype))
+        ker = self._phase_weight(x.device, x.dtype)
         qh, qw = ker.shape[2:]
         u = F.conv2d(x, ker, padding=(qh - 1, qw - 1))     # all phases, uncropped
         B, _, nh, nw = u.shape
@@ -454,13 +462,22 @@ class ChannelsLastOperator:
         if extra_h > 0 or extra_w > 0:
             # output_padding rows/columns that no input reaches
             full = F.pad(full, (0, 0, 0, max(extra_w, 0), 0, max(extra_h, 0)))
-        return full[:, ph:ph + ho, pw:pw + wo].reshape(B, -1)
+        return full[:, ph:ph + ho, pw:pw + wo].permute(0, 3, 1, 2)
+
+    def adjoint_nchw(self, r):
+        """``Wᵀ r`` for ``(B, C_out, Ho, Wo)`` outputs (any layout), as ``(B, C, H, W)``."""
+        r = r.contiguous(memory_format=torch.channels_last)
+        return self.base.adjoint4d(r, self._cl_weight(r.device, r.dtype))
+
+    def matvec(self, z):
+        c, h, w = self.input_shape
+        x = z.reshape(-1, h, w, c).permute(0, 3, 1, 2)      # a channels-last NCHW view
+        return self.forward_nchw(x).permute(0, 2, 3, 1).reshape(z.shape[0], -1)
 
     def rmatvec(self, r):
         c, h, w = self.output_shape
         x = r.reshape(-1, h, w, c).permute(0, 3, 1, 2)
-        out = self.base.adjoint4d(x, self._cl_weight(r.device, r.dtype))
-        return out.permute(0, 2, 3, 1).reshape(r.shape[0], -1)
+        return self.adjoint_nchw(x).permute(0, 2, 3, 1).reshape(r.shape[0], -1)
 
 
 def infer_input_shape(layer, output_shape):

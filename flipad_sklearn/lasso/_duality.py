@@ -46,7 +46,8 @@ def ray_dual_value(theta, WT_theta, y, penalty):
 
     ``c`` maximises the quadratic part ``c <y, theta> - c^2 ||theta||^2 / 2``
     and is clipped into the feasible interval of ``penalty``
-    (:meth:`~.penalty.L1Penalty.feasible_scale`).  With ``theta`` the residual
+    (:meth:`~.penalty.L1Penalty.feasible_scale`).  ``WT_theta`` is ``(B, ...)``
+    in any float dtype (float32 from the fast checks); the value is float64.  With ``theta`` the residual
     at the optimum, ``c = 1`` and the gap closes.
     """
     yr = (y * theta).sum(dim=1)
@@ -59,7 +60,8 @@ def ray_dual_value(theta, WT_theta, y, penalty):
         c = torch.clamp(c.clamp(min=0.0), max=cmax)
     value = c * yr - 0.5 * c * c * rr
     if penalty.lower is not None:
-        value = value - penalty.conjugate(c[:, None] * WT_theta)
+        scale = c.to(WT_theta.dtype).reshape((-1,) + (1,) * (WT_theta.ndim - 1))
+        value = value - penalty.conjugate(scale * WT_theta)
     return value
 
 

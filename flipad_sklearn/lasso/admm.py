@@ -42,8 +42,6 @@ boundaries using the alternating direction method of multipliers", IEEE
 Trans. Image Processing 22(8), 2013 (boundary-aware ADMM for deconvolution).
 """
 
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -311,7 +309,6 @@ def admm_steps(op, y, penalty, lipschitz, cert, *, d0=None, rho=None, relax=DEFA
     res = get_resolvent(op, rho, device, dtype)
     emb = res.emb
     H, Wd = emb.in_hw
-    K = op.n_inputs
 
     # The state lives on the extended periodic grid (see CirculantEmbedding.ext),
     # channels-last on CPU, where oneDNN's small convolutions are faster.
@@ -323,25 +320,17 @@ def admm_steps(op, y, penalty, lipschitz, cert, *, d0=None, rho=None, relax=DEFA
         out[0, :, :H, :Wd] = t
         return emb.extend(out).contiguous(memory_format=fmt)
 
-    # thresholds: +inf on the padding keeps it at zero
-    inf_pad = grid(torch.ones((emb.cin, H, Wd), dtype=dtype, device=device)) == 0
-
-    def thresholds(rho):
-        t = torch.full(inf_pad.shape, alpha / rho, dtype=dtype, device=device)
-        t[inf_pad] = math.inf
-        t = t.contiguous(memory_format=fmt)
-        return t, -t
-
-    thresh, neg_thresh = thresholds(rho)
     low = None
     if penalty.lower is not None:
         low = grid(penalty.lower.to(device, dtype).reshape(emb.cin, H, Wd))
 
-    def prox(w):
-        x = w - torch.clamp(w, neg_thresh, thresh)
+    def prox(w, rho, out):
+        # into a kept buffer (a fresh large tensor per step page-faults); the
+        # padding stays at zero
+        torch._C._nn.softshrink(w, alpha / rho, out=out)
         if low is not None:
-            x = torch.maximum(x, low)
-        return x
+            torch.maximum(out, low, out=out)
+        return emb.zero_padding_(out)
 
     if d0 is None:
         w = torch.zeros((B, emb.cin) + emb.N, dtype=dtype, device=device)
@@ -353,6 +342,7 @@ def admm_steps(op, y, penalty, lipschitz, cert, *, d0=None, rho=None, relax=DEFA
         x0 = emb.embed(d0.to(dtype).reshape(B, emb.cin, H, Wd))
         w = x0 + torch.sign(x0) * (alpha / rho)
     w = emb.extend(w).contiguous(memory_format=fmt)
+    x, refl = torch.empty_like(w), torch.empty_like(w)
     # resolvent(v) = v + (c0 - Tᴴ z) / rho with c0 = Tᴴ y_ph, so the update
     # w + relax (resolvent(2x - w) - x) is lerp(w, x, relax) + Tᴴ (relax/rho) (y_ph - z)
     y_ph = emb.observe(y.to(dtype).reshape((B,) + op.output_shape))
@@ -363,9 +353,9 @@ def admm_steps(op, y, penalty, lipschitz, cert, *, d0=None, rho=None, relax=DEFA
 
     n_iter = 0
     while True:
-        x = prox(w)
+        x = prox(w, rho, x)
         if n_iter % check_every == 0 or n_iter >= max_iter:
-            d = emb.interior(x).reshape(-1, K)
+            d = emb.interior(x)                           # a view: no copy
             done = cert.check(n_iter, d, final=n_iter >= max_iter)
             if callback is not None:
                 callback(n_iter, int((~done).sum()))
@@ -374,6 +364,7 @@ def admm_steps(op, y, penalty, lipschitz, cert, *, d0=None, rho=None, relax=DEFA
             if done.any():
                 keep = cert.drop(done)
                 w, x, y_ph, t0 = w[keep], x[keep], y_ph[keep], t0[keep]
+                refl = torch.empty_like(w)
         if stage_end is not None and n_iter >= stage_end:
             # next rho: keep x and the dual rho (w - x)
             stage += 1
@@ -382,12 +373,11 @@ def admm_steps(op, y, penalty, lipschitz, cert, *, d0=None, rho=None, relax=DEFA
             rho = new_rho
             stage_end = None if n_stage is None else stage_end + n_stage
             res = get_resolvent(op, rho, device, dtype)
-            thresh, neg_thresh = thresholds(rho)
             wa = (res.wa * (relax / rho)).contiguous(memory_format=fmt)
-            x = prox(w)
+            x = prox(w, rho, x)
         # one over-relaxed Douglas-Rachford step
-        tb = torch.add(t0, emb.T_ext(torch.lerp(w, x, 2.0), wf), alpha=rho)
+        tb = torch.add(t0, emb.T_ext(torch.lerp(w, x, 2.0, out=refl), wf), alpha=rho)
         z = res.phase_solve(tb.contiguous())
-        w = torch.lerp(w, x, relax).add_(emb.TH_ext(y_ph - z, wa))
+        w.lerp_(x, relax).add_(emb.TH_ext(y_ph - z, wa))
         n_iter += 1
     return n_iter

@@ -64,19 +64,28 @@ class Certificate:
         Products in float32 for the checks along the way (float64 convolutions
         cost up to ~100 float32 ones on CPU).  A sample's reported primal
         value and gap are then recomputed in float64 when it stops, and a
-        sample that looked certified but is not goes on.
+        sample that looked certified but is not goes on.  The checks then
+        take the iterate as it is (float32, flat or ``(B, C, H, W)`` in any
+        memory layout) and keep the best iterates in float32: the iterations
+        are float32, so nothing is lost, and no large float64 copy is made.
+    exact : object or None
+        The float64 products of the reported certificates (``matvec``,
+        ``rmatvec``; default ``op``), e.g.
+        :class:`~.spectral.SpectralProducts`.
     """
 
     def __init__(self, op, y, penalty, *, tol, progress_tol=None, patience=2,
-                 n_extrapolation=5, stall_checks=None, d0=None, fast=None):
+                 n_extrapolation=5, stall_checks=None, d0=None, fast=None, exact=None):
         self.op, self.penalty = op, penalty
+        self.exact = op if exact is None else exact
         self.y = y.to(torch.float64)
         B, dev = y.shape[0], y.device
+        store = torch.float64 if fast is None else torch.float32
         self.tol, self.progress_tol, self.patience = tol, progress_tol, patience
         self.n_extrapolation, self.stall_checks = n_extrapolation, stall_checks
         self.scale = gap_scale(self.y)
-        self.d = (torch.zeros((B, op.n_inputs), dtype=torch.float64, device=dev)
-                  if d0 is None else d0.to(dev, torch.float64).clone())
+        self.d = (torch.zeros((B, op.n_inputs), dtype=store, device=dev)
+                  if d0 is None else d0.to(dev, store).clone())
         self.primal = torch.full((B,), math.inf, dtype=torch.float64, device=dev)
         self.gap = torch.full((B,), math.inf, dtype=torch.float64, device=dev)
         self.n_iter = torch.zeros(B, dtype=torch.int64, device=dev)
@@ -104,12 +113,14 @@ class Certificate:
         (all of them when ``final``); their results are final.
         """
         idx, pen = self.idx, self.penalty
-        d64 = d.to(torch.float64)
         y = self.y[idx]
-        mv, rmv = (self.op.matvec, self.op.rmatvec) if self.fast is None else \
-            (self.fast.matvec, self.fast.rmatvec)
-        r = y - mv(d64)
-        primal = 0.5 * (r * r).sum(dim=1) + pen.value(d64)
+        if self.fast is None:
+            d = d.reshape(d.shape[0], -1).to(torch.float64)
+            mv, rmv = self.exact.matvec, self.exact.rmatvec
+        else:
+            mv, rmv = self.fast.matvec, self.fast.rmatvec
+        r = y - mv(d)
+        primal = 0.5 * (r * r).sum(dim=1) + pen.value(d)
         dual = ray_dual_value(r, rmv(r), y, pen)
         theta = r
         cands = list(duals)
@@ -130,7 +141,13 @@ class Certificate:
 
         old = self.primal[idx]
         better = primal < old
-        self.d[idx] = torch.where(better[:, None], d64, self.d[idx])
+        if bool(better.any()):
+            # rows only: a full where() over the batch would copy it three times
+            flat = d.reshape(d.shape[0], -1)
+            if bool(better.all()):
+                self.d[idx] = flat.to(self.d.dtype)
+            else:
+                self.d[idx[better]] = flat[better].to(self.d.dtype)
         best = torch.minimum(primal, old)
         self.primal[idx] = best
         gap = (best - best_dual).clamp(min=0.0)
@@ -177,12 +194,16 @@ class Certificate:
         """
         rows = torch.nonzero(done)[:, 0]
         idx = self.idx[rows]
-        y, d = self.y[idx], self.d[idx]
-        r = y - self.op.matvec(d)
+        y, d = self.y[idx], self.d[idx].to(torch.float64)
+        r = y - self.exact.matvec(d)
         primal = 0.5 * (r * r).sum(dim=1) + self.penalty.value(d)
-        dual = ray_dual_value(r, self.op.rmatvec(r), y, self.penalty)
-        if self._theta is not None:
-            dual = torch.maximum(dual, self._safe_dual(self._theta[rows], y, self.op.rmatvec))
+        # the best dual candidate of the last (float32) check, exact in float64;
+        # the residual of the best iterate only when that candidate fails (one
+        # float64 product less: on CPU they cost tens of float32 iterations)
+        dual = self._safe_dual(self._theta[rows], y, self.exact.rmatvec)
+        bad = ~torch.isfinite(dual)
+        if bool(bad.any()):
+            dual[bad] = ray_dual_value(r[bad], self.exact.rmatvec(r[bad]), y[bad], self.penalty)
         gap = (primal - dual).clamp(min=0.0)
         self.primal[idx], self.gap[idx] = primal, gap
         self.best_dual[idx] = dual
@@ -196,7 +217,7 @@ class Certificate:
 
     def _safe_dual(self, theta, y, rmatvec=None):
         """Dual value of a candidate (rows with non-finite entries give -inf)."""
-        rmatvec = self.op.rmatvec if rmatvec is None else rmatvec
+        rmatvec = self.exact.rmatvec if rmatvec is None else rmatvec
         ok = torch.isfinite(theta).all(dim=1)
         out = torch.full((theta.shape[0],), -math.inf, dtype=torch.float64, device=theta.device)
         if bool(ok.any()):
@@ -214,25 +235,35 @@ class Certificate:
         return keep
 
     def results(self):
-        """``(d, primal, gap, n_iter, reason)`` of every row."""
-        return self.d, self.primal, self.gap, self.n_iter, self.reason
+        """``(d, primal, gap, n_iter, reason)`` of every row (``d`` in float64)."""
+        return self.d.to(torch.float64), self.primal, self.gap, self.n_iter, self.reason
 
 
 class FastProducts:
-    """float32 products of an operator on plain-layout float64 vectors.
+    """float32 products of an operator for the checks of float32 iterations.
 
-    ``matvec``/``rmatvec`` take and return float64 tensors; inside they run
-    in float32 on ``view`` (e.g. a channels-last view with ``plain_matvec``)
-    or on the operator itself.
+    ``matvec`` takes the iterate flat ``(B, n_inputs)`` or as ``(B, C, H, W)``
+    (in any memory layout, any float dtype) and returns ``W d`` flat in
+    float64; ``rmatvec`` takes float64 ``(B, n_outputs)`` and returns ``Wᵀ r``
+    in float32 (``(B, C, H, W)`` for conv layers): only its maximum and, with
+    a bound, a sum are used, and a float64 copy of it would cost more than
+    the product.  Convolutions run on ``view`` (a
+    :class:`~flipad_sklearn.linear_ops.ChannelsLastOperator`) if given.
     """
 
     def __init__(self, op, view=None):
         self.op, self.view = op, view
 
     def matvec(self, d):
-        f = self.op.matvec if self.view is None else self.view.plain_matvec
-        return f(d.to(torch.float32)).to(torch.float64)
+        B = d.shape[0]
+        if self.view is None:
+            out = self.op.matvec(d.reshape(B, -1).to(torch.float32))
+        else:
+            out = self.view.forward_nchw(d.to(torch.float32).reshape((B,) + self.op.input_shape))
+        return out.reshape(B, -1).to(torch.float64)
 
     def rmatvec(self, r):
-        f = self.op.rmatvec if self.view is None else self.view.plain_rmatvec
-        return f(r.to(torch.float32)).to(torch.float64)
+        r = r.to(torch.float32)
+        if self.view is None:
+            return self.op.rmatvec(r)
+        return self.view.adjoint_nchw(r.reshape((r.shape[0],) + self.op.output_shape))

@@ -45,6 +45,7 @@ class PeriodicEmbedding:
         self._weights = {}
         self._solves = {}          # per-frequency inverses, keyed by the solver
         self._gram = None
+        self._pad_index = {}
 
     # ------------------------------------------------------------ layouts
     def embed(self, d):
@@ -63,6 +64,30 @@ class PeriodicEmbedding:
         (oh, ow), (H, W) = self.offset, self.in_hw
         mask[:, :, oh:oh + H, ow:ow + W] = True
         return mask
+
+    def zero_padding_(self, x):
+        """Zero, in place, the padding of an extended-grid batch ``x``; returns it.
+
+        The activation grid is a rectangle, so the padding (and its wrapped
+        copies) is a set of whole rows and columns: two small index fills
+        instead of a full pass with a mask.
+        """
+        key = str(x.device)
+        idx = self._pad_index.get(key)
+        if idx is None:
+            free = self.extend(self.free_mask().to(torch.float64))[0, 0] > 0
+            rows, cols = free.any(1), free.any(0)
+            if not torch.equal(free, rows[:, None] & cols[None, :]):
+                raise AssertionError("the activation grid is not a rectangle")
+            idx = (torch.nonzero(~rows)[:, 0].to(x.device),
+                   torch.nonzero(~cols)[:, 0].to(x.device))
+            self._pad_index[key] = idx
+        rows, cols = idx
+        if rows.numel():
+            x.index_fill_(2, rows, 0.0)
+        if cols.numel():
+            x.index_fill_(3, cols, 0.0)
+        return x
 
     def observed_mask(self, device=None):
         """Float ``(1, m, Nh, Nw)``: 1 where ``S`` observes ``T``'s output, else 0."""
@@ -123,7 +148,7 @@ class PeriodicEmbedding:
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_weights"], state["_solves"] = {}, {}
+        state["_weights"], state["_solves"], state["_pad_index"] = {}, {}, {}
         return state
 
 

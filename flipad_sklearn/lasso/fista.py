@@ -33,7 +33,6 @@ def fista_steps(op, y, penalty, lipschitz, cert, *, view=None, d0=None, max_iter
     """
     work = op if view is None else view
     to_w = (lambda t: t) if view is None else view.to_native_inputs
-    from_w = (lambda t: t) if view is None else view.from_native_inputs
     L = float(lipschitz)
     if L <= 0:
         L = 1.0                      # W = 0: the solution is the prox of 0
@@ -55,7 +54,8 @@ def fista_steps(op, y, penalty, lipschitz, cert, *, view=None, d0=None, max_iter
     n_iter = 0
     while True:
         if n_iter % check_every == 0 or n_iter >= max_iter:
-            done = cert.check(n_iter, from_w(d), final=n_iter >= max_iter)
+            done = cert.check(n_iter, d if view is None else view.inputs_nchw(d),
+                              final=n_iter >= max_iter)
             if callback is not None:
                 callback(n_iter, int((~done).sum()))
             if n_iter >= max_iter or bool(done.all()):

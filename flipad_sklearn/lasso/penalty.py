@@ -39,8 +39,12 @@ class L1Penalty:
         return low
 
     def value(self, d):
-        """``alpha ||d||_1`` per row (the bound is assumed satisfied)."""
-        return self.alpha * d.abs().sum(dim=1)
+        """``alpha ||d||_1`` per row, float64 (the bound is assumed satisfied).
+
+        ``d`` is ``(B, ...)``; a reduction without a temporary of its size.
+        """
+        dims = tuple(range(1, d.ndim))
+        return self.alpha * torch.linalg.vector_norm(d, 1, dim=dims).to(torch.float64)
 
     def prox(self, u, step, lower=None):
         """``prox_{step g}(u)``: shrink by ``alpha * step``, then clamp on the bound.
@@ -56,18 +60,19 @@ class L1Penalty:
 
     def feasible_scale(self, s):
         """Largest ``c >= 0`` per row with ``c * s`` dual feasible (``|s| <= alpha``, or ``s <= alpha``)."""
+        dims = tuple(range(1, s.ndim))
         if self.lower is None:
-            smax = s.abs().amax(dim=1)
+            smax = torch.linalg.vector_norm(s, float("inf"), dim=dims)
         else:
-            smax = s.amax(dim=1).clamp(min=0.0)
-        return self.alpha / smax.clamp(min=_TINY)
+            smax = s.amax(dim=dims).clamp(min=0.0)
+        return self.alpha / smax.to(torch.float64).clamp(min=_TINY)
 
     def conjugate(self, s):
-        """``sum_j g_j*(s_j)`` per row for dual feasible ``s`` (0 without a bound)."""
+        """``sum_j g_j*(s_j)`` per row for dual feasible ``s`` (0 without a bound), float64."""
         if self.lower is None:
-            return torch.zeros(s.shape[0], dtype=s.dtype, device=s.device)
-        low = self.lower_as(s)
+            return torch.zeros(s.shape[0], dtype=torch.float64, device=s.device)
+        low = self.lower_as(s).reshape(s.shape[1:])
         lp = low.clamp(min=0.0)
         a = s * low - self.alpha * low.abs()
         b = s * lp - self.alpha * lp
-        return torch.maximum(a, b).sum(dim=1)
+        return torch.maximum(a, b).sum(dim=tuple(range(1, s.ndim)), dtype=torch.float64)

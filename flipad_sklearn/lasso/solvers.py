@@ -25,6 +25,7 @@ from .cd import coordinate_descent
 from .fista import fista_steps
 from .penalty import L1Penalty
 from .reference import MAX_DENSE_VARIABLES, solve_cvxpy, solve_scipy
+from .spectral import exact_products
 from .split_admm import split_admm
 
 #: Relative gap below which float32 iterations stall; tighter tolerances
@@ -307,10 +308,12 @@ def _continue(solver, problem, cert, rows, max_iter, dtype, callback):
     sub = Certificate(problem.op, problem.y[rows], problem.penalty, tol=cert.tol,
                       progress_tol=cert.progress_tol, patience=cert.patience,
                       n_extrapolation=cert.n_extrapolation, d0=cert.d[rows],
-                      fast=cert.fast if dtype == torch.float32 else None)
+                      fast=cert.fast if dtype == torch.float32 else None, exact=cert.exact)
     sub.best_dual[:] = cert.best_dual[rows]          # dual bounds stay valid
     sub.primal[:] = cert.primal[rows]
     solver.run(sub_problem, sub, d0=cert.d[rows], max_iter=left, dtype=dtype, callback=callback)
+    if sub.d.dtype != cert.d.dtype:
+        cert.d = cert.d.to(torch.float64)            # float64 iterates are kept as they are
     cert.d[rows], cert.primal[rows], cert.gap[rows] = sub.d, sub.primal, sub.gap
     cert.best_dual[rows] = sub.best_dual
     cert.n_iter[rows] = used + sub.n_iter
@@ -410,7 +413,7 @@ def solve_batch(op, Y, alpha, *, solver="fista", lower=None, tol=1e-4, max_iter=
     L = op.lipschitz() if lipschitz is None else lipschitz
     problem = LassoProblem(op, y, penalty, L)
     cert = Certificate(op, y, penalty, tol=tol, progress_tol=progress_tol,
-                       fast=fast_products(op, device, dtype))
+                       fast=fast_products(op, device, dtype), exact=exact_products(op, device))
     with torch.no_grad():
         strategy.run(problem, cert, d0=None, max_iter=max_iter, dtype=dtype,
                      callback=callback)

@@ -109,7 +109,6 @@ def split_admm(op, y, penalty, lipschitz, cert, *, d0=None, rho_u=None, gamma=No
     wf, wa = wf.contiguous(memory_format=fmt), wa.contiguous(memory_format=fmt)
     N, m, f = emb.N, emb.m, emb.N[0] * emb.Nw2
 
-    free = emb.extend(emb.free_mask(device).to(dtype))
     low = penalty.lower_as(y.to(dtype))
     if low is not None:
         low = emb.extend(emb.embed(low.reshape((1,) + op.input_shape)))
@@ -120,11 +119,16 @@ def split_admm(op, y, penalty, lipschitz, cert, *, d0=None, rho_u=None, gamma=No
         G, gram = _spectral_inverse(emb, rho_v / rho_u, device, dtype)
         return rho_u, rho_v, G, gram, n
 
-    def prox(w, thresh):
-        out = torch.nn.functional.softshrink(w, thresh) if thresh > 0 else w
+    def prox(w, thresh, out):
+        # into a kept buffer: a fresh large tensor per step page-faults, which
+        # costs several times the operation itself on CPU
+        if thresh > 0:
+            torch._C._nn.softshrink(w, thresh, out=out)
+        else:
+            out.copy_(w)
         if low is not None:
-            out = torch.maximum(out, low)
-        return out * free
+            torch.maximum(out, low, out=out)
+        return emb.zero_padding_(out)
 
     stage = 0
     rho_u, rho_v, G, gram, stage_end = setup(0)
@@ -133,8 +137,13 @@ def split_admm(op, y, penalty, lipschitz, cert, *, d0=None, rho_u=None, gamma=No
         v = torch.zeros((B, emb.cin) + N, dtype=dtype, device=device)
     else:
         v = emb.embed(d0.to(device, dtype).reshape((B,) + op.input_shape))
-    v = prox(emb.extend(v), 0.0).contiguous(memory_format=fmt)
-    b = torch.zeros_like(v)
+    w = emb.extend(v).contiguous(memory_format=fmt)
+    v = prox(w, 0.0, torch.empty_like(w))
+    w.copy_(v)
+    # Douglas-Rachford form: the one large state is w = x_r + b (x_r the relaxed
+    # x-update, b the scaled multiplier of v = x), with v = prox(w) and b = w - v;
+    # each step then makes five passes over it less than with v and b apart
+    refl = torch.empty_like(w)
     y_img = y.to(dtype).reshape((B,) + op.output_shape)
     y_obs = emb.observe(y_img)
     mask = emb.observed_mask(device).to(dtype)
@@ -151,7 +160,7 @@ def split_admm(op, y, penalty, lipschitz, cert, *, d0=None, rho_u=None, gamma=No
     n_iter = 0
     while True:
         if n_iter % check_every == 0 or n_iter >= max_iter:
-            d = emb.interior_ext(v).reshape(v.shape[0], -1)
+            d = emb.interior_ext(v)                       # a view: no copy
             theta = emb.crop(y_obs - u).reshape(v.shape[0], -1).to(torch.float64)
             done = cert.check(n_iter, d, duals=(theta,), final=n_iter >= max_iter)
             if callback is not None:
@@ -160,28 +169,29 @@ def split_admm(op, y, penalty, lipschitz, cert, *, d0=None, rho_u=None, gamma=No
                 break
             if done.any():
                 keep = cert.drop(done)
-                v, b, u, a, y_obs = v[keep], b[keep], u[keep], a[keep], y_obs[keep]
+                v, w, u, a, y_obs = v[keep], w[keep], u[keep], a[keep], y_obs[keep]
+                refl = torch.empty_like(w)
         if stage_end is not None and n_iter >= stage_end:
             # next stage: keep v and the unscaled multipliers rho * (a, b)
             old_u, old_v = rho_u, rho_v
             stage += 1
             rho_u, rho_v, G, gram, n_stage = setup(stage)
-            a, b = a * (old_u / rho_u), b * (old_v / rho_v)
+            a = a * (old_u / rho_u)
+            torch.lerp(v, w, old_v / rho_v, out=w)       # b -> b * old_v / rho_v
             stage_end = None if n_stage is None else stage_end + n_stage
         n = v.shape[0]
-        vb = v - b
         ua = u - a
-        rhs = spec(emb.T_ext(vb, wf)) * rho_v + (spec(ua) @ gram.mT) * rho_u
+        # v - b = 2 v - w
+        rhs = spec(emb.T_ext(torch.lerp(w, v, 2.0, out=refl), wf)) * rho_v + (spec(ua) @ gram.mT) * rho_u
         q = unspec(rhs @ G.mT, n)
-        # x = vb + Tᴴ(rho_u ua - q) / rho_v and T x = q / rho_u; with the
-        # relaxed x_r = v + relax (x - v), the next v is prox(x_r + b) and the
-        # next b is (x_r + b) - v: only w = x_r + b is needed
+        # x = (v - b) + Tᴴ(rho_u ua - q) / rho_v and T x = q / rho_u; with the
+        # relaxed x_r = v + relax (x - v), the next w = x_r + b is
+        # lerp(w, v, relax) + relax Tᴴ(rho_u ua - q) / rho_v
         th = emb.TH_ext((ua * rho_u - q) * (relax / rho_v), wa)
-        w = torch.add(v, b, alpha=1.0 - relax).add_(th)
+        w = w.lerp_(v, relax).add_(th)
         Tx = torch.lerp(u, q / rho_u, relax)
         u = (y_obs + rho_u * (Tx + a)) / (mask + rho_u)
         a = a + Tx - u
-        v = prox(w, penalty.alpha / rho_v)
-        b = w.sub_(v)
+        v = prox(w, penalty.alpha / rho_v, out=v)
         n_iter += 1
     return n_iter

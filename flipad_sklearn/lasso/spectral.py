@@ -1,0 +1,109 @@
+"""Exact float64 products of a convolutional layer through FFTs.
+
+The certificate needs ``W d`` and ``Wᵀ r`` in float64.  On CPU torch has no
+oneDNN kernel for float64 convolutions: its fallback (im2col) is 20 to 50
+times slower than the float32 kernel, and on the large final layers the few
+float64 products of a solve (checks and the final certificate) cost as much
+as a hundred float32 iterations.  With the layer written as ``W = S T E``
+(:mod:`.embedding`), the same products are an FFT of the ``C_in`` input
+channels, one ``m x C_in`` complex matrix per frequency and an inverse FFT
+of the ``m`` output channels (or the reverse for ``Wᵀ``), all in float64:
+the result equals the direct convolution to rounding (``~1e-15``
+relative), so the certificate stays a float64 bound.
+"""
+
+import torch
+
+from .embedding import periodic_embedding
+
+#: Largest kernel spectrum (``f x m x C_in`` complex128) kept per operator, in
+#: bytes; larger layers keep the direct float64 convolution.
+SPECTRAL_MAX_BYTES = 2 ** 30
+#: Samples per FFT chunk (bounds the transient spectra).
+_SAMPLES_PER_CHUNK = 8
+
+
+def spectrum_bytes(op):
+    """Bytes of the kernel spectrum :class:`SpectralProducts` keeps for ``op``."""
+    emb = periodic_embedding(op)
+    return emb.N[0] * emb.Nw2 * emb.m * emb.cin * 16
+
+
+class SpectralProducts:
+    """``W d`` and ``Wᵀ r`` of a conv operator in float64, by FFT (CPU).
+
+    Same interface as the operator for the certificate (``n_inputs``,
+    ``matvec``, ``rmatvec`` on flat float64 batches in the plain layout).
+
+    Parameters
+    ----------
+    op : LayerOperator
+        A ``conv2d`` or ``conv_transpose2d`` operator (any stride, padding,
+        dilation, groups).
+    """
+
+    def __init__(self, op):
+        self.op = op
+        self.emb = emb = periodic_embedding(op)
+        self.n_inputs, self.n_outputs = op.n_inputs, op.n_outputs
+        self.kind = op.kind
+        f = emb.N[0] * emb.Nw2
+        spec = torch.empty((f, emb.m, emb.cin), dtype=torch.complex128)
+        for start in range(0, emb.cin, 16):
+            stop = min(start + 16, emb.cin)
+            ker = torch.fft.rfft2(emb._kernel_grid(start, stop))      # (m, c, Nh, Nw2)
+            spec[:, :, start:stop] = ker.permute(2, 3, 0, 1).reshape(f, emb.m, stop - start)
+        self.spectrum = spec                       # T = irfft(spectrum @ rfft(.))
+        self.spectrum_h = spec.mH.contiguous()
+
+    def _apply(self, x, mat, n_out):
+        """Per-frequency ``mat @ rfft2(x)`` back to the grid: ``(B, c, N) -> (B, n_out, N)``."""
+        emb = self.emb
+        B, c = x.shape[:2]
+        xh = torch.fft.rfft2(x).permute(2, 3, 1, 0).reshape(-1, c, B)
+        uh = (mat @ xh).reshape(emb.N[0], emb.Nw2, n_out, B).permute(3, 2, 0, 1)
+        return torch.fft.irfft2(uh, s=emb.N)
+
+    def matvec(self, d):
+        """``W d`` for ``d`` of shape ``(B, n_inputs)`` (float64)."""
+        emb, B = self.emb, d.shape[0]
+        out = []
+        for s in range(0, B, _SAMPLES_PER_CHUNK):
+            x = emb.embed(d[s:s + _SAMPLES_PER_CHUNK].reshape((-1,) + self.op.input_shape))
+            u = self._apply(x.to(torch.float64), self.spectrum, emb.m)
+            out.append(emb.crop(u).reshape(x.shape[0], -1))
+        return torch.cat(out) if len(out) > 1 else out[0]
+
+    def rmatvec(self, r):
+        """``Wᵀ r`` for ``r`` of shape ``(B, n_outputs)`` (float64)."""
+        emb, B = self.emb, r.shape[0]
+        out = []
+        for s in range(0, B, _SAMPLES_PER_CHUNK):
+            u = emb.observe(r[s:s + _SAMPLES_PER_CHUNK].reshape((-1,) + self.op.output_shape))
+            x = self._apply(u.to(torch.float64), self.spectrum_h, emb.cin)
+            out.append(emb.interior(x).reshape(u.shape[0], -1))
+        return torch.cat(out) if len(out) > 1 else out[0]
+
+    def __repr__(self):
+        return f"SpectralProducts({self.kind})"
+
+
+def exact_products(op, device):
+    """The float64 products a certificate should use for ``op`` on ``device``.
+
+    :class:`SpectralProducts` (cached on the operator) for a stride-1 Conv2d
+    with a kernel larger than 1x1 on CPU, whose kernel spectrum fits in
+    ``SPECTRAL_MAX_BYTES``: there torch's float64 fallback unfolds
+    ``C_in * kh * kw`` values per output pixel, and the FFTs win (the
+    LSGAN and SD decoder layers of ``benchmarks/bench_inversion.py``).  A
+    transposed convolution unfolds only its few output channels, so the
+    direct product stays faster; CUDA has fast float64 convolutions.
+    """
+    if op.kind != "conv2d" or torch.device(device).type != "cpu":
+        return op
+    kw = op.conv_kwargs
+    if tuple(kw["stride"]) != (1, 1) or tuple(op.weight.shape[2:]) == (1, 1):
+        return op
+    if spectrum_bytes(op) > SPECTRAL_MAX_BYTES:
+        return op
+    return op.cached("spectral_products", lambda: SpectralProducts(op))
