@@ -54,6 +54,24 @@ def _spectral_inverse(emb, c, device, dtype):
     return hit
 
 
+def _step_matrix(emb, rho_u, rho_v, device, dtype):
+    """``[rho_v G_k, rho_u G_k F_k F_kᴴ]`` as ``(m, 2m, f)``: the FFT part of one step.
+
+    ``q_k = M_k [X1_k; X2_k]`` with ``X1 = T(v - b)`` and ``X2 = u - a`` in the
+    frequency domain; laid out so that it applies to the ``(B, m, f)``
+    spectra as they come from ``rfft2`` (a permuted copy for a batched
+    matrix product costs more than the product itself).
+    """
+    G, gram = _spectral_inverse(emb, rho_v / rho_u, device, dtype)
+    key = ("split_admm_step", float(rho_u), float(rho_v), str(device), G.dtype)
+    hit = emb._solves.get(key)
+    if hit is None:
+        M = torch.cat([rho_v * G, rho_u * (G @ gram)], dim=2)      # (f, m, 2m)
+        hit = M.permute(1, 2, 0).contiguous()
+        emb._solves[key] = hit
+    return hit
+
+
 def _stages(rho_u, gamma, stages):
     if stages is not None:
         out = [(float(r), float(g), None if n is None else int(n)) for r, g, n in stages]
@@ -116,8 +134,7 @@ def split_admm(op, y, penalty, lipschitz, cert, *, d0=None, rho_u=None, gamma=No
     def setup(stage):
         rho_u, gamma, n = plan[stage]
         rho_v = gamma * L * rho_u
-        G, gram = _spectral_inverse(emb, rho_v / rho_u, device, dtype)
-        return rho_u, rho_v, G, gram, n
+        return rho_u, rho_v, _step_matrix(emb, rho_u, rho_v, device, dtype), n
 
     def prox(w, thresh, out):
         # into a kept buffer: a fresh large tensor per step page-faults, which
@@ -131,7 +148,7 @@ def split_admm(op, y, penalty, lipschitz, cert, *, d0=None, rho_u=None, gamma=No
         return emb.zero_padding_(out)
 
     stage = 0
-    rho_u, rho_v, G, gram, stage_end = setup(0)
+    rho_u, rho_v, M, stage_end = setup(0)
 
     if d0 is None:
         v = torch.zeros((B, emb.cin) + N, dtype=dtype, device=device)
@@ -151,11 +168,7 @@ def split_admm(op, y, penalty, lipschitz, cert, *, d0=None, rho_u=None, gamma=No
     a = torch.zeros_like(u)
 
     def spec(t):
-        return torch.fft.rfft2(t).permute(2, 3, 0, 1).reshape(f, -1, m)
-
-    def unspec(t, n):
-        t = t.reshape(N[0], emb.Nw2, n, m).permute(2, 3, 0, 1)
-        return torch.fft.irfft2(t, s=N)
+        return torch.fft.rfft2(t).reshape(t.shape[0], m, f)
 
     n_iter = 0
     while True:
@@ -175,15 +188,16 @@ def split_admm(op, y, penalty, lipschitz, cert, *, d0=None, rho_u=None, gamma=No
             # next stage: keep v and the unscaled multipliers rho * (a, b)
             old_u, old_v = rho_u, rho_v
             stage += 1
-            rho_u, rho_v, G, gram, n_stage = setup(stage)
+            rho_u, rho_v, M, n_stage = setup(stage)
             a = a * (old_u / rho_u)
             torch.lerp(v, w, old_v / rho_v, out=w)       # b -> b * old_v / rho_v
             stage_end = None if n_stage is None else stage_end + n_stage
         n = v.shape[0]
         ua = u - a
-        # v - b = 2 v - w
-        rhs = spec(emb.T_ext(torch.lerp(w, v, 2.0, out=refl), wf)) * rho_v + (spec(ua) @ gram.mT) * rho_u
-        q = unspec(rhs @ G.mT, n)
+        # q = G (rho_v T(v - b) + rho_u F Fᴴ (u - a)) per frequency; v - b = 2 v - w
+        X = torch.cat([spec(emb.T_ext(torch.lerp(w, v, 2.0, out=refl), wf)), spec(ua)], 1)
+        qh = (M.unsqueeze(0) * X.unsqueeze(1)).sum(2)
+        q = torch.fft.irfft2(qh.reshape((n, m, N[0], emb.Nw2)), s=N)
         # x = (v - b) + Tᴴ(rho_u ua - q) / rho_v and T x = q / rho_u; with the
         # relaxed x_r = v + relax (x - v), the next w = x_r + b is
         # lerp(w, v, relax) + relax Tᴴ(rho_u ua - q) / rho_v
