@@ -42,6 +42,8 @@ boundaries using the alternating direction method of multipliers", IEEE
 Trans. Image Processing 22(8), 2013 (boundary-aware ADMM for deconvolution).
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -320,17 +322,29 @@ def admm_steps(op, y, penalty, lipschitz, cert, *, d0=None, rho=None, relax=DEFA
         out[0, :, :H, :Wd] = t
         return emb.extend(out).contiguous(memory_format=fmt)
 
+    # thresholds: +inf on the padding keeps it at zero (on these small grids one
+    # clamp against a threshold array beats index fills of the padding)
+    inf_pad = grid(torch.ones((emb.cin, H, Wd), dtype=dtype, device=device)) == 0
+
+    def thresholds(rho):
+        t = torch.full(inf_pad.shape, alpha / rho, dtype=dtype, device=device)
+        t[inf_pad] = math.inf
+        t = t.contiguous(memory_format=fmt)
+        return t, -t
+
+    thresh, neg_thresh = thresholds(rho)
     low = None
     if penalty.lower is not None:
         low = grid(penalty.lower.to(device, dtype).reshape(emb.cin, H, Wd))
 
-    def prox(w, rho, out):
-        # into a kept buffer (a fresh large tensor per step page-faults); the
-        # padding stays at zero
-        torch._C._nn.softshrink(w, alpha / rho, out=out)
+    def prox(w, out):
+        # w - clamp(w, -t, t), into a kept buffer (a fresh large tensor per
+        # step page-faults)
+        torch.clamp(w, neg_thresh, thresh, out=out)
+        torch.sub(w, out, out=out)
         if low is not None:
             torch.maximum(out, low, out=out)
-        return emb.zero_padding_(out)
+        return out
 
     if d0 is None:
         w = torch.zeros((B, emb.cin) + emb.N, dtype=dtype, device=device)
@@ -351,12 +365,16 @@ def admm_steps(op, y, penalty, lipschitz, cert, *, d0=None, rho=None, relax=DEFA
     wa = (res.wa * (relax / rho)).contiguous(memory_format=fmt)
     stage, stage_end = 0, stages[0][1]
 
-    n_iter = 0
+    n_iter, resid = 0, None
     while True:
-        x = prox(w, rho, x)
+        x = prox(w, x)
         if n_iter % check_every == 0 or n_iter >= max_iter:
             d = emb.interior(x)                           # a view: no copy
-            done = cert.check(n_iter, d, final=n_iter >= max_iter)
+            # the resolvent's residual y - W d~ = S (y_ph - z) is a dual candidate
+            # (its limit is the optimal dual point)
+            duals = () if resid is None else \
+                (emb.crop(resid).reshape(resid.shape[0], -1).to(torch.float64),)
+            done = cert.check(n_iter, d, duals=duals, final=n_iter >= max_iter)
             if callback is not None:
                 callback(n_iter, int((~done).sum()))
             if n_iter >= max_iter or bool(done.all()):
@@ -364,6 +382,7 @@ def admm_steps(op, y, penalty, lipschitz, cert, *, d0=None, rho=None, relax=DEFA
             if done.any():
                 keep = cert.drop(done)
                 w, x, y_ph, t0 = w[keep], x[keep], y_ph[keep], t0[keep]
+                resid = None if resid is None else resid[keep]
                 refl = torch.empty_like(w)
         if stage_end is not None and n_iter >= stage_end:
             # next rho: keep x and the dual rho (w - x)
@@ -373,11 +392,12 @@ def admm_steps(op, y, penalty, lipschitz, cert, *, d0=None, rho=None, relax=DEFA
             rho = new_rho
             stage_end = None if n_stage is None else stage_end + n_stage
             res = get_resolvent(op, rho, device, dtype)
+            thresh, neg_thresh = thresholds(rho)
             wa = (res.wa * (relax / rho)).contiguous(memory_format=fmt)
-            x = prox(w, rho, x)
+            x = prox(w, x)
         # one over-relaxed Douglas-Rachford step
         tb = torch.add(t0, emb.T_ext(torch.lerp(w, x, 2.0, out=refl), wf), alpha=rho)
-        z = res.phase_solve(tb.contiguous())
-        w.lerp_(x, relax).add_(emb.TH_ext(y_ph - z, wa))
+        resid = y_ph - res.phase_solve(tb.contiguous())
+        w.lerp_(x, relax).add_(emb.TH_ext(resid, wa))
         n_iter += 1
     return n_iter

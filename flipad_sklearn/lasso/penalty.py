@@ -62,7 +62,7 @@ class L1Penalty:
         """Largest ``c >= 0`` per row with ``c * s`` dual feasible (``|s| <= alpha``, or ``s <= alpha``)."""
         dims = tuple(range(1, s.ndim))
         if self.lower is None:
-            smax = torch.linalg.vector_norm(s, float("inf"), dim=dims)
+            smax = s.abs().amax(dim=dims)          # (vector_norm's inf is ~3x slower)
         else:
             smax = s.amax(dim=dims).clamp(min=0.0)
         return self.alpha / smax.to(torch.float64).clamp(min=_TINY)
