@@ -1,0 +1,120 @@
+"""The cheap parts of a solve: float32 checks, FFT float64 products, padding fills.
+
+Each must give the same answer as the slow path it replaces: products equal
+to the layer, a zeroed padding equal to the mask, and certificates that
+still bound the suboptimality against cvxpy.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.exceptions import ConvergenceWarning
+from torch import nn
+
+from flipad_sklearn import FinalLayerInverter
+from flipad_sklearn.lasso import Certificate, L1Penalty
+from flipad_sklearn.lasso import spectral
+from flipad_sklearn.lasso.certificate import FastProducts
+from flipad_sklearn.lasso.embedding import periodic_embedding
+from flipad_sklearn.lasso.spectral import SpectralProducts, exact_products
+from flipad_sklearn.linear_ops import ChannelsLastOperator, LayerOperator
+
+from test_solvers import CONV_LAYERS, _outputs
+
+
+def _op(name, seed=0):
+    torch.manual_seed(seed)
+    factory, shape = CONV_LAYERS[name]
+    return LayerOperator.from_layer(factory().double(), shape), shape
+
+
+@pytest.mark.parametrize("name", sorted(CONV_LAYERS))
+def test_spectral_products_equal_the_layer(name):
+    """W d and Wᵀ r by FFT equal the direct float64 convolutions to rounding."""
+    op, _ = _op(name)
+    sp = SpectralProducts(op)
+    gen = torch.Generator().manual_seed(1)
+    # more samples than one FFT chunk, so the chunking is exercised
+    n = spectral._SAMPLES_PER_CHUNK + 3
+    d = torch.randn((n, op.n_inputs), generator=gen, dtype=torch.float64)
+    r = torch.randn((n, op.n_outputs), generator=gen, dtype=torch.float64)
+    ref_mv, ref_rmv = op.matvec(d), op.rmatvec(r)
+    assert sp.matvec(d).shape == ref_mv.shape and sp.rmatvec(r).shape == ref_rmv.shape
+    assert float((sp.matvec(d) - ref_mv).abs().max()) <= 1e-12 * float(ref_mv.abs().max())
+    assert float((sp.rmatvec(r) - ref_rmv).abs().max()) <= 1e-12 * float(ref_rmv.abs().max())
+
+
+def test_exact_products_takes_the_fft_only_where_it_wins(monkeypatch):
+    cpu = torch.device("cpu")
+    conv3 = LayerOperator.from_layer(nn.Conv2d(8, 3, 3, padding=1), (8, 6, 6))
+    assert isinstance(exact_products(conv3, cpu), SpectralProducts)
+    assert exact_products(conv3, cpu) is exact_products(conv3, cpu)          # cached
+    for other in (LayerOperator.from_layer(nn.Conv2d(8, 3, 1), (8, 6, 6)),
+                  LayerOperator.from_layer(nn.Conv2d(8, 3, 3, stride=2), (8, 7, 7)),
+                  LayerOperator.from_layer(nn.ConvTranspose2d(8, 3, 4, 2, 1), (8, 4, 4)),
+                  LayerOperator.from_layer(nn.Linear(5, 3), (5,))):
+        assert exact_products(other, cpu) is other
+    monkeypatch.setattr(spectral, "SPECTRAL_MAX_BYTES", 1000)
+    big = LayerOperator.from_layer(nn.Conv2d(8, 3, 3, padding=1), (8, 6, 6))
+    assert exact_products(big, cpu) is big
+
+
+@pytest.mark.parametrize("name", sorted(CONV_LAYERS))
+def test_zero_padding_is_the_free_mask(name):
+    op, _ = _op(name)
+    emb = periodic_embedding(op)
+    gen = torch.Generator().manual_seed(2)
+    x = emb.extend(torch.randn((2, emb.cin) + emb.N, generator=gen, dtype=torch.float64))
+    x = x.contiguous(memory_format=torch.channels_last)
+    want = x * emb.extend(emb.free_mask().to(torch.float64))
+    got = emb.zero_padding_(x.clone(memory_format=torch.channels_last))
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("positive", [False, True])
+def test_float32_check_on_a_channels_last_view_equals_the_float64_check(positive):
+    """The fast check takes a strided (B, C, H, W) view: same values as float64 on flat."""
+    op, shape = _op("conv_s1")
+    gen = torch.Generator().manual_seed(3)
+    y = torch.randn((3, op.n_outputs), generator=gen, dtype=torch.float64)
+    lower = -torch.full((op.n_inputs,), 0.2, dtype=torch.float64) if positive else None
+    pen = L1Penalty(1e-2, lower)
+    big = torch.rand((3, shape[0], shape[1] + 2, shape[2] + 3), generator=gen)
+    big = big.contiguous(memory_format=torch.channels_last)
+    view = big[:, :, 1:1 + shape[1], 2:2 + shape[2]]             # not contiguous
+    assert not view.is_contiguous()
+    fast = Certificate(op, y, pen, tol=1e-12,
+                       fast=FastProducts(op, ChannelsLastOperator(op)))
+    slow = Certificate(op, y, pen, tol=1e-12)
+    fast.check(5, view)
+    slow.check(5, view.reshape(3, -1).double())
+    np.testing.assert_allclose(fast.primal, slow.primal, rtol=1e-6)
+    np.testing.assert_allclose(fast.best_dual, slow.best_dual, rtol=1e-5)
+    assert fast.d.dtype == torch.float32                        # best iterates kept in float32
+    np.testing.assert_array_equal(fast.results()[0], slow.results()[0])
+    assert fast.results()[0].dtype == torch.float64
+
+
+@pytest.mark.parametrize("positive", [False, True])
+@pytest.mark.parametrize("name,solver", [("conv_s1", "split_admm"), ("convT_s2", "admm"),
+                                         ("conv_s2", "fista"), ("convT_groups_op", "split_admm")])
+def test_default_float32_certificate_bounds_the_suboptimality(name, solver, positive):
+    """Float32 iterations, float32 checks, exact float64 finish: a valid bound vs cvxpy."""
+    torch.manual_seed(0)
+    factory, shape = CONV_LAYERS[name]
+    layer = factory().double()
+    x = _outputs(layer, shape, n=4)
+    common = dict(layer=layer, alpha=1e-2, activation_shape=shape, positive=positive,
+                  anchor=np.full(shape, 0.2))
+    ref = FinalLayerInverter(solver="cvxpy", **common).fit(x)
+    ref.transform(x)
+    inv = FinalLayerInverter(solver=solver, tol=1e-4, max_iter=60, **common).fit(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        inv.transform(x)
+    excess = inv.objective_ - ref.objective_
+    assert np.all(np.isfinite(inv.duality_gap_))
+    assert np.all(inv.duality_gap_ >= excess - 1e-9 * np.abs(ref.objective_))
+    assert np.all(excess >= -1e-9 * np.abs(ref.objective_))
