@@ -11,7 +11,9 @@ The parts, in the spirit of skglm's datafit / penalty / solver split:
 * the penalty (:class:`~.penalty.L1Penalty`: prox, value, dual feasibility,
   conjugate);
 * the certificate tracker (:class:`~.certificate.Certificate`: gap, best
-  dual, extrapolation, best iterate, stop rules, shrinking the batch);
+  dual, extrapolation, best iterate, stop rules, shrinking the batch) and
+  the products it uses (float32 checks, exact float64 products by FFT:
+  :class:`~.spectral.SpectralProducts`);
 * solver objects that own only their iterations and declare what they
   support (:mod:`.solvers`), and explicit composite strategies
   (:class:`~.solvers.HandOver`, :class:`~.solvers.Float64Finish`).
@@ -28,13 +30,14 @@ from .solvers import (
     ADMM_ITER, FLOAT32_TOL, SOLVERS, ExactADMM, FISTA, Float64Finish, HandOver,
     SplitADMM, auto_solver, make_solver, solve_batch,
 )
+from .spectral import SpectralProducts, exact_products
 from .split_admm import split_admm
 
 __all__ = [
     "ADMM_ITER", "Certificate", "DEFAULT_RHO_SCALE", "DEFAULT_RHO_STAGES", "ExactADMM",
     "FISTA", "FLOAT32_TOL", "Float64Finish", "HandOver", "L1Penalty", "SOLVERS",
-    "STOP_REASONS", "SplitADMM", "admm", "auto_solver", "check_admm_operator",
-    "coordinate_descent", "dual_point_value", "duality_gap", "fista", "fista_path",
+    "STOP_REASONS", "SpectralProducts", "SplitADMM", "admm", "auto_solver", "check_admm_operator",
+    "coordinate_descent", "dual_point_value", "duality_gap", "exact_products", "fista", "fista_path",
     "gap_scale", "make_solver", "primal_objective", "solve_batch", "solve_cvxpy",
     "solve_scipy", "split_admm",
 ]
