@@ -54,15 +54,27 @@ class SpectralProducts:
             ker = torch.fft.rfft2(emb._kernel_grid(start, stop))      # (m, c, Nh, Nw2)
             spec[:, :, start:stop] = ker.permute(2, 3, 0, 1).reshape(f, emb.m, stop - start)
         self.spectrum = spec                       # T = irfft(spectrum @ rfft(.))
-        self.spectrum_h = spec.mH.contiguous()
 
-    def _apply(self, x, mat, n_out):
-        """Per-frequency ``mat @ rfft2(x)`` back to the grid: ``(B, c, N) -> (B, n_out, N)``."""
+    def _forward(self, x):
+        """``(B, C_in, Nh, Nw)`` -> ``T x`` as ``(B, m, Nh, Nw)``."""
         emb = self.emb
         B, c = x.shape[:2]
         xh = torch.fft.rfft2(x).permute(2, 3, 1, 0).reshape(-1, c, B)
-        uh = (mat @ xh).reshape(emb.N[0], emb.Nw2, n_out, B).permute(3, 2, 0, 1)
+        uh = (self.spectrum @ xh).reshape(emb.N[0], emb.Nw2, emb.m, B).permute(3, 2, 0, 1)
         return torch.fft.irfft2(uh, s=emb.N)
+
+    def _adjoint(self, u):
+        """``(B, m, Nh, Nw)`` -> ``Tᴴ u`` as ``(B, C_in, Nh, Nw)``.
+
+        ``conj(uhᴴ F)`` instead of ``Fᴴ uh``: no conjugate-transposed copy of
+        the spectrum (815 MB for SD's decoder at 512x512).
+        """
+        emb = self.emb
+        B, m = u.shape[:2]
+        uh = torch.fft.rfft2(u).permute(2, 3, 0, 1).reshape(-1, B, m).conj()
+        xh = torch.matmul(uh, self.spectrum).conj()                 # (f, B, C_in)
+        xh = xh.reshape(emb.N[0], emb.Nw2, B, emb.cin).permute(2, 3, 0, 1)
+        return torch.fft.irfft2(xh, s=emb.N)
 
     def matvec(self, d):
         """``W d`` for ``d`` of shape ``(B, n_inputs)`` (float64)."""
@@ -70,7 +82,7 @@ class SpectralProducts:
         out = []
         for s in range(0, B, _SAMPLES_PER_CHUNK):
             x = emb.embed(d[s:s + _SAMPLES_PER_CHUNK].reshape((-1,) + self.op.input_shape))
-            u = self._apply(x.to(torch.float64), self.spectrum, emb.m)
+            u = self._forward(x.to(torch.float64))
             out.append(emb.crop(u).reshape(x.shape[0], -1))
         return torch.cat(out) if len(out) > 1 else out[0]
 
@@ -80,7 +92,7 @@ class SpectralProducts:
         out = []
         for s in range(0, B, _SAMPLES_PER_CHUNK):
             u = emb.observe(r[s:s + _SAMPLES_PER_CHUNK].reshape((-1,) + self.op.output_shape))
-            x = self._apply(u.to(torch.float64), self.spectrum_h, emb.cin)
+            x = self._adjoint(u.to(torch.float64))
             out.append(emb.interior(x).reshape(u.shape[0], -1))
         return torch.cat(out) if len(out) > 1 else out[0]
 
