@@ -73,8 +73,9 @@ def test_zero_padding_is_the_free_mask(name):
     assert torch.equal(got, want)
 
 
+@pytest.mark.parametrize("use_view", [True, False])       # False: the CUDA set-up
 @pytest.mark.parametrize("positive", [False, True])
-def test_float32_check_on_a_channels_last_view_equals_the_float64_check(positive):
+def test_float32_check_on_a_channels_last_view_equals_the_float64_check(positive, use_view):
     """The fast check takes a strided (B, C, H, W) view: same values as float64 on flat."""
     op, shape = _op("conv_s1")
     gen = torch.Generator().manual_seed(3)
@@ -86,7 +87,7 @@ def test_float32_check_on_a_channels_last_view_equals_the_float64_check(positive
     view = big[:, :, 1:1 + shape[1], 2:2 + shape[2]]             # not contiguous
     assert not view.is_contiguous()
     fast = Certificate(op, y, pen, tol=1e-12,
-                       fast=FastProducts(op, ChannelsLastOperator(op)))
+                       fast=FastProducts(op, ChannelsLastOperator(op) if use_view else None))
     slow = Certificate(op, y, pen, tol=1e-12)
     fast.check(5, view)
     slow.check(5, view.reshape(3, -1).double())
