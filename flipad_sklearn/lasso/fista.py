@@ -45,11 +45,15 @@ def fista_steps(op, y, penalty, lipschitz, cert, *, view=None, d0=None, max_iter
     if d0 is None:
         d = torch.zeros((B, K), dtype=dtype, device=y.device)
     else:
-        d = to_w(d0.to(y.device, dtype))
+        d = to_w(d0.to(y.device, dtype)).clone()     # updated in place below
     if low is not None:
         d = torch.maximum(d, low)
     Wd = work.matvec(d)
     v, Wv = d.clone(), Wd.clone()
+    # large arrays live in kept buffers: a fresh one per step page-faults, which
+    # on CPU costs several times the operation itself
+    spare, u = torch.empty_like(d), torch.empty_like(d)
+    thresh = penalty.alpha * step
     t = torch.ones((B, 1), dtype=dtype, device=y.device)
     n_iter = 0
     while True:
@@ -63,20 +67,28 @@ def fista_steps(op, y, penalty, lipschitz, cert, *, view=None, d0=None, max_iter
             if done.any():
                 keep = cert.drop(done)
                 d, v, Wd, Wv, t, yc = d[keep], v[keep], Wd[keep], Wv[keep], t[keep], yc[keep]
-        grad = work.rmatvec(Wv - yc)
-        d_new = penalty.prox(torch.add(v, grad, alpha=-step), step, lower=low)
+                spare, u = torch.empty_like(d), torch.empty_like(d)
+        torch.add(v, work.rmatvec(Wv - yc), alpha=-step, out=u)    # gradient step from v
+        d_new = spare
+        if thresh > 0:
+            torch._C._nn.softshrink(u, thresh, out=d_new)
+        else:
+            d_new.copy_(u)
+        if low is not None:
+            torch.maximum(d_new, low, out=d_new)
         Wd_new = work.matvec(d_new)
-        delta = d_new - d
+        delta = torch.sub(d_new, d, out=d)                   # d's buffer is free now
         t_new = 0.5 * (1.0 + torch.sqrt(1.0 + 4.0 * t * t))
         beta = (t - 1.0) / t_new
         if restart:
             # gradient-mapping restart: momentum points uphill -> drop it
-            uphill = ((v - d_new) * delta).sum(dim=1, keepdim=True) > 0
+            torch.sub(v, d_new, out=v)
+            uphill = torch.bmm(v.unsqueeze(1), delta.unsqueeze(2))[:, :, 0] > 0
             beta = torch.where(uphill, torch.zeros_like(beta), beta)
             t_new = torch.where(uphill, torch.ones_like(t_new), t_new)
-        v = torch.addcmul(d_new, beta, delta)
+        torch.addcmul(d_new, beta, delta, out=v)
         Wv = torch.addcmul(Wd_new, beta, Wd_new - Wd)
-        d, Wd, t = d_new, Wd_new, t_new
+        d, spare, Wd, t = d_new, delta, Wd_new, t_new
         n_iter += 1
     return n_iter
 
