@@ -89,7 +89,9 @@ The full run (2026-11-28, the project's 2-core CPU, one thread per process;
 4 kinds x 4 seeds in the zoo, G = seeds 0, 1, 2 of each kind: 12 G, 1000
 samples of G of which 200 held out, 400 real + 400 shadow negatives, 200 test
 samples per source, 300 FISTA iterations): ``image`` 52.4 minutes (about
-160 s of inversion and 100 s of detectors per G), ``tabular`` 8 minutes,
+160 s of inversion and 100 s of detectors per G; rerun on 2026-12-01 at the
+current defaults, the one-class guard and the faster inversion: 30.9
+minutes, about 70 s and 85 s per G), ``tabular`` 8 minutes,
 ``perturbations`` 16.5 minutes, ``ablation`` 12 minutes; the zoo takes about
 35 minutes once (cached).  ``--part all --parallel`` runs the image part
 beside the three others (two processes): about 53 minutes in all.  The
