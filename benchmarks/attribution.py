@@ -100,7 +100,9 @@ results are in ``docs/user_guide/benchmark.rst``.
 The two last parts (2026-12-01, ``--kinds dcgan``: the rest of the full zoo
 was still training, so no other-architecture source; on a CPU shared with
 other jobs, about a quarter of a core per run): ``efficiency`` (G = DCGAN
-seeds 0, 1, 2) 19.8 minutes, 5.1 minutes of CPU; ``finetune`` (G = DCGAN
+seeds 0, 1, 2) 19.8 minutes, 5.1 minutes of CPU (rerun on 2026-12-01 at the
+current defaults, the one-class guard, one core to itself: 3.9 minutes,
+3.9 of CPU); ``finetune`` (G = DCGAN
 seed 0) 7.6 minutes, 1.5 of CPU, after 7 minutes for the checkpoints and 14
 for the 1000-step fine-tuning (cached).  ``--quick`` with all six parts,
 its zoo included: 2.8 minutes of CPU (15 minutes of wall time on that
