@@ -104,7 +104,8 @@ seeds 0, 1, 2) 19.8 minutes, 5.1 minutes of CPU (rerun on 2026-12-01 at the
 current defaults, the one-class guard, one core to itself: 3.9 minutes,
 3.9 of CPU); ``finetune`` (G = DCGAN
 seed 0) 7.6 minutes, 1.5 of CPU, after 7 minutes for the checkpoints and 14
-for the 1000-step fine-tuning (cached).  ``--quick`` with all six parts,
+for the 1000-step fine-tuning (cached; rerun on 2026-12-01 at the current
+defaults, one core to itself: 1.1 minutes, 1.2 of CPU).  ``--quick`` with all six parts,
 its zoo included: 2.8 minutes of CPU (15 minutes of wall time on that
 shared CPU).  Tables and figures: ``benchmarks/results/``.
 """
