@@ -20,8 +20,9 @@ of the zoo (``benchmarks/train_zoo.py``):
   never seen in training).
 
 Methods: FLIPAD (final-layer inversion -> max pooling -> G-standardisation ->
-Deep SAD), FLIPAD features with IsolationForest and OneClassSVM, RAWPAD
-(Deep SAD on pixels), DCTPAD (Deep SAD on log |DCT|), the fingerprint
+``FLIPADDetector`` at its defaults: Deep SAD guarded by a one-class SVM), FLIPAD
+features with IsolationForest and OneClassSVM, RAWPAD (the same detector on
+pixels), DCTPAD (on log |DCT|), the fingerprint
 correlation of Marra et al. and the latent-inversion distance.  The last
 four without labelled negatives (fingerprint, latent, IF, OCSVM) are
 unsupervised: their numbers are the same under both protocols (computed once).

@@ -59,7 +59,11 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
     same architecture, unseen seed, accuracy at fnr = 0.005 0.887 against
     0.998 for a one-class SVM on the same features).  The guard rejects what
     is far from G in any direction, Deep SAD what is like the known
-    negatives; ``one_class=None`` is the paper's Deep SAD alone.
+    negatives; ``one_class=None`` is the paper's Deep SAD alone.  The guard
+    has a cost where the labelled negatives carry the signal that the
+    one-class SVM lacks (e.g. test images perturbed like the labelled
+    shadows): there the combined score follows the SVM (see the benchmark
+    page of the user guide).
 
     Labels: ``y = 1`` made by G (normal), ``y = -1`` known not made by G
     (real data, other generators: labelled anomalies), ``y = 0`` unlabelled
