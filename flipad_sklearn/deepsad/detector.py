@@ -60,10 +60,10 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
     0.998 for a one-class SVM on the same features).  The guard rejects what
     is far from G in any direction, Deep SAD what is like the known
     negatives; ``one_class=None`` is the paper's Deep SAD alone.  The guard
-    has a cost where the labelled negatives carry the signal that the
-    one-class SVM lacks (e.g. test images perturbed like the labelled
-    shadows): there the combined score follows the SVM (see the benchmark
-    page of the user guide).
+    has a cost where the labelled negatives carry a signal the one-class
+    SVM lacks: on JPEG-compressed test images, Deep SAD trained against
+    shadows still ranks G first and the SVM does not, and the combined score
+    follows the SVM (see the benchmark page of the user guide).
 
     Labels: ``y = 1`` made by G (normal), ``y = -1`` known not made by G
     (real data, other generators: labelled anomalies), ``y = 0`` unlabelled
