@@ -21,12 +21,10 @@ for ``scoring="roc_auc"``).
 
 # %%
 import time
-import warnings
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV
 
 from flipad_sklearn import (
@@ -39,7 +37,6 @@ from flipad_sklearn.generators import train_gan
 from flipad_sklearn.pipeline import make_flipad
 
 torch.set_num_threads(1)
-warnings.simplefilter("ignore", ConvergenceWarning)
 t0 = time.perf_counter()
 
 X_real, _ = load_mnist_subset(return_X_y=True)
@@ -60,7 +57,7 @@ few_source = np.r_[np.ones(20), -np.ones(20)]
 rows = []
 for alpha in alphas:
     inv = FinalLayerInverter(layer=G.final_layer, alpha=alpha, anchor=anchor, positive=True,
-                             tol=1e-5, max_iter=300, device="cpu").fit(X_few)
+                             device="cpu").fit(X_few)
     Z = inv.transform(X_few)
     at_anchor = np.isclose(Z, inv.anchor_, atol=1e-7).mean(axis=1)
     l1 = np.abs(Z - inv.anchor_).sum(axis=1)
@@ -85,7 +82,7 @@ fig.tight_layout()
 # G's samples (y = 1) against real digits and H's samples (y = -1).
 X = np.concatenate([G.sample(120, random_state=2), X_real[620:680], H.sample(60, random_state=3)])
 y = np.r_[np.ones(120), -np.ones(120)].astype(int)
-pipe = make_flipad(G.final_layer, "tanh", anchor, positive=True, tol=1e-5, max_iter=150,
+pipe = make_flipad(G.final_layer, "tanh", anchor, positive=True,
                    fnr=0.1, random_state=0, device="cpu", detector_params=dict(n_epochs=15))
 search = GridSearchCV(pipe, {"inv__alpha": [1e-4, 1e-3, 1e-2]}, scoring=labelled_roc_auc,
                       cv=LabelStratifiedKFold(2, shuffle=True, random_state=0), refit=False)

@@ -16,13 +16,11 @@ The inversion is the expensive step, so the features are computed once
 
 # %%
 import time
-import warnings
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from sklearn.ensemble import IsolationForest
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import LocalOutlierFactor
 from sklearn.pipeline import make_pipeline
@@ -35,7 +33,6 @@ from flipad_sklearn.generators import train_gan
 from flipad_sklearn.pipeline import make_flipad
 
 torch.set_num_threads(1)
-warnings.simplefilter("ignore", ConvergenceWarning)
 t0 = time.perf_counter()
 
 X_real, _ = load_mnist_subset(return_X_y=True)
@@ -54,8 +51,8 @@ source_test = np.array(["G"] * 100 + ["real"] * 100 + ["H"] * 100)
 # %%
 # FLIPAD features: the FLIPAD pipeline without its detector (inversion,
 # pooling, channel selection, standardisation with G's statistics)
-features = make_flipad(G.final_layer, "tanh", anchor, alpha=5e-4, positive=True, tol=1e-5,
-                       max_iter=200, device="cpu")[:-1]
+features = make_flipad(G.final_layer, "tanh", anchor, alpha=5e-4, positive=True,
+                       device="cpu")[:-1]
 F_train = features.fit_transform(X_train, y_train)
 F_test = features.transform(X_test)
 print(f"features {F_train.shape[1]} per image, computed in {time.perf_counter() - t0:.1f} s")

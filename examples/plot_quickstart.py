@@ -19,12 +19,10 @@ example runs on a CPU in well under two minutes.
 # Data and two generators
 # -----------------------
 import time
-import warnings
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from sklearn.exceptions import ConvergenceWarning
 
 from flipad_sklearn import (
     ActivationMapDisplay,
@@ -37,7 +35,6 @@ from flipad_sklearn.generators import train_gan
 from flipad_sklearn.pipeline import make_flipad
 
 torch.set_num_threads(1)
-warnings.simplefilter("ignore", ConvergenceWarning)  # tiny max_iter, see below
 t0 = time.perf_counter()
 
 X_real, _ = load_mnist_subset(return_X_y=True)
@@ -60,9 +57,8 @@ y_train = np.r_[np.ones(400), -np.ones(200)].astype(int)
 # The anchor is the mean penultimate activation of G.  Its final layer is a
 # ConvTranspose2d after a ReLU, hence ``positive=True``.
 anchor = mean_activation(G, 2000, G.latent_shape, layer=G.final_layer, random_state=0)
-pipe = make_flipad(G.final_layer, "tanh", anchor, alpha=5e-4, positive=True, tol=1e-5,
-                   max_iter=300, fnr=0.05, random_state=0, device="cpu",
-                   detector_params=dict(n_epochs=30))
+pipe = make_flipad(G.final_layer, "tanh", anchor, alpha=5e-4, positive=True, fnr=0.05,
+                   random_state=0, device="cpu", detector_params=dict(n_epochs=30))
 pipe.fit(X_train, y_train)
 print(f"fitted in {time.perf_counter() - t0:.1f} s; threshold {pipe[-1].threshold_:.3g}")
 

@@ -17,12 +17,10 @@ Putting one in front of the pipeline perturbs training and test images alike.
 
 # %%
 import time
-import warnings
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from sklearn.exceptions import ConvergenceWarning
 
 from flipad_sklearn import (
     GaussianBlur,
@@ -36,7 +34,6 @@ from flipad_sklearn.generators import train_gan
 from flipad_sklearn.pipeline import make_flipad
 
 torch.set_num_threads(1)
-warnings.simplefilter("ignore", ConvergenceWarning)
 t0 = time.perf_counter()
 
 X_real, _ = load_mnist_subset(return_X_y=True)
@@ -53,9 +50,8 @@ y_test = np.r_[np.ones(60), -np.ones(120)].astype(int)
 
 
 def flipad(perturbation=None):
-    pipe = make_flipad(G.final_layer, "tanh", anchor, alpha=5e-4, positive=True, tol=1e-5,
-                       max_iter=150, fnr=0.05, random_state=0, device="cpu",
-                       detector_params=dict(n_epochs=20))
+    pipe = make_flipad(G.final_layer, "tanh", anchor, alpha=5e-4, positive=True, fnr=0.05,
+                       random_state=0, device="cpu", detector_params=dict(n_epochs=20))
     if perturbation is not None:
         pipe.steps.insert(0, ("perturb", perturbation))
     return pipe

@@ -708,10 +708,13 @@ def build_parser():
                      help="folder of images not made by it (real data, other models); "
                           "repeat for several")
     fit.add_argument("--alpha", type=float, default=5e-4, help="lasso penalty (5e-4)")
-    fit.add_argument("--tol", type=float, default=1e-4,
-                     help="relative duality gap of the inversion (1e-4)")
-    fit.add_argument("--max-iter", type=int, default=500,
-                     help="FISTA iterations per sample at most (500)")
+    # the inverter's defaults (a test keeps them equal; importing torch here
+    # would slow every command's start)
+    fit.add_argument("--tol", type=float, default=1e-6,
+                     help="relative duality gap that certifies a sample's inversion (1e-6; "
+                          "samples also stop when more iterations no longer change them)")
+    fit.add_argument("--max-iter", type=int, default=1000,
+                     help="inversion iterations per sample at most (1000)")
     fit.add_argument("--positive", choices=("auto", "yes", "no"), default="auto",
                      help="non-negative activations; auto: yes when the generator's "
                           "penultimate activations are (a ReLU)")

@@ -43,7 +43,7 @@ SHORT_NAMES = {"G": "G", "real": "real MNIST", "unseen": "unseen DCGAN",
 FNR = 0.005
 
 
-def run(n_own=400, n_neg=150, n_test=200, epochs=40, max_iter=150, tol=1e-4,
+def run(n_own=400, n_neg=150, n_test=200, epochs=40, max_iter=None, tol=None,
         figure="flipad_demo.png", random_state=0, verbose=True):
     """Fit FLIPAD for the demo's generator ``G`` and attribute the test sources.
 
@@ -58,8 +58,9 @@ def run(n_own=400, n_neg=150, n_test=200, epochs=40, max_iter=150, tol=1e-4,
         Test samples per source.
     epochs : int, default=40
         Deep SAD epochs.
-    max_iter, tol : int, float
-        Inversion budget (see :class:`~flipad_sklearn.FinalLayerInverter`).
+    max_iter, tol : int, float or None, default=None
+        Inversion budget (see :class:`~flipad_sklearn.FinalLayerInverter`);
+        None: the inverter's defaults (what a user gets).
     figure : str or None, default="flipad_demo.png"
         Where to write the figure; None or "" for none.
     random_state : int, default=0
@@ -106,11 +107,12 @@ def run(n_own=400, n_neg=150, n_test=200, epochs=40, max_iter=150, tol=1e-4,
     anchor = mean_activation(G, 2000, G.latent_shape, layer=G.final_layer,
                              random_state=rs)
     # the penultimate layer is a ReLU: positive=True
-    pipe = make_flipad(G.final_layer, "tanh", anchor, positive=True, tol=tol,
-                       max_iter=max_iter, fnr=FNR, random_state=rs, device="cpu",
+    budget = {k: v for k, v in (("max_iter", max_iter), ("tol", tol)) if v is not None}
+    pipe = make_flipad(G.final_layer, "tanh", anchor, positive=True, fnr=FNR,
+                       random_state=rs, device="cpu", **budget,
                        detector_params=dict(n_epochs=epochs, validation_fraction=0.5))
     with warnings.catch_warnings():
-        # a fixed inversion budget is plenty for detection; certificates are in
+        # a small budget (tests) is plenty for detection; certificates are in
         # duality_gap_, their warning is not the point here
         warnings.simplefilter("ignore", ConvergenceWarning)
         pipe.fit(X_train, y_train)

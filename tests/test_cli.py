@@ -415,3 +415,14 @@ def test_attribute_loads_securely_and_refuses_pickles(fitted, tmp_path, capsys):
     with open(tmp_path / "a.csv") as fh:
         (row,) = list(csv.DictReader(fh))
     assert row["p_G"] == row["p_H"]
+
+
+def test_fit_defaults_are_the_inverters():
+    """``fit``'s inversion budget is what a library user gets by default."""
+    from flipad_sklearn import FinalLayerInverter
+
+    args = cli.build_parser().parse_args(["fit", "--generator", "g.py", "--own", "own",
+                                          "--out", "m.flipad"])
+    defaults = FinalLayerInverter().get_params()
+    assert (args.tol, args.max_iter, args.alpha) == \
+        (defaults["tol"], defaults["max_iter"], defaults["alpha"])
