@@ -41,6 +41,7 @@ from .features import ActivationPooling, ChannelSelector, DCTFeatures, Generator
 from .inversion import FinalLayerInverter
 from .multi import OwnedModelsAttributor
 from .perturbations import GaussianBlur, GaussianNoise, JPEGCompression, ResizedCrop
+from .skip_inversion import SkipInverter
 from .streaming import StreamingFeatures
 
 __all__ = ["ALLOWED_CLASSES", "FORMAT", "FORMAT_VERSION", "UnsafeFileError", "load",
@@ -57,6 +58,7 @@ ALLOWED_CLASSES = {
     "sklearn.preprocessing.StandardScaler": StandardScaler,
     "sklearn.svm.OneClassSVM": OneClassSVM,
     "flipad_sklearn.FinalLayerInverter": FinalLayerInverter,
+    "flipad_sklearn.SkipInverter": SkipInverter,
     "flipad_sklearn.ActivationPooling": ActivationPooling,
     "flipad_sklearn.ChannelSelector": ChannelSelector,
     "flipad_sklearn.GeneratorStandardScaler": GeneratorStandardScaler,

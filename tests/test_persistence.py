@@ -371,3 +371,27 @@ def test_streaming_features_round_trip(tmp_path):
     again = persistence.load(tmp_path / "stream.flipad")
     assert type(again[0]) is StreamingFeatures and again[0].n_passes_ == pipe[0].n_passes_
     np.testing.assert_array_equal(again.decision_function(X), pipe.decision_function(X))
+
+
+@pytest.mark.parametrize("upsample", ["bilinear", "matrix"])
+def test_skip_inverter_round_trip(tmp_path, upsample):
+    """StyleGAN's SkipInverter saves securely and comes back with its P⊥W operator."""
+    from flipad_sklearn import SkipInverter
+    from flipad_sklearn.skip_operator import SkipProjectedOperator
+
+    rng = np.random.default_rng(0)
+    layer = nn.Conv2d(3, 2, 1)
+    X = rng.normal(size=(5, 2 * 4 * 4))
+    if upsample == "matrix":
+        # a given 1-D upsampling per axis (StyleGAN2's FIR filter is one)
+        upsample = (rng.normal(size=(4, 2)), rng.normal(size=(4, 2)))
+    inv = SkipInverter(layer, upsample=upsample, activation_shape=(3, 4, 4), alpha=0.05,
+                       append_skip=True, device="cpu").fit(X)
+    Z = inv.transform(X)
+    persistence.save(inv, tmp_path / "skip.flipad")
+    inv2 = persistence.load(tmp_path / "skip.flipad")
+    assert type(inv2) is SkipInverter
+    # not the plain layer operator: the skip is projected out as before
+    assert isinstance(inv2.operator_, SkipProjectedOperator)
+    np.testing.assert_array_equal(inv2.transform(X), Z)
+    np.testing.assert_array_equal(inv2.skip_, inv.skip_)
