@@ -79,12 +79,13 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     solver : {"auto", "fista", "admm", "split_admm", "cd", "cvxpy", "scipy"}, \
             default="auto"
         ``"auto"``: the fastest method that supports the layer (recorded with
-        the reason in ``solver_`` and ``solver_reason_``): for large conv
-        layers with many more activations than outputs (near basis pursuit)
-        ``"admm"`` if a ConvTranspose2d with groups=1 and a small boundary,
-        else ``"split_admm"``; ``"fista"`` for small or well-posed conv
-        layers; ``"cd"`` for Linear layers on CPU, ``"fista"`` on CUDA (see
-        ``benchmarks/bench_inversion.py`` for the measurements behind the rule).
+        the reason in ``solver_`` and ``solver_reason_``): for conv layers
+        with several activations per output (near basis pursuit) ``"admm"``
+        if a ConvTranspose2d with groups=1 and a small boundary (from 2 per
+        output), else ``"split_admm"`` (from 4); ``"fista"`` for better-posed
+        conv layers; ``"cd"`` for Linear layers on CPU, ``"fista"`` on CUDA
+        (``benchmarks/bench_inversion.py`` and ``bench_auto_solver.py``
+        measure the rule).
         ``"fista"``: batched accelerated proximal gradient in torch (CPU or
         CUDA), any layer.  ``"admm"``: ADMM with exact FFT solves of the layer's
         normal equations and a continuation on its penalty (ConvTranspose2d,

@@ -82,8 +82,7 @@ def workdir(tmp_path_factory):
 def fitted(workdir):
     res = _run(["fit", "--generator", "gens.py:G", "--latent-shape", "8",
                 "--own", "own", "--others", "others", "--fnr", "0.05", "--epochs", "8",
-                "--anchor-samples", "500", "--max-iter", "200", "--tol", "1e-3",
-                "-o", "out/detector.flipad"], cwd=workdir)
+                "--anchor-samples", "500", "-o", "out/detector.flipad"], cwd=workdir)
     return workdir, res
 
 

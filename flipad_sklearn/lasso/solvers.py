@@ -33,12 +33,12 @@ from .split_admm import split_admm
 FLOAT32_TOL = 1e-7
 #: Iterations of a splitting method before FISTA takes over (tight tolerances).
 ADMM_ITER = 400
-#: ``solver="auto"`` takes a splitting method for conv layers with at least
-#: this many activations per output and this many activations (measured
-#: wins: the 64x64 DCGAN, LSGAN and SD layers; on the 28x28 MNIST zoo FISTA
-#: is as good or better at the iteration budgets used there).
+#: Activations per output from which ``solver="auto"`` takes a splitting
+#: method, at the default stop (``benchmarks/bench_auto_solver.py``): exact
+#: ADMM on ConvTranspose2d layers it supports, ADMM with two splits on the
+#: other conv layers.  Below them FISTA's cheaper iterations win.
+ADMM_MIN_RATIO = 2.0
 SPLITTING_MIN_RATIO = 4.0
-SPLITTING_MIN_INPUTS = 32_768
 #: Residuals the certificate's dual extrapolation uses (solvers that want it).
 N_EXTRAPOLATION = 5
 #: operator kinds with a channels-last view and a periodic embedding; any other
@@ -351,14 +351,15 @@ def make_solver(name, *, continuation=True, rho=None):
 def auto_solver(op, device, shifted_bound=False):
     """``(name, reason)``: the method ``solver="auto"`` uses for ``op`` on ``device``.
 
-    The rule comes from ``benchmarks/bench_inversion.py``: on the generators'
-    final layers with many more activations than outputs (near basis pursuit:
-    DCGAN 64x64 5.3 per output, LSGAN 21, SD's decoder 43) a splitting method
-    with exact FFT solves reaches the FLIPAD authors' objective in far fewer
-    iterations than FISTA at about the same cost per iteration; on small,
-    better-posed layers (the MNIST zoo's, 2 per output) FISTA certifies in a
-    few dozen iterations where ADMM's first, small-penalty stage is still
-    building up.  On Linear layers scikit-learn's compiled coordinate descent
+    The rule comes from ``benchmarks/bench_inversion.py`` and
+    ``benchmarks/bench_auto_solver.py`` (each method at the default stop):
+    on conv layers with many more activations than outputs (near basis
+    pursuit: DCGAN 64x64 5.3 per output, LSGAN 21, SD's decoder 43, but also
+    the 28x28 MNIST generators' 4-8) a splitting method with FFT solves stops
+    in several times fewer iterations than FISTA, at a lower objective; on
+    better-posed layers (about one activation per output or fewer, or a
+    Conv2d with three outputs per pixel and 1-3 activations per output) FISTA
+    stops first, for its cheaper iterations.  On Linear layers scikit-learn's compiled coordinate descent
     is fastest on CPU, unless the problem has a shifted bound
     (``shifted_bound``: ``positive=True`` with a non-zero anchor, so
     ``d >= -anchor``), which it does not handle: the package's own coordinate
@@ -375,15 +376,17 @@ def auto_solver(op, device, shifted_bound=False):
     if op.kind not in CONV_KINDS:
         return "fista", f"{type(op).__name__}: FISTA (needs only W z and W^T r)"
     ratio = op.n_inputs / op.n_outputs
-    if ratio < SPLITTING_MIN_RATIO or op.n_inputs < SPLITTING_MIN_INPUTS:
-        return "fista", (f"{type(op).__name__} with {op.n_inputs} activations "
-                         f"({ratio:.1f} per output): small or well-posed, FISTA")
+    per = f"{ratio:.1f} activations per output"
     why = ExactADMM().supports(op)
-    if why is None:
-        return "admm", ("ConvTranspose2d with groups=1 and a small boundary: ADMM with "
-                        "exact FFT solves of the layer")
-    return "split_admm", (f"{type(op).__name__}: ADMM with two splits and FFT solves "
-                          f"(exact-resolvent ADMM {why})")
+    if why is None and ratio >= ADMM_MIN_RATIO:
+        return "admm", (f"ConvTranspose2d with groups=1 and a small boundary ({per}): "
+                        "ADMM with exact FFT solves of the layer")
+    if ratio >= SPLITTING_MIN_RATIO:
+        return "split_admm", (f"{type(op).__name__} ({per}): ADMM with two splits and FFT "
+                              f"solves (exact-resolvent ADMM {why})")
+    least = ADMM_MIN_RATIO if why is None else SPLITTING_MIN_RATIO
+    return "fista", (f"{type(op).__name__} with {per} (under {least:g}): well-posed "
+                     "enough that FISTA's cheaper iterations win")
 
 
 def solve_batch(op, Y, alpha, *, solver="fista", lower=None, tol=1e-4, max_iter=1000,
