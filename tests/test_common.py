@@ -230,3 +230,38 @@ def _expected_failed_checks(est):
 @parametrize_with_checks(ESTIMATORS, expected_failed_checks=_expected_failed_checks)
 def test_sklearn_compatible(estimator, check):
     check(estimator)
+
+
+# Estimators checked in their own test files (they need optional packages or fixtures).
+CHECKED_ELSEWHERE = {
+    "GaussianBlur": "tests/test_perturbations.py",
+    "GaussianNoise": "tests/test_perturbations.py",
+    "JPEGCompression": "tests/test_perturbations.py",
+    "ResizedCrop": "tests/test_perturbations.py",
+    "SDVSynthesizer": "tests/test_sdv_others.py",
+}
+
+
+def test_every_public_estimator_is_checked():
+    """A new public estimator of the package must be added to ESTIMATORS (or to
+    CHECKED_ELSEWHERE with the file whose parametrize_with_checks covers it)."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import flipad_sklearn
+    from sklearn.base import BaseEstimator
+
+    public = set()
+    for info in pkgutil.walk_packages(flipad_sklearn.__path__, "flipad_sklearn."):
+        if any(part.startswith("_") for part in info.name.split(".")[1:-1]):
+            continue
+        module = importlib.import_module(info.name)
+        for name, obj in vars(module).items():
+            if (inspect.isclass(obj) and issubclass(obj, BaseEstimator)
+                    and obj.__module__.startswith("flipad_sklearn")
+                    and not name.startswith("_")):
+                public.add(name)
+    checked = {type(est).__name__ for est in ESTIMATORS} | set(CHECKED_ELSEWHERE)
+    assert public - checked == set()
+    assert {"OwnedModelsAttributor", "StreamingFeatures", "SDVSynthesizer"} <= public
