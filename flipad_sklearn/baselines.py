@@ -218,8 +218,9 @@ class LatentInversionDistance(ConformalDecisionMixin, OutlierMixin, BaseEstimato
 
     For each sample ``x`` a latent code is optimised with Adam (batched, from
     one seeded standard-normal start shared by all samples, so that a sample's
-    score does not depend on the others scored with it) to minimise the mean
-    squared error
+    score does not depend on its position in ``X`` or on the others scored
+    with it, up to the float32 rounding of batched products) to minimise the
+    mean squared error
     ``||G(z) - x||^2 / n_features``; the score is minus the smallest error
     reached.  A sample G made has a latent code that reproduces it exactly;
     other samples usually do not.
