@@ -217,7 +217,10 @@ class LatentInversionDistance(ConformalDecisionMixin, OutlierMixin, BaseEstimato
     """Latent-inversion baseline: how well can G reconstruct the sample?
 
     For each sample ``x`` a latent code is optimised with Adam (batched, from
-    seeded standard-normal starts) to minimise the mean squared error
+    one seeded standard-normal start shared by all samples, so that a sample's
+    score does not depend on its position in ``X`` or on the others scored
+    with it, up to the float32 rounding of batched products) to minimise the
+    mean squared error
     ``||G(z) - x||^2 / n_features``; the score is minus the smallest error
     reached.  A sample G made has a latent code that reproduces it exactly;
     other samples usually do not.
@@ -249,7 +252,7 @@ class LatentInversionDistance(ConformalDecisionMixin, OutlierMixin, BaseEstimato
         samples are inverted at ``fit`` (nothing else needs training).
     device : {"auto", "cpu", "cuda"} or str, default="cpu"
     random_state : int, RandomState instance or None, default=None
-        Seeds the held-out split and the starting codes (a local numpy
+        Seeds the held-out split and the starting code (a local numpy
         generator; global RNGs are untouched).  The same seed gives the same
         scores.
     verbose : int, default=0
@@ -261,6 +264,9 @@ class LatentInversionDistance(ConformalDecisionMixin, OutlierMixin, BaseEstimato
         CPU copy of the generator.
     latent_shape_ : tuple of int
     output_shape_ : tuple of int
+    latent_start_ : ndarray of shape latent_shape_, float32
+        The starting code of every sample's optimisation (drawn from
+        ``random_state``).
     threshold_, offset_, validation_scores_, n_features_in_
         As in :class:`FingerprintCorrelation`.
     """
@@ -325,18 +331,19 @@ class LatentInversionDistance(ConformalDecisionMixin, OutlierMixin, BaseEstimato
         self.output_shape_ = tuple(out.shape[1:])
         if out[0].numel() != X.shape[1]:
             raise ValueError(
-                f"X has {X.shape[1]} features per sample, but the generator outputs "
+                f"X has {X.shape[1]} feature(s) per sample, but the generator outputs "
                 f"samples of shape {self.output_shape_} ({out[0].numel()} values).")
         rng = check_random_state(self.random_state)
         _, val_idx = self._validation_split(labels, rng)
-        self._z_seed = int(rng.randint(np.iinfo(np.int32).max))
+        # one starting code shared by every sample: a sample's score then depends on
+        # the sample only, not on its position in X or on the batch it is scored in
+        self.latent_start_ = rng.standard_normal(self.latent_shape_).astype(np.float32)
         self._fit_threshold(X[val_idx], self._scores)
         return self
 
     def _scores(self, X):
         dev = resolve_device(self.device)
         G = self.generator_.to(dev)
-        z_rng = np.random.default_rng(self._z_seed)
         out = np.empty(X.shape[0], dtype=np.float64)
         bar = None
         if self.verbose:
@@ -345,10 +352,11 @@ class LatentInversionDistance(ConformalDecisionMixin, OutlierMixin, BaseEstimato
             bar = tqdm(total=X.shape[0], desc="latent inversion", unit="sample")
         try:
             for start in range(0, X.shape[0], self.batch_size):
-                xb = torch.tensor(X[start:start + self.batch_size], dtype=torch.float32,
-                                  device=dev)
+                # contiguous: torch refuses the negative strides of e.g. X[::-1]
+                xb = torch.tensor(np.ascontiguousarray(X[start:start + self.batch_size]),
+                                  dtype=torch.float32, device=dev)
                 m = xb.shape[0]
-                z0 = z_rng.standard_normal((m,) + self.latent_shape_, dtype=np.float32)
+                z0 = np.broadcast_to(self.latent_start_, (m,) + self.latent_shape_)
                 z = torch.tensor(z0, device=dev, requires_grad=True)
                 opt = torch.optim.Adam([z], lr=self.lr)
                 best = torch.full((m,), float("inf"), dtype=torch.float64, device=dev)
@@ -548,7 +556,8 @@ class ReconstructionDistance(ConformalDecisionMixin, OutlierMixin, BaseEstimator
         try:
             with torch.no_grad():
                 for start in range(0, X.shape[0], self.batch_size):
-                    xb = torch.tensor(X[start:start + self.batch_size], dtype=torch.float32,
+                    xb = torch.tensor(np.ascontiguousarray(X[start:start + self.batch_size]),
+                                      dtype=torch.float32,
                                       device=dev).reshape(-1, *self.input_shape_)
                     rec = _select_output(decode(_select_output(encode(xb))))
                     if rec.shape != xb.shape:

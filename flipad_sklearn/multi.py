@@ -21,7 +21,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clo
 from sklearn.frozen import FrozenEstimator
 from sklearn.utils import _safe_indexing, metadata_routing
 from sklearn.utils._param_validation import Interval
-from sklearn.utils.validation import check_is_fitted, column_or_1d
+from sklearn.utils.multiclass import type_of_target
+from sklearn.utils.validation import _num_samples, check_is_fitted, column_or_1d
 
 from .conformal import ConformalDecisionMixin, _unwrap, calibrate, conformal_pvalues
 
@@ -85,6 +86,8 @@ class OwnedModelsAttributor(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
     classes_ : ndarray of shape (n_models,)
         The model names, in the column order of :meth:`pvalues` and
         :meth:`predict_set`.
+    n_features_in_ : int
+        Number of features of ``X`` (that of the first model's estimator).
 
     Examples
     --------
@@ -216,6 +219,10 @@ class OwnedModelsAttributor(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         self._validate_params()
         pairs = self._check_names()
         names = [n for n, _ in pairs]
+        if type_of_target(y) == "continuous":
+            raise ValueError(
+                "Unknown label type: continuous. y names the source of each sample: "
+                f"an owned model ({names}) or none_label={self.none_label!r}.")
         y = column_or_1d(np.asarray(y, dtype=object), warn=True)
         if len(y) != _num_samples(X):
             raise ValueError(f"X has {_num_samples(X)} samples but y has {len(y)} labels.")
@@ -278,6 +285,12 @@ class OwnedModelsAttributor(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
 
     def _set_classes(self, names):
         self.classes_ = np.array(names, dtype=object)
+
+    @property
+    def n_features_in_(self):
+        """Number of features the detectors were fitted on (that of the first model's)."""
+        check_is_fitted(self, "estimators_")
+        return next(iter(self.estimators_.values())).n_features_in_
 
     def calibrate(self, samples, *, n_samples="auto", fnr=None):
         """Set the models' thresholds on fresh samples of each, without refitting.
@@ -415,7 +428,3 @@ class OwnedModelsAttributor(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         tags.non_deterministic = False
         return tags
 
-
-def _num_samples(X):
-    shape = getattr(X, "shape", None)
-    return int(shape[0]) if shape is not None else len(X)

@@ -29,12 +29,13 @@ calls) is ``fit`` followed by ``transform``.
 from numbers import Integral
 
 import numpy as np
+from scipy.sparse import issparse
 from sklearn.base import TransformerMixin, _fit_context, clone
 from sklearn.preprocessing import FunctionTransformer
 from sklearn.utils import gen_batches
 from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.metaestimators import _BaseComposition
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_array, check_is_fitted
 
 from ._validation import check_labels, normal_mask
 from .features import ActivationPooling, ChannelSelector, DCTFeatures, GeneratorStandardScaler
@@ -163,15 +164,30 @@ class StreamingFeatures(TransformerMixin, _BaseComposition):
     @staticmethod
     def _check_X(X):
         # slicing keeps a memmap or an HDF5-like array on disk: no validation of
-        # the whole array here, each batch is validated by the inverter
+        # the whole array here, each batch is validated by _check_batch
+        if issparse(X):
+            raise TypeError("StreamingFeatures does not accept sparse input; pass a dense "
+                            "array (a numpy.memmap keeps it on disk).")
         if not (hasattr(X, "shape") and hasattr(X, "__getitem__")):
             X = np.asarray(X)
         if len(X.shape) < 2:
             raise ValueError(f"X must be 2-D (n_samples, n_features) or 4-D (n_samples, "
-                             f"C, H, W); got shape {tuple(X.shape)}.")
+                             f"C, H, W); got shape {tuple(X.shape)}. Reshape your data "
+                             "with X.reshape(-1, 1) for a single feature or "
+                             "X.reshape(1, -1) for a single sample.")
         if X.shape[0] < 1:
             raise ValueError("X has 0 samples; at least 1 is needed.")
         return X
+
+    def _check_batch(self, Xb):
+        """One batch as finite floats with ``n_features_in_`` features, its shape kept."""
+        Xb = np.asarray(Xb)
+        flat = check_array(Xb.reshape(Xb.shape[0], -1), dtype=[np.float64, np.float32],
+                           input_name="X")
+        if flat.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {flat.shape[1]} features, but StreamingFeatures is "
+                             f"expecting {self.n_features_in_} features as input.")
+        return flat.reshape(Xb.shape)
 
     def _batches(self, n, desc):
         batches = list(gen_batches(n, self.batch_size))
@@ -190,7 +206,9 @@ class StreamingFeatures(TransformerMixin, _BaseComposition):
         ----------
         X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
             Generator outputs; a ``numpy.memmap`` stays on disk (only one
-            batch is read at a time).
+            batch is read at a time).  Each batch read is checked (dense,
+            finite numbers); a pass without statistics to gather reads only
+            the first batch.
         y : array-like of shape (n_samples,), default=None
             1 = made by G, -1 = known not made by G, 0 = unlabelled.
 
@@ -202,9 +220,9 @@ class StreamingFeatures(TransformerMixin, _BaseComposition):
         X = self._check_X(X)
         n = X.shape[0]
         labels = check_labels(y, n)
-        inv = clone(self.inverter).fit(X[:min(self.batch_size, n)],
-                                       None if y is None else labels[:self.batch_size])
         self.n_features_in_ = int(np.prod(X.shape[1:]))
+        inv = clone(self.inverter).fit(self._check_batch(X[:min(self.batch_size, n)]),
+                                       None if y is None else labels[:self.batch_size])
         fitted = [False] * len(steps)
         self.n_passes_ = 0
         while not all(fitted):
@@ -220,7 +238,7 @@ class StreamingFeatures(TransformerMixin, _BaseComposition):
         selector) at the end."""
         acc = None                      # (index of the step being accumulated, state)
         for sl in self._batches(X.shape[0], f"fit pass {self.n_passes_}"):
-            Z = inv.transform(X[sl])
+            Z = inv.transform(self._check_batch(X[sl]))
             lab = labels[sl]
             for j, (_, est) in enumerate(steps):
                 if fitted[j]:
@@ -251,6 +269,8 @@ class StreamingFeatures(TransformerMixin, _BaseComposition):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+            Each batch is checked: dense, finite numbers, ``n_features_in_``
+            features per sample.
 
         Returns
         -------
@@ -260,7 +280,7 @@ class StreamingFeatures(TransformerMixin, _BaseComposition):
         X = self._check_X(X)
         parts, n_iter, gaps = [], [], []
         for sl in self._batches(X.shape[0], "streaming transform"):
-            Z = self.inverter_.transform(X[sl])
+            Z = self.inverter_.transform(self._check_batch(X[sl]))
             for k in ("n_iter_", "duality_gap_"):
                 if hasattr(self.inverter_, k):
                     (n_iter if k == "n_iter_" else gaps).append(getattr(self.inverter_, k))

@@ -320,3 +320,59 @@ def test_reconstruction_distance_with_callables_and_options():
         ReconstructionDistance(ae, distance=lambda x, r: torch.zeros(1)).fit(X_g)
     with pytest.raises(ValueError, match="decode\\(encode\\(x\\)\\) has shape"):
         ReconstructionDistance(encode=ae.encode, decode=lambda z: z).fit(X_g)
+
+
+# ------------------------------------------------- what the estimator checks cannot see
+class _ScaledBlockAutoencoder(BlockAutoencoder):
+    """BlockAutoencoder with a parameter (kept at 1): something fit could alter."""
+
+    def __init__(self):
+        super().__init__()
+        self.gain = nn.Parameter(torch.ones(()))
+
+    def decode(self, z):
+        return super().decode(self.gain * z)
+
+
+def test_fit_leaves_the_torch_module_unchanged():
+    """The module given as a parameter keeps its weights, mode and gradient flags.
+
+    (check_estimators_overwrite_params cannot tell: it compares joblib hashes of a
+    deepcopy, and a module's pickle holds its tensors' memory addresses.)"""
+    G, ae = _TinyGenerator(0), _ScaledBlockAutoencoder()
+    for module, det, X in (
+            (G, LatentInversionDistance(G, n_steps=3, random_state=0), _samples(G, 10, 0)),
+            (ae, ReconstructionDistance(ae, random_state=0), _decodes(10, 0))):
+        module.train()
+        before = {k: v.clone() for k, v in module.state_dict().items()}
+        det.fit(X).score_samples(X)
+        assert module.training
+        assert all(p.requires_grad for p in module.parameters())
+        after = module.state_dict()
+        assert all(torch.equal(before[k], after[k]) for k in before)
+        assert det.get_params()["generator" if module is G else "autoencoder"] is module
+
+
+def test_latent_inversion_score_depends_on_the_sample_only():
+    """A sample's score is the same whatever it is scored with: alone, in another
+    order, in other batches (every sample starts from the same seeded code)."""
+    G = _TinyGenerator(0)
+    X = _samples(_TinyGenerator(1), 12, 1)
+    det = LatentInversionDistance(G, n_steps=20, batch_size=5, random_state=0)
+    det.fit(_samples(G, 20, 0))
+    s = det.score_samples(X)
+    np.testing.assert_allclose(det.score_samples(X[::-1]), s[::-1], rtol=1e-6)
+    np.testing.assert_allclose([det.score_samples(X[i:i + 1])[0] for i in (0, 7, 11)],
+                               s[[0, 7, 11]], rtol=1e-6)
+    assert det.latent_start_.shape == (4,)
+    # another seed, another start
+    other = LatentInversionDistance(G, n_steps=20, random_state=1).fit(_samples(G, 20, 0))
+    assert not np.array_equal(other.latent_start_, det.latent_start_)
+
+
+def test_reconstruction_distance_reversed_input():
+    """Negatively strided input (X[::-1]) is scored like any other array."""
+    X = _decodes(10, 0, noise=0.1)
+    det = ReconstructionDistance(BlockAutoencoder(), batch_size=4, random_state=0).fit(X)
+    np.testing.assert_allclose(det.score_samples(X[::-1]), det.score_samples(X)[::-1],
+                               rtol=1e-6)

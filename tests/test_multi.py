@@ -207,3 +207,45 @@ def test_prediction_set_display(fitted):
     with pytest.raises(ValueError, match="sets must have shape"):
         PredictionSetDisplay.from_predictions(y, sets[:, :2], ["G1", "G2", "G3"])
     plt.close("all")
+
+
+class _ArrayLike:
+    """Has ``__array__`` only (no len, no shape), like the checks' _NotAnArray."""
+
+    def __init__(self, data):
+        self.data = np.asarray(data)
+
+    def __array__(self, dtype=None, copy=None):
+        return self.data if dtype is None else self.data.astype(dtype)
+
+
+def test_inputs_the_estimator_checks_cannot_reach():
+    """The checks fit with labels 0, 1, 2, which an attributor rightly refuses (its
+    classes are the model names): the same cases here, with proper labels."""
+    from scipy import sparse
+
+    X, y = data(["G1", "G2"], 40, seed=5, n_other=10)
+    est = {"G1": iforest(0.1), "G2": iforest(0.1)}
+    attr = OwnedModelsAttributor(est)
+    assert not hasattr(attr, "n_features_in_")
+    attr.fit(X, y)
+    assert attr.n_features_in_ == D
+    # an object with __array__ only
+    other = OwnedModelsAttributor(est).fit(_ArrayLike(X), _ArrayLike(y))
+    np.testing.assert_array_equal(other.predict(_ArrayLike(X)), attr.predict(X))
+    # a continuous target is named as such
+    with pytest.raises(ValueError, match="Unknown label type: continuous"):
+        OwnedModelsAttributor(est).fit(X, np.linspace(0, 1, len(X)))
+    # bad X: the detectors' own clear errors
+    bad = X.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        OwnedModelsAttributor(est).fit(bad, y)
+    with pytest.raises(ValueError, match="NaN"):
+        attr.predict(bad)
+    with pytest.raises(TypeError, match="[Ss]parse"):
+        OwnedModelsAttributor(est).fit(sparse.csr_matrix(X), y)
+    with pytest.raises(ValueError, match="features"):
+        attr.predict(X[:, :2])
+    with pytest.raises(ValueError, match="Reshape your data"):
+        attr.predict(X[0])

@@ -174,3 +174,39 @@ def test_scaler_partial_fit_matches_fit():
     np.testing.assert_allclose(inc.scale_, ref.scale_, rtol=1e-12)
     with pytest.raises(ValueError, match="features"):
         inc.partial_fit(X[:3, :2])
+
+
+def test_each_batch_is_validated():
+    """Bad input gets a clear error from StreamingFeatures itself, whatever the inverter
+    (a FunctionTransformer passes anything on: NaN, strings, a wrong width)."""
+    from scipy import sparse
+    from sklearn.preprocessing import FunctionTransformer
+
+    X = np.random.default_rng(0).normal(size=(12, 4))
+    stream = StreamingFeatures(FunctionTransformer(), batch_size=5).fit(X)
+    with pytest.raises(ValueError, match="StreamingFeatures is expecting 4 features"):
+        stream.transform(X[:, :3])
+    bad = X.copy()
+    bad[1, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        StreamingFeatures(FunctionTransformer(), batch_size=5).fit(bad)
+    bad[1, 2], bad[11, 2] = 0.0, np.nan      # in the last batch only
+    with pytest.raises(ValueError, match="NaN"):
+        stream.transform(bad)
+    with pytest.raises(ValueError, match="infinity"):
+        stream.transform(np.where(bad == bad, bad, np.inf))
+    obj = X.astype(object)
+    obj[0, 0] = {"not": "a number"}
+    with pytest.raises(TypeError, match="number"):
+        stream.transform(obj)
+    with pytest.raises(TypeError, match="sparse"):
+        stream.transform(sparse.csr_matrix(X))
+    with pytest.raises(ValueError, match="Reshape your data"):
+        stream.transform(X[0])
+    # float32 stays float32; 4-D input reaches the inverter as 4-D
+    assert stream.transform(X.astype(np.float32)).dtype == np.float32
+    shapes = []
+    spy = FunctionTransformer(lambda Z: shapes.append(Z.shape) or Z.reshape(len(Z), -1))
+    StreamingFeatures(spy, batch_size=5).fit(X.reshape(12, 1, 2, 2)).transform(
+        X.reshape(12, 1, 2, 2))
+    assert set(shapes) == {(5, 1, 2, 2), (2, 1, 2, 2)}
