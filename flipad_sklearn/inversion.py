@@ -334,7 +334,7 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         op = LayerOperator.from_layer(self.layer, self.activation_shape_)
         if op.n_outputs != X.shape[1]:
             raise ValueError(
-                f"X has {X.shape[1]} features per sample, but the final layer maps "
+                f"X has {X.shape[1]} feature(s) per sample, but the final layer maps "
                 f"activations of shape {self.activation_shape_} to outputs of shape "
                 f"{op.output_shape} ({op.n_outputs} values)."
             )

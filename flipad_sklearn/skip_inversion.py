@@ -160,7 +160,7 @@ class SkipInverter(FinalLayerInverter):
         base = LayerOperator.from_layer(self.layer, self.activation_shape_)
         if base.n_outputs != X.shape[1]:
             raise ValueError(
-                f"X has {X.shape[1]} features per sample, but the final layer maps "
+                f"X has {X.shape[1]} feature(s) per sample, but the final layer maps "
                 f"activations of shape {self.activation_shape_} to outputs of shape "
                 f"{base.output_shape} ({base.n_outputs} values).")
         if image_shape is not None and image_shape != base.output_shape:

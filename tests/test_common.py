@@ -120,7 +120,7 @@ EXPECTED_FAILED_CHECKS = {
     "FinalLayerInverter": {
         **{name: _FIXED_FEATURES for name in (
             "check_estimators_dtypes", "check_dtype_object", "check_fit2d_1sample",
-            "check_fit2d_1feature", "check_estimators_overwrite_params",
+            "check_estimators_overwrite_params",
             "check_estimators_fit_returns_self", "check_readonly_memmap_input",
             "check_n_features_in_after_fitting", "check_positive_only_tag_during_fit",
             "check_fit_idempotent", "check_fit_check_is_fitted", "check_n_features_in",

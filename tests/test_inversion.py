@@ -238,7 +238,7 @@ def test_errors_on_bad_configuration():
         FinalLayerInverter(layer=nn.BatchNorm1d(10)).fit(x)
     with pytest.raises(ValueError, match="needs layer"):
         FinalLayerInverter().fit(x)
-    with pytest.raises(ValueError, match="features per sample"):
+    with pytest.raises(ValueError, match=r"feature\(s\) per sample"):
         FinalLayerInverter(layer=nn.Linear(24, 11)).fit(x)
     with pytest.raises(ValueError, match="anchor has 5 entries"):
         FinalLayerInverter(layer=layer, anchor=np.zeros(5)).fit(x)
