@@ -297,25 +297,42 @@ def write_figures(data, out_dir):
 
     protos = sorted({k[0] for k in data["scores"]}, reverse=True)
     sources = [n for n in acts if n != "G"]
+    # one colour per method in every panel; the false-positive rate on a log
+    # axis (where methods differ: on a linear one every curve hugs the corner)
+    colours = {m: f"C{i}" for i, m in enumerate(METHODS)}
     fig, axes = plt.subplots(len(protos), len(sources),
-                             figsize=(3 * len(sources), 3 * len(protos)), squeeze=False)
+                             figsize=(3 * len(sources), 3 * len(protos) + 0.4), squeeze=False)
+    handles = {}
     for i, proto in enumerate(protos):
         for j, name in enumerate(sources):
             ax = axes[i][j]
+            lowest = 1.0
             for method in METHODS:
-                if (proto, method, name) not in data["scores"]:
+                # unsupervised methods ignore the negatives: computed once, under
+                # the paper protocol, and the same curve under every protocol
+                key = (proto if method not in UNSUPERVISED else "paper", method, name)
+                if key not in data["scores"]:
                     continue
-                s_g, s_o = data["scores"][proto, method, name]
+                s_g, s_o = data["scores"][key]
                 fpr, tpr, _ = roc_curve(np.r_[np.ones(len(s_g)), np.zeros(len(s_o))],
                                         np.r_[s_g, s_o])
-                ax.plot(fpr, tpr, label=method, lw=1)
-            ax.plot([0, 1], [0, 1], "k:", lw=0.5)
+                floor = 0.5 / len(s_o)            # fpr = 0 drawn at half a sample
+                lowest = min(lowest, floor)
+                handles[method], = ax.step(np.maximum(fpr, floor), tpr, where="post",
+                                           color=colours[method], lw=1)
+            ax.plot([lowest, 1], [lowest, 1], "k:", lw=0.5)
+            ax.set_xscale("log")
+            ax.set_xlim(lowest, 1)
+            ax.set_ylim(0, 1.02)
             ax.set_title(f"{proto}: G vs {name} ({data['groups'][name]})", fontsize=8)
-            ax.set_xlabel("false positive rate", fontsize=7)
+            ax.set_xlabel("false positive rate (log)", fontsize=7)
             ax.set_ylabel("true positive rate", fontsize=7)
-    axes[0][0].legend(fontsize=6)
-    fig.suptitle(f"ROC curves, G = {data['G']}", fontsize=9)
-    fig.tight_layout()
+    labels = [m + (" *" if m in UNSUPERVISED else "") for m in handles]
+    fig.legend(list(handles.values()), labels, loc="lower center", ncol=len(handles),
+               fontsize=7, frameon=False)
+    fig.suptitle(f"ROC curves, G = {data['G']} (* ignores the labelled negatives: "
+                 "the same curve under both protocols)", fontsize=9)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(os.path.join(out_dir, "roc.png"), dpi=120)
     plt.close(fig)
 
