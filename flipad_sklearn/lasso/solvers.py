@@ -359,11 +359,11 @@ def auto_solver(op, device, shifted_bound=False):
     in several times fewer iterations than FISTA, at a lower objective; on
     better-posed layers (about one activation per output or fewer, or a
     Conv2d with three outputs per pixel and 1-3 activations per output) FISTA
-    stops first, for its cheaper iterations.  On Linear layers scikit-learn's compiled coordinate descent
-    is fastest on CPU, unless the problem has a shifted bound
-    (``shifted_bound``: ``positive=True`` with a non-zero anchor, so
-    ``d >= -anchor``), which it does not handle: the package's own coordinate
-    descent then loops in Python, and batched FISTA is far faster.
+    stops first, for its cheaper iterations.  On Linear layers scikit-learn's
+    compiled coordinate descent is fastest on CPU, unless the problem has a
+    shifted bound (``shifted_bound``: ``positive=True`` with a non-zero
+    anchor, so ``d >= -anchor``), which it does not handle: the package's own
+    coordinate descent then loops in Python, and batched FISTA is far faster.
     """
     device = torch.device(device)
     if op.kind == "linear":
