@@ -7,8 +7,8 @@ and the guarded detector with each ``combine`` rule (``"min"``, ``"mean"``,
 guarded combination):
 
 * images (``--part image``): G = ``--kind`` (default DCGAN) of each seed of
-  ``--g-seeds`` with the zoo and sizes of the image part of ``attribution.py`` (full config:
-  1000 samples of G, 400 real + 400 shadow negatives, 200 test samples per
+  ``--g-seeds`` with the zoo and sizes of the image part of
+  ``attribution.py`` (full config: 1000 samples of G, 400 real + 400 shadow negatives, 200 test samples per
   source), trained on G's samples alone (one-class), under the paper
   protocol (real negatives) and the shadows protocol, and the
   sample-efficiency case of its ``efficiency`` part (the first 100 samples
@@ -18,8 +18,9 @@ guarded combination):
 * tabular (``--part tabular``): the red-wine table of
   ``attribution_tabular.py`` (full config), both protocols.
 
-Outputs in ``--out``: ``guard_pairs.csv`` (one row per case, method, G,
-test source) and ``guard.md`` (mean ± std over the seeds of G; each seed's
+Outputs in ``--out``: ``guard_<part>_pairs.csv`` (``<part>``: ``tabular``
+or ``image_<kind>``; one row per case, method, G, test source) and
+``guard_<part>.md`` (mean ± std over the seeds of G; each seed's
 value is the mean over the group's sources) with the rules ``"auto"``
 chose.
 
