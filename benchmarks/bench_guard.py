@@ -9,8 +9,9 @@ guarded combination):
 * images (``--part image``): G = ``--kind`` (default DCGAN) of each seed of
   ``--g-seeds`` with the zoo and sizes of the image part of
   ``attribution.py`` (full config: 1000 samples of G, 400 real + 400
-  shadow negatives, 200 test samples per source), trained on G's samples alone (one-class), under the paper
-  protocol (real negatives) and the shadows protocol, and the
+  shadow negatives, 200 test samples per source), trained on G's samples
+  alone (one-class), under the paper protocol (real negatives) and the
+  shadows protocol, and the
   sample-efficiency case of its ``efficiency`` part (the first 100 samples
   of G, real images and 2 shadows, every detector at its defaults) on the
   clean and the JPEG-compressed (quality 90) test sets (200 test samples per
