@@ -29,10 +29,11 @@ Usage::
 
     python benchmarks/bench_guard.py --part image --kind dcgan --g-seeds 0 1 --out bench_out
     python benchmarks/bench_guard.py --part image --kind wgan_gp --g-seeds 0 1 --out bench_out
+    python benchmarks/bench_guard.py --part image --kind lsgan --g-seeds 0 1 --out bench_out
     python benchmarks/bench_guard.py --part tabular --g-seeds 0 1 2 --out bench_out
 
 Runtime on one CPU thread (2026-12-01, zoo cached): image 4.8 minutes
-(DCGAN, seeds 0 and 1) and 5.6 (WGAN-GP, seeds 0 and 1), mostly the
+(DCGAN, seeds 0 and 1), 5.6 (WGAN-GP) and 4.9 (LSGAN), mostly the
 inversions; tabular 7.0 minutes (seeds 0, 1, 2).  Results:
 ``benchmarks/results/guard_*`` and the user guide's benchmark page
 (``guard-combination``).
