@@ -296,7 +296,7 @@ def test_guard_rejects_a_direction_the_negatives_do_not_show(seed):
 def test_guard_attributes_and_score():
     X = np.r_[_directions(300, seed=1), _directions(100, direction=0, seed=2)]
     y = np.r_[np.ones(300), -np.ones(100)]
-    det = FLIPADDetector(**dict(FAST, one_class="ocsvm")).fit(X, y)
+    det = FLIPADDetector(**dict(FAST, one_class="ocsvm", combine="min")).fit(X, y)
     assert FLIPADDetector().one_class == "ocsvm"      # the default
     assert isinstance(det.one_class_, OneClassSVM) and det.score_scale_.shape == (2, 2)
     # the guard sees G's training samples only: 300 - 60 held out - 20% for the scales
@@ -449,3 +449,74 @@ def test_cuda_fit_loads_on_cpu(tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "s.npy"), s_cuda, rtol=1e-10)
     cpu = FLIPADDetector(**FAST).fit(X)
     assert np.corrcoef(cpu.score_samples(X), s_cuda)[0, 1] > 0.5
+
+
+# ------------------------------------------- combine: when to keep the guard
+def _subtle(n, d=20, shift=0.0, seed=0):
+    """N(0, I) in 20 dimensions, shifted along e0: invisible to a one-class SVM's
+    density estimate at shift 3, plain to Deep SAD once it is shown the shift."""
+    X = np.random.default_rng(seed).normal(size=(n, d))
+    X[:, 0] += shift
+    return X
+
+
+def test_combine_auto_drops_a_guard_that_cannot_separate_the_negatives():
+    X = np.r_[_subtle(400, seed=1), _subtle(300, shift=3.0, seed=2)]
+    y = np.r_[np.ones(400), -np.ones(300)]
+    params = dict(FAST, hidden_sizes=(32,), n_epochs=20, one_class="ocsvm")
+    det = FLIPADDetector(**params).fit(X, y)
+    check = det.guard_check_
+    assert FLIPADDetector().combine == "auto"          # the default
+    assert det.combine_ == "deep_sad" and "dropped" in check["reason"]
+    assert check["rejected_guarded"] < check["rejected_deep_sad"] - 0.1
+    assert check["n_negatives"] == 60 and check["n_g"] == 64
+    G, neg = _subtle(400, seed=3), _subtle(400, shift=3.0, seed=4)
+    guarded = FLIPADDetector(**dict(params, combine="mean")).fit(X, y)
+    # what the guard would have cost: fresh negatives accepted at fnr = 0.05
+    assert np.mean(det.predict(neg) == -1) > np.mean(guarded.predict(neg) == -1) + 0.2
+    # Deep SAD alone, on the standardised scale
+    (l0, s0) = det.score_scale_[0]
+    np.testing.assert_allclose(det.score_samples(G), (-np.log(det._distances(G)) - l0) / s0,
+                               rtol=1e-12)
+    assert np.mean(det.predict(G) == -1) < 0.05 + 0.04
+
+
+def test_combine_auto_keeps_the_guard_without_negatives_or_when_it_is_free():
+    X = _subtle(400, seed=1)
+    det = FLIPADDetector(**dict(FAST, one_class="ocsvm")).fit(X)
+    assert det.combine_ == "mean" and "no labelled negatives" in det.guard_check_["reason"]
+    # too few negatives to check: kept, unchecked
+    Xf = np.r_[X, _subtle(20, shift=3.0, seed=2)]
+    det = FLIPADDetector(**dict(FAST, one_class="ocsvm")).fit(Xf, np.r_[np.ones(400),
+                                                                       -np.ones(20)])
+    assert det.combine_ == "mean" and "too few" in det.guard_check_["reason"]
+    # negatives far from G: both separate them, the guard is free and kept
+    Xs = np.r_[_directions(400, seed=1), _directions(200, direction=0, seed=2)]
+    det = FLIPADDetector(**dict(FAST, one_class="ocsvm")).fit(
+        Xs, np.r_[np.ones(400), -np.ones(200)])
+    check = det.guard_check_
+    assert det.combine_ == "mean" and "kept" in check["reason"]
+    assert check["auc_guarded"] >= check["auc_deep_sad"] - 0.01
+    assert check["rejected_guarded"] >= check["rejected_deep_sad"] - 0.02
+
+
+def test_combine_fixed_rules_and_attributes():
+    X = np.r_[_directions(300, seed=1), _directions(100, direction=0, seed=2)]
+    y = np.r_[np.ones(300), -np.ones(100)]
+    Xn = _directions(50, seed=3)
+    for combine in ("min", "mean"):
+        det = FLIPADDetector(**dict(FAST, one_class="ocsvm", combine=combine)).fit(X, y)
+        assert det.combine_ == combine and det.guard_check_ is None
+        deep, guard = det._standard_scores(Xn)
+        expected = np.minimum(deep, guard) if combine == "min" else 0.5 * (deep + guard)
+        np.testing.assert_allclose(det.score_samples(Xn), expected, rtol=1e-12)
+        # no negatives held out: the guard sees the same samples as under "auto"
+        assert det.one_class_.shape_fit_[0] == 240 - 48
+    alone = FLIPADDetector(**dict(FAST, one_class=None, combine="min")).fit(X, y)
+    assert alone.combine_ == "deep_sad" and alone.guard_check_ is None
+
+
+@pytest.mark.parametrize("combine", ["max", "deep_sad", None, 1])
+def test_combine_is_validated(combine):
+    with pytest.raises(ValueError, match="combine"):
+        FLIPADDetector(**dict(FAST, combine=combine)).fit(gaussian(60))

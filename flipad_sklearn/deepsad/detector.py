@@ -9,6 +9,7 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, OutlierMixin, _fit_context, clone
+from sklearn.metrics import roc_auc_score
 from sklearn.svm import OneClassSVM
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
@@ -37,6 +38,18 @@ _TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 #: one-class SVM costs O(n^2) to O(n^3) in time; a few thousand samples suffice).
 ONE_CLASS_MAX_SAMPLES = 2000
 _TINY = 1e-300    # log of a distance or kernel sum that is (numerically) 0
+#: ``combine="auto"`` keeps the guard (combined by this rule) when, on held-out
+#: labelled negatives, the guarded score's ROC AUC is at least Deep SAD's minus
+#: ``GUARD_AUC_MARGIN`` and it rejects at least Deep SAD's share of them at the
+#: detector's fnr minus ``GUARD_REJECT_MARGIN``.
+GUARD_COMBINATION = "mean"
+GUARD_AUC_MARGIN = 0.01
+GUARD_REJECT_MARGIN = 0.02
+#: ``combine="auto"`` holds out this share of the labelled negatives (at most
+#: 1000) to check the guard, when that leaves at least ``GUARD_MIN_CHECK`` of
+#: them and of G's scale samples; else the guard is kept unchecked.
+GUARD_CHECK_FRACTION = 0.2
+GUARD_MIN_CHECK = 10
 
 
 class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
@@ -51,19 +64,29 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
     ``fnr`` of G's own samples is rejected (in expectation over the split).
 
     By default (``one_class="ocsvm"``) a one-class SVM fitted on G's training
-    samples alone guards Deep SAD: the score is the smaller of the two scores,
-    each standardised on G's training samples, and the conformal threshold is
-    set on that combined score.  Labelled negatives teach Deep SAD the
-    directions in which *they* differ from G (real images, known shadows);
-    it then accepts other generators that differ from G elsewhere (issue 13:
-    same architecture, unseen seed, accuracy at fnr = 0.005 0.887 against
-    0.998 for a one-class SVM on the same features).  The guard rejects what
-    is far from G in any direction, Deep SAD what is like the known
-    negatives; ``one_class=None`` is the paper's Deep SAD alone.  The guard
-    has a cost where the labelled negatives carry a signal the one-class
-    SVM lacks: on JPEG-compressed test images, Deep SAD trained against
-    shadows still ranks G first and the SVM does not, and the combined score
-    follows the SVM (see the benchmark page of the user guide).
+    samples alone guards Deep SAD: the score combines the two log-scores,
+    each standardised on G's training samples (``combine``), and the
+    conformal threshold is set on that combined score.  Labelled negatives
+    teach Deep SAD the directions in which *they* differ from G (real
+    images, known shadows); it then accepts other generators that differ
+    from G elsewhere (issue 13: same architecture, unseen seed, accuracy at
+    fnr = 0.005 0.887 against 0.998 for a one-class SVM on the same
+    features).  The guard rejects what is far from G in any direction, Deep
+    SAD what is like the known negatives; ``one_class=None`` is the paper's
+    Deep SAD alone.
+
+    The guard costs where the labelled negatives carry a signal the
+    one-class SVM lacks (on tabular features it accepts most negatives at
+    fnr = 0.005).  So by default (``combine="auto"``) a share of the
+    labelled negatives is held out of training and the guard (the mean of
+    the two scores) is kept only where, against them, it ranks and rejects
+    about as well as Deep SAD alone; else Deep SAD alone is used.  Deep
+    SAD's held-out numbers are optimistic (the held-out negatives come from
+    the sources it was trained on, not from the unseen generators the guard
+    is for), so the rule does not ask which part generalises better: it
+    drops the guard only where the guard already loses on the negatives one
+    has.  Without (enough) labelled negatives the guard is kept.
+    ``combine_`` and ``guard_check_`` say what was chosen and why.
 
     Labels: ``y = 1`` made by G (normal), ``y = -1`` known not made by G
     (real data, other generators: labelled anomalies), ``y = 0`` unlabelled
@@ -105,6 +128,22 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
         estimator with ``fit`` and ``score_samples`` (higher = more normal) is
         cloned.  None: Deep SAD alone (``score_samples`` is then minus the
         squared distance to the centre).
+    combine : {"auto", "min", "mean"}, default="auto"
+        How Deep SAD's and the one-class score, both log-scores standardised
+        on G's scale samples (``score_scale_``), are combined when
+        ``one_class`` is set.  ``"min"``: their minimum (a sample must look
+        like G to both).  ``"mean"``: their mean (the one-class log-score is
+        unbounded below, so what is far from G is still rejected; a sample
+        only a little off for the guard keeps Deep SAD's ranking).
+        ``"auto"``: with labelled negatives (``y == -1``), 20% of them
+        (``GUARD_CHECK_FRACTION``, at most 1000) are held out of training;
+        ``"mean"`` is used if, on G's scale samples against them, its ROC
+        AUC is at least Deep SAD's minus ``GUARD_AUC_MARGIN`` (0.01) and it
+        rejects at least Deep SAD's share of them at the threshold ``fnr``
+        sets on the scale samples, minus ``GUARD_REJECT_MARGIN`` (0.02);
+        else Deep SAD alone.  With fewer than ``GUARD_MIN_CHECK`` (10)
+        negatives to hold out or scale samples of G, nothing is held out
+        and ``"mean"`` is used.  Ignored with ``one_class=None``.
     eps : float, default=0.1
         Centre coordinates with ``|c_j| < eps`` are set to ``+-eps`` (0 counts
         as +), so that no coordinate is trivially reachable by zero weights.
@@ -164,8 +203,20 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
         The fitted one-class detector (None with ``one_class=None``).
     score_scale_ : ndarray of shape (2, 2) or None
         Location (median) and scale (std) of Deep SAD's score (row 0) and of
-        the one-class score (row 1) over G's training samples: the score is
+        the one-class score (row 1) over G's training samples: with
+        ``combine_ == "min"`` the score is
         ``min((s_deep - loc_0) / scale_0, (s_one_class - loc_1) / scale_1)``.
+    combine_ : {"min", "mean", "deep_sad"}
+        The combination used: ``combine`` itself, or for ``"auto"`` the
+        rule's choice; ``"deep_sad"`` (Deep SAD alone) also with
+        ``one_class=None``.
+    guard_check_ : dict or None
+        With ``combine="auto"`` and a guard: ``"reason"`` (why ``combine_``
+        was chosen), ``"auc_deep_sad"``, ``"auc_guarded"`` (held-out ROC
+        AUCs), ``"rejected_deep_sad"``, ``"rejected_guarded"`` (shares of the
+        held-out negatives rejected at ``fnr``; all four NaN when nothing
+        could be held out), ``"n_g"`` and ``"n_negatives"`` (the samples they
+        were measured on).  Else None.
     threshold_ : float
         Distance above which a sample is rejected as not made by G.
     offset_ : float
@@ -211,6 +262,7 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
         "batch_norm": ["boolean"],
         "eta": [Interval(Real, 0, None, closed="left")],
         "one_class": [StrOptions({"ocsvm"}), HasMethods(["fit", "score_samples"]), None],
+        "combine": [StrOptions({"auto", "min", "mean"})],
         "eps": [Interval(Real, 0, None, closed="neither")],
         "n_epochs": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -237,6 +289,7 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
         batch_norm=True,
         eta=1.0,
         one_class="ocsvm",
+        combine="auto",
         eps=0.1,
         n_epochs=50,
         batch_size=128,
@@ -261,6 +314,7 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
         self.batch_norm = batch_norm
         self.eta = eta
         self.one_class = one_class
+        self.combine = combine
         self.eps = eps
         self.n_epochs = n_epochs
         self.batch_size = batch_size
@@ -311,7 +365,8 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
         gen = torch.Generator().manual_seed(int(rng.randint(np.iinfo(np.int32).max)))
         # drawn after the network's seed: one_class=None trains exactly as before
         scale_idx = self._scale_split(train_idx, labels, rng)
-        train_idx = np.setdiff1d(train_idx, scale_idx)
+        check_idx = self._check_split(train_idx, labels, scale_idx.size, rng)
+        train_idx = np.setdiff1d(train_idx, np.r_[scale_idx, check_idx])
         net, spec = self._make_network(X.shape[1], shape, gen)
         check_bias_free(net)
         net = net.to(self.device_)
@@ -327,8 +382,68 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
         self.input_shape_ = shape
 
         self._fit_one_class(X[train_idx][labels[train_idx] != -1], X[scale_idx], rng)
+        self._choose_combine(X[scale_idx], X[check_idx], np.sum(labels[train_idx] == -1))
         self._fit_threshold(X[val_idx], self._scores)
         return self
+
+    def _check_split(self, train_idx, labels, n_scale, rng):
+        """Labelled negatives held out of training to check the guard (``combine="auto"``).
+
+        Empty unless ``combine="auto"`` with a guard and enough negatives and
+        scale samples of G (:data:`GUARD_MIN_CHECK` of each) for a held-out AUC.
+        """
+        neg = train_idx[labels[train_idx] == -1]
+        n_check = min(int(GUARD_CHECK_FRACTION * neg.size), 1000)
+        if (self.one_class is None or self.combine != "auto" or n_check < GUARD_MIN_CHECK
+                or n_scale < GUARD_MIN_CHECK):
+            return train_idx[:0]
+        return np.sort(rng.permutation(neg)[:n_check])
+
+    def _choose_combine(self, X_scale, X_check, n_neg_train):
+        """Set ``combine_`` and ``guard_check_``: how the two scores are combined, and why."""
+        self.guard_check_ = None
+        if self.one_class is None:
+            self.combine_ = "deep_sad"
+            return
+        if self.combine != "auto":
+            self.combine_ = self.combine
+            return
+        if X_check.shape[0] == 0:
+            self.combine_ = GUARD_COMBINATION
+            self.guard_check_ = {
+                "reason": ("no labelled negatives: guard kept" if n_neg_train == 0 else
+                           f"too few labelled negatives or samples of G to check the "
+                           f"guard (fewer than {GUARD_MIN_CHECK} held out): guard kept"),
+                **{f"{m}_{n}": float("nan") for m in ("auc", "rejected")
+                   for n in ("deep_sad", "guarded")},
+                "n_g": int(X_scale.shape[0]), "n_negatives": 0}
+            return
+        # G's scale samples (seen by neither part) against held-out negatives
+        deep_g, other_g = self._standard_scores(X_scale)
+        deep_n, other_n = self._standard_scores(X_check)
+        guarded = GUARD_COMBINATION
+        stats = {}
+        for name, s_g, s_n in (
+                ("deep_sad", deep_g, deep_n),
+                ("guarded", *(_combine(guarded, deep_g, other_g),
+                              _combine(guarded, deep_n, other_n)))):
+            stats[f"auc_{name}"] = float(roc_auc_score(
+                np.r_[np.ones(s_g.size), np.zeros(s_n.size)], np.r_[s_g, s_n]))
+            # at the detector's operating point: the (1 - fnr) quantile of G's scores
+            k = min(math.ceil((s_g.size + 1) * (1 - self.fnr) - 1e-12), s_g.size)
+            t = np.sort(-s_g)[max(k, 1) - 1]
+            stats[f"rejected_{name}"] = float(np.mean(-s_n > t))
+        keep = (stats["auc_guarded"] >= stats["auc_deep_sad"] - GUARD_AUC_MARGIN and
+                stats["rejected_guarded"] >= stats["rejected_deep_sad"] - GUARD_REJECT_MARGIN)
+        self.combine_ = guarded if keep else "deep_sad"
+        self.guard_check_ = dict(
+            reason=(f"held-out negatives, guarded ({guarded}) / Deep SAD alone: AUC "
+                    f"{stats['auc_guarded']:.4f} / {stats['auc_deep_sad']:.4f}, rejected at "
+                    f"fnr={self.fnr:g} {stats['rejected_guarded']:.3f} / "
+                    f"{stats['rejected_deep_sad']:.3f}: guard "
+                    + ("kept" if keep else f"dropped (it loses more than {GUARD_AUC_MARGIN} "
+                       f"AUC or {GUARD_REJECT_MARGIN} of the rejections)")),
+            **stats, n_g=int(X_scale.shape[0]), n_negatives=int(X_check.shape[0]))
 
     def _scale_split(self, train_idx, labels, rng):
         """G's training samples kept out of training to put both scores on one scale.
@@ -381,13 +496,22 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
         other = np.asarray(self.one_class_.score_samples(X), dtype=np.float64)
         return deep, np.log(np.maximum(other, _TINY))
 
+    def _standard_scores(self, X):
+        """Both log-scores standardised with ``score_scale_`` (higher = more like G)."""
+        (l0, s0), (l1, s1) = self.score_scale_
+        deep, other = self._log_scores(X)
+        return (deep - l0) / s0, (other - l1) / s1
+
     def _scores(self, X):
         """The detector's score of validated flat ``X`` (higher = more like G)."""
         if getattr(self, "one_class_", None) is None:
             return -self._distances(X)
-        (l0, s0), (l1, s1) = self.score_scale_
-        deep, other = self._log_scores(X)
-        return np.minimum((deep - l0) / s0, (other - l1) / s1)
+        # fitted before combine_ existed: the guard was always the minimum
+        combine = getattr(self, "combine_", "min")
+        if combine == "deep_sad":
+            (l0, s0) = self.score_scale_[0]
+            return (-np.log(np.maximum(self._distances(X), _TINY)) - l0) / s0
+        return _combine(combine, *self._standard_scores(X))
 
     def _network_input_shape(self, nd_shape, n_features):
         if self.input_shape is None and nd_shape is None:
@@ -509,9 +633,10 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
     def score_samples(self, X):
         """How much like G each sample is (higher = more like G).
 
-        With the one-class guard (the default), the smaller of Deep SAD's and
-        the guard's standardised scores (see ``score_scale_``); with
-        ``one_class=None``, the negative squared distance to the centre.
+        With the one-class guard (the default), the combination ``combine_``
+        of Deep SAD's and the guard's standardised scores (see
+        ``score_scale_``); with ``one_class=None``, the negative squared
+        distance to the centre.
 
         Parameters
         ----------
@@ -560,6 +685,11 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
         elif module is not None:
             state["network_"] = module.eval()
         super().__setstate__(state)
+
+
+def _combine(rule, deep, other):
+    """The combined standardised score (higher = more like G)."""
+    return 0.5 * (deep + other) if rule == "mean" else np.minimum(deep, other)
 
 
 def _to_tensor(X, dtype):
