@@ -91,8 +91,9 @@ __all__ += [
 # --- the conformal split, threshold and p-values of every detector (issues 11, 13) ---
 from . import conformal
 from .conformal import calibrate, required_validation_size
+from .conformal_pipeline import ConformalPipeline
 
-__all__ += ["calibrate", "conformal", "required_validation_size"]
+__all__ += ["ConformalPipeline", "calibrate", "conformal", "required_validation_size"]
 
 # --- attribution over several owned models (issue 13) ---
 from . import multi

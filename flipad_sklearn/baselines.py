@@ -35,7 +35,6 @@ import torch
 from sklearn.base import BaseEstimator, OutlierMixin, _fit_context, clone
 from sklearn.ensemble import IsolationForest
 from sklearn.neighbors import LocalOutlierFactor
-from sklearn.pipeline import Pipeline
 from sklearn.svm import OneClassSVM
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
@@ -45,6 +44,7 @@ from torch import nn
 from ._device import resolve_device
 from ._validation import check_labels, flatten_images, resolve_input_shape
 from .conformal import CONFORMAL_CONSTRAINTS, ConformalDecisionMixin
+from .conformal_pipeline import ConformalPipeline
 from .deepsad import FLIPADDetector
 from .features import DCTFeatures, GeneratorStandardScaler
 from .pipeline import make_flipad  # the FLIPAD recipe lives in flipad_sklearn.pipeline
@@ -737,12 +737,12 @@ def make_rawpad(*, fnr=0.005, random_state=None, device="auto", detector_params=
 
     Returns
     -------
-    pipeline : sklearn.pipeline.Pipeline
+    pipeline : ConformalPipeline
         ``scaler`` (:class:`~flipad_sklearn.GeneratorStandardScaler`) then
         ``det`` (:class:`~flipad_sklearn.FLIPADDetector`).  Fit with
         ``fit(X, y)``, ``y`` = 1 for G's samples, -1 for known others.
     """
-    return Pipeline([("scaler", GeneratorStandardScaler()),
+    return ConformalPipeline([("scaler", GeneratorStandardScaler()),
                      ("det", _deep_sad(fnr, random_state, device, detector_params))])
 
 
@@ -762,9 +762,9 @@ def make_dctpad(input_shape=None, *, fnr=0.005, random_state=None, device="auto"
 
     Returns
     -------
-    pipeline : sklearn.pipeline.Pipeline
+    pipeline : ConformalPipeline
         ``dct`` (:class:`~flipad_sklearn.DCTFeatures`), ``scaler``, ``det``.
     """
-    return Pipeline([("dct", DCTFeatures(input_shape)),
+    return ConformalPipeline([("dct", DCTFeatures(input_shape)),
                      ("scaler", GeneratorStandardScaler()),
                      ("det", _deep_sad(fnr, random_state, device, detector_params))])

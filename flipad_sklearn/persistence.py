@@ -36,6 +36,7 @@ from sklearn.svm import OneClassSVM
 
 from ._version import __version__
 from .baselines import ConformalDetector, FingerprintCorrelation
+from .conformal_pipeline import ConformalPipeline
 from .deepsad import FLIPADDetector
 from .features import ActivationPooling, ChannelSelector, DCTFeatures, GeneratorStandardScaler
 from .inversion import FinalLayerInverter
@@ -54,6 +55,7 @@ SPEC_KEY = "__spec__"
 #: The only classes :func:`load` rebuilds, by the name stored in a file.
 ALLOWED_CLASSES = {
     "sklearn.pipeline.Pipeline": Pipeline,
+    "flipad_sklearn.ConformalPipeline": ConformalPipeline,
     "sklearn.frozen.FrozenEstimator": FrozenEstimator,
     "sklearn.preprocessing.StandardScaler": StandardScaler,
     "sklearn.svm.OneClassSVM": OneClassSVM,

@@ -12,9 +12,9 @@ the same features.  Its defaults are those of the attribution benchmark.
 """
 
 import numpy as np
-from sklearn.pipeline import Pipeline
 from torch import nn
 
+from .conformal_pipeline import ConformalPipeline
 from .deepsad import FLIPADDetector
 from .features import ActivationPooling, ChannelSelector, GeneratorStandardScaler
 from .inversion import FinalLayerInverter
@@ -65,8 +65,10 @@ def make_flipad(layer, activation="tanh", anchor="zeros", *, alpha=5e-4,
 
     Returns
     -------
-    pipeline : sklearn.pipeline.Pipeline
-        Steps ``inv``, ``pool`` (if pooling), ``select``, ``scaler``, ``det``.
+    pipeline : ConformalPipeline
+        Steps ``inv``, ``pool`` (if pooling), ``select``, ``scaler``, ``det``;
+        the detector's held-out samples of G fit none of them, so that the fnr
+        guarantee holds for the whole pipeline.
         ``pipeline[:1]`` is the inversion alone (``pipeline[1:]`` can then be
         fitted on precomputed activations).
 
@@ -117,7 +119,7 @@ def make_flipad(layer, activation="tanh", anchor="zeros", *, alpha=5e-4,
 
         det = ConformalDetector(detector, fnr=fnr, random_state=random_state)
     steps.append(("det", det))
-    return Pipeline(steps)
+    return ConformalPipeline(steps)
 
 
 #: Defaults of :func:`make_flipad_tabular`, chosen by the tabular benchmark's
@@ -169,7 +171,7 @@ def make_flipad_tabular(generator, anchor=None, *, alpha=TABULAR_RECIPE["alpha"]
 
     Returns
     -------
-    pipeline : sklearn.pipeline.Pipeline
+    pipeline : ConformalPipeline
     """
     from .generator_utils import mean_activation
 

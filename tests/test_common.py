@@ -240,6 +240,7 @@ CHECKED_ELSEWHERE = {
     "JPEGCompression": "tests/test_perturbations.py",
     "ResizedCrop": "tests/test_perturbations.py",
     "SDVSynthesizer": "tests/test_sdv_others.py",
+    "ConformalPipeline": "tests/test_conformal_pipeline.py",
 }
 
 

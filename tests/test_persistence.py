@@ -109,7 +109,7 @@ def test_file_holds_no_pickle(fitted, tmp_path):
             for v in o:
                 walk(v)
     walk(spec["root"])
-    assert classes == {"sklearn.pipeline.Pipeline", "flipad_sklearn.FinalLayerInverter",
+    assert classes == {"flipad_sklearn.ConformalPipeline", "flipad_sklearn.FinalLayerInverter",
                        "flipad_sklearn.ActivationPooling", "flipad_sklearn.ChannelSelector",
                        "flipad_sklearn.GeneratorStandardScaler",
                        "flipad_sklearn.FLIPADDetector",
