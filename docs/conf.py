@@ -179,5 +179,14 @@ def _escape_type_lines(app, what, name, obj, options, lines):
         lines[i] = m.group(1) + typ
 
 
+def _skip_metadata_request_methods(app, what, name, obj, skip, options):
+    # scikit-learn generates set_{method}_request on subclasses of its routers
+    # (ConformalPipeline is a Pipeline); their docstrings cite its glossary
+    if re.fullmatch(r"set_\w+_request", name):
+        return True
+    return None
+
+
 def setup(app):
     app.connect("autodoc-process-docstring", _escape_type_lines, priority=100)
+    app.connect("autodoc-skip-member", _skip_metadata_request_methods)

@@ -23,8 +23,7 @@ from .conformal import ConformalDecisionMixin
 
 
 class ConformalPipeline(Pipeline):
-    """A :class:`~sklearn.pipeline.Pipeline` ending in a conformal detector, calibrated on
-    samples of G that no step was fitted on.
+    """A pipeline ending in a conformal detector whose held-out samples of G fit no step.
 
     ``fit(X, y)`` draws the detector's held-out samples of G first (its own
     rule: ``fnr``, ``validation_size``, ``validation_fraction`` and
@@ -61,6 +60,7 @@ class ConformalPipeline(Pipeline):
     60
     """
 
+
     def fit(self, X, y=None, **params):
         """Fit the steps on all but the detector's held-out samples of G, then calibrate.
 
@@ -71,7 +71,9 @@ class ConformalPipeline(Pipeline):
         y : array-like of shape (n_samples,), default=None
             1 = made by G, -1 = known not made by G, 0 = unlabelled; None: all G's.
         **params : dict
-            Passed on as :meth:`sklearn.pipeline.Pipeline.fit` does.
+            Fit parameters: passed on as :meth:`sklearn.pipeline.Pipeline.fit`
+            does when nothing is held out (the detector's ``validation_size=0``),
+            refused otherwise (they would have to be split with the samples).
 
         Returns
         -------
