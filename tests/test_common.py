@@ -84,10 +84,12 @@ ESTIMATORS = [
     FinalLayerInverter(layer=torch.nn.Linear(6, 3), solver="cd", alpha=1e-2),
     FinalLayerInverter(layer=torch.nn.Linear(6, 3), solver="fista", alpha=1e-2,
                        activation="identity", positive=True, device="cpu"),
-    # 3 features: a 1-channel 3x1 image, its skip 2x1, upsampled by a given matrix
+    # 3 features: a 1-channel 3x1 image, its skip 2x1, upsampled by a given matrix;
+    # float64: float32 iterates of a batch and of its subset can differ by ~1e-6
+    # relative (seen once in CI), above check_methods_subset_invariance's 1e-7
     SkipInverter(layer=torch.nn.Conv2d(2, 1, 1), activation_shape=(2, 3, 1), alpha=1e-2,
                  upsample=(np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]), np.ones((1, 1))),
-                 device="cpu"),
+                 precision="float64", device="cpu"),
     GaussianMixtureGenerator(n_components=1, random_state=0),
     GaussianCopulaGenerator(),
     ConformalDetector(fnr=0.1, random_state=0),
