@@ -128,6 +128,7 @@ import attribution_protocol as P  # noqa: E402
 from attribution_protocol import FNRS, METRICS  # noqa: E402
 from train_zoo import DEFAULT_CACHE, FULL, QUICK  # noqa: E402
 
+from flipad_sklearn.inversion import DEFAULT_PROGRESS_TOL  # noqa: E402
 from flipad_sklearn import (  # noqa: E402
     LatentInversionDistance,
     ThresholdWarning,
@@ -143,6 +144,7 @@ CONFIGS = {
     "quick": dict(
         zoo=dict(QUICK, kinds=("dcgan", "lsgan")), g_seeds=(0,),
         n_g=120, n_real=80, n_shadow=80, n_test=40, validation_fraction=0.25,
+        # a smoke test: the inversion capped (the full run uses the defaults)
         alpha=5e-4, max_iter=60, tol=1e-5, kernel_size=2, n_anchor=300,
         deep_sad=dict(hidden_sizes=(64, 32), rep_dim=16, n_epochs=10, batch_size=40),
         latent_steps=40, latent_lr=0.05,
@@ -150,7 +152,8 @@ CONFIGS = {
     "full": dict(
         zoo=FULL, g_seeds=(0, 1, 2),
         n_g=1000, n_real=400, n_shadow=400, n_test=200, validation_fraction=0.2,
-        alpha=5e-4, max_iter=300, tol=1e-5, kernel_size=2, n_anchor=2000,
+        # the inverter's defaults (tol, max_iter, progress stop): what a user gets
+        alpha=5e-4, max_iter=None, tol=None, kernel_size=2, n_anchor=2000,
         deep_sad=dict(hidden_sizes=(128, 64), rep_dim=32, n_epochs=30, batch_size=128),
         latent_steps=100, latent_lr=0.05,
     ),
@@ -185,6 +188,11 @@ def _setup(cfg, zoo, real, kind, seed):
     z = cfg["zoo"]
     return P.image_setup(zoo, z["kinds"], z["seeds"], kind, seed, real,
                          n_anchor=cfg["n_anchor"], **{k: cfg[k] for k in SIZES})
+
+
+def _budget(cfg):
+    """The inversion's ``tol`` / ``max_iter`` a config sets (None: the defaults)."""
+    return {k: cfg[k] for k in ("tol", "max_iter") if cfg.get(k) is not None}
 
 
 def _fit(est, X, y):
@@ -433,8 +441,7 @@ def run_tabular(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, lo
         layer = G.standardized_final_layer()
         anchor = mean_activation(G, cfg["n_anchor"], G.latent_shape, layer=G.final_layer,
                                  random_state=7, device="cpu")
-        make = dict(alpha=cfg["alpha"], tol=cfg["tol"], max_iter=cfg["max_iter"],
-                    pooling=None, positive=True, fnr=FNRS[0], random_state=seed,
+        make = dict(alpha=cfg["alpha"], **_budget(cfg), pooling=None, positive=True, fnr=FNRS[0], random_state=seed,
                     device="cpu")
         for proto, (X_tr, y_tr) in protocols.items():
             for method in TABULAR_METHODS:
@@ -580,13 +587,18 @@ def clone_fit_transform(transformer, X, seed):
 def _ablation_variants(cfg, n_shadows, n_channels):
     """(label, change of the recipe, number of shadows or None for all, extra feature)."""
     a, it = cfg["alpha"], cfg["max_iter"]
+    # a longer inversion: four times the cap, or (at the defaults, where the
+    # progress stop ends it) a ten times smaller progress_tol
+    longer = ((f"max_iter x4 ({it * 4})", {"max_iter": it * 4}) if it is not None else
+              (f"progress_tol x0.1 ({DEFAULT_PROGRESS_TOL * 0.1:g})",
+               {"progress_tol": DEFAULT_PROGRESS_TOL * 0.1}))
     return [
         ("default", {}, None, False),
         ("no shadows (paper protocol)", {}, 0, False),
         *[(f"{k} of {n_shadows} shadows", {}, k, False) for k in range(1, n_shadows)],
         (f"alpha x0.2 ({a * 0.2:g})", {"alpha": a * 0.2}, None, False),
         (f"alpha x2 ({a * 2:g})", {"alpha": a * 2}, None, False),
-        (f"max_iter x4 ({it * 4})", {"max_iter": it * 4}, None, False),
+        (*longer, None, False),
         ("positive=True (z >= 0)", {"positive": True}, None, False),
         ("avg pooling", {"pooling": "avg"}, None, False),
         ("no pooling", {"pooling": None}, None, False),
@@ -615,16 +627,19 @@ def run_ablation(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, l
     G, n_g = s.G, len(s.X_g)
     X_tr, y_tr = s.training_set()
     ds = M.Context(G, s.anchor, cfg).deep_sad
-    base = dict(alpha=cfg["alpha"], tol=cfg["tol"], max_iter=cfg["max_iter"],
-                kernel_size=cfg["kernel_size"], pooling="max", n_channels=None,
-                positive=False)
+    base = dict(alpha=cfg["alpha"], kernel_size=cfg["kernel_size"], pooling="max",
+                n_channels=None, positive=False, **_budget(cfg))
+    inversion_keys = ("alpha", "tol", "max_iter", "positive", "progress_tol")
     cache = {}
 
     def activations(params):
-        key = (params["alpha"], params["max_iter"], params["positive"])
+        inv_params = {k: params[k] for k in inversion_keys if k in params}
+        key = tuple(sorted(inv_params.items()))
         if key not in cache:
-            inv = make_flipad(G.final_layer, "tanh", s.anchor, alpha=key[0], tol=cfg["tol"],
-                              max_iter=key[1], positive=key[2], device="cpu")[0]
+            extra = {"progress_tol": inv_params.pop("progress_tol")} \
+                if "progress_tol" in inv_params else {}
+            inv = make_flipad(G.final_layer, "tanh", s.anchor, device="cpu",
+                              inverter_params=extra, **inv_params)[0]
             arrays = [X_tr] + list(s.test.values())
             Z = np.concatenate(P.invert_all(inv, arrays))
             X_all = np.concatenate(arrays)
@@ -651,7 +666,8 @@ def run_ablation(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, l
         n = len(s.training_set(n_shadows=n_sh)[0])
         pipe = make_flipad(G.final_layer, "tanh", s.anchor, fnr=FNRS[0], random_state=0,
                            device="cpu", detector_params=ds,
-                           **{k: v for k, v in params.items() if k != "tol"})
+                           **{k: v for k, v in params.items()
+                              if k not in ("tol", "progress_tol")})
         feats, det = pipe[1:-1], pipe[-1]
         Z_tr, Z_te = split(Z)
         F_tr = feats.fit_transform(Z_tr[:n], y_tr[:n])

@@ -61,10 +61,12 @@ class Method:
 def _flipad(detector=None):
     def factory(ctx):
         c = ctx.cfg
+        # tol / max_iter None: the inverter's defaults
+        budget = {k: c[k] for k in ("tol", "max_iter") if c.get(k) is not None}
         pipe = make_flipad(ctx.G.final_layer, "tanh", ctx.anchor, alpha=c["alpha"],
-                           tol=c["tol"], max_iter=c["max_iter"], kernel_size=c["kernel_size"],
-                           fnr=FNRS[0], random_state=ctx.random_state, device="cpu",
-                           detector=detector, detector_params=ctx.deep_sad)
+                           kernel_size=c["kernel_size"], fnr=FNRS[0],
+                           random_state=ctx.random_state, device="cpu", detector=detector,
+                           detector_params=ctx.deep_sad, **budget)
         if detector is not None:
             pipe[-1].set_params(validation_fraction=c["validation_fraction"])
         return pipe
