@@ -29,6 +29,7 @@ Trans. Image Processing 22(8), 2013.
 
 import torch
 
+from .admm import CHECK_EVERY
 from .embedding import periodic_embedding
 
 #: Default penalties, in units of the layer's Lipschitz constant L:
@@ -86,7 +87,7 @@ def _stages(rho_u, gamma, stages):
 
 
 def split_admm(op, y, penalty, lipschitz, cert, *, d0=None, rho_u=None, gamma=None,
-               stages=None, relax=DEFAULT_RELAX, max_iter=200, check_every=20,
+               stages=None, relax=DEFAULT_RELAX, max_iter=200, check_every=CHECK_EVERY,
                dtype=torch.float32, callback=None):
     """Run split ADMM on the active rows of ``cert`` (a :class:`Certificate`).
 
