@@ -128,6 +128,7 @@ import attribution_protocol as P  # noqa: E402
 from attribution_protocol import FNRS, METRICS  # noqa: E402
 from train_zoo import DEFAULT_CACHE, FULL, QUICK  # noqa: E402
 
+from flipad_sklearn.conformal import _n_validation, required_validation_size  # noqa: E402
 from flipad_sklearn.inversion import DEFAULT_PROGRESS_TOL  # noqa: E402
 from flipad_sklearn import (  # noqa: E402
     LatentInversionDistance,
@@ -789,6 +790,13 @@ def _mean_std(values):
     return f"{v.mean():.3f}" if len(v) == 1 else f"{v.mean():.3f} ± {v.std():.3f}"
 
 
+def _held_out_text(cfg):
+    """How many of the n samples of G the detectors hold out (validation_size="auto")."""
+    sizes = [_n_validation(n, "auto", cfg["validation_fraction"], FNRS[0]) for n in cfg["n_gs"]]
+    return (f"max({cfg['validation_fraction']:.0%}, min({required_validation_size(FNRS[0])}, "
+            f"n / 2)): " + ", ".join(f"{k} of {n}" for k, n in zip(sizes, cfg["n_gs"])))
+
+
 def _efficiency_markdown(rows, cfg, config, t_start, out_dir, log):
     cols = [("clean", "same-arch-unseen", "acc@0.005"), ("clean", "same-arch-unseen", "auc"),
             ("clean", "other-arch", "acc@0.005"), ("clean", "other-arch", "auc"),
@@ -807,8 +815,8 @@ def _efficiency_markdown(rows, cfg, config, t_start, out_dir, log):
     return P.write_markdown(
         os.path.join(out_dir, "efficiency.md"),
         f"Sample efficiency ({config}, G = {gs}, {P.elapsed_min(t_start):.1f} min)",
-        [f"n samples of G for training ({cfg['validation_fraction']:.0%} of them held out "
-         f"for the thresholds), {cfg['n_real']} real images and 0 to all shadows "
+        [f"n samples of G for training (held out for the thresholds: "
+         f"{_held_out_text(cfg)}), {cfg['n_real']} real images and 0 to all shadows "
          f"({cfg['n_shadow']} samples in all) as labelled negatives; "
          f"{cfg['n_test']} test samples per source; other-arch: mean over the "
          f"other kinds; {EFFICIENCY_PERTURBATION}: every test image JPEG-compressed, "
