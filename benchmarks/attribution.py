@@ -89,14 +89,18 @@ accuracy columns coincide.
 The full run (2026-11-28, the project's 2-core CPU, one thread per process;
 4 kinds x 4 seeds in the zoo, G = seeds 0, 1, 2 of each kind: 12 G, 1000
 samples of G of which 200 held out, 400 real + 400 shadow negatives, 200 test
-samples per source, 300 FISTA iterations): ``image`` 52.4 minutes (about
+samples per source, then 300 FISTA iterations; now the inverter's
+defaults): ``image`` 52.4 minutes (about
 160 s of inversion and 100 s of detectors per G; rerun on 2026-12-01 at the
 current defaults, the one-class guard and the faster inversion: 30.9
 minutes, about 70 s and 85 s per G), ``tabular`` 8 minutes,
 ``perturbations`` 16.5 minutes, ``ablation`` 12 minutes; the zoo takes about
 35 minutes once (cached).  ``--part all --parallel`` runs the image part
 beside the three others (two processes): about 53 minutes in all.  The
-results are in ``docs/user_guide/benchmark.rst``.
+results are in ``docs/user_guide/benchmark.rst``.  All six parts at the
+package's defaults (2026-12-01, ``--parallel``): 36.0 minutes, the image
+part 35.9 of them; every output in
+``benchmarks/results/full_run_2026-12-01/``.
 
 The two last parts (2026-12-01, ``--kinds dcgan``: the rest of the full zoo
 was still training, so no other-architecture source; on a CPU shared with
@@ -329,7 +333,9 @@ def write_figures(data, out_dir):
                 lowest = min(lowest, floor)
                 handles[method], = ax.step(np.maximum(fpr, floor), tpr, where="post",
                                            color=colours[method], lw=1)
-            ax.plot([lowest, 1], [lowest, 1], "k:", lw=0.5)
+            # chance (tpr = fpr): a curve on the log axis, so drawn from many points
+            chance = np.geomspace(lowest, 1.0, 64)
+            ax.plot(chance, chance, "k:", lw=0.5)
             ax.set_xscale("log")
             ax.set_xlim(lowest, 1)
             ax.set_ylim(0, 1.02)
