@@ -62,7 +62,9 @@ class L1Penalty:
         """Largest ``c >= 0`` per row with ``c * s`` dual feasible (``|s| <= alpha``, or ``s <= alpha``)."""
         dims = tuple(range(1, s.ndim))
         if self.lower is None:
-            smax = s.abs().amax(dim=dims)          # (vector_norm's inf is ~3x slower)
+            # two reductions, no temporary: s.abs() would allocate (and page-fault)
+            # an array of s's size, 2-6x slower on CPU (vector_norm's inf too)
+            smax = torch.maximum(s.amax(dim=dims), -s.amin(dim=dims))
         else:
             smax = s.amax(dim=dims).clamp(min=0.0)
         return self.alpha / smax.to(torch.float64).clamp(min=_TINY)
