@@ -81,7 +81,7 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         ``"auto"``: the fastest method that supports the layer (recorded with
         the reason in ``solver_`` and ``solver_reason_``): for conv layers
         with several activations per output (near basis pursuit) ``"admm"``
-        if a ConvTranspose2d with groups=1 and a small boundary (from 2 per
+        if a ConvTranspose2d with groups=1 and a small boundary (from 1 per
         output), else ``"split_admm"`` (from 4); ``"fista"`` for better-posed
         conv layers; ``"cd"`` for Linear layers on CPU, ``"fista"`` on CUDA
         (``benchmarks/bench_inversion.py`` and ``bench_auto_solver.py``

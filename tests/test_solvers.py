@@ -157,7 +157,8 @@ def test_auto_picks_per_layer_and_says_why():
         (nn.Conv2d(16, 1, 3, padding=1), (16, 28, 28), "split_admm"),    # 16, small image
         (nn.ConvTranspose2d(8, 1, 4, 2, 1), (8, 14, 14), "admm"),        # 2 per output
         (nn.ConvTranspose2d(16, 1, 4, 2, 1), (16, 14, 14), "admm"),      # the demo's G
-        (nn.ConvTranspose2d(4, 1, 4, 2, 1), (4, 14, 14), "fista"),       # 1 per output
+        (nn.ConvTranspose2d(4, 1, 4, 2, 1), (4, 14, 14), "admm"),        # 1 per output
+        (nn.ConvTranspose2d(2, 1, 4, 2, 1), (2, 14, 14), "fista"),       # 0.5 per output
     ]
     for layer, shape, want in cases:
         n_out = int(np.prod(layer(torch.zeros((1,) + (shape or (8,)))).shape[1:]))

@@ -37,7 +37,7 @@ ADMM_ITER = 400
 #: method, at the default stop (``benchmarks/bench_auto_solver.py``): exact
 #: ADMM on ConvTranspose2d layers it supports, ADMM with two splits on the
 #: other conv layers.  Below them FISTA's cheaper iterations win.
-ADMM_MIN_RATIO = 2.0
+ADMM_MIN_RATIO = 1.0
 SPLITTING_MIN_RATIO = 4.0
 #: Residuals the certificate's dual extrapolation uses (solvers that want it).
 N_EXTRAPOLATION = 5
