@@ -105,12 +105,15 @@ class Certificate:
     def n_active(self):
         return int(self.idx.numel())
 
-    def check(self, n_iter, d, duals=(), final=False):
+    def check(self, n_iter, d, duals=(), final=False, Wd=None):
         """Certify the active rows' iterate ``d`` (active rows only, any dtype).
 
         ``duals`` are extra dual candidates ``theta`` (active rows, float64) the
-        solver offers.  Returns the bool mask of active rows that stop now
-        (all of them when ``final``); their results are final.
+        solver offers.  ``Wd``: the solver's own ``W d`` (flat, float64), in
+        place of the product here (a solver with its state on a padded grid
+        gets it without copying ``d`` out of that grid).  Returns the bool
+        mask of active rows that stop now (all of them when ``final``); their
+        results are final.
         """
         idx, pen = self.idx, self.penalty
         y = self.y[idx]
@@ -119,7 +122,7 @@ class Certificate:
             mv, rmv = self.exact.matvec, self.exact.rmatvec
         else:
             mv, rmv = self.fast.matvec, self.fast.rmatvec
-        r = y - mv(d)
+        r = y - (mv(d) if Wd is None else Wd)
         primal = 0.5 * (r * r).sum(dim=1) + pen.value(d)
         dual = ray_dual_value(r, rmv(r), y, pen)
         theta = r
@@ -142,12 +145,15 @@ class Certificate:
         old = self.primal[idx]
         better = primal < old
         if bool(better.any()):
-            # rows only: a full where() over the batch would copy it three times
-            flat = d.reshape(d.shape[0], -1)
+            # rows only: a full where() over the batch would copy it three times;
+            # into a view of the store shaped like d, so that an iterate in another
+            # memory layout (channels-last) is copied once, not flattened first
+            store = self.d.view((self.d.shape[0],) + tuple(d.shape[1:])) \
+                if d.ndim > 2 else self.d
             if bool(better.all()):
-                self.d[idx] = flat.to(self.d.dtype)
+                store[idx] = d.to(self.d.dtype)
             else:
-                self.d[idx[better]] = flat[better].to(self.d.dtype)
+                store[idx[better]] = d[better].to(self.d.dtype)
         best = torch.minimum(primal, old)
         self.primal[idx] = best
         gap = (best - best_dual).clamp(min=0.0)

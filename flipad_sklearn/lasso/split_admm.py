@@ -176,7 +176,9 @@ def split_admm(op, y, penalty, lipschitz, cert, *, d0=None, rho_u=None, gamma=No
         if n_iter % check_every == 0 or n_iter >= max_iter:
             d = emb.interior_ext(v)                       # a view: no copy
             theta = emb.crop(y_obs - u).reshape(v.shape[0], -1).to(torch.float64)
-            done = cert.check(n_iter, d, duals=(theta,), final=n_iter >= max_iter)
+            # W d from the padded state: no copy of d out of the grid
+            Wd = emb.crop(emb.T_ext(v, wf)).reshape(v.shape[0], -1).to(torch.float64)
+            done = cert.check(n_iter, d, duals=(theta,), final=n_iter >= max_iter, Wd=Wd)
             if callback is not None:
                 callback(n_iter, int((~done).sum()))
             if n_iter >= max_iter or bool(done.all()):
