@@ -19,7 +19,7 @@ the anchor the mean activation over 500 samples; the zoo is read from the
 attribution benchmark's cache when it is there (``benchmarks/train_zoo.py``).
 
 Run: ``python benchmarks/bench_auto_solver.py [--n-samples 32] [--repeat 2]
-[--threads 1]``.  Keep ``--threads`` at most the free cores.
+[--threads 1] [--only NAME]``.  Keep ``--threads`` at most the free cores.
 """
 
 import argparse
@@ -51,6 +51,10 @@ def synthetic_cases():
         ("Conv2d(3, 3, 3, 1, 1) 32x32", nn.Conv2d(3, 3, 3, 1, 1), (3, 32, 32)),
         ("Conv2d(8, 3, 3, 1, 1) 32x32", nn.Conv2d(8, 3, 3, 1, 1), (8, 32, 32)),
         ("Conv2d(16, 1, 3, 1, 1) 28x28", nn.Conv2d(16, 1, 3, 1, 1), (16, 28, 28)),
+        # most of a strided Conv2d's grid is unobserved: a large boundary matrix
+        ("Conv2d(16, 3, 4, 2, 1) 32->16", nn.Conv2d(16, 3, 4, 2, 1), (16, 32, 32)),
+        ("ConvTranspose2d(16, 4, 4, 2, 1, groups=2) 16->32",
+         nn.ConvTranspose2d(16, 4, 4, 2, 1, groups=2), (16, 16, 16)),
     ]
     return specs
 
@@ -121,18 +125,24 @@ def main(argv=None):
     p.add_argument("--repeat", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--cache-dir", default=DEFAULT_CACHE)
+    p.add_argument("--only", default=None, help="run the cases whose name contains this")
     args = p.parse_args(argv)
+    keep = (lambda name: args.only is None or args.only in name)
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore", ConvergenceWarning)
     n = args.n_samples
     print(f"# solver='auto' on small conv layers: {n} samples, {args.threads} thread(s), "
           "every method at the defaults")
     for name, G in trained_cases(args.cache_dir):
+        if not keep(name):
+            continue
         x = G.sample(n, random_state=100)
         anchor = mean_activation(G, 500, G.latent_shape, layer=G.final_layer, random_state=0)
         rows, auto = measure(G.final_layer, x, anchor, True, args.repeat)
         print_table(f"{name} {G.final_layer}, positive=True", rows, auto, n)
     for name, layer, shape in synthetic_cases():
+        if not keep(name):
+            continue
         x, anchor = problem(layer, shape, n, "tanh")
         rows, auto = measure(layer, x, anchor, False, args.repeat)
         print_table(name, rows, auto, n)

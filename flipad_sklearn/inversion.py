@@ -80,16 +80,18 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             default="auto"
         ``"auto"``: the fastest method that supports the layer (recorded with
         the reason in ``solver_`` and ``solver_reason_``): for conv layers
-        with several activations per output (near basis pursuit) ``"admm"``
-        if a ConvTranspose2d with groups=1 and a small boundary (from 1 per
-        output), else ``"split_admm"`` (from 4); ``"fista"`` for better-posed
-        conv layers; ``"cd"`` for Linear layers on CPU, ``"fista"`` on CUDA
-        (``benchmarks/bench_inversion.py`` and ``bench_auto_solver.py``
-        measure the rule).
+        with a thin unobserved boundary (stride 1, or transposed) ``"admm"``
+        from 1 activation per output (groups=1 ConvTranspose2d) or 2 (other
+        layers), ``"split_admm"`` from 4 when that boundary is too large for
+        exact ADMM (over 1000 outputs); ``"fista"`` for strided Conv2d layers
+        and better-posed conv layers; ``"cd"`` for Linear layers on CPU,
+        ``"fista"`` on CUDA (``benchmarks/bench_inversion.py`` and
+        ``bench_auto_solver.py`` measure the rule).
         ``"fista"``: batched accelerated proximal gradient in torch (CPU or
         CUDA), any layer.  ``"admm"``: ADMM with exact FFT solves of the layer's
-        normal equations and a continuation on its penalty (ConvTranspose2d,
-        groups=1; the first transform builds per-layer factorisations).
+        normal equations and a continuation on its penalty (Conv2d and
+        ConvTranspose2d layers with at most 8000 unobserved outputs on their
+        periodic grid; the first transform builds per-layer factorisations).
         ``"split_admm"``: ADMM with two splits and FFT solves of ``m x m``
         per-frequency systems (every Conv2d and ConvTranspose2d; nothing
         scales with the image border).  Both ADMM variants hand the samples

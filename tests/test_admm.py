@@ -1,4 +1,8 @@
-"""solver="admm": the periodic embedding, the exact solve and the lasso against cvxpy."""
+"""solver="admm": the periodic embedding, the exact solve and the lasso against cvxpy.
+
+ConvTranspose2d layers (DCGAN-style) and Conv2d layers (LSGAN- and SD-style
+final layers), any stride, padding, dilation and groups.
+"""
 
 import warnings
 
@@ -11,10 +15,11 @@ from torch import nn
 from flipad_sklearn import FinalLayerInverter
 from flipad_sklearn.activations import get_activation
 from flipad_sklearn.lasso import admm, solve_batch
-from flipad_sklearn.lasso.admm import CirculantEmbedding, get_resolvent
+from flipad_sklearn.lasso.admm import capacitance, get_resolvent, unobserved_outputs
+from flipad_sklearn.lasso.embedding import periodic_embedding
 from flipad_sklearn.linear_ops import LayerOperator
 
-# (in, out, kernel, stride, padding, output_padding, dilation, bias, (H, W))
+# (in, out, kernel, stride, padding, output_padding, dilation, bias, (H, W)[, groups])
 LAYERS = {
     "k4s2p1": (4, 3, 4, 2, 1, 0, 1, True, (4, 4)),
     "k3s2p0_op1": (3, 2, 3, 2, 0, 1, 1, False, (4, 3)),
@@ -22,15 +27,29 @@ LAYERS = {
     "k3s1p1": (3, 2, 3, 1, 1, 0, 1, True, (4, 4)),
     "k3s2p1_dil2": (3, 2, 3, 2, 1, 1, 2, False, (4, 3)),
     "k3s2p3": (2, 2, 3, 2, 3, 0, 1, True, (5, 5)),
+    "k4s2p1_g2": (4, 2, 4, 2, 1, 0, 1, True, (3, 4), 2),
 }
-FAST = ["k4s2p1", "k3s2p0_op1", "k5s3p2_op2", "k3s2p1_dil2"]
+# Conv2d: (in, out, kernel, stride, padding, dilation, bias, (H, W), groups)
+CONV2D = {
+    "conv_k3s1p1": (6, 3, 3, 1, 1, 1, True, (5, 6), 1),
+    "conv_k3s1p2_dil2_g2": (4, 2, 3, 1, 2, 2, False, (5, 5), 2),
+    "conv_k3s2p1": (6, 2, 3, 2, 1, 1, True, (6, 5), 1),
+    "conv_k2s1p0": (5, 3, 2, 1, 0, 1, True, (4, 5), 1),
+}
+FAST = ["k4s2p1", "k3s2p0_op1", "k5s3p2_op2", "k3s2p1_dil2", "k4s2p1_g2",
+        "conv_k3s1p1", "conv_k3s1p2_dil2_g2", "conv_k3s2p1"]
 
 
 def make_layer(name, seed=0):
-    cin, cout, k, s, p, op, dil, bias, hw = LAYERS[name]
     torch.manual_seed(seed)
+    if name in CONV2D:
+        cin, cout, k, s, p, dil, bias, hw, g = CONV2D[name]
+        layer = nn.Conv2d(cin, cout, k, stride=s, padding=p, dilation=dil, bias=bias,
+                          groups=g).double()
+        return layer, (cin,) + hw
+    cin, cout, k, s, p, op, dil, bias, hw, *g = LAYERS[name]
     layer = nn.ConvTranspose2d(cin, cout, k, stride=s, padding=p, output_padding=op,
-                               dilation=dil, bias=bias).double()
+                               dilation=dil, bias=bias, groups=g[0] if g else 1).double()
     return layer, (cin,) + hw
 
 
@@ -42,15 +61,15 @@ def make_outputs(layer, shape, n=3, seed=0):
     return get_activation("tanh").apply(pre)
 
 
-@pytest.mark.parametrize("name", sorted(LAYERS))
+@pytest.mark.parametrize("name", sorted(LAYERS) + sorted(CONV2D))
 def test_embedding_is_exact(name):
     """S T E equals the layer, T's adjoint is TH, and the d-update solves its equations."""
     layer, shape = make_layer(name)
     op = LayerOperator.from_layer(layer, shape)
-    emb = CirculantEmbedding(op)
+    emb = periodic_embedding(op)
     gen = torch.Generator().manual_seed(0)
     d = torch.randn((2,) + shape, generator=gen, dtype=torch.float64)
-    wf, wa = emb.forward_weight(), emb.adjoint_weight()
+    wf, wa = emb.weights(torch.device("cpu"), torch.float64)
     ref = op.matvec(d.reshape(2, -1)).reshape((2,) + op.output_shape)
     np.testing.assert_allclose(emb.crop(emb.T(emb.embed(d), wf)), ref, atol=1e-13)
 
@@ -72,6 +91,23 @@ def test_embedding_is_exact(name):
     np.testing.assert_allclose(normal(dt), want, atol=1e-11 * float(want.abs().max()))
 
 
+@pytest.mark.parametrize("name", ["k4s2p1", "conv_k3s1p1", "conv_k3s2p1"])
+def test_capacitance_gather_matches_columns(name):
+    """The gathered C = rho P G Pᵀ equals G applied to each unit boundary vector."""
+    layer, shape = make_layer(name)
+    emb = periodic_embedding(LayerOperator.from_layer(layer, shape))
+    rho, m = 0.3, emb.m
+    G = torch.linalg.inv(rho * torch.eye(m, dtype=torch.complex128) + emb.gram())
+    idx = unobserved_outputs(emb)
+    assert 0 < len(idx) < m * emb.N[0] * emb.N[1]
+    e = torch.zeros((len(idx), m * emb.N[0] * emb.N[1]), dtype=torch.float64)
+    e[torch.arange(len(idx)), idx] = 1.0
+    eh = torch.fft.rfft2(e.reshape((-1, m) + emb.N)).permute(2, 3, 1, 0).reshape(-1, m, len(idx))
+    ge = (G @ eh).reshape(emb.N[0], emb.Nw2, m, len(idx)).permute(3, 2, 0, 1)
+    cols = torch.fft.irfft2(ge, s=emb.N).reshape(len(idx), -1)[:, idx]
+    np.testing.assert_allclose(capacitance(emb, G, rho, rows=7), rho * cols, atol=1e-13)
+
+
 def _cvxpy_and_admm(name, positive, **kw):
     layer, shape = make_layer(name)
     x = make_outputs(layer, shape)
@@ -80,7 +116,8 @@ def _cvxpy_and_admm(name, positive, **kw):
                   positive=positive)
     ref = FinalLayerInverter(solver="cvxpy", **common).fit(x)
     z_ref = ref.transform(x)
-    params = dict(solver="admm", tol=1e-9, max_iter=20_000, precision="float64")
+    params = dict(solver="admm", tol=1e-9, progress_tol=None, max_iter=20_000,
+                  precision="float64")
     params.update(kw)
     inv = FinalLayerInverter(**common, **params).fit(x)
     with warnings.catch_warnings():
@@ -144,16 +181,8 @@ def test_admm_warm_start_from_solution_is_certified():
 
 def test_admm_rejects_unsupported_layers():
     x = np.zeros((2, 8))
-    with pytest.raises(ValueError, match="ConvTranspose2d layers only"):
+    with pytest.raises(ValueError, match="Conv2d and ConvTranspose2d layers only"):
         FinalLayerInverter(layer=nn.Linear(5, 8), solver="admm").fit(x)
-    conv = nn.Conv2d(2, 2, 3, padding=1)
-    xc = np.zeros((2, 2 * 4 * 4))
-    with pytest.raises(ValueError, match="ConvTranspose2d layers only"):
-        FinalLayerInverter(layer=conv, solver="admm", activation_shape=(2, 4, 4)).fit(xc)
-    grouped = nn.ConvTranspose2d(4, 2, 4, stride=2, padding=1, groups=2)
-    xg = np.zeros((2, 2 * 8 * 8))
-    with pytest.raises(ValueError, match="groups=1 only"):
-        FinalLayerInverter(layer=grouped, solver="admm", activation_shape=(4, 4, 4)).fit(xg)
     layer, shape = make_layer("k4s2p1")
     op = LayerOperator.from_layer(layer, shape)
     y = torch.zeros((1, op.n_outputs), dtype=torch.float64)

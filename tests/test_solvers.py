@@ -149,12 +149,15 @@ def test_auto_picks_per_layer_and_says_why():
     cases = [
         (nn.Linear(8, 3), None, "cd"),
         (nn.ConvTranspose2d(64, 3, 4, 2, 1), (64, 32, 32), "admm"),
-        (nn.ConvTranspose2d(64, 2, 4, 2, 1, groups=2), (64, 32, 32), "split_admm"),
-        (nn.Conv2d(64, 3, 3, padding=1), (64, 24, 24), "split_admm"),
-        (nn.Conv2d(64, 3, 4, stride=2, padding=1), (64, 32, 32), "split_admm"),
+        (nn.ConvTranspose2d(64, 2, 4, 2, 1, groups=2), (64, 32, 32), "admm"),   # 8 per output
+        (nn.ConvTranspose2d(16, 4, 4, 2, 1, groups=2), (16, 16, 16), "fista"),  # 1, grouped
+        (nn.Conv2d(64, 3, 3, padding=1), (64, 24, 24), "admm"),
+        (nn.Conv2d(64, 3, 4, stride=2, padding=1), (64, 32, 32), "fista"),  # strided: big boundary
         (nn.Conv2d(4, 3, 3, padding=1), (4, 5, 5), "fista"),             # 1.3 per output
-        (nn.Conv2d(8, 3, 3, padding=1), (8, 32, 32), "fista"),           # 2.7 per output
-        (nn.Conv2d(16, 1, 3, padding=1), (16, 28, 28), "split_admm"),    # 16, small image
+        (nn.Conv2d(3, 3, 3, padding=1), (3, 32, 32), "fista"),           # 1 per output
+        (nn.Conv2d(8, 3, 3, padding=1), (8, 32, 32), "admm"),            # 2.7 per output
+        (nn.Conv2d(16, 1, 3, padding=1), (16, 28, 28), "admm"),          # 16, small image
+        (nn.Conv2d(16, 3, 3, padding=1), (16, 128, 128), "split_admm"),  # boundary 1548
         (nn.ConvTranspose2d(8, 1, 4, 2, 1), (8, 14, 14), "admm"),        # 2 per output
         (nn.ConvTranspose2d(16, 1, 4, 2, 1), (16, 14, 14), "admm"),      # the demo's G
         (nn.ConvTranspose2d(4, 1, 4, 2, 1), (4, 14, 14), "admm"),        # 1 per output

@@ -1,14 +1,15 @@
-"""ADMM with exact FFT solves for transposed-convolution layers.
+"""ADMM with exact FFT solves for convolutional layers with a small boundary.
 
-A ``ConvTranspose2d`` (groups=1) is ``W = S T E``:
+Any ``Conv2d`` or ``ConvTranspose2d`` (any stride, padding, dilation and
+groups) is ``W = S T E`` (:mod:`.embedding`):
 
-* ``E`` zero-pads the input grid ``H x W`` to a periodic grid ``Nh x Nw``
-  (large enough that nothing wraps around);
-* ``T`` is the transposed convolution on that periodic grid: split into its
-  ``sh * sw`` output phases it is a *stride-1* circular convolution from the
-  ``C_in`` input channels to ``m = C_out * sh * sw`` phase channels, i.e. per
-  2-D frequency of the ``Nh x Nw`` grid a ``m x C_in`` complex matrix ``F_k``;
-* ``S`` keeps the observed output pixels (the crop by ``padding``).
+* ``E`` places the activations in a periodic grid ``Nh x Nw`` (zero padding);
+* ``T`` is a *stride-1* circular convolution on that grid from the ``C_in``
+  activation channels to ``m`` channels (``C_out`` for a Conv2d, the
+  ``C_out * sh * sw`` output phases of a ConvTranspose2d), i.e. per 2-D
+  frequency a ``m x C_in`` complex matrix ``F_k``;
+* ``S`` keeps the observed outputs (the crop by the padding, and the
+  subsampling of a strided Conv2d).
 
 With ``d~`` on the periodic grid the lasso becomes
 ``min 1/2 ||S T d~ - y||^2 + alpha ||x||_1 + [x_pad = 0]`` subject to
@@ -17,25 +18,28 @@ With ``d~`` on the periodic grid the lasso becomes
 * an exact ``d~``-update ``(TᴴSᵀS T + rho I) d~ = TᴴSᵀ y + rho v``: the
   circulant part ``TᴴT + rho I`` is inverted per frequency with Woodbury
   (``G_k = (rho I + F_k F_kᴴ)^-1``, ``m x m``), the boundary (the unobserved
-  output pixels ``P``) by a second Woodbury correction with the dense
-  capacitance matrix ``C = rho P G Pᵀ`` (one inverse per layer and ``rho``);
+  outputs ``P`` of the periodic grid) by a second Woodbury correction with
+  the dense capacitance matrix ``C = rho P G Pᵀ`` (one factorisation per layer
+  and ``rho``; a gather of ``G``'s kernel, see :func:`capacitance`);
 * a soft-threshold ``x``-update that keeps the padding at zero (and applies
   the lower bound, if any).
 
 The ``C_in``-channel products ``T v`` and ``Tᴴ z`` are plain convolutions
-(about the cost of one FISTA iteration); only the ``m`` phase channels go
-through FFTs.  On the DCGAN final layer (``benchmarks/bench_inversion.py``)
-an ADMM iteration costs about two FISTA iterations, and ADMM reaches a given
-objective in several times fewer iterations than FISTA.  A small ``rho``
-removes the ill-conditioned error fastest but has a slow tail, a large one
-the reverse, so the default is a continuation on ``rho``
-(``DEFAULT_RHO_STAGES``; a switch keeps ``x`` and the dual ``rho (w - x)``).
-For tight tolerances :func:`solve_batch` hands over to FISTA (warm-started)
-after ``admm_iter`` iterations.  That hybrid is ``solver="admm"``.
+(about the cost of one FISTA iteration); only the ``m`` output channels go
+through FFTs.  The boundary is small for stride-1 Conv2d layers (a frame of
+the grid: 780 outputs for a 3x3 kernel on a 64x64 RGB image) and for
+transposed convolutions; a strided Conv2d leaves most of its grid
+unobserved, and ``MAX_BOUNDARY`` refuses it (split ADMM, :mod:`.split_admm`,
+has no boundary matrix).  A small ``rho`` removes the ill-conditioned error
+fastest but has a slow tail, a large one the reverse, so the default is a
+continuation on ``rho`` (``DEFAULT_RHO_STAGES``; a switch keeps ``x`` and the
+dual ``rho (w - x)``).  For tight tolerances :func:`solve_batch` hands over to
+FISTA (warm-started) after ``admm_iter`` iterations.  That hybrid is
+``solver="admm"``.
 
-On CPU the state is channels-last, on the periodic grid extended by ``Q - 1``
-wrapped rows and columns so that ``T`` needs no circular pad of the
-``C_in``-channel state (see :attr:`CirculantEmbedding.ext`).
+On CPU the state is channels-last, on the periodic grid extended by wrapped
+rows and columns so that ``T`` needs no circular pad of the ``C_in``-channel
+state (see :meth:`.embedding.PeriodicEmbedding.extend`).
 
 Reference: M. Almeida and M. Figueiredo, "Deconvolving images with unknown
 boundaries using the alternating direction method of multipliers", IEEE
@@ -48,17 +52,22 @@ import torch
 import torch.nn.functional as F
 
 from .certificate import Certificate
-from .embedding import ConvTranspose2dEmbedding
+from .embedding import periodic_embedding
 from .penalty import L1Penalty
 
-#: Unobserved output pixels above which the dense boundary correction is refused.
+#: Unobserved outputs above which the dense boundary correction is refused
+#: (its factor is ``MAX_BOUNDARY^2`` floats).
 MAX_BOUNDARY = 8000
 
 #: Default continuation on rho: ``(rho / lipschitz, iterations)`` per stage, the
 #: last stage running to the end.  A small rho removes the ill-conditioned
 #: error fast but has a slow tail; a larger one then converges fast (measured on
 #: the DCGAN layer, benchmarks/bench_inversion.py: 140 iterations reach the
-#: authors' objective, against 120 at rho=5e-4 L followed by 120 of FISTA).
+#: authors' objective, against 120 at rho=5e-4 L followed by 120 of FISTA).  A
+#: shorter first stage at 1e-4 stopped 10 iterations sooner on the DCGAN and
+#: LSGAN layers, but its first 60 iterations are far worse (objective +9% at
+#: 60 on a 32x32 ConvTranspose2d), and the attribution benchmark's --quick run
+#: (60 iterations) then gave constant features.
 DEFAULT_RHO_STAGES = ((5e-4, 80), (3e-3, 30), (2e-2, None))
 #: The first stage's ``rho / lipschitz`` (the default of earlier versions).
 DEFAULT_RHO_SCALE = DEFAULT_RHO_STAGES[0][0]
@@ -71,73 +80,52 @@ CHECK_EVERY = 10
 
 
 def check_admm_operator(op):
-    """Raise a clear ValueError unless ``op`` is a transposed convolution ADMM handles."""
-    if getattr(op, "kind", None) != "conv_transpose2d":
+    """Raise a clear ValueError unless ``op`` is a convolution exact ADMM handles."""
+    if getattr(op, "kind", None) not in ("conv2d", "conv_transpose2d"):
         kind = getattr(op, "kind", type(op).__name__)
         raise ValueError(
-            f"solver='admm' handles ConvTranspose2d final layers only (this layer is "
-            f"{kind!r}); use solver='fista'."
-        )
-    if op.conv_kwargs["groups"] != 1:
-        raise ValueError(
-            f"solver='admm' handles ConvTranspose2d layers with groups=1 only (this one "
-            f"has groups={op.conv_kwargs['groups']}); use solver='fista'."
+            f"solver='admm' handles Conv2d and ConvTranspose2d final layers only (this "
+            f"layer is {kind!r}); use solver='fista'."
         )
 
 
-class CirculantEmbedding(ConvTranspose2dEmbedding):
-    """:class:`~.embedding.ConvTranspose2dEmbedding` with what the exact solve needs.
+def unobserved_outputs(emb):
+    """Flat indices into ``(m, Nh, Nw)`` of ``T``'s outputs that ``S`` does not observe.
 
-    Adds the per-frequency matrices ``F_k`` (``m x C_in``, small for the
-    layers this solver takes) and the unobserved output pixels of the
-    periodic grid (the boundary of the Woodbury correction).
-
-    Parameters
-    ----------
-    op : LayerOperator
-        A ``conv_transpose2d`` operator with groups=1 (any stride, padding,
-        output_padding and dilation).
+    They are the boundary of the exact solve's Woodbury correction (cached on
+    the embedding).
     """
-
-    def __init__(self, op):
-        check_admm_operator(op)
-        super().__init__(op)
-        Qh, Qw = self.Q
-        big = torch.zeros((self.m, self.cin) + self.N, dtype=torch.float64)
-        big[:, :, :Qh, :Qw] = self.kernel
-        self.Fk = torch.fft.rfft2(big).permute(2, 3, 0, 1).reshape(-1, self.m, self.cin)
-        full = torch.zeros((1, self.cout, self.N[0] * self.stride[0],
-                            self.N[1] * self.stride[1]), dtype=torch.bool)
-        (ph, pw), (_, Ho, Wo) = self.padding, self.out_shape
-        full[:, :, ph:ph + Ho, pw:pw + Wo] = True
-        self.observed = self._to_phase(full)[0]               # (m, Nh, Nw)
-        self.unobserved = torch.nonzero(~self.observed.reshape(-1))[:, 0]
-
-    def to_phase(self, u):
-        """Full periodic output ``(B, C_out, Nh*sh, Nw*sw)`` -> phases ``(B, m, Nh, Nw)``."""
-        return self._to_phase(u)
-
-    @property
-    def ext(self):
-        return self.ext_before
-
-    def interior(self, d):
-        """Extended grid -> the layer's input grid ``(B, C_in, H, W)`` (a view)."""
-        return self.interior_ext(d)
-
-    def forward_weight(self):
-        return self._forward_weight().contiguous()
-
-    def adjoint_weight(self):
-        return self._adjoint_weight().contiguous()
+    idx = getattr(emb, "_unobserved", None)
+    if idx is None:
+        idx = torch.nonzero(emb.observed_mask()[0].reshape(-1) == 0)[:, 0]
+        emb._unobserved = idx
+    return idx
 
 
-def _block(A):
-    """Complex ``(f, p, q)`` -> real ``(f, 2q, 2p)`` acting on ``[re, im]`` rows."""
-    Ar, Ai = A.real, A.imag
-    top = torch.cat([Ar.mT, Ai.mT], 2)
-    bot = torch.cat([-Ai.mT, Ar.mT], 2)
-    return torch.cat([top, bot], 1).contiguous()
+def boundary_size(op):
+    """How many outputs of ``op``'s periodic embedding are unobserved."""
+    return len(unobserved_outputs(periodic_embedding(op)))
+
+
+def capacitance(emb, G, rho, rows=1024):
+    """``C = rho P G Pᵀ`` on the unobserved outputs ``P`` (float64, dense).
+
+    ``G`` is circulant per channel pair, so ``C`` is a gather of its kernel
+    ``g_ij = IDFT(G_k[i, j])`` at the position differences: no solve per
+    boundary pixel.
+    """
+    (Nh, Nw), m = emb.N, emb.m
+    g = torch.fft.irfft2(G.reshape(Nh, emb.Nw2, m, m).permute(2, 3, 0, 1), s=emb.N)
+    idx = unobserved_outputs(emb)
+    ch, rest = idx // (Nh * Nw), idx % (Nh * Nw)
+    ph, pw = rest // Nw, rest % Nw
+    C = torch.empty((len(idx), len(idx)), dtype=torch.float64)
+    for a in range(0, len(idx), rows):
+        sl = slice(a, a + rows)
+        C[sl] = g[ch[sl, None], ch[None, :],
+                  (ph[sl, None] - ph[None, :]) % Nh, (pw[sl, None] - pw[None, :]) % Nw]
+    C *= rho
+    return 0.5 * (C + C.T)
 
 
 class ADMMResolvent:
@@ -148,52 +136,35 @@ class ADMMResolvent:
     """
 
     def __init__(self, emb, rho, device, dtype):
-        if len(emb.unobserved) > MAX_BOUNDARY:
+        nu = len(unobserved_outputs(emb))
+        if nu > MAX_BOUNDARY:
             raise ValueError(
-                f"solver='admm': this layer leaves {len(emb.unobserved)} output pixels of "
-                f"its periodic embedding unobserved (limit {MAX_BOUNDARY}); the dense "
-                "boundary correction would be too large. Use solver='fista'."
+                f"solver='admm': this layer leaves {nu} output pixels of its periodic "
+                f"embedding unobserved (limit {MAX_BOUNDARY}); the dense boundary "
+                "correction would be too large. Use solver='split_admm' or 'fista'."
             )
         self.emb = emb
         self.rho = float(rho)
         self.device, self.dtype = device, dtype
-        Fk = emb.Fk
-        m = emb.m
-        G = torch.linalg.inv(self.rho * torch.eye(m, dtype=Fk.dtype) + Fk @ Fk.mH)
-        self.G = _block(G).to(device, dtype)                # (f, 2m, 2m)
-        self.unobs = emb.unobserved.to(device)
-        nu = len(emb.unobserved)
-        if nu:
-            # capacitance C = rho P G Pᵀ, built column block by column block
-            cols = []
-            for start in range(0, nu, 512):
-                idx = emb.unobserved[start:start + 512]
-                e = torch.zeros((len(idx), m * emb.N[0] * emb.N[1]), dtype=torch.float64)
-                e[torch.arange(len(idx)), idx] = 1.0
-                eh = torch.fft.rfft2(e.reshape((-1, m) + emb.N))
-                eh = eh.permute(2, 3, 1, 0).reshape(-1, m, len(idx))
-                ge = (G @ eh).reshape(emb.N[0], emb.Nw2, m, len(idx)).permute(3, 2, 0, 1)
-                g = torch.fft.irfft2(ge, s=emb.N).reshape(len(idx), -1)
-                cols.append(g[:, emb.unobserved])
-            C = self.rho * torch.cat(cols, 0)
-            C = 0.5 * (C + C.T)
-            self.Cinv = torch.linalg.inv(C).to(device, dtype)
-        else:
-            self.Cinv = None
-        self.wf = emb.forward_weight().to(device, dtype)
-        self.wa = emb.adjoint_weight().to(device, dtype)
+        gram = emb.gram()
+        G = torch.linalg.inv(self.rho * torch.eye(emb.m, dtype=gram.dtype) + gram)
+        # (m, m, f), applied to the (B, m, f) spectra as rfft2 gives them: a
+        # broadcast product beats a batched matmul over f tiny matrices
+        cdt = torch.complex64 if dtype == torch.float32 else torch.complex128
+        self.G = G.permute(1, 2, 0).to(device, cdt).contiguous()
+        self.unobs = unobserved_outputs(emb).to(device)
+        # the capacitance is SPD (eigenvalues in [rho/(rho+L), 1]); its explicit
+        # inverse makes the boundary correction one small matrix product
+        self.Cinv = (torch.cholesky_inverse(torch.linalg.cholesky(
+            capacitance(emb, G, self.rho))).to(device, dtype) if nu else None)
+        self.wf, self.wa = emb.weights(device, dtype)
 
-    def _fwd(self, x):
-        """``(B, m, Nh, Nw)`` real -> ``(f, B, 2m)`` spectrum rows."""
-        B, c = x.shape[:2]
-        xh = torch.view_as_real(torch.fft.rfft2(x))
-        return xh.permute(2, 3, 0, 4, 1).reshape(-1, B, 2 * c)
-
-    def _inv(self, z, c):
-        emb = self.emb
-        B = z.shape[1]
-        zz = z.reshape(emb.N[0], emb.Nw2, B, 2, c).permute(2, 4, 0, 1, 3).contiguous()
-        return torch.fft.irfft2(torch.view_as_complex(zz), s=emb.N)
+    def _apply_G(self, x):
+        """``G x`` per frequency for a real ``(B, m, Nh, Nw)`` batch."""
+        B, m, N = x.shape[0], self.emb.m, self.emb.N
+        xh = torch.fft.rfft2(x).reshape(B, 1, m, -1)
+        zh = (self.G * xh).sum(2)
+        return torch.fft.irfft2(zh.reshape(B, m, N[0], self.emb.Nw2), s=N)
 
     def targets(self, y_img):
         """``(c0, t0) = (TᴴSᵀ y, T c0)`` for observed outputs ``(B, C_out, Ho, Wo)``."""
@@ -202,15 +173,14 @@ class ADMMResolvent:
 
     def phase_solve(self, tb):
         """``z = (I - rho G Pᵀ C⁻¹ P) G tb``: the m-channel part of the solve."""
-        B, m = tb.shape[0], self.emb.m
-        tw = self._inv(self._fwd(tb) @ self.G, m)              # G T b
+        B = tb.shape[0]
+        tw = self._apply_G(tb)                                   # G T b
         if self.Cinv is None:
             return tw
         flat = tw.reshape(B, -1)
         q = torch.zeros_like(flat)
         q[:, self.unobs] = flat[:, self.unobs] @ self.Cinv
-        gq = self._inv(self._fwd(q.reshape(tw.shape)) @ self.G, m)
-        return torch.sub(tw, gq, alpha=self.rho)
+        return torch.sub(tw, self._apply_G(q.reshape(tw.shape)), alpha=self.rho)
 
     def correction(self, v, c0, t0):
         """``c0 - Tᴴ z`` so that ``resolvent(v) = v + (c0 - Tᴴ z) / rho``."""
@@ -224,7 +194,8 @@ class ADMMResolvent:
 
 def get_resolvent(op, rho, device, dtype):
     """The cached :class:`ADMMResolvent` of ``op`` (cached on the operator)."""
-    emb = op.cached("admm_embedding", lambda: CirculantEmbedding(op))
+    check_admm_operator(op)
+    emb = periodic_embedding(op)
     return op.cached(("admm", float(rho), str(device), dtype),
                      lambda: ADMMResolvent(emb, rho, device, dtype))
 
@@ -257,7 +228,8 @@ def admm(op, y, alpha, lipschitz, *, lower=None, d0=None, rho=None, relax=DEFAUL
     Parameters
     ----------
     op : LayerOperator
-        A ConvTranspose2d operator with groups=1.
+        A Conv2d or ConvTranspose2d operator (at most ``MAX_BOUNDARY``
+        unobserved outputs on its periodic grid).
     y : torch.Tensor of shape (B, M), float64
         Targets (already shifted by ``W anchor`` and the bias).
     alpha : float
@@ -317,15 +289,13 @@ def admm_steps(op, y, penalty, lipschitz, cert, *, d0=None, rho=None, relax=DEFA
     emb = res.emb
     H, Wd = emb.in_hw
 
-    # The state lives on the extended periodic grid (see CirculantEmbedding.ext),
+    # The state lives on the extended periodic grid (see PeriodicEmbedding.extend),
     # channels-last on CPU, where oneDNN's small convolutions are faster.
     fmt = torch.channels_last if device.type == "cpu" else torch.contiguous_format
 
     def grid(t):
         """``(C_in, H, W)`` values -> ``(1, C_in, extended grid)``, padding zero."""
-        out = torch.zeros((1, emb.cin) + emb.N, dtype=dtype, device=device)
-        out[0, :, :H, :Wd] = t
-        return emb.extend(out).contiguous(memory_format=fmt)
+        return emb.extend(emb.embed(t[None])).contiguous(memory_format=fmt)
 
     # thresholds: +inf on the padding keeps it at zero (on these small grids one
     # clamp against a threshold array beats index fills of the padding)
@@ -374,7 +344,7 @@ def admm_steps(op, y, penalty, lipschitz, cert, *, d0=None, rho=None, relax=DEFA
     while True:
         x = prox(w, x)
         if n_iter % check_every == 0 or n_iter >= max_iter:
-            d = emb.interior(x)                           # a view: no copy
+            d = emb.interior_ext(x)                       # a view: no copy
             # the resolvent's residual y - W d~ = S (y_ph - z) is a dual candidate
             # (its limit is the optimal dual point)
             duals = () if resid is None else \

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..linear_ops import ChannelsLastOperator
-from .admm import MAX_BOUNDARY, CirculantEmbedding, admm_steps
+from .admm import MAX_BOUNDARY, admm_steps, boundary_size
 from .certificate import GAP, PROGRESS, Certificate, FastProducts
 from .cd import coordinate_descent
 from .fista import fista_steps
@@ -33,12 +33,27 @@ from .split_admm import split_admm
 FLOAT32_TOL = 1e-7
 #: Iterations of a splitting method before FISTA takes over (tight tolerances).
 ADMM_ITER = 400
-#: Activations per output from which ``solver="auto"`` takes a splitting
-#: method, at the default stop (``benchmarks/bench_auto_solver.py``): exact
-#: ADMM on ConvTranspose2d layers it supports, ADMM with two splits on the
-#: other conv layers.  Below them FISTA's cheaper iterations win.
+#: Activations per output from which ``solver="auto"`` takes exact ADMM, at
+#: the default stop (``benchmarks/bench_auto_solver.py``): 1 on groups=1
+#: ConvTranspose2d layers, 2 on Conv2d and grouped layers (at 1 per output
+#: FISTA was 20% faster on both; a Conv2d at 2.7 per output went 35% faster
+#: with exact ADMM than with FISTA).  Split ADMM from 4, where exact ADMM's
+#: boundary is too large.  Below them FISTA's cheaper iterations win.
 ADMM_MIN_RATIO = 1.0
+ADMM_MIN_RATIO_OTHER = 2.0
 SPLITTING_MIN_RATIO = 4.0
+#: Unobserved outputs above which ``solver="auto"`` prefers split ADMM to exact
+#: ADMM (``benchmarks/bench_inversion.py``): 780 on the DCGAN and LSGAN 64x64
+#: layers, where exact ADMM is faster; on SD's ``conv_out`` at 128x128 (1548)
+#: exact ADMM stopped in the same time at a 10% higher objective, and at
+#: 512x512 (6156) its factorisations and its iterations were both slower.
+AUTO_MAX_BOUNDARY = 1000
+#: Largest unobserved boundary, as a fraction of the observed outputs, for
+#: which ``solver="auto"`` takes a splitting method.  Stride-1 layers leave a
+#: thin frame (3-15% on every layer measured); a strided Conv2d leaves most of
+#: its grid unobserved (350% for stride 2), and FISTA was faster there than
+#: both ADMM variants (30% and 1.9x, ``bench_auto_solver.py``).
+AUTO_MAX_BOUNDARY_FRACTION = 0.5
 #: Residuals the certificate's dual extrapolation uses (solvers that want it).
 N_EXTRAPOLATION = 5
 #: operator kinds with a channels-last view and a periodic embedding; any other
@@ -143,8 +158,10 @@ def _continuation_start(problem, y, view, d0, max_iter, dtype, n_stages=3, ratio
 class ExactADMM(TorchSolver):
     """ADMM with exact FFT solves and a dense boundary correction (:mod:`.admm`).
 
-    ConvTranspose2d layers with groups=1 and at most ``MAX_BOUNDARY``
-    unobserved pixels on their periodic grid (DCGAN-style final layers).
+    Conv2d and ConvTranspose2d layers (any stride, padding, dilation,
+    groups) with at most ``MAX_BOUNDARY`` unobserved outputs on their periodic
+    grid: transposed convolutions (DCGAN-style final layers) and stride-1
+    Conv2d layers (LSGAN-style, Stable Diffusion's ``conv_out``).
     """
 
     name = "admm"
@@ -154,14 +171,13 @@ class ExactADMM(TorchSolver):
         self.rho = rho
 
     def supports(self, op):
-        if op.kind != "conv_transpose2d":
-            return f"handles ConvTranspose2d layers only (this layer is {op.kind!r})"
-        if op.conv_kwargs["groups"] != 1:
-            return f"handles groups=1 only (this layer has groups={op.conv_kwargs['groups']})"
-        emb = op.cached("admm_embedding", lambda: CirculantEmbedding(op))
-        if len(emb.unobserved) > MAX_BOUNDARY:
-            return (f"its periodic embedding leaves {len(emb.unobserved)} output pixels "
-                    f"unobserved (limit {MAX_BOUNDARY} for the dense boundary correction)")
+        if op.kind not in CONV_KINDS:
+            return f"handles Conv2d and ConvTranspose2d layers only (this layer is {op.kind!r})"
+        nu = boundary_size(op)
+        if nu > MAX_BOUNDARY:
+            return (f"cannot take this layer: its periodic embedding leaves {nu} outputs "
+                    f"unobserved (limit {MAX_BOUNDARY} for the dense boundary correction; "
+                    "use solver='split_admm')")
         return None
 
     def run(self, problem, cert, *, d0, max_iter, dtype, callback=None):
@@ -353,12 +369,13 @@ def auto_solver(op, device, shifted_bound=False):
 
     The rule comes from ``benchmarks/bench_inversion.py`` and
     ``benchmarks/bench_auto_solver.py`` (each method at the default stop):
-    on conv layers with many more activations than outputs (near basis
-    pursuit: DCGAN 64x64 5.3 per output, LSGAN 21, SD's decoder 43, but also
-    the 28x28 MNIST generators' 4-8) a splitting method with FFT solves stops
-    in several times fewer iterations than FISTA, at a lower objective; on
-    better-posed layers (about one activation per output or fewer, or a
-    Conv2d with three outputs per pixel and 1-3 activations per output) FISTA
+    on conv layers with more activations than outputs (near basis pursuit:
+    DCGAN 64x64 5.3 per output, LSGAN 21, SD's decoder 43, but also the
+    28x28 MNIST generators' 4-8) a splitting method with FFT solves stops in
+    several times fewer iterations than FISTA, at a lower objective, and
+    exact ADMM before split ADMM where its boundary matrix is small; on
+    better-posed layers (about one activation per output or fewer) and on
+    strided Conv2d layers (most of the periodic grid unobserved) FISTA
     stops first, for its cheaper iterations.  On Linear layers scikit-learn's
     compiled coordinate descent is fastest on CPU, unless the problem has a
     shifted bound (``shifted_bound``: ``positive=True`` with a non-zero
@@ -377,14 +394,23 @@ def auto_solver(op, device, shifted_bound=False):
         return "fista", f"{type(op).__name__}: FISTA (needs only W z and W^T r)"
     ratio = op.n_inputs / op.n_outputs
     per = f"{ratio:.1f} activations per output"
+    nu = boundary_size(op)
+    if nu > AUTO_MAX_BOUNDARY_FRACTION * op.n_outputs:
+        return "fista", (f"{type(op).__name__} with {nu} unobserved outputs on its periodic "
+                         f"grid for {op.n_outputs} observed (a strided layer): FISTA needs "
+                         "no boundary solve")
+    plain = op.kind == "conv_transpose2d" and op.conv_kwargs["groups"] == 1
+    admm_least = ADMM_MIN_RATIO if plain else ADMM_MIN_RATIO_OTHER
     why = ExactADMM().supports(op)
-    if why is None and ratio >= ADMM_MIN_RATIO:
-        return "admm", (f"ConvTranspose2d with groups=1 and a small boundary ({per}): "
-                        "ADMM with exact FFT solves of the layer")
-    if ratio >= SPLITTING_MIN_RATIO:
+    if why is None and nu > AUTO_MAX_BOUNDARY:
+        why = f"is slower than split ADMM with {nu} unobserved outputs (over {AUTO_MAX_BOUNDARY})"
+    if why is None and ratio >= admm_least:
+        return "admm", (f"{type(op).__name__} with {per} and a small unobserved boundary "
+                        f"({nu} outputs): ADMM with exact FFT solves of the layer")
+    if why is not None and ratio >= SPLITTING_MIN_RATIO:
         return "split_admm", (f"{type(op).__name__} ({per}): ADMM with two splits and FFT "
                               f"solves (exact-resolvent ADMM {why})")
-    least = ADMM_MIN_RATIO if why is None else SPLITTING_MIN_RATIO
+    least = admm_least if why is None else SPLITTING_MIN_RATIO
     return "fista", (f"{type(op).__name__} with {per} (under {least:g}): well-posed "
                      "enough that FISTA's cheaper iterations win")
 
