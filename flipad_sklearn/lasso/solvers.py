@@ -36,9 +36,9 @@ ADMM_ITER = 400
 #: Activations per output from which ``solver="auto"`` takes exact ADMM, at
 #: the default stop (``benchmarks/bench_auto_solver.py``): 1 on groups=1
 #: ConvTranspose2d layers, 2 on Conv2d and grouped layers (at 1 per output
-#: FISTA was 20% faster on both; a Conv2d at 2.7 per output went 35% faster
-#: with exact ADMM than with FISTA).  Split ADMM from 4, where exact ADMM's
-#: boundary is too large.  Below them FISTA's cheaper iterations win.
+#: FISTA took half exact ADMM's time on both; on a Conv2d at 2.7 per output
+#: exact ADMM took 29% less time than FISTA).  Split ADMM from 4, where exact
+#: ADMM's boundary is too large.  Below them FISTA's cheaper iterations win.
 ADMM_MIN_RATIO = 1.0
 ADMM_MIN_RATIO_OTHER = 2.0
 SPLITTING_MIN_RATIO = 4.0
@@ -51,8 +51,8 @@ AUTO_MAX_BOUNDARY = 1000
 #: Largest unobserved boundary, as a fraction of the observed outputs, for
 #: which ``solver="auto"`` takes a splitting method.  Stride-1 layers leave a
 #: thin frame (3-15% on every layer measured); a strided Conv2d leaves most of
-#: its grid unobserved (350% for stride 2), and FISTA was faster there than
-#: both ADMM variants (30% and 1.9x, ``bench_auto_solver.py``).
+#: its grid unobserved (350% for stride 2), and FISTA took 18% less time
+#: there than exact ADMM and 44% less than split ADMM (``bench_auto_solver.py``).
 AUTO_MAX_BOUNDARY_FRACTION = 0.5
 #: Residuals the certificate's dual extrapolation uses (solvers that want it).
 N_EXTRAPOLATION = 5
