@@ -18,6 +18,12 @@ plain layout) and ``FinalLayerInverter`` **at its defaults** (``solver="auto"``,
    output, beside scikit-learn's ``sparse_encode(algorithm="lasso_cd")`` and
    celer's / skglm's Lasso when they are installed (same problem: their
    penalty is divided by the number of outputs inside).
+5. A diffusers ``AutoencoderKL`` decoder (random weights from a config, no
+   download: 128 channels, 8x8x4 latents to 64x64 images), when diffusers is
+   installed: its ``conv_out`` inverted from the decoder's own activations and
+   images (anchor: the mean over 16 latents), alpha 1e-5, identity output,
+   beside the authors' SD setting (1000 iterations, step ``0.09 / L``) and
+   each solver forced, all at the other defaults.
 
 Conv weights are torch's default initialisation (seed 0) scaled so that the
 authors' step means what it does on the DCGAN layer: ``step * L = 0.09``.
@@ -213,6 +219,56 @@ def sd_large(device, side=512):
           f"{peak_mb():.0f} MB (before: {before:.0f} MB)")
 
 
+def vae_table(device, n=4):
+    """The conv_out of a diffusers AutoencoderKL decoder, on its own activations."""
+    try:
+        import diffusers
+    except ImportError:
+        print("\n## diffusers AutoencoderKL decoder: skipped (diffusers is not installed)")
+        return
+    from flipad_sklearn import mean_activation, sample_activations
+
+    torch.manual_seed(0)
+    vae = diffusers.AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(128,) * 4,
+        latent_channels=4, layers_per_block=1, sample_size=64).eval()
+    gen = torch.Generator().manual_seed(1)
+    anchor = mean_activation(vae.decode, inputs=torch.randn((16, 4, 8, 8), generator=gen))
+    _, x = sample_activations(vae.decode, inputs=torch.randn((n, 4, 8, 8), generator=gen))
+    layer, alpha = vae.decoder.conv_out, 1e-5
+    rows = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for solver in ("auto", "admm", "split_admm", "fista"):
+            inv = FinalLayerInverter(layer=layer, activation="identity", alpha=alpha,
+                                     anchor=anchor, solver=solver, device=device).fit(x)
+            inv.transform(x[:1])                       # per-layer set-up, not timed
+            el, _ = best_time(lambda: inv.transform(x), 2)
+            rows.append((solver, inv, el / n))
+        auto = rows[0][1]
+        y = auto._targets(x.reshape(n, -1))
+        y_img = y.reshape((n,) + auto.output_shape_)
+        step = 0.09 / auto.lipschitz_
+        el, (d_base, it_base) = best_time(lambda: baseline_fista(
+            layer, y_img, auto.activation_shape_, step, alpha, 0.0, 1000, device), 1)
+    p_base = primal_objective(torch.as_tensor(y) - auto.operator_.matvec(d_base), d_base,
+                              alpha).numpy()
+    print(f"\n## diffusers AutoencoderKL decoder conv_out {layer}, 64x64, identity\n")
+    print(f"alpha={alpha}, {n} images, device={device}, L={auto.lipschitz_:.3f}; "
+          f"solver='auto' -> {auto.solver_} ({auto.solver_reason_})\n")
+    print("| method | iterations | s / image | speed-up | objective / baseline - 1 (max) "
+          "| gap / obj (max) |")
+    print("|---|---|---|---|---|---|")
+    print(f"| baseline (step 0.09/L, no early stop, 1000 it) | {it_base} | {el / n:.3f} | 1.0x "
+          "| 0 | - |")
+    for solver, inv, t in rows:
+        p = inv.objective_
+        print(f"| {solver}{' (' + inv.solver_ + ')' if solver == 'auto' else ''} "
+              f"| {np.median(inv.n_iter_):.0f} | {t:.3f} | {el / n / t:.1f}x "
+              f"| {(p / p_base - 1).max():+.2e} | {(inv.duality_gap_ / p).max():.2e} |")
+
+
 def linear_table(n_samples, device):
     torch.manual_seed(0)
     layer = nn.Linear(300, 11)
@@ -283,7 +339,7 @@ def main():
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--baseline-repeat", type=int, default=1)
     parser.add_argument("--tabular-samples", type=int, default=10_000)
-    parser.add_argument("--only", choices=["dcgan", "lsgan", "sd", "sd512", "tabular"],
+    parser.add_argument("--only", choices=["dcgan", "lsgan", "sd", "sd512", "tabular", "vae"],
                         default=None)
     args = parser.parse_args()
     want = (lambda name: args.only in (None, name))
@@ -316,6 +372,8 @@ def main():
         sd_large(dev)
     if want("tabular"):
         linear_table(500 if args.quick else args.tabular_samples, dev)
+    if want("vae"):
+        vae_table(dev, 2 if args.quick else n)
 
 
 if __name__ == "__main__":
