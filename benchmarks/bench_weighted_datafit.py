@@ -82,9 +82,10 @@ def target_sensitivity(kind="dcgan", n=200, log=print):
     """How much a perturbation moves the pixels, the target ``atanh(x)`` and
     the weighted target, on ``n`` samples of the zoo's ``kind`` seed 0."""
     from flipad_sklearn.generators import load_generator
-    from train_zoo import DEFAULT_CACHE
+    from train_zoo import DEFAULT_CACHE, FULL
 
-    G = load_generator(os.path.join(DEFAULT_CACHE, f"{kind}-seed0-32px-e5-n5000.pt"))
+    name = f"{kind}-seed0-32px-e{FULL['epochs'][kind]}-n{FULL['n_train']}.pt"
+    G = load_generator(os.path.join(DEFAULT_CACHE, name))
     x = G.sample(n, random_state=0).reshape(n, -1).astype(np.float64)
 
     def target(v):
