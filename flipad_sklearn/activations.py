@@ -98,6 +98,8 @@ class OutputActivation:
     low: float = -np.inf
     high: float = np.inf
     scaling: str = ""
+    #: ``sigma'(sigma^-1(x))`` as a function of the output ``x`` (builtins), or None
+    slope_of_output: object = None
 
     @property
     def bounded(self):
@@ -147,6 +149,34 @@ class OutputActivation:
             )
         return out
 
+    def slope(self, x, clip_eps=DEFAULT_CLIP_EPS):
+        """``sigma'(sigma^-1(clip(x)))``: how far an output moves per unit of its pre-activation.
+
+        The weights of the output-space data term (``datafit="output"``):
+        tanh gives ``1 - x^2``, sigmoid ``x (1 - x)``, identity 1.  A custom
+        ``(forward, inverse)`` pair is differentiated numerically (central
+        difference at the inverted value); an inverse alone cannot be.
+        """
+        x = np.asarray(x, dtype=np.float64)
+        if self.bounded:
+            x = np.clip(x, self.low + clip_eps, self.high - clip_eps)
+        if self.slope_of_output is not None:
+            return np.asarray(self.slope_of_output(x), dtype=np.float64)
+        if self.forward is None:
+            raise ValueError(
+                f"Activation {self.name!r} was given as an inverse only, so its slope is "
+                "unknown; pass activation=(forward, inverse) to use datafit='output'."
+            )
+        u = self.invert(x, clip_eps)
+        h = 1e-4 * np.maximum(1.0, np.abs(u))
+        out = (self.apply(u + h) - self.apply(u - h)) / (2 * h)
+        if not np.all(np.isfinite(out)) or np.any(out < 0):
+            raise ValueError(
+                f"The slope of activation {self.name!r} is not finite and non-negative "
+                "on these outputs; datafit='output' needs an increasing activation."
+            )
+        return out
+
     def apply(self, u):
         if self.forward is None:
             raise ValueError(
@@ -171,10 +201,25 @@ def _identity(x):
 TANH_SCALING = "Scale 8-bit images in [0, 255] with X / 127.5 - 1 for a tanh generator."
 SIGMOID_SCALING = "Scale 8-bit images in [0, 255] with X / 255 for a sigmoid generator."
 
+def _tanh_slope(x):
+    return 1.0 - x * x
+
+
+def _sigmoid_slope(x):
+    return x * (1.0 - x)
+
+
+def _identity_slope(x):
+    return np.ones_like(x)
+
+
 BUILTIN_ACTIVATIONS = {
-    "tanh": OutputActivation("tanh", np.tanh, np.arctanh, -1.0, 1.0, TANH_SCALING),
-    "sigmoid": OutputActivation("sigmoid", _sigmoid, _logit, 0.0, 1.0, SIGMOID_SCALING),
-    "identity": OutputActivation("identity", _identity, _identity),
+    "tanh": OutputActivation("tanh", np.tanh, np.arctanh, -1.0, 1.0, TANH_SCALING,
+                             _tanh_slope),
+    "sigmoid": OutputActivation("sigmoid", _sigmoid, _logit, 0.0, 1.0, SIGMOID_SCALING,
+                                _sigmoid_slope),
+    "identity": OutputActivation("identity", _identity, _identity,
+                                 slope_of_output=_identity_slope),
 }
 
 # torch spellings of the builtin activations: the forward module or function

@@ -47,6 +47,8 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
 
     (with ``z >= 0`` if ``positive=True``), i.e. FLIPAD's final-layer inversion.
     The recovered activations are the features FLIPAD's detector works on.
+    With ``datafit="output"`` the data term is weighted by sigma's slope, so
+    that it measures the fit in output space (see ``datafit``).
 
     Parameters
     ----------
@@ -76,6 +78,19 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         Constrain the activations to be non-negative (true when the
         penultimate layer is a ReLU).  The proximal step becomes
         shrink-then-clamp.
+    datafit : {"preactivation", "output"}, default="preactivation"
+        The data term.  ``"preactivation"``: FLIPAD's
+        ``1/2 ||sigma^-1(x) - b - W z||^2``.  ``"output"``: the same residual
+        weighted per output by sigma's slope there,
+        ``1/2 ||D (sigma^-1(x) - b - W z)||^2`` with ``D = sigma'(sigma^-1(x))``
+        (tanh: ``1 - x^2``; sigmoid: ``x (1 - x)``; identity: no weights), the
+        first-order (Gauss-Newton) form of the output error
+        ``1/2 ||x - sigma(W z + b)||^2``, still a convex lasso.  Near
+        saturation ``sigma^-1`` amplifies every change of ``x`` (JPEG, noise):
+        there the weights are small, so a perturbation moves the features
+        about as much as it moves the output.  Exact-resolvent ADMM takes no
+        weights: ``"auto"`` then picks split ADMM or FISTA.  ``objective_``
+        and ``duality_gap_`` are the weighted problem's.
     solver : {"auto", "fista", "admm", "split_admm", "cd", "cvxpy", "scipy"}, \
             default="auto"
         ``"auto"``: the fastest method that supports the layer (recorded with
@@ -199,6 +214,7 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         "alpha": [Interval(Real, 0, None, closed="left")],
         "anchor": [StrOptions({"zeros"}), "array-like"],
         "positive": ["boolean"],
+        "datafit": [StrOptions({"preactivation", "output"})],
         "solver": [StrOptions(set(SOLVERS))],
         "tol": [Interval(Real, 0, None, closed="left")],
         "progress_tol": [Interval(Real, 0, None, closed="left"), None],
@@ -215,7 +231,8 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     }
 
     def __init__(self, layer=None, *, activation="tanh", alpha=5e-4, anchor="zeros",
-                 positive=False, solver="auto", tol=1e-6, progress_tol=DEFAULT_PROGRESS_TOL,
+                 positive=False, datafit="preactivation", solver="auto", tol=1e-6,
+                 progress_tol=DEFAULT_PROGRESS_TOL,
                  max_iter=1000, continuation=True, activation_shape=None,
                  clip_eps=DEFAULT_CLIP_EPS, batch_size="auto", memory_budget=2**31,
                  n_jobs=None, device="auto", precision="float32", verbose=0):
@@ -224,6 +241,7 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         self.alpha = alpha
         self.anchor = anchor
         self.positive = positive
+        self.datafit = datafit
         self.solver = solver
         self.tol = tol
         self.progress_tol = progress_tol
@@ -330,7 +348,13 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         check_materialised(self.layer)
         if self.solver in ("fista", "admm"):
             resolve_device(self.device)  # an unsupported device fails here, not after fit
-        get_activation(self.activation)
+        act = get_activation(self.activation)
+        if self._weighted() and act.slope_of_output is None and act.forward is None:
+            raise ValueError(
+                f"datafit='output' weighs the data term by the activation's slope, but "
+                f"activation {act.name!r} was given as an inverse only; pass "
+                "activation=(forward, inverse)."
+            )
         X, image_shape = self._check_X(X, reset=True)
         self.activation_shape_, self.anchor_ = self._resolve_shapes(X.shape[1], image_shape)
         op = LayerOperator.from_layer(self.layer, self.activation_shape_)
@@ -363,12 +387,31 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         self.lipschitz_ = op.lipschitz()
         return self
 
+    def _weighted(self):
+        """Whether the data term has weights (``datafit="output"``, sigma not the identity)."""
+        act = get_activation(self.activation)
+        return self.datafit == "output" and act.name != "identity"
+
+    def _weights(self, X):
+        """``sigma'(sigma^-1(clip(x)))`` per entry (``datafit="output"``), or None."""
+        if not self._weighted():
+            return None
+        return get_activation(self.activation).slope(X, self.clip_eps)
+
     def _choose_solver(self, op):
         """``(name, reason)`` of the solver for ``op``; a clear error if it cannot."""
+        weighted = self._weighted()
         if self.solver == "auto":
             shifted = bool(self.positive and np.any(self.anchor_ != 0))
-            return auto_solver(op, self._device(), shifted_bound=shifted)
-        why = make_solver(self.solver).supports(op)
+            return auto_solver(op, self._device(), shifted_bound=shifted, weighted=weighted)
+        strategy = make_solver(self.solver)
+        if weighted and not strategy.accepts_weights:
+            raise ValueError(
+                f"solver={self.solver!r} does not take the weighted data term of "
+                "datafit='output'; use solver='auto' (the default), 'split_admm' or "
+                "'fista'."
+            )
+        why = strategy.supports(op)
         if why is not None:
             raise ValueError(
                 f"solver={self.solver!r} {why}; use solver='auto' (the default) or "
@@ -405,6 +448,7 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         X, _ = self._check_X(X, reset=False)
         out_dtype = np.float32 if X.dtype == np.float32 else np.float64
         Y = self._targets(X)
+        weights = self._weights(X)
         n = Y.shape[0]
         lower = -self.anchor_ if self.positive else None
         solver = getattr(self, "solver_", self.solver)
@@ -418,14 +462,18 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
                       continuation=self.continuation, progress_tol=self.progress_tol,
                       return_reason=True)
         bar = _progress(n, self.verbose, "final-layer inversion")
+        def w(sl):
+            return None if weights is None else weights[sl]
+
         if self.n_jobs in (None, 1) or len(batches) == 1:
-            jobs = (solve_batch(self.operator_, Y[sl], self.alpha, **kwargs)
+            jobs = (solve_batch(self.operator_, Y[sl], self.alpha, weights=w(sl), **kwargs)
                     for sl in batches)
         else:
             # threads: torch releases the GIL; a joblib backend set by the caller
             # (e.g. Dask's) takes precedence over this hint
             jobs = Parallel(n_jobs=self.n_jobs, prefer="threads", return_as="generator")(
-                delayed(solve_batch)(self.operator_, Y[sl], self.alpha, **kwargs)
+                delayed(solve_batch)(self.operator_, Y[sl], self.alpha, weights=w(sl),
+                                     **kwargs)
                 for sl in batches)
         results = []
         for sl, res in zip(batches, jobs):
@@ -437,7 +485,8 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         D, self.objective_, self.duality_gap_, self.n_iter_, reason = (
             np.concatenate(parts) for parts in zip(*results))
         self.stop_reason_ = np.asarray(STOP_REASONS)[reason]
-        rel = self.duality_gap_ / np.maximum(0.5 * (Y * Y).sum(axis=1), 1e-300)
+        Yw = Y if weights is None else weights * Y
+        rel = self.duality_gap_ / np.maximum(0.5 * (Yw * Yw).sum(axis=1), 1e-300)
         # samples stopped on progress chose to: only a spent budget is a warning
         unconverged = (rel > self.tol) & (self.stop_reason_ == "max_iter")
         if unconverged.any() and solver not in ("cvxpy", "scipy"):

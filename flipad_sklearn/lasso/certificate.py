@@ -27,6 +27,7 @@ import math
 import torch
 
 from ._duality import extrapolated_residual, gap_scale, ray_dual_value
+from .datafit import Quadratic
 
 _TINY = 1e-300
 STOP_REASONS = ("gap", "progress", "max_iter", "stalled")
@@ -42,6 +43,10 @@ class Certificate:
         ``matvec`` / ``rmatvec`` in float64 on the solver's layout.
     y : torch.Tensor (B, M), float64
     penalty : L1Penalty
+    datafit : Quadratic or WeightedQuadratic, default Quadratic()
+        The data term, for all B rows.  With weights ``D`` the certificate is
+        that of the plain lasso with target ``D y`` and operator ``D W``
+        (:mod:`.datafit`): primal, dual, gap and ``tol`` are in those terms.
     tol : float
         Relative gap (``gap <= tol * 1/2 ||y||^2``) that certifies a sample.
     progress_tol : float or None
@@ -74,11 +79,12 @@ class Certificate:
         :class:`~.spectral.SpectralProducts`.
     """
 
-    def __init__(self, op, y, penalty, *, tol, progress_tol=None, patience=2,
+    def __init__(self, op, y, penalty, *, datafit=None, tol, progress_tol=None, patience=2,
                  n_extrapolation=5, stall_checks=None, d0=None, fast=None, exact=None):
         self.op, self.penalty = op, penalty
+        self.datafit = Quadratic() if datafit is None else datafit
         self.exact = op if exact is None else exact
-        self.y = y.to(torch.float64)
+        self.y = self.datafit.target(y.to(torch.float64))
         B, dev = y.shape[0], y.device
         store = torch.float64 if fast is None else torch.float32
         self.tol, self.progress_tol, self.patience = tol, progress_tol, patience
@@ -108,25 +114,26 @@ class Certificate:
     def check(self, n_iter, d, duals=(), final=False, Wd=None):
         """Certify the active rows' iterate ``d`` (active rows only, any dtype).
 
-        ``duals`` are extra dual candidates ``theta`` (active rows, float64) the
-        solver offers.  ``Wd``: the solver's own ``W d`` (flat, float64), in
+        ``duals`` are extra dual candidates (active rows, float64) the solver
+        offers, as residuals ``y - W d`` would be: the certificate applies the
+        datafit's weights to them.  ``Wd``: the solver's own ``W d`` (flat, float64), in
         place of the product here (a solver with its state on a padded grid
         gets it without copying ``d`` out of that grid).  Returns the bool
         mask of active rows that stop now (all of them when ``final``); their
         results are final.
         """
-        idx, pen = self.idx, self.penalty
+        idx, pen, fit = self.idx, self.penalty, self.datafit
         y = self.y[idx]
         if self.fast is None:
             d = d.reshape(d.shape[0], -1).to(torch.float64)
-            mv, rmv = self.exact.matvec, self.exact.rmatvec
+            mv, rmv = self._weighted(self.exact, idx)
         else:
-            mv, rmv = self.fast.matvec, self.fast.rmatvec
-        r = y - (mv(d) if Wd is None else Wd)
+            mv, rmv = self._weighted(self.fast, idx)
+        r = y - (mv(d) if Wd is None else fit.weigh(Wd, idx))
         primal = 0.5 * (r * r).sum(dim=1) + pen.value(d)
         dual = ray_dual_value(r, rmv(r), y, pen)
         theta = r
-        cands = list(duals)
+        cands = [fit.weigh(c.to(torch.float64), idx) for c in duals]
         if self.n_extrapolation:
             self._history.append(r)
             if len(self._history) > self.n_extrapolation + 1:
@@ -201,15 +208,17 @@ class Certificate:
         rows = torch.nonzero(done)[:, 0]
         idx = self.idx[rows]
         y, d = self.y[idx], self.d[idx].to(torch.float64)
-        r = y - self.exact.matvec(d)
+        mv, rmv = self._weighted(self.exact, idx)
+        r = y - mv(d)
         primal = 0.5 * (r * r).sum(dim=1) + self.penalty.value(d)
         # the best dual candidate of the last (float32) check, exact in float64;
         # the residual of the best iterate only when that candidate fails (one
         # float64 product less: on CPU they cost tens of float32 iterations)
-        dual = self._safe_dual(self._theta[rows], y, self.exact.rmatvec)
+        dual = self._safe_dual(self._theta[rows], y, rmv)
         bad = ~torch.isfinite(dual)
         if bool(bad.any()):
-            dual[bad] = ray_dual_value(r[bad], self.exact.rmatvec(r[bad]), y[bad], self.penalty)
+            _, rmv_bad = self._weighted(self.exact, idx[bad])
+            dual[bad] = ray_dual_value(r[bad], rmv_bad(r[bad]), y[bad], self.penalty)
         gap = (primal - dual).clamp(min=0.0)
         self.primal[idx], self.gap[idx] = primal, gap
         self.best_dual[idx] = dual
@@ -221,14 +230,31 @@ class Certificate:
                 reason[rows[miss]] = -1
         return done
 
-    def _safe_dual(self, theta, y, rmatvec=None):
-        """Dual value of a candidate (rows with non-finite entries give -inf)."""
-        rmatvec = self.exact.rmatvec if rmatvec is None else rmatvec
+    def _weighted(self, products, idx):
+        """``(matvec, rmatvec)`` of ``D W`` on rows ``idx`` (``products``' own without weights)."""
+        fit = self.datafit
+        if fit.weights is None:
+            return products.matvec, products.rmatvec
+        return (lambda d: fit.weigh(products.matvec(d), idx),
+                lambda t: products.rmatvec(fit.weigh(t, idx)))
+
+    def _safe_dual(self, theta, y, rmatvec):
+        """Dual value of a candidate (rows with non-finite entries give -inf).
+
+        ``rmatvec`` is that of the candidates' rows (weighted as they are).
+        """
         ok = torch.isfinite(theta).all(dim=1)
         out = torch.full((theta.shape[0],), -math.inf, dtype=torch.float64, device=theta.device)
+        if bool(ok.all()):
+            return ray_dual_value(theta.to(torch.float64), rmatvec(theta.to(torch.float64)),
+                                  y, self.penalty)
         if bool(ok.any()):
+            # a row subset: the weighted products must see the same rows
+            keep = torch.nonzero(ok)[:, 0]
             t = theta[ok].to(torch.float64)
-            out[ok] = ray_dual_value(t, rmatvec(t), y[ok], self.penalty)
+            full = torch.zeros_like(theta, dtype=torch.float64)
+            full[keep] = t
+            out[ok] = ray_dual_value(t, rmatvec(full)[keep], y[ok], self.penalty)
         return out
 
     def drop(self, done):

@@ -20,16 +20,20 @@ iterations then run on it, and the certificate on the plain layout.
 import torch
 
 from .certificate import Certificate
+from .datafit import make_datafit
 from .penalty import L1Penalty
 
 
 def fista_steps(op, y, penalty, lipschitz, cert, *, view=None, d0=None, max_iter=1000,
-                check_every=20, dtype=torch.float32, restart=True, callback=None):
+                check_every=20, dtype=torch.float32, restart=True, callback=None,
+                weights=None):
     """Run FISTA on the active rows of ``cert``; returns the iterations run.
 
     ``y`` holds the active rows' targets (float64, plain layout); ``view``
     (a :class:`~flipad_sklearn.linear_ops.ChannelsLastOperator` or None) is
-    the layout the products run on.
+    the layout the products run on.  ``weights``: the active rows' data-term
+    weights ``D`` (:mod:`.datafit`) or None; the gradient is then
+    ``Wᵀ D² (W v - y)`` and ``lipschitz`` must bound ``D W``'s.
     """
     work = op if view is None else view
     to_w = (lambda t: t) if view is None else view.to_native_inputs
@@ -39,6 +43,10 @@ def fista_steps(op, y, penalty, lipschitz, cert, *, view=None, d0=None, max_iter
     step = 1.0 / L
     B, K = y.shape[0], op.n_inputs
     yc = (y if view is None else view.to_native_outputs(y)).to(dtype)
+    w2 = None
+    if weights is not None:
+        w2 = (weights * weights).to(y.device)
+        w2 = (w2 if view is None else view.to_native_outputs(w2)).to(dtype)
     low = penalty.lower_as(yc)
     if low is not None and view is not None:
         low = view.to_native_inputs(low[None])[0]
@@ -67,8 +75,13 @@ def fista_steps(op, y, penalty, lipschitz, cert, *, view=None, d0=None, max_iter
             if done.any():
                 keep = cert.drop(done)
                 d, v, Wd, Wv, t, yc = d[keep], v[keep], Wd[keep], Wv[keep], t[keep], yc[keep]
+                if w2 is not None:
+                    w2 = w2[keep]
                 spare, u = torch.empty_like(d), torch.empty_like(d)
-        torch.add(v, work.rmatvec(Wv - yc), alpha=-step, out=u)    # gradient step from v
+        res = Wv - yc
+        if w2 is not None:
+            res.mul_(w2)
+        torch.add(v, work.rmatvec(res), alpha=-step, out=u)    # gradient step from v
         d_new = spare
         if thresh > 0:
             torch._C._nn.softshrink(u, thresh, out=d_new)
@@ -95,7 +108,7 @@ def fista_steps(op, y, penalty, lipschitz, cert, *, view=None, d0=None, max_iter
 
 def fista(op, y, alpha, lipschitz, *, lower=None, d0=None, tol=1e-6, max_iter=10_000,
           check_every=20, dtype=torch.float32, n_extrapolation=5, restart=True,
-          stall_checks=None, progress_tol=None, callback=None):
+          stall_checks=None, progress_tol=None, callback=None, weights=None):
     """Solve a batch of lasso problems with FISTA.
 
     Parameters
@@ -126,6 +139,10 @@ def fista(op, y, alpha, lipschitz, *, lower=None, d0=None, tol=1e-6, max_iter=10
         Other stopping rules, see :class:`~.certificate.Certificate`.
     callback : callable or None
         ``callback(n_iter, n_active)`` after each check (progress bars).
+    weights : torch.Tensor of shape (B, M) or None
+        Data-term weights ``D``: solve ``1/2 ||D (y - W d)||^2 + g(d)``
+        (:class:`~.datafit.WeightedQuadratic`; the step uses
+        ``lipschitz * max D^2``).
 
     Returns
     -------
@@ -136,10 +153,12 @@ def fista(op, y, alpha, lipschitz, *, lower=None, d0=None, tol=1e-6, max_iter=10
     """
     penalty = L1Penalty(alpha, lower)
     y = y.to(torch.float64)
-    cert = Certificate(op, y, penalty, tol=tol, progress_tol=progress_tol,
+    datafit = make_datafit(weights)
+    cert = Certificate(op, y, penalty, datafit=datafit, tol=tol, progress_tol=progress_tol,
                        n_extrapolation=n_extrapolation, stall_checks=stall_checks, d0=d0)
-    fista_steps(op, y, penalty, lipschitz, cert, d0=d0, max_iter=max_iter,
-                check_every=check_every, dtype=dtype, restart=restart, callback=callback)
+    fista_steps(op, y, penalty, lipschitz * datafit.lipschitz_factor(), cert, d0=d0,
+                max_iter=max_iter, check_every=check_every, dtype=dtype, restart=restart,
+                callback=callback, weights=datafit.weights)
     return cert.results()[:4]
 
 

@@ -22,6 +22,7 @@ from ..linear_ops import ChannelsLastOperator
 from .admm import MAX_BOUNDARY, admm_steps, boundary_size
 from .certificate import GAP, PROGRESS, Certificate, FastProducts
 from .cd import coordinate_descent
+from .datafit import Quadratic, make_datafit
 from .fista import fista_steps
 from .penalty import L1Penalty
 from .reference import MAX_DENSE_VARIABLES, solve_cvxpy, solve_scipy
@@ -62,7 +63,7 @@ CONV_KINDS = ("conv2d", "conv_transpose2d")
 
 
 class LassoProblem:
-    """A batch of lasso problems: ``min_d 1/2 ||y - W d||^2 + g(d)`` per row.
+    """A batch of lasso problems: ``min_d f(y - W d) + g(d)`` per row.
 
     Parameters
     ----------
@@ -70,11 +71,19 @@ class LassoProblem:
     y : torch.Tensor (B, M), float64, on the solver's device
     penalty : L1Penalty
     lipschitz : float
+        Of the data term's gradient (``D W``'s with weights).
+    datafit : Quadratic or WeightedQuadratic, default Quadratic()
     """
 
-    def __init__(self, op, y, penalty, lipschitz):
+    def __init__(self, op, y, penalty, lipschitz, datafit=None):
         self.op, self.y, self.penalty = op, y, penalty
         self.lipschitz = float(lipschitz)
+        self.datafit = Quadratic() if datafit is None else datafit
+
+    def weights(self, rows):
+        """The data-term weights of ``rows`` (None for the plain data term)."""
+        w = self.datafit.weights
+        return None if w is None else w[rows.to(w.device)].to(self.y.device)
 
     @property
     def device(self):
@@ -92,6 +101,8 @@ class TorchSolver:
     #: (the splitting methods offer their own dual estimate, which is as good
     #: on the benchmark layers, so the extra product per check is saved)
     dual_extrapolation = True
+    #: whether it solves a weighted data term (:class:`~.datafit.WeightedQuadratic`)
+    accepts_weights = True
 
     def supports(self, op):
         """None if this solver handles ``op``, else the reason it does not."""
@@ -124,16 +135,17 @@ class FISTA(TorchSolver):
         y = problem.y[rows]
         used = 0
         if self.continuation:
-            d0, used = _continuation_start(problem, y, view, d0, max_iter, dtype)
+            d0, used = _continuation_start(problem, y, rows, view, d0, max_iter, dtype)
         fista_steps(op, y, problem.penalty, problem.lipschitz, cert, view=view, d0=d0,
-                    max_iter=max(1, max_iter - used), dtype=dtype, callback=callback)
+                    max_iter=max(1, max_iter - used), dtype=dtype, callback=callback,
+                    weights=problem.weights(rows))
         cert.n_iter[rows] += used
 
     def __repr__(self):
         return f"FISTA(continuation={self.continuation})"
 
 
-def _continuation_start(problem, y, view, d0, max_iter, dtype, n_stages=3, ratio=10.0,
+def _continuation_start(problem, y, rows, view, d0, max_iter, dtype, n_stages=3, ratio=10.0,
                         budget=0.5):
     """Warm start from larger penalties (``alpha * 100``, then ``alpha * 10``).
 
@@ -145,11 +157,13 @@ def _continuation_start(problem, y, view, d0, max_iter, dtype, n_stages=3, ratio
     used = 0
     per_stage = max(1, int(budget * max_iter) // (n_stages - 1))
     pen = problem.penalty
+    weights = problem.weights(rows)
+    datafit = make_datafit(weights)
     for k in range(n_stages - 1, 0, -1):
         stage_pen = L1Penalty(pen.alpha * ratio ** k, pen.lower)
-        cert = Certificate(problem.op, y, stage_pen, tol=1e-2, d0=d0)
+        cert = Certificate(problem.op, y, stage_pen, datafit=datafit, tol=1e-2, d0=d0)
         fista_steps(problem.op, y, stage_pen, problem.lipschitz, cert, view=view, d0=d0,
-                    max_iter=per_stage, dtype=dtype)
+                    max_iter=per_stage, dtype=dtype, weights=weights)
         d0 = cert.d
         used += int(cert.n_iter.max())
     return d0, used
@@ -166,6 +180,8 @@ class ExactADMM(TorchSolver):
 
     name = "admm"
     dual_extrapolation = False
+    #: its FFT solve is of ``WᵀW + rho I``; ``WᵀD²W`` has no such structure
+    accepts_weights = False
 
     def __init__(self, rho=None):
         self.rho = rho
@@ -203,13 +219,14 @@ class SplitADMM(TorchSolver):
     def run(self, problem, cert, *, d0, max_iter, dtype, callback=None):
         split_admm(problem.op, problem.y[cert.idx], problem.penalty, problem.lipschitz,
                    cert, d0=d0, stages=self.stages, max_iter=max_iter, dtype=dtype,
-                   callback=callback)
+                   callback=callback, weights=problem.weights(cert.idx))
 
 
 class DenseSolver:
     """Solvers on the dense matrix (CPU, float64): ``"cd"``, ``"cvxpy"``, ``"scipy"``."""
 
     iterative = False
+    accepts_weights = True
 
     def __init__(self, name):
         self.name = name
@@ -222,14 +239,25 @@ class DenseSolver:
                     f"activations, limit {MAX_DENSE_VARIABLES})")
         return None
 
-    def solve(self, op, Y, penalty, *, tol, max_iter, callback=None):
+    def solve(self, op, Y, penalty, *, tol, max_iter, callback=None, weights=None):
+        """``weights`` (numpy ``(B, M)`` or None): one weighted problem per row,
+        solved as the plain lasso with ``D W`` and ``D y``."""
         W = op.to_dense()
         lower = None if penalty.lower is None else penalty.lower.numpy()
         if self.name == "cd":
-            return coordinate_descent(W, Y, penalty.alpha, lower=lower, tol=tol,
-                                      max_iter=max_iter, callback=callback)
-        fn = solve_cvxpy if self.name == "cvxpy" else solve_scipy
-        return fn(W, Y, penalty.alpha, lower=lower, callback=callback)
+            def fn(W, Y, alpha, lower, callback):
+                return coordinate_descent(W, Y, alpha, lower=lower, tol=tol,
+                                          max_iter=max_iter, callback=callback)
+        else:
+            fn = solve_cvxpy if self.name == "cvxpy" else solve_scipy
+
+        def run(W, Y, callback):
+            return fn(W, Y, penalty.alpha, lower=lower, callback=callback)
+
+        if weights is None:
+            return run(W, Y, callback)
+        parts = [run(W * w[:, None], (w * y)[None], None) for w, y in zip(weights, Y)]
+        return tuple(np.concatenate(p) for p in zip(*parts))
 
     def __repr__(self):
         return f"DenseSolver({self.name!r})"
@@ -257,6 +285,7 @@ class HandOver:
         self.name = first.name
         self.iterative = True
         self.dual_extrapolation = first.dual_extrapolation
+        self.accepts_weights = first.accepts_weights and then.accepts_weights
 
     def supports(self, op):
         return self.first.supports(op) or self.then.supports(op)
@@ -288,6 +317,7 @@ class Float64Finish:
         self.name = inner.name
         self.iterative = True
         self.dual_extrapolation = inner.dual_extrapolation
+        self.accepts_weights = inner.accepts_weights
 
     def supports(self, op):
         return self.inner.supports(op)
@@ -330,8 +360,11 @@ def _continue(solver, problem, cert, rows, max_iter, dtype, callback):
     left = max_iter - int(used.max())
     if left < 1:
         return
-    sub_problem = LassoProblem(problem.op, problem.y[rows], problem.penalty, problem.lipschitz)
-    sub = Certificate(problem.op, problem.y[rows], problem.penalty, tol=cert.tol,
+    datafit = make_datafit(problem.weights(rows))
+    sub_problem = LassoProblem(problem.op, problem.y[rows], problem.penalty, problem.lipschitz,
+                               datafit)
+    sub = Certificate(problem.op, problem.y[rows], problem.penalty, datafit=datafit,
+                      tol=cert.tol,
                       progress_tol=cert.progress_tol, patience=cert.patience,
                       n_extrapolation=N_EXTRAPOLATION if getattr(solver, "dual_extrapolation", True) else 0,
                       d0=cert.d[rows],
@@ -364,7 +397,7 @@ def make_solver(name, *, continuation=True, rho=None):
     raise ValueError(f"Unknown solver {name!r}; use one of {SOLVERS}.")
 
 
-def auto_solver(op, device, shifted_bound=False):
+def auto_solver(op, device, shifted_bound=False, weighted=False):
     """``(name, reason)``: the method ``solver="auto"`` uses for ``op`` on ``device``.
 
     The rule comes from ``benchmarks/bench_inversion.py`` and
@@ -381,8 +414,29 @@ def auto_solver(op, device, shifted_bound=False):
     shifted bound (``shifted_bound``: ``positive=True`` with a non-zero
     anchor, so ``d >= -anchor``), which it does not handle: the package's own
     coordinate descent then loops in Python, and batched FISTA is far faster.
+
+    With a weighted data term (``weighted``, :mod:`.datafit`) exact ADMM is
+    out (its solve needs ``WᵀW``'s structure): split ADMM takes its place
+    from ``SPLITTING_MIN_RATIO`` activations per output, FISTA below, and
+    Linear layers run batched FISTA (each row has its own ``D W``).
     """
     device = torch.device(device)
+    if weighted:
+        name, reason = auto_solver(op, device, shifted_bound)
+        if name == "admm":
+            ratio = op.n_inputs / op.n_outputs
+            if ratio >= SPLITTING_MIN_RATIO:
+                return "split_admm", (f"{type(op).__name__} ({ratio:.1f} activations per "
+                                      "output) with a weighted data term: ADMM with two "
+                                      "splits and FFT solves (exact-resolvent ADMM takes "
+                                      "no weights)")
+            return "fista", (f"{type(op).__name__} ({ratio:.1f} activations per output, "
+                             f"under {SPLITTING_MIN_RATIO:g}) with a weighted data term: "
+                             "FISTA (exact-resolvent ADMM takes no weights)")
+        if name == "cd":
+            return "fista", ("Linear layer with a weighted data term (each sample has its "
+                             "own D W): batched FISTA")
+        return name, reason
     if op.kind == "linear":
         if shifted_bound:
             return "fista", ("Linear layer with a shifted bound (positive=True, non-zero "
@@ -418,41 +472,53 @@ def auto_solver(op, device, shifted_bound=False):
 def solve_batch(op, Y, alpha, *, solver="fista", lower=None, tol=1e-4, max_iter=1000,
                 lipschitz=None, device="cpu", dtype=torch.float32, continuation=True,
                 progress_tol=None, callback=None, rho=None, admm_iter=ADMM_ITER,
-                return_reason=False):
+                return_reason=False, weights=None):
     """Solve the lasso for a batch ``Y`` (numpy ``(B, M)``) with the named solver.
 
     ``solver`` is a name of :data:`SOLVERS` or a strategy object (see
-    :func:`make_solver`).  Returns numpy float64 arrays ``D (B, K)``,
+    :func:`make_solver`).  ``weights`` (numpy ``(B, M)``, non-negative, or
+    None): the data term's per-sample weights ``D``, solving
+    ``1/2 ||D (y - W d)||^2 + alpha ||d||_1``; ``primal`` and ``gap`` are then
+    that problem's (relative to ``1/2 ||D y||^2``).  Returns numpy float64 arrays ``D (B, K)``,
     ``primal (B,)``, ``gap (B,)``, int ``n_iter (B,)`` and the stop reason
     ``reason (B,)`` (an index into :data:`~.certificate.STOP_REASONS`).
     ``gap`` is an upper bound on ``primal - optimum``.  The reason is
     returned only with ``return_reason=True``.
     """
     Y = np.ascontiguousarray(Y, dtype=np.float64)
+    if weights is not None:
+        weights = np.ascontiguousarray(weights, dtype=np.float64)
+        if weights.shape != Y.shape:
+            raise ValueError(f"weights have shape {weights.shape}, but the targets have "
+                             f"{Y.shape}.")
     if isinstance(solver, str):
         if solver == "auto":
-            solver = auto_solver(op, device)[0]
+            solver = auto_solver(op, device, weighted=weights is not None)[0]
         strategy = make_solver(solver, continuation=continuation, rho=rho)
         if isinstance(strategy, Float64Finish) and isinstance(strategy.inner, HandOver):
             strategy.inner.after = admm_iter
     else:
         strategy = solver
     why = strategy.supports(op)
+    if why is None and weights is not None and not getattr(strategy, "accepts_weights", False):
+        why = "does not take a weighted data term"
     if why is not None:
         raise ValueError(f"solver={strategy.name!r} {why}.")
     low = None if lower is None else torch.from_numpy(np.asarray(lower, np.float64))
     if not strategy.iterative:
         penalty = L1Penalty(alpha, low)
         D, primal, gap, n_iter = strategy.solve(op, Y, penalty, tol=tol, max_iter=max_iter,
-                                                callback=callback)
-        reason = np.where(gap <= tol * 0.5 * (Y * Y).sum(axis=1), GAP, 2)
+                                                callback=callback, weights=weights)
+        Yw = Y if weights is None else weights * Y
+        reason = np.where(gap <= tol * 0.5 * (Yw * Yw).sum(axis=1), GAP, 2)
         return (D, primal, gap, n_iter, reason) if return_reason else (D, primal, gap, n_iter)
     device = torch.device(device)
     y = torch.from_numpy(Y).to(device)
     penalty = L1Penalty(alpha, None if low is None else low.to(device))
-    L = op.lipschitz() if lipschitz is None else lipschitz
-    problem = LassoProblem(op, y, penalty, L)
-    cert = Certificate(op, y, penalty, tol=tol, progress_tol=progress_tol,
+    datafit = make_datafit(None if weights is None else torch.from_numpy(weights).to(device))
+    L = (op.lipschitz() if lipschitz is None else lipschitz) * datafit.lipschitz_factor()
+    problem = LassoProblem(op, y, penalty, L, datafit)
+    cert = Certificate(op, y, penalty, datafit=datafit, tol=tol, progress_tol=progress_tol,
                        n_extrapolation=N_EXTRAPOLATION if getattr(strategy, "dual_extrapolation", True) else 0,
                        fast=fast_products(op, device, dtype), exact=exact_products(op, device))
     with torch.no_grad():

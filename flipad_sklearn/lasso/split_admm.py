@@ -88,7 +88,7 @@ def _stages(rho_u, gamma, stages):
 
 def split_admm(op, y, penalty, lipschitz, cert, *, d0=None, rho_u=None, gamma=None,
                stages=None, relax=DEFAULT_RELAX, max_iter=200, check_every=CHECK_EVERY,
-               dtype=torch.float32, callback=None):
+               dtype=torch.float32, callback=None, weights=None):
     """Run split ADMM on the active rows of ``cert`` (a :class:`Certificate`).
 
     Parameters
@@ -110,6 +110,10 @@ def split_admm(op, y, penalty, lipschitz, cert, *, d0=None, rho_u=None, gamma=No
         Default (no ``rho_u``/``gamma`` either): ``DEFAULT_STAGES``.
     relax : float
         Over-relaxation in ``(0, 2)``.
+    weights : torch.Tensor (B, M) or None
+        The active rows' data-term weights ``D`` (:mod:`.datafit`): the
+        ``u``-update minimises ``1/2 ||D (S u - y)||^2`` instead, still
+        element-wise.
 
     Returns
     -------
@@ -164,7 +168,13 @@ def split_admm(op, y, penalty, lipschitz, cert, *, d0=None, rho_u=None, gamma=No
     refl = torch.empty_like(w)
     y_img = y.to(dtype).reshape((B,) + op.output_shape)
     y_obs = emb.observe(y_img)
-    mask = emb.observed_mask(device).to(dtype)
+    if weights is None:
+        mask = emb.observed_mask(device).to(dtype)      # D^2 on the grid: 1 where observed
+    else:
+        # the u-update's data weight D^2 on the grid (0 where unobserved), and
+        # D^2 y in place of y
+        mask = emb.observe((weights * weights).to(device, dtype).reshape(y_img.shape))
+    wy = y_obs if weights is None else mask * y_obs
     u = emb.T_ext(v, wf)
     a = torch.zeros_like(u)
 
@@ -175,6 +185,7 @@ def split_admm(op, y, penalty, lipschitz, cert, *, d0=None, rho_u=None, gamma=No
     while True:
         if n_iter % check_every == 0 or n_iter >= max_iter:
             d = emb.interior_ext(v)                       # a view: no copy
+            # the residual y - S u (the certificate applies the weights)
             theta = emb.crop(y_obs - u).reshape(v.shape[0], -1).to(torch.float64)
             # W d from the padded state: no copy of d out of the grid
             Wd = emb.crop(emb.T_ext(v, wf)).reshape(v.shape[0], -1).to(torch.float64)
@@ -186,6 +197,10 @@ def split_admm(op, y, penalty, lipschitz, cert, *, d0=None, rho_u=None, gamma=No
             if done.any():
                 keep = cert.drop(done)
                 v, w, u, a, y_obs = v[keep], w[keep], u[keep], a[keep], y_obs[keep]
+                if weights is not None:
+                    mask, wy = mask[keep], wy[keep]
+                else:
+                    wy = y_obs
                 refl = torch.empty_like(w)
         if stage_end is not None and n_iter >= stage_end:
             # next stage: keep v and the unscaled multipliers rho * (a, b)
@@ -207,7 +222,7 @@ def split_admm(op, y, penalty, lipschitz, cert, *, d0=None, rho_u=None, gamma=No
         th = emb.TH_ext((ua * rho_u - q) * (relax / rho_v), wa)
         w = w.lerp_(v, relax).add_(th)
         Tx = torch.lerp(u, q / rho_u, relax)
-        u = (y_obs + rho_u * (Tx + a)) / (mask + rho_u)
+        u = (wy + rho_u * (Tx + a)) / (mask + rho_u)
         a = a + Tx - u
         v = prox(w, penalty.alpha / rho_v, out=v)
         n_iter += 1
