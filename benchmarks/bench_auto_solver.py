@@ -19,7 +19,9 @@ the anchor the mean activation over 500 samples; the zoo is read from the
 attribution benchmark's cache when it is there (``benchmarks/train_zoo.py``).
 
 Run: ``python benchmarks/bench_auto_solver.py [--n-samples 32] [--repeat 2]
-[--threads 1] [--only NAME]``.  Keep ``--threads`` at most the free cores.
+[--threads 1] [--only NAME] [--datafit output]``.  Keep ``--threads`` at most
+the free cores.  ``--datafit output``: every inverter weighs its data term by
+tanh's slope (exact ADMM refuses it).
 """
 
 import argparse
@@ -72,13 +74,14 @@ def trained_cases(cache_dir):
     return out
 
 
-def measure(layer, x, anchor, positive, repeat):
+def measure(layer, x, anchor, positive, repeat, datafit="preactivation"):
     """Per solver: (seconds, median iterations, mean objective, max gap/obj)."""
     rows = {}
     for _ in range(repeat):
         for solver in SOLVERS:
             inv = FinalLayerInverter(layer=layer, activation="tanh", anchor=anchor,
-                                     positive=positive, solver=solver, device="cpu")
+                                     positive=positive, solver=solver, device="cpu",
+                                     datafit=datafit)
             try:
                 inv.fit(x[:4])
             except ValueError:
@@ -92,7 +95,7 @@ def measure(layer, x, anchor, positive, repeat):
                 rows[solver] = (t, float(np.median(inv.n_iter_)), float(inv.objective_.mean()),
                                 float(np.max(inv.duality_gap_ / inv.objective_)))
     auto = FinalLayerInverter(layer=layer, activation="tanh", anchor=anchor,
-                              positive=positive, device="cpu").fit(x[:4])
+                              positive=positive, device="cpu", datafit=datafit).fit(x[:4])
     return rows, auto
 
 
@@ -126,25 +129,27 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--cache-dir", default=DEFAULT_CACHE)
     p.add_argument("--only", default=None, help="run the cases whose name contains this")
+    p.add_argument("--datafit", default="preactivation", choices=("preactivation", "output"),
+                   help="the inverters' data term (exact ADMM refuses 'output')")
     args = p.parse_args(argv)
     keep = (lambda name: args.only is None or args.only in name)
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore", ConvergenceWarning)
     n = args.n_samples
     print(f"# solver='auto' on small conv layers: {n} samples, {args.threads} thread(s), "
-          "every method at the defaults")
+          f"every method at the defaults, datafit={args.datafit!r}")
     for name, G in trained_cases(args.cache_dir):
         if not keep(name):
             continue
         x = G.sample(n, random_state=100)
         anchor = mean_activation(G, 500, G.latent_shape, layer=G.final_layer, random_state=0)
-        rows, auto = measure(G.final_layer, x, anchor, True, args.repeat)
+        rows, auto = measure(G.final_layer, x, anchor, True, args.repeat, args.datafit)
         print_table(f"{name} {G.final_layer}, positive=True", rows, auto, n)
     for name, layer, shape in synthetic_cases():
         if not keep(name):
             continue
         x, anchor = problem(layer, shape, n, "tanh")
-        rows, auto = measure(layer, x, anchor, False, args.repeat)
+        rows, auto = measure(layer, x, anchor, False, args.repeat, args.datafit)
         print_table(name, rows, auto, n)
     return 0
 

@@ -100,6 +100,8 @@ class OutputActivation:
     scaling: str = ""
     #: ``sigma'(sigma^-1(x))`` as a function of the output ``x`` (builtins), or None
     slope_of_output: object = None
+    #: the largest slope (builtins), or None
+    max_slope: object = None
 
     @property
     def bounded(self):
@@ -215,11 +217,11 @@ def _identity_slope(x):
 
 BUILTIN_ACTIVATIONS = {
     "tanh": OutputActivation("tanh", np.tanh, np.arctanh, -1.0, 1.0, TANH_SCALING,
-                             _tanh_slope),
+                             _tanh_slope, 1.0),
     "sigmoid": OutputActivation("sigmoid", _sigmoid, _logit, 0.0, 1.0, SIGMOID_SCALING,
-                                _sigmoid_slope),
+                                _sigmoid_slope, 0.25),
     "identity": OutputActivation("identity", _identity, _identity,
-                                 slope_of_output=_identity_slope),
+                                 slope_of_output=_identity_slope, max_slope=1.0),
 }
 
 # torch spellings of the builtin activations: the forward module or function

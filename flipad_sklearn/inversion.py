@@ -459,6 +459,8 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
 
         kwargs = dict(solver=solver, lower=lower, tol=self.tol, max_iter=self.max_iter,
                       lipschitz=self.lipschitz_, device=device, dtype=dtype,
+                      # a bound for all samples: steps that do not depend on the batch
+                      max_weight=get_activation(self.activation).max_slope,
                       continuation=self.continuation, progress_tol=self.progress_tol,
                       return_reason=True)
         bar = _progress(n, self.verbose, "final-layer inversion")

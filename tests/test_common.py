@@ -89,6 +89,9 @@ with torch.random.fork_rng(devices=[]):
         FinalLayerInverter(layer=torch.nn.Linear(6, 3), solver="cd", alpha=1e-2),
         FinalLayerInverter(layer=torch.nn.Linear(6, 3), solver="fista", alpha=1e-2,
                            activation="identity", positive=True, device="cpu"),
+        # the weighted data term (auto: batched FISTA); float64 for subset invariance
+        FinalLayerInverter(layer=torch.nn.Linear(6, 3), alpha=1e-2, datafit="output",
+                           precision="float64", device="cpu"),
         # 3 features: a 1-channel 3x1 image, its skip 2x1, upsampled by a given matrix;
         # float64: float32 iterates of a batch and of its subset can differ by ~1e-6
         # relative (seen once in CI), above check_methods_subset_invariance's 1e-7

@@ -8,6 +8,8 @@ The parts, in the spirit of skglm's datafit / penalty / solver split:
 
 * operators (:mod:`flipad_sklearn.linear_ops`, one class per layer type) and
   their periodic embeddings ``W = S T E`` (:mod:`.embedding`);
+* the data term (:class:`~.datafit.Quadratic`, or
+  :class:`~.datafit.WeightedQuadratic` with per-sample weights);
 * the penalty (:class:`~.penalty.L1Penalty`: prox, value, dual feasibility,
   conjugate);
 * the certificate tracker (:class:`~.certificate.Certificate`: gap, best
@@ -22,6 +24,7 @@ The parts, in the spirit of skglm's datafit / penalty / solver split:
 from ._duality import dual_point_value, duality_gap, gap_scale, primal_objective
 from .admm import DEFAULT_RHO_SCALE, DEFAULT_RHO_STAGES, admm, check_admm_operator
 from .cd import coordinate_descent
+from .datafit import Quadratic, WeightedQuadratic
 from .certificate import STOP_REASONS, Certificate
 from .fista import fista, fista_path
 from .penalty import L1Penalty
@@ -35,8 +38,8 @@ from .split_admm import split_admm
 
 __all__ = [
     "ADMM_ITER", "Certificate", "DEFAULT_RHO_SCALE", "DEFAULT_RHO_STAGES", "ExactADMM",
-    "FISTA", "FLOAT32_TOL", "Float64Finish", "HandOver", "L1Penalty", "SOLVERS",
-    "STOP_REASONS", "SpectralProducts", "SplitADMM", "admm", "auto_solver", "check_admm_operator",
+    "FISTA", "FLOAT32_TOL", "Float64Finish", "HandOver", "L1Penalty", "Quadratic", "SOLVERS",
+    "STOP_REASONS", "SpectralProducts", "SplitADMM", "WeightedQuadratic", "admm", "auto_solver", "check_admm_operator",
     "coordinate_descent", "dual_point_value", "duality_gap", "exact_products", "fista", "fista_path",
     "gap_scale", "make_solver", "primal_objective", "solve_batch", "solve_cvxpy",
     "solve_scipy", "split_admm",

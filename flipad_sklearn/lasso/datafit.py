@@ -50,9 +50,14 @@ class WeightedQuadratic(Quadratic):
     weights : torch.Tensor of shape (B, M)
         ``D`` for each row of the batch (finite, non-negative); float64.
         An output with weight 0 does not enter the fit (as if unobserved).
+    max_weight : float or None
+        A bound on every weight, for every sample the caller may solve (e.g.
+        the largest slope of the activation): the step sizes then do not
+        depend on which samples share a batch.  None: the largest weight of
+        this batch.
     """
 
-    def __init__(self, weights):
+    def __init__(self, weights, max_weight=None):
         weights = torch.as_tensor(weights, dtype=torch.float64)
         if weights.ndim != 2:
             raise ValueError(f"weights must be 2-D (samples, outputs); got shape "
@@ -60,6 +65,10 @@ class WeightedQuadratic(Quadratic):
         if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
             raise ValueError("weights must be finite and non-negative.")
         self.weights = weights
+        self.max_weight = None if max_weight is None else float(max_weight)
+        if self.max_weight is not None and weights.numel() and \
+                float(weights.amax()) > self.max_weight * (1 + 1e-12):
+            raise ValueError(f"weights exceed max_weight={self.max_weight:g}.")
         self._cast = {}
 
     def _rows(self, rows, like):
@@ -80,15 +89,17 @@ class WeightedQuadratic(Quadratic):
         return self.weigh(y)
 
     def subset(self, rows):
-        return WeightedQuadratic(self.weights[rows.to(self.weights.device)])
+        return WeightedQuadratic(self.weights[rows.to(self.weights.device)], self.max_weight)
 
     def lipschitz_factor(self):
-        return float((self.weights.amax() ** 2).clamp(max=1e300)) if self.weights.numel() else 1.0
+        if self.max_weight is not None:
+            return self.max_weight ** 2
+        return float(self.weights.amax() ** 2) if self.weights.numel() else 1.0
 
     def __repr__(self):
         return f"WeightedQuadratic(weights of shape {tuple(self.weights.shape)})"
 
 
-def make_datafit(weights=None):
+def make_datafit(weights=None, max_weight=None):
     """:class:`Quadratic` for None, else :class:`WeightedQuadratic`."""
-    return Quadratic() if weights is None else WeightedQuadratic(weights)
+    return Quadratic() if weights is None else WeightedQuadratic(weights, max_weight)

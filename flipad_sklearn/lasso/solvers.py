@@ -158,7 +158,7 @@ def _continuation_start(problem, y, rows, view, d0, max_iter, dtype, n_stages=3,
     per_stage = max(1, int(budget * max_iter) // (n_stages - 1))
     pen = problem.penalty
     weights = problem.weights(rows)
-    datafit = make_datafit(weights)
+    datafit = make_datafit(weights, getattr(problem.datafit, "max_weight", None))
     for k in range(n_stages - 1, 0, -1):
         stage_pen = L1Penalty(pen.alpha * ratio ** k, pen.lower)
         cert = Certificate(problem.op, y, stage_pen, datafit=datafit, tol=1e-2, d0=d0)
@@ -360,7 +360,7 @@ def _continue(solver, problem, cert, rows, max_iter, dtype, callback):
     left = max_iter - int(used.max())
     if left < 1:
         return
-    datafit = make_datafit(problem.weights(rows))
+    datafit = make_datafit(problem.weights(rows), getattr(problem.datafit, "max_weight", None))
     sub_problem = LassoProblem(problem.op, problem.y[rows], problem.penalty, problem.lipschitz,
                                datafit)
     sub = Certificate(problem.op, problem.y[rows], problem.penalty, datafit=datafit,
@@ -472,14 +472,16 @@ def auto_solver(op, device, shifted_bound=False, weighted=False):
 def solve_batch(op, Y, alpha, *, solver="fista", lower=None, tol=1e-4, max_iter=1000,
                 lipschitz=None, device="cpu", dtype=torch.float32, continuation=True,
                 progress_tol=None, callback=None, rho=None, admm_iter=ADMM_ITER,
-                return_reason=False, weights=None):
+                return_reason=False, weights=None, max_weight=None):
     """Solve the lasso for a batch ``Y`` (numpy ``(B, M)``) with the named solver.
 
     ``solver`` is a name of :data:`SOLVERS` or a strategy object (see
     :func:`make_solver`).  ``weights`` (numpy ``(B, M)``, non-negative, or
     None): the data term's per-sample weights ``D``, solving
     ``1/2 ||D (y - W d)||^2 + alpha ||d||_1``; ``primal`` and ``gap`` are then
-    that problem's (relative to ``1/2 ||D y||^2``).  Returns numpy float64 arrays ``D (B, K)``,
+    that problem's (relative to ``1/2 ||D y||^2``).  ``max_weight`` bounds the
+    weights of every sample the caller solves (the step sizes then do not
+    depend on the batch; default: this batch's largest weight).  Returns numpy float64 arrays ``D (B, K)``,
     ``primal (B,)``, ``gap (B,)``, int ``n_iter (B,)`` and the stop reason
     ``reason (B,)`` (an index into :data:`~.certificate.STOP_REASONS`).
     ``gap`` is an upper bound on ``primal - optimum``.  The reason is
@@ -515,7 +517,8 @@ def solve_batch(op, Y, alpha, *, solver="fista", lower=None, tol=1e-4, max_iter=
     device = torch.device(device)
     y = torch.from_numpy(Y).to(device)
     penalty = L1Penalty(alpha, None if low is None else low.to(device))
-    datafit = make_datafit(None if weights is None else torch.from_numpy(weights).to(device))
+    datafit = make_datafit(None if weights is None else torch.from_numpy(weights).to(device),
+                           max_weight)
     L = (op.lipschitz() if lipschitz is None else lipschitz) * datafit.lipschitz_factor()
     problem = LassoProblem(op, y, penalty, L, datafit)
     cert = Certificate(op, y, penalty, datafit=datafit, tol=tol, progress_tol=progress_tol,
