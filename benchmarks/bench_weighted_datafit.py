@@ -16,9 +16,13 @@ their inverter only, each at the package's defaults otherwise:
 * ``FLIPAD``: the default recipe (``datafit="preactivation"``);
 * ``FLIPAD output``: ``datafit="output"`` (``solver="auto"`` then takes
   split ADMM or FISTA: exact ADMM takes no weights);
-* ``FLIPAD FISTA400`` (``--fista400``): plain FISTA for 400 iterations, no
-  continuation, no early stop: the less converged features of the first
-  study (``results/weighted_datafit.md``).
+* ``FLIPAD FISTA400``: plain FISTA for 400 iterations, no continuation, no
+  early stop: the less converged features of the first study
+  (``results/weighted_datafit.md``);
+* ``FLIPAD clip 1e-2`` / ``3e-2``: the plain data term with the pixels
+  clipped further from +-1 (``clip_eps``), which caps ``atanh``.
+
+``--variants`` picks them (default: the first two).
 
 Run: ``python benchmarks/bench_weighted_datafit.py [--kind lsgan] [--seed 1] --out bench_out``
 (about 6 minutes on 2 cores per G for the two default variants).
@@ -43,7 +47,13 @@ VARIANTS = {
     "FLIPAD output": {"datafit": "output"},
     "FLIPAD FISTA400": {"solver": "fista", "max_iter": 400, "tol": 0.0, "progress_tol": None,
                         "continuation": False},
+    # the plain data term with saturated pixels clipped further (atanh capped at
+    # 2.65 and 2.09 instead of 7.25): a perturbation of a saturated pixel then
+    # hardly moves the target either
+    "FLIPAD clip 1e-2": {"clip_eps": 1e-2},
+    "FLIPAD clip 3e-2": {"clip_eps": 3e-2},
 }
+DEFAULT_VARIANTS = ("FLIPAD", "FLIPAD output")
 
 
 def target_sensitivity(kind="dcgan", seed=0, n=200, log=print):
@@ -86,6 +96,52 @@ def _variant(params):
     return factory
 
 
+def summarise(dirs, log=print):
+    """Markdown: accuracy at fnr 0.005 (clean-trained -> immunised) and clean-trained
+    AUC per G and variant, from the ``perturbations.csv`` of each run in ``dirs``
+    (``.../wd_<kind>_s<seed>``), with the mean over the runs."""
+    import csv
+
+    runs = {}
+    for d in dirs:
+        with open(os.path.join(d, "perturbations.csv")) as fh:
+            runs[os.path.basename(os.path.normpath(d)).removeprefix("wd_")] = list(
+                csv.DictReader(fh))
+    methods = list(dict.fromkeys(r["method"] for rows in runs.values() for r in rows))
+    perts = [("none", "-"), ("noise", "std=0.05"), ("jpeg", "q=90")]
+    header = "| G | perturbation | " + " | ".join(
+        f"{m}: acc clean-trained -> immunised (AUC clean-trained)" for m in methods) + " |"
+    lines = [header, "|" + "---|" * (2 + len(methods))]
+    sums = {}
+    for g, rows in runs.items():
+        key = {(r["perturbation"], r["strength"], r["immunised"], r["method"]): r for r in rows}
+        for pn, st in perts:
+            cells = []
+            for m in methods:
+                c = key[pn, st, "False", m]
+                acc_c, auc_c = float(c["acc@0.005"]), float(c["auc"])
+                if pn == "none":
+                    vals = (acc_c, acc_c, auc_c)
+                    cells.append(f"{acc_c:.3f} ({auc_c:.3f})")
+                else:
+                    acc_i = float(key[pn, st, "True", m]["acc@0.005"])
+                    vals = (acc_c, acc_i, auc_c)
+                    cells.append(f"{acc_c:.3f} -> {acc_i:.3f} ({auc_c:.3f})")
+                sums.setdefault((pn, m), []).append(vals)
+            lines.append(f"| {g} | {pn} {st} | " + " | ".join(cells) + " |")
+    for pn, st in perts:
+        cells = []
+        for m in methods:
+            v = np.asarray(sums[pn, m])
+            mean = v.mean(axis=0)
+            cells.append(f"{mean[0]:.3f} ({mean[2]:.3f})" if pn == "none" else
+                         f"{mean[0]:.3f} -> {mean[1]:.3f} ({mean[2]:.3f})")
+        lines.append(f"| **mean of {len(runs)}** | {pn} {st} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines)
+    log(text)
+    return text
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="bench_out")
@@ -93,8 +149,14 @@ def main(argv=None):
     p.add_argument("--kind", default="dcgan", help="G's kind")
     p.add_argument("--seed", type=int, default=0, help="G's seed (its kind's other seeds "
                    "become the shadows and the unseen generators)")
-    p.add_argument("--fista400", action="store_true", help="also the FISTA400 variant")
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=DEFAULT_VARIANTS,
+                   help="FLIPAD variants to run (FLIPAD, the default, always first)")
+    p.add_argument("--summarise", nargs="+", metavar="DIR", default=None,
+                   help="only print the table of earlier runs' output folders")
     args = p.parse_args(argv)
+    if args.summarise:
+        summarise(args.summarise)
+        return 0
     zoo = dict(bench.CONFIGS[args.config]["zoo"])
     zoo["kinds"] = (args.kind,) + tuple(k for k in zoo["kinds"] if k != args.kind)
     if args.seed not in zoo["seeds"]:
@@ -102,7 +164,7 @@ def main(argv=None):
     zoo["seeds"] = (args.seed,) + tuple(s for s in zoo["seeds"] if s != args.seed)
     bench.CONFIGS[args.config] = dict(bench.CONFIGS[args.config], zoo=zoo)
     torch.set_num_threads(2)
-    names = [n for n in VARIANTS if n != "FLIPAD FISTA400" or args.fista400]
+    names = ["FLIPAD"] + [n for n in args.variants if n != "FLIPAD"]
     for name in names[1:]:
         M.REGISTRY[name] = M.Method(name, _variant(VARIANTS[name]), "features", True)
     bench.PERTURBATION_METHODS = tuple(names)

@@ -357,7 +357,8 @@ def cmd_fit(args):
         final.layer, final.activation, anchor, alpha=args.alpha,
         activation_shape=final.activation_shape, positive=positive, tol=args.tol,
         max_iter=args.max_iter, fnr=args.fnr, random_state=args.seed, device=args.device,
-        inverter_params=dict(batch_size=args.batch_size, verbose=int(verbose)),
+        inverter_params=dict(batch_size=args.batch_size, verbose=int(verbose),
+                             datafit=args.datafit),
         detector_params=dict(n_epochs=args.epochs, verbose=0,
                              validation_size="auto" if n_val == "own" else 0))
     _log(verbose, f"inverting {len(X)} images, then training the detector "
@@ -715,6 +716,10 @@ def build_parser():
                           "samples also stop when more iterations no longer change them)")
     fit.add_argument("--max-iter", type=int, default=1000,
                      help="inversion iterations per sample at most (1000)")
+    fit.add_argument("--datafit", choices=("preactivation", "output"), default="preactivation",
+                     help="the inversion's data term: preactivation (FLIPAD's) or output "
+                          "(weighted by the activation's slope: steadier under JPEG and "
+                          "noise on saturated pixels; see the user guide)")
     fit.add_argument("--positive", choices=("auto", "yes", "no"), default="auto",
                      help="non-negative activations; auto: yes when the generator's "
                           "penultimate activations are (a ReLU)")

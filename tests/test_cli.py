@@ -423,5 +423,5 @@ def test_fit_defaults_are_the_inverters():
     args = cli.build_parser().parse_args(["fit", "--generator", "g.py", "--own", "own",
                                           "--out", "m.flipad"])
     defaults = FinalLayerInverter().get_params()
-    assert (args.tol, args.max_iter, args.alpha) == \
-        (defaults["tol"], defaults["max_iter"], defaults["alpha"])
+    assert (args.tol, args.max_iter, args.alpha, args.datafit) == \
+        (defaults["tol"], defaults["max_iter"], defaults["alpha"], defaults["datafit"])

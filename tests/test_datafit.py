@@ -230,3 +230,21 @@ def test_output_datafit_damps_changes_of_saturated_outputs():
             z, zp = inv.transform(x), inv.transform(x_pert)
         change[datafit] = np.median(np.linalg.norm(zp - z, axis=1) / np.linalg.norm(z, axis=1))
     assert change["output"] < 0.5 * change["preactivation"], change
+
+
+def test_weighted_inverter_round_trips_through_both_formats(tmp_path):
+    import joblib
+
+    from flipad_sklearn import persistence
+
+    torch.manual_seed(0)
+    layer = nn.ConvTranspose2d(8, 3, 4, 2, 1)
+    x = _saturated_outputs(layer.double(), (8, 4, 4), n=4).astype(np.float32)
+    inv = FinalLayerInverter(layer=layer.float(), datafit="output", alpha=1e-3,
+                             activation_shape=(8, 4, 4)).fit(x)
+    z = inv.transform(x)
+    persistence.save(inv, tmp_path / "inv.flipad")
+    joblib.dump(inv, tmp_path / "inv.joblib")
+    for back in (persistence.load(tmp_path / "inv.flipad"), joblib.load(tmp_path / "inv.joblib")):
+        assert back.datafit == "output" and back.solver_ == inv.solver_
+        np.testing.assert_array_equal(back.transform(x), z)
