@@ -20,7 +20,9 @@ their inverter only, each at the package's defaults otherwise:
   early stop: the less converged features of the first study
   (``results/weighted_datafit.md``);
 * ``FLIPAD clip 1e-2`` / ``3e-2``: the plain data term with the pixels
-  clipped further from +-1 (``clip_eps``), which caps ``atanh``.
+  clipped further from +-1 (``clip_eps``), which caps ``atanh``;
+* ``FLIPAD output clip 1e-2`` / ``3e-2``: both (the weights ``1 - x^2`` then
+  have a floor).
 
 ``--variants`` picks them (default: the first two).
 
@@ -52,6 +54,10 @@ VARIANTS = {
     # hardly moves the target either
     "FLIPAD clip 1e-2": {"clip_eps": 1e-2},
     "FLIPAD clip 3e-2": {"clip_eps": 3e-2},
+    # both: the weights 1 - x^2 then have a floor (0.02 and 0.059) and the
+    # targets a cap
+    "FLIPAD output clip 1e-2": {"datafit": "output", "clip_eps": 1e-2},
+    "FLIPAD output clip 3e-2": {"datafit": "output", "clip_eps": 3e-2},
 }
 DEFAULT_VARIANTS = ("FLIPAD", "FLIPAD output")
 
