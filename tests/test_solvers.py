@@ -112,8 +112,6 @@ def test_split_admm_alone_converges_and_its_dual_certifies():
 def test_default_float32_path_against_cvxpy(name, solver):
     """The defaults (float32, progress stop) are near the optimum and their
     float64 certificate bounds the true suboptimality."""
-    if solver == "admm" and name != "convT_s2":
-        pytest.skip("exact ADMM takes groups=1 ConvTranspose2d only")
     torch.manual_seed(0)
     factory, shape = CONV_LAYERS[name]
     layer = factory().double()
