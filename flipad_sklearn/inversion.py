@@ -90,7 +90,9 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         there the weights are small, so a perturbation moves the features
         about as much as it moves the output.  Exact-resolvent ADMM takes no
         weights: ``"auto"`` then picks split ADMM or FISTA.  ``objective_``
-        and ``duality_gap_`` are the weighted problem's.
+        and ``duality_gap_`` are the weighted problem's.  For a custom
+        ``(forward, inverse)`` activation the slope is taken numerically and
+        the step from the batch's largest one.
     solver : {"auto", "fista", "admm", "split_admm", "cd", "cvxpy", "scipy"}, \
             default="auto"
         ``"auto"``: the fastest method that supports the layer (recorded with
