@@ -15,7 +15,9 @@ their inverter only, each at the package's defaults otherwise:
 
 * ``FLIPAD``: the default recipe (``datafit="preactivation"``);
 * ``FLIPAD output``: ``datafit="output"`` (``solver="auto"`` then takes
-  split ADMM or FISTA: exact ADMM takes no weights);
+  split ADMM or FISTA: exact ADMM takes no weights; ``clip_eps="auto"``
+  clips at 3e-2 with it), and ``FLIPAD output 1e-6`` with the clip of the
+  plain data term;
 * ``FLIPAD FISTA400``: plain FISTA for 400 iterations, no continuation, no
   early stop: the less converged features of the first study
   (``results/weighted_datafit.md``);
@@ -46,7 +48,10 @@ from flipad_sklearn import GaussianNoise, JPEGCompression  # noqa: E402
 #: inverter parameters of each variant (the rest: the recipe's defaults)
 VARIANTS = {
     "FLIPAD": {},
-    "FLIPAD output": {"datafit": "output"},
+    "FLIPAD output": {"datafit": "output"},            # clip_eps="auto": 3e-2
+    # the first package run (results/weighted_datafit_package.md, before
+    # clip_eps="auto"): the weights of saturated pixels down to 2e-6
+    "FLIPAD output 1e-6": {"datafit": "output", "clip_eps": 1e-6},
     "FLIPAD FISTA400": {"solver": "fista", "max_iter": 400, "tol": 0.0, "progress_tol": None,
                         "continuation": False},
     # the plain data term with saturated pixels clipped further (atanh capped at

@@ -1,9 +1,11 @@
 """SkipInverter: joint inversion of a final layer and an upsampled skip image (StyleGAN2)."""
 
+from numbers import Real
+
 import numpy as np
 import torch
 from sklearn.utils import metadata_routing
-from sklearn.utils._param_validation import StrOptions
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted
 
 from ._device import check_materialised, resolve_device
@@ -105,6 +107,7 @@ class SkipInverter(FinalLayerInverter):
         "upsample": [StrOptions(set(UPSAMPLINGS)), "array-like", tuple],
         "append_skip": ["boolean"],
         "solver": [StrOptions({"auto", "fista", "cvxpy", "scipy"})],
+        "clip_eps": [Interval(Real, 0, 0.5, closed="neither")],
     }
 
     # options of transform / inverse_transform, not metadata to route
@@ -191,7 +194,7 @@ class SkipInverter(FinalLayerInverter):
         """``P⊥ (sigma^-1(clip(x)) - b) - P⊥ W anchor`` for each row."""
         act = get_activation(self.activation)
         act.check_range(X)
-        y = torch.from_numpy(np.ascontiguousarray(act.invert(X, self.clip_eps) - self.bias_,
+        y = torch.from_numpy(np.ascontiguousarray(act.invert(X, self._clip_eps()) - self.bias_,
                                                   dtype=np.float64))
         with torch.no_grad():
             return self.operator_.project_out(y).numpy() - self._anchor_image
@@ -241,7 +244,7 @@ class SkipInverter(FinalLayerInverter):
         U = self._check_activations(U)
         if U.shape[0] != X.shape[0]:
             raise ValueError(f"X has {X.shape[0]} samples but U has {U.shape[0]}.")
-        y = get_activation(self.activation).invert(X, self.clip_eps) - self.bias_
+        y = get_activation(self.activation).invert(X, self._clip_eps()) - self.bias_
         with torch.no_grad():
             u = torch.from_numpy(U.astype(np.float64))
             r = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float64)) \

@@ -58,7 +58,7 @@ def test_identity_layer_has_the_weighted_soft_threshold():
     for solver in ("auto", "fista", "cd", "cvxpy"):
         inv = FinalLayerInverter(layer=layer, alpha=alpha, datafit="output", solver=solver,
                                  tol=1e-13, precision="float64", progress_tol=None,
-                                 max_iter=20_000).fit(x)
+                                 max_iter=20_000, clip_eps=1e-6).fit(x)
         # interior point (cvxpy) is loose where a weight is tiny (a flat objective)
         atol = 1e-5 if solver == "cvxpy" else 1e-7
         np.testing.assert_allclose(inv.transform(x), want, atol=atol, err_msg=solver)
@@ -248,3 +248,19 @@ def test_weighted_inverter_round_trips_through_both_formats(tmp_path):
     for back in (persistence.load(tmp_path / "inv.flipad"), joblib.load(tmp_path / "inv.joblib")):
         assert back.datafit == "output" and back.solver_ == inv.solver_
         np.testing.assert_array_equal(back.transform(x), z)
+
+
+def test_auto_clip_floors_the_output_weights():
+    """clip_eps="auto": 1e-6 for the paper's data term, 3e-2 with datafit="output",
+    where the clip also floors tanh's weights at 1 - 0.97^2."""
+    layer = nn.Linear(4, 4, bias=False).double()
+    with torch.no_grad():
+        layer.weight.copy_(torch.eye(4, dtype=torch.float64))
+    x = np.array([[-1.0, -0.5, 0.999, 0.2]])
+    plain = FinalLayerInverter(layer=layer).fit(x)
+    out = FinalLayerInverter(layer=layer, datafit="output").fit(x)
+    given = FinalLayerInverter(layer=layer, datafit="output", clip_eps=1e-3).fit(x)
+    assert (plain.clip_eps_, out.clip_eps_, given.clip_eps_) == (1e-6, 3e-2, 1e-3)
+    np.testing.assert_allclose(out._weights(x), [[1 - 0.97 ** 2, 0.75, 1 - 0.97 ** 2, 0.96]])
+    np.testing.assert_allclose(out._targets(x)[0, [0, 2]], [-np.arctanh(0.97), np.arctanh(0.97)])
+    np.testing.assert_allclose(plain._targets(x)[0, 2], np.arctanh(0.999))
