@@ -129,6 +129,9 @@ def summarise(dirs, log=print):
         for pn, st in perts:
             cells = []
             for m in methods:
+                if (pn, st, "False", m) not in key:
+                    cells.append("-")             # not run on this G
+                    continue
                 c = key[pn, st, "False", m]
                 acc_c, auc_c = float(c["acc@0.005"]), float(c["auc"])
                 if pn == "none":
@@ -145,6 +148,10 @@ def summarise(dirs, log=print):
         for m in methods:
             v = np.asarray(sums[pn, m])
             mean = v.mean(axis=0)
+            if len(v) < len(runs):
+                cells.append(f"(of {len(v)}) " + (f"{mean[0]:.3f} ({mean[2]:.3f})" if pn == "none"
+                             else f"{mean[0]:.3f} -> {mean[1]:.3f} ({mean[2]:.3f})"))
+                continue
             cells.append(f"{mean[0]:.3f} ({mean[2]:.3f})" if pn == "none" else
                          f"{mean[0]:.3f} -> {mean[1]:.3f} ({mean[2]:.3f})")
         lines.append(f"| **mean of {len(runs)}** | {pn} {st} | " + " | ".join(cells) + " |")
