@@ -160,6 +160,23 @@ def summarise(dirs, log=print):
     return text
 
 
+def run_image(variant, out_dir, g_seeds=(0,), log=print):
+    """The image part of ``attribution.py`` (both protocols, every kind as G at
+    ``g_seeds``) for FLIPAD and FLIPAD+OCSVM only, their shared inversion
+    replaced by ``variant``'s: the clean-image check of a variant."""
+    params = VARIANTS[variant]
+    for name in ("FLIPAD", "FLIPAD+OCSVM"):
+        base = M.REGISTRY[name]
+
+        def factory(ctx, base=base):
+            pipe = base.factory(ctx)
+            pipe.steps[0][1].set_params(**params)
+            return pipe
+        M.REGISTRY[name] = M.Method(name, factory, base.input, base.supervised)
+    bench.METHODS = ("FLIPAD", "FLIPAD+OCSVM")
+    return bench.run("full", out_dir, g_seeds=g_seeds, figures=False, log=log)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="bench_out")
@@ -171,7 +188,15 @@ def main(argv=None):
                    help="FLIPAD variants to run (FLIPAD, the default, always first)")
     p.add_argument("--summarise", nargs="+", metavar="DIR", default=None,
                    help="only print the table of earlier runs' output folders")
+    p.add_argument("--image", metavar="VARIANT", choices=list(VARIANTS), default=None,
+                   help="instead: the image part (clean images, both protocols, G = every "
+                        "kind at --seed) for FLIPAD and FLIPAD+OCSVM with this variant's "
+                        "inversion")
     args = p.parse_args(argv)
+    if args.image:
+        torch.set_num_threads(1)
+        run_image(args.image, args.out, g_seeds=(args.seed,))
+        return 0
     if args.summarise:
         summarise(args.summarise)
         return 0
