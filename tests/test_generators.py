@@ -102,8 +102,12 @@ def test_sample(trained):
     assert X.shape == (10, 1, 28, 28) and X.dtype == np.float32
     assert X.min() >= -1 and X.max() <= 1
     np.testing.assert_array_equal(X, G.sample(10, random_state=0))
-    np.testing.assert_array_equal(X[:3], G.sample(3, random_state=0, batch_size=2))
-    np.testing.assert_array_equal(X[:3], G.sample(3, random_state=0, batch_size=1))
+    # the same latents whatever the batch size; the float32 convolutions may
+    # block differently by batch size (seen on some CPUs: 2e-8 apart)
+    np.testing.assert_allclose(X[:3], G.sample(3, random_state=0, batch_size=2),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(X[:3], G.sample(3, random_state=0, batch_size=1),
+                               rtol=1e-5, atol=1e-6)
     assert not np.allclose(X, G.sample(10, random_state=1))
     X2, Z = G.sample(4, random_state=np.random.RandomState(0), return_latents=True)
     assert Z.shape == (4, 64)
