@@ -607,6 +607,8 @@ def _ablation_variants(cfg, n_shadows, n_channels):
         (f"alpha x2 ({a * 2:g})", {"alpha": a * 2}, None, False),
         (*longer, None, False),
         ("positive=True (z >= 0)", {"positive": True}, None, False),
+        ("paper's data term (datafit=preactivation)", {"datafit": "preactivation"}, None,
+         False),
         ("avg pooling", {"pooling": "avg"}, None, False),
         ("no pooling", {"pooling": None}, None, False),
         ("centre crop", {"pooling": "center_crop"}, None, False),
@@ -636,7 +638,7 @@ def run_ablation(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, l
     ds = M.Context(G, s.anchor, cfg).deep_sad
     base = dict(alpha=cfg["alpha"], kernel_size=cfg["kernel_size"], pooling="max",
                 n_channels=None, positive=False, **_budget(cfg))
-    inversion_keys = ("alpha", "tol", "max_iter", "positive", "progress_tol")
+    inversion_keys = ("alpha", "tol", "max_iter", "positive", "datafit", "progress_tol")
     cache = {}
 
     def activations(params):

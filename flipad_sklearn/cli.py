@@ -355,10 +355,10 @@ def cmd_fit(args):
         n_val = max(required_validation_size(args.fnr), 1000)
     pipe = make_flipad(
         final.layer, final.activation, anchor, alpha=args.alpha,
-        activation_shape=final.activation_shape, positive=positive, tol=args.tol,
-        max_iter=args.max_iter, fnr=args.fnr, random_state=args.seed, device=args.device,
-        inverter_params=dict(batch_size=args.batch_size, verbose=int(verbose),
-                             datafit=args.datafit),
+        activation_shape=final.activation_shape, positive=positive, datafit=args.datafit,
+        tol=args.tol, max_iter=args.max_iter, fnr=args.fnr, random_state=args.seed,
+        device=args.device, inverter_params=dict(batch_size=args.batch_size,
+                                                 verbose=int(verbose)),
         detector_params=dict(n_epochs=args.epochs, verbose=0,
                              validation_size="auto" if n_val == "own" else 0))
     _log(verbose, f"inverting {len(X)} images, then training the detector "
@@ -716,10 +716,11 @@ def build_parser():
                           "samples also stop when more iterations no longer change them)")
     fit.add_argument("--max-iter", type=int, default=1000,
                      help="inversion iterations per sample at most (1000)")
-    fit.add_argument("--datafit", choices=("preactivation", "output"), default="preactivation",
-                     help="the inversion's data term: preactivation (FLIPAD's) or output "
-                          "(weighted by the activation's slope: steadier under JPEG and "
-                          "noise on saturated pixels; see the user guide)")
+    fit.add_argument("--datafit", choices=("output", "preactivation"), default="output",
+                     help="the inversion's data term: output (the recipe's default: weighted "
+                          "by the activation's slope, steadier under JPEG and noise on "
+                          "saturated pixels) or preactivation (the FLIPAD paper's); see the "
+                          "user guide")
     fit.add_argument("--positive", choices=("auto", "yes", "no"), default="auto",
                      help="non-negative activations; auto: yes when the generator's "
                           "penultimate activations are (a ReLU)")

@@ -416,12 +416,14 @@ def test_attribute_loads_securely_and_refuses_pickles(fitted, tmp_path, capsys):
     assert row["p_G"] == row["p_H"]
 
 
-def test_fit_defaults_are_the_inverters():
-    """``fit``'s inversion budget is what a library user gets by default."""
-    from flipad_sklearn import FinalLayerInverter
+def test_fit_defaults_are_the_recipes():
+    """``fit``'s inversion is what a library user gets from ``make_flipad`` by default."""
+    import inspect
+
+    from flipad_sklearn import make_flipad
 
     args = cli.build_parser().parse_args(["fit", "--generator", "g.py", "--own", "own",
                                           "--out", "m.flipad"])
-    defaults = FinalLayerInverter().get_params()
+    defaults = {k: p.default for k, p in inspect.signature(make_flipad).parameters.items()}
     assert (args.tol, args.max_iter, args.alpha, args.datafit) == \
         (defaults["tol"], defaults["max_iter"], defaults["alpha"], defaults["datafit"])
