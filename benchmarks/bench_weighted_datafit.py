@@ -13,14 +13,11 @@ G = ``--kind`` seed ``--seed``, shadows protocol, JPEG q=90 and noise
 std=0.05, clean-trained and immunised) for FLIPAD variants that differ in
 their inverter only, each at the package's defaults otherwise:
 
-* ``FLIPAD``: the default recipe (``make_flipad``: ``datafit="output"``
-  since 2026-12-02; ``solver="auto"`` then takes split ADMM or FISTA, as
-  exact ADMM takes no weights; ``clip_eps="auto"`` clips at 3e-2 with it);
-* ``FLIPAD preactivation``: the FLIPAD paper's data term (the recipe's
-  default before; the committed tables of this benchmark, measured then,
-  call it ``FLIPAD``);
-* ``FLIPAD output``: ``datafit="output"`` explicitly, and ``FLIPAD output
-  1e-6`` with the clip of the plain data term;
+* ``FLIPAD``: the default recipe (``datafit="preactivation"``);
+* ``FLIPAD output``: ``datafit="output"`` (``solver="auto"`` then takes
+  split ADMM or FISTA: exact ADMM takes no weights; ``clip_eps="auto"``
+  clips at 3e-2 with it), and ``FLIPAD output 1e-6`` with the clip of the
+  plain data term;
 * ``FLIPAD FISTA400``: plain FISTA for 400 iterations, no continuation, no
   early stop: the less converged features of the first study
   (``results/weighted_datafit.md``);
@@ -50,10 +47,7 @@ from flipad_sklearn import GaussianNoise, JPEGCompression  # noqa: E402
 
 #: inverter parameters of each variant (the rest: the recipe's defaults)
 VARIANTS = {
-    "FLIPAD": {},                                       # the recipe: datafit="output"
-    # the FLIPAD paper's data term (the recipe's default until 2026-12-02; the
-    # committed tables of this benchmark call it "FLIPAD")
-    "FLIPAD preactivation": {"datafit": "preactivation"},
+    "FLIPAD": {},                            # the recipe: datafit="preactivation"
     "FLIPAD output": {"datafit": "output"},            # clip_eps="auto": 3e-2
     # the first package run (results/weighted_datafit_package.md, before
     # clip_eps="auto"): the weights of saturated pixels down to 2e-6
@@ -70,7 +64,7 @@ VARIANTS = {
     "FLIPAD output clip 1e-2": {"datafit": "output", "clip_eps": 1e-2},
     "FLIPAD output clip 3e-2": {"datafit": "output", "clip_eps": 3e-2},
 }
-DEFAULT_VARIANTS = ("FLIPAD", "FLIPAD preactivation")
+DEFAULT_VARIANTS = ("FLIPAD", "FLIPAD output")
 
 
 def target_sensitivity(kind="dcgan", seed=0, n=200, log=print):

@@ -137,11 +137,15 @@ def ensure_checkpoints(cache_dir=DEFAULT_CACHE, kinds=("dcgan",), seeds=(0,),
             own = G.history.get("d_loss", [])
             n = min(len(ref), len(own))
             if n == 0 or ref[:n] != own[:n]:
+                path = image_checkpoint(cache_dir, kind, seed, image_size, int(e), n_train)
                 raise RuntimeError(
                     f"{kind} seed {seed} after {e} epochs is not on the zoo generator's "
                     f"trajectory (loss histories differ over their first {n} steps): were "
                     "they trained with different thread counts or library versions? "
-                    "Delete one of the two checkpoints and train both on one thread.")
+                    f"Delete {path} and train the checkpoints with the thread count the "
+                    f"zoo was trained with: python benchmarks/train_zoo.py --kinds {kind} "
+                    f"--seeds {seed} --checkpoint-epochs {' '.join(map(str, checkpoint_epochs))} "
+                    "--no-tabular --threads N.")
             out[kind, seed, int(e)] = G
     return out
 

@@ -716,11 +716,11 @@ def build_parser():
                           "samples also stop when more iterations no longer change them)")
     fit.add_argument("--max-iter", type=int, default=1000,
                      help="inversion iterations per sample at most (1000)")
-    fit.add_argument("--datafit", choices=("output", "preactivation"), default="output",
-                     help="the inversion's data term: output (the recipe's default: weighted "
-                          "by the activation's slope, steadier under JPEG and noise on "
-                          "saturated pixels) or preactivation (the FLIPAD paper's); see the "
-                          "user guide")
+    fit.add_argument("--datafit", choices=("preactivation", "output"), default="preactivation",
+                     help="the inversion's data term: preactivation (FLIPAD's) or output "
+                          "(weighted by the activation's slope: steadier under JPEG and "
+                          "noise on saturated pixels, less sharp on clean images of "
+                          "heavily saturated generators; see the user guide)")
     fit.add_argument("--positive", choices=("auto", "yes", "no"), default="auto",
                      help="non-negative activations; auto: yes when the generator's "
                           "penultimate activations are (a ReLU)")

@@ -45,6 +45,12 @@ def test_demo_runs_and_writes_a_figure(tmp_path, capsys):
     assert res["auc"]["real"] > 0.9
 
 
+def test_demo_takes_the_output_data_term(tmp_path):
+    res = demo.run(figure=None, datafit="output", verbose=False, **SMALL)
+    assert set(res["auc"]) == {"real", "unseen", "other", "all"}
+    assert all(0.5 < a <= 1 for a in res["auc"].values())
+
+
 def test_demo_without_matplotlib(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)    # import fails
     res = demo.run(figure=str(tmp_path / "x.png"), **SMALL)
