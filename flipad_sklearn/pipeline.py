@@ -44,7 +44,7 @@ def make_flipad(layer, activation="tanh", anchor="zeros", *, alpha=5e-4,
         ``"output"`` weighs it by the activation's slope: much steadier under
         JPEG and noise on saturated pixels, but it gives up what the most
         saturated pixels say about ``G`` (on the demo's 28x28 generators
-        unseen / other-architecture accuracy 0.94 / 0.84 against 1.00; see
+        unseen / other-architecture accuracy 0.91 / 0.79 against 1.00; see
         the attribution benchmark).  No effect with an identity activation.
     activation_shape : tuple of int or None, default=None
         Shape of one penultimate activation; None: from ``anchor`` (when it
