@@ -16,6 +16,8 @@ generator whose image adds an upsampled skip to a modulated toRGB output
 Every generator offers ``sample(n, random_state)``, ``final_layer``,
 ``latent_shape`` and ``sample_activations(n, random_state)``, and is saved and
 loaded with :func:`save_generator` / :func:`load_generator`.
+:func:`load_demo_generator` returns the demo's four small trained MNIST
+generators, which ship with the package.
 
 :func:`train_shadows` retrains a generator's recipe with other seeds: the
 shadow generators that, as labelled negatives, make the detector work
@@ -23,6 +25,7 @@ against generators it never saw (the recommended open-world recipe).
 """
 
 from ._common import load_generator, save_generator
+from ._demo_checkpoints import load_demo_generator
 from ._image import GAN_KINDS, IMAGE_SIZES, ImageGenerator, train_gan
 from ._shadows import default_shadow_seeds, train_shadows
 from ._stylegan import StyleGANGenerator, train_stylegan
@@ -33,6 +36,6 @@ from ._tabular_others import GaussianCopulaGenerator, GaussianMixtureGenerator
 __all__ = [
     "GAN_KINDS", "GaussianCopulaGenerator", "GaussianMixtureGenerator", "IMAGE_SIZES",
     "ImageGenerator", "SDV_KINDS", "SDVSynthesizer", "StyleGANGenerator", "TabularGenerator",
-    "default_shadow_seeds", "load_generator", "save_generator", "train_gan", "train_shadows",
-    "train_stylegan", "train_tabular_gan",
+    "default_shadow_seeds", "load_demo_generator", "load_generator", "save_generator",
+    "train_gan", "train_shadows", "train_stylegan", "train_tabular_gan",
 ]
