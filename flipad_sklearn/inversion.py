@@ -162,7 +162,9 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         Samples solved together.  ``"auto"``: as many as fit in
         ``memory_budget`` bytes of solver state (at most 256), so that
         large layers (a 512x512 Stable Diffusion decoder has 33.5M
-        activations per image) run one sample at a time.
+        activations per image) run one sample at a time; on CPU also at
+        most ``flipad_sklearn.lasso.solvers.CPU_BATCH_BYTES`` (192 MiB),
+        beyond which larger batches run slower per sample.
     memory_budget : int, default=2**31
         Bytes of solver state per batch that ``batch_size="auto"`` aims at.
     n_jobs : int, default=None
@@ -383,7 +385,8 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         self.clip_eps_ = self._clip_eps()
         self.solver_, self.solver_reason_ = self._choose_solver(op)
         self.batch_size_ = (self.batch_size if self.batch_size != "auto"
-                            else auto_batch_size(op, self.precision, self.memory_budget))
+                            else auto_batch_size(op, self.precision, self.memory_budget,
+                                                 device=self._device()))
         if image_shape is not None and len(op.output_shape) == 3 \
                 and image_shape != op.output_shape:
             raise ValueError(

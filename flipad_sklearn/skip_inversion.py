@@ -172,7 +172,8 @@ class SkipInverter(FinalLayerInverter):
         op = SkipProjectedOperator(base, self.upsample)
         self.solver_, self.solver_reason_ = self._choose_solver(op)
         self.batch_size_ = (self.batch_size if self.batch_size != "auto"
-                            else auto_batch_size(op, self.precision, self.memory_budget))
+                            else auto_batch_size(op, self.precision, self.memory_budget,
+                                                 device=self._device()))
         self.operator_ = op
         self.output_shape_ = op.output_shape
         self.skip_shape_ = op.skip_shape

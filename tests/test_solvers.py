@@ -14,7 +14,7 @@ from flipad_sklearn.lasso import (
     STOP_REASONS, Certificate, L1Penalty, auto_solver, solve_batch, split_admm,
 )
 from flipad_sklearn.lasso.embedding import periodic_embedding
-from flipad_sklearn.lasso.solvers import auto_batch_size, bytes_per_sample
+from flipad_sklearn.lasso.solvers import CPU_BATCH_BYTES, auto_batch_size, bytes_per_sample
 from flipad_sklearn.linear_ops import LayerOperator
 
 CONV_LAYERS = {
@@ -192,6 +192,15 @@ def test_batch_size_auto_follows_the_memory_budget():
                        dict(stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1))
     sd.n_inputs, sd.n_outputs = 128 * 512 * 512, 3 * 512 * 512
     assert auto_batch_size(sd) == 1
+    # on CPU a batch's state also stays within CPU_BATCH_BYTES (cache-sized
+    # batches run faster per sample); not on CUDA
+    dcgan = LayerOperator("conv_transpose2d", torch.zeros(64, 3, 4, 4), (64, 32, 32),
+                          dict(stride=(2, 2), padding=(1, 1), dilation=(1, 1), groups=1,
+                               output_padding=(0, 0)))
+    per = bytes_per_sample(dcgan)
+    assert auto_batch_size(dcgan) == CPU_BATCH_BYTES // per < 64
+    assert auto_batch_size(dcgan, device="cuda") == 256
+    assert auto_batch_size(dcgan, budget=3 * per) == 3
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         rng = np.random.default_rng(0)

@@ -543,6 +543,17 @@ def bytes_per_sample(op, precision="float32"):
     return op.n_inputs * (8 * isz + 3 * 8) + op.n_outputs * (16 * isz + 10 * 8)
 
 
-def auto_batch_size(op, precision="float32", budget=2 ** 31, largest=256):
-    """Samples per batch so that the solver state stays within ``budget`` bytes."""
+#: On CPU, ``batch_size="auto"`` also keeps a batch's solver state within
+#: this many bytes: beyond it the iterations' arrays no longer stay in the
+#: CPU's caches and each sample costs 1.4-1.9x more
+#: (``benchmarks/bench_batch_size.py``: the DCGAN, LSGAN and Stable Diffusion
+#: layers of ``bench_inversion.py``).  Small layers still get the 256 cap.
+CPU_BATCH_BYTES = 192 * 2 ** 20
+
+
+def auto_batch_size(op, precision="float32", budget=2 ** 31, largest=256, device="cpu"):
+    """Samples per batch: the solver state within ``budget`` bytes (and, on
+    CPU, within :data:`CPU_BATCH_BYTES`), at most ``largest``."""
+    if torch.device(device).type == "cpu":
+        budget = min(budget, CPU_BATCH_BYTES)
     return int(max(1, min(largest, budget // bytes_per_sample(op, precision))))
