@@ -35,8 +35,10 @@ P(0)" relative to the objective at the anchor (the units of ``tol`` and
 prints milliseconds per iteration of plain torch convolutions (one ``W`` and
 one ``Wᵀ``, the baseline's iteration) beside the default solver's, and the
 peak memory of the process.  Times are the best of ``--repeat`` runs (the
-baseline's of ``--baseline-repeat``), the two alternating so that a slow
-spell of a shared machine biases neither.  Torch threads must not exceed the
+baseline's of ``--baseline-repeat``; defaults 5 and 2: a default run lasts
+a fraction of a second, where one slow spell of a shared machine moves its
+time by 30 %, the baseline's seconds average it out), the two alternating so
+that a slow spell biases neither.  Torch threads must not exceed the
 free cores: with one of two cores busy, two threads made every run ~30x slower.
 
 Run: ``python benchmarks/bench_inversion.py [--quick] [--only NAME] [--device cuda]``.
@@ -336,8 +338,8 @@ def main():
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--n-samples", type=int, default=4)
-    parser.add_argument("--repeat", type=int, default=2)
-    parser.add_argument("--baseline-repeat", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--baseline-repeat", type=int, default=2)
     parser.add_argument("--tabular-samples", type=int, default=10_000)
     parser.add_argument("--only", choices=["dcgan", "lsgan", "sd", "sd512", "tabular", "vae"],
                         default=None)
