@@ -265,3 +265,57 @@ def test_admm_rejects_bad_rho(rho, match):
     y = torch.from_numpy(make_outputs(layer, shape))
     with pytest.raises(ValueError, match=match):
         admm(op, y, 1e-2, 1.0, rho=rho)
+
+
+@pytest.mark.parametrize("ratio, factor", [
+    (0.0, 1.0), (3e-4, 1.0), (3.9e-3, 1.0), (4e-3, 10.0), (0.039, 10.0), (0.04, 100.0),
+    (0.5, 100.0), (2.0, 100.0),
+])
+def test_rho_alpha_factor_thresholds(ratio, factor):
+    from flipad_sklearn.lasso.admm import rho_alpha_factor
+
+    assert rho_alpha_factor(ratio) == factor
+
+
+def test_penalty_ratio_is_alpha_over_the_zero_threshold():
+    from flipad_sklearn.lasso.admm import penalty_ratio
+    from flipad_sklearn.lasso.penalty import L1Penalty
+
+    layer, shape = make_layer("k4s2p1")
+    op = LayerOperator.from_layer(layer, shape)
+    y = torch.from_numpy(make_outputs(layer, shape, n=1))
+    lam_max = float(op.rmatvec(y).abs().max())
+    assert penalty_ratio(op, y, L1Penalty(0.5 * lam_max), torch.float64) == pytest.approx(0.5)
+    # at the threshold the lasso answer is d = 0
+    d, _, _, _ = admm(op, y, lam_max, op.lipschitz(), tol=1e-10, max_iter=200,
+                      dtype=torch.float64)
+    assert float(d.abs().max()) < 1e-8
+    assert penalty_ratio(op, y[:0], L1Penalty(1.0)) == 0.0
+    assert penalty_ratio(op, y, L1Penalty(0.0)) == 0.0
+
+
+@pytest.mark.parametrize("positive", [False, True])
+def test_admm_default_stages_at_a_large_penalty(positive):
+    """At alpha near ||Wᵀy||_inf the default stages are scaled up and still converge."""
+    from flipad_sklearn.lasso.admm import DEFAULT_RHO_STAGES, penalty_ratio, rho_alpha_factor
+    from flipad_sklearn.lasso.penalty import L1Penalty
+
+    layer, shape = make_layer("k4s2p1")
+    op = LayerOperator.from_layer(layer, shape)
+    y = torch.from_numpy(make_outputs(layer, shape))
+    lower = torch.full((op.n_inputs,), -0.3, dtype=torch.float64) if positive else None
+    lam_max = float(op.rmatvec(y).abs().amax(dim=1).median())
+    alpha = 0.2 * lam_max
+    ratio = penalty_ratio(op, y, L1Penalty(alpha, lower))
+    assert rho_alpha_factor(ratio) == 100.0
+    low_np = None if lower is None else lower.numpy()
+    _, p_ref, _, _ = solve_batch(op, y.numpy(), alpha, solver="cvxpy", lower=low_np)
+    L = op.lipschitz()
+    kw = dict(lower=lower, tol=0.0, max_iter=400, dtype=torch.float64)
+    d, primal, gap, _ = admm(op, y, alpha, L, **kw)
+    np.testing.assert_allclose(primal.numpy(), p_ref, rtol=1e-7)
+    assert np.all(primal.numpy() - p_ref <= gap.numpy() + 1e-9)
+    # the default is exactly the scaled stages (not the unscaled ones)
+    scaled = [(r * L * 100.0, n) for r, n in DEFAULT_RHO_STAGES]
+    d_scaled, _, _, _ = admm(op, y, alpha, L, rho=scaled, **kw)
+    torch.testing.assert_close(d, d_scaled, rtol=0, atol=0)

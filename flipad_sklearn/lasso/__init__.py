@@ -22,7 +22,10 @@ The parts, in the spirit of skglm's datafit / penalty / solver split:
 """
 
 from ._duality import dual_point_value, duality_gap, gap_scale, primal_objective
-from .admm import DEFAULT_RHO_SCALE, DEFAULT_RHO_STAGES, admm, check_admm_operator
+from .admm import (
+    DEFAULT_RHO_SCALE, DEFAULT_RHO_STAGES, RHO_ALPHA_SCALING, admm, check_admm_operator,
+    penalty_ratio, rho_alpha_factor,
+)
 from .cd import coordinate_descent
 from .datafit import Quadratic, WeightedQuadratic
 from .certificate import STOP_REASONS, Certificate
@@ -38,9 +41,10 @@ from .split_admm import split_admm
 
 __all__ = [
     "ADMM_ITER", "Certificate", "DEFAULT_RHO_SCALE", "DEFAULT_RHO_STAGES", "ExactADMM",
-    "FISTA", "FLOAT32_TOL", "Float64Finish", "HandOver", "L1Penalty", "Quadratic", "SOLVERS",
-    "STOP_REASONS", "SpectralProducts", "SplitADMM", "WeightedQuadratic", "admm", "auto_solver", "check_admm_operator",
-    "coordinate_descent", "dual_point_value", "duality_gap", "exact_products", "fista", "fista_path",
-    "gap_scale", "make_solver", "primal_objective", "solve_batch", "solve_cvxpy",
-    "solve_scipy", "split_admm",
+    "FISTA", "FLOAT32_TOL", "Float64Finish", "HandOver", "L1Penalty", "Quadratic",
+    "RHO_ALPHA_SCALING", "SOLVERS", "STOP_REASONS", "SpectralProducts", "SplitADMM",
+    "WeightedQuadratic", "admm", "auto_solver", "check_admm_operator", "coordinate_descent",
+    "dual_point_value", "duality_gap", "exact_products", "fista", "fista_path", "gap_scale",
+    "make_solver", "penalty_ratio", "primal_objective", "rho_alpha_factor", "solve_batch",
+    "solve_cvxpy", "solve_scipy", "split_admm",
 ]

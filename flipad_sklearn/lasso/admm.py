@@ -32,8 +32,9 @@ transposed convolutions; a strided Conv2d leaves most of its grid
 unobserved, and ``MAX_BOUNDARY`` refuses it (split ADMM, :mod:`.split_admm`,
 has no boundary matrix).  A small ``rho`` removes the ill-conditioned error
 fastest but has a slow tail, a large one the reverse, so the default is a
-continuation on ``rho`` (``DEFAULT_RHO_STAGES``; a switch keeps ``x`` and the
-dual ``rho (w - x)``).  For tight tolerances :func:`solve_batch` hands over to
+continuation on ``rho`` (``DEFAULT_RHO_STAGES``, larger for larger
+penalties: ``RHO_ALPHA_SCALING``; a switch keeps ``x`` and the dual
+``rho (w - x)``).  For tight tolerances :func:`solve_batch` hands over to
 FISTA (warm-started) after ``admm_iter`` iterations.  That hybrid is
 ``solver="admm"``.
 
@@ -71,6 +72,17 @@ MAX_BOUNDARY = 8000
 DEFAULT_RHO_STAGES = ((5e-4, 80), (3e-3, 30), (2e-2, None))
 #: The first stage's ``rho / lipschitz`` (the default of earlier versions).
 DEFAULT_RHO_SCALE = DEFAULT_RHO_STAGES[0][0]
+#: The default stages grow with the penalty: ``(least ratio, factor)``, the
+#: ratio ``alpha / ||Wᵀy||_inf`` (its median over the batch; 1 would give
+#: ``d = 0``).  The prox threshold is ``alpha / rho``: with the stages fixed
+#: in units of ``L``, a larger penalty over-shrinks each step and ADMM needs
+#: more iterations as alpha grows (DCGAN layer, ratio 0.14: 215 iterations,
+#: slower than FISTA's 120), while stages a hundred times larger end in 70 at
+#: the same objective.  At FLIPAD's penalties (ratio ~3e-4) the unscaled
+#: stages reach the lowest objective and larger ones stop early above it.
+#: Measured in ``benchmarks/bench_admm_alpha.py``; factors are powers of ten
+#: so that the per-rho factorisations stay cached across batches.
+RHO_ALPHA_SCALING = ((4e-2, 100.0), (4e-3, 10.0))
 DEFAULT_RELAX = 1.8
 #: Iterations between two certificate checks.  A check costs about half an
 #: iteration here; checking every 10 rather than 20 lets the progress stop end
@@ -200,11 +212,34 @@ def get_resolvent(op, rho, device, dtype):
                      lambda: ADMMResolvent(emb, rho, device, dtype))
 
 
-def _rho_stages(rho, lipschitz):
-    """``rho`` (None, a float or stages) as a list of ``(rho, n_iter or None)``."""
+def rho_alpha_factor(ratio):
+    """The factor of the default rho stages at ``ratio = alpha / ||Wᵀy||_inf``."""
+    for least, factor in RHO_ALPHA_SCALING:
+        if ratio >= least:
+            return factor
+    return 1.0
+
+
+def penalty_ratio(op, y, penalty, dtype=torch.float32):
+    """Median over the rows of ``alpha / ||Wᵀy||_inf`` (one-sided with a bound).
+
+    The share of the largest useful penalty: at 1 or more the answer is
+    ``d = 0``.  One adjoint product in ``dtype`` (a scale, not a certificate).
+    """
+    if y.shape[0] == 0 or penalty.alpha <= 0:
+        return 0.0
+    ratio = penalty.feasible_scale(op.rmatvec(y.to(dtype)))
+    return float(ratio.median())
+
+
+def _rho_stages(rho, lipschitz, factor=1.0):
+    """``rho`` (None, a float or stages) as a list of ``(rho, n_iter or None)``.
+
+    ``factor`` scales the default stages only (:func:`rho_alpha_factor`).
+    """
     scale = float(lipschitz) if lipschitz > 0 else 1.0
     if rho is None:
-        stages = [(r * scale, n) for r, n in DEFAULT_RHO_STAGES]
+        stages = [(r * scale * factor, n) for r, n in DEFAULT_RHO_STAGES]
     elif isinstance(rho, (int, float)):
         stages = [(float(rho), None)]
     else:
@@ -236,7 +271,8 @@ def admm(op, y, alpha, lipschitz, *, lower=None, d0=None, rho=None, relax=DEFAUL
         Penalty (sum scale).
     lipschitz : float
         Largest eigenvalue of ``WᵀW``; the default ``rho`` stages are
-        ``DEFAULT_RHO_STAGES`` in units of it.
+        ``DEFAULT_RHO_STAGES`` in units of it, times :func:`rho_alpha_factor`
+        of the batch's :func:`penalty_ratio`.
     lower : torch.Tensor of shape (K,) or None
         Lower bound on ``d``.
     d0 : torch.Tensor of shape (B, K) or None
@@ -245,7 +281,8 @@ def admm(op, y, alpha, lipschitz, *, lower=None, d0=None, rho=None, relax=DEFAUL
         ADMM penalty parameter, or stages ``(rho, n_iter)`` of a continuation
         (the last stage's count is ignored: it runs to the end).  A new stage
         keeps the iterate and the dual ``rho (w - x)`` and needs one more
-        factorisation of the boundary (cached per layer and ``rho``).
+        factorisation of the boundary (cached per layer and ``rho``).  None:
+        ``DEFAULT_RHO_STAGES``, scaled with the penalty (``RHO_ALPHA_SCALING``).
     relax : float
         Over-relaxation in ``(0, 2)``.
     tol : float
@@ -283,7 +320,8 @@ def admm_steps(op, y, penalty, lipschitz, cert, *, d0=None, rho=None, relax=DEFA
     device = y.device
     alpha = penalty.alpha
     B = y.shape[0]
-    stages = _rho_stages(rho, lipschitz)
+    factor = 1.0 if rho is not None else rho_alpha_factor(penalty_ratio(op, y, penalty, dtype))
+    stages = _rho_stages(rho, lipschitz, factor)
     rho = stages[0][0]
     res = get_resolvent(op, rho, device, dtype)
     emb = res.emb
