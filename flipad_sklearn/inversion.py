@@ -18,14 +18,20 @@ from ._device import check_materialised, resolve_device
 from ._layers import build_layer, describe_layer, is_describable, is_layer_description
 from .activations import BUILTIN_ACTIVATIONS, DEFAULT_CLIP_EPS, get_activation
 from .lasso import SOLVERS, STOP_REASONS, auto_solver, make_solver, solve_batch
+from .lasso.certificate import feature_error
 from .lasso.solvers import auto_batch_size
 
-#: Default ``progress_tol`` (per iteration, in units of ``1/2 ||y'||^2``): the
-#: largest measured that still ends each layer of ``benchmarks/bench_inversion.py``
-#: (DCGAN, LSGAN, SD's decoder) at or below the FLIPAD authors' objective (run 10
-#: of ``benchmarks/results/bench_inversion_defaults.md``; 5e-8 before: SD took 70
-#: iterations where 40 end 25 % below the authors' objective).
+#: ``progress_tol`` of earlier releases (now off by default: a stop on progress
+#: certifies nothing about the features; ``benchmarks/bench_reproducibility.py``).
 DEFAULT_PROGRESS_TOL = 2e-7
+#: ``ridge="auto"``: ``RIDGE_SCALE * lipschitz_``.  Small enough that the
+#: features stay those of the paper's lasso up to the flat directions of a
+#: near-basis-pursuit problem (which the ridge resolves), large enough that
+#: the exact-resolvent ADMM certifies ``feature_tol`` in about as many
+#: iterations as the former progress stop (``benchmarks/bench_reproducibility.py``).
+RIDGE_SCALE = 1e-3
+#: ``feature_tol`` default: two solves that each certify 5e-4 agree within 1e-3.
+DEFAULT_FEATURE_TOL = 5e-4
 #: ``clip_eps="auto"`` with ``datafit="output"``: the weights ``1 - x^2`` of
 #: tanh then have a floor of 0.059 and ``atanh`` a cap of 2.09.  On 8 zoo
 #: generators (``benchmarks/bench_weighted_datafit.py``) it kept the clean
@@ -53,9 +59,18 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     transformer returns the activation ``z`` that solves::
 
         min_z 1/2 ||sigma^-1(clip(x)) - b - W z||^2 + alpha ||z - anchor||_1
+              + ridge / 2 ||z - anchor||^2
 
-    (with ``z >= 0`` if ``positive=True``), i.e. FLIPAD's final-layer inversion.
-    The recovered activations are the features FLIPAD's detector works on.
+    (with ``z >= 0`` if ``positive=True``), i.e. FLIPAD's final-layer inversion
+    with a small ridge term.  The recovered activations are the features
+    FLIPAD's detector works on, so they are defined by this problem, not by a
+    solver: the ridge makes its solution unique (at FLIPAD's penalties the
+    plain lasso is close to basis pursuit and flat in many directions, so
+    different solvers, batches or devices stop at different activations),
+    and each sample stops once its certified distance to that solution is at
+    most ``feature_tol`` (``feature_error_``).  Any solver, batch size,
+    thread count or device then returns the same features within
+    ``2 * feature_tol``.
     With ``datafit="output"`` the data term is weighted by sigma's slope, so
     that it measures the fit in output space (see ``datafit``).
 
@@ -79,6 +94,12 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     alpha : float, default=5e-4
         Lasso penalty, on the sum over the sample (FLIPAD uses 5e-4 on 64x64
         DCGAN outputs).
+    ridge : float or "auto", default="auto"
+        Ridge penalty ``ridge / 2 ||z - anchor||^2`` (an elastic net), part of
+        the features' definition.  ``"auto"``: ``1e-3 * lipschitz_``
+        (``ridge_`` holds the value).  0: the paper's plain lasso, whose
+        solution need not be unique; then ``feature_tol`` must be None and
+        ``tol`` set.
     anchor : "zeros" or array-like, default="zeros"
         ``anchor`` in the penalty: typically the mean penultimate activation
         of the generator (see :func:`flipad_sklearn.mean_activation`).  An
@@ -124,25 +145,26 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         not done after 400 iterations to FISTA.  ``"cd"``: coordinate descent,
         Linear layers.  ``"cvxpy"`` and ``"scipy"``: exact/independent CPU
         solvers to verify small problems.
-    tol : float, default=1e-6
-        Each sample stops once its duality gap is at most ``tol`` times its
-        objective at the anchor (``1/2 ||y'||^2``, the convention of
-        scikit-learn's Lasso).  Since the gap bounds the distance to the
-        optimum, the returned objective ``P`` then satisfies
-        ``P - P* <= tol * 1/2 ||y'||^2``.  Samples that do not reach it within ``max_iter`` raise a
-        ``ConvergenceWarning`` (their certificate is in ``duality_gap_``).
-    progress_tol : float or None, default=2e-7
-        Also stop a sample once, over each of 2 consecutive checks (20
-        iterations apart), its objective has changed by less than
-        ``progress_tol * 1/2 ||y'||^2`` per iteration (the units of ``tol``):
-        more iterations no longer change it.  Relative to the objective
-        itself the rule would depend on ``alpha``: at tiny penalties (near
-        basis pursuit, Stable Diffusion's decoder) the objective is a tiny
-        fraction of ``1/2 ||y'||^2`` and keeps creeping down long after the
-        reconstruction has settled.  The certificate stays what is reported
-        (``duality_gap_``), and ``stop_reason_`` says what ended each sample.
-        None: stop on the gap or ``max_iter`` only.  Iterative torch solvers
-        only.
+    feature_tol : float or None, default=5e-4
+        Each sample stops once its certified relative distance to the
+        solution, ``||z - z*|| / ||z*|| <= sqrt(2 gap / ridge) / (||z|| -
+        sqrt(2 gap / ridge))`` (strong convexity; ``feature_error_``), is at
+        most ``feature_tol`` (stop reason ``"feature"``).  Needs
+        ``ridge > 0``.
+    tol : float or None, default=None
+        A relative duality gap: a sample also needs ``gap <= tol * 1/2
+        ||y'||^2`` (the objective at the anchor, scikit-learn's Lasso
+        convention), which guarantees ``P - P* <= tol * 1/2 ||y'||^2``.
+        With ``feature_tol=None`` it is the only criterion (stop reason
+        ``"gap"``).  Samples that miss the criteria within ``max_iter``
+        raise a ``ConvergenceWarning`` naming them; ``duality_gap_`` and
+        ``feature_error_`` hold each sample's certificate.
+    progress_tol : float or None, default=None
+        If set, also stop a sample once, over each of 2 consecutive checks,
+        its objective has changed by less than ``progress_tol * 1/2 ||y'||^2``
+        per iteration (stop reason ``"progress"``): faster, but it certifies
+        nothing about the features, which then depend on the solver and the
+        batch.  Iterative torch solvers only.
     max_iter : int, default=1000
         Iterations (FISTA; ADMM and FISTA together for ``"admm"``) or epochs
         (coordinate descent) per sample at most.
@@ -187,6 +209,8 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         Shape of one activation.
     output_shape_ : tuple of int
         Shape of one generator output (``(M,)`` or ``(C, H, W)``).
+    ridge_ : float
+        The ridge in use (``ridge``, or what ``"auto"`` chose).
     bias_ : ndarray of shape (n_features_in_,)
         The layer's bias on each output entry (zeros without a bias).
     lipschitz_ : float
@@ -209,11 +233,16 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         Duality gap per sample in the last ``transform``: an upper bound on
         the distance of its objective to the optimum.
     objective_ : ndarray of shape (n_samples,)
-        Lasso objective per sample in the last ``transform``.
+        Objective per sample in the last ``transform``.
+    feature_error_ : ndarray of shape (n_samples,)
+        Certified bound on each sample's relative distance ``||z - z*|| /
+        ||z*||`` to the exact solution in the last ``transform`` (inf with
+        ``ridge=0``).
     stop_reason_ : ndarray of str, shape (n_samples,)
-        What ended each sample in the last ``transform``: ``"gap"`` (the
-        certificate reached ``tol``), ``"progress"`` (see ``progress_tol``) or
-        ``"max_iter"``.
+        What ended each sample in the last ``transform``: ``"feature"``
+        (``feature_error_`` reached ``feature_tol``), ``"gap"`` (the relative
+        gap reached ``tol``, with ``feature_tol=None``), ``"progress"`` (see
+        ``progress_tol``), ``"max_iter"`` or ``"stalled"``.
 
     Examples
     --------
@@ -231,11 +260,13 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         "layer": "no_validation",
         "activation": [StrOptions(set(BUILTIN_ACTIVATIONS)), callable, tuple],
         "alpha": [Interval(Real, 0, None, closed="left")],
+        "ridge": [Interval(Real, 0, None, closed="left"), StrOptions({"auto"})],
+        "feature_tol": [Interval(Real, 0, None, closed="neither"), None],
         "anchor": [StrOptions({"zeros"}), "array-like"],
         "positive": ["boolean"],
         "datafit": [StrOptions({"preactivation", "output"})],
         "solver": [StrOptions(set(SOLVERS))],
-        "tol": [Interval(Real, 0, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left"), None],
         "progress_tol": [Interval(Real, 0, None, closed="left"), None],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "continuation": ["boolean"],
@@ -249,19 +280,21 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         "verbose": ["verbose"],
     }
 
-    def __init__(self, layer=None, *, activation="tanh", alpha=5e-4, anchor="zeros",
-                 positive=False, datafit="preactivation", solver="auto", tol=1e-6,
-                 progress_tol=DEFAULT_PROGRESS_TOL,
+    def __init__(self, layer=None, *, activation="tanh", alpha=5e-4, ridge="auto",
+                 anchor="zeros", positive=False, datafit="preactivation", solver="auto",
+                 feature_tol=DEFAULT_FEATURE_TOL, tol=None, progress_tol=None,
                  max_iter=1000, continuation=True, activation_shape=None,
                  clip_eps="auto", batch_size="auto", memory_budget=2**31,
                  n_jobs=None, device="auto", precision="float32", verbose=0):
         self.layer = layer
         self.activation = activation
         self.alpha = alpha
+        self.ridge = ridge
         self.anchor = anchor
         self.positive = positive
         self.datafit = datafit
         self.solver = solver
+        self.feature_tol = feature_tol
         self.tol = tol
         self.progress_tol = progress_tol
         self.max_iter = max_iter
@@ -407,7 +440,21 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         with torch.no_grad():
             self._anchor_image = op.matvec(torch.from_numpy(self.anchor_)[None])[0].numpy()
         self.lipschitz_ = op.lipschitz()
+        self.ridge_ = self._resolve_ridge()
         return self
+
+    def _resolve_ridge(self):
+        """``ridge_`` from ``ridge`` and ``lipschitz_``; checks the stop is well posed."""
+        ridge = RIDGE_SCALE * self.lipschitz_ if self.ridge == "auto" else float(self.ridge)
+        if self.feature_tol is not None and not ridge > 0:
+            raise ValueError(
+                f"feature_tol={self.feature_tol:g} certifies the distance to a unique "
+                "solution, which needs ridge > 0; with ridge=0 (the plain lasso) set "
+                "feature_tol=None and a relative duality gap tol (e.g. tol=1e-6).")
+        if self.feature_tol is None and self.tol is None:
+            raise ValueError("Set feature_tol, tol or both: each sample needs a "
+                             "certified stop.")
+        return ridge
 
     def _weighted(self):
         """Whether the data term has weights (``datafit="output"``, sigma not the identity)."""
@@ -493,7 +540,8 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
                       # a bound for all samples: steps that do not depend on the batch
                       max_weight=get_activation(self.activation).max_slope,
                       continuation=self.continuation, progress_tol=self.progress_tol,
-                      return_reason=True)
+                      ridge=self._ridge(), feature_tol=self.feature_tol,
+                      anchor=self.anchor_, return_reason=True)
         bar = _progress(n, self.verbose, "final-layer inversion")
         def w(sl):
             return None if weights is None else weights[sl]
@@ -518,19 +566,40 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         D, self.objective_, self.duality_gap_, self.n_iter_, reason = (
             np.concatenate(parts) for parts in zip(*results))
         self.stop_reason_ = np.asarray(STOP_REASONS)[reason]
+        Z = D + self.anchor_
+        self.feature_error_ = feature_error(
+            torch.from_numpy(self.duality_gap_), torch.from_numpy(Z), self._ridge()).numpy()
+        self._warn_uncertified(Y, weights, solver)
+        return Z.astype(out_dtype, copy=False)
+
+    def _ridge(self):
+        """``ridge_`` (0 for an estimator fitted before the ridge existed)."""
+        return getattr(self, "ridge_", 0.0)
+
+    def _warn_uncertified(self, Y, weights, solver):
+        """One ConvergenceWarning for the samples that miss the stop's criteria.
+
+        Samples stopped on ``progress_tol`` chose to and do not warn.
+        """
+        if solver in ("cvxpy", "scipy"):
+            return
+        missed = ~np.isin(self.stop_reason_, ("feature", "gap", "progress"))
+        if not missed.any():
+            return
         Yw = Y if weights is None else weights * Y
         rel = self.duality_gap_ / np.maximum(0.5 * (Yw * Yw).sum(axis=1), 1e-300)
-        # samples stopped on progress chose to: only a spent budget is a warning
-        unconverged = (rel > self.tol) & (self.stop_reason_ == "max_iter")
-        if unconverged.any() and solver not in ("cvxpy", "scipy"):
-            warnings.warn(
-                f"{int(unconverged.sum())} of {n} samples did not reach the relative "
-                f"duality gap tol={self.tol:g} within max_iter={self.max_iter} (largest "
-                f"gap: {rel.max():.2e} of the objective at the anchor). Increase max_iter or tol; "
-                "duality_gap_ holds each sample's certificate.",
-                ConvergenceWarning,
-            )
-        return (D + self.anchor_).astype(out_dtype, copy=False)
+        goal = []
+        if self.feature_tol is not None:
+            goal.append(f"feature_tol={self.feature_tol:g} (largest certified feature "
+                        f"error: {self.feature_error_[missed].max():.2e})")
+        if self.tol is not None:
+            goal.append(f"the relative duality gap tol={self.tol:g} (largest: "
+                        f"{rel[missed].max():.2e})")
+        warnings.warn(
+            f"{int(missed.sum())} of {len(missed)} samples did not reach "
+            f"{' and '.join(goal)} within max_iter={self.max_iter}. Increase max_iter "
+            "(or the tolerance); feature_error_ and duality_gap_ hold each sample's "
+            "certificate.", ConvergenceWarning)
 
     def inverse_transform(self, X):
         """Map activations back to generator outputs: ``sigma(W z + b)``.
@@ -584,6 +653,9 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
 
     def __setstate__(self, state):
         state = dict(state)
+        # saved before the ridge existed: the plain lasso, stopped on its gap
+        state.setdefault("ridge", 0.0)
+        state.setdefault("feature_tol", None)
         if is_layer_description(state.get("layer")):
             state["layer"] = build_layer(state["layer"])
             if "operator_" in state and state["operator_"] is None:

@@ -10,7 +10,7 @@ from sklearn.utils.validation import check_array, check_is_fitted
 
 from ._device import check_materialised, resolve_device
 from .activations import DEFAULT_CLIP_EPS, get_activation
-from .inversion import DEFAULT_PROGRESS_TOL, FinalLayerInverter
+from .inversion import DEFAULT_FEATURE_TOL, FinalLayerInverter
 from .lasso.solvers import auto_batch_size
 from .linear_ops import LayerOperator, check_layer
 from .skip_operator import UPSAMPLINGS, SkipProjectedOperator
@@ -59,7 +59,7 @@ class SkipInverter(FinalLayerInverter):
             default="identity"
         The output activation (StyleGAN2 has none: ``"identity"``).  See
         :class:`~flipad_sklearn.FinalLayerInverter`.
-    alpha, anchor, positive, tol, progress_tol, max_iter, continuation, \
+    alpha, ridge, anchor, positive, feature_tol, tol, progress_tol, max_iter, continuation, \
             activation_shape, clip_eps, batch_size, memory_budget, n_jobs, \
             device, precision, verbose
         As in :class:`~flipad_sklearn.FinalLayerInverter`.  ``anchor`` is the
@@ -116,14 +116,16 @@ class SkipInverter(FinalLayerInverter):
     __metadata_request__inverse_transform = {"skip": metadata_routing.UNUSED}
 
     def __init__(self, layer=None, *, upsample="nearest", append_skip=False,
-                 activation="identity", alpha=5e-4,
-                 anchor="zeros", positive=False, solver="auto", tol=1e-6,
-                 progress_tol=DEFAULT_PROGRESS_TOL, max_iter=1000, continuation=True,
+                 activation="identity", alpha=5e-4, ridge="auto",
+                 anchor="zeros", positive=False, solver="auto",
+                 feature_tol=DEFAULT_FEATURE_TOL, tol=None,
+                 progress_tol=None, max_iter=1000, continuation=True,
                  activation_shape=None, clip_eps=DEFAULT_CLIP_EPS, batch_size="auto",
                  memory_budget=2**31, n_jobs=None, device="auto", precision="float32",
                  verbose=0):
-        super().__init__(layer, activation=activation, alpha=alpha, anchor=anchor,
-                         positive=positive, solver=solver, tol=tol,
+        super().__init__(layer, activation=activation, alpha=alpha, ridge=ridge,
+                         anchor=anchor, positive=positive, solver=solver,
+                         feature_tol=feature_tol, tol=tol,
                          progress_tol=progress_tol, max_iter=max_iter,
                          continuation=continuation, activation_shape=activation_shape,
                          clip_eps=clip_eps, batch_size=batch_size,
@@ -189,6 +191,7 @@ class SkipInverter(FinalLayerInverter):
         with torch.no_grad():
             self._anchor_image = op.matvec(torch.from_numpy(self.anchor_)[None])[0].numpy()
         self.lipschitz_ = op.lipschitz()
+        self.ridge_ = self._resolve_ridge()
         return self
 
     def _targets(self, X):

@@ -50,6 +50,7 @@ def make_problem(name, activation="tanh", n=3, seed=0, scale=1.0):
 
 def solve(layer, shape, x, solver, **kw):
     params = dict(layer=layer, alpha=1e-2, solver=solver, activation_shape=shape, tol=1e-9,
+                  feature_tol=1e-8,
                   max_iter=20_000, precision="float64", progress_tol=None)
     params.update(kw)
     inv = FinalLayerInverter(**params).fit(x)
@@ -128,8 +129,8 @@ def test_inverse_transform_is_the_generator_forward():
     layer, shape, h, x = make_problem("convT_s2")
     inv = FinalLayerInverter(layer=layer, activation_shape=shape).fit(x)
     np.testing.assert_allclose(inv.inverse_transform(h), x, atol=1e-10)
-    # small alpha: the recovered activations reproduce the outputs
-    inv, z = solve(layer, shape, x, "cvxpy", alpha=1e-6)
+    # small alpha, the plain lasso: the recovered activations reproduce the outputs
+    inv, z = solve(layer, shape, x, "cvxpy", alpha=1e-6, ridge=0.0, feature_tol=None)
     np.testing.assert_allclose(inv.inverse_transform(z), x, atol=1e-4)
 
 
@@ -165,7 +166,8 @@ def test_convergence_warning_and_per_sample_diagnostics():
     layer, shape, h, x = make_problem("convT_s2", n=5)
     inv = FinalLayerInverter(layer=layer, alpha=1e-3, max_iter=2, tol=1e-12,
                              continuation=False, progress_tol=None).fit(x)
-    with pytest.warns(ConvergenceWarning, match="did not reach the relative duality gap"):
+    with pytest.warns(ConvergenceWarning, match="did not reach feature_tol=.* and the relative "
+                                                "duality gap tol=1e-12"):
         inv.transform(x)
     assert inv.n_iter_.shape == inv.duality_gap_.shape == inv.objective_.shape == (5,)
     assert np.all(inv.n_iter_ == 2)

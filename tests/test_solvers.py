@@ -9,6 +9,7 @@ from sklearn.exceptions import ConvergenceWarning
 from torch import nn
 
 from flipad_sklearn import FinalLayerInverter
+from flipad_sklearn.inversion import DEFAULT_PROGRESS_TOL
 from flipad_sklearn.activations import get_activation
 from flipad_sklearn.lasso import (
     STOP_REASONS, Certificate, L1Penalty, auto_solver, solve_batch, split_admm,
@@ -46,6 +47,26 @@ def _solve(layer, shape, x, solver, **kw):
         warnings.simplefilter("ignore", ConvergenceWarning)
         z = inv.transform(x)
     return inv, z
+
+
+def _elastic_net_cvxpy(inv, x):
+    """The exact elastic-net solution of each row, stated in cvxpy from the dense
+    matrix (no code shared with the package's solvers or its augmented form)."""
+    import cvxpy as cp
+
+    W, Y = inv.operator_.to_dense(), inv._targets(x)
+    d = cp.Variable(W.shape[1])
+    y = cp.Parameter(W.shape[0])
+    objective = (0.5 * cp.sum_squares(y - W @ d) + inv.alpha * cp.norm1(d)
+                 + 0.5 * inv.ridge_ * cp.sum_squares(d))
+    problem = cp.Problem(cp.Minimize(objective))
+    out = []
+    for row in Y:
+        y.value = row
+        problem.solve(solver=cp.CLARABEL, tol_gap_abs=1e-12, tol_gap_rel=1e-12,
+                      tol_feas=1e-12)
+        out.append(d.value + inv.anchor_)
+    return np.array(out)
 
 
 @pytest.mark.parametrize("name", sorted(CONV_LAYERS))
@@ -117,16 +138,22 @@ def test_default_float32_path_against_cvxpy(name, solver):
     layer = factory().double()
     x = _outputs(layer, shape)
     ref, _ = _solve(layer, shape, x, "cvxpy")
-    inv, _ = _solve(layer, shape, x, solver)
+    inv, z = _solve(layer, shape, x, solver)
     sub = inv.objective_ - ref.objective_
     assert np.all(sub >= -1e-9)
     assert np.all(sub <= inv.duality_gap_ + 1e-9)           # the certificate holds
     assert np.all(sub <= 1e-3 * ref.objective_)
-    assert set(inv.stop_reason_) <= {"gap", "progress", "max_iter"}
+    assert set(inv.stop_reason_) == {"feature"}
+    # the features: within the reported bound of an independent exact solution
+    z_star = _elastic_net_cvxpy(inv, x)
+    dist = np.linalg.norm(z - z_star, axis=1) / np.linalg.norm(z_star, axis=1)
+    assert np.all(dist <= inv.feature_error_) and np.all(inv.feature_error_ <= 5e-4)
 
 
-def test_orthonormal_layer_has_the_soft_threshold_solution():
-    """W with orthonormal columns: the lasso solution is soft-thresholding of Wᵀy'."""
+@pytest.mark.parametrize("ridge", [0.0, 0.3, "auto"])
+def test_orthonormal_layer_has_the_soft_threshold_solution(ridge):
+    """W with orthonormal columns: the elastic net's solution is soft-thresholding
+    of Wᵀy', scaled by 1 / (1 + ridge) (the lasso's: ridge 0)."""
     rng = np.random.default_rng(0)
     Q, _ = np.linalg.qr(rng.normal(size=(12, 6)))
     layer = nn.Linear(6, 12, bias=False).double()
@@ -135,11 +162,14 @@ def test_orthonormal_layer_has_the_soft_threshold_solution():
     x = rng.normal(size=(4, 12)) * 0.5
     alpha, anchor = 0.1, rng.normal(size=6) * 0.1
     c = Q.T @ (x - Q @ anchor).T
-    want = (np.sign(c) * np.maximum(np.abs(c) - alpha, 0)).T + anchor
+    lam = 1e-3 if ridge == "auto" else ridge                # L = 1 here
+    want = (np.sign(c) * np.maximum(np.abs(c) - alpha, 0)).T / (1 + lam) + anchor
+    stop = dict(tol=1e-12, feature_tol=None) if ridge == 0 else dict(feature_tol=1e-10)
     for solver in ("auto", "fista", "cd"):
         inv = FinalLayerInverter(layer=layer, activation="identity", alpha=alpha,
-                                 anchor=anchor, solver=solver, tol=1e-12,
-                                 precision="float64", progress_tol=None).fit(x)
+                                 ridge=ridge, anchor=anchor, solver=solver,
+                                 precision="float64", **stop).fit(x)
+        np.testing.assert_allclose(inv.ridge_, lam, rtol=1e-9)
         np.testing.assert_allclose(inv.transform(x), want, atol=1e-8)
 
 
@@ -221,7 +251,7 @@ def test_progress_stop_ends_early_and_keeps_the_certificate():
     layer = factory().double()
     x = _outputs(layer, shape, n=4)
     ref, _ = _solve(layer, shape, x, "cvxpy")
-    common = dict(tol=0.0, max_iter=5000, precision="float64")
+    common = dict(tol=0.0, max_iter=5000, precision="float64", ridge=0.0, feature_tol=None)
     stopped, _ = _solve(layer, shape, x, "split_admm", progress_tol=1e-4, **common)
     full, _ = _solve(layer, shape, x, "split_admm", progress_tol=None, **common)
     assert set(stopped.stop_reason_) == {"progress"}
@@ -241,23 +271,26 @@ def test_fast_float32_checks_report_exact_certificates():
     d = torch.as_tensor(z, dtype=torch.float64) - torch.as_tensor(inv.anchor_)
     y = torch.as_tensor(inv._targets(x))
     r = y - inv.operator_.matvec(d)
-    primal = 0.5 * (r * r).sum(1) + inv.alpha * d.abs().sum(1)
+    primal = (0.5 * (r * r).sum(1) + inv.alpha * d.abs().sum(1)
+              + 0.5 * inv.ridge_ * (d * d).sum(1))
     np.testing.assert_allclose(inv.objective_, primal.numpy(), rtol=1e-6)
     ref, _ = _solve(layer, shape, x, "cvxpy")
     assert np.all(inv.objective_ - ref.objective_ <= inv.duality_gap_ + 1e-9)
 
 
-def test_default_progress_stop_ends_near_basis_pursuit_layers():
+def test_progress_stop_ends_near_basis_pursuit_layers():
     """At a tiny penalty (the objective a small fraction of 1/2||y||^2) the
-    default rule, in units of 1/2||y||^2, ends the run before max_iter, with a
-    settled reconstruction and a valid certificate."""
+    opt-in progress rule, in units of 1/2||y||^2, ends the plain lasso before
+    max_iter, with a settled reconstruction and a valid certificate."""
     torch.manual_seed(0)
     layer = nn.Conv2d(8, 3, 3, padding=1).double()
     shape = (8, 10, 10)
     x = _outputs(layer, shape, n=3, activation="identity")
     common = dict(activation="identity", alpha=1e-5, tol=1e-12, max_iter=2000,
-                  precision="float64", solver="fista")
-    ref, _ = _solve(layer, shape, x, "cvxpy", activation="identity", alpha=1e-5)
+                  precision="float64", solver="fista", progress_tol=DEFAULT_PROGRESS_TOL,
+                  ridge=0.0, feature_tol=None)
+    ref, _ = _solve(layer, shape, x, "cvxpy", activation="identity", alpha=1e-5,
+                    ridge=0.0, feature_tol=None, tol=1e-10)
     inv, z = _solve(layer, shape, x, **common)
     assert set(inv.stop_reason_) == {"progress"}
     assert inv.n_iter_.max() < 2000
@@ -281,5 +314,5 @@ def test_auto_takes_fista_for_a_linear_layer_with_a_shifted_bound():
         assert FinalLayerInverter(layer=layer, activation="identity", **kw).fit(x).solver_ == "cd"
     ref = FinalLayerInverter(layer=layer, activation="identity", positive=True, solver="cvxpy",
                              anchor=np.full(12, 0.3), alpha=1e-2).fit(x)
-    auto = shifted.set_params(alpha=1e-2, tol=1e-10, progress_tol=None).fit(x)
+    auto = shifted.set_params(alpha=1e-2, feature_tol=1e-8).fit(x)
     np.testing.assert_allclose(auto.transform(x), ref.transform(x), atol=1e-4)

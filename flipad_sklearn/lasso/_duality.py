@@ -52,6 +52,8 @@ def ray_dual_value(theta, WT_theta, y, penalty):
     """
     yr = (y * theta).sum(dim=1)
     rr = (theta * theta).sum(dim=1)
+    if penalty.ridge > 0:
+        return _ridge_ray_value(yr, rr, WT_theta, penalty)
     c = yr / rr.clamp(min=_TINY)
     cmax = penalty.feasible_scale(WT_theta)
     if penalty.lower is None:
@@ -63,6 +65,35 @@ def ray_dual_value(theta, WT_theta, y, penalty):
         scale = c.to(WT_theta.dtype).reshape((-1,) + (1,) * (WT_theta.ndim - 1))
         value = value - penalty.conjugate(scale * WT_theta)
     return value
+
+
+#: Newton steps on the dual ray of the elastic net (its dual value is a
+#: concave piecewise quadratic in the scale c; a few steps from c = 1, the
+#: residual's own scale, which is optimal at the solution)
+RAY_NEWTON_STEPS = 3
+
+
+def _ridge_ray_value(yr, rr, s, penalty):
+    """``max_c c <y, theta> - c^2 ||theta||^2 / 2 - g*(c s)`` (elastic net: every c is feasible).
+
+    Newton steps on the concave, piecewise quadratic function of ``c`` from
+    ``c = 1``; the best value seen is returned (each is a valid dual value).
+    """
+    s64 = s.to(torch.float64)
+    shape = (-1,) + (1,) * (s.ndim - 1)
+    c = torch.ones_like(yr)
+    best = torch.full_like(yr, -torch.inf)
+    for k in range(RAY_NEWTON_STEPS + 1):
+        cs = c.reshape(shape) * s64
+        value = c * yr - 0.5 * c * c * rr - penalty.conjugate(cs)
+        best = torch.maximum(best, torch.nan_to_num(value, nan=-torch.inf))
+        if k == RAY_NEWTON_STEPS:
+            break
+        d = penalty.argmax_conjugate(cs)
+        grad = yr - c * rr - (s64 * d).sum(dim=tuple(range(1, s.ndim)))
+        curv = rr + penalty.conjugate_curvature(cs) / (c * c).clamp(min=_TINY)
+        c = c + grad / curv.clamp(min=_TINY)
+    return best
 
 
 def dual_point_value(rho, WT_rho, y, alpha, lower):

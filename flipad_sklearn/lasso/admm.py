@@ -350,11 +350,15 @@ def admm_steps(op, y, penalty, lipschitz, cert, *, d0=None, rho=None, relax=DEFA
     if penalty.lower is not None:
         low = grid(penalty.lower.to(device, dtype).reshape(emb.cin, H, Wd))
 
+    ridge = penalty.ridge
+
     def prox(w, out):
         # w - clamp(w, -t, t), into a kept buffer (a fresh large tensor per
-        # step page-faults)
+        # step page-faults); the elastic net's ridge then scales by rho / (rho + ridge)
         torch.clamp(w, neg_thresh, thresh, out=out)
         torch.sub(w, out, out=out)
+        if ridge > 0:
+            out.mul_(rho / (rho + ridge))
         if low is not None:
             torch.maximum(out, low, out=out)
         return out
@@ -367,7 +371,7 @@ def admm_steps(op, y, penalty, lipschitz, cert, *, d0=None, rho=None, relax=DEFA
             d0 = torch.maximum(d0, penalty.lower.to(device))
         # a w with prox(w) = d0 (and a zero dual)
         x0 = emb.embed(d0.to(dtype).reshape(B, emb.cin, H, Wd))
-        w = x0 + torch.sign(x0) * (alpha / rho)
+        w = x0 * (1.0 + ridge / rho) + torch.sign(x0) * (alpha / rho)
     w = emb.extend(w).contiguous(memory_format=fmt)
     x, refl = torch.empty_like(w), torch.empty_like(w)
     # resolvent(v) = v + (c0 - Tᴴ z) / rho with c0 = Tᴴ y_ph, so the update

@@ -10,6 +10,11 @@ Stop reasons, per sample (:data:`STOP_REASONS`):
 
 ``"gap"``
     the relative duality gap reached ``tol``: certified;
+``"feature"``
+    (strongly convex penalties, :class:`~.penalty.ElasticNetPenalty`) the
+    certified distance to the unique solution,
+    ``sqrt(2 gap / ridge) / ||z||``, reached ``feature_tol`` (and the gap
+    ``tol``, if one is set): the returned activation is certified;
 ``"progress"``
     over each of ``patience`` consecutive checks, the objective changed by
     less than ``progress_tol * 1/2 ||y||^2`` per iteration: more iterations
@@ -30,8 +35,29 @@ from ._duality import extrapolated_residual, gap_scale, ray_dual_value
 from .datafit import Quadratic
 
 _TINY = 1e-300
-STOP_REASONS = ("gap", "progress", "max_iter", "stalled")
-GAP, PROGRESS, MAX_ITER, STALLED = range(4)
+STOP_REASONS = ("gap", "progress", "max_iter", "stalled", "feature")
+GAP, PROGRESS, MAX_ITER, STALLED, FEATURE = range(5)
+#: reasons that certify a sample
+CERTIFIED = (GAP, FEATURE)
+
+
+def feature_error(gap, d, ridge, anchor=None):
+    """Certified relative distance ``||z - z*|| / ||z*||`` per row (``z = d + anchor``).
+
+    Strong convexity (modulus ``ridge``) gives ``||d - d*|| <= e = sqrt(2 gap /
+    ridge)``, and ``||z*|| >= ||z|| - e``; inf where that leaves no bound
+    (``ridge = 0``, or ``e >= ||z||``).
+    """
+    gap = gap.to(torch.float64)
+    if not ridge > 0:
+        return torch.full_like(gap, math.inf)
+    err = torch.sqrt(2.0 * gap.clamp(min=0.0) / ridge)
+    z = d.reshape(d.shape[0], -1).to(torch.float64)
+    if anchor is not None:
+        z = z + anchor.to(z.device, torch.float64)
+    norm = torch.linalg.vector_norm(z, dim=1)
+    rel = err / (norm - err).clamp(min=_TINY)
+    return torch.where(err < norm, rel, torch.full_like(rel, math.inf))
 
 
 class Certificate:
@@ -47,8 +73,15 @@ class Certificate:
         The data term, for all B rows.  With weights ``D`` the certificate is
         that of the plain lasso with target ``D y`` and operator ``D W``
         (:mod:`.datafit`): primal, dual, gap and ``tol`` are in those terms.
-    tol : float
-        Relative gap (``gap <= tol * 1/2 ||y||^2``) that certifies a sample.
+    tol : float or None
+        Relative gap (``gap <= tol * 1/2 ||y||^2``) that certifies a sample
+        (None: no gap criterion; then ``feature_tol`` must be set).
+    feature_tol : float or None
+        With a strongly convex penalty: the certified relative distance to
+        the solution (:func:`feature_error`) that certifies a sample, with the
+        gap ``tol`` if both are set (reason ``"feature"``).
+    anchor : torch.Tensor (K,) or None
+        ``z = d + anchor``: the norm ``feature_tol`` is relative to.
     progress_tol : float or None
         Change of the current iterate's objective per iteration since the
         previous check, relative to ``1/2 ||y||^2`` (as ``tol``), below which
@@ -80,7 +113,14 @@ class Certificate:
     """
 
     def __init__(self, op, y, penalty, *, datafit=None, tol, progress_tol=None, patience=2,
-                 n_extrapolation=5, stall_checks=None, d0=None, fast=None, exact=None):
+                 n_extrapolation=5, stall_checks=None, d0=None, fast=None, exact=None,
+                 feature_tol=None, anchor=None):
+        if feature_tol is not None and not penalty.ridge > 0:
+            raise ValueError("feature_tol needs a strongly convex penalty (ridge > 0).")
+        if tol is None and feature_tol is None:
+            raise ValueError("set tol, feature_tol or both.")
+        self.feature_tol = feature_tol
+        self.anchor = None if anchor is None else anchor.to(y.device, torch.float64)
         self.op, self.penalty = op, penalty
         self.datafit = Quadratic() if datafit is None else datafit
         self.exact = op if exact is None else exact
@@ -169,7 +209,9 @@ class Certificate:
         rel = gap / self.scale[idx]
 
         reason = torch.full_like(idx, -1)
-        reason[rel <= self.tol] = GAP
+        # the bound is on the stored (best) iterate: the norm is that one's
+        met = self._met(rel, gap, self.d[idx] if self.feature_tol is not None else None)
+        reason[met] = self.certified_reason
         if self.progress_tol is not None:
             # the current iterate's objective against the previous check's:
             # stationary (either way) means more iterations no longer change it;
@@ -223,12 +265,33 @@ class Certificate:
         self.primal[idx], self.gap[idx] = primal, gap
         self.best_dual[idx] = dual
         if not final:
-            miss = (reason[rows] == GAP) & (gap / self.scale[idx] > self.tol)
+            met = self._met(gap / self.scale[idx], gap, d)
+            miss = (reason[rows] == self.certified_reason) & ~met
             if bool(miss.any()):
                 done = done.clone()
                 done[rows[miss]] = False
                 reason[rows[miss]] = -1
         return done
+
+    @property
+    def certified_reason(self):
+        """The stop reason of a certified sample: ``FEATURE`` or ``GAP``."""
+        return GAP if self.feature_tol is None else FEATURE
+
+    def _met(self, rel, gap, d):
+        """Rows whose certificate meets the goal (``tol`` and/or ``feature_tol``)."""
+        ok = torch.ones_like(gap, dtype=torch.bool)
+        if self.tol is not None:
+            ok &= rel <= self.tol
+        if self.feature_tol is not None:
+            ok &= feature_error(gap, d, self.penalty.ridge, self.anchor) <= self.feature_tol
+        return ok
+
+    def met(self, rows=None):
+        """Bool mask of ``rows`` (default all) whose stored certificate meets the goal."""
+        rows = torch.arange(self.gap.shape[0], device=self.gap.device) if rows is None else rows
+        gap = self.gap[rows]
+        return self._met(gap / self.scale[rows], gap, self.d[rows])
 
     def _weighted(self, products, idx):
         """``(matvec, rmatvec)`` of ``D W`` on rows ``idx`` (``products``' own without weights)."""

@@ -62,6 +62,7 @@ def fista_steps(op, y, penalty, lipschitz, cert, *, view=None, d0=None, max_iter
     # on CPU costs several times the operation itself
     spare, u = torch.empty_like(d), torch.empty_like(d)
     thresh = penalty.alpha * step
+    shrink = 1.0 / (1.0 + penalty.ridge * step)      # the elastic net's prox scale
     t = torch.ones((B, 1), dtype=dtype, device=y.device)
     n_iter = 0
     while True:
@@ -87,6 +88,8 @@ def fista_steps(op, y, penalty, lipschitz, cert, *, view=None, d0=None, max_iter
             torch._C._nn.softshrink(u, thresh, out=d_new)
         else:
             d_new.copy_(u)
+        if shrink != 1.0:
+            d_new.mul_(shrink)
         if low is not None:
             torch.maximum(d_new, low, out=d_new)
         Wd_new = work.matvec(d_new)

@@ -20,11 +20,13 @@ import torch
 
 from ..linear_ops import ChannelsLastOperator
 from .admm import MAX_BOUNDARY, admm_steps, boundary_size
-from .certificate import GAP, PROGRESS, Certificate, FastProducts
+from .certificate import (
+    CERTIFIED, FEATURE, GAP, PROGRESS, Certificate, FastProducts, feature_error,
+)
 from .cd import coordinate_descent
 from .datafit import Quadratic, make_datafit
 from .fista import fista_steps
-from .penalty import L1Penalty
+from .penalty import ElasticNetPenalty, L1Penalty
 from .reference import MAX_DENSE_VARIABLES, solve_cvxpy, solve_scipy
 from .spectral import exact_products
 from .split_admm import split_admm
@@ -160,7 +162,7 @@ def _continuation_start(problem, y, rows, view, d0, max_iter, dtype, n_stages=3,
     weights = problem.weights(rows)
     datafit = make_datafit(weights, getattr(problem.datafit, "max_weight", None))
     for k in range(n_stages - 1, 0, -1):
-        stage_pen = L1Penalty(pen.alpha * ratio ** k, pen.lower)
+        stage_pen = pen.with_alpha(pen.alpha * ratio ** k)
         cert = Certificate(problem.op, y, stage_pen, datafit=datafit, tol=1e-2, d0=d0)
         fista_steps(problem.op, y, stage_pen, problem.lipschitz, cert, view=view, d0=d0,
                     max_iter=per_stage, dtype=dtype, weights=weights)
@@ -241,8 +243,30 @@ class DenseSolver:
 
     def solve(self, op, Y, penalty, *, tol, max_iter, callback=None, weights=None):
         """``weights`` (numpy ``(B, M)`` or None): one weighted problem per row,
-        solved as the plain lasso with ``D W`` and ``D y``."""
+        solved as the plain lasso with ``D W`` and ``D y``.  An elastic net
+        (``penalty.ridge > 0``) is solved as the lasso of ``[W; sqrt(ridge) I]``
+        and ``[y; 0]``: the same objective, and that lasso's certificate."""
         W = op.to_dense()
+        if penalty.ridge > 0:
+            return self._augmented(W, Y, penalty, tol=tol, max_iter=max_iter,
+                                   callback=callback, weights=weights)
+        return self._solve_dense(W, Y, penalty, tol=tol, max_iter=max_iter,
+                                 callback=callback, weights=weights)
+
+    def _augmented(self, W, Y, penalty, *, tol, max_iter, callback, weights):
+        K = W.shape[1]
+        root = np.sqrt(penalty.ridge) * np.eye(K)
+        plain = L1Penalty(penalty.alpha, penalty.lower)
+        if weights is None:
+            return self._solve_dense(np.vstack([W, root]), np.hstack([Y, np.zeros((len(Y), K))]),
+                                     plain, tol=tol, max_iter=max_iter, callback=callback)
+        parts = [self._solve_dense(np.vstack([W * w[:, None], root]),
+                                   np.hstack([w * y, np.zeros(K)])[None], plain, tol=tol,
+                                   max_iter=max_iter, callback=None)
+                 for w, y in zip(weights, Y)]
+        return tuple(np.concatenate(p) for p in zip(*parts))
+
+    def _solve_dense(self, W, Y, penalty, *, tol, max_iter, callback=None, weights=None):
         lower = None if penalty.lower is None else penalty.lower.numpy()
         if self.name == "cd":
             def fn(W, Y, alpha, lower, callback):
@@ -266,7 +290,8 @@ class DenseSolver:
 # -------------------------------------------------------------- strategies
 def _unfinished(cert):
     """Rows not stopped by the certificate or the progress rule."""
-    return torch.nonzero((cert.reason != GAP) & (cert.reason != PROGRESS))[:, 0]
+    done = torch.isin(cert.reason, torch.tensor(CERTIFIED + (PROGRESS,), device=cert.reason.device))
+    return torch.nonzero(~done)[:, 0]
 
 
 class HandOver:
@@ -291,7 +316,8 @@ class HandOver:
         return self.first.supports(op) or self.then.supports(op)
 
     def run(self, problem, cert, *, d0, max_iter, dtype, callback=None):
-        if cert.tol > self.tight_tol and cert.progress_tol is not None:
+        loose = cert.tol is not None and cert.tol > self.tight_tol
+        if loose and cert.feature_tol is None and cert.progress_tol is not None:
             self.first.run(problem, cert, d0=d0, max_iter=max_iter, dtype=dtype,
                            callback=callback)
             return
@@ -323,16 +349,19 @@ class Float64Finish:
         return self.inner.supports(op)
 
     def run(self, problem, cert, *, d0, max_iter, dtype, callback=None):
-        if dtype != torch.float32 or cert.tol >= FLOAT32_TOL:
+        tight = cert.tol is not None and cert.tol < FLOAT32_TOL
+        if dtype != torch.float32 or not (tight or cert.feature_tol is not None):
             self.inner.run(problem, cert, d0=d0, max_iter=max_iter, dtype=dtype,
                            callback=callback)
             return
         tol = cert.tol
-        cert.tol, cert.stall_checks = FLOAT32_TOL, 10
+        cert.tol, cert.stall_checks = (FLOAT32_TOL if tight else tol), 10
         self.inner.run(problem, cert, d0=d0, max_iter=max_iter, dtype=dtype, callback=callback)
         cert.tol, cert.stall_checks = tol, None
-        rel = cert.gap / cert.scale
-        rows = torch.nonzero((rel > tol) & (cert.reason != PROGRESS))[:, 0]
+        met = cert.met()
+        # stalled at, or out of iterations on, a certificate that meets the goal
+        cert.reason[met & (cert.reason != PROGRESS)] = cert.certified_reason
+        rows = torch.nonzero(~met & (cert.reason != PROGRESS))[:, 0]
         _continue(FISTA(), problem, cert, rows, max_iter, torch.float64, callback)
 
     def __repr__(self):
@@ -364,7 +393,7 @@ def _continue(solver, problem, cert, rows, max_iter, dtype, callback):
     sub_problem = LassoProblem(problem.op, problem.y[rows], problem.penalty, problem.lipschitz,
                                datafit)
     sub = Certificate(problem.op, problem.y[rows], problem.penalty, datafit=datafit,
-                      tol=cert.tol,
+                      tol=cert.tol, feature_tol=cert.feature_tol, anchor=cert.anchor,
                       progress_tol=cert.progress_tol, patience=cert.patience,
                       n_extrapolation=N_EXTRAPOLATION if getattr(solver, "dual_extrapolation", True) else 0,
                       d0=cert.d[rows],
@@ -472,8 +501,15 @@ def auto_solver(op, device, shifted_bound=False, weighted=False):
 def solve_batch(op, Y, alpha, *, solver="fista", lower=None, tol=1e-4, max_iter=1000,
                 lipschitz=None, device="cpu", dtype=torch.float32, continuation=True,
                 progress_tol=None, callback=None, rho=None, admm_iter=ADMM_ITER,
-                return_reason=False, weights=None, max_weight=None):
+                return_reason=False, weights=None, max_weight=None, ridge=0.0,
+                feature_tol=None, anchor=None):
     """Solve the lasso for a batch ``Y`` (numpy ``(B, M)``) with the named solver.
+
+    ``ridge > 0`` adds ``ridge / 2 ||d||^2`` (an elastic net,
+    :class:`~.penalty.ElasticNetPenalty`): the solution is unique and a row
+    stops once its certified relative distance to it,
+    ``sqrt(2 gap / ridge) / ||d + anchor||``, is at most ``feature_tol``
+    (and its relative gap at most ``tol``, unless ``tol`` is None).
 
     ``solver`` is a name of :data:`SOLVERS` or a strategy object (see
     :func:`make_solver`).  ``weights`` (numpy ``(B, M)``, non-negative, or
@@ -506,22 +542,39 @@ def solve_batch(op, Y, alpha, *, solver="fista", lower=None, tol=1e-4, max_iter=
         why = "does not take a weighted data term"
     if why is not None:
         raise ValueError(f"solver={strategy.name!r} {why}.")
+    if feature_tol is not None and not ridge > 0:
+        raise ValueError("feature_tol needs ridge > 0 (a strongly convex problem).")
+    if tol is None and feature_tol is None:
+        raise ValueError("set tol, feature_tol or both.")
     low = None if lower is None else torch.from_numpy(np.asarray(lower, np.float64))
+    anchor_t = None if anchor is None else torch.from_numpy(np.asarray(anchor, np.float64))
     if not strategy.iterative:
-        penalty = L1Penalty(alpha, low)
-        D, primal, gap, n_iter = strategy.solve(op, Y, penalty, tol=tol, max_iter=max_iter,
-                                                callback=callback, weights=weights)
+        penalty = make_penalty(alpha, ridge, low)
+        # dense solvers stop on the gap alone: tight, their convergence is linear
+        dense_tol = DENSE_FEATURE_TOL if tol is None else tol
+        if feature_tol is not None:
+            dense_tol = min(dense_tol, DENSE_FEATURE_TOL)
+        D, primal, gap, n_iter = strategy.solve(op, Y, penalty, tol=dense_tol,
+                                                max_iter=max_iter, callback=callback,
+                                                weights=weights)
         Yw = Y if weights is None else weights * Y
-        reason = np.where(gap <= tol * 0.5 * (Yw * Yw).sum(axis=1), GAP, 2)
+        met = np.ones(len(Y), dtype=bool)
+        if tol is not None:
+            met &= gap <= tol * 0.5 * (Yw * Yw).sum(axis=1)
+        if feature_tol is not None:
+            err = feature_error(torch.from_numpy(gap), torch.from_numpy(D), ridge, anchor_t)
+            met &= err.numpy() <= feature_tol
+        reason = np.where(met, GAP if feature_tol is None else FEATURE, 2)
         return (D, primal, gap, n_iter, reason) if return_reason else (D, primal, gap, n_iter)
     device = torch.device(device)
     y = torch.from_numpy(Y).to(device)
-    penalty = L1Penalty(alpha, None if low is None else low.to(device))
+    penalty = make_penalty(alpha, ridge, None if low is None else low.to(device))
     datafit = make_datafit(None if weights is None else torch.from_numpy(weights).to(device),
                            max_weight)
     L = (op.lipschitz() if lipschitz is None else lipschitz) * datafit.lipschitz_factor()
     problem = LassoProblem(op, y, penalty, L, datafit)
     cert = Certificate(op, y, penalty, datafit=datafit, tol=tol, progress_tol=progress_tol,
+                       feature_tol=feature_tol, anchor=anchor_t,
                        n_extrapolation=N_EXTRAPOLATION if getattr(strategy, "dual_extrapolation", True) else 0,
                        fast=fast_products(op, device, dtype), exact=exact_products(op, device))
     with torch.no_grad():
@@ -529,6 +582,17 @@ def solve_batch(op, Y, alpha, *, solver="fista", lower=None, tol=1e-4, max_iter=
                      callback=callback)
     out = tuple(t.cpu().numpy() for t in cert.results())
     return out if return_reason else out[:4]
+
+
+#: Relative gap the dense solvers (cd, cvxpy, scipy) run to for a feature
+#: tolerance: they stop on the gap alone, and converge linearly on the
+#: strongly convex elastic net.
+DENSE_FEATURE_TOL = 1e-12
+
+
+def make_penalty(alpha, ridge=0.0, lower=None):
+    """:class:`~.penalty.L1Penalty`, or :class:`~.penalty.ElasticNetPenalty` for ``ridge > 0``."""
+    return ElasticNetPenalty(alpha, ridge, lower) if ridge > 0 else L1Penalty(alpha, lower)
 
 
 def bytes_per_sample(op, precision="float32"):

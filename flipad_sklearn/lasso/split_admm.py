@@ -141,13 +141,16 @@ def split_admm(op, y, penalty, lipschitz, cert, *, d0=None, rho_u=None, gamma=No
         rho_v = gamma * L * rho_u
         return rho_u, rho_v, _step_matrix(emb, rho_u, rho_v, device, dtype), n
 
-    def prox(w, thresh, out):
+    def prox(w, thresh, out, scale=1.0):
         # into a kept buffer: a fresh large tensor per step page-faults, which
-        # costs several times the operation itself on CPU
+        # costs several times the operation itself on CPU; ``scale``: the
+        # elastic net's ridge, rho_v / (rho_v + ridge)
         if thresh > 0:
             torch._C._nn.softshrink(w, thresh, out=out)
         else:
             out.copy_(w)
+        if scale != 1.0:
+            out.mul_(scale)
         if low is not None:
             torch.maximum(out, low, out=out)
         return emb.zero_padding_(out)
@@ -224,6 +227,6 @@ def split_admm(op, y, penalty, lipschitz, cert, *, d0=None, rho_u=None, gamma=No
         Tx = torch.lerp(u, q / rho_u, relax)
         u = (wy + rho_u * (Tx + a)) / (mask + rho_u)
         a = a + Tx - u
-        v = prox(w, penalty.alpha / rho_v, out=v)
+        v = prox(w, penalty.alpha / rho_v, out=v, scale=rho_v / (rho_v + penalty.ridge))
         n_iter += 1
     return n_iter
