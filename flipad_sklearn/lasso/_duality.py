@@ -68,9 +68,9 @@ def ray_dual_value(theta, WT_theta, y, penalty):
 
 
 #: Newton steps on the dual ray of the elastic net (its dual value is a
-#: concave piecewise quadratic in the scale c; a few steps from c = 1, the
+#: concave piecewise quadratic in the scale c; steps from c = 1, the
 #: residual's own scale, which is optimal at the solution)
-RAY_NEWTON_STEPS = 3
+RAY_NEWTON_STEPS = 1
 
 
 def _ridge_ray_value(yr, rr, s, penalty):
@@ -79,20 +79,15 @@ def _ridge_ray_value(yr, rr, s, penalty):
     Newton steps on the concave, piecewise quadratic function of ``c`` from
     ``c = 1``; the best value seen is returned (each is a valid dual value).
     """
-    s64 = s.to(torch.float64)
-    shape = (-1,) + (1,) * (s.ndim - 1)
     c = torch.ones_like(yr)
     best = torch.full_like(yr, -torch.inf)
     for k in range(RAY_NEWTON_STEPS + 1):
-        cs = c.reshape(shape) * s64
-        value = c * yr - 0.5 * c * c * rr - penalty.conjugate(cs)
+        conj, dconj, curv = penalty.ray_terms(s, c)
+        value = c * yr - 0.5 * c * c * rr - conj
         best = torch.maximum(best, torch.nan_to_num(value, nan=-torch.inf))
         if k == RAY_NEWTON_STEPS:
             break
-        d = penalty.argmax_conjugate(cs)
-        grad = yr - c * rr - (s64 * d).sum(dim=tuple(range(1, s.ndim)))
-        curv = rr + penalty.conjugate_curvature(cs) / (c * c).clamp(min=_TINY)
-        c = c + grad / curv.clamp(min=_TINY)
+        c = c + (yr - c * rr - dconj) / (rr + curv).clamp(min=_TINY)
     return best
 
 

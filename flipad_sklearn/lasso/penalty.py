@@ -153,13 +153,30 @@ class ElasticNetPenalty(L1Penalty):
         l2 = torch.linalg.vector_norm(d, 2, dim=dims).to(torch.float64)
         return val - 0.5 * self.ridge * l2 * l2
 
-    def conjugate_curvature(self, s):
-        """``d/dc`` of ``argmax_conjugate(c s)`` dotted with ``s`` at ``c = 1``: the
-        second derivative of ``c -> g*(c s)`` (for Newton steps on the dual ray)."""
-        d = self.argmax_conjugate(s)
-        free = d != 0
-        low = self.lower_as(s)
-        if low is not None:
-            free = free & (d > low.reshape(s.shape[1:]))
+    def ray_terms(self, s, c):
+        """``g*(c s)`` and its first and second derivatives in ``c``, per row (float64).
+
+        One pass of element-wise work in ``s``'s dtype (the certificate's
+        checks run in float32); the reductions are float64.  ``c`` is (B,).
+        """
         dims = tuple(range(1, s.ndim))
-        return torch.where(free, s * s, 0).sum(dim=dims, dtype=torch.float64) / self.ridge
+        u = c.to(s.dtype).reshape((-1,) + (1,) * (s.ndim - 1)) * s
+        lam = self.ridge
+        if self.lower is None:
+            # d = soft(u, alpha) / ridge, and u d - alpha |d| - ridge d^2 / 2 = ||d||^2 ridge / 2
+            sh = F.softshrink(u, self.alpha) if self.alpha > 0 else u
+            sq = torch.linalg.vector_norm(sh, dim=dims).to(torch.float64)
+            conj = sq * sq / (2 * lam)
+            grad = (s * sh).sum(dim=dims, dtype=torch.float64) / lam
+            active = torch.linalg.vector_norm(torch.where(sh != 0, s, 0), dim=dims)
+            return conj, grad, active.to(torch.float64) ** 2 / lam
+        d = self.argmax_conjugate(u)
+        low = self.lower_as(s).reshape(s.shape[1:])
+        free = (d != 0) & (d > low)
+        l2 = torch.linalg.vector_norm(d, dim=dims).to(torch.float64)
+        conj = ((u * d).sum(dim=dims, dtype=torch.float64)
+                - self.alpha * torch.linalg.vector_norm(d, 1, dim=dims).to(torch.float64)
+                - 0.5 * lam * l2 * l2)
+        grad = (s * d).sum(dim=dims, dtype=torch.float64)
+        active = torch.linalg.vector_norm(torch.where(free, s, 0), dim=dims)
+        return conj, grad, active.to(torch.float64) ** 2 / lam

@@ -1,0 +1,246 @@
+"""Do the features, and the verdicts, come out the same whatever computes them?
+
+A verdict is evidence: someone re-scores the same images with the saved
+detector on another machine, one image at a time, with another solver.  The
+features are the unique solution of the elastic net ``FinalLayerInverter``
+states (``ridge > 0``), and each sample's certified distance to it is
+``feature_error_``.  This benchmark measures, at the defaults a user gets:
+
+1. **Features.**  Per layer, the defaults (``solver="auto"``, automatic batch,
+   2 torch threads) against the same images at ``batch_size`` 1 and 7, one
+   torch thread, every other solver that takes the layer, and a reference
+   solve in float64 certified to ``feature_tol=1e-5``: the largest and the median
+   relative L2 difference per sample, the largest reported bound, and how
+   many samples break the bound (``||z - z_ref|| > (e + e_ref) ||z_ref||``).
+   Layers: the demo's trained DCGAN (28x28 MNIST, real activations), the
+   DCGAN ``ConvTranspose2d(64, 3, 4, 2, 1)`` at 64x64 (random weights, scaled
+   as in ``bench_inversion.py``), the same layer with the published face
+   DCGAN's trained weights and real activations (``pip install --no-deps
+   gan-face-generate``; skipped without it), LSGAN ``Conv2d(64, 3, 3, 1, 1)``
+   at 64x64 and Stable Diffusion's ``conv_out`` at 128x128.
+2. **Verdicts.**  The demo's pipeline (``make_flipad`` at its defaults, fnr
+   0.005) scores 1000 test images (G, real digits, two unseen generators)
+   from features computed each of those ways: labels flipped, largest score
+   and p-value change.
+
+Run: ``python benchmarks/bench_reproducibility.py [--quick] [--only NAME]``;
+writes ``benchmarks/results/bench_reproducibility.md``.
+"""
+
+import argparse
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+import torch
+from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
+from torch import nn
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _results import write_result  # noqa: E402
+from bench_inversion import problem, scaled_layer  # noqa: E402
+
+from flipad_sklearn import FinalLayerInverter, mean_activation, sample_activations  # noqa: E402
+from flipad_sklearn.lasso.solvers import make_solver  # noqa: E402
+
+THREADS = 2
+SOLVERS = ("fista", "admm", "split_admm")
+
+
+def with_threads(n, fn):
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(old)
+
+
+def run_variant(inv, X, threads=THREADS, **params):
+    """Features of ``X`` from a re-fitted copy of ``inv`` with ``params``; (Z, inverter, s/sample)."""
+    v = clone(inv).set_params(**params).fit(X[:1])
+
+    def go():
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            Z = v.transform(X)
+        return Z.astype(np.float64), (time.perf_counter() - t0) / len(X)
+
+    Z, sec = with_threads(threads, go)
+    return Z, v, sec
+
+
+def variants(inv, X):
+    """``name -> params`` of every comparison, for the fitted default ``inv``."""
+    out = {"batch_size=1": dict(batch_size=1), "batch_size=7": dict(batch_size=7),
+           "1 torch thread": dict(threads=1)}
+    for s in SOLVERS:
+        if s != inv.solver_ and make_solver(s).supports(inv.operator_) is None:
+            out[f"solver={s}"] = dict(solver=s)
+    return out
+
+
+def feature_table(name, inv, X):
+    """Rows of table 1 for one layer (``inv`` unfitted, at the defaults)."""
+    Z0, d0, sec0 = run_variant(inv, X)
+    Zr, dr, secr = run_variant(inv, X, feature_tol=1e-5, precision="float64", max_iter=5000)
+    ref_norm = np.linalg.norm(Zr, axis=1)
+    rows = []
+
+    def row(label, Z, fit, sec):
+        dist = np.linalg.norm(Z - Z0, axis=1) / ref_norm
+        to_ref = np.linalg.norm(Z - Zr, axis=1) / ref_norm
+        broken = int(np.sum(to_ref > (fit.feature_error_ + dr.feature_error_) * 1.0001))
+        reasons = ",".join(sorted(set(fit.stop_reason_)))
+        rows.append(f"| {name} | {label} ({fit.solver_}) | {dist.max():.1e} | "
+                    f"{np.median(dist):.1e} | {to_ref.max():.1e} | "
+                    f"{fit.feature_error_.max():.1e} | {broken} / {len(X)} | "
+                    f"{int(np.median(fit.n_iter_))} | {sec:.3f} | {reasons} |")
+
+    row("defaults", Z0, d0, sec0)
+    for label, params in variants(d0, X).items():
+        threads = params.pop("threads", THREADS)
+        Z, fit, sec = run_variant(inv, X, threads=threads, **params)
+        row(label, Z, fit, sec)
+    row("reference (float64, feature_tol 1e-5)", Zr, dr, secr)
+    return rows, d0
+
+
+def layers(quick, only):
+    """``name -> (unfitted inverter at the defaults, X)``, built lazily."""
+    def demo():
+        from flipad_sklearn.generators import load_demo_generator
+
+        G = load_demo_generator("G")
+        X = G.sample(16 if quick else 64, random_state=5)
+        anchor = mean_activation(G, 2000, G.latent_shape, layer=G.final_layer, random_state=0)
+        return FinalLayerInverter(G.final_layer, anchor=anchor, positive=True), X
+
+    def synthetic(layer, in_shape, n, activation="tanh", alpha=5e-4):
+        torch.manual_seed(0)
+        layer = scaled_layer(layer, 0.025 if activation == "tanh" else 0.01, in_shape)
+        x, anchor = problem(layer, in_shape, n, activation)
+        return FinalLayerInverter(layer, activation=activation, alpha=alpha,
+                                  anchor=anchor), x.reshape(n, -1)
+
+    def face():
+        try:
+            import gan_face_generate
+            from gan_face_generate.models import Generator
+        except ImportError:
+            return None
+        G = Generator(0, 3, 100, 64)
+        path = os.path.join(os.path.dirname(gan_face_generate.__file__), "weights.tar")
+        G.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["netG_state_dict"])
+        G.eval()
+        final = G.main[-2]
+        n = 4 if quick else 8
+        anchor = mean_activation(G, 500, (100, 1, 1), layer=final, random_state=0)
+        gen = torch.Generator().manual_seed(7)
+        with torch.no_grad():
+            X = G(torch.randn((n, 100, 1, 1), generator=gen)).reshape(n, -1).numpy()
+        return FinalLayerInverter(final, anchor=anchor), X.astype(np.float64)
+
+    table = {
+        "demo DCGAN 28x28 (trained)": demo,
+        "DCGAN ConvT(64,3,4,2,1) 64x64": lambda: synthetic(
+            nn.ConvTranspose2d(64, 3, 4, 2, 1), (64, 32, 32), 4 if quick else 8),
+        "face DCGAN (published weights)": face,
+        "LSGAN Conv2d(64,3,3,1,1) 64x64": lambda: synthetic(
+            nn.Conv2d(64, 3, 3, 1, 1), (64, 64, 64), 2 if quick else 4),
+        "SD conv_out 128x128": lambda: synthetic(
+            nn.Conv2d(128, 3, 3, 1, 1), (128, 128, 128), 2, activation="identity",
+            alpha=1e-5),
+    }
+    for name, build in table.items():
+        if only and only.lower() not in name.lower():
+            continue
+        if quick and name.startswith("SD"):
+            continue
+        built = build()
+        if built is not None:
+            yield name, built
+
+
+def verdict_table(quick):
+    """Table 2: the demo's pipeline scoring features computed each way."""
+    from flipad_sklearn.datasets import load_mnist_subset
+    from flipad_sklearn.generators import load_demo_generator
+    from flipad_sklearn.pipeline import make_flipad
+
+    gens = {k: load_demo_generator(k) for k in ("G", "shadow", "unseen", "other")}
+    G = gens["G"]
+    X_real, _ = load_mnist_subset(return_X_y=True)
+    X_real = X_real[np.random.default_rng(0).permutation(len(X_real))]
+    n_test = 50 if quick else 250
+    X_train = np.concatenate([G.sample(400, random_state=100), X_real[:150],
+                              gens["shadow"].sample(150, random_state=101)])
+    y_train = np.r_[np.ones(400), -np.ones(300)].astype(int)
+    X_test = np.concatenate([G.sample(n_test, random_state=200), X_real[150:150 + n_test],
+                             gens["unseen"].sample(n_test, random_state=202),
+                             gens["other"].sample(n_test, random_state=203)])
+    anchor = mean_activation(G, 2000, G.latent_shape, layer=G.final_layer, random_state=0)
+    pipe = make_flipad(G.final_layer, "tanh", anchor, positive=True, fnr=0.005,
+                       random_state=0, device="cpu",
+                       detector_params=dict(n_epochs=20 if quick else 40))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        with_threads(THREADS, lambda: pipe.fit(X_train, y_train))
+    inv, rest, det = pipe[0], pipe[1:-1], pipe[-1]
+    Z0, d0, _ = run_variant(inv, X_test)
+
+    def verdicts(Z):
+        F = rest.transform(Z)
+        return det.decision_function(F), det.pvalues(F)
+
+    s0, p0 = verdicts(Z0)
+    rows = [f"| defaults ({d0.solver_}) | 0 | 0 | 0 / {len(X_test)} | "
+            f"{d0.feature_error_.max():.1e} |"]
+    for label, params in variants(d0, X_test).items():
+        threads = params.pop("threads", THREADS)
+        Z, fit, _ = run_variant(inv, X_test, threads=threads, **params)
+        s, p = verdicts(Z)
+        flipped = int(np.sum((s >= 0) != (s0 >= 0)))
+        rows.append(f"| {label} ({fit.solver_}) | {np.abs(s - s0).max():.1e} | "
+                    f"{np.abs(p - p0).max():.1e} | {flipped} / {len(X_test)} | "
+                    f"{fit.feature_error_.max():.1e} |")
+    spread = np.percentile(s0, 95) - np.percentile(s0, 5)
+    return rows, spread, len(X_test)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="fewer samples, no SD layer")
+    p.add_argument("--only", default="", help="layers whose name contains this")
+    p.add_argument("--no-verdicts", action="store_true", help="skip table 2")
+    args = p.parse_args(argv)
+    torch.set_num_threads(THREADS)
+    out = ["# Reproducibility of the features and verdicts at the defaults", "",
+           "## 1. Features: each way of computing them against the defaults", "",
+           "Relative L2 per sample (to the reference's norm).  *bound broken*: samples "
+           "with ||z - z_ref|| > (feature_error_ + the reference's) ||z_ref||.", "",
+           "| layer | computed with | max diff to defaults | median | max diff to "
+           "reference | max reported bound | bound broken | median iterations | "
+           "s/sample | stop reasons |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, (inv, X) in layers(args.quick, args.only):
+        rows, _ = feature_table(name, inv, X)
+        out.extend(rows)
+        print("\n".join(rows), flush=True)
+    if not args.no_verdicts:
+        rows, spread, n = verdict_table(args.quick)
+        out += ["", f"## 2. Verdicts: the demo's pipeline scoring {n} test images", "",
+                f"Scores' 5-95 % spread {spread:.2f}; threshold at 0.", "",
+                "| features computed with | max score change | max p-value change | "
+                "labels flipped | max reported bound |", "|---|---|---|---|---|"] + rows
+        print("\n".join(rows), flush=True)
+    path = write_result("bench_reproducibility" + ("_quick" if args.quick else "") + ".md",
+                        "\n".join(out))
+    print(f"written: {path}")
+
+
+if __name__ == "__main__":
+    main()
