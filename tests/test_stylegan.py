@@ -140,8 +140,9 @@ def _joint_problem(seed=0, n=3, c_in=3, size=4, upsample="nearest", c_out=1):
     return layer, anchor, u, s, y.numpy()
 
 
+@pytest.mark.parametrize("ridge", [0.0, "auto"])
 @pytest.mark.parametrize("upsample", ["nearest", "bilinear"])
-def test_joint_lasso_matches_cvxpy_on_the_original_joint_problem(upsample):
+def test_joint_lasso_matches_cvxpy_on_the_original_joint_problem(upsample, ridge):
     cp = pytest.importorskip("cvxpy")
     # The minimiser u need not be unique: u constant on the skip's blocks (or,
     # bilinear, an upsampled map) makes W u an upsampled image the skip can
@@ -149,11 +150,13 @@ def test_joint_lasso_matches_cvxpy_on_the_original_joint_problem(upsample):
     # prediction W u + up(s) and ||u - anchor||_1 (the lasso's fitted values).
     layer, anchor, _, _, X = _joint_problem(upsample=upsample, c_in=2, c_out=3)
     alpha = 0.05
+    # with a ridge (the default) u is unique, and the feature bound certifies it
+    stop = dict(feature_tol=None) if ridge == 0 else dict(feature_tol=1e-9)
     inv = SkipInverter(layer, upsample=upsample, anchor=anchor, alpha=alpha, solver="fista",
-                       tol=1e-12, progress_tol=None, max_iter=20000, precision="float64",
-                       device="cpu").fit(X)
+                       ridge=ridge, tol=1e-12, max_iter=20000, precision="float64",
+                       device="cpu", **stop).fit(X)
     U, S = inv.transform(X, return_skip=True)
-    assert (inv.stop_reason_ == "gap").all()
+    assert (inv.stop_reason_ == ("gap" if ridge == 0 else "feature")).all()
     pred = inv.inverse_transform(U, S)
     # the original problem: u penalised, the skip free, stated independently
     W = layer.weight.detach().double().numpy()[:, :, 0, 0]            # (3, C)
@@ -166,7 +169,8 @@ def test_joint_lasso_matches_cvxpy_on_the_original_joint_problem(upsample):
         s = cp.Variable((3, (h // 2) * (w // 2)))
         model = W @ u + s @ U2.T + b @ np.ones((1, h * w))
         obj = 0.5 * cp.sum_squares(X[i].reshape(3, -1) - model) \
-            + alpha * cp.sum(cp.abs(u - anchor.reshape(c, -1)))
+            + alpha * cp.sum(cp.abs(u - anchor.reshape(c, -1))) \
+            + 0.5 * inv.ridge_ * cp.sum_squares(u - anchor.reshape(c, -1))
         prob = cp.Problem(cp.Minimize(obj))
         prob.solve(solver="CLARABEL", tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12)
         np.testing.assert_allclose(inv.objective_[i], prob.value, rtol=1e-8, atol=1e-10)
@@ -178,8 +182,8 @@ def test_joint_lasso_matches_cvxpy_on_the_original_joint_problem(upsample):
         np.testing.assert_allclose(inv.recover_skip(X[i:i + 1], u_cvx)[0],
                                    s.value.reshape(-1), atol=1e-6)
     # the dense cvxpy solver of the package on P⊥W agrees too
-    cvx = SkipInverter(layer, upsample=upsample, anchor=anchor, alpha=alpha,
-                       solver="cvxpy").fit(X)
+    cvx = SkipInverter(layer, upsample=upsample, anchor=anchor, alpha=alpha, ridge=ridge,
+                       solver="cvxpy", tol=1e-12, **stop).fit(X)
     U_cvx, S_cvx = cvx.transform(X, return_skip=True)
     np.testing.assert_allclose(cvx.objective_, inv.objective_, rtol=1e-8)
     np.testing.assert_allclose(cvx.inverse_transform(U_cvx, S_cvx), pred, atol=1e-5)
@@ -188,7 +192,8 @@ def test_joint_lasso_matches_cvxpy_on_the_original_joint_problem(upsample):
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_small_alpha_reconstructs_outputs():
     layer, anchor, _, _, X = _joint_problem(seed=1, n=4)
-    inv = SkipInverter(layer, anchor=anchor, alpha=1e-6, tol=1e-9, progress_tol=None,
+    # the plain lasso (ridge 0): nothing shrinks the fit
+    inv = SkipInverter(layer, anchor=anchor, alpha=1e-6, tol=1e-9, ridge=0.0, feature_tol=None,
                        max_iter=1500, precision="float64", device="cpu").fit(X)
     U, S = inv.transform(X, return_skip=True)
     rec = inv.inverse_transform(U, S)
@@ -196,8 +201,8 @@ def test_small_alpha_reconstructs_outputs():
     np.testing.assert_allclose(inv.inverse_transform(U), rec)          # skip_ of the last transform
     np.testing.assert_allclose(inv.recover_skip(X, U), S)
     # the upsampled skip as extra channels: same u, and the features alone rebuild X
-    app = SkipInverter(layer, anchor=anchor, alpha=1e-6, tol=1e-9, progress_tol=None,
-                       max_iter=1500, precision="float64", device="cpu",
+    app = SkipInverter(layer, anchor=anchor, alpha=1e-6, tol=1e-9, ridge=0.0,
+                       feature_tol=None, max_iter=1500, precision="float64", device="cpu",
                        append_skip=True).fit(X)
     Z = app.transform(X)
     assert app.feature_shape_ == (4, 4, 4) and Z.shape == (len(X), 64)
