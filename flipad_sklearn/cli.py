@@ -82,7 +82,9 @@ import tempfile
 import warnings
 from pathlib import Path
 
-import numpy as np
+# numpy, torch and the package's estimators are imported inside the commands,
+# after the arguments are parsed: `flipad --help` and a usage error return
+# at once (tests/test_lazy_import.py)
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 PICKLE_EXTENSIONS = (".joblib", ".pkl", ".pickle")
@@ -144,6 +146,7 @@ def _read_images(files, image_shape, verbose):
 
     Returns ``(X, ok_files, errors)``.
     """
+    import numpy as np
     from PIL import Image, UnidentifiedImageError
 
     from .datasets._image_folder import _to_array, _UnsupportedImage
@@ -287,6 +290,7 @@ def _latent_shape(args, generator):
 
 # --------------------------------------------------------------------- fit
 def cmd_fit(args):
+    import numpy as np
     import torch
 
     from . import find_final_layer, mean_activation, sample_activations
@@ -601,6 +605,8 @@ def cmd_score(args):
 # --------------------------------------------------------------- attribute
 def cmd_attribute(args):
     """Prediction sets over several owned models (one detector file per model)."""
+    import numpy as np
+
     from .multi import OwnedModelsAttributor
 
     if args.alpha is not None and not 0 <= args.alpha < 1:
