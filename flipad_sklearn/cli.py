@@ -795,7 +795,62 @@ def build_parser():
                                 "can run arbitrary code: only for files you trust")
     attribute.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     attribute.set_defaults(func=cmd_attribute)
+    for command in (fit, score, attribute):
+        command.add_argument(
+            "--threads", type=_threads, default="auto", metavar="N",
+            help="torch threads on CPU: a positive integer, or 'auto' (the default): "
+                 "$OMP_NUM_THREADS when set, else the cores not busy with other "
+                 "work (usable cores minus the 1-minute load average, at least 1); "
+                 "more threads than free cores slows the inversion many times over")
     return parser
+
+
+def _threads(text):
+    if text == "auto":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a positive integer, "
+                                         f"got {text!r}")
+    return n
+
+
+def auto_threads():
+    """Torch threads for ``--threads auto``: as many as there are free cores.
+
+    ``$OMP_NUM_THREADS`` when it is set (the user's choice); otherwise the
+    cores this process may run on minus the 1-minute load average (rounded),
+    at least 1.  torch's own default, one thread per core, ignores other work
+    on the machine, and torch's threads wait for each other: on a 2-core
+    machine shared with another job, 64 inversions took 157 s on two threads
+    against 18 s on one (docs/user_guide/devices.rst).
+
+    Returns
+    -------
+    n_threads : int
+    """
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.strip().isdigit() and int(env) >= 1:
+        return int(env)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except (AttributeError, OSError):       # not on every platform
+        busy = 0.0
+    return int(max(1, min(cores, math.floor(cores - busy + 0.5))))
+
+
+def _set_threads(threads):
+    """Apply ``--threads`` (imports torch: only once a command runs)."""
+    import torch
+
+    torch.set_num_threads(auto_threads() if threads == "auto" else threads)
 
 
 def main(argv=None):
@@ -803,6 +858,7 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _set_threads(args.threads)
         return args.func(args)
     except UsageError as exc:
         print(f"flipad {args.command}: error: {exc}", file=sys.stderr)
