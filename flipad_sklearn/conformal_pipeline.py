@@ -16,10 +16,17 @@ import numpy as np
 import scipy.sparse
 from sklearn.pipeline import Pipeline
 from sklearn.utils import _safe_indexing, check_random_state
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import _num_samples
 
 from ._validation import check_labels
 from .conformal import ConformalDecisionMixin
+
+
+def _final_has_pvalues(pipeline):
+    """``available_if`` check: the last step has ``pvalues`` (else AttributeError)."""
+    getattr(pipeline._final_estimator, "pvalues")
+    return True
 
 
 class ConformalPipeline(Pipeline):
@@ -116,3 +123,36 @@ class ConformalPipeline(Pipeline):
     def fit_predict(self, X, y=None, **params):
         """:meth:`fit`, then :meth:`predict` on ``X`` (+1 made by G, -1 not)."""
         return self.fit(X, y, **params).predict(X)
+
+    @available_if(_final_has_pvalues)
+    def pvalues(self, X, return_decision=False):
+        """Conformal p-values of "made by G", with one pass through the steps.
+
+        The steps transform ``X`` once (for FLIPAD: one inversion per sample)
+        and the detector turns the features into p-values, and with
+        ``return_decision`` into the decision as well: calling
+        :meth:`decision_function` (or :meth:`predict`) and then the
+        detector's ``pvalues`` on the transformed samples would invert every
+        sample twice.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+            Input of the first step (images for a FLIPAD pipeline).
+        return_decision : bool, default=False
+            Also return :meth:`decision_function` of the same samples
+            (negative: not made by G; ``predict`` is ``+1`` where it is >= 0).
+
+        Returns
+        -------
+        p : ndarray of shape (n_samples,), float64
+            ``(1 + #{held-out scores <= score(x)}) / (n_val + 1)``; for a new
+            sample of G, ``P(p <= a) <= a``.
+        decision : ndarray of shape (n_samples,), float64
+            Only with ``return_decision=True``.
+        """
+        det = self._final_estimator
+        Xt = self[:-1].transform(X) if len(self) > 1 else X
+        p = det.pvalues(Xt)
+        # the detector scores the features twice: cheap next to the steps
+        return (p, det.decision_function(Xt)) if return_decision else p
