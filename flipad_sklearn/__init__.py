@@ -11,6 +11,7 @@ and ``flipad_sklearn.FinalLayerInverter`` work as with eager imports.
 """
 
 import importlib
+import importlib.util
 
 from ._version import __version__
 
@@ -60,7 +61,10 @@ def __getattr__(name):
     """Import a public name's submodule on first access (PEP 562)."""
     if name in _WHERE:
         value = getattr(importlib.import_module(_WHERE[name], __name__), name)
-    elif name in _SUBMODULES:
+    elif name in _SUBMODULES or (not name.startswith("__") and importlib.util.find_spec(
+            f"{__name__}.{name}") is not None):
+        # any submodule, as eager imports made them attributes
+        # (flipad_sklearn.features, flipad_sklearn.lasso, ...)
         value = importlib.import_module(f".{name}", __name__)
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

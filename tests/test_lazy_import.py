@@ -63,6 +63,9 @@ def test_every_public_name_resolves_from_its_module():
     assert set(flipad_sklearn.__all__) <= set(dir(flipad_sklearn))
     with pytest.raises(AttributeError, match="no attribute 'not_a_name'"):
         flipad_sklearn.not_a_name
+    # every submodule is an attribute, as with eager imports
+    assert flipad_sklearn.features.ActivationPooling is flipad_sklearn.ActivationPooling
+    assert flipad_sklearn.lasso is importlib.import_module("flipad_sklearn.lasso")
 
 
 def test_from_import_star_and_from_import():
