@@ -17,10 +17,11 @@ __all__ = [
 
 # --- input checks (issue 11): warnings and cross-validation helpers ---
 from . import model_selection
-from .exceptions import OutOfRangeWarning
+from .exceptions import InputContractWarning, LabelConventionWarning, OutOfRangeWarning
 from .model_selection import LabelStratifiedKFold, labelled_roc_auc
 
-__all__ += ["LabelStratifiedKFold", "OutOfRangeWarning", "labelled_roc_auc",
+__all__ += ["InputContractWarning", "LabelConventionWarning", "LabelStratifiedKFold",
+            "OutOfRangeWarning", "labelled_roc_auc",
             "model_selection"]
 
 # --- detector and feature steps (issue 3) are exported below ---

@@ -12,6 +12,8 @@ fresh samples do and the threshold rejects too many of G's own samples
 holds the samples out before the first step.
 """
 
+import warnings
+
 import numpy as np
 import scipy.sparse
 from sklearn.pipeline import Pipeline
@@ -20,6 +22,7 @@ from sklearn.utils.validation import _num_samples
 
 from ._validation import check_labels
 from .conformal import ConformalDecisionMixin
+from .exceptions import LabelConventionWarning
 
 
 class ConformalPipeline(Pipeline):
@@ -79,6 +82,14 @@ class ConformalPipeline(Pipeline):
         -------
         self : ConformalPipeline
         """
+        if y is not None:
+            # one LabelConventionWarning for the pipeline, not one per step reading y
+            check_labels(y, _num_samples(X))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", LabelConventionWarning)
+            return self._fit_holding_out(X, y, **params)
+
+    def _fit_holding_out(self, X, y=None, **params):
         det = self._final_estimator
         if not isinstance(det, ConformalDecisionMixin) or det.validation_size == 0:
             return super().fit(X, y, **params)
