@@ -50,3 +50,46 @@ def test_detector_and_pipeline_warn_once_on_binary_labels():
         warnings.simplefilter("always")
         pipe.fit(X, y)
     assert sum(issubclass(w.category, LabelConventionWarning) for w in caught) == 1
+
+
+# ------------------------------------------------- non-finite layer parameters
+@pytest.mark.parametrize("where", ["weight", "bias"])
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+@pytest.mark.parametrize("solver", ["auto", "fista"])
+def test_non_finite_layer_is_refused_at_fit_naming_it(where, value, solver):
+    layer = nn.ConvTranspose2d(4, 1, 4, stride=2, padding=1)
+    with torch.no_grad():
+        getattr(layer, where).view(-1)[0] = value
+    X = np.tanh(np.random.default_rng(0).normal(size=(3, 1, 8, 8)))
+    inv = FinalLayerInverter(layer, activation="tanh", activation_shape=(4, 4, 4),
+                             solver=solver, device="cpu")
+    with pytest.raises(ValueError, match=rf"NaN or infinity: {where} \(1 of"):
+        inv.fit(X)
+
+
+def test_skip_inverter_refuses_a_non_finite_layer():
+    from flipad_sklearn.skip_inversion import SkipInverter
+
+    layer = nn.Conv2d(2, 1, 1)
+    with torch.no_grad():
+        layer.weight[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinity: weight"):
+        SkipInverter(layer, activation_shape=(2, 4, 4), device="cpu").fit(
+            np.zeros((2, 1, 4, 4)))
+
+
+def test_find_final_layer_blames_the_weights_not_the_activation():
+    from flipad_sklearn import find_final_layer
+
+    G = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 5), nn.Tanh())
+    with torch.no_grad():
+        G[2].bias[1] = np.inf
+    with pytest.raises(ValueError, match=r"final layer \(2\)'s parameters contain NaN or "
+                                         r"infinity: bias") as exc:
+        find_final_layer(G, torch.zeros(2, 3))
+    assert "activation" not in str(exc.value).split(":")[0]
+    with torch.no_grad():
+        G[2].bias[1] = 0.0
+        G[0].weight[0, 0] = np.nan
+    with pytest.raises(ValueError, match="outputs on the example input contain NaN"):
+        find_final_layer(G, torch.ones(2, 3))
