@@ -93,3 +93,37 @@ def test_find_final_layer_blames_the_weights_not_the_activation():
         G[0].weight[0, 0] = np.nan
     with pytest.raises(ValueError, match="outputs on the example input contain NaN"):
         find_final_layer(G, torch.ones(2, 3))
+
+
+# ------------------------------------------- [0, 1] images given to a tanh model
+def _small_inverter(activation="tanh"):
+    layer = nn.ConvTranspose2d(4, 1, 4, stride=2, padding=1)
+    return FinalLayerInverter(layer, activation=activation, activation_shape=(4, 4, 4),
+                              device="cpu", max_iter=20)
+
+
+def test_unit_range_images_given_to_tanh_warn():
+    from flipad_sklearn import OutOfRangeWarning
+
+    X01 = np.random.default_rng(0).uniform(0, 1, size=(6, 1, 8, 8))
+    inv = _small_inverter().fit(X01)
+    with pytest.warns(OutOfRangeWarning, match=r"below 0.*\[0, 1\].*x / 127.5 - 1"):
+        inv.transform(X01)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OutOfRangeWarning)
+        inv.transform(2 * X01 - 1)                     # the right scale: silent
+        inv.transform(X01[:1])                         # one bright image: silent
+        _small_inverter("sigmoid").fit(X01).transform(X01)  # sigmoid's own range
+
+
+@pytest.mark.parametrize("name", ["G", "shadow", "unseen", "other"])
+def test_demo_generators_samples_do_not_warn(name):
+    from flipad_sklearn.activations import get_activation
+    from flipad_sklearn.generators._demo_checkpoints import load_demo_generator
+
+    X = load_demo_generator(name).sample(16, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        get_activation("tanh").check_range(X.reshape(len(X), -1))
+        # and as published: 8-bit
+        get_activation("tanh").check_range(np.round((X + 1) * 127.5) / 127.5 - 1)
