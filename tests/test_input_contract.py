@@ -127,3 +127,95 @@ def test_demo_generators_samples_do_not_warn(name):
         get_activation("tanh").check_range(X.reshape(len(X), -1))
         # and as published: 8-bit
         get_activation("tanh").check_range(np.round((X + 1) * 127.5) / 127.5 - 1)
+
+
+# -------------------------------------------------- the input contract (8-bit)
+def _contract_pipe(quantize, detector="iforest"):
+    from flipad_sklearn import ConformalPipeline, GeneratorStandardScaler
+    from flipad_sklearn.baselines import ConformalDetector
+
+    return ConformalPipeline([("scaler", GeneratorStandardScaler()),
+                              ("det", ConformalDetector(detector, fnr=0.1, random_state=0))],
+                             input_range=(-1.0, 1.0), quantize=quantize)
+
+
+def _to_8bit(X):
+    return (np.round((X + 1) * 127.5) / 127.5 - 1).astype(X.dtype)
+
+
+def _images(n=120, seed=0):
+    return np.tanh(np.random.default_rng(seed).normal(size=(n, 80))).astype(np.float32)
+
+
+def test_uint8_contract_gives_floats_and_their_8bit_files_the_same_verdict():
+    X = _images()
+    pipe = _contract_pipe("uint8").fit(X)
+    assert pipe.input_contract_ == {"range": (-1.0, 1.0), "quantize": "uint8",
+                                    "quantized_input": False}
+    X_new = _images(40, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")          # floats are quantised silently
+        s_float = pipe.score_samples(X_new)
+        s_png = pipe.score_samples(_to_8bit(X_new))
+    np.testing.assert_allclose(s_float, s_png, rtol=1e-6)
+    np.testing.assert_array_equal(pipe.predict(X_new), pipe.predict(_to_8bit(X_new)))
+    # a float pipeline scores the two differently
+    flt = _contract_pipe(None).fit(X)
+    assert np.abs(flt.score_samples(X_new) - flt.score_samples(_to_8bit(X_new))).max() > 0
+
+
+def test_float_pipeline_warns_on_8bit_images_and_8bit_one_on_floats():
+    from flipad_sklearn import InputContractWarning
+
+    X = _images()
+    flt = _contract_pipe(None).fit(X)
+    assert flt.input_contract_["quantized_input"] is False
+    with pytest.warns(InputContractWarning, match="8-bit images.*quantize='uint8'"):
+        flt.predict(_to_8bit(X[:10]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        flt.predict(X[:10])
+    q = _contract_pipe(None).fit(_to_8bit(X))
+    assert q.input_contract_["quantized_input"] is True
+    with pytest.warns(InputContractWarning, match="between the 256 levels"):
+        q.decision_function(X[:10])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        q.decision_function(_to_8bit(X[:10]))
+
+
+def test_out_of_range_inputs_warn_before_quantisation_hides_them():
+    from flipad_sklearn import OutOfRangeWarning
+
+    pipe = _contract_pipe("uint8").fit(_images())
+    with pytest.warns(OutOfRangeWarning, match="input_range"):
+        pipe.predict((_images(10) + 1) * 127.5)          # 0..255 floats
+
+
+def test_contract_follows_slices_that_keep_the_first_step_and_persistence(tmp_path):
+    from flipad_sklearn import persistence
+
+    X = _images()
+    pipe = _contract_pipe("uint8", "ocsvm").fit(X)   # ocsvm: in the allow-list
+    head = pipe[:-1]
+    np.testing.assert_allclose(head.transform(X[:5]), head.transform(_to_8bit(X[:5])))
+    assert pipe[1:].quantize is None and pipe[1:].input_range is None
+    persistence.save(pipe, tmp_path / "p.flipad")
+    again = persistence.load(tmp_path / "p.flipad")
+    assert again.quantize == "uint8" and tuple(again.input_range) == (-1.0, 1.0)
+    np.testing.assert_array_equal(again.predict(X[:20]), pipe.predict(_to_8bit(X[:20])))
+
+
+def test_make_flipad_quantizes_images_by_default_and_not_tabular_data():
+    from flipad_sklearn.pipeline import make_flipad
+
+    layer = nn.ConvTranspose2d(4, 1, 4, stride=2, padding=1)
+    assert make_flipad(layer, "tanh", activation_shape=(4, 4, 4)).quantize == "uint8"
+    sig = make_flipad(layer, "sigmoid", activation_shape=(4, 4, 4))
+    assert sig.quantize == "uint8" and sig.input_range == (0.0, 1.0)
+    ident = make_flipad(nn.Linear(3, 5), "identity")
+    assert ident.quantize is None and ident.input_range is None
+    flt = make_flipad(layer, "tanh", activation_shape=(4, 4, 4), quantize=None)
+    assert flt.quantize is None and flt.input_range == (-1.0, 1.0)
+    with pytest.raises(ValueError, match="needs a bounded input range"):
+        make_flipad(nn.Linear(3, 5), "identity", quantize="uint8")
