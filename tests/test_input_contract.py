@@ -219,3 +219,130 @@ def test_make_flipad_quantizes_images_by_default_and_not_tabular_data():
     assert flt.quantize is None and flt.input_range == (-1.0, 1.0)
     with pytest.raises(ValueError, match="needs a bounded input range"):
         make_flipad(nn.Linear(3, 5), "identity", quantize="uint8")
+
+
+# ------------------------------------------------ the command line tool's scaling
+SIGMOID_GENERATORS = """
+import torch
+from torch import nn
+
+def _make(seed, nan=False):
+    g = torch.Generator().manual_seed(seed)
+    net = nn.Sequential(nn.Linear(8, 8 * 4 * 4), nn.ReLU(), nn.Unflatten(1, (8, 4, 4)),
+                        nn.ConvTranspose2d(8, 1, 4, stride=2, padding=1), nn.Sigmoid())
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+        if nan:
+            net[3].weight[0, 0, 0, 0] = float("nan")
+    return net.eval()
+
+G = _make(0)
+H = _make(1)
+
+def broken():
+    return _make(0, nan=True)
+"""
+
+
+def _sigmoid_pngs(net, folder, n, seed):
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    z = torch.from_numpy(np.random.default_rng(seed).standard_normal((n, 8)).astype(np.float32))
+    with torch.no_grad():
+        x = net(z).numpy()
+    for i, im in enumerate(x):      # a sigmoid generator's image: round(255 x)
+        pixels = np.clip(np.round(im[0] * 255), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"{i:04d}.png")
+
+
+@pytest.fixture(scope="module")
+def sigmoid_workdir(tmp_path_factory):
+    import importlib
+    import sys
+
+    root = tmp_path_factory.mktemp("sigmoid_cli")
+    (root / "sgens.py").write_text(SIGMOID_GENERATORS)
+    sys.path.insert(0, str(root))
+    try:
+        gens = importlib.import_module("sgens")
+    finally:
+        sys.path.remove(str(root))
+        sys.modules.pop("sgens", None)
+    _sigmoid_pngs(gens.G, root / "own", 160, seed=1)
+    _sigmoid_pngs(gens.H, root / "others", 80, seed=2)
+    _sigmoid_pngs(gens.G, root / "test_G", 40, seed=3)
+    _sigmoid_pngs(gens.H, root / "test_H", 40, seed=4)
+    return root
+
+
+def _cli(args, cwd, capsys, monkeypatch):
+    from flipad_sklearn import cli
+
+    monkeypatch.chdir(cwd)
+    code = cli.main(args)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_cli_scales_by_the_activation_it_found(sigmoid_workdir, capsys, monkeypatch):
+    from flipad_sklearn import persistence
+
+    code, _, err = _cli(["fit", "--generator", "sgens.py:G", "--latent-shape", "8",
+                         "--own", "own", "--others", "others", "--fnr", "0.05",
+                         "--epochs", "8", "--anchor-samples", "300",
+                         "--validation-samples", "200", "-q", "-o", "d.flipad"],
+                        sigmoid_workdir, capsys, monkeypatch)
+    assert code == 0, err
+    assert "outside [0, 1]" not in err           # was: 21-45 % of the values clipped
+    pipe = persistence.load(sigmoid_workdir / "d.flipad")
+    assert tuple(pipe.input_range) == (0.0, 1.0) and pipe.quantize == "uint8"
+    accepted = {}
+    for folder in ("test_G", "test_H"):
+        code, out, err = _cli(["score", "d.flipad", folder, "-q"], sigmoid_workdir,
+                              capsys, monkeypatch)
+        assert code == 0, err
+        rows = out.strip().splitlines()[1:]
+        accepted[folder] = np.mean([" not G " not in r for r in rows])
+    # before issue 27 (pixels read as tanh's x / 127.5 - 1): H accepted 0.86
+    assert accepted["test_G"] >= 0.85 and accepted["test_H"] <= 0.2, accepted
+
+
+def test_cli_blames_non_finite_weights_not_the_activation(sigmoid_workdir, capsys,
+                                                         monkeypatch):
+    code, _, err = _cli(["fit", "--generator", "sgens.py:broken", "--latent-shape", "8",
+                         "--own", "own", "-q", "-o", "never.flipad"],
+                        sigmoid_workdir, capsys, monkeypatch)
+    assert code == 1
+    assert "parameters contain NaN or infinity: weight (1 of" in err
+    assert "activation" not in err
+    assert not (sigmoid_workdir / "never.flipad").exists()
+
+
+def test_cli_score_prints_warnings_but_not_convergence(capsys):
+    from sklearn.exceptions import ConvergenceWarning
+
+    from flipad_sklearn.cli import _warnings_on_stderr
+
+    with _warnings_on_stderr():
+        warnings.warn("the inputs do not match", UserWarning)
+        warnings.warn("the inputs do not match", UserWarning)
+        warnings.warn("not converged", ConvergenceWarning)
+    err = capsys.readouterr().err
+    assert err.count("warning: the inputs do not match") == 1
+    assert "not converged" not in err
+
+
+def test_make_flipad_clips_8bit_inputs_at_half_a_level():
+    from flipad_sklearn.pipeline import make_flipad
+
+    layer = nn.ConvTranspose2d(4, 1, 4, stride=2, padding=1)
+    assert make_flipad(layer, "tanh", activation_shape=(4, 4, 4))["inv"].clip_eps == \
+        pytest.approx(1 / 255)
+    assert make_flipad(layer, "sigmoid", activation_shape=(4, 4, 4))["inv"].clip_eps == \
+        pytest.approx(1 / 510)
+    for kw in (dict(quantize=None), dict(datafit="output"),
+               dict(inverter_params=dict(clip_eps="auto"))):
+        assert make_flipad(layer, "tanh", activation_shape=(4, 4, 4), **kw)["inv"].clip_eps \
+            == "auto"
