@@ -112,6 +112,13 @@ class ConformalPipeline(Pipeline):
         self.input_range = input_range
         self.quantize = quantize
 
+    def __setstate__(self, state):
+        # pipelines saved before the input contract existed: no contract
+        state = dict(state)
+        state.setdefault("input_range", None)
+        state.setdefault("quantize", None)
+        super().__setstate__(state)
+
     # ------------------------------------------------------------ contract
     def _range(self):
         rng = getattr(self, "input_range", None)     # files saved before issue 27

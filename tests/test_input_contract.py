@@ -346,3 +346,16 @@ def test_make_flipad_clips_8bit_inputs_at_half_a_level():
                dict(inverter_params=dict(clip_eps="auto"))):
         assert make_flipad(layer, "tanh", activation_shape=(4, 4, 4), **kw)["inv"].clip_eps \
             == "auto"
+
+
+def test_pipelines_saved_before_the_contract_load_without_one():
+    from flipad_sklearn import ConformalPipeline
+
+    X = _images()
+    pipe = _contract_pipe("uint8").fit(X)
+    state = {k: v for k, v in pipe.__getstate__().items()
+             if k not in ("input_range", "quantize", "input_contract_")}
+    old = ConformalPipeline.__new__(ConformalPipeline)
+    old.__setstate__(state)
+    assert old.get_params()["quantize"] is None and old.input_range is None
+    np.testing.assert_array_equal(old.predict(X[:5]), pipe[1:].predict(X[:5]))
