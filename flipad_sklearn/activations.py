@@ -33,6 +33,9 @@ OUT_OF_RANGE_SHARE = 0.01
 RANGE_TOLERANCE = 1e-4
 # Fewest samples for which "no value below 0" means images in [0, 1] given to tanh.
 MIN_SAMPLES_HALF_RANGE = 2
+# "Below 0" for that check: rounding [0, 1] images to the 8-bit grid of [-1, 1] can
+# move 0 to -1/255, and a tanh generator's dark pixels are far below -0.02.
+HALF_RANGE_SLACK = 0.02
 
 
 def _dtype_kinds(X):
@@ -98,7 +101,8 @@ def check_unused_lower_half(X, *, what="X"):
     generator's samples use both signs (dark pixels are negative), and read
     on the wrong scale every image looks alike to the detector (issue 27:
     acceptance of an unseen generator rose from 0.48 to 0.84).  Only a batch
-    decides: at least ``MIN_SAMPLES_HALF_RANGE`` samples, none below 0 and
+    decides: at least ``MIN_SAMPLES_HALF_RANGE`` samples, none below 0 (up to
+    ``HALF_RANGE_SLACK``, for an 8-bit rounding of 0) and
     some value above 0.5; a single bright image of G does not warn.
 
     Returns
@@ -110,7 +114,7 @@ def check_unused_lower_half(X, *, what="X"):
     if n < MIN_SAMPLES_HALF_RANGE or X.size == 0:
         return False
     lo, hi = float(X.min()), float(X.max())
-    if lo < -2 * RANGE_TOLERANCE or hi <= 0.5:
+    if lo < -HALF_RANGE_SLACK or hi <= 0.5:
         return False
     warnings.warn(
         f"No value of the {n} samples of X given to {what} is below 0 (min {lo:.4g}, "

@@ -176,7 +176,9 @@ class ConformalPipeline(Pipeline):
                     InputContractWarning, stacklevel=3)
         if quantize == "uint8":
             step = (high - low) / UINT8_LEVELS
-            Xq = np.clip(np.rint((Xa - low) / step), 0, UINT8_LEVELS) * step + low
+            # in float64: a float32 step would move 0 of [0, 1] images to level 127
+            levels = np.rint((Xa.astype(np.float64) - low) * (UINT8_LEVELS / (high - low)))
+            Xq = np.clip(levels, 0, UINT8_LEVELS) * step + low
             return Xq.astype(Xa.dtype, copy=False)
         return X
 

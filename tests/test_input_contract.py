@@ -109,6 +109,16 @@ def test_unit_range_images_given_to_tanh_warn():
     inv = _small_inverter().fit(X01)
     with pytest.warns(OutOfRangeWarning, match=r"below 0.*\[0, 1\].*x / 127.5 - 1"):
         inv.transform(X01)
+    # also through make_flipad's 8-bit contract, which can round 0 to -1/255
+    from flipad_sklearn.pipeline import make_flipad
+
+    X01 = X01.astype(np.float32)
+    X01[:, :, 0, 0] = 0.0               # float32: 0 rounds to level 127 (-1/255)
+    pipe = make_flipad(inv.layer, "tanh", activation_shape=(4, 4, 4), device="cpu",
+                       max_iter=20, pooling=None)
+    pipe["inv"].fit(X01)
+    with pytest.warns(OutOfRangeWarning, match=r"below 0"):
+        pipe[:1].transform(X01)
     with warnings.catch_warnings():
         warnings.simplefilter("error", OutOfRangeWarning)
         inv.transform(2 * X01 - 1)                     # the right scale: silent
