@@ -22,8 +22,8 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import _num_samples
 
 from ._validation import check_labels
-from .conformal import ConformalDecisionMixin
 from .activations import check_value_range
+from .conformal import ConformalDecisionMixin
 from .exceptions import InputContractWarning, LabelConventionWarning
 
 #: Levels of an 8-bit image: ``quantize="uint8"`` rounds to ``low + k (high - low) / 255``.
@@ -90,7 +90,8 @@ class ConformalPipeline(Pipeline):
     input_contract_ : dict
         Set by ``fit`` when ``input_range`` is given: ``"range"``,
         ``"quantize"`` and ``"quantized_input"`` (whether the training inputs
-        were all on the 8-bit grid of the range).
+        were all on the 8-bit grid of the range; None with fewer than 64
+        values, too few to tell).
 
     Examples
     --------
@@ -155,7 +156,7 @@ class ConformalPipeline(Pipeline):
         quantize = getattr(self, "quantize", None)
         if fitting:
             self.input_contract_ = {"range": (low, high), "quantize": quantize,
-                                    "quantized_input": bool(on_grid)}
+                                    "quantized_input": on_grid}
         elif quantize is None and on_grid is not None:
             fitted = getattr(self, "input_contract_", {}).get("quantized_input")
             if fitted is False and on_grid:
