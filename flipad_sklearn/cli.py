@@ -812,7 +812,7 @@ def build_parser():
     fit.add_argument("--validation-samples", type=_validation_samples, default="auto",
                      metavar="N|auto|own",
                      help="fresh samples of the generator that set the threshold (as "
-                          "8-bit images in [-1, 1]); auto: 1000, or more if --fnr needs "
+                          "8-bit images, like --own); auto: 1000, or more if --fnr needs "
                           "it (199 at 0.005, 1999 at 0.0005); own: hold out images of "
                           "--own instead (auto)")
     fit.add_argument("--seed", type=int, default=0, help="random seed (0)")
