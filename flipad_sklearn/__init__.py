@@ -23,7 +23,7 @@ _EXPORTS = {
                          "sample_activations"],
     ".inversion": ["FinalLayerInverter"],
     # input checks (issue 11): warnings and cross-validation helpers
-    ".exceptions": ["OutOfRangeWarning"],
+    ".exceptions": ["InputContractWarning", "LabelConventionWarning", "OutOfRangeWarning"],
     ".model_selection": ["LabelStratifiedKFold", "labelled_roc_auc"],
     # detector and feature steps (issue 3)
     ".deepsad": ["FLIPADDetector", "ThresholdWarning"],

@@ -14,7 +14,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from torch import nn
 
-from ._device import check_materialised, resolve_device
+from ._device import check_finite_parameters, check_materialised, resolve_device
 from ._layers import build_layer, describe_layer, is_describable, is_layer_description
 from .activations import BUILTIN_ACTIVATIONS, DEFAULT_CLIP_EPS, get_activation
 from .lasso import SOLVERS, STOP_REASONS, auto_solver, make_solver, solve_batch
@@ -368,6 +368,7 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             raise ValueError("FinalLayerInverter needs layer=<the generator's final layer>.")
         check_layer(self.layer)
         check_materialised(self.layer)
+        check_finite_parameters(self.layer)
         if self.solver in ("fista", "admm"):
             resolve_device(self.device)  # an unsupported device fails here, not after fit
         act = get_activation(self.activation)
