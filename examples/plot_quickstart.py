@@ -69,8 +69,10 @@ print(f"fitted in {time.perf_counter() - t0:.1f} s; threshold {pipe[-1].threshol
 X_test = np.concatenate([X_g[400:], X_real[700:800], X_h[100:]])
 source = np.array(["G"] * 100 + ["real"] * 100 + ["H"] * 100)
 # ``pipe.predict(X_test)`` would do; we keep the recovered activations for
-# the plots below, and run the rest of the pipeline on them.
-Z_test = pipe["inv"].transform(X_test)
+# the plots below, and run the rest of the pipeline on them.  ``pipe[:1]``
+# (not ``pipe["inv"]``) keeps the pipeline's input contract: like every input,
+# the test images are first rounded to 8 bits, as the training images were.
+Z_test = pipe[:1].transform(X_test)
 pred = pipe[1:].predict(Z_test)
 for s in ("G", "real", "H"):
     print(f"{s:>4}: accepted as G: {np.mean(pred[source == s] == 1):.0%}")

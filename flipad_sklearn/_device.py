@@ -58,3 +58,25 @@ def check_materialised(module, what="layer"):
             "module.to_empty(device='cpu') followed by module.load_state_dict(...), "
             "or load the model without low_cpu_mem_usage/device_map='meta'."
         )
+
+
+def check_finite_parameters(module, what="layer"):
+    """Raise a ``ValueError`` naming the parameters of ``module`` that hold NaN or inf.
+
+    A final layer with a non-finite weight or bias cannot be inverted: its
+    Lipschitz constant is NaN and every inversion returns the anchor, so every
+    sample (noise included) would get the same features and the same verdict.
+    """
+    bad = []
+    for name, t in list(module.named_parameters()) + list(module.named_buffers()):
+        if t.is_floating_point() or t.is_complex():
+            n_bad = int((~torch.isfinite(t.detach())).sum())
+            if n_bad:
+                bad.append(f"{name} ({n_bad} of {t.numel()} entries)")
+    if bad:
+        raise ValueError(
+            f"The {what}'s parameters contain NaN or infinity: {', '.join(bad)}. A "
+            "final layer with non-finite parameters cannot be inverted (every sample "
+            "would map to the anchor and get the same verdict); check the generator's "
+            "weights (a diverged training run, a bad checkpoint or a failed load)."
+        )

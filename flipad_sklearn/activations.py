@@ -31,6 +31,11 @@ DEFAULT_CLIP_EPS = 1e-6
 OUT_OF_RANGE_SHARE = 0.01
 # Values this far (relative to the range's width) beyond an edge count as outside.
 RANGE_TOLERANCE = 1e-4
+# Fewest samples for which "no value below 0" means images in [0, 1] given to tanh.
+MIN_SAMPLES_HALF_RANGE = 2
+# "Below 0" for that check: rounding [0, 1] images to the 8-bit grid of [-1, 1] can
+# move 0 to -1/255, and a tanh generator's dark pixels are far below -0.02.
+HALF_RANGE_SLACK = 0.02
 
 
 def _dtype_kinds(X):
@@ -88,6 +93,41 @@ def check_value_range(X, low, high, *, what="X", name="", scaling=""):
     return share
 
 
+def check_unused_lower_half(X, *, what="X"):
+    """Warn when inputs of a tanh model never go below 0: images scaled to ``[0, 1]``.
+
+    ``[0, 1]`` images lie inside tanh's range ``[-1, 1]``, so the out-of-range
+    check says nothing, yet they are not G's samples on G's scale: a tanh
+    generator's samples use both signs (dark pixels are negative), and read
+    on the wrong scale every image looks alike to the detector (issue 27:
+    acceptance of an unseen generator rose from 0.48 to 0.84).  Only a batch
+    decides: at least ``MIN_SAMPLES_HALF_RANGE`` samples, none below 0 (up to
+    ``HALF_RANGE_SLACK``, for an 8-bit rounding of 0) and
+    some value above 0.5; a single bright image of G does not warn.
+
+    Returns
+    -------
+    warned : bool
+    """
+    X = np.asarray(X)
+    n = X.shape[0] if X.ndim >= 2 else 1
+    if n < MIN_SAMPLES_HALF_RANGE or X.size == 0:
+        return False
+    lo, hi = float(X.min()), float(X.max())
+    if lo < -HALF_RANGE_SLACK or hi <= 0.5:
+        return False
+    warnings.warn(
+        f"No value of the {n} samples of X given to {what} is below 0 (min {lo:.4g}, "
+        f"max {hi:.4g}), but the generator's tanh outputs lie in [-1, 1] and its "
+        "samples use both signs: these look like images scaled to [0, 1] (x / 255). "
+        "Scale images to tanh's range: x / 127.5 - 1 for 8-bit pixels, 2 * x - 1 for "
+        "[0, 1] floats; read on the wrong scale, images of other sources look like G's.",
+        OutOfRangeWarning,
+        stacklevel=4,
+    )
+    return True
+
+
 @dataclass(frozen=True)
 class OutputActivation:
     """Forward map, inverse map and the open range of an output activation."""
@@ -130,8 +170,11 @@ class OutputActivation:
 
         Returns the share of values outside ``[low, high]``.
         """
-        return check_value_range(X, self.low, self.high, what=what, name=self.name,
-                                 scaling=self.scaling)
+        share = check_value_range(X, self.low, self.high, what=what, name=self.name,
+                                  scaling=self.scaling)
+        if self.name == "tanh" and share <= OUT_OF_RANGE_SHARE:
+            check_unused_lower_half(X, what=what)
+        return share
 
     def invert(self, x, clip_eps=DEFAULT_CLIP_EPS):
         """``sigma^-1(clip(x))`` as float64."""

@@ -29,7 +29,17 @@ for trusted use only; a warning says so).
 conformal p-value of "made by G" (small = unlikely to come from G; a sample
 of G has ``P(p <= a) <= a``).
 
-Images must have exactly the generator's output size (no silent resizing):
+Pixels are scaled to the range of the output activation that ``fit`` found,
+and that range is saved with the detector (the pipeline's ``input_range``) so
+that ``score`` reads files the same way: tanh ``p / 127.5 - 1`` (``[-1, 1]``),
+sigmoid ``p / 255`` (``[0, 1]``), identity ``p / 127.5 - 1`` (the convention
+of generators with a linear output such as StyleGAN's, whose images are made
+with ``(x + 1) * 127.5``).  The detector is trained and calibrated on 8-bit
+images (:func:`~flipad_sklearn.pipeline.make_flipad`'s ``quantize="uint8"``),
+like the files it scores.
+
+Images must have exactly the generator's output size (no silent resizing;
+:func:`~flipad_sklearn.datasets.load_image_folder` follows the same rule):
 files that cannot be read, are not images or have another size, broken
 symbolic links and sub-folders (folders are not searched recursively) are
 listed on stderr with the reason (and in the CSV, in input order) and the
@@ -82,7 +92,9 @@ import tempfile
 import warnings
 from pathlib import Path
 
-import numpy as np
+# numpy, torch and the package's estimators are imported inside the commands,
+# after the arguments are parsed: `flipad --help` and a usage error return
+# at once (tests/test_lazy_import.py)
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 PICKLE_EXTENSIONS = (".joblib", ".pkl", ".pickle")
@@ -139,14 +151,33 @@ def _expand(paths):
             [(p, r) for p, r in entries if r is not None])
 
 
-def _read_images(files, image_shape, verbose):
-    """Read ``files`` as ``(n, C, H, W)`` float32 in [-1, 1], without resizing.
+#: Value range of the images per output activation (``p`` = 8-bit pixel):
+#: tanh ``p / 127.5 - 1``, sigmoid ``p / 255``, identity as tanh (the convention
+#: of linear-output generators such as StyleGAN's).
+PIXEL_RANGES = {"tanh": (-1.0, 1.0), "sigmoid": (0.0, 1.0), "identity": (-1.0, 1.0)}
 
+
+def _pixel_range(activation):
+    """The range 8-bit pixels are scaled to for a generator with this output activation."""
+    from .activations import get_activation
+
+    name = get_activation(activation).name
+    if name not in PIXEL_RANGES:
+        raise CLIError(f"The generator's output activation {name!r} has no known pixel "
+                       "range; use the Python API (make_flipad(..., input_range=...)).")
+    return PIXEL_RANGES[name]
+
+
+def _read_images(files, image_shape, verbose, value_range=(-1.0, 1.0)):
+    """Read ``files`` as ``(n, C, H, W)`` float32 in ``value_range``, without resizing.
+
+    8-bit pixels ``p`` become ``low + p (high - low) / 255``.
     Returns ``(X, ok_files, errors)``.
     """
+    import numpy as np
     from PIL import Image, UnidentifiedImageError
 
-    from .datasets._image_folder import _to_array, _UnsupportedImage
+    from .datasets._image_folder import _to_array, _UnsupportedImage, mis_sized_reason
 
     c, h, w = image_shape
     if c not in (1, 3):
@@ -159,8 +190,8 @@ def _read_images(files, image_shape, verbose):
         try:
             with Image.open(f) as img:
                 if img.size != (w, h):
-                    raise _Missized(f"mis-sized: {img.size[0]}x{img.size[1]} pixels, the "
-                                    f"generator makes {w}x{h}")
+                    raise _Missized(mis_sized_reason(img.size, (w, h),
+                                                     " (the generator's output size)"))
                 img.load()
                 arr = _to_array(img, mode, (w, h), Image.Resampling.BICUBIC)
         except _Missized as exc:
@@ -178,7 +209,8 @@ def _read_images(files, image_shape, verbose):
     if bar is not None:
         bar.close()
     if images:
-        X = (np.stack(images) / 127.5 - 1.0).astype(np.float32)
+        low, high = value_range
+        X = (np.stack(images) * ((high - low) / 255.0) + low).astype(np.float32)
     else:
         X = np.empty((0, c, h, w), dtype=np.float32)
     return X, ok, errors
@@ -287,6 +319,7 @@ def _latent_shape(args, generator):
 
 # --------------------------------------------------------------------- fit
 def cmd_fit(args):
+    import numpy as np
     import torch
 
     from . import find_final_layer, mean_activation, sample_activations
@@ -314,14 +347,17 @@ def cmd_fit(args):
                   f"({type(final.layer).__name__}), activation {final.activation}, "
                   f"activation shape {final.activation_shape}, output {out_shape}")
 
+    value_range = _pixel_range(final.activation)
+    _log(verbose, f"reading images as pixels / 255 scaled to {list(value_range)}, the "
+                  f"range of the {final.activation} output")
     own_files, errors = _expand([args.own])
-    X_own, own_ok, err = _read_images(own_files, out_shape, verbose)
+    X_own, own_ok, err = _read_images(own_files, out_shape, verbose, value_range)
     errors += err
     others, other_ok = [], []
     for folder in args.others or []:
         files, err = _expand([folder])
         errors += err
-        X, ok, err = _read_images(files, out_shape, verbose)
+        X, ok, err = _read_images(files, out_shape, verbose, value_range)
         errors += err
         if not ok:
             _report_errors(errors, "skipped")
@@ -359,6 +395,8 @@ def cmd_fit(args):
         tol=args.tol, max_iter=args.max_iter, fnr=args.fnr, random_state=args.seed,
         device=args.device, inverter_params=dict(batch_size=args.batch_size,
                                                  verbose=int(verbose)),
+        # trained, calibrated and scored on 8-bit images in the activation's range
+        quantize="uint8", input_range=value_range,
         detector_params=dict(n_epochs=args.epochs, verbose=0,
                              validation_size="auto" if n_val == "own" else 0))
     _log(verbose, f"inverting {len(X)} images, then training the detector "
@@ -372,8 +410,7 @@ def cmd_fit(args):
                 generator, n_val, latent, layer=final.layer, batch_size=args.batch_size,
                 device=args.device, random_state=int(np.random.default_rng(
                     [args.seed, 1]).integers(2**31)))  # not the anchor's samples
-            # as if saved to and read from 8-bit image files, like --own
-            X_val = np.clip(np.round((X_val + 1) * 127.5), 0, 255) / 127.5 - 1
+            # the pipeline rounds them to 8 bits, as if saved to files like --own
             calibrate(pipe, X_val.astype(np.float32))
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
@@ -545,16 +582,18 @@ def cmd_score(args):
     shape = tuple(inv.output_shape_)
     entries = _expand_entries(args.paths)
     files = [p for p, r in entries if r is None]
-    X, ok, read_errors = _read_images(files, shape, verbose)
+    X, ok, read_errors = _read_images(files, shape, verbose, _saved_range(pipe))
     scores = pvals = ()
     if len(ok):
         pipe.set_params(inv__verbose=int(verbose and len(ok) > 1))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # convergence: the score is still defined
+        with _warnings_on_stderr():
+            # the pixels were scaled here: a batch without dark pixels is bright images,
+            # not images scaled to [0, 1] (what that warning of the inverter suspects)
+            warnings.filterwarnings("ignore", message="No value of the .* below 0")
             feats = pipe[:-1].transform(X)
-        det = pipe[-1]
-        scores = det.decision_function(feats)
-        pvals = det.pvalues(feats)
+            det = pipe[-1]
+            scores = det.decision_function(feats)
+            pvals = det.pvalues(feats)
     # one row per entry, in input order: _read_images keeps the order of files
     rows, errors = [], []
     scored = iter(zip(ok, scores, pvals))
@@ -601,6 +640,8 @@ def cmd_score(args):
 # --------------------------------------------------------------- attribute
 def cmd_attribute(args):
     """Prediction sets over several owned models (one detector file per model)."""
+    import numpy as np
+
     from .multi import OwnedModelsAttributor
 
     if args.alpha is not None and not 0 <= args.alpha < 1:
@@ -623,13 +664,16 @@ def cmd_attribute(args):
         raise CLIError(str(exc)) from exc
     verbose = not args.quiet
     files, errors = _expand(args.paths)
-    X, ok, err = _read_images(files, next(iter(shapes.values())), verbose)
+    ranges = {n: _saved_range(p) for n, p in models.items()}
+    if len(set(ranges.values())) > 1:
+        raise CLIError(f"The models read pixels into different ranges: {ranges}.")
+    X, ok, err = _read_images(files, next(iter(shapes.values())), verbose,
+                              next(iter(ranges.values())))
     errors += err
     names = list(models)
     rows = []
     if ok:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # convergence: the scores are still defined
+        with _warnings_on_stderr():
             res = attr.attribute(X, alpha=args.alpha)
         for i, f in enumerate(ok):
             row = {"path": f, "prediction": res.labels[i],
@@ -662,6 +706,48 @@ def cmd_attribute(args):
         raise CLIError("No file could be attributed." if files or errors else
                        "No files given.")
     return EXIT_PARTIAL if errors else EXIT_OK
+
+
+def _saved_range(pipe):
+    """The pixel range a detector was fitted with (its ``input_range``).
+
+    Detector files written before it was saved: the range of its inverter's
+    activation (as ``fit`` now chooses it).
+    """
+    rng = getattr(pipe, "input_range", None)
+    if rng is not None:
+        return tuple(float(v) for v in rng)
+    return _pixel_range(pipe[0].activation)
+
+
+class _warnings_on_stderr(warnings.catch_warnings):
+    """Print every warning once as ``warning: ...`` on stderr, except convergence ones.
+
+    An unconverged inversion still defines a score (its certificate is in
+    ``duality_gap_``); every other warning (inputs out of range, an input
+    contract not met) says the verdict may be wrong and must be seen.
+    """
+
+    def __init__(self):
+        super().__init__(record=True)
+
+    def __enter__(self):
+        self._caught = super().__enter__()
+        warnings.simplefilter("always")
+        return self._caught
+
+    def __exit__(self, *exc):
+        from sklearn.exceptions import ConvergenceWarning
+
+        out = super().__exit__(*exc)
+        seen = set()
+        for w in self._caught:
+            msg = " ".join(str(w.message).split())
+            if issubclass(w.category, ConvergenceWarning) or msg in seen:
+                continue
+            seen.add(msg)
+            print(f"warning: {msg}", file=sys.stderr)
+        return out
 
 
 def _torch_device(device):
@@ -732,7 +818,7 @@ def build_parser():
     fit.add_argument("--validation-samples", type=_validation_samples, default="auto",
                      metavar="N|auto|own",
                      help="fresh samples of the generator that set the threshold (as "
-                          "8-bit images in [-1, 1]); auto: 1000, or more if --fnr needs "
+                          "8-bit images, like --own); auto: 1000, or more if --fnr needs "
                           "it (199 at 0.005, 1999 at 0.0005); own: hold out images of "
                           "--own instead (auto)")
     fit.add_argument("--seed", type=int, default=0, help="random seed (0)")
@@ -789,7 +875,62 @@ def build_parser():
                                 "can run arbitrary code: only for files you trust")
     attribute.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     attribute.set_defaults(func=cmd_attribute)
+    for command in (fit, score, attribute):
+        command.add_argument(
+            "--threads", type=_threads, default="auto", metavar="N",
+            help="torch threads on CPU: a positive integer, or 'auto' (the default): "
+                 "$OMP_NUM_THREADS when set, else the cores not busy with other "
+                 "work (usable cores minus the 1-minute load average, at least 1); "
+                 "more threads than free cores slows the inversion many times over")
     return parser
+
+
+def _threads(text):
+    if text == "auto":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a positive integer, "
+                                         f"got {text!r}")
+    return n
+
+
+def auto_threads():
+    """Torch threads for ``--threads auto``: as many as there are free cores.
+
+    ``$OMP_NUM_THREADS`` when it is set (the user's choice); otherwise the
+    cores this process may run on minus the 1-minute load average (rounded),
+    at least 1.  torch's own default, one thread per core, ignores other work
+    on the machine, and torch's threads wait for each other: on a 2-core
+    machine shared with another job, 64 inversions took 157 s on two threads
+    against 18 s on one (docs/user_guide/devices.rst).
+
+    Returns
+    -------
+    n_threads : int
+    """
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.strip().isdigit() and int(env) >= 1:
+        return int(env)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except (AttributeError, OSError):       # not on every platform
+        busy = 0.0
+    return int(max(1, min(cores, math.floor(cores - busy + 0.5))))
+
+
+def _set_threads(threads):
+    """Apply ``--threads`` (imports torch: only once a command runs)."""
+    import torch
+
+    torch.set_num_threads(auto_threads() if threads == "auto" else threads)
 
 
 def main(argv=None):
@@ -797,6 +938,7 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _set_threads(args.threads)
         return args.func(args)
     except UsageError as exc:
         print(f"flipad {args.command}: error: {exc}", file=sys.stderr)

@@ -32,7 +32,7 @@ import torch
 from sklearn.utils import check_random_state
 from torch import nn
 
-from ._device import resolve_device
+from ._device import check_finite_parameters, resolve_device
 from .linear_ops import SUPPORTED_LAYERS
 
 __all__ = ["FinalLayer", "find_final_layer", "mean_activation", "sample_activations"]
@@ -266,6 +266,14 @@ def find_final_layer(generator, example_input, *, output=None, module=None):
             f"The generator's output has shape {tuple(out.shape)} but its last linear "
             f"layer ({lname}) outputs {tuple(pre.shape)}: something "
             "other than an element-wise activation follows it."
+        )
+    check_finite_parameters(layer, what=f"final layer ({lname})")
+    if not (torch.isfinite(out).all() and torch.isfinite(pre).all()):
+        raise ValueError(
+            f"The generator's outputs on the example input contain NaN or infinity "
+            f"(its final layer {lname} has finite parameters: look at the layers "
+            "before it, or at the example input); its output activation cannot be "
+            "identified from non-finite values."
         )
     grid = _grid_like(pre)
     out_grid = _run_with_layer_output(fn, owner, example_input, output, layer, call, grid)

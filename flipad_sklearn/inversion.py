@@ -14,7 +14,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from torch import nn
 
-from ._device import check_materialised, resolve_device
+from ._device import check_finite_parameters, check_materialised, resolve_device
 from ._layers import build_layer, describe_layer, is_describable, is_layer_description
 from .activations import BUILTIN_ACTIVATIONS, DEFAULT_CLIP_EPS, get_activation
 from .lasso import SOLVERS, STOP_REASONS, auto_solver, make_solver, solve_batch
@@ -222,7 +222,10 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     solver_reason_ : str
         Why (for ``"auto"``), or ``"given"``.
     batch_size_ : int
-        Samples per batch (``batch_size``, or what ``"auto"`` chose).
+        Samples per batch (``batch_size``, or what ``"auto"`` chose) at the
+        last ``fit`` or ``transform``: ``transform`` resolves ``batch_size``,
+        ``n_jobs`` and ``device`` from the current parameters, so
+        ``set_params`` on a fitted inverter takes effect on the next call.
     operator_ : LayerOperator
         The layer as a CPU float64 linear operator.
     n_features_in_ : int
@@ -398,6 +401,7 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             raise ValueError("FinalLayerInverter needs layer=<the generator's final layer>.")
         check_layer(self.layer)
         check_materialised(self.layer)
+        check_finite_parameters(self.layer)
         if self.solver in ("fista", "admm"):
             resolve_device(self.device)  # an unsupported device fails here, not after fit
         act = get_activation(self.activation)
@@ -502,6 +506,15 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         return resolve_device(self.device) if torch_based else torch.device("cpu")
 
     # ------------------------------------------------------------ transform
+    def _resolve_batch_size(self, device):
+        """Samples per batch for the current parameters: ``batch_size``, or for
+        ``"auto"`` what fits ``memory_budget`` on ``device`` (a few arithmetic
+        operations, so ``transform`` re-resolves it on every call)."""
+        if self.batch_size != "auto":
+            return int(self.batch_size)
+        return auto_batch_size(self.operator_, self.precision, self.memory_budget,
+                               device=device)
+
     def _targets(self, X):
         """``y' = sigma^-1(clip(x)) - b - W anchor`` for each row."""
         act = get_activation(self.activation)
@@ -533,7 +546,11 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         device = (resolve_device(self.device) if solver not in ("cd", "cvxpy", "scipy")
                   else torch.device("cpu"))
         dtype = torch.float32 if self.precision == "float32" else torch.float64
-        batches = list(gen_batches(n, getattr(self, "batch_size_", 256)))
+        # batch_size, n_jobs and device are read now, not at fit: set_params
+        # between fit and transform takes effect (the Dask recipe of
+        # docs/user_guide/scaling.rst sets batch_size and n_jobs on a fitted inverter)
+        self.batch_size_ = self._resolve_batch_size(device)
+        batches = list(gen_batches(n, self.batch_size_))
 
         kwargs = dict(solver=solver, lower=lower, tol=self.tol, max_iter=self.max_iter,
                       lipschitz=self.lipschitz_, device=device, dtype=dtype,

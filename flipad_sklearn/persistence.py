@@ -279,15 +279,19 @@ def _is_skops(path):
 
 # ------------------------------------------------------------------------ decode
 def sniff(path):
-    """What a file looks like: ``"flipad"``, ``"pickle"`` (pickle/joblib) or ``"unknown"``.
+    """What a file looks like: ``"flipad"``, ``"skops"``, ``"pickle"`` or ``"unknown"``.
 
-    Reads the first bytes only.  ``"pickle"`` also covers compressed joblib
-    files (zlib, gzip, bz2, xz, lz4).
+    Reads the first bytes, and for a zip archive its list of members: a
+    skops file (``save(format="skops")``) is a zip with a ``schema.json``,
+    the package's own format a zip (npz) without one.  ``"pickle"`` (pickle
+    or joblib) also covers compressed joblib files (zlib, gzip, bz2, xz, lz4).
+    Both ``"flipad"`` and ``"skops"`` files are read by :func:`load`
+    without unpickling.
     """
     with open(os.fspath(path), "rb") as fh:
         head = fh.read(8)
     if head.startswith(_ZIP_MAGIC):
-        return "flipad"
+        return "skops" if _is_skops(path) else "flipad"
     if head[:1] == b"\x80" or head[:1] == b"\x78" or head.startswith(
             (b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x04\x22\x4d\x18", b"ZF")):
         return "pickle"
@@ -396,7 +400,7 @@ def load(path):
     """
     path = os.fspath(path)
     kind = sniff(path)
-    if kind != "flipad":
+    if kind not in ("flipad", "skops"):
         what = ("a pickle/joblib file" if kind == "pickle"
                 else "not a file written by flipad_sklearn.persistence.save")
         raise UnsafeFileError(
@@ -404,7 +408,7 @@ def load(path):
             "format (numpy arrays + a JSON spec) and never unpickles: loading a pickle "
             "can run arbitrary code. If you made the file yourself or trust its source, "
             "load it with joblib.load.")
-    if _is_skops(path):
+    if kind == "skops":
         return _load_skops(path)
     try:
         npz = np.load(path, allow_pickle=False)

@@ -76,11 +76,38 @@ def _name(label, source_names):
     return str(label)
 
 
+# two lines: one fits along the colour bar of a 3-inch-high figure
+_MAP_LABELS = {
+    "mean": "mean recovered activation\n(mean over channels)",
+    "abs_mean": "mean |recovered activation|\n(mean over channels)",
+    "max": "mean recovered activation\n(max over channels)",
+}
+
+
+def _source_colors(names, colors=None, *, skip_first=0):
+    """One colour per source, the same in every display.
+
+    Sources come in :func:`_source_order` (G first); the ``k``-th gets
+    matplotlib's ``"C{k}"``, so G is ``"C0"`` in the score histogram and the
+    other sources keep their colour in the ROC panel, which has no curve for
+    G (``skip_first=1``).  ``colors`` (``{source name: colour}``) overrides.
+    """
+    colors = dict(colors or {})
+    return [colors.get(name, f"C{(i + skip_first) % 10}") for i, name in enumerate(names)]
+
+
+def _new_figure(plt, figsize=None, ncols=1):
+    """A figure whose labels are laid out inside it (constrained layout), so
+    that nothing is clipped when it is saved."""
+    fig, axes = plt.subplots(1, ncols, figsize=figsize, squeeze=False,
+                             layout="constrained")
+    return fig, list(axes.ravel())
+
+
 def _axes_list(ax, n, plt, figsize):
     """``n`` axes: the given ones (one, or a sequence of ``n``) or a new row."""
     if ax is None:
-        fig, axes = plt.subplots(1, n, figsize=figsize, squeeze=False)
-        return fig, list(axes.ravel())
+        return _new_figure(plt, figsize, n)
     axes = list(np.ravel(np.asarray(ax, dtype=object)))
     if len(axes) != n:
         raise ValueError(f"ax must hold {n} axes (one per source), got {len(axes)}.")
@@ -89,7 +116,7 @@ def _axes_list(ax, n, plt, figsize):
 
 def _single_axes(ax, plt):
     if ax is None:
-        fig, ax = plt.subplots()
+        fig, (ax,) = _new_figure(plt)
         return fig, ax
     return ax.figure, ax
 
@@ -224,6 +251,9 @@ class ActivationMapDisplay:
                 m = mean[int(channels)]
             maps.append(m)
             names.append(_name(label, source_names))
+        plot_kwargs.setdefault("colorbar_label", "mean recovered activation"
+                               if A.shape[1] == 1 else _MAP_LABELS.get(
+                                   channels, f"mean recovered activation\n(channel {channels})"))
         disp = cls(np.stack(maps), names)
         return disp.plot(ax=ax, **plot_kwargs)
 
@@ -272,7 +302,7 @@ class ActivationMapDisplay:
         return disp
 
     def plot(self, ax=None, *, cmap="viridis", shared_scale=True, colorbar=True,
-             figsize=None):
+             colorbar_label="mean recovered activation", figsize=None):
         """Draw one heatmap per source.
 
         Parameters
@@ -284,6 +314,9 @@ class ActivationMapDisplay:
             One colour scale for all sources (so that they compare).
         colorbar : bool, default=True
             Add a colour bar (for the shared scale).
+        colorbar_label : str, default="mean recovered activation"
+            What the colours measure; :meth:`from_predictions` and
+            :meth:`from_estimator` name the channel reduction too.
         figsize : tuple, default=None
             Size of a new figure; default ``(3 * n_sources, 3)``.
 
@@ -309,6 +342,7 @@ class ActivationMapDisplay:
         self.colorbar_ = None
         if colorbar and shared_scale and n:
             self.colorbar_ = fig.colorbar(self.images_[-1], ax=axes, shrink=0.8)
+            self.colorbar_.set_label(colorbar_label)
         self.figure_, self.ax_ = fig, np.asarray(axes, dtype=object)
         return self
 
@@ -411,8 +445,13 @@ class ScoreHistogramDisplay:
         disp.estimator_name = _estimator_name(estimator)
         return disp
 
-    def plot(self, ax=None, *, bins=30, density=True, alpha=0.5, xscale="linear"):
+    def plot(self, ax=None, *, bins=30, density=True, alpha=0.3, xscale="linear",
+             yscale="linear", colors=None):
         """Draw the histograms and the threshold line.
+
+        Each source is a lightly filled histogram with an outline in its
+        colour, so that a source behind another stays visible; the colours
+        are those of :class:`AttributionRocDisplay` for the same sources.
 
         Parameters
         ----------
@@ -420,12 +459,21 @@ class ScoreHistogramDisplay:
         bins : int, default=30
             Bins over the range of all scores (shared by the sources).
         density : bool, default=True
-            Normalise each histogram (sources of different sizes compare).
-        alpha : float, default=0.5
+            Each source's share of samples per bin (each histogram sums to
+            1, so sources of different sizes compare, on either x scale);
+            False: counts.
+        alpha : float, default=0.3
+            Opacity of the fill (the outlines are opaque).
         xscale : {"linear", "symlog"}, default="linear"
             ``"symlog"`` bins and draws the scores on a symmetric log axis:
             readable when far-away sources (e.g. real data) would squash
             the sources near the threshold into one bin.
+        yscale : {"linear", "log"}, default="linear"
+            ``"log"``: a source spread thinly over a wide range (its density
+            a sliver next to a concentrated one) stays readable.
+        colors : dict, default=None
+            ``{source name: colour}``; default: ``"C0"`` for G, then
+            ``"C1"``, ``"C2"``, ... in the order of the sources.
 
         Returns
         -------
@@ -437,6 +485,8 @@ class ScoreHistogramDisplay:
         allv = np.concatenate(finite) if finite else np.empty(0)
         if xscale not in ("linear", "symlog"):
             raise ValueError(f"xscale must be 'linear' or 'symlog', got {xscale!r}.")
+        if yscale not in ("linear", "log"):
+            raise ValueError(f"yscale must be 'linear' or 'log', got {yscale!r}.")
         if xscale == "symlog":
             # equal-width bins in sign(s) * log10(1 + |s|), mapped back
             t = np.sign(allv) * np.log10(1.0 + np.abs(allv)) if allv.size else [0.0, 1.0]
@@ -446,16 +496,24 @@ class ScoreHistogramDisplay:
         else:
             edges = np.histogram_bin_edges(allv if allv.size else [0.0, 1.0], bins=bins)
         self.patches_ = []
-        for s, name in zip(finite, self.source_names):
-            _, _, patches = ax.hist(s, bins=edges, density=density, alpha=alpha,
-                                    label=f"{name} (n={s.size})")
+        for s, name, color in zip(finite, self.source_names,
+                                  _source_colors(self.source_names, colors)):
+            # share per bin, not density: on a symlog axis the far bins are
+            # wide in score units and a density there is a sliver
+            weights = np.full(s.size, 1.0 / max(s.size, 1)) if density else None
+            _, _, patches = ax.hist(s, bins=edges, weights=weights, alpha=alpha,
+                                    color=color, label=f"{name} (n={s.size})")
+            ax.hist(s, bins=edges, weights=weights, color=color, histtype="step",
+                    linewidth=1.6)
             self.patches_.append(patches)
+        if yscale == "log":
+            ax.set_yscale("log")
         self.threshold_line_ = None
         if self.threshold is not None:
             self.threshold_line_ = ax.axvline(self.threshold, color="k", linestyle="--",
                                               label=f"threshold ({self.threshold:.3g})")
         ax.set_xlabel(self.score_name + " (higher = more like G)")
-        ax.set_ylabel("density" if density else "count")
+        ax.set_ylabel("share of samples per bin" if density else "count")
         ax.legend()
         self.figure_, self.ax_ = fig, ax
         return self
@@ -584,13 +642,20 @@ class AttributionRocDisplay:
         disp.estimator_name = _estimator_name(estimator)
         return disp
 
-    def plot(self, ax=None, *, plot_chance_level=True):
+    def plot(self, ax=None, *, plot_chance_level=True, colors=None):
         """Draw one curve per other source.
+
+        Curves that coincide (several sources at AUC 1) stay apart: each has
+        its own line style and width, the wider drawn beneath, and the
+        colour the source has in :class:`ScoreHistogramDisplay`.
 
         Parameters
         ----------
         ax : matplotlib Axes, default=None
         plot_chance_level : bool, default=True
+        colors : dict, default=None
+            ``{source name: colour}``; default: ``"C1"``, ``"C2"``, ... in the
+            order of the sources (``"C0"`` is G's in the score histogram).
 
         Returns
         -------
@@ -599,17 +664,23 @@ class AttributionRocDisplay:
         plt = check_matplotlib("AttributionRocDisplay.plot")
         fig, ax = _single_axes(ax, plt)
         self.lines_ = []
-        for i, (fpr, tpr, a, name) in enumerate(zip(self.fpr, self.tpr, self.roc_auc,
-                                                    self.source_names)):
-            (line,) = ax.plot(fpr, tpr, label=f"{self.pos_label_name} vs {name} "
-                                              f"(AUC = {a:.3f})")
+        n = len(self.source_names)
+        styles = ["-", "--", "-.", (0, (1, 1))]
+        for i, (fpr, tpr, a, name, color) in enumerate(zip(
+                self.fpr, self.tpr, self.roc_auc, self.source_names,
+                _source_colors(self.source_names, colors, skip_first=1))):
+            (line,) = ax.plot(fpr, tpr, color=color, linestyle=styles[i % len(styles)],
+                              linewidth=1.5 + min(n - 1 - i, 4), zorder=2 + i,
+                              label=f"{self.pos_label_name} vs {name} (AUC = {a:.3f})")
             self.lines_.append(line)
             if self.operating_points is not None:
                 x, yv = self.operating_points[i]
-                ax.plot([x], [yv], "o", color=line.get_color())
+                ax.plot([x], [yv], "o", color=color, markeredgecolor="k",
+                        markersize=6, zorder=10 + i)
         self.chance_level_ = None
         if plot_chance_level:
-            (self.chance_level_,) = ax.plot([0, 1], [0, 1], "k:", label="chance")
+            (self.chance_level_,) = ax.plot([0, 1], [0, 1], color="0.6", linestyle=":",
+                                            zorder=1, label="chance")
         ax.set_xlabel("false positive rate (other source accepted as G)")
         ax.set_ylabel(f"true positive rate ({self.pos_label_name} accepted)")
         ax.set_xlim(-0.01, 1.01)

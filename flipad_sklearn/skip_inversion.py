@@ -8,7 +8,7 @@ from sklearn.utils import metadata_routing
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted
 
-from ._device import check_materialised, resolve_device
+from ._device import check_finite_parameters, check_materialised, resolve_device
 from .activations import DEFAULT_CLIP_EPS, get_activation
 from .inversion import DEFAULT_FEATURE_TOL, FinalLayerInverter
 from .lasso.solvers import auto_batch_size
@@ -157,6 +157,7 @@ class SkipInverter(FinalLayerInverter):
                             "is an image the skip is added to), got a Linear layer; use "
                             "FinalLayerInverter for it.")
         check_materialised(self.layer)
+        check_finite_parameters(self.layer)
         if self.solver == "fista":
             resolve_device(self.device)
         get_activation(self.activation)

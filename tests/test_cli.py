@@ -162,6 +162,26 @@ def test_score_all_good_files_exit_zero(fitted, capsys):
     assert len(out.strip().splitlines()) == 3  # header + 2 files
 
 
+def test_score_batch_size_reaches_the_inversion(fitted, monkeypatch, capsys):
+    """``--batch-size`` on a saved detector: the inversion runs in batches of
+    that size (it was ignored: the size fitted with the detector was used)."""
+    import flipad_sklearn.inversion as inversion
+    workdir, _ = fitted
+    sizes, real = [], inversion.solve_batch
+
+    def solve_batch(op, Y, *args, **kwargs):
+        sizes.append(len(Y))
+        return real(op, Y, *args, **kwargs)
+
+    monkeypatch.setattr(inversion, "solve_batch", solve_batch)
+    files = sorted(str(p) for p in (workdir / "test").glob("[gh]*.png"))
+    code = cli.main(["score", str(workdir / "out" / "detector.flipad"), *files,
+                     "-q", "--device", "cpu", "--batch-size", "5"])
+    assert code == cli.EXIT_OK
+    assert sizes == [5, 5, 2]
+    capsys.readouterr()
+
+
 def test_errors_in_process(workdir, capsys):
     # fatal errors: exit 1 with a message, nothing written
     code = cli.main(["score", str(workdir / "test" / "notes.txt"), str(workdir / "own")])

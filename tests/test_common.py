@@ -34,6 +34,8 @@ pytestmark = [
     # labels such as 2 (read as unlabelled): both warn by design.
     pytest.mark.filterwarnings("ignore::flipad_sklearn.ThresholdWarning"),
     pytest.mark.filterwarnings("ignore:.*labels are not in:UserWarning"),
+    # ... and y in {0, 1}, read as "G and unlabelled" (all normal): that warns too
+    pytest.mark.filterwarnings("ignore::flipad_sklearn.LabelConventionWarning"),
     # check_estimators_nan_inf fits on constant data: the collapse warning is right.
     pytest.mark.filterwarnings("ignore:All validation samples:RuntimeWarning"),
     # Their data are not tanh outputs in [-1, 1]: the inverter's range warning is right.

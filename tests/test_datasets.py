@@ -104,7 +104,7 @@ def image_folder(tmp_path):
 
 def test_image_folder_loads_and_reports(image_folder):
     with pytest.warns(UserWarning, match="3 of 5 files"):
-        X, paths, errors = load_image_folder(image_folder, 10, mode="L")
+        X, paths, errors = load_image_folder(image_folder, 10, mode="L", resize=True)
     assert X.shape == (2, 1, 10, 10) and X.dtype == np.float32
     assert X.min() >= -1 and X.max() <= 1
     assert [p.rsplit("/", 1)[-1] for p in paths] == ["a_grey.png", "b_red.JPG"]
@@ -119,7 +119,8 @@ def test_image_folder_loads_and_reports(image_folder):
 
 
 def test_image_folder_rgb_and_rectangular_size(image_folder):
-    X, paths, errors = load_image_folder(image_folder, (6, 9), mode="RGB", warn=False)
+    X, paths, errors = load_image_folder(image_folder, (6, 9), mode="RGB", resize=True,
+                                         warn=False)
     assert X.shape == (2, 3, 6, 9)
     assert len(errors) == 3
     # a grey image gives three equal channels; the red one is red
@@ -158,10 +159,33 @@ def test_image_folder_16_bit_and_float_images(tmp_path):
     X, paths, errors = load_image_folder(tmp_path, 2)
     assert errors == [] and X.shape == (1, 1, 2, 2)
     np.testing.assert_allclose(X[0, 0], a / 32767.5 - 1, atol=1e-6)
-    X_rgb, _, _ = load_image_folder(tmp_path, 4, mode="RGB")
+    X_rgb, _, _ = load_image_folder(tmp_path, 4, mode="RGB", resize=True)
     assert X_rgb.shape == (1, 3, 4, 4) and X_rgb.min() >= -1 and X_rgb.max() <= 1
-    Image.fromarray(np.ones((3, 3), np.float32)).save(tmp_path / "float.tiff")
+    Image.fromarray(np.ones((2, 2), np.float32)).save(tmp_path / "float.tiff")
     with pytest.warns(UserWarning, match="1 of 2 files"):
         X, paths, errors = load_image_folder(tmp_path, 2, extensions=(".png", "tiff"))
     assert len(X) == 1 and errors[0][0].endswith("float.tiff")
     assert errors[0][1].startswith("unsupported")
+
+
+def test_image_folder_refuses_mis_sized_images_like_the_cli(image_folder):
+    """One rule with ``flipad score``: another size is reported, not resized (issue 27)."""
+    from flipad_sklearn.cli import _read_images
+
+    with pytest.warns(UserWarning, match="4 of 5 files"):
+        X, paths, errors = load_image_folder(image_folder, 10, mode="RGB")
+    assert [p.rsplit("/", 1)[-1] for p in paths] == ["a_grey.png"]
+    reasons = dict(errors)
+    jpg = next(p for p in reasons if p.endswith("b_red.JPG"))
+    assert reasons[jpg].startswith("mis-sized: 12x8 pixels (width x height), 10x10 expected")
+    _, ok, cli_errors = _read_images([jpg], (3, 10, 10), verbose=False)
+    assert ok == [] and cli_errors[0][1].startswith(
+        "mis-sized: 12x8 pixels (width x height), 10x10 expected")
+
+
+def test_image_folder_value_range(image_folder):
+    X, _, _ = load_image_folder(image_folder, 10, value_range=(0, 1), warn=False)
+    np.testing.assert_array_equal(X[0, 0, :, :5], 0.0)
+    np.testing.assert_array_equal(X[0, 0, :, 5:], 1.0)
+    with pytest.raises(ValueError, match="value_range"):
+        load_image_folder(image_folder, 10, value_range=(1, 0))

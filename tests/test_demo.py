@@ -43,6 +43,10 @@ def test_demo_runs_and_writes_a_figure(tmp_path, capsys):
     assert fig.is_file() and fig.stat().st_size > 10_000
     # even this tiny run tells real digits from G's
     assert res["auc"]["real"] > 0.9
+    # G's images as published (8-bit PNG) get the verdict of its floats (issue 27:
+    # a float-trained pipeline accepted none of them)
+    assert res["accepted_8bit"] == res["accuracy"]["G"] and res["accepted_8bit"] >= 0.9
+    assert "as 8-bit PNG files" in out
 
 
 def test_demo_takes_the_output_data_term(tmp_path):

@@ -1,4 +1,12 @@
-"""Load a folder of a user's own images (png / jpg) as an array in [-1, 1]."""
+"""Load a folder of a user's own images (png / jpg) as an array in [-1, 1].
+
+One image-loading rule for this loader and the ``flipad`` command line tool:
+an image of another size than asked for is not loaded (it is reported with
+both sizes, :func:`mis_sized_reason`), unless resizing is asked for
+explicitly (``resize=True`` here; the command line tool never resizes).
+A resized image is not what the generator made: FLIPAD's inversion of it
+says little about its source, so resizing is the user's decision.
+"""
 
 import os
 import warnings
@@ -48,6 +56,16 @@ def _not_a_file_reason(entry, recursive):
     return None
 
 
+def mis_sized_reason(actual, expected, hint=""):
+    """The reason a ``(width, height)`` image is not loaded when ``expected`` is asked for."""
+    return (f"mis-sized: {actual[0]}x{actual[1]} pixels (width x height), "
+            f"{expected[0]}x{expected[1]} expected{hint}")
+
+
+class _MisSized(ValueError):
+    """An image of another size than asked for (and no resizing asked for)."""
+
+
 class _UnsupportedImage(ValueError):
     """An image Pillow reads but whose values have no defined grey range."""
 
@@ -80,14 +98,22 @@ def _to_array(img, mode, size, resample):
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
-def load_image_folder(path, image_size, mode="L", *, recursive=False,
-                      extensions=IMAGE_EXTENSIONS, dtype=np.float32, warn=True):
-    """Load every png/jpg image of a folder, resized, as floats in [-1, 1].
+def load_image_folder(path, image_size, mode="L", *, resize=False, value_range=(-1.0, 1.0),
+                      recursive=False, extensions=IMAGE_EXTENSIONS, dtype=np.float32,
+                      warn=True):
+    """Load every png/jpg image of a folder as floats in ``value_range`` ([-1, 1]).
 
     Images are converted to grey (``mode="L"``) or RGB (``mode="RGB"``;
-    transparency is dropped), resized to ``image_size`` with Pillow's bicubic
-    filter (antialiased when shrinking) and scaled with ``x / 127.5 - 1``,
-    the range of a tanh generator.  Files are read in sorted path order.
+    transparency is dropped) and their 8-bit pixels ``p`` scaled to
+    ``low + p (high - low) / 255`` (``p / 127.5 - 1`` by default, the range
+    of a tanh generator; ``value_range=(0, 1)`` for a sigmoid one).  Files
+    are read in sorted path order.
+
+    An image of another size than ``image_size`` is not loaded: it is
+    listed in ``errors`` with both sizes, as ``flipad score`` does (one rule
+    for both; a generator's images have its output size, and a resized
+    image is not what it made).  ``resize=True`` resizes such images with
+    Pillow's bicubic filter (antialiased when shrinking) instead.
 
     16-bit grey images are scaled to the same range (``x / 257``), not
     clipped.
@@ -107,6 +133,12 @@ def load_image_folder(path, image_size, mode="L", *, recursive=False,
         Output size: a side for square images, or ``(height, width)``.
     mode : {"L", "RGB"}, default="L"
         Grey (1 channel) or RGB (3 channels).
+    resize : bool, default=False
+        Resize images of another size to ``image_size`` (bicubic); False
+        reports them in ``errors`` ("mis-sized") instead.
+    value_range : (float, float), default=(-1.0, 1.0)
+        The range pixel values 0..255 are mapped onto: the generator's output
+        range.
     recursive : bool, default=False
         Also read the sub-folders.
     extensions : tuple of str, default=(".png", ".jpg", ".jpeg")
@@ -118,7 +150,7 @@ def load_image_folder(path, image_size, mode="L", *, recursive=False,
     Returns
     -------
     X : ndarray of shape (n_images, C, height, width)
-        ``C = 1`` for ``"L"``, 3 for ``"RGB"``; values in [-1, 1].
+        ``C = 1`` for ``"L"``, 3 for ``"RGB"``; values in ``value_range``.
     paths : list of str
         The file of each row of ``X``.
     errors : list of (str, str)
@@ -137,6 +169,13 @@ def load_image_folder(path, image_size, mode="L", *, recursive=False,
     if mode not in ("L", "RGB"):
         raise ValueError(f"mode must be 'L' or 'RGB', got {mode!r}.")
     height, width = _check_size(image_size)
+    try:
+        low, high = (float(v) for v in value_range)
+    except (TypeError, ValueError):
+        low = high = float("nan")
+    if not (np.isfinite(low) and np.isfinite(high) and low < high):
+        raise ValueError(f"value_range must be two finite numbers low < high, got "
+                         f"{value_range!r}.")
     dtype = np.dtype(dtype)
     if dtype.kind != "f":
         raise ValueError(f"dtype must be a floating dtype, got {dtype}.")
@@ -166,8 +205,14 @@ def load_image_folder(path, image_size, mode="L", *, recursive=False,
             continue
         try:
             with Image.open(file) as img:
+                if not resize and img.size != (width, height):
+                    raise _MisSized(mis_sized_reason(img.size, (width, height),
+                                                     " (pass resize=True to resize)"))
                 img.load()
                 arr = _to_array(img, mode, (width, height), resample)
+        except _MisSized as exc:
+            errors.append((name, str(exc)))
+            continue
         except _UnsupportedImage as exc:
             errors.append((name, f"unsupported: {exc}"))
             continue
@@ -186,7 +231,7 @@ def load_image_folder(path, image_size, mode="L", *, recursive=False,
             f"No image could be loaded from {os.fspath(path)!r}: {len(errors)} "
             f"entries skipped ({listed}{'; ...' if len(errors) > 3 else ''})."
         )
-    X = (np.stack(images) / 127.5 - 1.0).astype(dtype)
+    X = (np.stack(images) * ((high - low) / 255.0) + low).astype(dtype)
     if errors and warn:
         warnings.warn(
             f"{len(errors)} of {len(entries)} files and folders in "
