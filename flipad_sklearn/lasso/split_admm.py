@@ -39,6 +39,11 @@ DEFAULT_GAMMA = 1e-2
 DEFAULT_RELAX = 1.6
 #: Default continuation ``(rho_u, gamma, n_iter)`` (the last stage to the end).
 DEFAULT_STAGES = ((DEFAULT_RHO_U, 3e-3, 100), (DEFAULT_RHO_U, 3e-2, None))
+#: Default with a ridge (an elastic net): no slow tail to fight, one stage.
+#: To ``feature_tol`` 5e-4: 40 iterations on SD's ``conv_out`` at 128x128
+#: (the stages above: 50) and on the demo's DCGAN layer (120; 75 against 110
+#: with ``datafit="output"``).
+RIDGE_STAGES = ((DEFAULT_RHO_U, 3e-2, None),)
 
 
 def _spectral_inverse(emb, c, device, dtype):
@@ -73,7 +78,7 @@ def _step_matrix(emb, rho_u, rho_v, device, dtype):
     return hit
 
 
-def _stages(rho_u, gamma, stages):
+def _stages(rho_u, gamma, stages, ridge=0.0):
     if stages is not None:
         out = [(float(r), float(g), None if n is None else int(n)) for r, g, n in stages]
         if not out:
@@ -81,7 +86,7 @@ def _stages(rho_u, gamma, stages):
         out[-1] = out[-1][:2] + (None,)
         return out
     if rho_u is None and gamma is None:
-        return list(DEFAULT_STAGES)
+        return list(RIDGE_STAGES if ridge > 0 else DEFAULT_STAGES)
     return [(DEFAULT_RHO_U if rho_u is None else float(rho_u),
              DEFAULT_GAMMA if gamma is None else float(gamma), None)]
 
@@ -126,7 +131,7 @@ def split_admm(op, y, penalty, lipschitz, cert, *, d0=None, rho_u=None, gamma=No
     device = y.device
     B = y.shape[0]
     L = float(lipschitz) if lipschitz > 0 else 1.0
-    plan = _stages(rho_u, gamma, stages)
+    plan = _stages(rho_u, gamma, stages, penalty.ridge)
     wf, wa = emb.weights(device, dtype)
     fmt = torch.channels_last if device.type == "cpu" else torch.contiguous_format
     wf, wa = wf.contiguous(memory_format=fmt), wa.contiguous(memory_format=fmt)
