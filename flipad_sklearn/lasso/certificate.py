@@ -249,7 +249,7 @@ class Certificate:
         """
         rows = torch.nonzero(done)[:, 0]
         idx = self.idx[rows]
-        y, d = self.y[idx], self.d[idx].to(torch.float64)
+        y, d = self.y[idx], self._feasible(self.d[idx].to(torch.float64))
         mv, rmv = self._weighted(self.exact, idx)
         r = y - mv(d)
         primal = 0.5 * (r * r).sum(dim=1) + self.penalty.value(d)
@@ -329,9 +329,17 @@ class Certificate:
             self._theta = self._theta[keep]
         return keep
 
+    def _feasible(self, d):
+        """float64 ``d`` on the bound: a float32 iterate clamped at the float32 bound
+        can sit a rounding below the float64 one, where the primal value (which
+        assumes the bound) would undercut the optimum and void the certificate."""
+        low = self.penalty.lower_as(d)
+        return d if low is None else torch.maximum(d, low.reshape(d.shape[1:]))
+
     def results(self):
-        """``(d, primal, gap, n_iter, reason)`` of every row (``d`` in float64)."""
-        return self.d.to(torch.float64), self.primal, self.gap, self.n_iter, self.reason
+        """``(d, primal, gap, n_iter, reason)`` of every row (``d`` in float64, on the bound)."""
+        return (self._feasible(self.d.to(torch.float64)), self.primal, self.gap, self.n_iter,
+                self.reason)
 
 
 class FastProducts:
