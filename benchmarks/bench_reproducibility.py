@@ -23,6 +23,10 @@ states (``ridge > 0``), and each sample's certified distance to it is
    from features computed each of those ways: labels flipped, largest score
    and p-value change.
 
+``s/sample`` is the wall time of the call, the first call's per-layer set-up
+(ADMM's factorisations) included: a rough cost on a shared machine, not the
+speed claim, which ``bench_inversion.py`` measures against the baseline.
+
 Run: ``python benchmarks/bench_reproducibility.py [--quick] [--only NAME]``;
 writes ``benchmarks/results/bench_reproducibility.md``.
 """

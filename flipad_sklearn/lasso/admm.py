@@ -90,6 +90,11 @@ DEFAULT_RHO_SCALE = DEFAULT_RHO_STAGES[0][0]
 #: Measured in ``benchmarks/bench_admm_alpha.py``; factors are powers of ten
 #: so that the per-rho factorisations stay cached across batches.
 RHO_ALPHA_SCALING = ((4e-2, 100.0), (4e-3, 10.0))
+#: The same with a ridge (``RIDGE_RHO_STAGES``): milder, since the strongly
+#: convex problem has no slow tail.  On the 32x32 zoo's final layers
+#: (ratio 0.27) the factor 100 took 180-440 iterations to ``feature_tol``, 5
+#: took 70 (``benchmarks/bench_reproducibility.py``, ``bench_inversion.py``).
+RIDGE_RHO_ALPHA_SCALING = ((4e-2, 5.0), (4e-3, 2.0))
 DEFAULT_RELAX = 1.8
 #: Iterations between two certificate checks.  A check costs about half an
 #: iteration here; checking every 10 rather than 20 lets the progress stop end
@@ -219,9 +224,9 @@ def get_resolvent(op, rho, device, dtype):
                      lambda: ADMMResolvent(emb, rho, device, dtype))
 
 
-def rho_alpha_factor(ratio):
+def rho_alpha_factor(ratio, ridge=0.0):
     """The factor of the default rho stages at ``ratio = alpha / ||Wᵀy||_inf``."""
-    for least, factor in RHO_ALPHA_SCALING:
+    for least, factor in (RIDGE_RHO_ALPHA_SCALING if ridge > 0 else RHO_ALPHA_SCALING):
         if ratio >= least:
             return factor
     return 1.0
@@ -329,7 +334,8 @@ def admm_steps(op, y, penalty, lipschitz, cert, *, d0=None, rho=None, relax=DEFA
     device = y.device
     alpha = penalty.alpha
     B = y.shape[0]
-    factor = 1.0 if rho is not None else rho_alpha_factor(penalty_ratio(op, y, penalty, dtype))
+    factor = 1.0 if rho is not None else rho_alpha_factor(penalty_ratio(op, y, penalty, dtype),
+                                                          penalty.ridge)
     stages = _rho_stages(rho, lipschitz, factor, penalty.ridge)
     rho = stages[0][0]
     res = get_resolvent(op, rho, device, dtype)
