@@ -11,8 +11,7 @@ import torch
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
-def run_header(device="cpu"):
-    """The facts a reader needs to compare two runs."""
+def _commit():
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                                 text=True, cwd=os.path.dirname(RESULTS)).stdout.strip()
@@ -22,6 +21,16 @@ def run_header(device="cpu"):
         commit = commit + (" (with uncommitted changes)" if dirty else "")
     except OSError:
         commit = "unknown"
+    return commit
+
+
+#: the code a run ran: read when the benchmark starts, not when it writes
+COMMIT_AT_START = _commit()
+
+
+def run_header(device="cpu"):
+    """The facts a reader needs to compare two runs."""
+    commit = COMMIT_AT_START
     dev = str(device)
     if dev.startswith("cuda") and torch.cuda.is_available():
         dev = f"{dev} ({torch.cuda.get_device_name()})"
