@@ -41,7 +41,7 @@ time by 30 %, the baseline's seconds average it out), the two alternating so
 that a slow spell biases neither.  Torch threads must not exceed the
 free cores: with one of two cores busy, two threads made every run ~30x slower.
 
-Run: ``python benchmarks/bench_inversion.py [--quick] [--only NAME] [--device cuda]``.
+Run: ``python benchmarks/bench_inversion.py [--quick] [--only NAME...] [--device cuda] [--out FILE]``.
 """
 
 import argparse
@@ -346,9 +346,33 @@ def main():
     parser.add_argument("--baseline-repeat", type=int, default=2)
     parser.add_argument("--tabular-samples", type=int, default=10_000)
     parser.add_argument("--only", choices=["dcgan", "lsgan", "sd", "sd512", "tabular", "vae"],
-                        default=None)
+                        default=None, nargs="+")
+    parser.add_argument("--out", default=None,
+                        help="also write the tables to benchmarks/results/OUT (with the "
+                             "commit, threads, device and date)")
     args = parser.parse_args()
-    want = (lambda name: args.only in (None, name))
+    if args.out:
+        import contextlib
+        import io
+        import sys
+
+        from _results import write_result
+
+        class Tee(io.StringIO):
+            def write(self, text):
+                sys.__stdout__.write(text)
+                return super().write(text)
+
+        buf = Tee()
+        with contextlib.redirect_stdout(buf):
+            run(args)
+        print(f"written: {write_result(args.out, buf.getvalue(), device=args.device)}")
+    else:
+        run(args)
+
+
+def run(args):
+    want = (lambda name: args.only is None or name in args.only)
     n, dev = args.n_samples, args.device
     rep = dict(repeat=args.repeat, baseline_repeat=args.baseline_repeat)
     if args.quick:

@@ -85,6 +85,10 @@ def variants(inv, X):
     for s in SOLVERS:
         if s != inv.solver_ and make_solver(s).supports(inv.operator_) is None:
             out[f"solver={s}"] = dict(solver=s)
+    if torch.cuda.is_available():
+        # the other device than the one the defaults ran on: CPU against CUDA
+        other = "cpu" if inv._device().type == "cuda" else "cuda"
+        out[f"device={other}"] = dict(device=other)
     return out
 
 
