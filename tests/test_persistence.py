@@ -158,7 +158,7 @@ def test_class_outside_allow_list_is_refused(fitted, tmp_path):
     def break_array(spec):
         spec["root"]["state"]["items"][0][1] = {"__type__": "ndarray", "key": "nope"}
     _rewrite_spec(src, tmp_path / "corrupt.flipad", break_array)
-    with pytest.raises(ValueError, match="Corrupt file"):
+    with pytest.raises(persistence.UnsafeFileError, match="array 'nope' is missing"):
         persistence.load(tmp_path / "corrupt.flipad")
     np.savez(tmp_path / "plain.npz", x=np.zeros(3))
     with pytest.raises(persistence.UnsafeFileError, match="no spec"):
