@@ -11,6 +11,7 @@ need is estimated from the spec and compared with the budget the *caller*
 gave (never one read from the file).
 """
 
+import functools
 import inspect
 import math
 import warnings
@@ -128,6 +129,11 @@ def rebuild(cls, name, state, ctx):
         except (TypeError, ValueError) as exc:
             fail(f"a {name} with invalid parameters ({str(exc)[:200]})")
     for base in cls.__mro__:
+        required = _FITTED.get(base.__name__)
+        if required is not None:
+            _check_complete(est, name, required, ctx)
+            break
+    for base in cls.__mro__:
         post = _POST.get(base.__name__)
         if post is not None:
             post(est, ctx)
@@ -138,10 +144,7 @@ def rebuild(cls, name, state, ctx):
 
 def _migrate_params(cls, name, state, ctx):
     """Constructor parameters a file from an older version lacks get their defaults."""
-    try:
-        params = inspect.signature(cls.__init__).parameters.values()
-    except (TypeError, ValueError):     # pragma: no cover - every allowed class has one
-        return
+    params = _init_params(cls)
     missing = []
     for p in params:
         if p.name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) \
@@ -155,6 +158,22 @@ def _migrate_params(cls, name, state, ctx):
     if missing:
         ctx.note(f"its {name} had no {', '.join(map(repr, missing))} (written before "
                  "the parameter existed): set to the default")
+
+
+def _check_complete(est, name, required, ctx):
+    """A fitted estimator has every fitted attribute its methods read."""
+    fitted = [k for k in vars(est) if k.endswith("_") and not k.startswith("__")]
+    if not fitted:
+        return                          # an unfitted estimator: parameters only
+    missing = [k for k in required if not hasattr(est, k)]
+    if missing:
+        fail(f"the fitted {name} lacks {', '.join(missing)} (the file is incomplete, or "
+             f"was written by another version, {ctx.version!r}): re-fit with this version")
+
+
+@functools.lru_cache(maxsize=None)
+def _init_params(cls):
+    return tuple(inspect.signature(cls.__init__).parameters.values())
 
 
 def _finite_fitted_arrays(est, name):
@@ -267,6 +286,46 @@ def _post_inverter(est, ctx):
     if type(est).__name__ == "FinalLayerInverter":
         why = make_solver(est.solver_).supports(op)
         need(why is None, f"solver_ {est.solver_!r} {why}")
+    _check_derived(est, op)
+
+
+def _check_derived(est, op):
+    """What the inverter derives from its layer agrees with the layer.
+
+    ``lipschitz_`` sets the solvers' steps (too small: FISTA diverges; not
+    positive: ADMM's factorisation fails) and ``bias_`` and ``_anchor_image``
+    shift every target: edited, they would change every score.
+    """
+    import torch
+
+    weight = op.weight
+    upper = float(weight.abs().sum()) ** 2        # ||W||_2 <= sum |w| (Young)
+    with torch.no_grad():
+        gen = torch.Generator().manual_seed(0)
+        v = torch.randn((1, op.n_inputs), generator=gen, dtype=torch.float64)
+        lower = 0.0
+        for _ in range(3):                        # Rayleigh quotients <= lambda_max
+            v = v / max(float(v.norm()), 1e-300)
+            u = op.rmatvec(op.matvec(v))
+            lower = max(lower, float((u * v).sum()))
+            v = u
+        anchor_image = op.matvec(torch.from_numpy(
+            np.asarray(est.anchor_, dtype=np.float64))[None])[0].numpy()
+    lip = float(est.lipschitz_)
+    need(upper > 0 and lower * (1 - 1e-6) <= lip <= upper * (1 + 1e-6) + 1e-300,
+         f"lipschitz_ {lip:.6g} is not the layer's (between {lower:.6g} and {upper:.6g})")
+    layer_bias = est.layer.bias
+    bias = (np.zeros(op.n_outputs) if layer_bias is None
+            else np.repeat(layer_bias.detach().double().numpy(),
+                           op.n_outputs // max(layer_bias.numel(), 1)))
+    if getattr(est, "bias_", None) is not None:
+        need(bias.shape == est.bias_.shape and np.allclose(est.bias_, bias, rtol=1e-6,
+                                                           atol=1e-6),
+             "bias_ is not the layer's bias")
+    if getattr(est, "_anchor_image", None) is not None:
+        scale = max(float(np.abs(anchor_image).max(initial=0.0)), 1.0)
+        need(np.allclose(est._anchor_image, anchor_image, rtol=1e-5, atol=1e-6 * scale),
+             "_anchor_image is not the layer applied to anchor_")
 
 
 def _pre_detector(state, ctx):
@@ -416,6 +475,21 @@ def _post_pipeline(est, ctx):
         isinstance(s, tuple) and len(s) == 2 and isinstance(s[0], str) for s in steps),
         "the pipeline's steps are not (name, estimator) pairs")
     est._validate_steps()
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    fitted = []
+    for _, step in steps:
+        try:
+            check_is_fitted(step)
+            fitted.append(True)
+        except NotFittedError:
+            fitted.append(False)
+        except TypeError:               # "passthrough" or None
+            fitted.append(None)
+    if any(fitted):
+        need(all(f is not False for f in fitted), "some of the pipeline's steps are fitted "
+                                                  "and others are not")
     # the features each fitted step makes are the ones the next one takes
     for (a, first), (b, then) in zip(steps, steps[1:]):
         made = _n_out(first)
@@ -448,6 +522,23 @@ def check_root(est, ctx):
          "load it with a larger max_bytes (flipad: --max-memory) only if you trust it")
     return est
 
+
+#: The fitted attributes each estimator's scoring reads.
+_FITTED = {
+    "FinalLayerInverter": ("n_features_in_", "activation_shape_", "anchor_", "output_shape_",
+                           "bias_", "_anchor_image", "lipschitz_", "solver_",
+                           "batch_size_", "operator_"),
+    "ActivationPooling": ("n_features_in_", "input_shape_", "output_shape_",
+                          "_n_features_out"),
+    "ChannelSelector": ("n_features_in_", "input_shape_", "channels_"),
+    "GeneratorStandardScaler": ("n_features_in_", "mean_", "scale_"),
+    "FLIPADDetector": ("n_features_in_", "center_", "network_", "_network_spec",
+                       "threshold_", "offset_"),
+    "OneClassSVM": ("n_features_in_", "support_", "support_vectors_", "_n_support",
+                    "dual_coef_", "_dual_coef_", "intercept_", "_intercept_", "offset_",
+                    "_probA", "_probB", "_gamma", "_sparse", "shape_fit_", "fit_status_"),
+    "StandardScaler": ("n_features_in_", "mean_", "scale_"),
+}
 
 _PRE = {"FinalLayerInverter": _pre_inverter, "FLIPADDetector": _pre_detector}
 _POST = {
