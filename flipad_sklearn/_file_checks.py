@@ -284,9 +284,10 @@ def _post_inverter(est, ctx):
          f"{None if op is None else tuple(op.output_shape)}, not to output_shape_ "
          f"{tuple(est.output_shape_)}")
     if type(est).__name__ == "FinalLayerInverter":
+        # (a SkipInverter's operator adds the skip image: its own checks are its fit's)
         why = make_solver(est.solver_).supports(op)
         need(why is None, f"solver_ {est.solver_!r} {why}")
-    _check_derived(est, op)
+        _check_derived(est, op)
 
 
 def _check_derived(est, op):
