@@ -71,6 +71,7 @@ MAX_MEMBERS = 100_000
 # bool, signed and unsigned integers, floats, complex, fixed-width unicode
 _ARRAY_KINDS = "biufcU"
 _CHUNK = 2 ** 20
+_HEADER_BYTES = 4096 + 12       # magic, version, length and numpy's largest header
 
 #: The only classes :func:`load` rebuilds, by the name stored in a file.
 ALLOWED_CLASSES = {
@@ -385,7 +386,7 @@ class _Archive:
 
     def array(self, key):
         buf = self.raw(key)
-        fh = io.BytesIO(buf)
+        fh = io.BytesIO(bytes(buf[:_HEADER_BYTES]))    # the header only: BytesIO copies
         try:
             version = np.lib.format.read_magic(fh)
             if version == (1, 0):
@@ -635,12 +636,13 @@ def _load_flipad(path, max_bytes):
 
 def _npy_bytes(buf):
     """The payload of a 1-D uint8 ``.npy`` member (the spec)."""
-    fh = io.BytesIO(buf)
+    fh = io.BytesIO(bytes(buf[:_HEADER_BYTES]))
     try:
         np.lib.format.read_magic(fh)
         shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh, max_header_size=4096)
     except (ValueError, SyntaxError, TypeError) as exc:
         raise UnsafeFileError(f"the spec has an invalid header ({exc}).") from None
-    if dtype != np.uint8 or len(shape) != 1 or shape[0] != len(buf) - fh.tell():
+    if dtype != np.uint8 or len(shape) != 1 or len(buf) < fh.tell() \
+            or shape[0] != len(buf) - fh.tell():
         raise UnsafeFileError("the spec is not a byte string of its declared length.")
     return bytes(buf[fh.tell():])
