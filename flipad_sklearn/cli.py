@@ -575,6 +575,9 @@ def _replace_atomically(path, write):
     os.close(fd)
     try:
         write(tmp)
+        from .persistence import file_mode
+
+        os.chmod(tmp, file_mode(path))     # mkstemp makes 0600: as open() would
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

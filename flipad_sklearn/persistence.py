@@ -26,7 +26,9 @@ Examples
 import io
 import json
 import os
+import stat
 import tempfile
+import threading
 import zipfile
 
 import numpy as np
@@ -239,6 +241,22 @@ def save(estimator, path, *, format="flipad"):
     _write_atomically(os.fspath(path), write)
 
 
+_UMASK_LOCK = threading.Lock()
+
+
+def file_mode(path):
+    """The permissions a new file at ``path`` gets: the existing file's, or
+    ``0o666`` less the umask (what ``open(path, "w")`` would give)."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        pass
+    with _UMASK_LOCK:                   # os.umask can only be read by setting it
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return 0o666 & ~mask
+
+
 def _write_atomically(path, write):
     """``write(fh)`` into a new temporary file next to ``path``, then rename it.
 
@@ -255,6 +273,7 @@ def _write_atomically(path, write):
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, file_mode(path))     # mkstemp makes 0600: as open() would
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -762,3 +762,17 @@ def test_layer_and_network_descriptions_are_checked_before_allocating():
                                       "rep_dim": 4, "batch_norm": False}}
     with pytest.raises(ValueError, match="does not fit"):
         rebuild_network(spec, {"net.0.weight": np.zeros((2, 2), np.float32)})
+
+
+def test_saved_file_has_the_permissions_open_would_give(fitted, tmp_path):
+    # the unique temporary file of mkstemp is 0600; the saved file is not
+    pipe, _ = fitted
+    mask = os.umask(0o022)
+    try:
+        persistence.save(pipe, tmp_path / "new.flipad")
+        assert os.stat(tmp_path / "new.flipad").st_mode & 0o777 == 0o644
+        os.chmod(tmp_path / "new.flipad", 0o640)
+        persistence.save(pipe, tmp_path / "new.flipad")      # an existing file keeps its mode
+        assert os.stat(tmp_path / "new.flipad").st_mode & 0o777 == 0o640
+    finally:
+        os.umask(mask)
