@@ -16,6 +16,14 @@ error: user-defined networks and layers, callables (a callable activation or
 network factory would have to be imported, i.e. run, on load) and classes
 outside the allow-list.  Save those with joblib, for trusted use only.
 
+A file from someone you do not trust cannot exhaust memory, crash the
+process or reach libsvm or torch with inconsistent state: :func:`load`
+reads each member once within a byte budget the caller sets (``max_bytes``,
+default :data:`DEFAULT_MAX_BYTES`), estimates the memory scoring will need
+from the spec before anything is allocated, checks every estimator's state
+against its invariants, and raises :class:`UnsafeFileError` for every file
+it does not load.
+
 Examples
 --------
 >>> from flipad_sklearn import persistence
@@ -99,6 +107,8 @@ ALLOWED_CLASSES = {
     "flipad_sklearn.ResizedCrop": ResizedCrop,
 }
 _NAMES = {cls: name for name, cls in ALLOWED_CLASSES.items()}
+# documented (and raised) as part of this module
+UnsafeFileError.__module__ = FileVersionWarning.__module__ = __name__
 _TORCH_DTYPES = {str(d).removeprefix("torch."): d for d in (
     torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int8, torch.int16,
     torch.int32, torch.int64, torch.uint8, torch.bool)}
@@ -376,11 +386,13 @@ class _Archive:
         info = self.members[key]
         cap = self.left if limit is None else min(self.left, limit)
         if info.file_size > cap:
+            if limit is not None and limit < self.left:
+                raise UnsafeFileError(f"member {key!r} decompresses to {info.file_size} "
+                                      f"bytes, over the limit of {limit}.")
             raise UnsafeFileError(
                 f"array {key!r} decompresses to {info.file_size} bytes, over the "
-                f"{'limit of ' + str(limit) if limit is not None and limit < self.left else f'max_bytes={self.max_bytes} budget'}"
-                f" ({self.max_bytes - self.left} bytes already read); pass a larger "
-                "max_bytes to load only if you trust the file.")
+                f"max_bytes={self.max_bytes} budget ({self.used} bytes already read); "
+                "pass a larger max_bytes to load only if you trust the file.")
         buf = bytearray(info.file_size)
         view = memoryview(buf)
         n = 0
