@@ -267,8 +267,9 @@ def file_mode(path):
     return 0o666 & ~mask
 
 
-def _write_atomically(path, write):
-    """``write(fh)`` into a new temporary file next to ``path``, then rename it.
+def _write_atomically(path, write, by_name=False):
+    """``write(fh)`` into a new temporary file next to ``path``, then rename it
+    (``write(name)`` with ``by_name``).
 
     The temporary name is unique (:func:`tempfile.mkstemp`), so threads and
     processes saving to one path at once never write into the same file: the
@@ -279,10 +280,14 @@ def _write_atomically(path, write):
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.",
                                suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
+        if by_name:                     # a writer that opens the file itself
+            os.close(fd)
+            write(tmp)
+        else:
+            with os.fdopen(fd, "wb") as fh:
+                write(fh)
+                fh.flush()
+                os.fsync(fh.fileno())
         os.chmod(tmp, file_mode(path))     # mkstemp makes 0600: as open() would
         os.replace(tmp, path)
     except BaseException:
@@ -313,7 +318,7 @@ def trusted_skops_types():
 
 def _save_skops(estimator, path):
     sio = _skops()
-    _write_atomically(path, lambda fh: sio.dump(estimator, fh))
+    _write_atomically(path, lambda name: sio.dump(estimator, name), by_name=True)
 
 
 def _load_skops(path):
