@@ -335,7 +335,10 @@ def _is_skops(path):
     try:
         with zipfile.ZipFile(path) as zf:
             return "schema.json" in zf.namelist()
-    except zipfile.BadZipFile:
+    except Exception:
+        # a corrupt or crafted zip can fail in many ways (BadZipFile,
+        # NotImplementedError for an unknown zip version, ValueError, OSError):
+        # it is no skops file, and the own format's reader refuses it cleanly
         return False
 
 
