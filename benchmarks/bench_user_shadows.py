@@ -21,7 +21,7 @@ Each test source holds ``--n-test`` samples none of the detectors saw: fresh
 samples of G, the demo's unseen seed of G's recipe, its LSGAN of another
 architecture, and real MNIST images.  Writes ``--out`` (markdown) with
 accuracy at fnr 0.005 and ROC AUC per source, the commit, threads, device
-and date.
+and date (appended when the file exists).
 
 Run: ``python benchmarks/bench_user_shadows.py [--n-own 600 --n-neg 200 --n-test 200]``
 (about 6 minutes on one CPU thread).
@@ -46,6 +46,7 @@ from flipad_sklearn.datasets import load_mnist_subset
 from flipad_sklearn.generators import load_demo_generator, train_shadows
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+VARIANTS = ("real", "recipe", "user-data", "user-samples")
 
 
 class UserGenerator(nn.Module):
@@ -72,6 +73,8 @@ def main(argv=None):
     p.add_argument("--n-neg", type=int, default=200, help="per shadow (two shadows)")
     p.add_argument("--n-test", type=int, default=200)
     p.add_argument("--shadow-epochs", type=int, default=5)
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS,
+                   help="which labelled others to compare")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=os.path.join(HERE, "results", "user_shadows.md"))
     args = p.parse_args(argv)
@@ -85,12 +88,16 @@ def main(argv=None):
     real = real[np.random.default_rng(0).permutation(real.shape[0])]
     real_train, real_test = real[:2 * args.n_neg], real[-args.n_test:]
 
-    negatives = {"real": real_train}
-    shadows = {"recipe": train_shadows(demo, real, n_shadows=2)}
+    negatives = {"real": real_train} if "real" in args.variants else {}
+    shadows = {}
+    if "recipe" in args.variants:
+        shadows["recipe"] = train_shadows(demo, real, n_shadows=2)
     own_samples = sample(G, 2000, seed=100)
     for name, X_shadow in (("user-data", real), ("user-samples", own_samples)):
-        shadows[name] = train_shadows(G, X_shadow, n_shadows=2, latent_shape=demo.latent_dim,
-                                      epochs=args.shadow_epochs)
+        if name in args.variants:
+            shadows[name] = train_shadows(G, X_shadow, n_shadows=2,
+                                          latent_shape=demo.latent_dim,
+                                          epochs=args.shadow_epochs)
     for name, pair in shadows.items():
         negatives[name] = np.concatenate([sample(S, args.n_neg, seed=200 + i)
                                           if not hasattr(S, "config") else
@@ -133,7 +140,8 @@ def main(argv=None):
     commit = subprocess.run(["git", "-C", HERE, "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True).stdout.strip()
     lines = [
-        f"<!-- python benchmarks/bench_user_shadows.py --n-own {args.n_own} --n-neg "
+        f"<!-- python benchmarks/bench_user_shadows.py --variants {' '.join(args.variants)} "
+        f"--n-own {args.n_own} --n-neg "
         f"{args.n_neg} --n-test {args.n_test} --shadow-epochs {args.shadow_epochs} "
         f"--threads {args.threads}; commit {commit}; {platform.processor() or 'cpu'}, "
         f"torch threads {args.threads}, device cpu; "
@@ -153,7 +161,7 @@ def main(argv=None):
         fmt = [f"{a:.3f}" if np.isnan(u) else f"{a:.3f} / {u:.3f}" for _, _, a, u in cells]
         mean = np.mean([a for _, k, a, _ in cells if k != "G, fresh samples"])
         lines.append(f"| {neg_name} | " + " | ".join(fmt) + f" | {mean:.3f} |")
-    with open(args.out, "w") as f:
+    with open(args.out, "a" if os.path.exists(args.out) else "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
 
