@@ -70,7 +70,12 @@ def train_shadows(generator, X, n_shadows=2, *, seeds=None, latent_shape=None,
     other weights, which is what makes them useful negatives (they differ
     from G where another model trained on the same kind of data would).
     Only the inputs of the generator's ``forward`` are latents here: a
-    conditional generator needs its own training code.
+    conditional generator needs its own training code.  Such shadows help
+    only as far as they resemble G: shadows much worse than G teach the
+    detector to reject poor samples rather than other models' traces, so
+    retrain with G's own training code and other seeds when you have it,
+    and keep real data among the labelled others
+    (``benchmarks/bench_user_shadows.py`` compares the two).
 
     Parameters
     ----------
