@@ -12,8 +12,8 @@ the fresh scores of G (min / 5 % or 1 % / median), their two-sample KS
 p-value, the share of the unseen seed accepted, ROC AUC and accuracy at
 fnr 0.005.
 
-Run: ``python benchmarks/bench_calibration_fresh.py`` (about a minute on one
-CPU thread; writes ``results/calibration_fresh.md``).
+Run: ``python benchmarks/bench_calibration_fresh.py`` (one CPU thread; writes
+``results/calibration_fresh.md`` with the run's time).
 """
 
 import argparse

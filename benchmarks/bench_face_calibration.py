@@ -11,8 +11,8 @@ rejected at fnr 0.005, and for the guard the quantiles of its two
 standardised parts on the fresh samples: where the guarded score's lower tail
 comes from.  Writes ``--out`` with the commit, threads, device and date.
 
-Run: ``python benchmarks/bench_face_calibration.py`` (about 5 minutes on one
-CPU thread, mostly the inversions).
+Run: ``python benchmarks/bench_face_calibration.py`` (one CPU thread; the
+result file records the run's time, mostly the inversions).
 """
 
 import argparse

@@ -24,7 +24,8 @@ accuracy at fnr 0.005 and ROC AUC per source, the commit, threads, device
 and date (appended when the file exists).
 
 Run: ``python benchmarks/bench_user_shadows.py [--n-own 600 --n-neg 200 --n-test 200]``
-(about 6 minutes on one CPU thread).
+(one thread; the result file records the run's time, mostly training the
+shadows).
 """
 
 import argparse
