@@ -96,12 +96,24 @@ def build_layer(desc):
                                    dtype=torch.from_numpy(weight[:0]).dtype)
     except (TypeError, ValueError, RuntimeError) as exc:
         raise ValueError(f"Invalid {name} arguments {kwargs}: {exc}") from exc
-    layer = layer.to_empty(device="cpu")
-    state = {"weight": torch.from_numpy(weight.copy())}
+    bias = None
     if kwargs.get("bias", True):
         if desc["bias"] is None:
             raise ValueError(f"The {name} description has bias=True but no bias array.")
-        state["bias"] = torch.from_numpy(np.asarray(desc["bias"], dtype=weight.dtype).copy())
+        bias = np.asarray(desc["bias"])
+        if bias.dtype.kind != "f":
+            raise ValueError(f"The bias of a {name} must be floating point, got {bias.dtype}.")
+    # shapes checked on the meta device, before anything is allocated: arguments such
+    # as in_channels=10**6 must not allocate what the stored weight does not hold
+    for what, array, param in (("weight", weight, layer.weight), ("bias", bias, layer.bias)):
+        if array is not None and tuple(array.shape) != tuple(param.shape):
+            raise ValueError(f"The weights do not fit a {name} with arguments {kwargs}: "
+                             f"its {what} has shape {tuple(array.shape)}, the layer needs "
+                             f"{tuple(param.shape)}.")
+    layer = layer.to_empty(device="cpu")
+    state = {"weight": torch.from_numpy(weight.copy())}
+    if bias is not None:
+        state["bias"] = torch.from_numpy(bias.astype(weight.dtype))
     try:
         layer.load_state_dict(state)
     except RuntimeError as exc:

@@ -49,8 +49,19 @@ Every option is checked, and the output file's folder is created and tested
 for writing, before any work: a bad ``--fnr`` or an unwritable ``-o`` is
 reported at once, not after the inversion.  The detector file and the CSV are
 written to a temporary file in the same folder and moved into place at the
-end (``os.replace``), so an interrupted run never leaves a truncated file
-that looks complete.
+end (``os.replace``, from a unique temporary name), so an interrupted run
+never leaves a truncated file that looks complete.  An output path that is
+the detector or one of the input files is refused before any work.
+
+Output
+------
+Every command writes one row per input file, in command-line order (folders
+expanded in sorted order), skipped files included with the reason.  The CSV
+is written before the table is printed, so a closed terminal or pipe
+(``flipad score ... | head``) cannot lose it; the table then simply stops.
+The CSV is UTF-8: a file name that is not valid UTF-8 is written with
+``\\xNN`` escapes, and a text cell starting with ``=``, ``+``, ``-`` or ``@``
+(a formula to a spreadsheet) is prefixed with ``'``.
 
 Exit codes
 ----------
@@ -67,6 +78,8 @@ Exit codes
 3
     Partial success: some files were skipped (listed with the reason); all
     the others were fitted on / scored.
+130
+    Interrupted (Ctrl-C): one line on stderr; no output file was changed.
 
 Security
 --------
@@ -74,7 +87,11 @@ Security
 format only: numpy
 arrays and a JSON spec, loaded with ``numpy.load(allow_pickle=False)``,
 rebuilding only an allow-list of the package's and scikit-learn's classes.
-Scoring with such a file never runs code from it.  A pickle or joblib file
+Scoring with such a file never runs code from it, and every array in it is
+checked against the estimator's invariants before use: a crafted file is
+refused with one line (exit code 1).  ``--max-memory`` (GiB, default 2) bounds
+what a file may make the command allocate: its arrays and the inversion of
+one batch, estimated from the file before anything is allocated.  A pickle or joblib file
 (which can run arbitrary code when loaded) is refused before it is read,
 unless ``--trust-pickle`` is given: use that only for files you made
 yourself or otherwise trust.  ``flipad fit --generator`` imports and runs the
@@ -97,10 +114,12 @@ from pathlib import Path
 # at once (tests/test_lazy_import.py)
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130      # 128 + SIGINT, as shells report it
 PICKLE_EXTENSIONS = (".joblib", ".pkl", ".pickle")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
-__all__ = ["main", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_PARTIAL"]
+__all__ = ["main", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_PARTIAL",
+           "EXIT_INTERRUPTED"]
 
 
 class CLIError(Exception):
@@ -231,9 +250,92 @@ def _bar(total, desc, unit, enabled):
 def _report_errors(errors, what):
     if not errors:
         return
-    print(f"{len(errors)} file(s) {what}:", file=sys.stderr)
+    _err(f"{len(errors)} file(s) {what}:")
     for path, reason in errors:
-        print(f"  {path}: {reason}", file=sys.stderr)
+        _err(f"  {_display(path)}: {reason}")
+
+
+def _display(text):
+    """``text`` printable anywhere: a file name that is not valid UTF-8 (decoded by
+    Python with surrogate escapes) gets ``\\xNN`` escapes instead of failing."""
+    return os.fsencode(text).decode("utf-8", "backslashreplace") \
+        if isinstance(text, str) else str(text)
+
+
+def _out(line):
+    """Print a line of the table; a closed stdout (``| head``) ends the table quietly."""
+    global _STDOUT_CLOSED
+    if _STDOUT_CLOSED:
+        return
+    try:
+        print(line, flush=True)
+    except BrokenPipeError:
+        _STDOUT_CLOSED = True
+        # later writes (and the interpreter's final flush) go nowhere, not to a traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+_STDOUT_CLOSED = False
+
+
+def _err(line):
+    try:
+        print(line, file=sys.stderr)
+    except (BrokenPipeError, UnicodeEncodeError):
+        pass
+
+
+#: Cells starting with these are formulas to a spreadsheet (CSV injection).
+_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(value):
+    """A text cell as written to the CSV: valid UTF-8, never a spreadsheet formula.
+
+    A file name starting with ``=``, ``+``, ``-``, ``@`` (or a tab or carriage
+    return) is prefixed with ``'``, which spreadsheets show as text; numbers
+    are written as they are.
+    """
+    if not isinstance(value, str):
+        return value
+    value = _display(value)
+    return "'" + value if value.startswith(_FORMULA_PREFIXES) else value
+
+
+def _write_csv(csv_path, fieldnames, rows):
+    """The rows, escaped, to ``csv_path`` (atomically: the old file stays on failure)."""
+    def write(tmp):
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=fieldnames)
+            writer.writeheader()
+            writer.writerows([{k: _csv_cell(v) for k, v in r.items()} for r in rows])
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    _replace_atomically(csv_path, write)
+
+
+def _refuse_overwriting(out, option, protected):
+    """A CLIError if ``out`` is one of ``protected`` (the detector, an input file).
+
+    Compared as resolved paths, and as the same file (a hard link or another
+    spelling of the path); nothing the command writes may destroy its inputs.
+    """
+    target = Path(out).resolve()
+    for p in protected:
+        p = Path(p)
+        same = target == p.resolve()
+        if not same and target.exists() and p.exists():
+            try:
+                same = os.path.samefile(target, p)
+            except OSError:
+                same = False
+        if same:
+            raise CLIError(f"{option} {_display(os.fspath(out))!r} is also an input "
+                           f"({_display(os.fspath(p))!r}); writing it would destroy it. "
+                           "Give another file name.")
 
 
 # --------------------------------------------------------------- generator
@@ -328,6 +430,10 @@ def cmd_fit(args):
 
     verbose = not args.quiet
     _check_fit_args(args)
+    inputs = [args.generator.rsplit(":", 1)[0]] + ([args.weights] if args.weights else [])
+    for folder in [args.own] + list(args.others or []):
+        inputs += [p for p, _ in _expand_entries([folder])]
+    _refuse_overwriting(args.output, "-o/--output", [p for p in inputs if os.path.exists(p)])
     out = _prepare_output(args.output, "-o/--output")
     generator = load_generator_spec(args.generator, args.weights)
     latent = _latent_shape(args, generator)
@@ -506,6 +612,9 @@ def _replace_atomically(path, write):
     os.close(fd)
     try:
         write(tmp)
+        from .persistence import file_mode
+
+        os.chmod(tmp, file_mode(path))     # mkstemp makes 0600: as open() would
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -532,7 +641,7 @@ def _log(enabled, msg):
 
 
 # ------------------------------------------------------------------- score
-def _load_detector(path, trust_pickle=False):
+def _load_detector(path, trust_pickle=False, max_memory=None):
     from sklearn.pipeline import Pipeline
 
     from . import persistence
@@ -553,11 +662,20 @@ def _load_detector(path, trust_pickle=False):
 
             pipe = joblib.load(path)
         else:
-            pipe = persistence.load(path)
+            max_bytes = None if max_memory is None else int(max_memory * 2 ** 30)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", persistence.FileVersionWarning)
+                pipe = persistence.load(path, max_bytes=max_bytes)
+            for w in caught:
+                if issubclass(w.category, persistence.FileVersionWarning):
+                    _err(f"warning: {' '.join(str(w.message).split())}")
     except CLIError:
         raise
+    except persistence.UnsafeFileError as exc:
+        # the message names the file and what is wrong with it
+        raise CLIError(f"Could not load the detector: {exc}") from exc
     except Exception as exc:
-        raise CLIError(f"Could not load the detector {name!r}: "
+        raise CLIError(f"Could not load the detector {_display(name)!r}: "
                        f"{type(exc).__name__}: {exc}") from exc
     if not isinstance(pipe, Pipeline) or not isinstance(pipe[0], FinalLayerInverter) \
             or not hasattr(pipe[-1], "pvalues"):
@@ -565,22 +683,55 @@ def _load_detector(path, trust_pickle=False):
     return pipe
 
 
+def _check_stored_device(pipe, path):
+    """Before any image is read: the device the detector was fitted on exists here.
+
+    A detector fitted with ``device="cuda"`` keeps that setting; on a machine
+    without CUDA the command says to pass ``--device cpu`` instead of failing
+    after the images are read.
+    """
+    from ._device import resolve_device
+
+    for est in (pipe[0], pipe[-1]):
+        device = getattr(est, "device", None)
+        if device is None:
+            continue
+        try:
+            resolve_device(device)
+        except (TypeError, ValueError):
+            raise CLIError(
+                f"The detector {_display(os.fspath(path))!r} was fitted with "
+                f"device={str(device)!r}, which this machine does not have; re-run with "
+                "--device cpu (or --device auto).") from None
+
+
+def _check_max_memory(value):
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise UsageError(f"--max-memory must be a positive number of GiB; got {value}.")
+
+
 def cmd_score(args):
+    _check_max_memory(args.max_memory)
     if args.batch_size is not None and args.batch_size < 1:
         raise UsageError(f"--batch-size must be a positive integer; got {args.batch_size}.")
     if args.device is not None:
         _check_device(args.device)
+    entries = _expand_entries(args.paths)
+    if args.csv:
+        _refuse_overwriting(args.csv, "--csv", [args.detector] + list(args.paths)
+                            + [p for p, _ in entries])
     csv_path = _prepare_output(args.csv, "--csv") if args.csv else None
-    pipe = _load_detector(args.detector, args.trust_pickle)
+    pipe = _load_detector(args.detector, args.trust_pickle, args.max_memory)
     verbose = not args.quiet
     inv = pipe[0]
     if args.device is not None:
         pipe.set_params(inv__device=args.device)
         pipe[-1].network_.to(_torch_device(args.device))
+    else:
+        _check_stored_device(pipe, args.detector)
     if args.batch_size is not None:
         pipe.set_params(inv__batch_size=args.batch_size)
     shape = tuple(inv.output_shape_)
-    entries = _expand_entries(args.paths)
     files = [p for p, r in entries if r is None]
     X, ok, read_errors = _read_images(files, shape, verbose, _saved_range(pipe))
     scores = pvals = ()
@@ -612,25 +763,16 @@ def cmd_score(args):
         errors.append((path, reason))
         rows.append({"path": path, "score": "", "decision": "", "pvalue": "",
                      "status": reason})
+    if csv_path is not None:            # first: a closed terminal cannot lose it
+        _write_csv(csv_path, ["path", "score", "decision", "pvalue", "status"], rows)
     if ok:
-        width = max(len(r["path"]) for r in rows if r["status"] == "ok")
-        print(f"{'path':<{width}}  {'score':>11}  {'decision':<8}  {'p-value':>8}")
+        width = max(len(_display(r["path"])) for r in rows if r["status"] == "ok")
+        _out(f"{'path':<{width}}  {'score':>11}  {'decision':<8}  {'p-value':>8}")
         for r in rows:
             if r["status"] == "ok":
-                print(f"{r['path']:<{width}}  {r['score']:>11.4g}  {r['decision']:<8}  "
-                      f"{r['pvalue']:>8.4f}")
+                _out(f"{_display(r['path']):<{width}}  {r['score']:>11.4g}  "
+                     f"{r['decision']:<8}  {r['pvalue']:>8.4f}")
     _report_errors(errors, "not scored")
-    if csv_path is not None:
-        def write(tmp):
-            with open(tmp, "w", newline="") as fh:
-                writer = csv.DictWriter(fh, fieldnames=["path", "score", "decision",
-                                                        "pvalue", "status"])
-                writer.writeheader()
-                writer.writerows(rows)
-                fh.flush()
-                os.fsync(fh.fileno())
-
-        _replace_atomically(csv_path, write)
     if not ok:
         raise CLIError("No file could be scored." if files or errors else
                        "No files given.")
@@ -644,17 +786,30 @@ def cmd_attribute(args):
 
     from .multi import OwnedModelsAttributor
 
-    if args.alpha is not None and not 0 <= args.alpha < 1:
-        raise CLIError(f"--alpha must be in [0, 1), got {args.alpha}.")
+    _check_max_memory(args.max_memory)
+    if args.alpha is not None and not (math.isfinite(args.alpha) and 0 <= args.alpha < 1):
+        raise UsageError(f"--alpha must be in [0, 1), got {args.alpha}.")
+    if args.device is not None:
+        _check_device(args.device)
+    specs = [(spec,) + spec.partition("=") for spec in args.model]
+    entries = _expand_entries(args.paths)
+    if args.csv:
+        _refuse_overwriting(args.csv, "--csv",
+                            [path if sep else spec for spec, _, sep, path in specs]
+                            + list(args.paths) + [p for p, _ in entries])
     csv_path = _prepare_output(args.csv, "--csv") if args.csv else None
     models = {}
-    for spec in args.model:
-        name, sep, path = spec.partition("=")
+    for spec, name, sep, path in specs:
         if not sep:
             name, path = Path(spec).stem, spec
         if name in models:
             raise CLIError(f"--model: the name {name!r} is given twice (use NAME=FILE).")
-        models[name] = _load_detector(path, args.trust_pickle)
+        models[name] = _load_detector(path, args.trust_pickle, args.max_memory)
+        if args.device is not None:
+            models[name].set_params(inv__device=args.device)
+            models[name][-1].network_.to(_torch_device(args.device))
+        else:
+            _check_stored_device(models[name], path)
     shapes = {n: tuple(p[0].output_shape_) for n, p in models.items()}
     if len(set(shapes.values())) > 1:
         raise CLIError(f"The models make images of different shapes: {shapes}.")
@@ -663,15 +818,14 @@ def cmd_attribute(args):
     except (TypeError, ValueError) as exc:
         raise CLIError(str(exc)) from exc
     verbose = not args.quiet
-    files, errors = _expand(args.paths)
+    files = [p for p, r in entries if r is None]
     ranges = {n: _saved_range(p) for n, p in models.items()}
     if len(set(ranges.values())) > 1:
         raise CLIError(f"The models read pixels into different ranges: {ranges}.")
-    X, ok, err = _read_images(files, next(iter(shapes.values())), verbose,
-                              next(iter(ranges.values())))
-    errors += err
+    X, ok, read_errors = _read_images(files, next(iter(shapes.values())), verbose,
+                                      next(iter(ranges.values())))
     names = list(models)
-    rows = []
+    done = {}
     if ok:
         with _warnings_on_stderr():
             res = attr.attribute(X, alpha=args.alpha)
@@ -680,28 +834,31 @@ def cmd_attribute(args):
                    "set": "{" + ",".join(np.asarray(names)[res.sets[i]]) + "}",
                    "status": "ok"}
             row.update({f"p_{n}": float(res.pvalues[i, j]) for j, n in enumerate(names)})
-            rows.append(row)
-        width = max(len(r["path"]) for r in rows)
-        print(f"{'path':<{width}}  {'prediction':<12}  {'set':<20}  "
-              + "  ".join(f"{'p_' + n:>10}" for n in names))
-        for r in rows:
-            print(f"{r['path']:<{width}}  {r['prediction']:<12}  {r['set']:<20}  "
-                  + "  ".join(f"{r['p_' + n]:>10.4f}" for n in names))
-    for f, reason in errors:
-        rows.append({"path": f, "prediction": "", "set": "", "status": reason,
+            done.setdefault(f, []).append(row)
+    # one row per entry, in command-line order (as in `flipad score`)
+    failed = dict(read_errors)
+    rows, errors = [], []
+    for path, reason in entries:
+        if reason is None and done.get(path):
+            rows.append(done[path].pop(0))
+            continue
+        reason = reason or failed.get(path, "not read")
+        errors.append((path, reason))
+        rows.append({"path": path, "prediction": "", "set": "", "status": reason,
                      **{f"p_{n}": "" for n in names}})
+    if csv_path is not None:            # first: a closed terminal cannot lose it
+        _write_csv(csv_path, ["path", "prediction", "set"] + [f"p_{n}" for n in names]
+                   + ["status"], rows)
+    if ok:
+        width = max(len(_display(r["path"])) for r in rows if r["status"] == "ok")
+        _out(f"{'path':<{width}}  {'prediction':<12}  {'set':<20}  "
+             + "  ".join(f"{'p_' + n:>10}" for n in names))
+        for r in rows:
+            if r["status"] == "ok":
+                _out(f"{_display(r['path']):<{width}}  {r['prediction']:<12}  "
+                     f"{r['set']:<20}  "
+                     + "  ".join(f"{r['p_' + n]:>10.4f}" for n in names))
     _report_errors(errors, "not attributed")
-    if csv_path is not None:
-        def write(tmp):
-            with open(tmp, "w", newline="") as fh:
-                writer = csv.DictWriter(fh, fieldnames=["path", "prediction", "set"]
-                                        + [f"p_{n}" for n in names] + ["status"])
-                writer.writeheader()
-                writer.writerows(rows)
-                fh.flush()
-                os.fsync(fh.fileno())
-
-        _replace_atomically(csv_path, write)
     if not ok:
         raise CLIError("No file could be attributed." if files or errors else
                        "No files given.")
@@ -757,6 +914,12 @@ def _torch_device(device):
 
 
 # ------------------------------------------------------------------ parser
+_MAX_MEMORY_HELP = ("memory a detector file may make this command use, in GiB: its "
+                    "arrays and the inversion of one batch, estimated from the file "
+                    "before anything is allocated (default: 2; a file that needs more "
+                    "is refused; raise it for large generators you trust)")
+
+
 def build_parser():
     """The argparse parser of the ``flipad`` command."""
     from ._version import __version__
@@ -767,7 +930,8 @@ def build_parser():
                     "(final-layer inversion + Deep SAD) from the command line.",
         epilog="Exit codes: 0 success; 1 error (nothing done); 2 usage error "
                "(including option values out of range); "
-               "3 some files skipped (listed with the reason), the rest processed. "
+               "3 some files skipped (listed with the reason), the rest processed; "
+               "130 interrupted. "
                "flipad score and flipad attribute read the secure detector format "
                "(no pickle); a pickle/joblib detector needs --trust-pickle.",
     )
@@ -846,6 +1010,8 @@ def build_parser():
                                                       "unless the detector says otherwise)")
     score.add_argument("--batch-size", type=int, default=None,
                        help="samples per inversion batch")
+    score.add_argument("--max-memory", type=float, default=None, metavar="GIB",
+                       help=_MAX_MEMORY_HELP)
     score.add_argument("--trust-pickle", action="store_true",
                        help="also load a pickle/joblib detector file; loading a pickle "
                             "can run arbitrary code: only for files you trust")
@@ -870,6 +1036,11 @@ def build_parser():
                                 "each detector's own threshold, at its fnr)")
     attribute.add_argument("--csv", metavar="FILE",
                            help="also write path, prediction, set, p_<model>..., status")
+    attribute.add_argument("--device", default=None,
+                           help="auto, cpu or cuda (default: what each detector was "
+                                "fitted with)")
+    attribute.add_argument("--max-memory", type=float, default=None, metavar="GIB",
+                           help=_MAX_MEMORY_HELP)
     attribute.add_argument("--trust-pickle", action="store_true",
                            help="also load pickle/joblib detector files; loading a pickle "
                                 "can run arbitrary code: only for files you trust")
@@ -941,12 +1112,20 @@ def main(argv=None):
         _set_threads(args.threads)
         return args.func(args)
     except UsageError as exc:
-        print(f"flipad {args.command}: error: {exc}", file=sys.stderr)
+        _err(f"flipad {args.command}: error: {_display(str(exc))}")
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        # files are written atomically: an interrupted run leaves the old ones
+        _err(f"flipad {args.command}: interrupted (no output file was changed)")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # stdout closed early (e.g. `| head`) outside the table: nothing left to say
+        _out("")
+        return EXIT_ERROR
     except (CLIError, ValueError, OSError) as exc:
         # one line, no traceback: what is wrong is in the message
         msg = str(exc) if isinstance(exc, CLIError) else f"{type(exc).__name__}: {exc}"
-        print(f"flipad {args.command}: error: {' '.join(msg.split())}", file=sys.stderr)
+        _err(f"flipad {args.command}: error: {_display(' '.join(msg.split()))}")
         return EXIT_ERROR
 
 

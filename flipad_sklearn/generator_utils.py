@@ -12,7 +12,12 @@ owners use:
   explicit ``output=`` selector (a key/attribute name or a callable) picks;
 * the inputs may be drawn as standard normals of ``latent_shape`` or given by
   the user (``inputs=``: an array, a tensor or an iterable of batches, e.g.
-  the scaled latents of a diffusion pipeline).
+  the scaled latents of a diffusion pipeline);
+* a generator with several inputs, such as a conditional GAN's
+  ``forward(noise, labels)``, takes a tuple: ``find_final_layer(G, (z, y))``
+  calls ``G(z, y)``, and ``inputs=(Z, Y)`` (arrays or tensors with one row per
+  sample) is split into batches ``G(Z[i:j], Y[i:j])`` (a dict is passed as
+  keyword arguments).
 
 The final layer is found with forward hooks (the last Linear/Conv2d/
 ConvTranspose2d to run), and the output activation by comparing the
@@ -196,10 +201,73 @@ def _latents(n, latent_shape, rng, device):
 
 
 def _to_input(batch, device, dtype):
+    """One input batch on ``device``: a tensor, or a tuple / dict of them (several inputs).
+
+    Floating tensors take the generator's dtype; integer ones (class labels)
+    keep theirs.
+    """
+    if isinstance(batch, tuple):
+        return tuple(_to_input(b, device, dtype) for b in batch)
+    if isinstance(batch, Mapping):
+        return {k: _to_input(v, device, dtype) for k, v in batch.items()}
     t = torch.as_tensor(np.asarray(batch) if not isinstance(batch, torch.Tensor) else batch)
     if t.is_floating_point():
         return t.to(device=device, dtype=dtype)
     return t.to(device)
+
+
+def _call(fn, inputs):
+    """``fn`` on one input batch: ``fn(*inputs)`` for a tuple (a generator with
+    several inputs, e.g. ``forward(noise, labels)``), ``fn(**inputs)`` for a
+    dict, else ``fn(inputs)``."""
+    if isinstance(inputs, tuple):
+        return fn(*inputs)
+    if isinstance(inputs, Mapping):
+        return fn(**inputs)
+    return fn(inputs)
+
+
+def _parts(inputs):
+    """The tensors / arrays of one input batch (one, or those of a tuple / dict)."""
+    if isinstance(inputs, tuple):
+        return list(inputs)
+    if isinstance(inputs, Mapping):
+        return list(inputs.values())
+    return [inputs]
+
+
+def _n_rows(inputs):
+    """Number of samples of one input batch (the first axis of its first part)."""
+    first = _parts(inputs)[0]
+    shape = getattr(first, "shape", None)
+    if shape is None or len(shape) < 1:
+        raise ValueError("Each input (and each part of a tuple of inputs) must have a "
+                         "leading sample axis.")
+    return int(shape[0])
+
+
+def _rows(inputs, start, stop):
+    """Rows ``start:stop`` of every part of an input batch."""
+    if isinstance(inputs, tuple):
+        return tuple(p[start:stop] for p in inputs)
+    if isinstance(inputs, Mapping):
+        return {k: v[start:stop] for k, v in inputs.items()}
+    return inputs[start:stop]
+
+
+def _is_array(x):
+    return isinstance(x, (torch.Tensor, np.ndarray))
+
+
+def _is_whole_inputs(inputs):
+    """An array / tensor, or a tuple / dict of them with as many rows each: all
+    the inputs at once (split into batches), not an iterable of batches."""
+    if _is_array(inputs):
+        return True
+    if isinstance(inputs, (tuple, Mapping)):
+        parts = _parts(inputs)
+        return bool(parts) and all(_is_array(p) for p in parts)
+    return False
 
 
 # ------------------------------------------------------------- final layer
@@ -211,8 +279,11 @@ def find_final_layer(generator, example_input, *, output=None, module=None):
     generator : torch.nn.Module or callable
         A module, a bound method of one (e.g. ``vae.decode`` of a diffusers
         ``AutoencoderKL``) or any callable with ``module=``.
-    example_input : torch.Tensor
-        A batch of inputs (latent codes) the generator accepts.
+    example_input : torch.Tensor, tuple or dict
+        A batch of inputs (latent codes) the generator accepts.  A tuple is
+        passed as positional arguments (a conditional generator's
+        ``(noise, labels)``: ``generator(noise, labels)``), a dict as keyword
+        arguments.
     output : str, callable or None, default=None
         Which part of the generator's output holds the samples: a key or
         attribute name, or a callable mapping the output to a tensor.  None:
@@ -250,7 +321,7 @@ def find_final_layer(generator, example_input, *, output=None, module=None):
                if isinstance(m, SUPPORTED_LAYERS)]
     try:
         with torch.no_grad():
-            out = _select_output(fn(example_input), output).detach()
+            out = _select_output(_call(fn, example_input), output).detach()
     finally:
         for h in handles:
             h.remove()
@@ -328,7 +399,7 @@ def _run_with_layer_output(fn, owner, example_input, output, layer, call, values
     handle = layer.register_forward_hook(replace)
     try:
         with torch.no_grad():
-            return _select_output(fn(example_input), output).detach()
+            return _select_output(_call(fn, example_input), output).detach()
     finally:
         handle.remove()
 
@@ -351,11 +422,15 @@ def sample_activations(generator, n_samples=None, latent_shape=None, *, inputs=N
         Shape of one latent code (an int ``n`` means ``(n,)``); codes are
         standard normal, drawn from a local numpy generator so that they do
         not depend on ``batch_size``.  Not used with ``inputs``.
-    inputs : array-like, torch.Tensor or iterable of batches, default=None
+    inputs : array-like, torch.Tensor, tuple, dict or iterable of batches, default=None
         The generator's inputs instead of standard normals: an array or
         tensor of shape ``(n, *input_shape)`` (split into ``batch_size``
-        rows) or an iterable yielding batches (each passed as it comes, e.g.
-        the scaled latents of a diffusion pipeline, batch by batch).
+        rows); a tuple (or dict) of them, one row per sample each, for a
+        generator with several inputs (a conditional GAN's ``(noise,
+        labels)``, called as ``generator(noise, labels)`` batch by batch);
+        or an iterable yielding batches (each a tensor, a tuple or a dict,
+        passed as it comes, e.g. the scaled latents of a diffusion pipeline,
+        batch by batch).
     output : str, callable or None, default=None
         Which part of the generator's output holds the samples (see
         :func:`find_final_layer`).
@@ -427,31 +502,36 @@ def _input_batches(n_samples, latent_shape, inputs, batch_size, random_state, de
             for start in range(0, n_samples, batch_size):
                 yield _latents(min(batch_size, n_samples - start), latent_shape, gen, device)
         return draw(), n_samples
-    if isinstance(inputs, (torch.Tensor, np.ndarray)):
-        if inputs.ndim < 1 or inputs.shape[0] == 0:
+    if _is_whole_inputs(inputs):
+        sizes = {_n_rows(p) for p in _parts(inputs)}
+        if len(sizes) != 1:
+            raise ValueError(f"The parts of inputs must have as many samples each; got "
+                             f"{sorted(sizes)}.")
+        n_rows = sizes.pop()
+        if n_rows == 0:
             raise ValueError(f"inputs must hold at least one sample along its first axis; "
-                             f"got shape {tuple(inputs.shape)}.")
-        total = inputs.shape[0] if n_samples is None else min(n_samples, inputs.shape[0])
+                             f"got shape {tuple(_parts(inputs)[0].shape)}.")
+        total = n_rows if n_samples is None else min(n_samples, n_rows)
 
         def chunks():
             for start in range(0, total, batch_size):
-                yield _to_input(inputs[start:min(start + batch_size, total)], device, dtype)
+                yield _to_input(_rows(inputs, start, min(start + batch_size, total)),
+                                device, dtype)
         return chunks(), total
     if isinstance(inputs, (str, bytes, Mapping)) or not hasattr(inputs, "__iter__"):
-        raise TypeError(f"inputs must be an array, a tensor or an iterable of batches, got "
-                        f"{type(inputs).__name__}.")
+        raise TypeError(f"inputs must be an array, a tensor, a tuple of them or an "
+                        f"iterable of batches, got {type(inputs).__name__}.")
 
     def from_iterable():
         left = n_samples
         for batch in inputs:
             b = _to_input(batch, device, dtype)
-            if b.ndim < 1:
-                raise ValueError("Each batch of inputs must have a leading sample axis.")
+            m = _n_rows(b)
             if left is not None:
                 if left <= 0:
                     return
-                b = b[:left]
-                left -= b.shape[0]
+                b = _rows(b, 0, left)
+                left -= min(m, left)
             yield b
     return from_iterable(), n_samples
 
@@ -495,16 +575,16 @@ def _iter_batches(generator, n_samples, latent_shape, inputs, output, module, la
                 handle = layer.register_forward_hook(hook)
             captured.clear()
             with torch.no_grad():
-                out = _select_output(fn(xb), output).detach()
+                out = _select_output(_call(fn, xb), output).detach()
             if "h" not in captured:
                 raise ValueError(
                     f"layer ({type(layer).__name__}) did not run in the generator's "
                     "forward pass: pass the generator's final layer (see "
                     "find_final_layer).")
-            n_done += xb.shape[0]
+            n_done += _n_rows(xb)
             yield captured["h"], out
             if bar is not None:
-                bar.update(xb.shape[0])
+                bar.update(_n_rows(xb))
         if n_done == 0:
             raise ValueError("inputs yielded no samples.")
     finally:

@@ -16,6 +16,14 @@ error: user-defined networks and layers, callables (a callable activation or
 network factory would have to be imported, i.e. run, on load) and classes
 outside the allow-list.  Save those with joblib, for trusted use only.
 
+A file from someone you do not trust cannot exhaust memory, crash the
+process or reach libsvm or torch with inconsistent state: :func:`load`
+reads each member once within a byte budget the caller sets (``max_bytes``,
+default :data:`DEFAULT_MAX_BYTES`), estimates the memory scoring will need
+from the spec before anything is allocated, checks every estimator's state
+against its invariants, and raises :class:`UnsafeFileError` for every file
+it does not load.
+
 Examples
 --------
 >>> from flipad_sklearn import persistence
@@ -23,8 +31,13 @@ Examples
 >>> pipe = persistence.load("detector.flipad")  # doctest: +SKIP
 """
 
+import io
 import json
 import os
+import stat
+import tempfile
+import threading
+import zipfile
 
 import numpy as np
 import sklearn
@@ -34,6 +47,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import OneClassSVM
 
+from . import _file_checks as _check
+from ._file_checks import FileVersionWarning, UnsafeFileError
 from ._version import __version__
 from .baselines import ConformalDetector, FingerprintCorrelation
 from .conformal_pipeline import ConformalPipeline
@@ -45,12 +60,28 @@ from .perturbations import GaussianBlur, GaussianNoise, JPEGCompression, Resized
 from .skip_inversion import SkipInverter
 from .streaming import StreamingFeatures
 
-__all__ = ["ALLOWED_CLASSES", "FORMAT", "FORMAT_VERSION", "UnsafeFileError", "load",
-           "save", "sniff", "trusted_skops_types"]
+__all__ = ["ALLOWED_CLASSES", "DEFAULT_MAX_BYTES", "FORMAT", "FORMAT_VERSION",
+           "FileVersionWarning", "MAX_SPEC_BYTES", "MAX_SPEC_DEPTH", "UnsafeFileError",
+           "load", "save", "sniff", "trusted_skops_types"]
 
 FORMAT = "flipad_sklearn"
 FORMAT_VERSION = 1
 SPEC_KEY = "__spec__"
+
+#: The memory a file may make :func:`load` use by default (its decompressed
+#: arrays, and the working memory of scoring one batch), in bytes.  Yours to
+#: change, or pass ``max_bytes`` to :func:`load`; never read from a file.
+DEFAULT_MAX_BYTES = 2 ** 31
+#: The largest JSON spec :func:`load` parses (a real one is a few kB).
+MAX_SPEC_BYTES = 4 * 2 ** 20
+#: The deepest nesting of the spec :func:`load` accepts (a real one: about 20).
+MAX_SPEC_DEPTH = 64
+#: The most members (arrays) a file may have.
+MAX_MEMBERS = 100_000
+# bool, signed and unsigned integers, floats, complex, fixed-width unicode
+_ARRAY_KINDS = "biufcU"
+_CHUNK = 2 ** 20
+_HEADER_BYTES = 4096 + 12       # magic, version, length and numpy's largest header
 
 #: The only classes :func:`load` rebuilds, by the name stored in a file.
 ALLOWED_CLASSES = {
@@ -76,15 +107,14 @@ ALLOWED_CLASSES = {
     "flipad_sklearn.ResizedCrop": ResizedCrop,
 }
 _NAMES = {cls: name for name, cls in ALLOWED_CLASSES.items()}
+# documented (and raised) as part of this module
+UnsafeFileError.__module__ = FileVersionWarning.__module__ = __name__
 _TORCH_DTYPES = {str(d).removeprefix("torch."): d for d in (
     torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int8, torch.int16,
     torch.int32, torch.int64, torch.uint8, torch.bool)}
 
 _ZIP_MAGIC = b"PK\x03\x04"
 
-
-class UnsafeFileError(ValueError):
-    """The file is not in the secure format (e.g. a pickle or joblib file)."""
 
 
 # ------------------------------------------------------------------------ encode
@@ -215,15 +245,55 @@ def save(estimator, path, *, format="flipad"):
         "root": root,
     }
     blob = np.frombuffer(json.dumps(spec).encode("utf-8"), dtype=np.uint8)
-    path = os.fspath(path)
-    tmp = f"{path}.{os.getpid()}.tmp"
+    def write(fh):                      # a file object: savez adds no ".npz"
+        np.savez(fh, **{SPEC_KEY: blob}, **enc.arrays)
+
+    _write_atomically(os.fspath(path), write)
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def file_mode(path):
+    """The permissions a new file at ``path`` gets: the existing file's, or
+    ``0o666`` less the umask (what ``open(path, "w")`` would give)."""
     try:
-        with open(tmp, "wb") as fh:     # a file object: savez adds no ".npz"
-            np.savez(fh, **{SPEC_KEY: blob}, **enc.arrays)
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        pass
+    with _UMASK_LOCK:                   # os.umask can only be read by setting it
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _write_atomically(path, write, by_name=False):
+    """``write(fh)`` into a new temporary file next to ``path``, then rename it
+    (``write(name)`` with ``by_name``).
+
+    The temporary name is unique (:func:`tempfile.mkstemp`), so threads and
+    processes saving to one path at once never write into the same file: the
+    last rename wins and ``path`` is always one complete file.  A failed or
+    interrupted write leaves ``path`` as it was.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.",
+                               suffix=".tmp")
+    try:
+        if by_name:                     # a writer that opens the file itself
+            os.close(fd)
+            write(tmp)
+        else:
+            with os.fdopen(fd, "wb") as fh:
+                write(fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.chmod(tmp, file_mode(path))     # mkstemp makes 0600: as open() would
         os.replace(tmp, path)
-    finally:
+    except BaseException:
         if os.path.exists(tmp):
-            os.remove(tmp)
+            os.unlink(tmp)
+        raise
 
 
 # ------------------------------------------------------------------------- skops
@@ -248,13 +318,7 @@ def trusted_skops_types():
 
 def _save_skops(estimator, path):
     sio = _skops()
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        sio.dump(estimator, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    _write_atomically(path, lambda name: sio.dump(estimator, name), by_name=True)
 
 
 def _load_skops(path):
@@ -268,12 +332,13 @@ def _load_skops(path):
 
 
 def _is_skops(path):
-    import zipfile
-
     try:
         with zipfile.ZipFile(path) as zf:
             return "schema.json" in zf.namelist()
-    except zipfile.BadZipFile:
+    except Exception:
+        # a corrupt or crafted zip can fail in many ways (BadZipFile,
+        # NotImplementedError for an unknown zip version, ValueError, OSError):
+        # it is no skops file, and the own format's reader refuses it cleanly
         return False
 
 
@@ -298,14 +363,124 @@ def sniff(path):
     return "unknown"
 
 
+class _Archive:
+    """The members of a ``.flipad`` zip, each read at most once and within a byte budget.
+
+    ``numpy.load`` would decompress a member anew for every reference to it and
+    trusts the shape in each ``.npy`` header; here every member is read once
+    (a second reference is refused: :func:`save` never shares one), its header
+    is checked against its length, and the total of decompressed bytes is
+    capped by ``max_bytes`` *before* anything is decompressed.
+    """
+
+    def __init__(self, zf, max_bytes):
+        self.zf = zf
+        self.left = max_bytes
+        self.max_bytes = max_bytes
+        infos = zf.infolist()
+        if len(infos) > MAX_MEMBERS:
+            raise UnsafeFileError(f"it has {len(infos)} members (at most {MAX_MEMBERS}).")
+        self.members = {}
+        for info in infos:
+            if not info.filename.endswith(".npy") or info.filename[:-4] in self.members:
+                raise UnsafeFileError(f"unexpected or repeated member {info.filename!r}.")
+            self.members[info.filename[:-4]] = info
+        self.read = set()
+
+    def raw(self, key, limit=None):
+        """The bytes of member ``key`` (a second read is refused)."""
+        if not isinstance(key, str) or key not in self.members:
+            raise UnsafeFileError(f"array {str(key)[:40]!r} is missing.")
+        if key in self.read:
+            raise UnsafeFileError(f"array {key!r} is referenced twice (a file written by "
+                                  "save references each array once).")
+        self.read.add(key)
+        info = self.members[key]
+        cap = self.left if limit is None else min(self.left, limit)
+        if info.file_size > cap:
+            if limit is not None and limit < self.left:
+                raise UnsafeFileError(f"member {key!r} decompresses to {info.file_size} "
+                                      f"bytes, over the limit of {limit}.")
+            raise UnsafeFileError(
+                f"array {key!r} decompresses to {info.file_size} bytes, over the "
+                f"max_bytes={self.max_bytes} budget ({self.used} bytes already read); "
+                "pass a larger max_bytes to load only if you trust the file.")
+        buf = bytearray(info.file_size)
+        view = memoryview(buf)
+        n = 0
+        with self.zf.open(info) as fh:
+            # in chunks: ZipExtFile.readinto would read the whole member into a
+            # second buffer first
+            while n < len(buf):
+                chunk = fh.read(min(_CHUNK, len(buf) - n))
+                if not chunk:
+                    break
+                view[n:n + len(chunk)] = chunk
+                n += len(chunk)
+            if n != info.file_size or fh.read(1):
+                raise UnsafeFileError(f"array {key!r} does not have its declared size.")
+        self.left -= info.file_size
+        return buf
+
+    @property
+    def used(self):
+        """Bytes decompressed so far."""
+        return self.max_bytes - self.left
+
+    def array(self, key):
+        buf = self.raw(key)
+        fh = io.BytesIO(bytes(buf[:_HEADER_BYTES]))    # the header only: BytesIO copies
+        try:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(
+                    fh, max_header_size=4096)
+            elif version in ((2, 0), (3, 0)):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(
+                    fh, max_header_size=4096)
+            else:
+                raise ValueError(f"npy version {version}")
+        except (ValueError, SyntaxError, TypeError) as exc:
+            raise UnsafeFileError(f"array {key!r} has an invalid header ({exc}).") from None
+        if dtype.kind not in _ARRAY_KINDS or dtype.hasobject or dtype.fields is not None \
+                or dtype.subdtype is not None:
+            raise UnsafeFileError(f"array {key!r} has the unsupported dtype {dtype}.")
+        count = 1
+        for dim in shape:
+            if not isinstance(dim, int) or dim < 0:
+                raise UnsafeFileError(f"array {key!r} has an invalid shape {shape}.")
+            count *= dim
+        offset = fh.tell()
+        if count * dtype.itemsize != len(buf) - offset:
+            raise UnsafeFileError(
+                f"array {key!r}: its header says shape {shape} of {dtype} "
+                f"({count * dtype.itemsize} bytes) but it holds {len(buf) - offset}.")
+        a = np.frombuffer(buf, dtype=dtype, count=count, offset=offset)
+        return a.reshape(shape, order="F" if fortran else "C")
+
+
+def _check_depth(obj):
+    """Refuse a spec nested deeper than :data:`MAX_SPEC_DEPTH` (no recursion)."""
+    stack = [(obj, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_SPEC_DEPTH:
+            raise UnsafeFileError(f"its spec is nested deeper than {MAX_SPEC_DEPTH} levels.")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+
+
 class _Decoder:
-    def __init__(self, npz):
-        self.npz = npz
+    def __init__(self, archive, ctx):
+        self.archive = archive
+        self.ctx = ctx
 
     def _array(self, key):
-        if not isinstance(key, str) or key == SPEC_KEY or key not in self.npz.files:
-            raise ValueError(f"Corrupt file: array {key!r} is missing.")
-        return self.npz[key]
+        if key == SPEC_KEY:
+            raise UnsafeFileError("the spec is referenced as an array.")
+        return self.archive.array(key)
 
     def decode(self, obj):
         if obj is None or isinstance(obj, (bool, int, float, str)):
@@ -313,22 +488,28 @@ class _Decoder:
         if isinstance(obj, list):
             return [self.decode(v) for v in obj]
         if not isinstance(obj, dict) or "__type__" not in obj:
-            raise ValueError(f"Corrupt file: unexpected entry {str(obj)[:80]!r}.")
+            raise UnsafeFileError(f"unexpected entry {str(obj)[:80]!r}.")
         kind = obj["__type__"]
         if kind == "ndarray":
             return self._array(obj["key"])
         if kind == "strarray":
             a = self._array(obj["key"])
             if a.dtype.kind != "U":
-                raise ValueError("Corrupt file: a string array that holds no strings.")
+                raise UnsafeFileError("a string array that holds no strings.")
             return a.astype(object)
         if kind == "npscalar":
-            return self._array(obj["key"])[()]
+            a = self._array(obj["key"])
+            if a.ndim != 0:
+                raise UnsafeFileError(f"a numpy scalar stored with shape {a.shape}.")
+            return a[()]
         if kind == "tensor":
             dtype = _TORCH_DTYPES.get(obj["dtype"])
             if dtype is None:
-                raise ValueError(f"Corrupt file: unknown tensor dtype {obj['dtype']!r}.")
-            return torch.from_numpy(self._array(obj["key"]).copy()).to(dtype)
+                raise UnsafeFileError(f"unknown tensor dtype {str(obj['dtype'])[:40]!r}.")
+            a = self._array(obj["key"])
+            if a.dtype.kind not in "biuf":
+                raise UnsafeFileError(f"a tensor stored as {a.dtype}.")
+            return torch.from_numpy(np.ascontiguousarray(a)).to(dtype)
         if kind == "tuple":
             return tuple(self.decode(v) for v in obj["items"])
         if kind == "dict":
@@ -338,16 +519,19 @@ class _Decoder:
         if kind == "torch.dtype":
             dtype = _TORCH_DTYPES.get(obj["value"])
             if dtype is None:
-                raise ValueError(f"Corrupt file: unknown torch dtype {obj['value']!r}.")
+                raise UnsafeFileError(f"unknown torch dtype {str(obj['value'])[:40]!r}.")
             return dtype
         if kind == "np.dtype":
             dtype = np.dtype(str(obj["value"]))
-            if dtype.hasobject:
-                raise ValueError("Corrupt file: object dtype.")
+            if dtype.hasobject or dtype.kind not in _ARRAY_KINDS:
+                raise UnsafeFileError(f"unsupported dtype {dtype}.")
             return dtype
         if kind == "RandomState":
             rs = np.random.RandomState()
-            rs.set_state(("MT19937", self._array(obj["keys"]), int(obj["pos"]),
+            keys = self._array(obj["keys"])
+            if keys.shape != (624,) or keys.dtype.kind not in "ui":
+                raise UnsafeFileError("a random state whose keys are not 624 integers.")
+            rs.set_state(("MT19937", keys.astype(np.uint32), int(obj["pos"]),
                           int(obj["has_gauss"]), float(obj["cached"])))
             return rs
         if kind == "estimator":
@@ -355,34 +539,63 @@ class _Decoder:
             cls = ALLOWED_CLASSES.get(name)
             if cls is None:
                 raise UnsafeFileError(
-                    f"The file holds a {name!r}, which is not in the allow-list of "
+                    f"it holds a {str(name)[:80]!r}, which is not in the allow-list of "
                     f"flipad_sklearn.persistence ({sorted(ALLOWED_CLASSES)}); refusing to "
                     "load it.")
             state = self.decode(obj["state"])
-            if not isinstance(state, dict):
-                raise ValueError(f"Corrupt file: the state of a {name} is not a dict.")
-            est = cls.__new__(cls)
-            est.__setstate__(state)
-            return est
-        raise ValueError(f"Corrupt file: unknown entry type {kind!r}.")
+            if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+                raise UnsafeFileError(f"the state of a {name} is not a dict of names.")
+            return _check.rebuild(cls, name, state, self.ctx)
+        raise UnsafeFileError(f"unknown entry type {str(kind)[:40]!r}.")
 
 
 def _hashable(k):
-    if isinstance(k, (list, np.ndarray)):
-        raise ValueError("Corrupt file: a dict key that is not hashable.")
+    if not isinstance(k, (str, int, float, bool, type(None), tuple)):
+        raise UnsafeFileError("a dict key that is not a plain value.")
     return k
 
 
-def load(path):
+def _check_format_version(path, value):
+    if type(value) is not int:
+        raise UnsafeFileError(
+            f"{path!r}: format_version must be an integer, got {type(value).__name__} "
+            f"{value!r}; the file was not written by flipad_sklearn.persistence.save.")
+    if value > FORMAT_VERSION:
+        raise UnsafeFileError(
+            f"{path!r} was written in format version {value}; this flipad_sklearn "
+            f"({__version__}) reads up to {FORMAT_VERSION}. Upgrade flipad_sklearn.")
+    if value < 1:
+        raise UnsafeFileError(f"{path!r}: format_version {value} does not exist (the "
+                              f"first is 1).")
+
+
+def load(path, *, max_bytes=None):
     """Load an estimator written by :func:`save`, without unpickling anything.
 
     Files written with ``format="skops"`` are recognised and read with
     :func:`skops.io.load`, trusting only :func:`trusted_skops_types` beyond
     skops' defaults.
 
+    A file is treated as hostile until checked: its decompressed arrays may
+    not exceed ``max_bytes`` in total (each read once, its header checked
+    against its length), its spec is at most :data:`MAX_SPEC_BYTES` and
+    :data:`MAX_SPEC_DEPTH` levels deep, every estimator's state is checked
+    against that estimator's invariants (shapes consistent with each other
+    and with the spec, dtypes, finite values) before the estimator, torch or
+    libsvm receives it, and the memory that scoring one sample will need is
+    estimated from the spec and compared with ``max_bytes`` before anything
+    is allocated (a larger stored batch size is lowered to fit).
+
     Parameters
     ----------
     path : str or path-like
+    max_bytes : int, default=None
+        The memory, in bytes, the file may make this process use: the
+        decompressed arrays, and the working memory of scoring one batch.
+        ``None``: :data:`DEFAULT_MAX_BYTES` (2 GiB; a module attribute you
+        may change).  The budget is yours, never read from the file: raise
+        it for large generators you trust (a 512x512 Stable Diffusion
+        decoder needs about 4 GiB per image).
 
     Returns
     -------
@@ -392,12 +605,24 @@ def load(path):
     Raises
     ------
     UnsafeFileError
-        If the file is not in the secure format (a pickle or joblib file is
-        refused without being read further) or names a class outside
-        :data:`ALLOWED_CLASSES`.
-    ValueError
-        If the file is corrupt.
+        For every file that is not loaded: not in the secure format (a
+        pickle or joblib file is refused without being read further), a
+        class outside :data:`ALLOWED_CLASSES`, a corrupt, truncated or
+        inconsistent file, one over ``max_bytes``, one written by a newer
+        format version, or state this version cannot use ("re-fit with this
+        version").  It is a ``ValueError``; the message says what is wrong.
+
+    Warns
+    -----
+    FileVersionWarning
+        When the file was written by another flipad_sklearn version (and
+        names the parameters that were missing and got their defaults).
     """
+    if max_bytes is None:
+        max_bytes = DEFAULT_MAX_BYTES
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)) \
+            or max_bytes < 1:
+        raise ValueError(f"max_bytes must be a positive integer, got {max_bytes!r}.")
     path = os.fspath(path)
     kind = sniff(path)
     if kind not in ("flipad", "skops"):
@@ -408,32 +633,59 @@ def load(path):
             "format (numpy arrays + a JSON spec) and never unpickles: loading a pickle "
             "can run arbitrary code. If you made the file yourself or trust its source, "
             "load it with joblib.load.")
-    if kind == "skops":
-        return _load_skops(path)
     try:
-        npz = np.load(path, allow_pickle=False)
+        if _is_skops(path):
+            return _load_skops(path)
+        return _load_flipad(path, int(max_bytes))
+    except UnsafeFileError as exc:
+        if path in str(exc):
+            raise
+        raise UnsafeFileError(f"{path!r} is not a valid flipad_sklearn file: "
+                              f"{exc}") from exc
     except Exception as exc:
-        raise ValueError(f"{path!r} is not a valid flipad_sklearn file: "
-                         f"{type(exc).__name__}: {exc}") from exc
-    with npz:
-        if SPEC_KEY not in npz.files:
+        # our own code failed on plain data (MemoryError and RecursionError
+        # included): the file is malformed, whatever the exception
+        raise UnsafeFileError(f"{path!r} is not a valid flipad_sklearn file: "
+                              f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+
+
+def _load_flipad(path, max_bytes):
+    with zipfile.ZipFile(path) as zf:
+        archive = _Archive(zf, max_bytes)
+        if SPEC_KEY not in archive.members:
             raise UnsafeFileError(f"{path!r} is a zip/npz archive but not a flipad_sklearn "
                                   "file (it has no spec).")
+        raw = archive.raw(SPEC_KEY, limit=MAX_SPEC_BYTES + 256)
+        spec_array = _npy_bytes(raw)
         try:
-            spec = json.loads(npz[SPEC_KEY].tobytes().decode("utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path!r}: corrupt spec ({exc}).") from exc
+            spec = json.loads(spec_array.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise UnsafeFileError(f"corrupt spec ({str(exc)[:100]}).") from None
+        _check_depth(spec)
         if not isinstance(spec, dict) or spec.get("format") != FORMAT:
             raise UnsafeFileError(f"{path!r} is not a flipad_sklearn file.")
-        if not isinstance(spec.get("format_version"), int) \
-                or spec["format_version"] > FORMAT_VERSION:
-            raise ValueError(
-                f"{path!r} was written in format version {spec.get('format_version')!r}; "
-                f"this flipad_sklearn ({__version__}) reads up to {FORMAT_VERSION}. "
-                "Upgrade flipad_sklearn.")
-        try:
-            return _Decoder(npz).decode(spec["root"])
-        except (KeyError, TypeError, AttributeError, IndexError, RuntimeError) as exc:
-            # a malformed spec or state: our own code failed on plain data
-            raise ValueError(f"{path!r}: corrupt flipad_sklearn file "
-                             f"({type(exc).__name__}: {exc}).") from exc
+        _check_format_version(path, spec.get("format_version"))
+        versions = spec.get("versions")
+        written_by = versions.get("flipad_sklearn") if isinstance(versions, dict) else None
+        ctx = _check.Context(max_bytes=max_bytes, version=written_by, archive=archive)
+        if written_by != __version__:
+            ctx.note(f"written by flipad_sklearn {str(written_by)[:40]!r}, this is "
+                     f"{__version__}")
+        est = _Decoder(archive, ctx).decode(spec.get("root"))
+        _check.check_root(est, ctx)
+    ctx.warn(path)
+    return est
+
+
+def _npy_bytes(buf):
+    """The payload of a 1-D uint8 ``.npy`` member (the spec)."""
+    fh = io.BytesIO(bytes(buf[:_HEADER_BYTES]))
+    try:
+        np.lib.format.read_magic(fh)
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh, max_header_size=4096)
+    except (ValueError, SyntaxError, TypeError) as exc:
+        raise UnsafeFileError(f"the spec has an invalid header ({exc}).") from None
+    if dtype != np.uint8 or len(shape) != 1 or len(buf) < fh.tell() \
+            or shape[0] != len(buf) - fh.tell():
+        raise UnsafeFileError("the spec is not a byte string of its declared length.")
+    return bytes(buf[fh.tell():])

@@ -315,10 +315,10 @@ def test_interrupted_csv_write_keeps_the_old_file(fitted, tmp_path, monkeypatch)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(csv.DictWriter, "writerows", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        cli.main(["score", str(workdir / "out" / "detector.flipad"),
-                  str(workdir / "test" / "g0000.png"), "--csv", str(target), "-q",
-                  "--device", "cpu"])
+    code = cli.main(["score", str(workdir / "out" / "detector.flipad"),
+                     str(workdir / "test" / "g0000.png"), "--csv", str(target), "-q",
+                     "--device", "cpu"])
+    assert code == cli.EXIT_INTERRUPTED == 130                 # one line, no traceback
     assert target.read_text() == "previous results\n"        # not truncated
     assert os.listdir(tmp_path) == ["scores.csv"]             # no temporary left
 
@@ -402,7 +402,7 @@ def test_attribute_over_two_owned_models(fitted):
     assert code == cli.EXIT_ERROR  # the same name twice
     code = cli.main(["attribute", "--model", str(workdir / "out" / "detector.flipad"),
                      "--alpha", "2", str(workdir / "test" / "g0000.png"), "-q"])
-    assert code == cli.EXIT_ERROR
+    assert code == cli.EXIT_USAGE   # an option out of its range, as in fit and score
 
 
 def test_attribute_loads_securely_and_refuses_pickles(fitted, tmp_path, capsys):
@@ -447,3 +447,161 @@ def test_fit_defaults_are_the_recipes():
     defaults = {k: p.default for k, p in inspect.signature(make_flipad).parameters.items()}
     assert (args.tol, args.max_iter, args.alpha, args.datafit) == \
         (defaults["tol"], defaults["max_iter"], defaults["alpha"], defaults["datafit"])
+
+
+# ------------------------------------------------- output safety (issue 28)
+def test_outputs_never_overwrite_the_detector_or_an_input(fitted, capsys):
+    # before: `--csv det.flipad` replaced the detector with the CSV, exit 0
+    workdir, _ = fitted
+    det = workdir / "out" / "detector.flipad"
+    image = workdir / "test" / "g0000.png"
+    before = det.read_bytes(), image.read_bytes()
+    for target in (det, image, workdir / "out" / ".." / "out" / "detector.flipad"):
+        code = cli.main(["score", str(det), str(workdir / "test"), "--csv", str(target),
+                         "-q", "--device", "cpu"])
+        assert code == cli.EXIT_ERROR
+        err = capsys.readouterr().err
+        assert "is also an input" in err and len(err.strip().splitlines()) == 1
+    code = cli.main(["attribute", "--model", f"G={det}", str(image), "--csv", str(det), "-q"])
+    assert code == cli.EXIT_ERROR
+    assert "is also an input" in capsys.readouterr().err
+    code = cli.main(["fit", "--generator", str(workdir / "gens.py") + ":G", "--latent-shape",
+                     "8", "--own", str(workdir / "own"), "-o",
+                     str(workdir / "own" / "0000.png"), "-q"])
+    assert code == cli.EXIT_ERROR
+    assert "is also an input" in capsys.readouterr().err
+    assert (det.read_bytes(), image.read_bytes()) == before
+
+
+def test_closed_stdout_keeps_the_csv_and_exits_quietly(fitted, tmp_path):
+    # before: BrokenPipeError traceback, exit 1, the CSV never written
+    workdir, _ = fitted
+    target = tmp_path / "scores.csv"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    proc = subprocess.Popen([sys.executable, "-m", "flipad_sklearn.cli", "score",
+                             "out/detector.flipad", "test", "--csv", str(target), "-q",
+                             "--device", "cpu"], cwd=workdir, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()                     # `| head -0`: nobody reads the table
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == cli.EXIT_PARTIAL, err   # test/ has bad files
+    assert "Traceback" not in err and "BrokenPipe" not in err
+    with open(target) as fh:
+        assert len(list(csv.DictReader(fh))) == 15
+
+
+def test_odd_file_names_are_escaped_in_the_csv(fitted, tmp_path):
+    # before: a non-UTF-8 name: UnicodeEncodeError, exit 1, no CSV; a name
+    # starting with "=" went into the CSV as a spreadsheet formula
+    import shutil
+
+    workdir, _ = fitted
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    src = workdir / "test" / "g0000.png"
+    shutil.copy(src, os.path.join(os.fsencode(folder), b"\xff\xfeodd.png"))
+    shutil.copy(src, folder / "fine.png")
+    shutil.copy(src, tmp_path / "=HYPERLINK(1).png")
+    res = subprocess.run([sys.executable, "-m", "flipad_sklearn.cli", "score",
+                          str(workdir / "out" / "detector.flipad"), "odd",
+                          "=HYPERLINK(1).png", "--csv", "s.csv", "-q", "--device", "cpu"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore",
+                                  LC_ALL="C.UTF-8"))
+    assert res.returncode == cli.EXIT_OK, res.stderr
+    assert "\\xff\\xfeodd.png" in res.stdout
+    with open(tmp_path / "s.csv", encoding="utf-8") as fh:
+        paths = [r["path"] for r in csv.DictReader(fh)]
+    assert paths == [os.path.join("odd", "fine.png"), os.path.join("odd", "\\xff\\xfeodd.png"),
+                     "'=HYPERLINK(1).png"]
+
+
+def test_csv_cells_that_look_like_formulas_are_prefixed():
+    for text in ("=1+1", "+1", "-2", "@SUM(A1)", "\tx", "\rx"):
+        assert cli._csv_cell(text) == "'" + text
+    assert cli._csv_cell("plain.png") == "plain.png"
+    assert cli._csv_cell(-0.5) == -0.5                     # numbers stay numbers
+
+
+def test_interrupt_is_one_line_with_exit_130(fitted, monkeypatch, capsys):
+    # before: a 33-line traceback
+    workdir, _ = fitted
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli, "_read_images", interrupted)
+    code = cli.main(["score", str(workdir / "out" / "detector.flipad"),
+                     str(workdir / "test"), "-q", "--device", "cpu"])
+    assert code == 130
+    assert capsys.readouterr().err.strip() == \
+        "flipad score: interrupted (no output file was changed)"
+
+
+def test_attribute_rows_in_command_line_order_and_exit_codes(fitted, tmp_path, capsys):
+    # before: failed files went to the end of attribute's CSV; --alpha 1.5 exited 1
+    workdir, _ = fitted
+    det = str(workdir / "out" / "detector.flipad")
+    test = workdir / "test"
+    paths = [str(test / "h0000.png"), str(test / "broken.png"), str(test / "g0000.png"),
+             str(test / "missing.png")]
+    code = cli.main(["attribute", "--model", f"A={det}", "--model", f"B={det}", *paths,
+                     "--csv", str(tmp_path / "a.csv"), "-q", "--device", "cpu"])
+    assert code == cli.EXIT_PARTIAL
+    with open(tmp_path / "a.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["path"] for r in rows] == paths
+    assert [r["status"] == "ok" for r in rows] == [True, False, True, False]
+    for alpha in ("1.5", "-0.1", "nan"):
+        assert cli.main(["attribute", "--model", det, paths[0], "--alpha", alpha,
+                         "-q"]) == cli.EXIT_USAGE
+    assert cli.main(["score", det, paths[0], "--max-memory", "0", "-q"]) == cli.EXIT_USAGE
+    capsys.readouterr()
+
+
+def test_crafted_detector_file_is_one_line_exit_1(fitted, tmp_path, capsys):
+    import json
+    import zipfile
+
+    workdir, _ = fitted
+    det = workdir / "out" / "detector.flipad"
+    with np.load(det) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    spec = json.loads(arrays.pop("__spec__").tobytes())
+    spec["root"]["state"]["items"].append(["junk", [{"__type__": "ndarray", "key": "a0"}] * 2])
+    bad = tmp_path / "bad.flipad"
+    with zipfile.ZipFile(bad, "w") as zf:
+        import io
+
+        for k, a in [("__spec__", np.frombuffer(json.dumps(spec).encode(), np.uint8))] \
+                + list(arrays.items()):
+            bio = io.BytesIO()
+            np.lib.format.write_array(bio, a)
+            zf.writestr(k + ".npy", bio.getvalue())
+    image = str(workdir / "test" / "g0000.png")
+    assert cli.main(["score", str(bad), image, "-q"]) == cli.EXIT_ERROR
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "referenced twice" in err
+    # the budget is the user's: a tiny one refuses even the genuine detector
+    assert cli.main(["score", str(det), image, "-q", "--max-memory", "0.0001"]) == \
+        cli.EXIT_ERROR
+    assert "max_bytes" in capsys.readouterr().err
+
+
+def test_cuda_fitted_detector_on_a_cpu_machine_names_the_option(fitted, tmp_path,
+                                                                 monkeypatch, capsys):
+    # before: failed after reading every image, naming the Python parameter
+    import torch
+
+    from flipad_sklearn import persistence
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    workdir, _ = fitted
+    pipe = persistence.load(workdir / "out" / "detector.flipad")
+    pipe.set_params(inv__device="cuda")
+    persistence.save(pipe, tmp_path / "cuda.flipad")
+    read = []
+    monkeypatch.setattr(cli, "_read_images", lambda *a, **k: read.append(1))
+    code = cli.main(["score", str(tmp_path / "cuda.flipad"), str(workdir / "test"), "-q"])
+    assert code == cli.EXIT_ERROR and not read
+    assert "re-run with --device cpu" in capsys.readouterr().err

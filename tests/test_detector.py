@@ -520,3 +520,69 @@ def test_combine_fixed_rules_and_attributes():
 def test_combine_is_validated(combine):
     with pytest.raises(ValueError, match="combine"):
         FLIPADDetector(**dict(FAST, combine=combine)).fit(gaussian(60))
+
+
+# ------------------------------------------- calibration against fresh samples (issue 32)
+def _tiny_generator(seed):
+    """A random tanh generator: 8x1x1 -> 16x4x4 ReLU -> ConvTranspose2d(16, 1, 4, 2, 1)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.ConvTranspose2d(8, 16, 4, 1, 0), nn.ReLU(),
+                             nn.ConvTranspose2d(16, 1, 4, 2, 1), nn.Tanh()).eval()
+
+
+def _outputs_and_activations(G, n, seed):
+    z = torch.randn(n, 8, 1, 1, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        h = G[:2](z)
+        return G[2:](h).reshape(n, -1).numpy().astype(np.float64), h.numpy()
+
+
+@pytest.fixture(scope="module")
+def inverted_generators():
+    """FLIPAD features of G (700 to fit, 600 fresh), a labelled other seed (500) and an
+    unseen seed (300), through the public inverter."""
+    from flipad_sklearn import FinalLayerInverter
+
+    G, other, unseen = _tiny_generator(1), _tiny_generator(2), _tiny_generator(3)
+    X_g, _ = _outputs_and_activations(G, 700, seed=10)
+    X_other, _ = _outputs_and_activations(other, 500, seed=11)
+    _, H = _outputs_and_activations(G, 2000, seed=12)
+    X_fresh, _ = _outputs_and_activations(G, 600, seed=13)
+    X_unseen, _ = _outputs_and_activations(unseen, 300, seed=14)
+    # a loose tolerance: the features need not be exact for this test, only alike
+    inv = FinalLayerInverter(layer=G[2], activation="tanh", alpha=5e-4,
+                             anchor=H.mean(axis=0), max_iter=150, tol=1e-3, device="cpu")
+    X = np.vstack([X_g, X_other])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        inv.fit(X)
+        return (inv.transform(X), np.r_[np.ones(700), -np.ones(500)],
+                inv.transform(X_fresh), inv.transform(X_unseen))
+
+
+@pytest.mark.parametrize("one_class", ["ocsvm", None])
+def test_held_out_scores_match_fresh_scores_of_g(inverted_generators, one_class):
+    """The threshold's scores (held-out samples of G) and fresh samples' scores come
+    from one distribution, so the operating point at fnr = 0.005 is the one the
+    scores allow: the unseen generator is accepted no more than at the threshold an
+    oracle would set on 600 fresh samples of G (issue 32: the guard's held-out scores
+    once sat far below fresh ones, accepting 42 % of an unseen seed)."""
+    from scipy.stats import ks_2samp
+
+    F, y, F_fresh, F_unseen = inverted_generators
+    det = FLIPADDetector(fnr=0.005, one_class=one_class, device="cpu",
+                         random_state=0).fit(F, y)
+    fresh, unseen = det.score_samples(F_fresh), det.score_samples(F_unseen)
+    assert det.validation_scores_.size == 199
+    assert ks_2samp(det.validation_scores_, fresh).pvalue > 0.01
+    # the fnr holds on fresh samples (binomial slack: 600 draws at 0.005, mean 3)
+    assert np.mean(det.predict(F_fresh) == -1) <= 0.02
+    # the accuracy follows the AUC: what the threshold accepts of the unseen generator
+    # is close to what the oracle's threshold (the fresh scores' 0.5 % quantile) does
+    oracle = np.quantile(fresh, 0.005)
+    accepted = np.mean(det.predict(F_unseen) == 1)
+    assert accepted <= np.mean(unseen >= oracle) + 0.05
+    auc = roc_auc_score(np.r_[np.ones(600), np.zeros(300)], np.r_[fresh, unseen])
+    if auc >= 0.999:
+        assert accepted <= 0.05

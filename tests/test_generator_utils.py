@@ -265,3 +265,56 @@ def test_clamped_outputs_are_not_identity(how):
         find_final_layer(gen, probe)
     with pytest.raises(ValueError, match="saturates"):
         mean_activation(gen, 10, 3)
+
+
+class ConditionalGenerator(nn.Module):
+    """A conditional DCGAN-like generator: ``forward(noise, labels)``."""
+
+    def __init__(self, n_classes=3, latent_dim=4):
+        super().__init__()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(2)
+            self.embed = nn.Embedding(n_classes, latent_dim)
+            self.body = nn.Linear(2 * latent_dim, 6 * 2 * 2)
+            self.head = nn.ConvTranspose2d(6, 1, 4, stride=2, padding=1)
+
+    def penultimate(self, noise, labels):
+        h = torch.relu(self.body(torch.cat([noise, self.embed(labels)], dim=1)))
+        return h.reshape(-1, 6, 2, 2)
+
+    def forward(self, noise, labels):
+        return torch.tanh(self.head(self.penultimate(noise, labels)))
+
+
+def test_conditional_generator_takes_a_tuple_of_inputs():
+    """``forward(noise, labels)`` works as it is: a tuple is the positional inputs."""
+    gen = ConditionalGenerator()
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((7, 4)).astype(np.float32)
+    labels = rng.integers(0, 3, size=7)
+    final = find_final_layer(gen, (torch.from_numpy(z[:2]), torch.from_numpy(labels[:2])))
+    assert final.layer is gen.head and final.activation == "tanh"
+    assert final.activation_shape == (6, 2, 2)
+    with torch.no_grad():
+        zt, yt = torch.from_numpy(z), torch.from_numpy(labels)
+        h_ref = gen.penultimate(zt, yt).reshape(7, -1).numpy()
+        x_ref = gen(zt, yt).numpy()
+    # all inputs at once (split into batches together), as arrays or tensors
+    for inputs in ((z, labels), (torch.from_numpy(z), torch.from_numpy(labels)),
+                   {"noise": z, "labels": labels}):
+        h, x = sample_activations(gen, inputs=inputs, batch_size=3)
+        np.testing.assert_allclose(h, h_ref, atol=1e-6)
+        np.testing.assert_allclose(x, x_ref, atol=1e-6)
+    # an iterable of batches, each a tuple; n_samples caps them
+    batches = [(z[:3], labels[:3]), (z[3:], labels[3:])]
+    h = sample_activations(gen, 5, inputs=batches, return_outputs=False)
+    np.testing.assert_allclose(h, h_ref[:5], atol=1e-6)
+    anchor = mean_activation(gen, inputs=(z, labels), batch_size=2)
+    np.testing.assert_allclose(anchor, h_ref.mean(axis=0).reshape(6, 2, 2), atol=1e-6)
+    # the anchor and layer feed the inverter: it recovers the activations
+    inv = FinalLayerInverter(layer=final.layer, activation=final.activation, alpha=1e-6,
+                             anchor=anchor, solver="fista", max_iter=3000, device="cpu")
+    h_hat = inv.fit(x_ref.reshape(7, -1)).transform(x_ref.reshape(7, -1))
+    assert np.allclose(inv.inverse_transform(h_hat), x_ref.reshape(7, -1), atol=1e-3)
+    with pytest.raises(ValueError, match="as many samples each"):
+        mean_activation(gen, inputs=(z, labels[:5]))

@@ -243,10 +243,72 @@ def test_shadows_reuse_the_recipe(mnist_small, trained):
         assert not torch.allclose(S.final_layer.weight, G.final_layer.weight)
     with pytest.raises(ValueError, match="shape"):
         train_shadows(G, mnist_small[:, :, 2:26, 2:26])
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        train_shadows("G", mnist_small)
+    with pytest.raises(ValueError, match="latent_shape"):        # a user's generator
         train_shadows(nn.Linear(2, 2), mnist_small)
     with pytest.raises(ValueError, match="recipe"):
         train_shadows(ImageGenerator(), mnist_small)
+
+
+class _UserGenerator(nn.Module):
+    """A user's DCGAN-like generator, not a generator of this package: z (8,) -> 1x8x8."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(8, 16 * 4 * 4), nn.BatchNorm1d(16 * 4 * 4),
+                                  nn.ReLU(), nn.Unflatten(1, (16, 4, 4)))
+        self.final = nn.ConvTranspose2d(16, 1, 4, 2, 1)
+
+    def forward(self, z):
+        return torch.tanh(self.final(self.body(z)))
+
+
+def test_shadows_of_a_users_generator():
+    """Any torch generator: copies of its architecture, re-initialised per seed and
+    trained as a DCGAN on X (here G's own samples, the owner's fallback)."""
+    from flipad_sklearn.generators import default_shadow_seeds, train_shadows
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        G = _UserGenerator().eval()
+    with torch.no_grad():
+        z = torch.from_numpy(np.random.default_rng(0).standard_normal((256, 8),
+                                                                      dtype=np.float32))
+        X = (0.5 * G(z) + 0.4).numpy()          # a distribution far from a fresh init's
+    before_g = {k: v.clone() for k, v in G.state_dict().items()}
+    rng_before = torch.random.get_rng_state()
+    shadows = train_shadows(G, X, n_shadows=2, latent_shape=8, epochs=6, batch_size=32)
+    assert torch.equal(rng_before, torch.random.get_rng_state())   # global RNG untouched
+    for k, v in G.state_dict().items():                             # G untouched
+        assert torch.equal(v, before_g[k]), k
+    assert [S.info["seed"] for S in shadows] == default_shadow_seeds(0, 2)
+    z_test = torch.from_numpy(np.random.default_rng(1).standard_normal((200, 8),
+                                                                       dtype=np.float32))
+    for S in shadows:
+        assert type(S) is _UserGenerator and not S.training
+        assert {k: v.shape for k, v in S.state_dict().items()} == \
+            {k: v.shape for k, v in G.state_dict().items()}
+        assert not torch.allclose(S.final.weight, G.final.weight)
+        assert find_final_layer(S, z_test[:4]).layer is S.final    # ready for FLIPAD
+        assert len(S.history["g_loss"]) == 6 * (256 // 32)
+        # trained towards X: its mean image is closer to X's than a fresh copy's
+        fresh = train_shadows(G, X, seeds=[S.info["seed"]], latent_shape=8, epochs=1,
+                              batch_size=256)[0]  # one step only
+        with torch.no_grad():
+            err = float(((S(z_test).mean(0).numpy() - X.mean(0)) ** 2).mean())
+            err0 = float(((fresh(z_test).mean(0).numpy() - X.mean(0)) ** 2).mean())
+        assert err < 0.6 * err0, (err, err0)
+    assert not torch.allclose(shadows[0].final.weight, shadows[1].final.weight)
+    # a seed gives the same shadow again
+    (again,) = train_shadows(G, X, seeds=[shadows[0].info["seed"]], latent_shape=(8,),
+                             epochs=6, batch_size=32)
+    for k, v in shadows[0].state_dict().items():
+        assert torch.equal(v, again.state_dict()[k]), k
+    with pytest.raises(ValueError, match="shape"):
+        train_shadows(G, X[:, :, :4, :4], latent_shape=8, epochs=1)
+    with pytest.raises(ValueError, match="init"):
+        train_shadows(G, X, latent_shape=8, init="xavier")
 
 
 def test_tabular_shadows(wine):

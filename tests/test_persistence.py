@@ -158,7 +158,7 @@ def test_class_outside_allow_list_is_refused(fitted, tmp_path):
     def break_array(spec):
         spec["root"]["state"]["items"][0][1] = {"__type__": "ndarray", "key": "nope"}
     _rewrite_spec(src, tmp_path / "corrupt.flipad", break_array)
-    with pytest.raises(ValueError, match="Corrupt file"):
+    with pytest.raises(persistence.UnsafeFileError, match="array 'nope' is missing"):
         persistence.load(tmp_path / "corrupt.flipad")
     np.savez(tmp_path / "plain.npz", x=np.zeros(3))
     with pytest.raises(persistence.UnsafeFileError, match="no spec"):
@@ -395,3 +395,384 @@ def test_skip_inverter_round_trip(tmp_path, upsample):
     assert isinstance(inv2.operator_, SkipProjectedOperator)
     np.testing.assert_array_equal(inv2.transform(X), Z)
     np.testing.assert_array_equal(inv2.skip_, inv.skip_)
+
+
+# ------------------------------------------------ hostile files (issue 28)
+def _members(path):
+    """``(spec, arrays)`` of a .flipad file."""
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files if k != "__spec__"}
+        spec = json.loads(npz["__spec__"].tobytes())
+    return spec, arrays
+
+
+def _craft(dst, spec, arrays, raw_spec=None):
+    """Write a deflated .flipad archive (as a hostile sender would)."""
+    import io
+
+    with zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zf:
+        blob = raw_spec if raw_spec is not None else json.dumps(spec).encode()
+        for k, a in [("__spec__", np.frombuffer(blob, np.uint8))] + list(arrays.items()):
+            bio = io.BytesIO()
+            np.lib.format.write_array(bio, np.asarray(a), allow_pickle=False)
+            zf.writestr(k + ".npy", bio.getvalue())
+    return dst
+
+
+def _state(node, cls):
+    """The ``items`` of the first estimator of class ``cls`` in a spec."""
+    if isinstance(node, dict):
+        if node.get("__type__") == "estimator" and node.get("class") == cls:
+            return node["state"]["items"]
+        node = list(node.values())
+    if isinstance(node, list):
+        for v in node:
+            found = _state(v, cls)
+            if found is not None:
+                return found
+    return None
+
+
+def _entry(items, key):
+    for item in items:
+        if item[0] == key:
+            return item
+    raise KeyError(key)
+
+
+@pytest.fixture
+def saved(fitted, tmp_path):
+    pipe, X_test = fitted
+    path = persistence.save(pipe, tmp_path / "ok.flipad") or tmp_path / "ok.flipad"
+    return path, pipe, X_test
+
+
+def _peak_bytes(fn):
+    """Peak of numpy/Python allocations while ``fn`` runs (tracemalloc)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        fn()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+def test_member_referenced_many_times_is_read_once(saved, tmp_path):
+    # before: every reference decompressed the member anew (200 MB x 12 = 2.8 GB)
+    path, _, _ = saved
+    spec, arrays = _members(path)
+    arrays["big"] = np.zeros(2_500_000)                      # 20 MB, deflates to ~20 kB
+    _state(spec["root"], "flipad_sklearn.ConformalPipeline").append(
+        ["junk", [{"__type__": "ndarray", "key": "big"}] * 12])
+    bad = _craft(tmp_path / "bomb.flipad", spec, arrays)
+    assert os.path.getsize(bad) < 200_000
+
+    def load():
+        with pytest.raises(persistence.UnsafeFileError, match="referenced twice"):
+            persistence.load(bad)
+    assert _peak_bytes(load) < 60 * 2 ** 20
+
+
+def test_decompressed_bytes_are_capped_before_decompression(saved, tmp_path):
+    path, _, _ = saved
+    spec, arrays = _members(path)
+    arrays["big"] = np.zeros(4_000_000)                      # 32 MB of zeros
+    _state(spec["root"], "flipad_sklearn.ConformalPipeline").append(
+        ["junk", {"__type__": "ndarray", "key": "big"}])
+    bad = _craft(tmp_path / "big.flipad", spec, arrays)
+
+    def load():
+        with pytest.raises(persistence.UnsafeFileError, match="max_bytes=8388608"):
+            persistence.load(bad, max_bytes=8 * 2 ** 20)
+    assert _peak_bytes(load) < 10 * 2 ** 20
+    # the budget is the caller's: the default takes it (and the junk is ignored)
+    assert isinstance(persistence.load(bad), Pipeline)
+    with pytest.raises(ValueError, match="max_bytes must be a positive integer"):
+        persistence.load(bad, max_bytes=0)
+
+
+def test_spec_size_and_depth_are_capped(saved, tmp_path):
+    path, _, _ = saved
+    spec, arrays = _members(path)
+    deep = _craft(tmp_path / "deep.flipad", spec, arrays,
+                  raw_spec=b"[" * 100_000 + b"]" * 100_000)
+    with pytest.raises(persistence.UnsafeFileError, match="corrupt spec"):
+        persistence.load(deep)                       # before: a raw RecursionError
+    nested = {"__type__": "tuple", "items": []}
+    for _ in range(100):
+        nested = [nested]
+    spec["root"]["state"]["items"].append(["junk", nested])
+    with pytest.raises(persistence.UnsafeFileError, match="deeper than 64"):
+        persistence.load(_craft(tmp_path / "nested.flipad", spec, arrays))
+    spec, arrays = _members(path)
+    padded = json.dumps(spec).encode()
+    padded = padded[:-1] + b" " * (persistence.MAX_SPEC_BYTES + 1) + b"}"
+    with pytest.raises(persistence.UnsafeFileError, match="over the limit"):
+        persistence.load(_craft(tmp_path / "padded.flipad", spec, arrays, raw_spec=padded))
+
+
+def test_npy_header_that_lies_about_its_shape(saved, tmp_path):
+    # before: numpy tried to allocate 7.28 TiB (MemoryError)
+    import io
+
+    path, _, _ = saved
+    out = io.BytesIO()
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(out, "w") as zf:
+        for info in src.infolist():
+            data = src.read(info.filename)
+            if info.filename == "a3.npy":
+                hdr = b"{'descr': '<f8', 'fortran_order': False, 'shape': (1000000000000,), }"
+                hdr += b" " * (117 - len(hdr)) + b"\n"
+                data = b"\x93NUMPY\x01\x00" + len(hdr).to_bytes(2, "little") + hdr + b"\0" * 8
+            zf.writestr(info, data)
+    bad = tmp_path / "lie.flipad"
+    bad.write_bytes(out.getvalue())
+    with pytest.raises(persistence.UnsafeFileError, match=r"header says shape \(1000000000000,\)"):
+        persistence.load(bad)
+
+
+@pytest.mark.parametrize("edit, message", [
+    # libsvm trusts these shapes: before, a read out of bounds (SIGSEGV at 30 M
+    # support vectors, NaN or changed scores below)
+    ("dual_coef_size", r"_dual_coef_ has shape \(1, 1\)"),
+    ("empty_intercept", r"_intercept_ has shape \(0,\)"),
+    ("nan_dual_coef", "_dual_coef_ holds NaN"),
+    ("n_support", "_n_support"),
+    ("int64_support", "support_ must be int32"),
+])
+def test_inconsistent_one_class_svm_never_reaches_libsvm(saved, tmp_path, edit, message):
+    path, _, X_test = saved
+    spec, arrays = _members(path)
+    items = _state(spec["root"], "sklearn.svm.OneClassSVM")
+    key = {k: _entry(items, k)[1]["key"] for k in
+           ("support_vectors_", "_dual_coef_", "_intercept_", "_n_support", "support_")}
+    if edit == "dual_coef_size":
+        n, d = 50_000, arrays[key["support_vectors_"]].shape[1]
+        arrays[key["support_vectors_"]] = np.zeros((n, d))
+        arrays[key["support_"]] = np.zeros(n, np.int32)
+        arrays[key["_n_support"]] = np.array([n, 0], np.int32)
+        arrays[key["_dual_coef_"]] = np.ones((1, 1))
+    elif edit == "empty_intercept":
+        arrays[key["_intercept_"]] = np.zeros(0)
+    elif edit == "nan_dual_coef":
+        a = arrays[key["_dual_coef_"]].copy()
+        a[0, 0] = np.nan
+        arrays[key["_dual_coef_"]] = a
+    elif edit == "n_support":
+        arrays[key["_n_support"]] = arrays[key["_n_support"]] + 5
+    else:
+        arrays[key["support_"]] = arrays[key["support_"]].astype(np.int64)
+    with pytest.raises(persistence.UnsafeFileError, match=message):
+        persistence.load(_craft(tmp_path / "svm.flipad", spec, arrays))
+
+
+def _strided_inverter(stride):
+    """A Conv2d whose activations are ``stride**2`` times its 3x16x16 outputs."""
+    layer = nn.Conv2d(1, 3, 1, stride=stride)
+    shape = (1, 16 * stride, 16 * stride)
+    X = np.tanh(np.random.default_rng(0).normal(size=(2, 3, 16, 16))).astype(np.float32)
+    return FinalLayerInverter(layer, anchor=np.zeros(shape), activation_shape=shape,
+                              device="cpu", max_iter=3).fit(X)
+
+
+def test_scoring_memory_is_checked_against_the_callers_budget(tmp_path):
+    # before: batch_size_ and memory_budget came from the file, so a strided layer
+    # with a large activation shape made scoring one image allocate gigabytes
+    inv = _strided_inverter(32)                     # 262144 activations per image
+    path = tmp_path / "strided.flipad"
+    persistence.save(inv, path)
+    spec, arrays = _members(path)
+    _entry(spec["root"]["state"]["items"], "batch_size_")[1] = 10 ** 6
+    _entry(spec["root"]["state"]["items"], "memory_budget")[1] = 2 ** 60
+    bad = _craft(tmp_path / "big_batch.flipad", spec, arrays)
+    with pytest.raises(persistence.UnsafeFileError,
+                       match=r"scoring one sample with it needs about .* max_bytes=33554432"):
+        persistence.load(bad, max_bytes=32 * 2 ** 20)
+    budget = 256 * 2 ** 20
+    again = persistence.load(bad, max_bytes=budget)
+    assert 1 <= again.batch_size_ < 30                # the file's 10**6 lowered
+    assert again.memory_budget <= budget
+    fixed, per_sample = persistence._check.scoring_bytes(
+        again.anchor_.size, 768, "float32", again.solver_,
+        again.layer.weight.detach().numpy(), (1, 512, 512))
+    assert fixed + per_sample * again.batch_size_ <= budget
+
+
+def test_scoring_memory_estimate_bounds_the_real_peak(tmp_path):
+    # the estimate is an upper bound of what transform allocates (numpy + torch)
+    import resource
+    import subprocess
+    import sys
+
+    inv = _strided_inverter(32)
+    path = tmp_path / "strided.flipad"
+    persistence.save(inv, path)
+    fixed, per_sample = persistence._check.scoring_bytes(
+        inv.anchor_.size, 768, inv.precision, inv.solver_, inv.layer.weight.detach().numpy(),
+        inv.activation_shape_)
+    code = (
+        "import resource, sys, numpy as np\n"
+        "from flipad_sklearn import persistence\n"
+        f"inv = persistence.load({str(path)!r})\n"
+        "x = np.tanh(np.random.default_rng(1).normal(size=(1, 3, 16, 16))).astype('f4')\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "inv.transform(x)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore"),
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    growth = int(out.stdout.split()[-1]) * 1024
+    assert growth <= fixed + per_sample, (growth, fixed + per_sample)
+    del resource
+
+
+@pytest.mark.parametrize("cls, key, value, message", [
+    # before: raw AttributeError tracebacks at scoring, or silently other scores
+    ("flipad_sklearn.ActivationPooling", "method", "junk", "invalid parameters"),
+    ("flipad_sklearn.FinalLayerInverter", "operator_", "junk", "operator_ is not rebuilt"),
+    ("flipad_sklearn.FinalLayerInverter", "solver_", 7, "solver_ '7' is not one of"),
+    ("flipad_sklearn.FinalLayerInverter", "lipschitz_", 1e-3, "lipschitz_ .* is not the layer's"),
+    ("flipad_sklearn.FinalLayerInverter", "lipschitz_", 0.0, "lipschitz_ must be positive"),
+    ("flipad_sklearn.FinalLayerInverter", "batch_size_", -1, "batch_size_ -1"),
+    ("flipad_sklearn.FinalLayerInverter", "activation_shape_",
+     {"__type__": "tuple", "items": [4, 60, 60]}, "anchor_ has shape"),
+    ("flipad_sklearn.FLIPADDetector", "threshold_", float("nan"), "threshold_ must be"),
+    ("flipad_sklearn.FLIPADDetector", "n_features_in_", 28, "takes 27 features"),
+    ("flipad_sklearn.ChannelSelector", "n_channels", "3", "invalid parameters"),
+])
+def test_crafted_state_is_refused_with_the_one_exception(saved, tmp_path, cls, key, value,
+                                                         message):
+    path, _, _ = saved
+    spec, arrays = _members(path)
+    _entry(_state(spec["root"], cls), key)[1] = value
+    with pytest.raises(persistence.UnsafeFileError, match=message):
+        persistence.load(_craft(tmp_path / "crafted.flipad", spec, arrays))
+
+
+@pytest.mark.parametrize("key", ["bias_", "_anchor_image", "center_"])
+def test_edited_derived_arrays_are_refused(saved, tmp_path, key):
+    # a shifted bias or anchor image changes every score: refused, not scored
+    path, _, _ = saved
+    spec, arrays = _members(path)
+    cls = "flipad_sklearn.FLIPADDetector" if key == "center_" else \
+        "flipad_sklearn.FinalLayerInverter"
+    k = _entry(_state(spec["root"], cls), key)[1]["key"]
+    arrays[k] = arrays[k][:-1] if key == "center_" else arrays[k] + 0.5
+    with pytest.raises(persistence.UnsafeFileError, match=key):
+        persistence.load(_craft(tmp_path / "edited.flipad", spec, arrays))
+
+
+def test_old_files_are_migrated_or_refused_with_a_clear_message(saved, tmp_path):
+    path, pipe, X_test = saved
+    spec, arrays = _members(path)
+    items = _state(spec["root"], "flipad_sklearn.FinalLayerInverter")
+    items[:] = [it for it in items if it[0] != "datafit"]   # before the parameter existed
+    with pytest.warns(persistence.FileVersionWarning, match="had no 'datafit'"):
+        again = persistence.load(_craft(tmp_path / "old.flipad", spec, arrays))
+    assert again[0].datafit == "preactivation"
+    np.testing.assert_array_equal(again.decision_function(X_test),
+                                  pipe.decision_function(X_test))
+    spec, arrays = _members(path)
+    items = _state(spec["root"], "flipad_sklearn.FinalLayerInverter")
+    items[:] = [it for it in items if it[0] != "bias_"]     # a fitted attribute missing
+    with pytest.raises(persistence.UnsafeFileError, match="re-fit with this version"):
+        persistence.load(_craft(tmp_path / "older.flipad", spec, arrays))
+
+
+def test_file_of_another_package_version_warns(saved, tmp_path):
+    path, _, _ = saved
+    spec, arrays = _members(path)
+    spec["versions"]["flipad_sklearn"] = "0.0.1"
+    with pytest.warns(persistence.FileVersionWarning, match="written by flipad_sklearn '0.0.1'"):
+        persistence.load(_craft(tmp_path / "v.flipad", spec, arrays))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", persistence.FileVersionWarning)
+        persistence.load(path)                       # this version: no warning
+
+
+@pytest.mark.parametrize("value, message", [
+    (1.0, "must be an integer, got float 1.0"), ("1", "must be an integer, got str '1'"),
+    (True, "must be an integer, got bool True"), (0, "format_version 0 does not exist"),
+    (-7, "format_version -7 does not exist"), (2, "Upgrade flipad_sklearn"),
+])
+def test_format_version_is_checked(saved, tmp_path, value, message):
+    path, _, _ = saved
+    spec, arrays = _members(path)
+    spec["format_version"] = value
+    with pytest.raises(persistence.UnsafeFileError, match=message):
+        persistence.load(_craft(tmp_path / "fv.flipad", spec, arrays))
+
+
+def test_corrupt_files_raise_the_one_exception(saved, tmp_path):
+    path, _, _ = saved
+    good = path.read_bytes()
+    (tmp_path / "cut.flipad").write_bytes(good[:len(good) // 2])
+    flipped = bytearray(good)
+    flipped[len(good) // 3] ^= 0x10
+    (tmp_path / "flip.flipad").write_bytes(bytes(flipped))
+    for name in ("cut.flipad", "flip.flipad"):   # before: BadZipFile, not a ValueError
+        with pytest.raises(persistence.UnsafeFileError, match="not a valid flipad_sklearn"):
+            persistence.load(tmp_path / name)
+
+
+def test_concurrent_saves_to_one_path_leave_one_complete_file(fitted, tmp_path):
+    # before: one temporary name per process ("path.<pid>.tmp"), shared by threads:
+    # 29 of 60 rounds left a corrupt file
+    import threading
+
+    pipe, X_test = fitted
+    path = tmp_path / "shared.flipad"
+    expected = pipe.decision_function(X_test[:2])
+    for _ in range(5):
+        barrier = threading.Barrier(4)
+        errors = []
+
+        def save():
+            barrier.wait()
+            try:
+                persistence.save(pipe, path)
+            except BaseException as exc:    # pragma: no cover - reported below
+                errors.append(exc)
+        threads = [threading.Thread(target=save) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        np.testing.assert_array_equal(persistence.load(path).decision_function(X_test[:2]),
+                                      expected)
+        assert os.listdir(tmp_path) == ["shared.flipad"]       # no temporary left
+
+
+def test_layer_and_network_descriptions_are_checked_before_allocating():
+    desc = describe_layer(nn.Linear(3, 2))
+    desc["kwargs"]["in_features"] = 10 ** 6                    # 8 TB if allocated
+    desc["kwargs"]["out_features"] = 10 ** 6
+    with pytest.raises(ValueError, match=r"the layer needs \(1000000, 1000000\)"):
+        build_layer(desc)
+    from flipad_sklearn.deepsad.networks import rebuild_network
+
+    spec = {"kind": "mlp", "kwargs": {"n_features": 10 ** 6, "hidden_sizes": (10 ** 6,),
+                                      "rep_dim": 4, "batch_norm": False}}
+    with pytest.raises(ValueError, match="does not fit"):
+        rebuild_network(spec, {"net.0.weight": np.zeros((2, 2), np.float32)})
+
+
+def test_saved_file_has_the_permissions_open_would_give(fitted, tmp_path):
+    # the unique temporary file of mkstemp is 0600; the saved file is not
+    pipe, _ = fitted
+    mask = os.umask(0o022)
+    try:
+        persistence.save(pipe, tmp_path / "new.flipad")
+        assert os.stat(tmp_path / "new.flipad").st_mode & 0o777 == 0o644
+        os.chmod(tmp_path / "new.flipad", 0o640)
+        persistence.save(pipe, tmp_path / "new.flipad")      # an existing file keeps its mode
+        assert os.stat(tmp_path / "new.flipad").st_mode & 0o777 == 0o640
+    finally:
+        os.umask(mask)

@@ -30,7 +30,7 @@ def test_sniff_names_each_format(tmp_path):
     with zipfile.ZipFile(tmp_path / "other.zip", "w") as zf:
         zf.writestr("readme.txt", "x")
     assert persistence.sniff(tmp_path / "other.zip") == "flipad"
-    with pytest.raises(persistence.UnsafeFileError, match="no spec"):
+    with pytest.raises(persistence.UnsafeFileError, match="not a valid flipad_sklearn file"):
         persistence.load(tmp_path / "other.zip")
 
 

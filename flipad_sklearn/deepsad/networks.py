@@ -10,6 +10,7 @@ detector can be pickled as numpy arrays and rebuilt anywhere.
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -104,6 +105,17 @@ def build_network(spec, generator, device):
 def rebuild_network(spec, state_dict):
     """Rebuild a built-in network on the CPU from a numpy state dict."""
     net = _BUILDERS[spec["kind"]](**spec["kwargs"], device="meta")
+    # compared on the meta device, before anything is allocated: a spec from a file
+    # (hidden_sizes=(10**6,)) must not allocate more than its stored state holds
+    expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    given = {k: tuple(np.shape(v)) for k, v in state_dict.items()}
+    if expected != given:
+        diff = sorted(k for k in set(expected) | set(given)
+                      if expected.get(k) != given.get(k))[:3]
+        raise ValueError(
+            f"The stored state does not fit a {spec['kind']!r} network with "
+            f"{spec['kwargs']}: " + ", ".join(
+                f"{k}: stored {given.get(k)}, needed {expected.get(k)}" for k in diff) + ".")
     net = net.to_empty(device="cpu")
     dtype = next(iter(state_dict.values())).dtype if state_dict else None
     if dtype is not None and str(dtype) == "float64":
