@@ -555,7 +555,8 @@ def _check_fit_args(args):
             raise UsageError(f"{option} must be {what}; got {value!r}.")
 
     for option, value in (("--alpha", args.alpha), ("--tol", args.tol)):
-        need(math.isfinite(value) and value >= 0, option, value, "a finite number >= 0")
+        if value is not None:
+            need(math.isfinite(value) and value >= 0, option, value, "a finite number >= 0")
     need(math.isfinite(args.fnr) and 0 <= args.fnr < 1, "--fnr", args.fnr,
          "in [0, 1) (the tolerated share of G's images rejected, e.g. 0.005)")
     for option, value in (("--epochs", args.epochs), ("--max-iter", args.max_iter),
@@ -961,9 +962,10 @@ def build_parser():
     fit.add_argument("--alpha", type=float, default=5e-4, help="lasso penalty (5e-4)")
     # the inverter's defaults (a test keeps them equal; importing torch here
     # would slow every command's start)
-    fit.add_argument("--tol", type=float, default=1e-6,
-                     help="relative duality gap that certifies a sample's inversion (1e-6; "
-                          "samples also stop when more iterations no longer change them)")
+    fit.add_argument("--tol", type=float, default=None,
+                     help="also require this relative duality gap of each sample's "
+                          "inversion (default: none; every sample stops once its "
+                          "certified feature error is at most 5e-4)")
     fit.add_argument("--max-iter", type=int, default=1000,
                      help="inversion iterations per sample at most (1000)")
     fit.add_argument("--datafit", choices=("preactivation", "output"), default="preactivation",

@@ -23,7 +23,7 @@ __all__ = ["TABULAR_DETECTOR", "TABULAR_RECIPE", "make_flipad", "make_flipad_tab
 
 
 def make_flipad(layer, activation="tanh", anchor="zeros", *, alpha=5e-4,
-                activation_shape=None, positive=False, datafit="preactivation", tol=1e-6,
+                activation_shape=None, positive=False, datafit="preactivation", tol=None,
                 max_iter=1000, pooling="max", kernel_size=2, n_channels=None, detector=None,
                 fnr=0.005, random_state=None, device="auto", inverter_params=None,
                 detector_params=None, quantize="auto", input_range="auto"):

@@ -447,6 +447,11 @@ def test_fit_defaults_are_the_recipes():
     defaults = {k: p.default for k, p in inspect.signature(make_flipad).parameters.items()}
     assert (args.tol, args.max_iter, args.alpha, args.datafit) == \
         (defaults["tol"], defaults["max_iter"], defaults["alpha"], defaults["datafit"])
+    # and the recipe's stop is the inverter's own (no gap tolerance added on top)
+    from flipad_sklearn import FinalLayerInverter
+
+    inv_defaults = inspect.signature(FinalLayerInverter).parameters
+    assert defaults["tol"] == inv_defaults["tol"].default
 
 
 # ------------------------------------------------- output safety (issue 28)
