@@ -144,9 +144,9 @@ class ElasticNetPenalty(L1Penalty):
             d = torch.maximum(d, low.reshape(s.shape[1:]))
         return d
 
-    def conjugate(self, s):
-        """``g*(s)`` per row, finite for every ``s``, float64."""
-        d = self.argmax_conjugate(s)
+    def conjugate(self, s, d=None):
+        """``g*(s)`` per row, finite for every ``s``, float64 (``d``: its maximiser, if known)."""
+        d = self.argmax_conjugate(s) if d is None else d
         dims = tuple(range(1, s.ndim))
         val = (s * d).sum(dim=dims, dtype=torch.float64) \
             - self.alpha * torch.linalg.vector_norm(d, 1, dim=dims).to(torch.float64)
@@ -171,12 +171,8 @@ class ElasticNetPenalty(L1Penalty):
             active = torch.linalg.vector_norm(torch.where(sh != 0, s, 0), dim=dims)
             return conj, grad, active.to(torch.float64) ** 2 / lam
         d = self.argmax_conjugate(u)
-        low = self.lower_as(s).reshape(s.shape[1:])
-        free = (d != 0) & (d > low)
-        l2 = torch.linalg.vector_norm(d, dim=dims).to(torch.float64)
-        conj = ((u * d).sum(dim=dims, dtype=torch.float64)
-                - self.alpha * torch.linalg.vector_norm(d, 1, dim=dims).to(torch.float64)
-                - 0.5 * lam * l2 * l2)
+        free = (d != 0) & (d > self.lower_as(s).reshape(s.shape[1:]))
+        conj = self.conjugate(u, d)
         grad = (s * d).sum(dim=dims, dtype=torch.float64)
         active = torch.linalg.vector_norm(torch.where(free, s, 0), dim=dims)
         return conj, grad, active.to(torch.float64) ** 2 / lam
