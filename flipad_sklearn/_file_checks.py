@@ -18,6 +18,9 @@ import warnings
 
 import numpy as np
 
+from .lasso.solvers import make_solver, solver_names
+from .operators import is_layer_description
+
 __all__ = ["FileVersionWarning", "UnsafeFileError"]
 
 
@@ -190,8 +193,6 @@ def _fitted(state, key):
 
 # ----------------------------------------------------------- our estimators
 def _pre_inverter(state, ctx):
-    from ._layers import is_layer_description
-
     layer = state.get("layer")
     need(is_layer_description(layer), "the inverter's layer is not a layer description "
                                       "(Linear, Conv2d or ConvTranspose2d)")
@@ -218,10 +219,8 @@ def _pre_inverter(state, ctx):
     precision = state.get("precision")
     need(precision in ("float32", "float64"), f"precision {str(precision)[:20]!r}")
     solver = state.get("solver_")
-    from .lasso.solvers import SOLVERS
-
-    need(isinstance(solver, str) and solver in SOLVERS and solver != "auto",
-         f"solver_ {str(solver)[:20]!r} is not one of {SOLVERS[1:]}")
+    need(isinstance(solver, str) and solver in solver_names() and solver != "auto",
+         f"solver_ {str(solver)[:20]!r} is not one of {solver_names()[1:]}")
     batch = state.get("batch_size_")
     need(_is_int(batch) and batch >= 1, f"batch_size_ {str(batch)[:20]} is not a positive "
                                         "integer")
@@ -274,8 +273,6 @@ def scoring_bytes(n_in, n_out, precision, solver, weight, act_shape):
 
 
 def _post_inverter(est, ctx):
-    from .lasso.solvers import make_solver
-
     if not hasattr(est, "anchor_"):
         return
     op = getattr(est, "operator_", None)

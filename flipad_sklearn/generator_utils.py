@@ -38,7 +38,7 @@ from sklearn.utils import check_random_state
 from torch import nn
 
 from ._device import check_finite_parameters, resolve_device
-from .linear_ops import SUPPORTED_LAYERS
+from .operators import is_supported_layer
 
 __all__ = ["FinalLayer", "find_final_layer", "mean_activation", "sample_activations"]
 
@@ -318,7 +318,7 @@ def find_final_layer(generator, example_input, *, output=None, module=None):
         last.update(layer=mod, inp=inputs[0].detach(), pre=out.detach(), call=counts[mod])
 
     handles = [m.register_forward_hook(hook) for m in owner.modules()
-               if isinstance(m, SUPPORTED_LAYERS)]
+               if is_supported_layer(m)]
     try:
         with torch.no_grad():
             out = _select_output(_call(fn, example_input), output).detach()

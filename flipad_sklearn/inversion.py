@@ -12,14 +12,20 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import gen_batches
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+from sklearn.utils._param_validation import HasMethods
 from torch import nn
 
 from ._device import check_finite_parameters, check_materialised, resolve_device
-from ._layers import build_layer, describe_layer, is_describable, is_layer_description
 from .activations import BUILTIN_ACTIVATIONS, DEFAULT_CLIP_EPS, get_activation
-from .lasso import SOLVERS, STOP_REASONS, auto_solver, make_solver, solve_batch
+from .lasso import (
+    STOP_REASONS, BatchLasso, StopRule, choose_solver, make_solver, solve, solver_names,
+)
 from .lasso.certificate import feature_error
 from .lasso.solvers import auto_batch_size
+from .operators import (
+    build_layer, check_layer, describe_layer, is_describable, is_layer_description,
+    layer_adapter, operator_for,
+)
 
 #: ``progress_tol`` of earlier releases (now off by default: a stop on progress
 #: certifies nothing about the features; ``benchmarks/bench_reproducibility.py``).
@@ -39,9 +45,8 @@ DEFAULT_FEATURE_TOL = 5e-4
 #: saturated samples of G became outliers), and it was the most robust
 #: variant under JPEG and noise.
 OUTPUT_CLIP_EPS = 3e-2
-from .linear_ops import (
-    LayerOperator, check_layer, infer_input_shape, square_image_shape,
-)
+#: the solvers that run on CPU whatever ``device`` says
+_CPU_SOLVERS = ("cd", "cvxpy", "scipy")
 
 
 def _progress(total, verbose, desc):
@@ -268,7 +273,7 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         "anchor": [StrOptions({"zeros"}), "array-like"],
         "positive": ["boolean"],
         "datafit": [StrOptions({"preactivation", "output"})],
-        "solver": [StrOptions(set(SOLVERS))],
+        "solver": [str, HasMethods(["supports"])],
         "tol": [Interval(Real, 0, None, closed="left"), None],
         "progress_tol": [Interval(Real, 0, None, closed="left"), None],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
@@ -345,6 +350,7 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
 
     def _resolve_shapes(self, n_features, image_shape):
         layer = self.layer
+        adapter = layer_adapter(layer)
         anchor = None
         if not (isinstance(self.anchor, str) and self.anchor == "zeros"):
             anchor = np.asarray(self.anchor, dtype=np.float64)
@@ -353,26 +359,23 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         shape = None
         if self.activation_shape is not None:
             shape = tuple(int(s) for s in self.activation_shape)
-        elif anchor is not None and anchor.ndim > 1 and not isinstance(layer, nn.Linear):
-            shape = anchor.shape
+        elif anchor is not None:
+            shape = adapter.anchor_shape(anchor)
         if shape is None:
-            if isinstance(layer, nn.Linear):
-                shape = (layer.in_features,)
-            else:
-                out_shape = image_shape or square_image_shape(n_features, layer.out_channels)
-                if out_shape is None:
-                    raise ValueError(
-                        f"Cannot tell the output image shape from {n_features} features "
-                        f"and {layer.out_channels} channels; pass X as (n, C, H, W) or "
-                        "set activation_shape."
-                    )
-                shape = infer_input_shape(layer, out_shape)
-                if shape is None:
-                    raise ValueError(
-                        f"The activation shape of this {type(layer).__name__} is not "
-                        f"determined by its output shape {out_shape} (e.g. a strided "
-                        "Conv2d); set activation_shape=(C, H, W) or pass an anchor array."
-                    )
+            out_shape = image_shape or adapter.output_shape_guess(layer, n_features)
+            if out_shape is None:
+                raise ValueError(
+                    f"Cannot tell the output image shape from {n_features} features "
+                    f"for this {type(layer).__name__}; pass X as (n, C, H, W) or set "
+                    "activation_shape."
+                )
+            shape = adapter.infer_input_shape(layer, out_shape)
+            if shape is None:
+                raise ValueError(
+                    f"The activation shape of this {type(layer).__name__} is not "
+                    f"determined by its output shape {out_shape} (e.g. a strided "
+                    "Conv2d); set activation_shape=(C, H, W) or pass an anchor array."
+                )
         if anchor is None:
             anchor = np.zeros(int(np.prod(shape)))
         elif anchor.size != int(np.prod(shape)):
@@ -398,11 +401,13 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         """
         self._validate_params()
         if self.layer is None:
-            raise ValueError("FinalLayerInverter needs layer=<the generator's final layer>.")
+            raise ValueError(f"{type(self).__name__} needs layer=<the generator's final "
+                             "layer>.")
         check_layer(self.layer)
         check_materialised(self.layer)
         check_finite_parameters(self.layer)
-        if self.solver in ("fista", "admm"):
+        self._check_solver_name()
+        if self._device_resolved_at_fit():
             resolve_device(self.device)  # an unsupported device fails here, not after fit
         act = get_activation(self.activation)
         if self._weighted() and act.slope_of_output is None and act.forward is None:
@@ -413,39 +418,43 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             )
         X, image_shape = self._check_X(X, reset=True)
         self.activation_shape_, self.anchor_ = self._resolve_shapes(X.shape[1], image_shape)
-        op = LayerOperator.from_layer(self.layer, self.activation_shape_)
-        if op.n_outputs != X.shape[1]:
+        layer_op = operator_for(self.layer, self.activation_shape_)
+        if layer_op.n_outputs != X.shape[1]:
             raise ValueError(
                 f"X has {X.shape[1]} feature(s) per sample, but the final layer maps "
                 f"activations of shape {self.activation_shape_} to outputs of shape "
-                f"{op.output_shape} ({op.n_outputs} values)."
+                f"{layer_op.output_shape} ({layer_op.n_outputs} values)."
             )
+        if image_shape is not None and len(layer_op.output_shape) == 3 \
+                and image_shape != layer_op.output_shape:
+            raise ValueError(
+                f"X has images of shape {image_shape}, but the final layer outputs "
+                f"{layer_op.output_shape}."
+            )
+        op = self._operator(layer_op)
         self.clip_eps_ = None
         self.clip_eps_ = self._clip_eps()
         self.solver_, self.solver_reason_ = self._choose_solver(op)
         self.batch_size_ = (self.batch_size if self.batch_size != "auto"
                             else auto_batch_size(op, self.precision, self.memory_budget,
                                                  device=self._device()))
-        if image_shape is not None and len(op.output_shape) == 3 \
-                and image_shape != op.output_shape:
-            raise ValueError(
-                f"X has images of shape {image_shape}, but the final layer outputs "
-                f"{op.output_shape}."
-            )
         self.operator_ = op
         self.output_shape_ = op.output_shape
-        bias = self.layer.bias
-        if bias is None:
-            self.bias_ = np.zeros(op.n_outputs)
-        else:
-            b = bias.detach().to("cpu", torch.float64).numpy()
-            per_entry = op.n_outputs // b.size
-            self.bias_ = np.repeat(b, per_entry)
+        self.bias_ = layer_adapter(self.layer).bias_per_output(self.layer, op.output_shape)
         with torch.no_grad():
             self._anchor_image = op.matvec(torch.from_numpy(self.anchor_)[None])[0].numpy()
         self.lipschitz_ = op.lipschitz()
         self.ridge_ = self._resolve_ridge()
         return self
+
+    # ------------------------------------------------- hooks for subclasses
+    def _operator(self, layer_op):
+        """The lasso's operator from the layer's (:class:`SkipInverter`: ``P⊥ W``)."""
+        return layer_op
+
+    def _project(self, y):
+        """The lasso's targets from ``sigma^-1(x) - b`` (:class:`SkipInverter`: ``P⊥ y``)."""
+        return y
 
     def _resolve_ridge(self):
         """``ridge_`` from ``ridge`` and ``lipschitz_``; checks the stop is well posed."""
@@ -480,30 +489,52 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             return float(self.clip_eps)
         return OUTPUT_CLIP_EPS if self.datafit == "output" else DEFAULT_CLIP_EPS
 
+    def _check_solver_name(self):
+        if isinstance(self.solver, str) and self.solver not in solver_names():
+            raise ValueError(f"The 'solver' parameter of {type(self).__name__} must be one "
+                             f"of {solver_names()} or a solver object; got {self.solver!r}.")
+
     def _choose_solver(self, op):
         """``(name, reason)`` of the solver for ``op``; a clear error if it cannot."""
         weighted = self._weighted()
-        if self.solver == "auto":
-            shifted = bool(self.positive and np.any(self.anchor_ != 0))
-            return auto_solver(op, self._device(), shifted_bound=shifted, weighted=weighted)
-        strategy = make_solver(self.solver)
-        if weighted and not strategy.accepts_weights:
+        if isinstance(self.solver, str) and self.solver == "auto":
+            empty = np.zeros((0, op.n_outputs))
+            return choose_solver(self._problem(op, empty, empty if weighted else None),
+                                 self._device())
+        strategy = self._strategy(self.solver)
+        name = getattr(strategy, "name", type(strategy).__name__)
+        if weighted and not getattr(strategy, "accepts_weights", False):
             raise ValueError(
-                f"solver={self.solver!r} does not take the weighted data term of "
+                f"solver={name!r} does not take the weighted data term of "
                 "datafit='output'; use solver='auto' (the default), 'split_admm' or "
                 "'fista'."
             )
         why = strategy.supports(op)
         if why is not None:
             raise ValueError(
-                f"solver={self.solver!r} {why}; use solver='auto' (the default) or "
+                f"solver={name!r} {why}; use solver='auto' (the default) or "
                 "solver='fista', which handle every layer."
             )
-        return self.solver, "given"
+        return (self.solver if isinstance(self.solver, str) else name), "given"
+
+    def _strategy(self, solver):
+        """The solver object for a name (with this estimator's settings) or an object."""
+        if isinstance(solver, str):
+            return make_solver(solver, continuation=self.continuation)
+        return solver
+
+    def _runs_on_cpu(self, solver=None):
+        solver = self.solver if solver is None else solver
+        if isinstance(solver, str):
+            return solver in _CPU_SOLVERS
+        return not getattr(solver, "iterative", True)
+
+    def _device_resolved_at_fit(self):
+        return not self._runs_on_cpu() and not (
+            isinstance(self.solver, str) and self.solver in ("auto", "split_admm"))
 
     def _device(self):
-        torch_based = self.solver not in ("cd", "cvxpy", "scipy")
-        return resolve_device(self.device) if torch_based else torch.device("cpu")
+        return torch.device("cpu") if self._runs_on_cpu() else resolve_device(self.device)
 
     # ------------------------------------------------------------ transform
     def _resolve_batch_size(self, device):
@@ -516,10 +547,44 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
                                device=device)
 
     def _targets(self, X):
-        """``y' = sigma^-1(clip(x)) - b - W anchor`` for each row."""
+        """``y' = sigma^-1(clip(x)) - b - W anchor`` for each row (projected by the hook)."""
         act = get_activation(self.activation)
         act.check_range(X)                                # 0-255 floats would clip
-        return act.invert(X, self._clip_eps()) - self.bias_ - self._anchor_image
+        return self._project(act.invert(X, self._clip_eps()) - self.bias_) - self._anchor_image
+
+    def _problem(self, op, Y, weights=None):
+        lower = -self.anchor_ if self.positive else None
+        return BatchLasso(op, Y, self.alpha, self._ridge(), lower, self.anchor_, weights,
+                          # a bound for all samples: steps that do not depend on the batch
+                          max_weight=get_activation(self.activation).max_slope,
+                          lipschitz=getattr(self, "lipschitz_", None))
+
+    def _stop_rule(self):
+        return StopRule(feature_tol=self.feature_tol, tol=self.tol,
+                        progress_tol=self.progress_tol, max_iter=self.max_iter)
+
+    def lasso_problem(self, X):
+        """The lasso problems ``transform`` solves for ``X``, as plain data.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+            Generator outputs.
+
+        Returns
+        -------
+        problem : :class:`~flipad_sklearn.lasso.BatchLasso`
+            The operator, the targets ``sigma^-1(clip(x)) - b - W anchor``
+            (one row per sample), the penalties, the bound, the anchor and
+            (``datafit="output"``) the data-term weights: what
+            ``flipad_sklearn.lasso.solve(problem, solver, stop)`` takes, so
+            that a benchmark or a second party can solve the same problems
+            with any solver.  Its solution ``d`` gives the features
+            ``d + anchor_``.
+        """
+        check_is_fitted(self, "operator_")
+        X, _ = self._check_X(X, reset=False)
+        return self._problem(self.operator_, self._targets(X), self._weights(X))
 
     def transform(self, X):
         """Recover the penultimate activations of each sample.
@@ -538,41 +603,34 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         check_is_fitted(self, "operator_")
         X, _ = self._check_X(X, reset=False)
         out_dtype = np.float32 if X.dtype == np.float32 else np.float64
-        Y = self._targets(X)
         weights = self._weights(X)
-        n = Y.shape[0]
-        lower = -self.anchor_ if self.positive else None
+        problem = self._problem(self.operator_, self._targets(X), weights)
+        n = problem.targets.shape[0]
         solver = getattr(self, "solver_", self.solver)
-        device = (resolve_device(self.device) if solver not in ("cd", "cvxpy", "scipy")
-                  else torch.device("cpu"))
+        if not isinstance(self.solver, str):
+            solver = self.solver                  # an object: run as given
+        device = torch.device("cpu") if self._runs_on_cpu(solver) else resolve_device(
+            self.device)
         dtype = torch.float32 if self.precision == "float32" else torch.float64
         # batch_size, n_jobs and device are read now, not at fit: set_params
         # between fit and transform takes effect (the Dask recipe of
         # docs/user_guide/scaling.rst sets batch_size and n_jobs on a fitted inverter)
         self.batch_size_ = self._resolve_batch_size(device)
         batches = list(gen_batches(n, self.batch_size_))
+        stop = self._stop_rule()
 
-        kwargs = dict(solver=solver, lower=lower, tol=self.tol, max_iter=self.max_iter,
-                      lipschitz=self.lipschitz_, device=device, dtype=dtype,
-                      # a bound for all samples: steps that do not depend on the batch
-                      max_weight=get_activation(self.activation).max_slope,
-                      continuation=self.continuation, progress_tol=self.progress_tol,
-                      ridge=self._ridge(), feature_tol=self.feature_tol,
-                      anchor=self.anchor_, return_reason=True)
+        def run(sl):
+            return solve(problem.rows(sl), self._strategy(solver), stop, device=device,
+                         dtype=dtype)
+
         bar = _progress(n, self.verbose, "final-layer inversion")
-        def w(sl):
-            return None if weights is None else weights[sl]
-
         if self.n_jobs in (None, 1) or len(batches) == 1:
-            jobs = (solve_batch(self.operator_, Y[sl], self.alpha, weights=w(sl), **kwargs)
-                    for sl in batches)
+            jobs = (run(sl) for sl in batches)
         else:
             # threads: torch releases the GIL; a joblib backend set by the caller
             # (e.g. Dask's) takes precedence over this hint
             jobs = Parallel(n_jobs=self.n_jobs, prefer="threads", return_as="generator")(
-                delayed(solve_batch)(self.operator_, Y[sl], self.alpha, weights=w(sl),
-                                     **kwargs)
-                for sl in batches)
+                delayed(run)(sl) for sl in batches)
         results = []
         for sl, res in zip(batches, jobs):
             results.append(res)
@@ -581,12 +639,13 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         if bar is not None:
             bar.close()
         D, self.objective_, self.duality_gap_, self.n_iter_, reason = (
-            np.concatenate(parts) for parts in zip(*results))
+            np.concatenate(parts) for parts in zip(*(
+                (r.d, r.objective, r.gap, r.n_iter, r.reason) for r in results)))
         self.stop_reason_ = np.asarray(STOP_REASONS)[reason]
         Z = D + self.anchor_
         self.feature_error_ = feature_error(
             torch.from_numpy(self.duality_gap_), torch.from_numpy(Z), self._ridge()).numpy()
-        self._warn_uncertified(Y, weights, solver)
+        self._warn_uncertified(problem.targets, weights, solver)
         return Z.astype(out_dtype, copy=False)
 
     def _ridge(self):
@@ -598,7 +657,7 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
 
         Samples stopped on ``progress_tol`` chose to and do not warn.
         """
-        if solver in ("cvxpy", "scipy"):
+        if isinstance(solver, str) and solver in ("cvxpy", "scipy"):
             return
         missed = ~np.isin(self.stop_reason_, ("feature", "gap", "progress"))
         if not missed.any():
@@ -676,6 +735,5 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         if is_layer_description(state.get("layer")):
             state["layer"] = build_layer(state["layer"])
             if "operator_" in state and state["operator_"] is None:
-                state["operator_"] = LayerOperator.from_layer(
-                    state["layer"], state["activation_shape_"])
+                state["operator_"] = operator_for(state["layer"], state["activation_shape_"])
         super().__setstate__(state)

@@ -12,12 +12,12 @@ the same features.  Its defaults are those of the attribution benchmark.
 """
 
 import numpy as np
-from torch import nn
 
 from .conformal_pipeline import UINT8_LEVELS, ConformalPipeline
 from .deepsad import FLIPADDetector
 from .features import ActivationPooling, ChannelSelector, GeneratorStandardScaler
 from .inversion import FinalLayerInverter
+from .operators import layer_adapter
 
 __all__ = ["TABULAR_DETECTOR", "TABULAR_RECIPE", "make_flipad", "make_flipad_tabular"]
 
@@ -107,8 +107,8 @@ def make_flipad(layer, activation="tanh", anchor="zeros", *, alpha=5e-4,
     if activation_shape is None:
         if not (isinstance(anchor, str)) and np.ndim(anchor) > 1:
             activation_shape = tuple(np.shape(anchor))
-        elif isinstance(layer, nn.Linear):
-            activation_shape = (layer.in_features,)
+        elif not layer_adapter(layer).image_output:
+            activation_shape = layer_adapter(layer).infer_input_shape(layer, None)
         else:
             raise ValueError(
                 "make_flipad needs the activation's shape for a convolutional final "

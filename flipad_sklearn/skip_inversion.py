@@ -8,12 +8,9 @@ from sklearn.utils import metadata_routing
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted
 
-from ._device import check_finite_parameters, check_materialised, resolve_device
 from .activations import DEFAULT_CLIP_EPS, get_activation
 from .inversion import DEFAULT_FEATURE_TOL, FinalLayerInverter
-from .lasso.solvers import auto_batch_size
-from .linear_ops import LayerOperator, check_layer
-from .skip_operator import UPSAMPLINGS, SkipProjectedOperator
+from .operators import UPSAMPLINGS, LayerOperator, SkipProjectedOperator, layer_adapter
 
 
 class SkipInverter(FinalLayerInverter):
@@ -32,7 +29,7 @@ class SkipInverter(FinalLayerInverter):
     operator ``P⊥ W`` (``P⊥`` projects out the images an upsampled skip can
     make), solved by the same solvers with the same duality-gap certificate,
     which bounds the joint problem's suboptimality
-    (``flipad_sklearn.skip_operator.SkipProjectedOperator``).
+    (:class:`flipad_sklearn.operators.SkipProjectedOperator`).
 
     Parameters
     ----------
@@ -106,7 +103,6 @@ class SkipInverter(FinalLayerInverter):
         **FinalLayerInverter._parameter_constraints,
         "upsample": [StrOptions(set(UPSAMPLINGS)), "array-like", tuple],
         "append_skip": ["boolean"],
-        "solver": [StrOptions({"auto", "fista", "cvxpy", "scipy"})],
         "clip_eps": [Interval(Real, 0, 0.5, closed="neither")],
     }
 
@@ -147,62 +143,29 @@ class SkipInverter(FinalLayerInverter):
         -------
         self
         """
-        self._validate_params()
-        if self.layer is None:
-            raise ValueError("SkipInverter needs layer=<the generator's final layer> "
-                             "(StyleGAN2: the last toRGB convolution).")
-        check_layer(self.layer)
-        if isinstance(self.layer, torch.nn.Linear):
+        if self.layer is not None and not layer_adapter(self.layer).image_output:
             raise TypeError("SkipInverter needs a convolutional final layer (its output "
-                            "is an image the skip is added to), got a Linear layer; use "
-                            "FinalLayerInverter for it.")
-        check_materialised(self.layer)
-        check_finite_parameters(self.layer)
-        if self.solver == "fista":
-            resolve_device(self.device)
-        get_activation(self.activation)
-        X, image_shape = self._check_X(X, reset=True)
-        self.activation_shape_, self.anchor_ = self._resolve_shapes(X.shape[1], image_shape)
-        base = LayerOperator.from_layer(self.layer, self.activation_shape_)
-        if base.n_outputs != X.shape[1]:
-            raise ValueError(
-                f"X has {X.shape[1]} feature(s) per sample, but the final layer maps "
-                f"activations of shape {self.activation_shape_} to outputs of shape "
-                f"{base.output_shape} ({base.n_outputs} values).")
-        if image_shape is not None and image_shape != base.output_shape:
-            raise ValueError(f"X has images of shape {image_shape}, but the final layer "
-                             f"outputs {base.output_shape}.")
-        op = SkipProjectedOperator(base, self.upsample)
-        self.solver_, self.solver_reason_ = self._choose_solver(op)
-        self.batch_size_ = (self.batch_size if self.batch_size != "auto"
-                            else auto_batch_size(op, self.precision, self.memory_budget,
-                                                 device=self._device()))
-        self.operator_ = op
-        self.output_shape_ = op.output_shape
+                            "is an image the skip is added to), got a "
+                            f"{type(self.layer).__name__} layer; use FinalLayerInverter "
+                            "for it.")
+        super().fit(X, y)
+        op = self.operator_
         self.skip_shape_ = op.skip_shape
         c_in, h, w = self.activation_shape_
         self.feature_shape_ = ((c_in + op.output_shape[0], h, w) if self.append_skip
                                else self.activation_shape_)
-        bias = self.layer.bias
-        if bias is None:
-            self.bias_ = np.zeros(op.n_outputs)
-        else:
-            b = bias.detach().to("cpu", torch.float64).numpy()
-            self.bias_ = np.repeat(b, op.n_outputs // b.size)
-        with torch.no_grad():
-            self._anchor_image = op.matvec(torch.from_numpy(self.anchor_)[None])[0].numpy()
-        self.lipschitz_ = op.lipschitz()
-        self.ridge_ = self._resolve_ridge()
         return self
 
-    def _targets(self, X):
-        """``P⊥ (sigma^-1(clip(x)) - b) - P⊥ W anchor`` for each row."""
-        act = get_activation(self.activation)
-        act.check_range(X)
-        y = torch.from_numpy(np.ascontiguousarray(act.invert(X, self._clip_eps()) - self.bias_,
-                                                  dtype=np.float64))
+    # the two hooks on FinalLayerInverter: the operator and the targets
+    def _operator(self, layer_op):
+        """``P⊥ W``: the final layer with the upsampled skip image projected out."""
+        return SkipProjectedOperator(layer_op, self.upsample)
+
+    def _project(self, y):
+        """``P⊥ y``: the part of the targets no upsampled skip image explains."""
+        y = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float64))
         with torch.no_grad():
-            return self.operator_.project_out(y).numpy() - self._anchor_image
+            return self.operator_.project_out(y).numpy()
 
     def transform(self, X, return_skip=False):
         """Recover ``u`` (and the skip image) of each sample.

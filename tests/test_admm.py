@@ -16,8 +16,8 @@ from flipad_sklearn import FinalLayerInverter
 from flipad_sklearn.activations import get_activation
 from flipad_sklearn.lasso import admm, solve_batch
 from flipad_sklearn.lasso.admm import capacitance, get_resolvent, unobserved_outputs
-from flipad_sklearn.lasso.embedding import periodic_embedding
-from flipad_sklearn.linear_ops import LayerOperator
+from flipad_sklearn.operators.embedding import periodic_embedding
+from flipad_sklearn.operators import LayerOperator
 
 # (in, out, kernel, stride, padding, output_padding, dilation, bias, (H, W)[, groups])
 LAYERS = {

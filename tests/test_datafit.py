@@ -12,7 +12,7 @@ from flipad_sklearn import FinalLayerInverter
 from flipad_sklearn.activations import get_activation
 from flipad_sklearn.lasso import fista, solve_batch
 from flipad_sklearn.lasso.datafit import Quadratic, WeightedQuadratic, make_datafit
-from flipad_sklearn.linear_ops import LayerOperator
+from flipad_sklearn.operators import LayerOperator
 
 CONV = {
     "conv_s1": (lambda: nn.Conv2d(4, 3, 3, padding=1), (4, 5, 5)),

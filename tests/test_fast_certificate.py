@@ -15,11 +15,11 @@ from torch import nn
 
 from flipad_sklearn import FinalLayerInverter
 from flipad_sklearn.lasso import Certificate, L1Penalty
-from flipad_sklearn.lasso import spectral
+from flipad_sklearn.operators import spectral
 from flipad_sklearn.lasso.certificate import FastProducts
-from flipad_sklearn.lasso.embedding import periodic_embedding
-from flipad_sklearn.lasso.spectral import SpectralProducts, exact_products
-from flipad_sklearn.linear_ops import ChannelsLastOperator, LayerOperator
+from flipad_sklearn.operators.embedding import periodic_embedding
+from flipad_sklearn.operators.spectral import SpectralProducts
+from flipad_sklearn.operators import ChannelsLastOperator, LayerOperator
 
 from test_solvers import CONV_LAYERS, _outputs
 
@@ -49,16 +49,16 @@ def test_spectral_products_equal_the_layer(name):
 def test_exact_products_takes_the_fft_only_where_it_wins(monkeypatch):
     cpu = torch.device("cpu")
     conv3 = LayerOperator.from_layer(nn.Conv2d(8, 3, 3, padding=1), (8, 6, 6))
-    assert isinstance(exact_products(conv3, cpu), SpectralProducts)
-    assert exact_products(conv3, cpu) is exact_products(conv3, cpu)          # cached
+    assert isinstance(conv3.exact_products(cpu), SpectralProducts)
+    assert conv3.exact_products(cpu) is conv3.exact_products(cpu)          # cached
     for other in (LayerOperator.from_layer(nn.Conv2d(8, 3, 1), (8, 6, 6)),
                   LayerOperator.from_layer(nn.Conv2d(8, 3, 3, stride=2), (8, 7, 7)),
                   LayerOperator.from_layer(nn.ConvTranspose2d(8, 3, 4, 2, 1), (8, 4, 4)),
                   LayerOperator.from_layer(nn.Linear(5, 3), (5,))):
-        assert exact_products(other, cpu) is other
+        assert other.exact_products(cpu) is other
     monkeypatch.setattr(spectral, "SPECTRAL_MAX_BYTES", 1000)
     big = LayerOperator.from_layer(nn.Conv2d(8, 3, 3, padding=1), (8, 6, 6))
-    assert exact_products(big, cpu) is big
+    assert big.exact_products(cpu) is big
 
 
 @pytest.mark.parametrize("name", sorted(CONV_LAYERS))

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from flipad_sklearn.lasso import fista, solve_batch
-from flipad_sklearn.linear_ops import ChannelsLastOperator, LayerOperator
+from flipad_sklearn.operators import ChannelsLastOperator, LayerOperator
 
 
 def _transposed_layers():

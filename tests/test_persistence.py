@@ -14,7 +14,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from flipad_sklearn import FinalLayerInverter, FLIPADDetector, persistence
-from flipad_sklearn._layers import build_layer, describe_layer
+from flipad_sklearn.operators import build_layer, describe_layer
 from flipad_sklearn.baselines import FingerprintCorrelation
 from flipad_sklearn.pipeline import make_flipad
 
@@ -377,7 +377,7 @@ def test_streaming_features_round_trip(tmp_path):
 def test_skip_inverter_round_trip(tmp_path, upsample):
     """StyleGAN's SkipInverter saves securely and comes back with its P⊥W operator."""
     from flipad_sklearn import SkipInverter
-    from flipad_sklearn.skip_operator import SkipProjectedOperator
+    from flipad_sklearn.operators.skip import SkipProjectedOperator
 
     rng = np.random.default_rng(0)
     layer = nn.Conv2d(3, 2, 1)

@@ -14,9 +14,9 @@ from flipad_sklearn.activations import get_activation
 from flipad_sklearn.lasso import (
     STOP_REASONS, Certificate, L1Penalty, auto_solver, solve_batch, split_admm,
 )
-from flipad_sklearn.lasso.embedding import periodic_embedding
+from flipad_sklearn.operators.embedding import periodic_embedding
 from flipad_sklearn.lasso.solvers import CPU_BATCH_BYTES, auto_batch_size, bytes_per_sample
-from flipad_sklearn.linear_ops import LayerOperator
+from flipad_sklearn.operators import Conv2dOperator, ConvTranspose2dOperator, LayerOperator
 
 CONV_LAYERS = {
     "conv_s1": (lambda: nn.Conv2d(4, 3, 3, padding=1), (4, 5, 5)),
@@ -218,13 +218,13 @@ def test_batch_size_auto_follows_the_memory_budget():
                                memory_budget=3 * bytes_per_sample(inv.operator_)).fit(x)
     assert small.batch_size_ == 3
     # the 512x512 Stable Diffusion layer runs one sample per batch by default
-    sd = LayerOperator("conv2d", torch.zeros(3, 128, 3, 3), (128, 8, 8),
-                       dict(stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1))
+    sd = Conv2dOperator(torch.zeros(3, 128, 3, 3), (128, 8, 8),
+                        dict(stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1))
     sd.n_inputs, sd.n_outputs = 128 * 512 * 512, 3 * 512 * 512
     assert auto_batch_size(sd) == 1
     # on CPU a batch's state also stays within CPU_BATCH_BYTES (cache-sized
     # batches run faster per sample); not on CUDA
-    dcgan = LayerOperator("conv_transpose2d", torch.zeros(64, 3, 4, 4), (64, 32, 32),
+    dcgan = ConvTranspose2dOperator(torch.zeros(64, 3, 4, 4), (64, 32, 32),
                           dict(stride=(2, 2), padding=(1, 1), dilation=(1, 1), groups=1,
                                output_padding=(0, 0)))
     per = bytes_per_sample(dcgan)

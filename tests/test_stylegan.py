@@ -16,9 +16,9 @@ from flipad_sklearn.generators import (
     train_gan,
     train_stylegan,
 )
-from flipad_sklearn.linear_ops import LayerOperator
+from flipad_sklearn.operators import LayerOperator
 from flipad_sklearn.skip_inversion import SkipInverter
-from flipad_sklearn.skip_operator import SkipProjectedOperator, upsampling_matrix
+from flipad_sklearn.operators.skip import SkipProjectedOperator, upsampling_matrix
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 

@@ -6,8 +6,8 @@ linear operator ``W``, and returns the solution with its duality-gap certificate
 
 The parts, in the spirit of skglm's datafit / penalty / solver split:
 
-* operators (:mod:`flipad_sklearn.linear_ops`, one class per layer type) and
-  their periodic embeddings ``W = S T E`` (:mod:`.embedding`);
+* operators (:mod:`flipad_sklearn.operators`: the protocol and its
+  capabilities, e.g. the periodic embedding ``W = S T E``);
 * the data term (:class:`~.datafit.Quadratic`, or
   :class:`~.datafit.WeightedQuadratic` with per-sample weights);
 * the penalty (:class:`~.penalty.L1Penalty`: prox, value, dual feasibility,
@@ -15,36 +15,37 @@ The parts, in the spirit of skglm's datafit / penalty / solver split:
 * the certificate tracker (:class:`~.certificate.Certificate`: gap, best
   dual, extrapolation, best iterate, stop rules, shrinking the batch) and
   the products it uses (float32 checks, exact float64 products by FFT:
-  :class:`~.spectral.SpectralProducts`);
-* solver objects that own only their iterations and declare what they
-  support (:mod:`.solvers`), and explicit composite strategies
-  (:class:`~.solvers.HandOver`, :class:`~.solvers.Float64Finish`).
+  :class:`~flipad_sklearn.operators.spectral.SpectralProducts`);
+* solver objects that own only their iterations and declare the operator
+  capabilities they require (:mod:`.solvers`), explicit composite strategies
+  (:class:`~.solvers.HandOver`, :class:`~.solvers.Float64Finish`) and one
+  name -> solver registry (:func:`~.solvers.register_solver`);
+* one door, :func:`~.solve.solve` ``(problem, solver, stop) -> result``, with
+  a :class:`~.solve.BatchLasso`, a frozen :class:`~.solve.StopRule` and a
+  :class:`~.solve.LassoResult`.
 """
 
-from ._duality import dual_point_value, duality_gap, gap_scale, primal_objective
-from .admm import (
-    DEFAULT_RHO_SCALE, DEFAULT_RHO_STAGES, RHO_ALPHA_SCALING, admm, check_admm_operator,
-    penalty_ratio, rho_alpha_factor,
-)
+from ._duality import duality_gap, primal_objective
+from .admm import admm
 from .cd import coordinate_descent
-from .datafit import Quadratic, WeightedQuadratic
 from .certificate import STOP_REASONS, Certificate
+from .datafit import Quadratic, WeightedQuadratic
 from .fista import fista, fista_path
-from .penalty import L1Penalty
+from .penalty import ElasticNetPenalty, L1Penalty
 from .reference import solve_cvxpy, solve_scipy
+from .solve import BatchLasso, LassoResult, StopRule, solve, solve_batch
 from .solvers import (
-    ADMM_ITER, FLOAT32_TOL, SOLVERS, ExactADMM, FISTA, Float64Finish, HandOver,
-    SplitADMM, auto_solver, make_solver, solve_batch,
+    SOLVERS, DenseSolver, ExactADMM, FISTA, Float64Finish, HandOver, SplitADMM, TorchSolver,
+    auto_solver, choose_solver, make_solver, register_solver, solver_names,
 )
-from .spectral import SpectralProducts, exact_products
 from .split_admm import split_admm
 
+# tuning constants stay in their modules (each cites the benchmark that set it)
 __all__ = [
-    "ADMM_ITER", "Certificate", "DEFAULT_RHO_SCALE", "DEFAULT_RHO_STAGES", "ExactADMM",
-    "FISTA", "FLOAT32_TOL", "Float64Finish", "HandOver", "L1Penalty", "Quadratic",
-    "RHO_ALPHA_SCALING", "SOLVERS", "STOP_REASONS", "SpectralProducts", "SplitADMM",
-    "WeightedQuadratic", "admm", "auto_solver", "check_admm_operator", "coordinate_descent",
-    "dual_point_value", "duality_gap", "exact_products", "fista", "fista_path", "gap_scale",
-    "make_solver", "penalty_ratio", "primal_objective", "rho_alpha_factor", "solve_batch",
-    "solve_cvxpy", "solve_scipy", "split_admm",
+    "BatchLasso", "Certificate", "DenseSolver", "ElasticNetPenalty", "ExactADMM", "FISTA",
+    "Float64Finish", "HandOver", "L1Penalty", "LassoResult", "Quadratic", "SOLVERS",
+    "STOP_REASONS", "SplitADMM", "StopRule", "TorchSolver", "WeightedQuadratic", "admm",
+    "auto_solver", "choose_solver", "coordinate_descent", "duality_gap", "fista",
+    "fista_path", "make_solver", "primal_objective", "register_solver", "solve",
+    "solve_batch", "solve_cvxpy", "solve_scipy", "solver_names", "split_admm",
 ]

@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 
 from .certificate import Certificate
-from .embedding import periodic_embedding
+from ..operators.embedding import periodic_embedding
 from .penalty import L1Penalty
 
 #: Unobserved outputs above which the dense boundary correction is refused
@@ -105,11 +105,12 @@ CHECK_EVERY = 10
 
 def check_admm_operator(op):
     """Raise a clear ValueError unless ``op`` is a convolution exact ADMM handles."""
-    if getattr(op, "kind", None) not in ("conv2d", "conv_transpose2d"):
-        kind = getattr(op, "kind", type(op).__name__)
+    capability = getattr(op, "periodic_embedding", None)
+    if capability is None or capability() is None:
+        name = getattr(op, "layer_name", type(op).__name__)
         raise ValueError(
             f"solver='admm' handles Conv2d and ConvTranspose2d final layers only (this "
-            f"layer is {kind!r}); use solver='fista'."
+            f"layer is {name}); use solver='fista'."
         )
 
 

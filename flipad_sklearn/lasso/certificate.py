@@ -109,7 +109,7 @@ class Certificate:
     exact : object or None
         The float64 products of the reported certificates (``matvec``,
         ``rmatvec``; default ``op``), e.g.
-        :class:`~.spectral.SpectralProducts`.
+        :class:`~flipad_sklearn.operators.spectral.SpectralProducts`.
     """
 
     def __init__(self, op, y, penalty, *, datafit=None, tol, progress_tol=None, patience=2,
@@ -351,7 +351,7 @@ class FastProducts:
     in float32 (``(B, C, H, W)`` for conv layers): only its maximum and, with
     a bound, a sum are used, and a float64 copy of it would cost more than
     the product.  Convolutions run on ``view`` (a
-    :class:`~flipad_sklearn.linear_ops.ChannelsLastOperator`) if given.
+    :class:`~flipad_sklearn.operators.channels_last.ChannelsLastOperator`) if given.
     """
 
     def __init__(self, op, view=None):

@@ -30,7 +30,7 @@ def fista_steps(op, y, penalty, lipschitz, cert, *, view=None, d0=None, max_iter
     """Run FISTA on the active rows of ``cert``; returns the iterations run.
 
     ``y`` holds the active rows' targets (float64, plain layout); ``view``
-    (a :class:`~flipad_sklearn.linear_ops.ChannelsLastOperator` or None) is
+    (a :class:`~flipad_sklearn.operators.channels_last.ChannelsLastOperator` or None) is
     the layout the products run on.  ``weights``: the active rows' data-term
     weights ``D`` (:mod:`.datafit`) or None; the gradient is then
     ``Wᵀ D² (W v - y)`` and ``lipschitz`` must bound ``D W``'s.

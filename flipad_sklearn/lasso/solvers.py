@@ -18,17 +18,13 @@ the operator; :class:`~flipad_sklearn.FinalLayerInverter` checks it once at fit.
 import numpy as np
 import torch
 
-from ..linear_ops import ChannelsLastOperator
 from .admm import MAX_BOUNDARY, admm_steps, boundary_size
-from .certificate import (
-    CERTIFIED, FEATURE, GAP, PROGRESS, Certificate, FastProducts, feature_error,
-)
+from .certificate import CERTIFIED, PROGRESS, Certificate, FastProducts
 from .cd import coordinate_descent
 from .datafit import Quadratic, make_datafit
 from .fista import fista_steps
-from .penalty import ElasticNetPenalty, L1Penalty
+from .penalty import L1Penalty
 from .reference import MAX_DENSE_VARIABLES, solve_cvxpy, solve_scipy
-from .spectral import exact_products
 from .split_admm import split_admm
 
 #: Relative gap below which float32 iterations stall; tighter tolerances
@@ -59,9 +55,6 @@ AUTO_MAX_BOUNDARY = 1000
 AUTO_MAX_BOUNDARY_FRACTION = 0.5
 #: Residuals the certificate's dual extrapolation uses (solvers that want it).
 N_EXTRAPOLATION = 5
-#: operator kinds with a channels-last view and a periodic embedding; any other
-#: operator (one with matvec, rmatvec and lipschitz) runs with FISTA
-CONV_KINDS = ("conv2d", "conv_transpose2d")
 
 
 class LassoProblem:
@@ -93,6 +86,22 @@ class LassoProblem:
 
 
 # ----------------------------------------------------------------- solvers
+#: what each capability a solver may require means, for its error message
+_CAPABILITIES = {
+    "periodic_embedding": "handles Conv2d and ConvTranspose2d layers only (operators with "
+                          "a periodic embedding)",
+    "stored_matrix": "handles fully connected (Linear) layers only",
+}
+
+
+def _missing_capability(solver, op):
+    """The reason ``solver`` cannot take ``op`` for lack of a capability, or None."""
+    for cap in getattr(solver, "requires", ()):
+        if getattr(op, cap)() is None:
+            return f"{_CAPABILITIES.get(cap, 'needs ' + cap)} (this layer is {op.layer_name})"
+    return None
+
+
 class TorchSolver:
     """Base of the batched torch solvers: ``run`` iterates on a certificate."""
 
@@ -105,10 +114,12 @@ class TorchSolver:
     dual_extrapolation = True
     #: whether it solves a weighted data term (:class:`~.datafit.WeightedQuadratic`)
     accepts_weights = True
+    #: operator capabilities it needs (:mod:`flipad_sklearn.operators.base`)
+    requires = ()
 
     def supports(self, op):
         """None if this solver handles ``op``, else the reason it does not."""
-        return None
+        return _missing_capability(self, op)
 
     def run(self, problem, cert, *, d0, max_iter, dtype, callback=None):
         raise NotImplementedError
@@ -130,9 +141,7 @@ class FISTA(TorchSolver):
 
     def run(self, problem, cert, *, d0, max_iter, dtype, callback=None):
         op = problem.op
-        view = None
-        if op.kind in CONV_KINDS and problem.device.type == "cpu":
-            view = op.cached("channels_last", lambda: ChannelsLastOperator(op))
+        view = op.channels_last() if problem.device.type == "cpu" else None
         rows = cert.idx.clone()
         y = problem.y[rows]
         used = 0
@@ -188,9 +197,12 @@ class ExactADMM(TorchSolver):
     def __init__(self, rho=None):
         self.rho = rho
 
+    requires = ("periodic_embedding",)
+
     def supports(self, op):
-        if op.kind not in CONV_KINDS:
-            return f"handles Conv2d and ConvTranspose2d layers only (this layer is {op.kind!r})"
+        why = super().supports(op)
+        if why is not None:
+            return why
         nu = boundary_size(op)
         if nu > MAX_BOUNDARY:
             return (f"cannot take this layer: its periodic embedding leaves {nu} outputs "
@@ -213,10 +225,7 @@ class SplitADMM(TorchSolver):
     def __init__(self, stages=None):
         self.stages = stages
 
-    def supports(self, op):
-        if op.kind not in ("conv2d", "conv_transpose2d"):
-            return f"handles Conv2d and ConvTranspose2d layers only (this layer is {op.kind!r})"
-        return None
+    requires = ("periodic_embedding",)
 
     def run(self, problem, cert, *, d0, max_iter, dtype, callback=None):
         split_admm(problem.op, problem.y[cert.idx], problem.penalty, problem.lipschitz,
@@ -232,10 +241,12 @@ class DenseSolver:
 
     def __init__(self, name):
         self.name = name
+        self.requires = ("stored_matrix",) if name == "cd" else ()
 
     def supports(self, op):
-        if self.name == "cd" and op.kind != "linear":
-            return "handles fully connected (Linear) layers only"
+        why = _missing_capability(self, op)
+        if why is not None:
+            return why
         if self.name in ("cvxpy", "scipy") and op.n_inputs > MAX_DENSE_VARIABLES:
             return (f"is meant to verify small problems (this layer has {op.n_inputs} "
                     f"activations, limit {MAX_DENSE_VARIABLES})")
@@ -374,10 +385,10 @@ def fast_products(op, device, dtype):
     float64 convolutions run far slower than float32 ones on CPU (no oneDNN
     kernel); the checks along the way then cost more than the iterations.
     """
-    if dtype != torch.float32 or op.kind not in CONV_KINDS:
+    if dtype != torch.float32 or not op.fast_float32_checks:
         return None
     if torch.device(device).type == "cpu":
-        return FastProducts(op, op.cached("channels_last", lambda: ChannelsLastOperator(op)))
+        return FastProducts(op, op.channels_last())
     return FastProducts(op)
 
 
@@ -410,20 +421,71 @@ def _continue(solver, problem, cert, rows, max_iter, dtype, callback):
 
 
 # --------------------------------------------------------------- registry
-SOLVERS = ("auto", "fista", "admm", "split_admm", "cd", "cvxpy", "scipy")
+#: name -> factory(**settings) of the strategy ``solver=name`` runs
+_REGISTRY = {}
 
 
-def make_solver(name, *, continuation=True, rho=None):
-    """The strategy object ``solver=name`` runs (no ``"auto"``: see :func:`auto_solver`)."""
-    if name == "fista":
-        return Float64Finish(FISTA(continuation=continuation))
-    if name == "admm":
-        return Float64Finish(HandOver(ExactADMM(rho=rho), FISTA()))
-    if name == "split_admm":
-        return Float64Finish(HandOver(SplitADMM(stages=rho), FISTA()))
-    if name in ("cd", "cvxpy", "scipy"):
+def register_solver(name, factory, *, replace=False):
+    """Make ``solver=name`` run ``factory(**settings)`` (a solver or strategy object).
+
+    The factory takes keyword settings and ignores those it does not use
+    (``continuation``, ``rho``, ``admm_iter`` reach every factory).  The
+    object needs ``name``, ``iterative``, ``supports(op)`` and ``run`` (an
+    iterative torch solver) or ``solve`` (a dense one); see :class:`TorchSolver`.
+    """
+    if not isinstance(name, str) or not name or name == "auto":
+        raise ValueError(f"A solver's name must be a non-empty string other than 'auto', "
+                         f"got {name!r}.")
+    if name in _REGISTRY and not replace:
+        raise ValueError(f"A solver named {name!r} is registered already (replace=True "
+                         "to override it).")
+    _REGISTRY[name] = factory
+    return factory
+
+
+def solver_names():
+    """``"auto"`` and every registered solver's name."""
+    return ("auto",) + tuple(_REGISTRY)
+
+
+def make_solver(name, **settings):
+    """The strategy object ``solver=name`` runs (no ``"auto"``: see :func:`choose_solver`)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"Unknown solver {name!r}; use one of {solver_names()}.")
+    return _REGISTRY[name](**settings)
+
+
+def _fista(continuation=True, **_):
+    return Float64Finish(FISTA(continuation=continuation))
+
+
+def _admm(rho=None, admm_iter=ADMM_ITER, **_):
+    return Float64Finish(HandOver(ExactADMM(rho=rho), FISTA(), after=admm_iter))
+
+
+def _split_admm(rho=None, admm_iter=ADMM_ITER, **_):
+    return Float64Finish(HandOver(SplitADMM(stages=rho), FISTA(), after=admm_iter))
+
+
+def _dense(name):
+    def factory(**_):
         return DenseSolver(name)
-    raise ValueError(f"Unknown solver {name!r}; use one of {SOLVERS}.")
+    return factory
+
+
+for _name, _factory in (("fista", _fista), ("admm", _admm), ("split_admm", _split_admm),
+                        ("cd", _dense("cd")), ("cvxpy", _dense("cvxpy")),
+                        ("scipy", _dense("scipy"))):
+    register_solver(_name, _factory)
+#: the built-in names (``solver_names()`` also lists registered ones)
+SOLVERS = solver_names()
+
+
+def choose_solver(problem, device):
+    """``(name, reason)`` of ``solver="auto"`` for a :class:`~.solve.BatchLasso`:
+    :func:`auto_solver` with the problem's bound and weights (every caller's one rule)."""
+    return auto_solver(problem.operator, device, shifted_bound=problem.shifted_bound,
+                       weighted=problem.weights is not None)
 
 
 def auto_solver(op, device, shifted_bound=False, weighted=False):
@@ -466,14 +528,14 @@ def auto_solver(op, device, shifted_bound=False, weighted=False):
             return "fista", ("Linear layer with a weighted data term (each sample has its "
                              "own D W): batched FISTA")
         return name, reason
-    if op.kind == "linear":
+    if op.stored_matrix() is not None:
         if shifted_bound:
             return "fista", ("Linear layer with a shifted bound (positive=True, non-zero "
                              "anchor): batched FISTA")
         if device.type == "cpu":
             return "cd", "Linear layer on CPU: compiled coordinate descent"
         return "fista", "Linear layer on CUDA: batched FISTA"
-    if op.kind not in CONV_KINDS:
+    if op.periodic_embedding() is None:
         return "fista", f"{type(op).__name__}: FISTA (needs only W z and W^T r)"
     ratio = op.n_inputs / op.n_outputs
     per = f"{ratio:.1f} activations per output"
@@ -482,7 +544,7 @@ def auto_solver(op, device, shifted_bound=False, weighted=False):
         return "fista", (f"{type(op).__name__} with {nu} unobserved outputs on its periodic "
                          f"grid for {op.n_outputs} observed (a strided layer): FISTA needs "
                          "no boundary solve")
-    plain = op.kind == "conv_transpose2d" and op.conv_kwargs["groups"] == 1
+    plain = op.phase_convolution
     admm_least = ADMM_MIN_RATIO if plain else ADMM_MIN_RATIO_OTHER
     why = ExactADMM().supports(op)
     if why is None and nu > AUTO_MAX_BOUNDARY:
@@ -496,103 +558,6 @@ def auto_solver(op, device, shifted_bound=False, weighted=False):
     least = admm_least if why is None else SPLITTING_MIN_RATIO
     return "fista", (f"{type(op).__name__} with {per} (under {least:g}): well-posed "
                      "enough that FISTA's cheaper iterations win")
-
-
-def solve_batch(op, Y, alpha, *, solver="fista", lower=None, tol=1e-4, max_iter=1000,
-                lipschitz=None, device="cpu", dtype=torch.float32, continuation=True,
-                progress_tol=None, callback=None, rho=None, admm_iter=ADMM_ITER,
-                return_reason=False, weights=None, max_weight=None, ridge=0.0,
-                feature_tol=None, anchor=None):
-    """Solve the lasso for a batch ``Y`` (numpy ``(B, M)``) with the named solver.
-
-    ``ridge > 0`` adds ``ridge / 2 ||d||^2`` (an elastic net,
-    :class:`~.penalty.ElasticNetPenalty`): the solution is unique and a row
-    stops once its certified relative distance to it,
-    ``sqrt(2 gap / ridge) / ||d + anchor||``, is at most ``feature_tol``
-    (and its relative gap at most ``tol``, unless ``tol`` is None).
-
-    ``solver`` is a name of :data:`SOLVERS` or a strategy object (see
-    :func:`make_solver`).  ``weights`` (numpy ``(B, M)``, non-negative, or
-    None): the data term's per-sample weights ``D``, solving
-    ``1/2 ||D (y - W d)||^2 + alpha ||d||_1``; ``primal`` and ``gap`` are then
-    that problem's (relative to ``1/2 ||D y||^2``).  ``max_weight`` bounds the
-    weights of every sample the caller solves (the step sizes then do not
-    depend on the batch; default: this batch's largest weight).  Returns numpy float64 arrays ``D (B, K)``,
-    ``primal (B,)``, ``gap (B,)``, int ``n_iter (B,)`` and the stop reason
-    ``reason (B,)`` (an index into :data:`~.certificate.STOP_REASONS`).
-    ``gap`` is an upper bound on ``primal - optimum``.  The reason is
-    returned only with ``return_reason=True``.
-    """
-    Y = np.ascontiguousarray(Y, dtype=np.float64)
-    if weights is not None:
-        weights = np.ascontiguousarray(weights, dtype=np.float64)
-        if weights.shape != Y.shape:
-            raise ValueError(f"weights have shape {weights.shape}, but the targets have "
-                             f"{Y.shape}.")
-    if isinstance(solver, str):
-        if solver == "auto":
-            solver = auto_solver(op, device, weighted=weights is not None)[0]
-        strategy = make_solver(solver, continuation=continuation, rho=rho)
-        if isinstance(strategy, Float64Finish) and isinstance(strategy.inner, HandOver):
-            strategy.inner.after = admm_iter
-    else:
-        strategy = solver
-    why = strategy.supports(op)
-    if why is None and weights is not None and not getattr(strategy, "accepts_weights", False):
-        why = "does not take a weighted data term"
-    if why is not None:
-        raise ValueError(f"solver={strategy.name!r} {why}.")
-    if feature_tol is not None and not ridge > 0:
-        raise ValueError("feature_tol needs ridge > 0 (a strongly convex problem).")
-    if tol is None and feature_tol is None:
-        raise ValueError("set tol, feature_tol or both.")
-    low = None if lower is None else torch.from_numpy(np.asarray(lower, np.float64))
-    anchor_t = None if anchor is None else torch.from_numpy(np.asarray(anchor, np.float64))
-    if not strategy.iterative:
-        penalty = make_penalty(alpha, ridge, low)
-        # dense solvers stop on the gap alone: tight, their convergence is linear
-        dense_tol = DENSE_FEATURE_TOL if tol is None else tol
-        if feature_tol is not None:
-            dense_tol = min(dense_tol, DENSE_FEATURE_TOL)
-        D, primal, gap, n_iter = strategy.solve(op, Y, penalty, tol=dense_tol,
-                                                max_iter=max_iter, callback=callback,
-                                                weights=weights)
-        Yw = Y if weights is None else weights * Y
-        met = np.ones(len(Y), dtype=bool)
-        if tol is not None:
-            met &= gap <= tol * 0.5 * (Yw * Yw).sum(axis=1)
-        if feature_tol is not None:
-            err = feature_error(torch.from_numpy(gap), torch.from_numpy(D), ridge, anchor_t)
-            met &= err.numpy() <= feature_tol
-        reason = np.where(met, GAP if feature_tol is None else FEATURE, 2)
-        return (D, primal, gap, n_iter, reason) if return_reason else (D, primal, gap, n_iter)
-    device = torch.device(device)
-    y = torch.from_numpy(Y).to(device)
-    penalty = make_penalty(alpha, ridge, None if low is None else low.to(device))
-    datafit = make_datafit(None if weights is None else torch.from_numpy(weights).to(device),
-                           max_weight)
-    L = (op.lipschitz() if lipschitz is None else lipschitz) * datafit.lipschitz_factor()
-    problem = LassoProblem(op, y, penalty, L, datafit)
-    cert = Certificate(op, y, penalty, datafit=datafit, tol=tol, progress_tol=progress_tol,
-                       feature_tol=feature_tol, anchor=anchor_t,
-                       n_extrapolation=N_EXTRAPOLATION if getattr(strategy, "dual_extrapolation", True) else 0,
-                       fast=fast_products(op, device, dtype), exact=exact_products(op, device))
-    with torch.no_grad():
-        strategy.run(problem, cert, d0=None, max_iter=max_iter, dtype=dtype,
-                     callback=callback)
-    out = tuple(t.cpu().numpy() for t in cert.results())
-    return out if return_reason else out[:4]
-
-
-#: Relative gap the dense solvers (cd, cvxpy, scipy) run to for a feature
-#: tolerance: they stop on the gap alone, and converge linearly on the
-#: strongly convex elastic net.
-DENSE_FEATURE_TOL = 1e-12
-
-
-def make_penalty(alpha, ridge=0.0, lower=None):
-    """:class:`~.penalty.L1Penalty`, or :class:`~.penalty.ElasticNetPenalty` for ``ridge > 0``."""
-    return ElasticNetPenalty(alpha, ridge, lower) if ridge > 0 else L1Penalty(alpha, lower)
 
 
 def bytes_per_sample(op, precision="float32"):

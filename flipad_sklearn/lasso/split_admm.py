@@ -30,7 +30,7 @@ Trans. Image Processing 22(8), 2013.
 import torch
 
 from .admm import CHECK_EVERY
-from .embedding import periodic_embedding
+from ..operators.embedding import periodic_embedding
 
 #: Default penalties, in units of the layer's Lipschitz constant L:
 #: ``rho_u = DEFAULT_RHO_U`` and ``rho_v = DEFAULT_GAMMA * L * rho_u``.
