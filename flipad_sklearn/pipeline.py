@@ -1,4 +1,8 @@
-"""The FLIPAD recipe, in one place: :func:`make_flipad`.
+"""The recipes, in one place: every ``make_*`` of the package.
+
+:func:`make_flipad` (images), :func:`make_flipad_tabular` (table rows), and
+the baselines' :func:`make_rawpad` (Deep SAD on raw pixels) and
+:func:`make_dctpad` (Deep SAD on log |DCT|).
 
 Everything that builds the FLIPAD pipeline (the command line tool, the demo,
 the README, the examples and the benchmarks) calls :func:`make_flipad`, so
@@ -13,13 +17,18 @@ the same features.  Its defaults are those of the attribution benchmark.
 
 import numpy as np
 
-from .conformal_pipeline import UINT8_LEVELS, ConformalPipeline
-from .deepsad import FLIPADDetector
-from .features import ActivationPooling, ChannelSelector, GeneratorStandardScaler
+from .activations import get_activation
+from .detection.conformal import ConformalDecisionMixin
+from .detection.conformal_detector import ConformalDetector
+from .detection.conformal_pipeline import UINT8_LEVELS, ConformalPipeline
+from .detection.deepsad import FLIPADDetector
+from .features import ActivationPooling, ChannelSelector, DCTFeatures, GeneratorStandardScaler
+from .generator_utils import mean_activation
 from .inversion import FinalLayerInverter
 from .operators import layer_adapter
 
-__all__ = ["TABULAR_DETECTOR", "TABULAR_RECIPE", "make_flipad", "make_flipad_tabular"]
+__all__ = ["TABULAR_DETECTOR", "TABULAR_RECIPE", "make_dctpad", "make_flipad",
+           "make_flipad_tabular", "make_rawpad"]
 
 
 def make_flipad(layer, activation="tanh", anchor="zeros", *, alpha=5e-4,
@@ -70,7 +79,11 @@ def make_flipad(layer, activation="tanh", anchor="zeros", *, alpha=5e-4,
         None: :class:`~flipad_sklearn.FLIPADDetector` (Deep SAD, MLP, with its
         default one-class SVM guard; ``detector_params={"one_class": None}``
         gives the paper's Deep SAD alone).
-        A string or an estimator with ``score_samples``: wrapped in
+        A conformal detector (one with the package's conformal rule, e.g. a
+        configured :class:`~flipad_sklearn.FLIPADDetector` or a subclass of
+        :class:`~flipad_sklearn.detection.conformal.ConformalDecisionMixin`):
+        used as given, with its own ``fnr``, labelled others included.
+        A string or another estimator with ``score_samples``: wrapped in
         :class:`~flipad_sklearn.ConformalDetector` (fitted on G's samples only).
     fnr : float, default=0.005
     random_state : int, RandomState instance or None, default=None
@@ -145,12 +158,10 @@ def make_flipad(layer, activation="tanh", anchor="zeros", *, alpha=5e-4,
                                             input_shape=(c, h, w))))
     steps.append(("scaler", GeneratorStandardScaler()))
     if detector is None:
-        params = dict(fnr=fnr, random_state=random_state, device=device, network="mlp")
-        params.update(detector_params or {})
-        det = FLIPADDetector(**params)
+        det = _deep_sad(fnr, random_state, device, detector_params)
+    elif isinstance(detector, ConformalDecisionMixin):
+        det = detector                      # already conformal: taken unchanged
     else:
-        from .baselines import ConformalDetector  # baselines re-exports make_flipad
-
         det = ConformalDetector(detector, fnr=fnr, random_state=random_state)
     steps.append(("det", det))
     return ConformalPipeline(steps, input_range=input_range, quantize=quantize)
@@ -158,8 +169,6 @@ def make_flipad(layer, activation="tanh", anchor="zeros", *, alpha=5e-4,
 
 def _input_contract(activation, input_range, quantize):
     """``(input_range, quantize)`` of :func:`make_flipad`'s ``"auto"`` values."""
-    from .activations import get_activation
-
     if isinstance(input_range, str):
         if input_range != "auto":
             raise ValueError(f"input_range must be 'auto', (low, high) or None, got "
@@ -230,8 +239,6 @@ def make_flipad_tabular(generator, anchor=None, *, alpha=TABULAR_RECIPE["alpha"]
     -------
     pipeline : ConformalPipeline
     """
-    from .generator_utils import mean_activation
-
     layer = generator.standardized_final_layer()
     if anchor is None:
         anchor = mean_activation(generator, n_anchor, generator.latent_shape,
@@ -247,3 +254,57 @@ def make_flipad_tabular(generator, anchor=None, *, alpha=TABULAR_RECIPE["alpha"]
     if not scale:
         pipe.steps = [s for s in pipe.steps if s[0] != "scaler"]
     return pipe
+
+
+# ------------------------------------------------------------------ baselines' recipes
+def _deep_sad(fnr, random_state, device, detector_params):
+    params = dict(fnr=fnr, random_state=random_state, device=device, network="mlp")
+    params.update(detector_params or {})
+    return FLIPADDetector(**params)
+
+
+def make_rawpad(*, fnr=0.005, random_state=None, device="auto", detector_params=None):
+    """RAWPAD: Deep SAD on the raw pixels, standardised with G's statistics.
+
+    Parameters
+    ----------
+    fnr : float, default=0.005
+    random_state : int, RandomState instance or None, default=None
+    device : {"auto", "cpu", "cuda"}, default="auto"
+    detector_params : dict or None, default=None
+        Further :class:`~flipad_sklearn.FLIPADDetector` parameters
+        (``hidden_sizes``, ``n_epochs``, ...); the network is an MLP.
+
+    Returns
+    -------
+    pipeline : ConformalPipeline
+        ``scaler`` (:class:`~flipad_sklearn.GeneratorStandardScaler`) then
+        ``det`` (:class:`~flipad_sklearn.FLIPADDetector`).  Fit with
+        ``fit(X, y)``, ``y`` = 1 for G's samples, -1 for known others.
+    """
+    return ConformalPipeline([("scaler", GeneratorStandardScaler()),
+                              ("det", _deep_sad(fnr, random_state, device, detector_params))])
+
+
+def make_dctpad(input_shape=None, *, fnr=0.005, random_state=None, device="auto",
+                detector_params=None):
+    """DCTPAD: Deep SAD on ``log |DCT|`` of the pixels, standardised with G's statistics.
+
+    Parameters
+    ----------
+    input_shape : tuple of (C, H, W) or None, default=None
+        Image shape; None: taken from 4-D input.
+    fnr : float, default=0.005
+    random_state : int, RandomState instance or None, default=None
+    device : {"auto", "cpu", "cuda"}, default="auto"
+    detector_params : dict or None, default=None
+        Further :class:`~flipad_sklearn.FLIPADDetector` parameters.
+
+    Returns
+    -------
+    pipeline : ConformalPipeline
+        ``dct`` (:class:`~flipad_sklearn.DCTFeatures`), ``scaler``, ``det``.
+    """
+    return ConformalPipeline([("dct", DCTFeatures(input_shape)),
+                              ("scaler", GeneratorStandardScaler()),
+                              ("det", _deep_sad(fnr, random_state, device, detector_params))])

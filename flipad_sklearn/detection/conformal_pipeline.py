@@ -21,10 +21,10 @@ from sklearn.utils import _safe_indexing, check_random_state
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import _num_samples
 
-from ._validation import check_labels
-from .activations import check_value_range
+from .._validation import check_labels
+from ..activations import check_value_range
 from .conformal import ConformalDecisionMixin
-from .exceptions import InputContractWarning, LabelConventionWarning
+from ..exceptions import InputContractWarning, LabelConventionWarning
 
 #: Levels of an 8-bit image: ``quantize="uint8"`` rounds to ``low + k (high - low) / 255``.
 UINT8_LEVELS = 255

@@ -15,14 +15,14 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from sklearn.utils._param_validation import HasMethods
 from torch import nn
 
-from ._device import check_finite_parameters, check_materialised, resolve_device
-from .activations import BUILTIN_ACTIVATIONS, DEFAULT_CLIP_EPS, get_activation
-from .lasso import (
+from .._device import check_finite_parameters, check_materialised, resolve_device
+from ..activations import BUILTIN_ACTIVATIONS, DEFAULT_CLIP_EPS, get_activation
+from ..lasso import (
     STOP_REASONS, BatchLasso, StopRule, choose_solver, make_solver, solve, solver_names,
 )
-from .lasso.certificate import feature_error
-from .lasso.solvers import auto_batch_size
-from .operators import (
+from ..lasso.certificate import feature_error
+from ..lasso.solvers import auto_batch_size
+from ..operators import (
     build_layer, check_layer, describe_layer, is_describable, is_layer_description,
     layer_adapter, operator_for,
 )

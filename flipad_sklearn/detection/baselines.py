@@ -1,4 +1,4 @@
-"""The baselines FLIPAD is compared with, as estimators and pipelines.
+"""The baselines FLIPAD is compared with, as detectors.
 
 * :class:`FingerprintCorrelation`: Marra et al. (2019), "Do GANs leave
   artificial fingerprints?": the mean noise residual of G's images is G's
@@ -8,14 +8,12 @@
 * :class:`ReconstructionDistance`: the AEROBLADE idea (Ricker et al., CVPR
   2024) for latent-diffusion decoders: minus the distance between an image and
   its encode -> decode reconstruction through the owner's autoencoder.
-* :class:`ConformalDetector`: any unsupervised scikit-learn outlier detector
-  (IsolationForest, OneClassSVM, LocalOutlierFactor with ``novelty=True``)
-  fitted on G's samples and thresholded at a false-negative rate on held-out
-  samples of G, like :class:`~flipad_sklearn.FLIPADDetector`.
-* :func:`make_rawpad` (Deep SAD on raw pixels) and :func:`make_dctpad` (Deep
-  SAD on log |DCT|).  :func:`make_flipad` (the FLIPAD pipeline, with Deep SAD
-  or any of the classic detectors on its features) lives in
-  :mod:`flipad_sklearn.pipeline` and is re-exported here.
+
+The recipes (:func:`~flipad_sklearn.pipeline.make_rawpad`,
+:func:`~flipad_sklearn.pipeline.make_dctpad` and every other ``make_*``) live
+in :mod:`flipad_sklearn.pipeline`; :class:`~flipad_sklearn.ConformalDetector`
+(any scikit-learn outlier detector behind the conformal rule) in
+:mod:`flipad_sklearn.detection.conformal_detector`.
 
 Every detector here follows the package's conventions: ``y`` = 1 for G's
 samples, -1 for known others, 0 for unlabelled; ``score_samples`` higher =
@@ -32,32 +30,18 @@ from numbers import Integral, Real
 import numpy as np
 import scipy.ndimage
 import torch
-from sklearn.base import BaseEstimator, OutlierMixin, _fit_context, clone
-from sklearn.ensemble import IsolationForest
-from sklearn.neighbors import LocalOutlierFactor
-from sklearn.svm import OneClassSVM
+from sklearn.base import BaseEstimator, OutlierMixin, _fit_context
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
-from ._device import resolve_device
-from ._validation import check_labels, flatten_images, resolve_input_shape
+from .._device import resolve_device
+from .._validation import check_labels, flatten_images, resolve_input_shape
+from ..generator_utils import _module_device, _select_output
 from .conformal import CONFORMAL_CONSTRAINTS, ConformalDecisionMixin
-from .conformal_pipeline import ConformalPipeline
-from .deepsad import FLIPADDetector
-from .features import DCTFeatures, GeneratorStandardScaler
-from .pipeline import make_flipad  # the FLIPAD recipe lives in flipad_sklearn.pipeline
 
-__all__ = [
-    "ConformalDetector",
-    "FingerprintCorrelation",
-    "LatentInversionDistance",
-    "ReconstructionDistance",
-    "make_dctpad",
-    "make_flipad",
-    "make_rawpad",
-]
+__all__ = ["FingerprintCorrelation", "LatentInversionDistance", "ReconstructionDistance"]
 
 _FLOATS = [np.float64, np.float32]
 
@@ -539,8 +523,6 @@ class ReconstructionDistance(ConformalDecisionMixin, OutlierMixin, BaseEstimator
         return self
 
     def _scores(self, X):
-        from .generator_utils import _module_device, _select_output
-
         encode, decode = self._maps()
         dev = resolve_device(self.device)
         ae = self.autoencoder
@@ -600,171 +582,3 @@ class ReconstructionDistance(ConformalDecisionMixin, OutlierMixin, BaseEstimator
         X, _ = flatten_images(X)
         X = validate_data(self, X, dtype=_FLOATS, reset=False)
         return self._scores(X)
-
-
-# ------------------------------------------------------------------ classic detectors
-_CLASSIC = {
-    "iforest": lambda rs: IsolationForest(n_estimators=100, random_state=rs),
-    "ocsvm": lambda rs: OneClassSVM(kernel="rbf", gamma="scale", nu=0.1),
-    "lof": lambda rs: LocalOutlierFactor(n_neighbors=20, novelty=True),
-}
-
-
-class ConformalDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
-    """A scikit-learn outlier detector fitted on G's samples, thresholded by fnr.
-
-    Classic detectors are unsupervised and set their own threshold from a
-    contamination guess.  Here the wrapped detector is fitted on G's training
-    samples only (labelled others, ``y == -1``, are dropped) and its
-    ``score_samples`` is thresholded at the conformal ``(1 - fnr)`` rule on
-    held-out samples of G, so that all detectors of a benchmark reject the
-    same share of G's own samples.
-
-    Parameters
-    ----------
-    estimator : estimator with ``fit`` and ``score_samples`` or \
-            {"iforest", "ocsvm", "lof"}, default="iforest"
-        Cloned at ``fit``.  Strings: ``IsolationForest()`` (seeded with
-        ``random_state``), ``OneClassSVM(gamma="scale", nu=0.1)``,
-        ``LocalOutlierFactor(novelty=True)``.
-    fnr : float, default=0.005
-    validation_size : "auto", int or None, default="auto"
-        Samples of G held out for the threshold
-        (:func:`flipad_sklearn.conformal.validation_split`): ``"auto"`` as
-        many as ``fnr`` needs (at most half of G's samples), an int that many
-        (0: none; set the threshold with
-        :func:`~flipad_sklearn.conformal.calibrate`), None
-        ``validation_fraction`` of them.
-    validation_fraction : float, default=0.2
-    random_state : int, RandomState instance or None, default=None
-        Seeds the split (and the string estimators that take a seed).
-
-    Attributes
-    ----------
-    estimator_ : estimator
-        The fitted detector.
-    threshold_, offset_, validation_scores_, n_features_in_
-        As in :class:`FingerprintCorrelation`.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from flipad_sklearn.baselines import ConformalDetector
-    >>> X = np.random.default_rng(0).normal(size=(200, 3))
-    >>> det = ConformalDetector("iforest", fnr=0.05, random_state=0).fit(X)
-    >>> det.predict([[0.0, 0.0, 0.0], [8.0, 8.0, 8.0]])
-    array([ 1, -1])
-    """
-
-    _parameter_constraints = {
-        "estimator": [StrOptions(set(_CLASSIC)), HasMethods(["fit", "score_samples"])],
-        **_CONFORMAL_CONSTRAINTS,
-    }
-
-    def __init__(self, estimator="iforest", *, fnr=0.005, validation_size="auto",
-                 validation_fraction=0.2, random_state=None):
-        self.estimator = estimator
-        self.fnr = fnr
-        self.validation_size = validation_size
-        self.validation_fraction = validation_fraction
-        self.random_state = random_state
-
-    @_fit_context(prefer_skip_nested_validation=False)
-    def fit(self, X, y=None):
-        """Fit the detector on G's training samples and set the threshold.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
-        y : array-like of shape (n_samples,), default=None
-            1 = made by G, -1 = known not made by G (dropped), 0 = unlabelled.
-
-        Returns
-        -------
-        self : ConformalDetector
-        """
-        X, _ = flatten_images(X)
-        X = validate_data(self, X, dtype=_FLOATS, ensure_min_samples=2)
-        labels = check_labels(y, X.shape[0])
-        rng = check_random_state(self.random_state)
-        train_idx, val_idx = self._validation_split(labels, rng)
-        train_idx = train_idx[labels[train_idx] != -1]  # G's (and unlabelled) samples
-        if isinstance(self.estimator, str):
-            est = _CLASSIC[self.estimator](int(rng.randint(np.iinfo(np.int32).max)))
-        else:
-            est = clone(self.estimator)
-        if isinstance(est, LocalOutlierFactor):
-            est.set_params(n_neighbors=min(est.n_neighbors, max(train_idx.size - 1, 1)))
-        self.estimator_ = est.fit(X[train_idx])
-        self._fit_threshold(X[val_idx], self.estimator_.score_samples)
-        return self
-
-    def score_samples(self, X):
-        """The wrapped detector's ``score_samples`` (higher = more like G).
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
-
-        Returns
-        -------
-        scores : ndarray of shape (n_samples,), float64
-        """
-        check_is_fitted(self)
-        X, _ = flatten_images(X)
-        X = validate_data(self, X, dtype=_FLOATS, reset=False)
-        return np.asarray(self.estimator_.score_samples(X), dtype=np.float64)
-
-
-# ------------------------------------------------------------------------- pipelines
-def _deep_sad(fnr, random_state, device, detector_params):
-    params = dict(fnr=fnr, random_state=random_state, device=device, network="mlp")
-    params.update(detector_params or {})
-    return FLIPADDetector(**params)
-
-
-def make_rawpad(*, fnr=0.005, random_state=None, device="auto", detector_params=None):
-    """RAWPAD: Deep SAD on the raw pixels, standardised with G's statistics.
-
-    Parameters
-    ----------
-    fnr : float, default=0.005
-    random_state : int, RandomState instance or None, default=None
-    device : {"auto", "cpu", "cuda"}, default="auto"
-    detector_params : dict or None, default=None
-        Further :class:`~flipad_sklearn.FLIPADDetector` parameters
-        (``hidden_sizes``, ``n_epochs``, ...); the network is an MLP.
-
-    Returns
-    -------
-    pipeline : ConformalPipeline
-        ``scaler`` (:class:`~flipad_sklearn.GeneratorStandardScaler`) then
-        ``det`` (:class:`~flipad_sklearn.FLIPADDetector`).  Fit with
-        ``fit(X, y)``, ``y`` = 1 for G's samples, -1 for known others.
-    """
-    return ConformalPipeline([("scaler", GeneratorStandardScaler()),
-                     ("det", _deep_sad(fnr, random_state, device, detector_params))])
-
-
-def make_dctpad(input_shape=None, *, fnr=0.005, random_state=None, device="auto",
-                detector_params=None):
-    """DCTPAD: Deep SAD on ``log |DCT|`` of the pixels, standardised with G's statistics.
-
-    Parameters
-    ----------
-    input_shape : tuple of (C, H, W) or None, default=None
-        Image shape; None: taken from 4-D input.
-    fnr : float, default=0.005
-    random_state : int, RandomState instance or None, default=None
-    device : {"auto", "cpu", "cuda"}, default="auto"
-    detector_params : dict or None, default=None
-        Further :class:`~flipad_sklearn.FLIPADDetector` parameters.
-
-    Returns
-    -------
-    pipeline : ConformalPipeline
-        ``dct`` (:class:`~flipad_sklearn.DCTFeatures`), ``scaler``, ``det``.
-    """
-    return ConformalPipeline([("dct", DCTFeatures(input_shape)),
-                     ("scaler", GeneratorStandardScaler()),
-                     ("det", _deep_sad(fnr, random_state, device, detector_params))])

@@ -34,7 +34,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.frozen import FrozenEstimator
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._validation import normal_mask
+from .._validation import normal_mask
 
 __all__ = [
     "ConformalDecisionMixin",

@@ -8,9 +8,9 @@ from sklearn.utils import metadata_routing
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted
 
-from .activations import DEFAULT_CLIP_EPS, get_activation
-from .inversion import DEFAULT_FEATURE_TOL, FinalLayerInverter
-from .operators import UPSAMPLINGS, LayerOperator, SkipProjectedOperator, layer_adapter
+from ..activations import DEFAULT_CLIP_EPS, get_activation
+from .final_layer import DEFAULT_FEATURE_TOL, FinalLayerInverter
+from ..operators import UPSAMPLINGS, LayerOperator, SkipProjectedOperator, layer_adapter
 
 
 class SkipInverter(FinalLayerInverter):

@@ -15,8 +15,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .._device import resolve_device
-from .._validation import (
+from ..._device import resolve_device
+from ..._validation import (
     check_image_shape,
     check_labels,
     flatten_images,
