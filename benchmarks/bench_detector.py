@@ -39,6 +39,7 @@ from flipad_sklearn import (
 
 from ._results import add_result_args, results_dir, tee_result
 
+
 SHAPE = (64, 32, 32)
 
 
