@@ -70,9 +70,9 @@ short function per part here.
 
 Usage::
 
-    python benchmarks/attribution.py --quick --out bench_out     # < 5 min, one thread
-    python benchmarks/attribution.py --parallel --out bench_out  # full, two processes
-    python benchmarks/attribution.py --part image --out bench_out
+    python -m benchmarks.attribution --quick --out bench_out     # < 5 min, one thread
+    python -m benchmarks.attribution --parallel --out bench_out  # full, two processes
+    python -m benchmarks.attribution --part image --out bench_out
 
 Runtime on one CPU thread.  ``--quick`` (G = DCGAN and LSGAN of seed 0,
 seeds 1 and 2 as unseen / shadow; 1-epoch generators on 320 images, 120
@@ -125,22 +125,20 @@ import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import attribution_methods as M  # noqa: E402
-import attribution_protocol as P  # noqa: E402
-from attribution_protocol import FNRS, METRICS  # noqa: E402
-from train_zoo import DEFAULT_CACHE, FULL, QUICK  # noqa: E402
-
-from flipad_sklearn.conformal import _n_validation, required_validation_size  # noqa: E402
-from flipad_sklearn.inversion import DEFAULT_PROGRESS_TOL  # noqa: E402
-from flipad_sklearn import (  # noqa: E402
+from flipad_sklearn.conformal import _n_validation, required_validation_size
+from flipad_sklearn.inversion import DEFAULT_PROGRESS_TOL
+from flipad_sklearn import (
     LatentInversionDistance,
     ThresholdWarning,
     make_flipad,
     make_rawpad,
     mean_activation,
 )
+
+from . import attribution_methods as M
+from . import attribution_protocol as P
+from .attribution_protocol import FNRS, METRICS
+from .train_zoo import DEFAULT_CACHE, FULL, QUICK
 
 # the evaluation the tabular part (below) calls by these names
 _evaluate = P.evaluate
@@ -171,13 +169,14 @@ GROUPS = ("real", "same-arch-unseen", "other-arch")
 SIZES = ("n_g", "n_real", "n_shadow", "n_test")
 
 
-def _config(config, *overrides, kinds=None, seeds=None, g_seeds=None):
-    """``CONFIGS[config]`` updated with each dict of ``overrides[config]`` and
-    with the zoo's kinds / seeds and the seeds of G given on the command line."""
+def _config(config, *overrides, kinds=None, seeds=None, g_seeds=None, zoo=None):
+    """``CONFIGS[config]`` updated with each dict of ``overrides[config]``, with
+    ``zoo`` (a whole zoo entry) and with the zoo's kinds / seeds and the seeds of
+    G given on the command line."""
     cfg = dict(CONFIGS[config])
     for o in overrides:
         cfg.update(o[config])
-    cfg["zoo"] = dict(cfg["zoo"])
+    cfg["zoo"] = dict(cfg["zoo"] if zoo is None else zoo)
     if kinds is not None:
         cfg["zoo"]["kinds"] = tuple(kinds)
     if seeds is not None:
@@ -208,8 +207,12 @@ def _fit(est, X, y):
 
 # --------------------------------------------------------------------------- image
 def run(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, kinds=None, seeds=None,
-        g_seeds=None, figures=True, log=print):
+        g_seeds=None, figures=True, log=print, methods=None, registry=None):
     """Run the benchmark; write ``pairs.csv``, ``summary.csv``, ``results.md`` to ``out_dir``.
+
+    ``methods`` (default :data:`METHODS`) are looked up in ``registry``
+    (default ``attribution_methods.REGISTRY``; its ``"FLIPAD"`` entry's
+    inverter is the shared inversion).
 
     Returns
     -------
@@ -228,19 +231,23 @@ def run(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, kinds=None
     pairs, figure_data = [], None      # scores and activations of the first G, for the figures
     for kind in kinds:
         for seed in g_seeds:
-            rows, data = _image_pairs(cfg, zoo, real, kind, seed, figure_data is None, log)
+            rows, data = _image_pairs(cfg, zoo, real, kind, seed, figure_data is None, log,
+                                      methods=methods, registry=registry)
             pairs += rows
             figure_data = figure_data or data
-    markdown = write_outputs(pairs, out_dir, config, time.perf_counter() - t_start)
+    markdown = write_outputs(pairs, out_dir, config, time.perf_counter() - t_start,
+                             methods=METHODS if methods is None else methods)
     if figures:
-        write_figures(figure_data, out_dir)
+        write_figures(figure_data, out_dir, methods=METHODS if methods is None else methods)
     log(markdown)
     return pairs, markdown
 
 
-def _image_pairs(cfg, zoo, real, kind, seed, keep_figure, log):
+def _image_pairs(cfg, zoo, real, kind, seed, keep_figure, log, methods=None, registry=None):
     """Every method under both protocols for G = (kind, seed): one row per
     (protocol, method, test source)."""
+    methods = METHODS if methods is None else methods
+    registry = M.REGISTRY if registry is None else registry
     t_g = time.perf_counter()
     s = _setup(cfg, zoo, real, kind, seed)
     if not s.X_shadows:
@@ -249,7 +256,7 @@ def _image_pairs(cfg, zoo, real, kind, seed, keep_figure, log):
     protocols = s.protocols()
     # FLIPAD's inversion once per G, for all images it will see (the paper
     # protocol's training rows are the first of the shadows protocol's)
-    Z_pool, *Z_list = P.invert_all(M.inverter(ctx), [s.training_set()[0]] + list(s.test.values()))
+    Z_pool, *Z_list = P.invert_all(M.inverter(ctx, registry), [s.training_set()[0]] + list(s.test.values()))
     Z_test = dict(zip(s.test, Z_list))
     t_inv = time.perf_counter() - t_g
     figure = None
@@ -259,13 +266,13 @@ def _image_pairs(cfg, zoo, real, kind, seed, keep_figure, log):
             name: Z.reshape(len(Z), *shape).mean(axis=(0, 1)) for name, Z in Z_test.items()}}
     rows = []
     for proto, (X_tr, y_tr) in protocols.items():
-        for method in METHODS:
+        for method in methods:
             if proto != "paper" and method in UNSUPERVISED:
                 rows += [dict(r, protocol=proto) for r in rows
                          if r["protocol"] == "paper" and r["method"] == method]
                 continue
-            on_z = M.REGISTRY[method].input == "features"
-            est = M.build(method, ctx, inverted=True)
+            on_z = registry[method].input == "features"
+            est = M.build(method, ctx, inverted=True, registry=registry)
             est.fit(Z_pool[:len(X_tr)] if on_z else X_tr, y_tr)
             s_g, results = P.score_sources(est, Z_test if on_z else s.test)
             for name, (s_o, row) in results.items():
@@ -279,7 +286,7 @@ def _image_pairs(cfg, zoo, real, kind, seed, keep_figure, log):
     return rows, figure
 
 
-def write_figures(data, out_dir):
+def write_figures(data, out_dir, methods=METHODS):
     """Mean recovered activation per test source and ROC curves, for the first G.
 
     Skipped (with a message) when matplotlib is not installed.
@@ -312,7 +319,7 @@ def write_figures(data, out_dir):
     sources = [n for n in acts if n != "G"]
     # one colour per method in every panel; the false-positive rate on a log
     # axis (where methods differ: on a linear one every curve hugs the corner)
-    colours = {m: f"C{i}" for i, m in enumerate(METHODS)}
+    colours = {m: f"C{i}" for i, m in enumerate(methods)}
     fig, axes = plt.subplots(len(protos), len(sources),
                              figsize=(3 * len(sources), 3 * len(protos) + 0.4), squeeze=False)
     handles = {}
@@ -320,7 +327,7 @@ def write_figures(data, out_dir):
         for j, name in enumerate(sources):
             ax = axes[i][j]
             lowest = 1.0
-            for method in METHODS:
+            for method in methods:
                 # unsupervised methods ignore the negatives: computed once, under
                 # the paper protocol, and the same curve under every protocol
                 key = (proto if method not in UNSUPERVISED else "paper", method, name)
@@ -411,7 +418,7 @@ def run_tabular(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, lo
     """
     from flipad_sklearn.datasets import load_wine_quality
     from flipad_sklearn.generators import GaussianCopulaGenerator, GaussianMixtureGenerator
-    from train_zoo import ensure_tabular_zoo
+    from .train_zoo import ensure_tabular_zoo
 
     cfg = TABULAR_CONFIGS[config]
     t_start = time.perf_counter()
@@ -491,8 +498,6 @@ def run_tabular(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, lo
     return pairs, md
 
 
-
-
 # ------------------------------------------------------------------- perturbations
 PERTURBATION_SIZES = {
     "quick": dict(n_g=120, n_real=80, n_shadow=80, n_test=40),
@@ -514,9 +519,9 @@ def _perturbations():
     }
 
 
-def _fit_methods(methods, ctx, X, y):
+def _fit_methods(methods, ctx, X, y, registry=None):
     """Each method of ``methods`` built for ``ctx`` and fitted end to end on (X, y)."""
-    return {m: _fit(M.build(m, ctx), X, y) for m in methods}
+    return {m: _fit(M.build(m, ctx, registry=registry), X, y) for m in methods}
 
 
 def _mean_over_sources(fitted, tests):
@@ -531,8 +536,15 @@ def _perturb(transformer, X, seed):
     return clone_fit_transform(transformer, X, seed).reshape(X.shape)
 
 
-def run_perturbations(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, log=print):
+def run_perturbations(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, log=print,
+                      methods=PERTURBATION_METHODS, perturbations=None, registry=None,
+                      zoo=None):
     """Robustness: each perturbation at two strengths, with and without immunisation.
+
+    ``methods`` are looked up in ``registry`` (default
+    ``attribution_methods.REGISTRY``); ``perturbations`` maps a name to its
+    ``(label, transformer)`` levels (default :func:`_perturbations`); ``zoo``
+    replaces the config's zoo entry (G is its first kind, first seed).
 
     One G (the first kind, seed 0) under the shadows protocol.  The test
     images of every source (G's included) are perturbed; "immunised"
@@ -541,22 +553,23 @@ def run_perturbations(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CAC
     unseen, other architectures).  Writes ``perturbations.csv`` and
     ``perturbations.md``.
     """
-    cfg = _config(config, PERTURBATION_SIZES)
+    cfg = _config(config, PERTURBATION_SIZES, zoo=zoo)
+    perturbations = _perturbations() if perturbations is None else perturbations
     t_start = time.perf_counter()
     zoo = P.load_zoo(cfg["zoo"], cache_dir, log)
     kind, seed = cfg["zoo"]["kinds"][0], cfg["zoo"]["seeds"][0]
     s = _setup(cfg, zoo, P.real_pool(cfg["zoo"]["image_size"]), kind, seed)
     X_tr, y_tr = s.training_set()
     ctx = M.Context(s.G, s.anchor, cfg, random_state=0)
-    clean = _fit_methods(PERTURBATION_METHODS, ctx, X_tr, y_tr)
+    clean = _fit_methods(methods, ctx, X_tr, y_tr, registry)
     rows = [{"perturbation": "none", "strength": "-", "immunised": False, "method": m, **r}
             for m, r in _mean_over_sources(clean, s.test).items()]
-    for name, levels in _perturbations().items():
+    for name, levels in perturbations.items():
         for label, pert in levels:
             tests = {n: _perturb(pert, X, k) for k, (n, X) in enumerate(s.test.items())}
             for immunised in (False, True):
-                fitted = (_fit_methods(PERTURBATION_METHODS, ctx, _perturb(pert, X_tr, 100),
-                                       y_tr) if immunised else clean)
+                fitted = (_fit_methods(methods, ctx, _perturb(pert, X_tr, 100), y_tr,
+                                       registry) if immunised else clean)
                 rows += [{"perturbation": name, "strength": label, "immunised": immunised,
                           "method": m, **r}
                          for m, r in _mean_over_sources(fitted, tests).items()]
@@ -565,7 +578,7 @@ def run_perturbations(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CAC
     P.write_csv(os.path.join(out_dir, "perturbations.csv"), rows, keys)
     keyed = {(r["perturbation"], r["strength"], r["immunised"], r["method"]): r for r in rows}
     table = [{"perturbation": pn, "strength": st, "immunised": "yes" if im else "no",
-              **{f"{m} {k}": keyed[pn, st, im, m][k] for m in PERTURBATION_METHODS
+              **{f"{m} {k}": keyed[pn, st, im, m][k] for m in methods
                  for k in METRICS}}
              for (pn, st, im) in dict.fromkeys((r["perturbation"], r["strength"],
                                                 r["immunised"]) for r in rows)]
@@ -627,7 +640,8 @@ def run_ablation(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, l
     over the unseen generators (same architecture other seed, other
     architectures).  Writes ``ablation.csv`` and ``ablation.md``.
     """
-    cfg = _config(config, PERTURBATION_SIZES)
+    cfg = _config(config, PERTURBATION_SIZES, zoo=zoo)
+    perturbations = _perturbations() if perturbations is None else perturbations
     t_start = time.perf_counter()
     zoo = P.load_zoo(cfg["zoo"], cache_dir, log)
     s = _setup(cfg, zoo, P.real_pool(cfg["zoo"]["image_size"]),
@@ -881,7 +895,7 @@ def run_finetune(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, k
     AUC of G against it.  Writes ``finetune.csv``, ``finetune.md``,
     ``finetune.png`` and ``checkpoints.png``.
     """
-    from train_zoo import ensure_checkpoints, ensure_finetuned
+    from .train_zoo import ensure_checkpoints, ensure_finetuned
 
     cfg = _config(config, PERTURBATION_SIZES, FINETUNE, kinds=kinds)
     z = cfg["zoo"]
@@ -971,7 +985,7 @@ def _tabular_part(config, out_dir, cache_dir, log=print):
         log("tabular: sdv is not installed (pip install 'flipad_sklearn[sdv]'): "
             "GaussianMixture / GaussianCopula others instead of TVAE / CTGAN / CopulaGAN")
         return run_tabular(config, out_dir, cache_dir, log=log)
-    import attribution_tabular
+    from . import attribution_tabular
     return attribution_tabular.run(config, out_dir, cache_dir, log=log)
 
 
@@ -1023,20 +1037,22 @@ def _run_parallel(args, argv):
     the other."""
     import subprocess
 
-    from train_zoo import ensure_tabular_zoo
+    from .train_zoo import ensure_tabular_zoo
 
     config = "quick" if args.quick else "full"
     # train what is missing once, here, so that the two processes only read the cache
     P.load_zoo(_config(config, kinds=args.kinds, seeds=args.seeds)["zoo"], args.cache_dir)
     tcfg = TABULAR_CONFIGS[config]
     ensure_tabular_zoo(args.cache_dir, tcfg["seeds"], epochs=tcfg["epochs"])
-    base = [sys.executable, os.path.abspath(__file__)] + [
+    base = [sys.executable, "-m", __spec__.name] + [
         a for a in (argv if argv is not None else sys.argv[1:]) if a != "--parallel"]
     t0 = time.perf_counter()
-    image = subprocess.Popen(base + ["--part", "image"])
+    # run from the folder above the package, so that ``-m benchmarks.attribution`` resolves
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    image = subprocess.Popen(base + ["--part", "image"], cwd=root)
     rc = 0
     for part in PARTS[1:]:
-        rc |= subprocess.call(base + ["--part", part])
+        rc |= subprocess.call(base + ["--part", part], cwd=root)
     rc |= image.wait()
     print(f"all parts: {(time.perf_counter() - t0) / 60:.1f} min (two processes)")
     return rc

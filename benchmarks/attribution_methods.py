@@ -27,7 +27,7 @@ from flipad_sklearn import (
     make_rawpad,
 )
 
-from attribution_protocol import FNRS
+from .attribution_protocol import FNRS
 
 
 @dataclass
@@ -107,11 +107,13 @@ REGISTRY = {m.name: m for m in (
 UNSUPERVISED = frozenset(name for name, m in REGISTRY.items() if not m.supervised)
 
 
-def build(name, ctx, *, inverted=False):
-    """An unfitted estimator of method ``name``.  ``inverted``: for a
-    ``"features"`` method, only the steps after the inversion."""
-    est = REGISTRY[name].build(ctx)
-    return after_inversion(est) if inverted and REGISTRY[name].input == "features" else est
+def build(name, ctx, *, inverted=False, registry=None):
+    """An unfitted estimator of method ``name`` (looked up in ``registry``,
+    default :data:`REGISTRY`).  ``inverted``: for a ``"features"`` method,
+    only the steps after the inversion."""
+    registry = REGISTRY if registry is None else registry
+    est = registry[name].build(ctx)
+    return after_inversion(est) if inverted and registry[name].input == "features" else est
 
 
 def after_inversion(pipe):
@@ -119,6 +121,6 @@ def after_inversion(pipe):
     return pipe[1:]
 
 
-def inverter(ctx):
+def inverter(ctx, registry=None):
     """FLIPAD's inversion step for ``ctx`` (the first step of its pipeline)."""
-    return REGISTRY["FLIPAD"].build(ctx)[0]
+    return (REGISTRY if registry is None else registry)["FLIPAD"].build(ctx)[0]

@@ -23,11 +23,12 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import roc_auc_score
 
-from train_zoo import ensure_image_zoo
-
 from flipad_sklearn import mean_activation
 from flipad_sklearn.conformal import conformal_threshold
 from flipad_sklearn.datasets import load_mnist_subset
+
+from .train_zoo import ensure_image_zoo
+from ._results import write_result
 
 FNRS = (0.005, 0.05)
 METRICS = tuple(f"acc@{f}" for f in FNRS) + ("auc",)
@@ -235,11 +236,10 @@ def markdown_table(rows, keys, fmt="{:.3f}"):
 
 
 def write_markdown(path, title, body_lines, log=print):
-    """``# title``, a blank line and ``body_lines`` to ``path``; returns the text."""
+    """``# title``, a blank line and ``body_lines`` to ``path`` (through
+    :func:`~benchmarks._results.write_result`); returns the text."""
     md = "\n".join([f"# {title}", ""] + list(body_lines)) + "\n"
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "w") as fh:
-        fh.write(md)
+    write_result(os.path.basename(path), md, results_dir=os.path.dirname(path) or ".")
     log(md)
     return md
 
@@ -273,8 +273,7 @@ def write_pairs_tables(pairs, out_dir, config, seconds, *, methods, groups, unsu
                 star = "*" if method in unsupervised else ""
                 lines.append(f"| {proto} | {method}{star} | " + " | ".join(cells) + " |")
     md = "\n".join(lines) + "\n"
-    with open(os.path.join(out_dir, prefix + "results.md"), "w") as fh:
-        fh.write(md)
+    write_result(prefix + "results.md", md, results_dir=out_dir)
     return md
 
 

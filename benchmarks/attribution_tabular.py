@@ -31,10 +31,10 @@ sources).  ``--ablation`` runs the study behind the recipe's defaults on
 
 Usage::
 
-    python benchmarks/attribution_tabular.py --quick --out bench_out   # ~1 min
-    python benchmarks/attribution_tabular.py --out bench_out           # full
-    python benchmarks/attribution_tabular.py --ablation --out bench_out
-    python benchmarks/attribution_tabular.py --alpha-check --out bench_out
+    python -m benchmarks.attribution_tabular --quick --out bench_out   # ~1 min
+    python -m benchmarks.attribution_tabular --out bench_out           # full
+    python -m benchmarks.attribution_tabular --ablation --out bench_out
+    python -m benchmarks.attribution_tabular --alpha-check --out bench_out
 
 Runtime on one CPU thread (2026-12-01): ``--quick`` 1.2 minutes (1-epoch
 KL-WGANs, 2-epoch SDV synthesisers, fitted and cached on the first run);
@@ -51,7 +51,6 @@ import argparse
 import csv
 import os
 import pickle
-import sys
 import time
 import warnings
 
@@ -61,14 +60,13 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from flipad_sklearn import make_rawpad, mean_activation
+from flipad_sklearn.conformal import conformal_threshold
+from flipad_sklearn.datasets import load_wine_quality
+from flipad_sklearn.pipeline import TABULAR_RECIPE, make_flipad_tabular
 
-from train_zoo import DEFAULT_CACHE, ensure_tabular_zoo  # noqa: E402
-
-from flipad_sklearn import make_rawpad, mean_activation  # noqa: E402
-from flipad_sklearn.conformal import conformal_threshold  # noqa: E402
-from flipad_sklearn.datasets import load_wine_quality  # noqa: E402
-from flipad_sklearn.pipeline import TABULAR_RECIPE, make_flipad_tabular  # noqa: E402
+from .train_zoo import DEFAULT_CACHE, ensure_tabular_zoo
+from ._results import write_result
 
 FNRS = (0.005, 0.05)
 PAPER_MLP = dict(hidden_sizes=(512, 1024, 512, 256, 128), rep_dim=32, lr=1e-3)
@@ -283,8 +281,7 @@ def write_outputs(pairs, out_dir, title, methods, prefix="tabular_", groups=GROU
                 lines.append(f"| {proto} | {method} | " + " | ".join(cells) + " |")
     md = "\n".join(lines) + "\n"
     name = prefix + "results.md"
-    with open(os.path.join(out_dir, name), "w") as fh:
-        fh.write(md)
+    write_result(name, md, results_dir=out_dir)
     return md
 
 
@@ -395,8 +392,7 @@ def alpha_check(alphas=(1e-4, 1e-5, 1e-6), out_dir="bench_out", cache_dir=DEFAUL
                      for g in GROUPS]
             lines.append(f"| {name} | {proto} | " + " | ".join(cells) + " |")
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "tabular_alpha.md"), "w") as fh:
-        fh.write("\n".join(lines) + "\n")
+    write_result("tabular_alpha.md", "\n".join(lines), results_dir=out_dir)
     return runs
 
 
@@ -416,8 +412,7 @@ def _write_ablation(rows, out_dir):
                 f, raw = r[f"FLIPAD {g} {m}"], r[f"RAWPAD {g} {m}"]
                 cells.append(f"{f:.3f} ({f - raw:+.3f})")
         lines.append(f"| {r['variant']} | {r['protocol']} | " + " | ".join(cells) + " |")
-    with open(os.path.join(out_dir, "tabular_ablation.md"), "w") as fh:
-        fh.write("\n".join(lines) + "\n")
+    write_result("tabular_ablation.md", "\n".join(lines), results_dir=out_dir)
 
 
 def main(argv=None):

@@ -20,7 +20,7 @@ end early *above* the optimum; this column catches it) and the certified
 gap / objective.  The layers are those of ``bench_inversion.py`` (same
 problems, same weight scaling: ``step * L = 0.09`` at the authors' step).
 
-Run: ``python benchmarks/bench_admm_alpha.py [--only dcgan|lsgan] [--threads 2]``
+Run: ``python -m benchmarks.bench_admm_alpha [--only dcgan|lsgan] [--threads 2]``
 (about 3 minutes on 2 threads).
 """
 
@@ -34,8 +34,11 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from torch import nn
 
-from bench_inversion import problem, scaled_layer
 from flipad_sklearn import FinalLayerInverter
+
+from ._harness import problem, scaled_layer
+from ._results import add_result_args, results_dir, tee_result
+
 
 admm_module = importlib.import_module("flipad_sklearn.lasso.admm")
 
@@ -86,14 +89,21 @@ def run(name, layer, shape, n, alphas, positive, repeat, log=print):
             f"| {rows['scaled'][1]['gap']:.1e} |")
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--only", choices=("dcgan", "lsgan"), default=None)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeat", type=int, default=2)
-    args = p.parse_args()
+    add_result_args(p)
+    args = p.parse_args(argv)
+    return tee_result("bench_admm_alpha" + (f"_{args.only}" if args.only else "") + ".md", _run, args,
+                      results_dir=results_dir(args))
+
+
+def _run(args):
+    """The benchmark itself: prints its tables."""
     torch.set_num_threads(args.threads)
-    print(f"<!-- python benchmarks/bench_admm_alpha.py --threads {args.threads} "
+    print(f"<!-- python -m benchmarks.bench_admm_alpha --threads {args.threads} "
           f"--repeat {args.repeat} -->")
     if args.only in (None, "dcgan"):
         for positive in (False, True):

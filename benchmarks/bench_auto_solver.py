@@ -18,7 +18,7 @@ Trained generators: ``positive=True`` (their penultimate layer is a ReLU),
 the anchor the mean activation over 500 samples; the zoo is read from the
 attribution benchmark's cache when it is there (``benchmarks/train_zoo.py``).
 
-Run: ``python benchmarks/bench_auto_solver.py [--n-samples 32] [--repeat 2]
+Run: ``python -m benchmarks.bench_auto_solver [--n-samples 32] [--repeat 2]
 [--threads 1] [--only NAME] [--datafit output]``.  Keep ``--threads`` at most
 the free cores.  ``--datafit output``: every inverter weighs its data term by
 tanh's slope (exact ADMM refuses it).
@@ -36,7 +36,9 @@ from torch import nn
 
 from flipad_sklearn import FinalLayerInverter, mean_activation
 
-from bench_inversion import problem
+from ._harness import problem
+from ._results import add_result_args, results_dir, tee_result
+
 
 SOLVERS = ("fista", "admm", "split_admm")
 
@@ -121,7 +123,7 @@ def print_table(name, rows, auto, n):
 
 
 def main(argv=None):
-    from train_zoo import DEFAULT_CACHE
+    from .train_zoo import DEFAULT_CACHE
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n-samples", type=int, default=32)
@@ -131,7 +133,14 @@ def main(argv=None):
     p.add_argument("--only", default=None, help="run the cases whose name contains this")
     p.add_argument("--datafit", default="preactivation", choices=("preactivation", "output"),
                    help="the inverters' data term (exact ADMM refuses 'output')")
+    add_result_args(p)
     args = p.parse_args(argv)
+    return tee_result("bench_auto_solver.md", _run, args,
+                      results_dir=results_dir(args))
+
+
+def _run(args):
+    """The benchmark itself: prints its tables."""
     keep = (lambda name: args.only is None or args.only in name)
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore", ConvergenceWarning)

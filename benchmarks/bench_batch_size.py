@@ -13,7 +13,7 @@ CPU's caches and every sample costs more; ``CPU_BATCH_BYTES`` caps the
 automatic batch there.  Times are the best of ``--repeat`` runs after one
 warm-up transform, the batch sizes alternating within each repeat.
 
-Run: ``python benchmarks/bench_batch_size.py [--only dcgan|lsgan|sd|small] [--threads 2]``
+Run: ``python -m benchmarks.bench_batch_size [--only dcgan|lsgan|sd|small] [--threads 2]``
 (about 5 minutes on 2 cores).
 """
 
@@ -24,9 +24,11 @@ import warnings
 import torch
 from torch import nn
 
-from bench_inversion import problem, scaled_layer
 from flipad_sklearn import FinalLayerInverter
 from flipad_sklearn.lasso.solvers import CPU_BATCH_BYTES, bytes_per_sample
+
+from ._harness import problem, scaled_layer
+from ._results import add_result_args, results_dir, tee_result
 
 
 def layers():
@@ -68,12 +70,19 @@ def times_per_sample(layer, x, anchor, activation, alpha, batch_sizes, repeat):
     return {b: t / len(x) * 1e3 for b, t in best.items()}, invs
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--only", choices=("dcgan", "lsgan", "sd", "small"), default=None)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeat", type=int, default=3)
-    args = p.parse_args()
+    add_result_args(p)
+    args = p.parse_args(argv)
+    return tee_result("bench_batch_size" + (f"_{args.only}" if args.only else "") + ".md", _run, args,
+                      results_dir=results_dir(args))
+
+
+def _run(args):
+    """The benchmark itself: prints its tables."""
     torch.set_num_threads(args.threads)
     print(f"{args.threads} torch threads; CPU_BATCH_BYTES = {CPU_BATCH_BYTES / 2**20:.0f} MiB")
     for (title, layer, shape, act, alpha, n, sizes), key in zip(

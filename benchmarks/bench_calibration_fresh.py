@@ -12,14 +12,12 @@ the fresh scores of G (min / 5 % or 1 % / median), their two-sample KS
 p-value, the share of the unseen seed accepted, ROC AUC and accuracy at
 fnr 0.005.
 
-Run: ``python benchmarks/bench_calibration_fresh.py`` (one CPU thread; writes
+Run: ``python -m benchmarks.bench_calibration_fresh`` (one CPU thread; writes
 ``results/calibration_fresh.md`` with the run's time).
 """
 
 import argparse
-import datetime
 import os
-import subprocess
 import time
 import warnings
 
@@ -32,13 +30,18 @@ from sklearn.pipeline import Pipeline
 from flipad_sklearn import FinalLayerInverter, FLIPADDetector
 from flipad_sklearn.generators import load_demo_generator
 
+from ._results import add_result_args, results_dir, write_result
+
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", default=os.path.join(HERE, "results", "calibration_fresh.md"))
+    p.add_argument("--out", default="calibration_fresh.md",
+                   help="the result file's name in --results-dir (or a path)")
+    add_result_args(p)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
@@ -71,12 +74,10 @@ def main(argv=None):
             f"{np.mean(det.predict(F_fresh) == -1):.3f} | "
             f"{np.mean(det.predict(F_unseen) == 1):.3f} | {auc:.4f} | {acc:.3f} |")
         print(rows[-1], flush=True)
-    commit = subprocess.run(["git", "-C", HERE, "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip()
     lines = [
-        f"<!-- python benchmarks/bench_calibration_fresh.py --threads {args.threads}; commit "
-        f"{commit}; device cpu, torch threads {args.threads}; "
-        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; "
+        f"<!-- python -m benchmarks.bench_calibration_fresh --threads {args.threads}; "
+        f"device cpu, torch threads {args.threads}; "
+        f""
         f"{time.time() - t0:.0f} s -->",
         "# Held-out scores of G (the threshold's) against fresh scores of G",
         "",
@@ -89,9 +90,9 @@ def main(argv=None):
         "|---|---|---|---|---|---|---|---|",
         *rows,
     ]
-    with open(args.out, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    text = "\n".join(lines)
+    print(text)
+    print(f"written: {write_result(args.out, text, results_dir=results_dir(args))}")
 
 
 if __name__ == "__main__":

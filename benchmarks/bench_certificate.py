@@ -19,7 +19,7 @@ slowly than the objective.  This benchmark measures it on the layers of
   constraints ``|W_j^T theta| <= alpha``: the residual violates them on a
   share of the coordinates, and whether removing the violation helps.
 
-Run: ``python benchmarks/bench_certificate.py [--only dcgan|lsgan] [--n-samples 2]``
+Run: ``python -m benchmarks.bench_certificate [--only dcgan|lsgan] [--n-samples 2]``
 (about 1 minute for DCGAN, 3 for LSGAN, one thread).
 """
 
@@ -31,10 +31,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench_inversion import problem, scaled_layer
 from flipad_sklearn import FinalLayerInverter
 from flipad_sklearn.lasso import L1Penalty
 from flipad_sklearn.lasso._duality import ray_dual_value
+
+from ._harness import problem, scaled_layer
+from ._results import add_result_args, results_dir, tee_result
+
 
 ITERATIONS = (300, 1000, 3000)
 
@@ -111,11 +114,18 @@ def run(name, layer, in_shape, n, log=print):
         f"{(rows[0]['gap'] / rows[0]['obj']).max():.2f}.")
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--only", choices=("dcgan", "lsgan"), default=None)
     p.add_argument("--n-samples", type=int, default=2)
-    args = p.parse_args()
+    add_result_args(p)
+    args = p.parse_args(argv)
+    return tee_result("bench_certificate" + (f"_{args.only}" if args.only else "") + ".md", _run, args,
+                      results_dir=results_dir(args))
+
+
+def _run(args):
+    """The benchmark itself: prints its tables."""
     torch.set_num_threads(1)
     if args.only in (None, "dcgan"):
         torch.manual_seed(0)

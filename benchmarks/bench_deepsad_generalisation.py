@@ -26,9 +26,9 @@ sources of the group).
 
 Usage::
 
-    python benchmarks/bench_deepsad_generalisation.py --quick            # quick zoo, ~2 min
-    python benchmarks/bench_deepsad_generalisation.py --kinds dcgan lsgan --g-seeds 0 1
-    python benchmarks/bench_deepsad_generalisation.py --detectors default ocsvm
+    python -m benchmarks.bench_deepsad_generalisation --quick            # quick zoo, ~2 min
+    python -m benchmarks.bench_deepsad_generalisation --kinds dcgan lsgan --g-seeds 0 1
+    python -m benchmarks.bench_deepsad_generalisation --detectors default ocsvm
 
 Features are cached in ``--feature-cache`` (one ``.npz`` per G and recipe), so
 a second run only refits detectors (seconds each on one thread).
@@ -51,22 +51,21 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import roc_auc_score
 from sklearn.svm import OneClassSVM
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from flipad_sklearn import FLIPADDetector, ThresholdWarning, make_flipad
+from flipad_sklearn import mean_activation
+from flipad_sklearn.baselines import ConformalDetector
+from flipad_sklearn.conformal import conformal_threshold
+from flipad_sklearn.datasets import load_mnist_subset
+from flipad_sklearn.generators import load_generator
 
-from train_zoo import (  # noqa: E402
+from .train_zoo import (
     DEFAULT_CACHE,
     FULL,
     QUICK,
     ensure_image_zoo,
     image_checkpoint,
 )
-
-from flipad_sklearn import FLIPADDetector, ThresholdWarning, make_flipad  # noqa: E402
-from flipad_sklearn import mean_activation  # noqa: E402
-from flipad_sklearn.baselines import ConformalDetector  # noqa: E402
-from flipad_sklearn.conformal import conformal_threshold  # noqa: E402
-from flipad_sklearn.datasets import load_mnist_subset  # noqa: E402
-from flipad_sklearn.generators import load_generator  # noqa: E402
+from ._results import write_result
 
 FNR = 0.005
 GROUPS = ("real", "same-arch-unseen", "other-arch")
@@ -498,8 +497,7 @@ def write(rows, names, out_dir, config, seconds, setup):
     md = "\n".join(lines) + "\n"
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
-        with open(os.path.join(out_dir, f"deepsad_generalisation_{config}.md"), "w") as fh:
-            fh.write(md)
+        write_result(f"deepsad_generalisation_{config}.md", md, results_dir=out_dir)
         with open(os.path.join(out_dir, f"deepsad_generalisation_{config}_pairs.csv"), "w",
                   newline="") as fh:
             w = csv.DictWriter(fh, list(rows[0]))

@@ -12,9 +12,9 @@ Prints a table: seconds per training epoch and scoring throughput, for
 
 Usage::
 
-    python benchmarks/bench_detector.py                 # 10,000 samples, CPU, 1 thread
-    python benchmarks/bench_detector.py --n-samples 2000 --epochs 1
-    python benchmarks/bench_detector.py --device cuda --threads 8
+    python -m benchmarks.bench_detector                 # 10,000 samples, CPU, 1 thread
+    python -m benchmarks.bench_detector --n-samples 2000 --epochs 1
+    python -m benchmarks.bench_detector --device cuda --threads 8
 
 The activations are synthetic (ReLU of Gaussian noise): speed does not depend
 on their content.  Scoring throughput is shown in float64 (the default) and float32.
@@ -34,7 +34,11 @@ from flipad_sklearn import (
     FLIPADDetector,
     GeneratorStandardScaler,
     ThresholdWarning,
+
 )
+
+from ._results import add_result_args, results_dir, tee_result
+
 
 SHAPE = (64, 32, 32)
 
@@ -76,7 +80,14 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=128)
+    add_result_args(p)
     args = p.parse_args(argv)
+    return tee_result("bench_detector.md", _run, args,
+                      results_dir=results_dir(args))
+
+
+def _run(args):
+    """The benchmark itself: prints its tables."""
     torch.set_num_threads(args.threads)
     n = args.n_samples
 

@@ -11,14 +11,12 @@ rejected at fnr 0.005, and for the guard the quantiles of its two
 standardised parts on the fresh samples: where the guarded score's lower tail
 comes from.  Writes ``--out`` with the commit, threads, device and date.
 
-Run: ``python benchmarks/bench_face_calibration.py`` (one CPU thread; the
+Run: ``python -m benchmarks.bench_face_calibration`` (one CPU thread; the
 result file records the run's time, mostly the inversions).
 """
 
 import argparse
-import datetime
 import os
-import subprocess
 import time
 import warnings
 
@@ -26,8 +24,11 @@ import numpy as np
 import torch
 from scipy.stats import ks_2samp
 
-from bench_face_dcgan import LATENT, load_face_dcgan, sample
 from flipad_sklearn import find_final_layer, make_flipad, mean_activation
+
+from ._results import add_result_args, results_dir, write_result
+from .bench_face_dcgan import LATENT, load_face_dcgan, sample
+
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -42,7 +43,9 @@ def main(argv=None):
     p.add_argument("--n-own", type=int, default=400)
     p.add_argument("--n-fresh", type=int, default=250)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", default=os.path.join(HERE, "results", "face_calibration.md"))
+    p.add_argument("--out", default="face_calibration.md",
+                   help="the result file's name in --results-dir (or a path)")
+    add_result_args(p)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
@@ -68,12 +71,10 @@ def main(argv=None):
                     f"{ks_2samp(v, s).pvalue:.3f} | {np.mean(rest.predict(A_fresh) == -1):.3f} "
                     f"| {parts} |")
         print(rows[-1], flush=True)
-    commit = subprocess.run(["git", "-C", HERE, "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip()
     lines = [
-        f"<!-- python benchmarks/bench_face_calibration.py --n-own {args.n_own} --n-fresh "
-        f"{args.n_fresh} --threads {args.threads}; commit {commit}; device cpu, torch threads "
-        f"{args.threads}; {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; "
+        f"<!-- python -m benchmarks.bench_face_calibration --n-own {args.n_own} --n-fresh "
+        f"{args.n_fresh} --threads {args.threads}; device cpu, torch threads "
+        f"{args.threads}; "
         f"{time.time() - t0:.0f} s -->",
         "# Face DCGAN: held-out (threshold) against fresh scores of G, make_flipad one-class",
         "",
@@ -85,9 +86,9 @@ def main(argv=None):
         "|---|---|---|---|---|---|",
         *rows,
     ]
-    with open(args.out, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    text = "\n".join(lines)
+    print(text)
+    print(f"written: {write_result(args.out, text, results_dir=results_dir(args))}")
 
 
 if __name__ == "__main__":

@@ -21,16 +21,14 @@ The generators trained here see ``--train-samples`` samples of G for
 result file's notes).  Writes ``--out`` (markdown) with accuracy at fnr
 0.005 and ROC AUC per source, the commit, threads, device and date.
 
-Run: ``python benchmarks/bench_face_dcgan.py`` (defaults: 400 own, 200
+Run: ``python -m benchmarks.bench_face_dcgan`` (defaults: 400 own, 200
 others, 50 test samples per source, competitors trained on 500 samples of G
 for 2 epochs, one thread; the result file records the run's times, mostly
 training the three other generators and the inversions).
 """
 
 import argparse
-import datetime
 import os
-import subprocess
 import time
 import warnings
 
@@ -44,6 +42,9 @@ from flipad_sklearn import (
     JPEGCompression, find_final_layer, make_flipad, mean_activation,
 )
 from flipad_sklearn.generators import load_demo_generator, train_shadows
+
+from ._results import add_result_args, results_dir, write_result
+
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LATENT = (100, 1, 1)
@@ -106,7 +107,9 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--n-anchor", type=int, default=1000)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", default=os.path.join(HERE, "results", "face_dcgan.md"))
+    p.add_argument("--out", default="face_dcgan.md",
+                   help="the result file's name in --results-dir (or a path)")
+    add_result_args(p)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
@@ -153,14 +156,12 @@ def main(argv=None):
             rows.append((k, f"{acc:.3f} / {auc:.3f}"))
         print(rows[-1], flush=True)
     det = pipe[-1]
-    commit = subprocess.run(["git", "-C", HERE, "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip()
     lines = [
-        f"<!-- python benchmarks/bench_face_dcgan.py --n-own {args.n_own} --n-others "
+        f"<!-- python -m benchmarks.bench_face_dcgan --n-own {args.n_own} --n-others "
         f"{args.n_others} --n-test {args.n_test} --train-samples {args.train_samples} "
         f"--epochs {args.epochs} --n-anchor {args.n_anchor} --threads {args.threads}; "
-        f"commit {commit}; device cpu, torch threads {args.threads}; "
-        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; training the "
+        f"device cpu, torch threads {args.threads}; "
+        f"training the "
         f"three other generators {t_train:.0f} s, fit {t_fit:.0f} s "
         f"({t_fit / (args.n_own + args.n_others):.2f} s/sample), scoring {t_score:.0f} s "
         f"({t_score / sum(len(v) for v in tests.values()):.2f} s/sample) -->",
@@ -175,9 +176,9 @@ def main(argv=None):
         "|---|---|",
         *[f"| {k} | {v} |" for k, v in rows],
     ]
-    with open(args.out, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    text = "\n".join(lines)
+    print(text)
+    print(f"written: {write_result(args.out, text, results_dir=results_dir(args))}")
 
 
 if __name__ == "__main__":

@@ -27,10 +27,10 @@ chose.
 
 Usage::
 
-    python benchmarks/bench_guard.py --part image --kind dcgan --g-seeds 0 1 --out bench_out
-    python benchmarks/bench_guard.py --part image --kind wgan_gp --g-seeds 0 1 --out bench_out
-    python benchmarks/bench_guard.py --part image --kind lsgan --g-seeds 0 1 --out bench_out
-    python benchmarks/bench_guard.py --part tabular --g-seeds 0 1 2 --out bench_out
+    python -m benchmarks.bench_guard --part image --kind dcgan --g-seeds 0 1 --out bench_out
+    python -m benchmarks.bench_guard --part image --kind wgan_gp --g-seeds 0 1 --out bench_out
+    python -m benchmarks.bench_guard --part image --kind lsgan --g-seeds 0 1 --out bench_out
+    python -m benchmarks.bench_guard --part tabular --g-seeds 0 1 2 --out bench_out
 
 Runtime on one CPU thread (2026-12-01, zoo cached): image 4.8 minutes
 (DCGAN, seeds 0 and 1), 5.6 (WGAN-GP) and 4.9 (LSGAN), mostly the
@@ -41,7 +41,6 @@ inversions; tabular 7.0 minutes (seeds 0, 1, 2).  Results:
 
 import argparse
 import os
-import sys
 import time
 import warnings
 
@@ -49,16 +48,15 @@ import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from flipad_sklearn import JPEGCompression, ThresholdWarning
+from flipad_sklearn.deepsad import detector as detector_module
 
-import attribution as A  # noqa: E402
-import attribution_methods as M  # noqa: E402
-import attribution_protocol as P  # noqa: E402
-from attribution_protocol import METRICS  # noqa: E402
-from train_zoo import DEFAULT_CACHE  # noqa: E402
-
-from flipad_sklearn import JPEGCompression, ThresholdWarning  # noqa: E402
-from flipad_sklearn.deepsad import detector as detector_module  # noqa: E402
+from . import attribution as A
+from . import attribution_methods as M
+from . import attribution_protocol as P
+from .attribution_protocol import METRICS
+from .train_zoo import DEFAULT_CACHE
+from ._results import write_result
 
 VARIANTS = {"Deep SAD": {"one_class": None}, "OCSVM": None,
             "min": {"combine": "min"}, "mean": {"combine": "mean"},
@@ -145,7 +143,7 @@ def run_image(g_seeds, cache_dir, kind="dcgan", log=print):
 
 
 def run_tabular(g_seeds, cache_dir, log=print):
-    import attribution_tabular as T
+    from . import attribution_tabular as T
     from flipad_sklearn import mean_activation
 
     cfg = T.CONFIGS["full"]
@@ -234,9 +232,8 @@ def main(argv=None):
                 float_format="{:.4f}")
     md = markdown(rows, chosen, f"The guard's combination rule ({name}, G seeds "
                   f"{args.g_seeds}, {P.elapsed_min(t0):.1f} min)")
-    with open(os.path.join(args.out, f"guard_{name}.md"), "w") as fh:
-        fh.write(md)
     print(md)
+    print(f"written: {write_result(f'guard_{name}.md', md, results_dir=args.out)}")
 
 
 if __name__ == "__main__":

@@ -41,11 +41,12 @@ time by 30 %, the baseline's seconds average it out), the two alternating so
 that a slow spell biases neither.  Torch threads must not exceed the
 free cores: with one of two cores busy, two threads made every run ~30x slower.
 
-Run: ``python benchmarks/bench_inversion.py [--quick] [--only NAME...] [--device cuda] [--out FILE]``.
+Run: ``python -m benchmarks.bench_inversion [--quick] [--only NAME...] [--device cuda] [--out FILE]``
+(writes ``benchmarks/results/bench_inversion.md``; ``--quick`` writes to a
+temporary folder unless ``--results-dir`` is given).
 """
 
 import argparse
-import resource
 import time
 import warnings
 
@@ -59,29 +60,8 @@ from torch import nn
 from flipad_sklearn import FinalLayerInverter
 from flipad_sklearn.lasso import primal_objective
 
-
-def peak_mb():
-    """Peak resident memory of this process so far (MB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def best_time(fn, repeat):
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
-
-
-def scaled_layer(layer, step, in_shape):
-    """Scale ``layer``'s weight so that ``step * L = 0.09`` (as on the DCGAN layer)."""
-    probe = FinalLayerInverter(layer=layer, activation="identity", activation_shape=in_shape)
-    x = np.zeros((1, int(np.prod(layer(torch.zeros((1,) + in_shape)).shape[1:]))))
-    L = probe.fit(x).lipschitz_
-    with torch.no_grad():
-        layer.weight.mul_((0.09 / step / L) ** 0.5)
-    return layer
+from ._harness import best_time, paper_layer, peak_mb, problem, scaled_layer
+from ._results import add_result_args, results_dir, tee_result
 
 
 def baseline_fista(layer, y_img, in_shape, step, alpha, stop, max_iter, device):
@@ -122,18 +102,6 @@ def plain_iteration_ms(layer, in_shape, n, device, repeat=5):
 
     el, _ = best_time(lambda: [step() for _ in range(10)], repeat)
     return el / 10 / n * 1e3
-
-
-def problem(layer, in_shape, n, activation, seed=0):
-    rng = np.random.default_rng(seed)
-    n_anchor = int(min(200, max(4, 5e7 // np.prod(in_shape))))   # bounded memory
-    anchor = np.mean([np.maximum(rng.normal(size=in_shape), 0) for _ in range(n_anchor)],
-                     axis=0)
-    h = np.maximum(rng.normal(size=(n,) + in_shape), 0)
-    with torch.no_grad():
-        pre = layer(torch.tensor(h, dtype=torch.float32))
-        x = torch.tanh(pre) if activation == "tanh" else pre
-    return x.numpy(), anchor
 
 
 def conv_table(title, layer, in_shape, *, activation, alpha, step, stop, max_iter, n,
@@ -337,7 +305,7 @@ def linear_table(n_samples, device):
     print(f"\nflipad defaults: certified gap / objective max {gap.max():.1e}")
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     parser.add_argument("--device", default="cpu")
@@ -347,28 +315,12 @@ def main():
     parser.add_argument("--tabular-samples", type=int, default=10_000)
     parser.add_argument("--only", choices=["dcgan", "lsgan", "sd", "sd512", "tabular", "vae"],
                         default=None, nargs="+")
-    parser.add_argument("--out", default=None,
-                        help="also write the tables to benchmarks/results/OUT (with the "
-                             "commit, threads, device and date)")
-    args = parser.parse_args()
-    if args.out:
-        import contextlib
-        import io
-        import sys
-
-        from _results import write_result
-
-        class Tee(io.StringIO):
-            def write(self, text):
-                sys.__stdout__.write(text)
-                return super().write(text)
-
-        buf = Tee()
-        with contextlib.redirect_stdout(buf):
-            run(args)
-        print(f"written: {write_result(args.out, buf.getvalue(), device=args.device)}")
-    else:
-        run(args)
+    parser.add_argument("--out", default="bench_inversion.md",
+                        help="name of the result file (with the commit, threads, device "
+                             "and date) in --results-dir")
+    add_result_args(parser)
+    args = parser.parse_args(argv)
+    tee_result(args.out, run, args, device=args.device, results_dir=results_dir(args))
 
 
 def run(args):
@@ -378,25 +330,21 @@ def run(args):
     if args.quick:
         n, rep = 2, dict(repeat=1, baseline_repeat=1)
     if want("dcgan"):
-        torch.manual_seed(0)
-        layer = nn.ConvTranspose2d(64, 3, 4, stride=2, padding=1)
-        # torch's default init already gives step * L = 0.08 here (as in the paper)
+        layer, shape, act, alpha, step = paper_layer("dcgan")
         conv_table("DCGAN final layer ConvTranspose2d(64, 3, 4, 2, 1), 64x64 output",
-                   layer, (64, 32, 32), activation="tanh", alpha=5e-4, step=0.025,
+                   layer, shape, activation=act, alpha=alpha, step=step,
                    stop=1e-5, max_iter=10_000, n=n, device=dev, **rep)
     if want("lsgan"):
-        torch.manual_seed(0)
         side = 32 if args.quick else 64
-        layer = scaled_layer(nn.Conv2d(64, 3, 3, 1, 1), 0.025, (64, side, side))
+        layer, shape, act, alpha, step = paper_layer("lsgan", side)
         conv_table(f"LSGAN final layer Conv2d(64, 3, 3, 1, 1) on 64x{side}x{side}",
-                   layer, (64, side, side), activation="tanh", alpha=5e-4, step=0.025,
+                   layer, shape, activation=act, alpha=alpha, step=step,
                    stop=1e-5, max_iter=10_000, n=n, device=dev, **rep)
     if want("sd"):
-        torch.manual_seed(0)
         side = 32 if args.quick else 128
-        layer = scaled_layer(nn.Conv2d(128, 3, 3, 1, 1), 0.01, (128, side, side))
+        layer, shape, act, alpha, step = paper_layer("sd", side)
         conv_table(f"SD VAE conv_out Conv2d(128, 3, 3, 1, 1) at {side}x{side}, identity",
-                   layer, (128, side, side), activation="identity", alpha=1e-5, step=0.01,
+                   layer, shape, activation=act, alpha=alpha, step=step,
                    stop=0.0, max_iter=1000, n=n, device=dev, **rep)
     if want("sd512") and not args.quick:
         sd_large(dev)

@@ -5,7 +5,7 @@ for convolutional final layers on CPU.  This prints, for a few final layers,
 milliseconds per FISTA iteration (best of ``--repeat`` runs, 100 iterations,
 no gap checks) on both layouts, measured in the same run.
 
-Run: ``python benchmarks/bench_layout.py [--batch 4] [--repeat 3]``.
+Run: ``python -m benchmarks.bench_layout [--batch 4] [--repeat 3]``.
 """
 
 import argparse
@@ -16,6 +16,9 @@ from torch import nn
 
 from flipad_sklearn.lasso import fista
 from flipad_sklearn.linear_ops import ChannelsLastOperator, LayerOperator
+
+from ._results import add_result_args, results_dir, tee_result
+
 
 LAYERS = [
     ("Conv2d(64, 3, 3, padding=1), 32x32", lambda: nn.Conv2d(64, 3, 3, padding=1), (64, 32, 32)),
@@ -38,11 +41,18 @@ def per_iteration(op, y, L, repeat, n_iter=100):
     return best / n_iter * 1e3
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
+    add_result_args(parser)
+    args = parser.parse_args(argv)
+    return tee_result("bench_layout.md", _run, args,
+                      results_dir=results_dir(args))
+
+
+def _run(args):
+    """The benchmark itself: prints its tables."""
     print(f"\n## FISTA ms / iteration, batch {args.batch}, {torch.get_num_threads()} threads\n")
     print("| final layer | plain layout | channels-last view | speed-up |")
     print("|---|---|---|---|")

@@ -18,8 +18,8 @@ and the share of "none of mine" for the other sources.
 
 Usage::
 
-    python benchmarks/bench_multi_model.py                  # ~10 s
-    python benchmarks/bench_multi_model.py --seeds 0 1 2 3 4 --detector deepsad
+    python -m benchmarks.bench_multi_model                  # ~10 s
+    python -m benchmarks.bench_multi_model --seeds 0 1 2 3 4 --detector deepsad
 
 The image zoo row the issue asks for (the 4 image architectures x seeds of
 ``benchmarks/train_zoo.py`` as owned models, FLIPAD pipelines) is not run
@@ -35,6 +35,9 @@ import numpy as np
 import torch
 
 from flipad_sklearn import ConformalDetector, FLIPADDetector, OwnedModelsAttributor
+
+from ._results import add_result_args, results_dir, tee_result
+
 
 D = 8
 # each generator: a standard normal shifted by the same amount on every coordinate
@@ -102,7 +105,14 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--fnr", type=float, nargs="+", default=[0.05, 0.005])
     parser.add_argument("--detector", choices=("iforest", "deepsad"), default="iforest")
+    add_result_args(parser)
     args = parser.parse_args(argv)
+    return tee_result("bench_multi_model.md", _run, args,
+                      results_dir=results_dir(args))
+
+
+def _run(args):
+    """The benchmark itself: prints its tables."""
     t0 = time.perf_counter()
     rows = run(tuple(args.seeds), tuple(args.fnr), args.detector)
     print(markdown(rows))

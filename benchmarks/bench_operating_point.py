@@ -20,8 +20,9 @@ and the ROC AUC.  The table is quoted in ``docs/user_guide/method.rst``.
 
 Usage::
 
-    python benchmarks/bench_operating_point.py
+    python -m benchmarks.bench_operating_point
 """
+import argparse
 import copy
 import warnings
 
@@ -30,6 +31,9 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from flipad_sklearn import FLIPADDetector, calibrate
+
+from ._results import add_result_args, results_dir, write_result
+
 
 D = 8
 SETTINGS = ("before", "auto", "fresh199", "fresh1000", "fresh2000")
@@ -81,5 +85,14 @@ def markdown(rows):
     return "\n".join(lines)
 
 
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_result_args(p)
+    args = p.parse_args(argv)
+    text = markdown(run())
+    print(text)
+    print(f"written: {write_result('operating_point.md', text, results_dir=results_dir(args))}")
+
+
 if __name__ == "__main__":
-    print(markdown(run()))
+    main()

@@ -14,7 +14,7 @@ steps fitted on the held-out samples too: before), as the
 samples held out before the first step: now), and after
 :func:`~flipad_sklearn.conformal.calibrate` on 600 fresh samples of G.
 
-Run: ``python benchmarks/bench_pipeline_calibration.py [--kind lsgan] [--n 100 1000]``
+Run: ``python -m benchmarks.bench_pipeline_calibration [--kind lsgan] [--n 100 1000]``
 (needs the zoo of ``benchmarks/train_zoo.py``; one thread, ~1.5 min per n).
 """
 
@@ -32,7 +32,9 @@ from flipad_sklearn.conformal import calibrate
 from flipad_sklearn.datasets import load_mnist_subset
 from flipad_sklearn.generators import load_generator
 
-from train_zoo import DEFAULT_CACHE
+from ._results import add_result_args, results_dir, tee_result
+from .train_zoo import DEFAULT_CACHE
+
 
 FNRS = (0.005, 0.05)
 
@@ -54,7 +56,14 @@ def main(argv=None):
     p.add_argument("--draws", type=int, default=3,
                    help="independent draws of G's training samples (and seeds) per n")
     p.add_argument("--cache-dir", default=DEFAULT_CACHE)
+    add_result_args(p)
     args = p.parse_args(argv)
+    return tee_result("pipeline_calibration.md", _run, args,
+                      results_dir=results_dir(args))
+
+
+def _run(args):
+    """The benchmark itself: prints its tables."""
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
     G = load_generator(os.path.join(args.cache_dir, f"{args.kind}-seed0-32px-e5-n5000.pt"))

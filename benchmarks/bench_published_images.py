@@ -8,7 +8,7 @@ same images after an 8-bit PNG round trip (saved with Pillow, read back with
 :func:`flipad_sklearn.datasets.load_image_folder`), and the two unseen
 generators' samples, floats and PNG.  Prints one markdown row per variant.
 
-    python benchmarks/bench_published_images.py [--float] [--n-test 400]
+    python -m benchmarks.bench_published_images [--float] [--n-test 400]
 
 ``--float`` fits with ``quantize=None`` (a float pipeline, what every
 pipeline was before issue 27).  Run it against another checkout with
@@ -24,6 +24,8 @@ import warnings
 import numpy as np
 import torch
 from PIL import Image
+
+from ._results import add_result_args, results_dir, tee_result
 
 
 def png_round_trip(X):
@@ -53,7 +55,14 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--clip-eps", default=None, help="the inverter's clip_eps (default: "
                    "make_flipad's)")
+    add_result_args(p)
     args = p.parse_args(argv)
+    return tee_result("published_images.md", _run, args,
+                      results_dir=results_dir(args))
+
+
+def _run(args):
+    """The benchmark itself: prints its tables."""
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     rs = args.seed

@@ -20,7 +20,7 @@ mixture (immunisation without naming one perturbation).
 
 Prints one markdown table: G accepted, others rejected, per perturbation.
 
-    python benchmarks/bench_published_robustness.py [--n-test 200]
+    python -m benchmarks.bench_published_robustness [--n-test 200]
 """
 
 import argparse
@@ -31,6 +31,8 @@ import warnings
 import numpy as np
 import torch
 from PIL import Image
+
+from ._results import add_result_args, results_dir, tee_result
 
 
 def _pil(x):
@@ -108,7 +110,14 @@ def main(argv=None):
     p.add_argument("--immunise", action="store_true",
                    help="train on the 8-bit training set plus a copy of it through the "
                         "perturbation mixture (G's and the negatives alike)")
+    add_result_args(p)
     args = p.parse_args(argv)
+    return tee_result("published_robustness.md", _run, args,
+                      results_dir=results_dir(args))
+
+
+def _run(args):
+    """The benchmark itself: prints its tables."""
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     rs = args.seed

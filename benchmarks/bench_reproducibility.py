@@ -27,13 +27,13 @@ states (``ridge > 0``), and each sample's certified distance to it is
 (ADMM's factorisations) included: a rough cost on a shared machine, not the
 speed claim, which ``bench_inversion.py`` measures against the baseline.
 
-Run: ``python benchmarks/bench_reproducibility.py [--quick] [--only NAME]``;
-writes ``benchmarks/results/bench_reproducibility.md``.
+Run: ``python -m benchmarks.bench_reproducibility [--quick] [--only NAME]``;
+writes ``benchmarks/results/bench_reproducibility.md`` (``--quick``: a temporary
+folder unless ``--results-dir`` is given).
 """
 
 import argparse
 import os
-import sys
 import time
 import warnings
 
@@ -43,12 +43,12 @@ from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 from torch import nn
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _results import write_result  # noqa: E402
-from bench_inversion import problem, scaled_layer  # noqa: E402
+from flipad_sklearn import FinalLayerInverter, mean_activation, sample_activations
+from flipad_sklearn.lasso.solvers import make_solver
 
-from flipad_sklearn import FinalLayerInverter, mean_activation, sample_activations  # noqa: E402
-from flipad_sklearn.lasso.solvers import make_solver  # noqa: E402
+from ._harness import problem, scaled_layer
+from ._results import add_result_args, results_dir, write_result
+
 
 THREADS = 2
 SOLVERS = ("fista", "admm", "split_admm")
@@ -225,6 +225,7 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="fewer samples, no SD layer")
     p.add_argument("--only", default="", help="layers whose name contains this")
     p.add_argument("--no-verdicts", action="store_true", help="skip table 2")
+    add_result_args(p)
     args = p.parse_args(argv)
     torch.set_num_threads(THREADS)
     out = ["# Reproducibility of the features and verdicts at the defaults", "",
@@ -246,7 +247,7 @@ def main(argv=None):
                 "labels flipped | max reported bound |", "|---|---|---|---|---|"] + rows
         print("\n".join(rows), flush=True)
     path = write_result("bench_reproducibility" + ("_quick" if args.quick else "") + ".md",
-                        "\n".join(out))
+                        "\n".join(out), results_dir=results_dir(args))
     print(f"written: {path}")
 
 

@@ -18,7 +18,7 @@ subprocess (peak resident memory above the step's start, sampled every 5 ms):
   streamed = ``StreamingFeatures`` (fit pass + transform pass: two
   inversions), not streamed = the same steps in a ``Pipeline`` (one).
 
-Run: ``python benchmarks/bench_streaming.py [--n 8] [--size 64] [--batch 2]
+Run: ``python -m benchmarks.bench_streaming [--n 8] [--size 64] [--batch 2]
 [--max-iter 30] [--threads 2]``; prints a Markdown table.
 """
 
@@ -32,6 +32,8 @@ import threading
 import time
 
 import numpy as np
+
+from ._results import add_result_args, results_dir, write_result
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -170,6 +172,7 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--path", default=None, help=argparse.SUPPRESS)
+    add_result_args(p)
     args = p.parse_args(argv)
     if args.child:
         if args.child == "prepare":
@@ -181,7 +184,7 @@ def main(argv=None):
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         [os.path.dirname(HERE)] + [q for q in [env.get("PYTHONPATH")] if q])
-    base = [sys.executable, os.path.abspath(__file__), "--n", str(args.n), "--size",
+    base = [sys.executable, "-m", "benchmarks.bench_streaming", "--n", str(args.n), "--size",
             str(args.size), "--batch", str(args.batch), "--max-iter", str(args.max_iter),
             "--threads", str(args.threads)]
     results = {}
@@ -193,21 +196,30 @@ def main(argv=None):
                                      env=env, check=True, capture_output=True, text=True)
                 results[step, mode] = json.loads(out.stdout.strip().splitlines()[-1])
                 print(f"{step:9s} {mode:8s} {results[step, mode]}", file=sys.stderr)
+    text = table(args, results)
+    print(text)
+    print(f"written: {write_result('bench_streaming.md', text, results_dir=results_dir(args))}")
+
+
+def table(args, results):
+    """The Markdown table of the six child runs."""
     n_act = 128 * args.size ** 2
-    print(f"SD-shaped AutoencoderKL decoder (widths 128/256/512/512, random weights), "
-          f"{args.size}x{args.size} outputs ({n_act:,} penultimate activations, "
-          f"{n_act * 4 / 2**20:.1f} MB float32 per image), N = {args.n} images, "
-          f"streaming batch {args.batch}, inversion max_iter={args.max_iter} (NOT the "
-          f"default 1000), FISTA on CPU, {args.threads} threads. Peak memory = peak "
-          "resident memory above the step's start.\n")
-    print("| step | without streaming: s/image | peak MB | streamed: s/image | peak MB |")
-    print("|---|---:|---:|---:|---:|")
+    lines = []
+    lines.append(f"SD-shaped AutoencoderKL decoder (widths 128/256/512/512, random weights), "
+                 f"{args.size}x{args.size} outputs ({n_act:,} penultimate activations, "
+                 f"{n_act * 4 / 2**20:.1f} MB float32 per image), N = {args.n} images, "
+                 f"streaming batch {args.batch}, inversion max_iter={args.max_iter} (NOT the "
+                 f"default 1000), FISTA on CPU, {args.threads} threads. Peak memory = peak "
+                 "resident memory above the step's start.\n")
+    lines.append("| step | without streaming: s/image | peak MB | streamed: s/image | peak MB |")
+    lines.append("|---|---:|---:|---:|---:|")
     for step, label in (("anchor", "anchor (mean activation)"),
                         ("inversion", "inversion (all activations)"),
                         ("features", "features (inversion, crop, 3 channels, scaler; fit_transform)")):
         f, s = results[step, "full"], results[step, "streamed"]
-        print(f"| {label} | {f['seconds'] / args.n:.2f} | {f['extra_mb']:.0f} | "
-              f"{s['seconds'] / args.n:.2f} | {s['extra_mb']:.0f} |")
+        lines.append(f"| {label} | {f['seconds'] / args.n:.2f} | {f['extra_mb']:.0f} | "
+                     f"{s['seconds'] / args.n:.2f} | {s['extra_mb']:.0f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

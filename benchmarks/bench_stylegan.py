@@ -35,13 +35,14 @@ the first time (the zoo's DCGAN is reused from ``train_zoo.py``'s cache).
 
 Usage::
 
-    python benchmarks/bench_stylegan.py --quick   # < 2 minutes, one thread
-    python benchmarks/bench_stylegan.py           # full: benchmarks/results/bench_stylegan.md
+    python -m benchmarks.bench_stylegan --quick   # < 2 minutes, one thread
+    python -m benchmarks.bench_stylegan           # full: benchmarks/results/bench_stylegan.md
+
+``--quick`` writes to a temporary folder unless ``--results-dir`` is given.
 """
 
 import argparse
 import os
-import sys
 import time
 import warnings
 
@@ -50,19 +51,16 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import roc_auc_score
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from flipad_sklearn import ThresholdWarning, make_flipad, make_rawpad, mean_activation
+from flipad_sklearn.conformal import conformal_threshold
+from flipad_sklearn.datasets import load_mnist_subset
+from flipad_sklearn.generators import load_generator, save_generator, train_stylegan
+from flipad_sklearn.skip_inversion import SkipInverter
 
-from train_zoo import DEFAULT_CACHE, ensure_image_zoo, mnist_train_images  # noqa: E402
-
-from flipad_sklearn import ThresholdWarning, make_flipad, make_rawpad, mean_activation  # noqa: E402
-from flipad_sklearn.conformal import conformal_threshold  # noqa: E402
-from flipad_sklearn.datasets import load_mnist_subset  # noqa: E402
-from flipad_sklearn.generators import load_generator, save_generator, train_stylegan  # noqa: E402
-from flipad_sklearn.skip_inversion import SkipInverter  # noqa: E402
+from ._results import add_result_args, results_dir, write_result
+from .train_zoo import DEFAULT_CACHE, ensure_image_zoo, mnist_train_images
 
 FNR = 0.005
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                       "bench_stylegan.md")
 
 CONFIGS = {
     "quick": dict(n_train=320, epochs=1, dcgan_epochs=1, n_g=120, n_real=80, n_shadow=80,
@@ -241,17 +239,14 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny setting, under 2 minutes")
     p.add_argument("--cache-dir", default=DEFAULT_CACHE)
-    p.add_argument("--out", default=None, help=f"Markdown table (full default: {RESULTS})")
+    p.add_argument("--out", default="bench_stylegan.md",
+                   help="the result file's name in --results-dir (or a path)")
+    add_result_args(p)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     config = "quick" if args.quick else "full"
     _, md = run(config, args.cache_dir)
-    out = args.out or (None if args.quick else RESULTS)
-    if out:
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        with open(out, "w") as f:
-            f.write(md)
-        print(f"wrote {out}")
+    print(f"written: {write_result(args.out, md, results_dir=results_dir(args))}")
 
 
 if __name__ == "__main__":

@@ -21,18 +21,16 @@ Each test source holds ``--n-test`` samples none of the detectors saw: fresh
 samples of G, the demo's unseen seed of G's recipe, its LSGAN of another
 architecture, and real MNIST images.  Writes ``--out`` (markdown) with
 accuracy at fnr 0.005 and ROC AUC per source, the commit, threads, device
-and date (appended when the file exists).
+and date.
 
-Run: ``python benchmarks/bench_user_shadows.py [--n-own 600 --n-neg 200 --n-test 200]``
+Run: ``python -m benchmarks.bench_user_shadows [--n-own 600 --n-neg 200 --n-test 200]``
 (one thread; the result file records the run's time, mostly training the
 shadows).
 """
 
 import argparse
-import datetime
 import os
 import platform
-import subprocess
 import time
 import warnings
 
@@ -45,6 +43,9 @@ from torch import nn
 from flipad_sklearn import FinalLayerInverter, FLIPADDetector, mean_activation
 from flipad_sklearn.datasets import load_mnist_subset
 from flipad_sklearn.generators import load_demo_generator, train_shadows
+
+from ._results import add_result_args, results_dir, write_result
+
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VARIANTS = ("real", "recipe", "user-data", "user-samples")
@@ -77,7 +78,9 @@ def main(argv=None):
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS,
                    help="which labelled others to compare")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", default=os.path.join(HERE, "results", "user_shadows.md"))
+    p.add_argument("--out", default="user_shadows.md",
+                   help="the result file's name in --results-dir (or a path)")
+    add_result_args(p)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
@@ -138,15 +141,13 @@ def main(argv=None):
         print(neg_name, pipe[-1].combine_, [f"{r[2]:.3f}/{r[3]:.3f}" for r in rows[-4:]],
               flush=True)
 
-    commit = subprocess.run(["git", "-C", HERE, "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip()
     lines = [
-        f"<!-- python benchmarks/bench_user_shadows.py --variants {' '.join(args.variants)} "
+        f"<!-- python -m benchmarks.bench_user_shadows --variants {' '.join(args.variants)} "
         f"--n-own {args.n_own} --n-neg "
         f"{args.n_neg} --n-test {args.n_test} --shadow-epochs {args.shadow_epochs} "
-        f"--threads {args.threads}; commit {commit}; {platform.processor() or 'cpu'}, "
+        f"--threads {args.threads}; {platform.processor() or 'cpu'}, "
         f"torch threads {args.threads}, device cpu; "
-        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; "
+        f""
         f"{time.time() - t_start:.0f} s ({t_shadows:.0f} s training shadows) -->",
         "# Which labelled others help for a generator the package did not train",
         "",
@@ -162,9 +163,9 @@ def main(argv=None):
         fmt = [f"{a:.3f}" if np.isnan(u) else f"{a:.3f} / {u:.3f}" for _, _, a, u in cells]
         mean = np.mean([a for _, k, a, _ in cells if k != "G, fresh samples"])
         lines.append(f"| {neg_name} | " + " | ".join(fmt) + f" | {mean:.3f} |")
-    with open(args.out, "a" if os.path.exists(args.out) else "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    text = "\n".join(lines)
+    print(text)
+    print(f"written: {write_result(args.out, text, results_dir=results_dir(args))}")
 
 
 if __name__ == "__main__":

@@ -28,22 +28,20 @@ their inverter only, each at the package's defaults otherwise:
 
 ``--variants`` picks them (default: the first two; ``FLIPAD`` always runs).
 
-Run: ``python benchmarks/bench_weighted_datafit.py [--kind lsgan] [--seed 1] --out bench_out``
+Run: ``python -m benchmarks.bench_weighted_datafit [--kind lsgan] [--seed 1] --out bench_out``
 (about 6 minutes on 2 cores per G for the two default variants).
 """
 
 import argparse
 import os
-import sys
 
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from flipad_sklearn import GaussianNoise, JPEGCompression
 
-import attribution as bench  # noqa: E402
-import attribution_methods as M  # noqa: E402
-from flipad_sklearn import GaussianNoise, JPEGCompression  # noqa: E402
+from . import attribution as bench
+from . import attribution_methods as M
 
 #: inverter parameters of each variant (the rest: the recipe's defaults)
 VARIANTS = {
@@ -71,7 +69,7 @@ def target_sensitivity(kind="dcgan", seed=0, n=200, log=print):
     """How much a perturbation moves the pixels, the target ``atanh(x)`` and
     the weighted target, on ``n`` samples of the zoo's ``kind`` ``seed``."""
     from flipad_sklearn.generators import load_generator
-    from train_zoo import DEFAULT_CACHE, FULL
+    from .train_zoo import DEFAULT_CACHE, FULL
 
     name = f"{kind}-seed{seed}-32px-e{FULL['epochs'][kind]}-n{FULL['n_train']}.pt"
     G = load_generator(os.path.join(DEFAULT_CACHE, name))
@@ -165,6 +163,7 @@ def run_image(variant, out_dir, g_seeds=(0,), log=print):
     ``g_seeds``) for FLIPAD and FLIPAD+OCSVM only, their shared inversion
     replaced by ``variant``'s: the clean-image check of a variant."""
     params = VARIANTS[variant]
+    registry = dict(M.REGISTRY)
     for name in ("FLIPAD", "FLIPAD+OCSVM"):
         base = M.REGISTRY[name]
 
@@ -172,9 +171,9 @@ def run_image(variant, out_dir, g_seeds=(0,), log=print):
             pipe = base.factory(ctx)
             pipe.steps[0][1].set_params(**params)
             return pipe
-        M.REGISTRY[name] = M.Method(name, factory, base.input, base.supervised)
-    bench.METHODS = ("FLIPAD", "FLIPAD+OCSVM")
-    return bench.run("full", out_dir, g_seeds=g_seeds, figures=False, log=log)
+        registry[name] = M.Method(name, factory, base.input, base.supervised)
+    return bench.run("full", out_dir, g_seeds=g_seeds, figures=False, log=log,
+                     methods=("FLIPAD", "FLIPAD+OCSVM"), registry=registry)
 
 
 def main(argv=None):
@@ -205,18 +204,18 @@ def main(argv=None):
     if args.seed not in zoo["seeds"]:
         p.error(f"--seed must be one of {zoo['seeds']}")
     zoo["seeds"] = (args.seed,) + tuple(s for s in zoo["seeds"] if s != args.seed)
-    bench.CONFIGS[args.config] = dict(bench.CONFIGS[args.config], zoo=zoo)
     torch.set_num_threads(2)
     names = ["FLIPAD"] + [n for n in args.variants if n != "FLIPAD"]
+    registry = dict(M.REGISTRY)
     for name in names[1:]:
-        M.REGISTRY[name] = M.Method(name, _variant(VARIANTS[name]), "features", True)
-    bench.PERTURBATION_METHODS = tuple(names)
-    bench._perturbations = lambda: {
+        registry[name] = M.Method(name, _variant(VARIANTS[name]), "features", True)
+    perturbations = {
         "noise": [("std=0.05", GaussianNoise(std=0.05, random_state=0))],
         "jpeg": [("q=90", JPEGCompression(quality=90))]}
     target_sensitivity(args.kind, args.seed)
     os.makedirs(args.out, exist_ok=True)
-    bench.run_perturbations(args.config, args.out)
+    bench.run_perturbations(args.config, args.out, methods=tuple(names),
+                            perturbations=perturbations, registry=registry, zoo=zoo)
     return 0
 
 

@@ -15,10 +15,10 @@ torch generator), so a deleted checkpoint is regenerated identically.
 
 Usage::
 
-    python benchmarks/train_zoo.py --quick          # tiny generators, well under a minute
-    python benchmarks/train_zoo.py                  # the full zoo (~35 min on one thread)
-    python benchmarks/train_zoo.py --kinds dcgan lsgan --seeds 0 1 2 3
-    python benchmarks/train_zoo.py --kinds dcgan --seeds 0 --checkpoint-epochs 1 2 3 4
+    python -m benchmarks.train_zoo --quick          # tiny generators, well under a minute
+    python -m benchmarks.train_zoo                  # the full zoo (~35 min on one thread)
+    python -m benchmarks.train_zoo --kinds dcgan lsgan --seeds 0 1 2 3
+    python -m benchmarks.train_zoo --kinds dcgan --seeds 0 --checkpoint-epochs 1 2 3 4
 
 Checkpoints of other epochs (``--checkpoint-epochs``, for the benchmark's
 ``finetune`` part): a generator's run is deterministic and does not depend
@@ -143,7 +143,7 @@ def ensure_checkpoints(cache_dir=DEFAULT_CACHE, kinds=("dcgan",), seeds=(0,),
                     f"trajectory (loss histories differ over their first {n} steps): were "
                     "they trained with different thread counts or library versions? "
                     f"Delete {path} and train the checkpoints with the thread count the "
-                    f"zoo was trained with: python benchmarks/train_zoo.py --kinds {kind} "
+                    f"zoo was trained with: python -m benchmarks.train_zoo --kinds {kind} "
                     f"--seeds {seed} --checkpoint-epochs {' '.join(map(str, checkpoint_epochs))} "
                     "--no-tabular --threads N.")
             out[kind, seed, int(e)] = G

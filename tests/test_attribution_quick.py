@@ -4,8 +4,9 @@ About a minute on one thread: trains six 1-epoch generators into a temporary
 cache, runs every method under both protocols and writes the tables.
 """
 
-import importlib.util
+import importlib
 import os
+import sys
 import warnings
 
 import numpy as np
@@ -13,16 +14,21 @@ import pytest
 
 from flipad_sklearn import ThresholdWarning
 
-BENCH = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", "attribution.py")
-
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 
+#: the checkout's root: ``benchmarks`` is a package beside ``flipad_sklearn``, not installed
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _import(name):
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)
+    return importlib.import_module(name)
+
+
 def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("flipad_attribution_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _import("benchmarks.attribution")
 
 
 def test_quick_benchmark_end_to_end(tmp_path):
@@ -72,12 +78,7 @@ def test_quick_tabular_benchmark(tmp_path):
 
 
 def _load_zoo_module():
-    import sys
-
-    sys.path.insert(0, os.path.dirname(BENCH))
-    import train_zoo
-
-    return train_zoo
+    return _import("benchmarks.train_zoo")
 
 
 @pytest.fixture(scope="module")
