@@ -10,7 +10,7 @@ of the zoo (``benchmarks/train_zoo.py``):
     unseen (the recommended open-world recipe);
 * the detectors hold out part of G's training samples
   (``validation_fraction``) and threshold at fnr = 0.005 and 0.05 with the
-  conformal rule (:func:`flipad_sklearn.conformal.conformal_threshold`);
+  conformal rule (:func:`flipad_sklearn.detection.conformal.conformal_threshold`);
 * real images come from the vendored MNIST subset (the full zoo is trained
   on all of it, so real test images are GAN training images, as in the paper);
 * test: balanced sets, fresh samples of G against fresh samples of each
@@ -125,7 +125,7 @@ import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
-from flipad_sklearn.conformal import _n_validation, required_validation_size
+from flipad_sklearn.detection.conformal import _n_validation, required_validation_size
 from flipad_sklearn.inversion import DEFAULT_PROGRESS_TOL
 from flipad_sklearn import (
     LatentInversionDistance,

@@ -24,7 +24,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import roc_auc_score
 
 from flipad_sklearn import mean_activation
-from flipad_sklearn.conformal import conformal_threshold
+from flipad_sklearn.detection.conformal import conformal_threshold
 from flipad_sklearn.datasets import load_mnist_subset
 
 from .train_zoo import ensure_image_zoo

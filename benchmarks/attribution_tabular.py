@@ -61,7 +61,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline
 
 from flipad_sklearn import make_rawpad, mean_activation
-from flipad_sklearn.conformal import conformal_threshold
+from flipad_sklearn.detection.conformal import conformal_threshold
 from flipad_sklearn.datasets import load_wine_quality
 from flipad_sklearn.pipeline import TABULAR_RECIPE, make_flipad_tabular
 

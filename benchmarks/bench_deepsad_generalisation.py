@@ -53,8 +53,8 @@ from sklearn.svm import OneClassSVM
 
 from flipad_sklearn import FLIPADDetector, ThresholdWarning, make_flipad
 from flipad_sklearn import mean_activation
-from flipad_sklearn.baselines import ConformalDetector
-from flipad_sklearn.conformal import conformal_threshold
+from flipad_sklearn.detection import ConformalDetector
+from flipad_sklearn.detection.conformal import conformal_threshold
 from flipad_sklearn.datasets import load_mnist_subset
 from flipad_sklearn.generators import load_generator
 
@@ -299,7 +299,7 @@ class SeedEnsemble:
         self.base, self.n_members, self.random_state = base, n_members, random_state
 
     def fit(self, X, y):
-        from flipad_sklearn.conformal import validation_split
+        from flipad_sklearn.detection.conformal import validation_split
         rng = np.random.RandomState(self.random_state)
         tr, val = validation_split(y, rng, fnr=FNR)
         self.members_ = []

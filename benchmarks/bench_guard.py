@@ -49,7 +49,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 
 from flipad_sklearn import JPEGCompression, ThresholdWarning
-from flipad_sklearn.deepsad import detector as detector_module
+from flipad_sklearn.detection.deepsad import detector as detector_module
 
 from . import attribution as A
 from . import attribution_methods as M

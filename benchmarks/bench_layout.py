@@ -1,6 +1,6 @@
 """FISTA per iteration on CPU: plain (C, H, W) layout against the channels-last view.
 
-``solve_batch`` runs FISTA on :class:`flipad_sklearn.linear_ops.ChannelsLastOperator`
+``solve_batch`` runs FISTA on :class:`flipad_sklearn.operators.ChannelsLastOperator`
 for convolutional final layers on CPU.  This prints, for a few final layers,
 milliseconds per FISTA iteration (best of ``--repeat`` runs, 100 iterations,
 no gap checks) on both layouts, measured in the same run.
@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from flipad_sklearn.lasso import fista
-from flipad_sklearn.linear_ops import ChannelsLastOperator, LayerOperator
+from flipad_sklearn.operators import ChannelsLastOperator, LayerOperator
 
 from ._results import add_result_args, results_dir, tee_result
 

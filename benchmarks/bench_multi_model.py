@@ -9,7 +9,7 @@ the raw features, :class:`~flipad_sklearn.ConformalDetector`, or a small
 Deep SAD with ``--detector deepsad``), fitted on 500 samples of its model
 and 200 known others, with ``validation_size="auto"`` and then
 recalibrated on fresh samples of each model
-(:meth:`~flipad_sklearn.multi.OwnedModelsAttributor.calibrate`).
+(:meth:`~flipad_sklearn.detection.multi.OwnedModelsAttributor.calibrate`).
 
 Printed per fnr, as mean ± std over the seeds: the coverage of each owned
 model on fresh samples (the share whose set contains it; the guarantee is

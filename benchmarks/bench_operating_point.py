@@ -11,7 +11,7 @@ two coordinates (ROC AUC ~0.98 with a small Deep SAD); 500 samples of G and
   the largest of them (a ThresholdWarning);
 * ``auto``: the default ``validation_size="auto"``: 199 of the 500 held out;
 * ``freshN``: ``validation_size=0`` (all 500 train) and
-  :func:`flipad_sklearn.conformal.calibrate` on N fresh samples of G
+  :func:`flipad_sklearn.detection.conformal.calibrate` on N fresh samples of G
   (``flipad fit`` draws 1000).
 
 Printed: mean ± std over the seeds of the threshold, the share of G's

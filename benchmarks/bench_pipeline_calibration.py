@@ -12,7 +12,7 @@ samples of G rejected at fnr = 0.005 and 0.05: as a plain ``Pipeline`` (the
 steps fitted on the held-out samples too: before), as the
 :class:`~flipad_sklearn.ConformalPipeline` that ``make_flipad`` returns (the
 samples held out before the first step: now), and after
-:func:`~flipad_sklearn.conformal.calibrate` on 600 fresh samples of G.
+:func:`~flipad_sklearn.detection.conformal.calibrate` on 600 fresh samples of G.
 
 Run: ``python -m benchmarks.bench_pipeline_calibration [--kind lsgan] [--n 100 1000]``
 (needs the zoo of ``benchmarks/train_zoo.py``; one thread, ~1.5 min per n).
@@ -28,7 +28,7 @@ import torch
 from sklearn.pipeline import Pipeline
 
 from flipad_sklearn import make_flipad, mean_activation
-from flipad_sklearn.conformal import calibrate
+from flipad_sklearn.detection.conformal import calibrate
 from flipad_sklearn.datasets import load_mnist_subset
 from flipad_sklearn.generators import load_generator
 

@@ -10,7 +10,7 @@ fit.  Two thresholds:
 ``clean``
     the pipeline's own: the (1 - fnr) quantile of held-out clean samples of G;
 ``mixture``
-    :func:`~flipad_sklearn.conformal.calibrate` on fresh samples of G, each
+    :func:`~flipad_sklearn.detection.conformal.calibrate` on fresh samples of G, each
     passed through one perturbation drawn from a fixed family of what
     published images go through (JPEG q 70-95, resize 0.9-1.1, crop 0.9-1,
     or none), so the fnr guarantee covers that family.
@@ -95,7 +95,7 @@ def mixture(X, rng):
 
 def main(argv=None):
     from flipad_sklearn import mean_activation
-    from flipad_sklearn.conformal import calibrate
+    from flipad_sklearn.detection.conformal import calibrate
     from flipad_sklearn.datasets import load_mnist_subset
     from flipad_sklearn.generators._demo_checkpoints import load_demo_generator
     from flipad_sklearn.pipeline import make_flipad

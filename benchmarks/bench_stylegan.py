@@ -52,10 +52,10 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import roc_auc_score
 
 from flipad_sklearn import ThresholdWarning, make_flipad, make_rawpad, mean_activation
-from flipad_sklearn.conformal import conformal_threshold
+from flipad_sklearn.detection.conformal import conformal_threshold
 from flipad_sklearn.datasets import load_mnist_subset
 from flipad_sklearn.generators import load_generator, save_generator, train_stylegan
-from flipad_sklearn.skip_inversion import SkipInverter
+from flipad_sklearn.inversion import SkipInverter
 
 from ._results import add_result_args, results_dir, write_result
 from .train_zoo import DEFAULT_CACHE, ensure_image_zoo, mnist_train_images

@@ -81,18 +81,29 @@ sphinx_gallery_conf = {
 # top level are documented once, as flipad_sklearn.<name>).
 _API_MODULES = [
     ("flipad_sklearn", "The main estimators, feature steps, helpers and displays."),
-    ("flipad_sklearn.datasets", "Offline real data and loaders for your own images."),
-    ("flipad_sklearn.generators", "A small zoo of image and tabular GANs to attribute."),
-    ("flipad_sklearn.deepsad", "Deep SAD networks (the conformal names re-exported)."),
-    ("flipad_sklearn.conformal", "The split, threshold and p-values of every detector."),
-    ("flipad_sklearn.multi", "Attribution over several owned models (prediction sets)."),
+    # engine
+    ("flipad_sklearn.operators",
+     "A final layer as a linear operator: the protocol, capabilities and layer adapters."),
     ("flipad_sklearn.lasso", "The lasso solvers behind the inversion (no generators)."),
-    ("flipad_sklearn.plotting", "Display objects (matplotlib, optional)."),
-    ("flipad_sklearn.baselines", "Baselines the paper compares against."),
-    ("flipad_sklearn.pipeline", "The FLIPAD recipe, ``make_flipad``."),
-    ("flipad_sklearn.persistence", "Secure save/load: numpy arrays + a JSON spec, no pickle."),
+    # estimators
+    ("flipad_sklearn.inversion", "The inverters (thin estimators over the engine)."),
+    # detection
+    ("flipad_sklearn.detection", "Detectors and the one conformal rule they share."),
+    ("flipad_sklearn.detection.conformal",
+     "The split, threshold and p-values of every detector."),
+    ("flipad_sklearn.detection.deepsad", "Deep SAD networks (the conformal names re-exported)."),
+    ("flipad_sklearn.detection.multi",
+     "Attribution over several owned models (prediction sets)."),
     ("flipad_sklearn.model_selection",
      "Cross-validation with the labels 1 / -1 / 0 (see :doc:`user_guide/alpha`)."),
+    # recipes
+    ("flipad_sklearn.pipeline", "The recipes: every ``make_*``."),
+    # generators and data
+    ("flipad_sklearn.datasets", "Offline real data and loaders for your own images."),
+    ("flipad_sklearn.generators", "A small zoo of image and tabular GANs to attribute."),
+    # I/O and apps
+    ("flipad_sklearn.persistence", "Secure save/load: numpy arrays + a JSON spec, no pickle."),
+    ("flipad_sklearn.plotting", "Display objects (matplotlib, optional)."),
     ("flipad_sklearn.cli", "The ``flipad`` command line (see :doc:`user_guide/cli`)."),
 ]
 

@@ -15,42 +15,50 @@ import importlib.util
 
 from ._version import __version__
 
-# public name -> the submodule that defines it, grouped as the issues that
-# added them (a name listed here must be importable from that submodule;
-# tests/test_lazy_import.py checks every one)
+# public name -> the submodule that defines it, by role (a name listed here
+# must be importable from that submodule; tests/test_lazy_import.py checks
+# every one).  The map of the package, lowest role first (imports only go
+# down: tests/test_import_rules.py):
+#   base        _device, _validation, exceptions
+#   engine      activations, operators/ (the final layer as an operator),
+#               lasso/ (solvers, certificate, the solve door)
+#   generators  generator_utils, generators/, datasets/
+#   estimators  inversion/, features, perturbations, streaming
+#   detection   detection/ (conformal rule, Deep SAD, baselines, pipelines),
+#               model_selection
+#   recipes     pipeline (every make_*)
+#   I/O         persistence
+#   apps        cli, demo, plotting
 _EXPORTS = {
+    # generators and data: reaching into a generator
     ".generator_utils": ["FinalLayer", "find_final_layer", "mean_activation",
                          "sample_activations"],
-    ".inversion": ["FinalLayerInverter"],
-    # input checks (issue 11): warnings and cross-validation helpers
-    ".exceptions": ["InputContractWarning", "LabelConventionWarning", "OutOfRangeWarning"],
-    ".model_selection": ["LabelStratifiedKFold", "labelled_roc_auc"],
-    # detector and feature steps (issue 3)
-    ".deepsad": ["FLIPADDetector", "ThresholdWarning"],
+    # estimators: inversion, features, perturbations, streaming
+    ".inversion": ["FinalLayerInverter", "SkipInverter"],
     ".features": ["ActivationPooling", "ChannelSelector", "DCTFeatures",
                   "GeneratorStandardScaler"],
-    # perturbations (issue 4)
     ".perturbations": ["GaussianBlur", "GaussianNoise", "JPEGCompression", "ResizedCrop"],
-    # baselines (issue 4)
-    ".baselines": ["ConformalDetector", "FingerprintCorrelation",
-                   "LatentInversionDistance", "ReconstructionDistance", "make_dctpad",
-                   "make_flipad", "make_rawpad"],
-    # plots (issue 5; matplotlib is imported only when a plot is drawn)
+    ".streaming": ["StreamingFeatures"],
+    # detection: detectors, the conformal rule, pipelines, several owned models
+    ".detection": ["ConformalDetector", "ConformalPipeline", "FLIPADDetector",
+                   "FingerprintCorrelation", "LatentInversionDistance",
+                   "OwnedModelsAttributor", "ReconstructionDistance", "ThresholdWarning",
+                   "calibrate", "required_validation_size"],
+    ".model_selection": ["LabelStratifiedKFold", "labelled_roc_auc"],
+    # recipes
+    ".pipeline": ["make_dctpad", "make_flipad", "make_rawpad"],
+    # input checks: warnings
+    ".exceptions": ["InputContractWarning", "LabelConventionWarning", "OutOfRangeWarning"],
+    # apps: plots (matplotlib is imported only when a plot is drawn)
     ".plotting": ["ActivationMapDisplay", "AttributionRocDisplay",
                   "PredictionSetDisplay", "ScoreHistogramDisplay"],
-    # the conformal split, threshold and p-values of every detector (issues 11, 13)
-    ".conformal": ["calibrate", "required_validation_size"],
-    ".conformal_pipeline": ["ConformalPipeline"],
-    # attribution over several owned models (issue 13)
-    ".multi": ["OwnedModelsAttributor"],
-    # streaming inversion and reduction (issue 12)
-    ".streaming": ["StreamingFeatures"],
-    # StyleGAN-style final operations: toRGB + an upsampled skip (issue 12)
-    ".skip_inversion": ["SkipInverter"],
 }
 # public submodules, reachable as attributes (flipad_sklearn.plotting, ...)
-_SUBMODULES = ["baselines", "conformal", "datasets", "generators", "model_selection",
-               "multi", "persistence", "pipeline", "plotting", "streaming"]
+_SUBMODULES = ["datasets", "detection", "generators", "inversion", "lasso", "model_selection",
+               "operators", "persistence", "pipeline", "plotting", "streaming"]
+# old paths kept for one release (they warn when imported; flipad_sklearn._deprecated)
+_DEPRECATED_MODULES = ["baselines", "conformal", "conformal_pipeline", "deepsad",
+                       "linear_ops", "multi", "skip_inversion", "skip_operator"]
 
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 

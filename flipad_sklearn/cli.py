@@ -16,7 +16,7 @@ the FLIPAD pipeline of :func:`flipad_sklearn.pipeline.make_flipad`
 ``--own`` (label 1, made by G) and of every ``--others`` folder (label -1,
 known not made by G).  The threshold is set on 1000 fresh samples of the
 generator, or more if ``--fnr`` needs them (``--validation-samples``;
-:func:`~flipad_sklearn.conformal.calibrate`), so that every image of
+:func:`~flipad_sklearn.detection.conformal.calibrate`), so that every image of
 ``--own`` trains the detector.  The fitted pipeline is saved in the secure
 format of :mod:`flipad_sklearn.persistence` (numpy arrays + a JSON spec, no
 pickle): load it in Python with ``flipad_sklearn.persistence.load`` and use
@@ -425,7 +425,7 @@ def cmd_fit(args):
     import torch
 
     from . import find_final_layer, mean_activation, sample_activations
-    from .conformal import calibrate, required_validation_size
+    from .detection.conformal import calibrate, required_validation_size
     from .pipeline import make_flipad
 
     verbose = not args.quiet
@@ -785,7 +785,7 @@ def cmd_attribute(args):
     """Prediction sets over several owned models (one detector file per model)."""
     import numpy as np
 
-    from .multi import OwnedModelsAttributor
+    from .detection.multi import OwnedModelsAttributor
 
     _check_max_memory(args.max_memory)
     if args.alpha is not None and not (math.isfinite(args.alpha) and 0 <= args.alpha < 1):

@@ -1,11 +1,5 @@
-"""Deprecated: the operators moved to :mod:`flipad_sklearn.operators`."""
+"""Deprecated alias of :mod:`flipad_sklearn.operators` (removed in the next release)."""
 
-from ._deprecated import moved
-from .operators import (  # noqa: F401
-    ChannelsLastOperator, Conv2dOperator, ConvTranspose2dOperator, DenseOperator,
-    LayerOperator, check_layer, infer_input_shape, phase_kernel, registered_layers,
-    square_image_shape,
-)
+from ._deprecated import alias
 
-moved("flipad_sklearn.linear_ops", "flipad_sklearn.operators")
-SUPPORTED_LAYERS = registered_layers()
+alias(__name__, "flipad_sklearn.operators")

@@ -50,14 +50,13 @@ from sklearn.svm import OneClassSVM
 from . import _file_checks as _check
 from ._file_checks import FileVersionWarning, UnsafeFileError
 from ._version import __version__
-from .baselines import ConformalDetector, FingerprintCorrelation
-from .conformal_pipeline import ConformalPipeline
-from .deepsad import FLIPADDetector
+from .detection import (
+    ConformalDetector, ConformalPipeline, FingerprintCorrelation, FLIPADDetector,
+    OwnedModelsAttributor,
+)
 from .features import ActivationPooling, ChannelSelector, DCTFeatures, GeneratorStandardScaler
-from .inversion import FinalLayerInverter
-from .multi import OwnedModelsAttributor
+from .inversion import FinalLayerInverter, SkipInverter
 from .perturbations import GaussianBlur, GaussianNoise, JPEGCompression, ResizedCrop
-from .skip_inversion import SkipInverter
 from .streaming import StreamingFeatures
 
 __all__ = ["ALLOWED_CLASSES", "DEFAULT_MAX_BYTES", "FORMAT", "FORMAT_VERSION",

@@ -12,7 +12,7 @@ in ``figure_`` and ``ax_``:
 * :class:`AttributionRocDisplay`: one ROC curve per other source against
   the generator's own samples;
 * :class:`PredictionSetDisplay`: for several owned models
-  (:class:`~flipad_sklearn.multi.OwnedModelsAttributor`), the sizes of the
+  (:class:`~flipad_sklearn.detection.multi.OwnedModelsAttributor`), the sizes of the
   prediction sets per true source and each model's coverage.
 
 matplotlib is an optional dependency (``pip install flipad_sklearn[plot]``);
@@ -695,7 +695,7 @@ class AttributionRocDisplay:
 class PredictionSetDisplay:
     """Prediction-set sizes per true source, and each owned model's coverage.
 
-    For :class:`~flipad_sklearn.multi.OwnedModelsAttributor`: one stacked
+    For :class:`~flipad_sklearn.detection.multi.OwnedModelsAttributor`: one stacked
     bar per true source (each owned model, then the other sources) with the
     share of its samples whose set holds 0 ("none of mine"), 1, 2, ...
     models; a marker gives each owned model's coverage (the share of its
@@ -781,7 +781,7 @@ class PredictionSetDisplay:
         y : array-like of shape (n_samples,)
             True source of each sample (a model name, or another label).
         alpha : float or None, default=None
-            As in :meth:`~flipad_sklearn.multi.OwnedModelsAttributor.predict_set`;
+            As in :meth:`~flipad_sklearn.detection.multi.OwnedModelsAttributor.predict_set`;
             the target coverage is ``1 - alpha``, or each model's ``1 - fnr``.
         ax, **plot_kwargs
             As in :meth:`from_predictions`.
@@ -796,7 +796,7 @@ class PredictionSetDisplay:
         if alpha is not None:
             target = 1.0 - alpha
         else:
-            from .conformal import _unwrap
+            from .detection.conformal import _unwrap
 
             target = {str(m): 1.0 - _unwrap(estimator.estimators_[m])[0].fnr for m in names}
         return cls.from_predictions(y, sets, names, target=target, ax=ax, **plot_kwargs)

@@ -1,8 +1,5 @@
-"""Deprecated: moved to :mod:`flipad_sklearn.operators.skip`."""
+"""Deprecated alias of :mod:`flipad_sklearn.operators.skip` (removed in the next release)."""
 
-from ._deprecated import moved
-from .operators.skip import (  # noqa: F401
-    UPSAMPLINGS, SkipProjectedOperator, upsample2d, upsampling_matrix,
-)
+from ._deprecated import alias
 
-moved("flipad_sklearn.skip_operator", "flipad_sklearn.operators.skip")
+alias(__name__, "flipad_sklearn.operators.skip")

@@ -19,7 +19,7 @@ from flipad_sklearn import (
     make_flipad,
     make_rawpad,
 )
-from flipad_sklearn.deepsad import conformal_threshold
+from flipad_sklearn.detection.deepsad import conformal_threshold
 
 pytestmark = [
     pytest.mark.usefixtures("torch_single_thread"),

@@ -165,15 +165,15 @@ def test_score_all_good_files_exit_zero(fitted, capsys):
 def test_score_batch_size_reaches_the_inversion(fitted, monkeypatch, capsys):
     """``--batch-size`` on a saved detector: the inversion runs in batches of
     that size (it was ignored: the size fitted with the detector was used)."""
-    import flipad_sklearn.inversion as inversion
+    import flipad_sklearn.inversion.final_layer as inversion
     workdir, _ = fitted
-    sizes, real = [], inversion.solve_batch
+    sizes, real = [], inversion.solve
 
-    def solve_batch(op, Y, *args, **kwargs):
-        sizes.append(len(Y))
-        return real(op, Y, *args, **kwargs)
+    def solve(problem, *args, **kwargs):
+        sizes.append(len(problem.targets))
+        return real(problem, *args, **kwargs)
 
-    monkeypatch.setattr(inversion, "solve_batch", solve_batch)
+    monkeypatch.setattr(inversion, "solve", solve)
     files = sorted(str(p) for p in (workdir / "test").glob("[gh]*.png"))
     code = cli.main(["score", str(workdir / "out" / "detector.flipad"), *files,
                      "-q", "--device", "cpu", "--batch-size", "5"])

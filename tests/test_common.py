@@ -17,15 +17,15 @@ from flipad_sklearn import (
     FLIPADDetector,
     GeneratorStandardScaler,
 )
-from flipad_sklearn.baselines import (
+from flipad_sklearn.detection import (
     ConformalDetector,
     FingerprintCorrelation,
     LatentInversionDistance,
     ReconstructionDistance,
 )
 from flipad_sklearn.generators import GaussianCopulaGenerator, GaussianMixtureGenerator
-from flipad_sklearn.multi import OwnedModelsAttributor
-from flipad_sklearn.skip_inversion import SkipInverter
+from flipad_sklearn.detection.multi import OwnedModelsAttributor
+from flipad_sklearn.inversion import SkipInverter
 from flipad_sklearn.streaming import StreamingFeatures
 
 pytestmark = [

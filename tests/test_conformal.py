@@ -1,4 +1,4 @@
-"""flipad_sklearn.conformal: one split, one threshold, one attribute for every detector."""
+"""flipad_sklearn.detection.conformal: one split, one threshold, one attribute for every detector."""
 
 import math
 import pickle
@@ -19,12 +19,12 @@ from flipad_sklearn import (
     calibrate,
     required_validation_size,
 )
-from flipad_sklearn.conformal import (
+from flipad_sklearn.detection.conformal import (
     conformal_pvalues,
     conformal_threshold,
     validation_split,
 )
-from flipad_sklearn.deepsad import conformal_threshold as deepsad_threshold
+from flipad_sklearn.detection.deepsad import conformal_threshold as deepsad_threshold
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
@@ -58,9 +58,9 @@ def test_required_validation_size_rejects_bad_fnr(fnr):
 
 def test_reexported_where_it_was():
     assert deepsad_threshold is conformal_threshold
-    from flipad_sklearn.deepsad import ThresholdWarning as W
-    from flipad_sklearn.deepsad.detector import ConformalDecisionMixin
-    from flipad_sklearn.conformal import ConformalDecisionMixin as M
+    from flipad_sklearn.detection.deepsad import ThresholdWarning as W
+    from flipad_sklearn.detection.deepsad.detector import ConformalDecisionMixin
+    from flipad_sklearn.detection.conformal import ConformalDecisionMixin as M
     assert W is ThresholdWarning and ConformalDecisionMixin is M
 
 

@@ -8,7 +8,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from flipad_sklearn import ConformalPipeline, GeneratorStandardScaler, make_dctpad, make_rawpad
-from flipad_sklearn.baselines import ConformalDetector
+from flipad_sklearn.detection import ConformalDetector
 from flipad_sklearn.pipeline import make_flipad
 
 

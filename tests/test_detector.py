@@ -19,7 +19,7 @@ from sklearn.svm import OneClassSVM
 from torch import nn
 
 from flipad_sklearn import FLIPADDetector, ThresholdWarning
-from flipad_sklearn.deepsad import conformal_threshold
+from flipad_sklearn.detection.deepsad import conformal_threshold
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
@@ -316,7 +316,7 @@ def test_guard_attributes_and_score():
 
 
 def test_guard_fits_on_at_most_max_samples():
-    from flipad_sklearn.deepsad.detector import ONE_CLASS_MAX_SAMPLES
+    from flipad_sklearn.detection.deepsad.detector import ONE_CLASS_MAX_SAMPLES
     X = gaussian(3200, d=3)
     det = FLIPADDetector(**dict(FAST, n_epochs=1, batch_size=256, one_class="ocsvm")).fit(X)
     assert det.one_class_.shape_fit_[0] == ONE_CLASS_MAX_SAMPLES == 2000

@@ -68,7 +68,7 @@ def test_non_finite_layer_is_refused_at_fit_naming_it(where, value, solver):
 
 
 def test_skip_inverter_refuses_a_non_finite_layer():
-    from flipad_sklearn.skip_inversion import SkipInverter
+    from flipad_sklearn.inversion import SkipInverter
 
     layer = nn.Conv2d(2, 1, 1)
     with torch.no_grad():
@@ -142,7 +142,7 @@ def test_demo_generators_samples_do_not_warn(name):
 # -------------------------------------------------- the input contract (8-bit)
 def _contract_pipe(quantize, detector="iforest"):
     from flipad_sklearn import ConformalPipeline, GeneratorStandardScaler
-    from flipad_sklearn.baselines import ConformalDetector
+    from flipad_sklearn.detection import ConformalDetector
 
     return ConformalPipeline([("scaler", GeneratorStandardScaler()),
                               ("det", ConformalDetector(detector, fnr=0.1, random_state=0))],

@@ -15,7 +15,7 @@ from torch import nn
 
 from flipad_sklearn import FinalLayerInverter, FLIPADDetector, persistence
 from flipad_sklearn.operators import build_layer, describe_layer
-from flipad_sklearn.baselines import FingerprintCorrelation
+from flipad_sklearn.detection import FingerprintCorrelation
 from flipad_sklearn.pipeline import make_flipad
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -279,7 +279,7 @@ def test_skops_format_round_trip_with_a_trusted_list(fitted, tmp_path):
 
 def test_solver_choice_and_conformal_calibration_round_trip(fitted, tmp_path):
     # the fitted attributes of the solver rewrite and of the conformal module
-    from flipad_sklearn.conformal import calibrate
+    from flipad_sklearn.detection.conformal import calibrate
 
     pipe, X_test = fitted
     layer = pipe[0].layer
@@ -317,7 +317,7 @@ def test_owned_models_attributor_round_trip(tmp_path):
     from sklearn.frozen import FrozenEstimator
 
     from flipad_sklearn import OwnedModelsAttributor
-    from flipad_sklearn.baselines import ConformalDetector
+    from flipad_sklearn.detection import ConformalDetector
 
     rng = np.random.default_rng(0)
     X = np.concatenate([rng.normal(0, 1, (80, 3)), rng.normal(4, 1, (80, 3)),
@@ -756,7 +756,7 @@ def test_layer_and_network_descriptions_are_checked_before_allocating():
     desc["kwargs"]["out_features"] = 10 ** 6
     with pytest.raises(ValueError, match=r"the layer needs \(1000000, 1000000\)"):
         build_layer(desc)
-    from flipad_sklearn.deepsad.networks import rebuild_network
+    from flipad_sklearn.detection.deepsad.networks import rebuild_network
 
     spec = {"kind": "mlp", "kwargs": {"n_features": 10 ** 6, "hidden_sizes": (10 ** 6,),
                                       "rep_dim": 4, "batch_norm": False}}

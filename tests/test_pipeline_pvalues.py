@@ -4,8 +4,8 @@ import pytest
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from flipad_sklearn import ConformalPipeline, GeneratorStandardScaler
-from flipad_sklearn.baselines import ConformalDetector
-from flipad_sklearn.conformal import conformal_pvalues, detector_pvalues
+from flipad_sklearn.detection import ConformalDetector
+from flipad_sklearn.detection.conformal import conformal_pvalues, detector_pvalues
 
 
 class CountingTransformer(TransformerMixin, BaseEstimator):

@@ -26,15 +26,15 @@ def _problem(n=12, seed=0):
 
 def _counting_solve(monkeypatch):
     """Record the size of each batch the inverter hands to the solver."""
-    import flipad_sklearn.inversion as inversion
+    import flipad_sklearn.inversion.final_layer as inversion
     sizes = []
-    real = inversion.solve_batch
+    real = inversion.solve
 
-    def solve_batch(op, Y, *args, **kwargs):
-        sizes.append(len(Y))
-        return real(op, Y, *args, **kwargs)
+    def solve(problem, *args, **kwargs):
+        sizes.append(len(problem.targets))
+        return real(problem, *args, **kwargs)
 
-    monkeypatch.setattr(inversion, "solve_batch", solve_batch)
+    monkeypatch.setattr(inversion, "solve", solve)
     return sizes
 
 

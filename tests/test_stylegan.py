@@ -17,7 +17,7 @@ from flipad_sklearn.generators import (
     train_stylegan,
 )
 from flipad_sklearn.operators import LayerOperator
-from flipad_sklearn.skip_inversion import SkipInverter
+from flipad_sklearn.inversion import SkipInverter
 from flipad_sklearn.operators.skip import SkipProjectedOperator, upsampling_matrix
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")

@@ -19,7 +19,7 @@ Every detector here follows the package's conventions: ``y`` = 1 for G's
 samples, -1 for known others, 0 for unlabelled; ``score_samples`` higher =
 more like G; ``decision_function = score_samples - offset_``; ``predict`` in
 {+1, -1}; ``pvalues`` the conformal p-values; the split, the threshold and
-the p-values are those of :mod:`flipad_sklearn.conformal` (the conformal
+the p-values are those of :mod:`flipad_sklearn.detection.conformal` (the conformal
 ``(1 - fnr)`` rule on held-out samples of G, ``validation_size``), the same
 for every detector of the package.
 """
@@ -75,10 +75,10 @@ class FingerprintCorrelation(ConformalDecisionMixin, OutlierMixin, BaseEstimator
         ``(1 - fnr)`` quantile of the held-out samples' ``-score``.
     validation_size : "auto", int or None, default="auto"
         Samples of G held out for the threshold
-        (:func:`flipad_sklearn.conformal.validation_split`): ``"auto"`` as
+        (:func:`flipad_sklearn.detection.conformal.validation_split`): ``"auto"`` as
         many as ``fnr`` needs (at most half of G's samples), an int that many
         (0: none; set the threshold with
-        :func:`~flipad_sklearn.conformal.calibrate`), None
+        :func:`~flipad_sklearn.detection.conformal.calibrate`), None
         ``validation_fraction`` of them.
     validation_fraction : float, default=0.2
         Share of G's samples held out for the threshold (the least share
@@ -103,7 +103,7 @@ class FingerprintCorrelation(ConformalDecisionMixin, OutlierMixin, BaseEstimator
     Examples
     --------
     >>> import numpy as np
-    >>> from flipad_sklearn.baselines import FingerprintCorrelation
+    >>> from flipad_sklearn.detection import FingerprintCorrelation
     >>> rng = np.random.default_rng(0)
     >>> pattern = rng.normal(size=(1, 8, 8))
     >>> X_G = rng.normal(size=(100, 1, 8, 8)) * 0.1 + pattern
@@ -226,10 +226,10 @@ class LatentInversionDistance(ConformalDecisionMixin, OutlierMixin, BaseEstimato
     fnr : float, default=0.005
     validation_size : "auto", int or None, default="auto"
         Samples of G held out for the threshold
-        (:func:`flipad_sklearn.conformal.validation_split`): ``"auto"`` as
+        (:func:`flipad_sklearn.detection.conformal.validation_split`): ``"auto"`` as
         many as ``fnr`` needs (at most half of G's samples), an int that many
         (0: none; set the threshold with
-        :func:`~flipad_sklearn.conformal.calibrate`), None
+        :func:`~flipad_sklearn.detection.conformal.calibrate`), None
         ``validation_fraction`` of them.
     validation_fraction : float, default=0.2
         Share of G's samples held out for the threshold.  Only the held-out

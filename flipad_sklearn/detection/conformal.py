@@ -1,7 +1,7 @@
 """Split-conformal thresholds and p-values, shared by every detector of the package.
 
 One rule for all of them (:class:`~flipad_sklearn.FLIPADDetector` and the
-baselines of :mod:`flipad_sklearn.baselines`):
+baselines of :mod:`flipad_sklearn.detection.baselines`):
 
 * **The split.**  Part of G's samples (``y == 1``; all unlabelled samples when
   there is no ``y == 1``) is held out of training: ``validation_size`` of them
@@ -82,7 +82,7 @@ def required_validation_size(fnr):
 
     Examples
     --------
-    >>> from flipad_sklearn.conformal import required_validation_size
+    >>> from flipad_sklearn.detection.conformal import required_validation_size
     >>> required_validation_size(0.005), required_validation_size(0.05)
     (199, 19)
     """
@@ -104,7 +104,7 @@ def _too_few_message(n, fnr):
             "(so up to 1/(n+1) of G's samples may be rejected). Give more samples of G "
             "(validation_size='auto' holds out what the fnr needs when there are enough), "
             "or set the threshold on fresh samples of G with "
-            "flipad_sklearn.conformal.calibrate(detector, sampler_of_G).")
+            "flipad_sklearn.detection.conformal.calibrate(detector, sampler_of_G).")
 
 
 def conformal_threshold(distances, fnr):
@@ -286,7 +286,7 @@ class ConformalDecisionMixin:
                 raise NotFittedError(
                     f"This {type(self).__name__} was fitted with validation_size=0 and has "
                     "no threshold yet: set it on fresh samples of G with "
-                    "flipad_sklearn.conformal.calibrate(detector, X_of_G) or "
+                    "flipad_sklearn.detection.conformal.calibrate(detector, X_of_G) or "
                     "detector.recalibrate(X_of_G).")
             raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet. "
                                  "Call 'fit' with appropriate arguments first.")
@@ -427,8 +427,8 @@ def calibrate(estimator, X, *, n_samples="auto", fnr=None):
     Examples
     --------
     >>> import numpy as np
-    >>> from flipad_sklearn.baselines import ConformalDetector
-    >>> from flipad_sklearn.conformal import calibrate
+    >>> from flipad_sklearn.detection import ConformalDetector
+    >>> from flipad_sklearn.detection.conformal import calibrate
     >>> rng = np.random.default_rng(0)
     >>> sample_G = lambda n: rng.normal(size=(n, 3))
     >>> det = ConformalDetector(fnr=0.005, validation_size=0, random_state=0)

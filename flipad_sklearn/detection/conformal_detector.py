@@ -53,10 +53,10 @@ class ConformalDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
     fnr : float, default=0.005
     validation_size : "auto", int or None, default="auto"
         Samples of G held out for the threshold
-        (:func:`flipad_sklearn.conformal.validation_split`): ``"auto"`` as
+        (:func:`flipad_sklearn.detection.conformal.validation_split`): ``"auto"`` as
         many as ``fnr`` needs (at most half of G's samples), an int that many
         (0: none; set the threshold with
-        :func:`~flipad_sklearn.conformal.calibrate`), None
+        :func:`~flipad_sklearn.detection.conformal.calibrate`), None
         ``validation_fraction`` of them.
     validation_fraction : float, default=0.2
     random_state : int, RandomState instance or None, default=None
@@ -72,7 +72,7 @@ class ConformalDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
     Examples
     --------
     >>> import numpy as np
-    >>> from flipad_sklearn.baselines import ConformalDetector
+    >>> from flipad_sklearn.detection import ConformalDetector
     >>> X = np.random.default_rng(0).normal(size=(200, 3))
     >>> det = ConformalDetector("iforest", fnr=0.05, random_state=0).fit(X)
     >>> det.predict([[0.0, 0.0, 0.0], [8.0, 8.0, 8.0]])

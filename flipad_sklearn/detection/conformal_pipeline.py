@@ -1,6 +1,6 @@
 """A pipeline whose held-out samples of G fitted none of its steps.
 
-The conformal threshold (:mod:`flipad_sklearn.conformal`) guarantees
+The conformal threshold (:mod:`flipad_sklearn.detection.conformal`) guarantees
 ``P(rejected) <= fnr`` for a fresh sample of G only if the held-out samples
 it is set on are exchangeable with fresh ones.  In a plain
 :class:`~sklearn.pipeline.Pipeline` the detector holds them out of its own
@@ -48,10 +48,10 @@ class ConformalPipeline(Pipeline):
     ``random_state``), fits every step on the other samples (the detector
     with ``validation_size=0``, restored afterwards), then sets the
     threshold on the held-out samples passed through the fitted steps
-    (:func:`~flipad_sklearn.conformal.calibrate`).  The fnr guarantee then
+    (:func:`~flipad_sklearn.detection.conformal.calibrate`).  The fnr guarantee then
     holds for the whole pipeline, not only for its last step.  With
     ``validation_size=0`` on the detector it fits like a plain pipeline and
-    waits for :func:`~flipad_sklearn.conformal.calibrate` on fresh samples.
+    waits for :func:`~flipad_sklearn.detection.conformal.calibrate` on fresh samples.
 
     Everything else is :class:`~sklearn.pipeline.Pipeline`'s (steps,
     indexing, ``set_params``, ``GridSearchCV``); slices are
@@ -103,7 +103,7 @@ class ConformalPipeline(Pipeline):
     --------
     >>> import numpy as np
     >>> from flipad_sklearn import ConformalPipeline, GeneratorStandardScaler
-    >>> from flipad_sklearn.baselines import ConformalDetector
+    >>> from flipad_sklearn.detection import ConformalDetector
     >>> rng = np.random.default_rng(0)
     >>> X = rng.normal(size=(300, 4))
     >>> pipe = ConformalPipeline([("scaler", GeneratorStandardScaler()),

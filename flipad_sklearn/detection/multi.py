@@ -8,7 +8,7 @@ or G2"), or the empty set ("by none of mine").
 
 The guarantee is split-conformal and per model: each detector's threshold is
 the conformal ``(1 - fnr)`` quantile of held-out samples of its own model
-(:mod:`flipad_sklearn.conformal`), so for a new sample of model ``j``,
+(:mod:`flipad_sklearn.detection.conformal`), so for a new sample of model ``j``,
 ``P(j in set) >= 1 - fnr_j``, whatever the other models are.  The set is
 not a multi-class classifier's argmax: a sample may be in no set (an
 unknown source) or in several (models that look alike).
@@ -56,7 +56,7 @@ class OwnedModelsAttributor(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
     exceeds ``alpha``.  For a new sample of model ``j``,
     ``P(j in set) >= 1 - fnr_j`` (split-conformal, per model; at least
     ``1/fnr - 1`` held-out samples of model ``j`` are needed for it, see
-    :func:`~flipad_sklearn.conformal.required_validation_size`).
+    :func:`~flipad_sklearn.detection.conformal.required_validation_size`).
 
     Parameters
     ----------
@@ -92,8 +92,8 @@ class OwnedModelsAttributor(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
     Examples
     --------
     >>> import numpy as np
-    >>> from flipad_sklearn.baselines import ConformalDetector
-    >>> from flipad_sklearn.multi import OwnedModelsAttributor
+    >>> from flipad_sklearn.detection import ConformalDetector
+    >>> from flipad_sklearn.detection.multi import OwnedModelsAttributor
     >>> rng = np.random.default_rng(0)
     >>> X = np.vstack([rng.normal(0, 1, (300, 2)), rng.normal(6, 1, (300, 2))])
     >>> y = np.array(["G1"] * 300 + ["G2"] * 300)
@@ -299,7 +299,7 @@ class OwnedModelsAttributor(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         ----------
         samples : dict {name: array-like or callable}
             Fresh samples of each model (or a sampler ``f(n) -> n samples``),
-            see :func:`flipad_sklearn.conformal.calibrate`.  Models not in
+            see :func:`flipad_sklearn.detection.conformal.calibrate`.  Models not in
             the dict keep their threshold.
         n_samples : "auto" or int, default="auto"
         fnr : float or None, default=None

@@ -1,8 +1,5 @@
-"""Deprecated: moved to :mod:`flipad_sklearn.operators.embedding`."""
+"""Deprecated alias of :mod:`flipad_sklearn.operators.embedding` (removed in the next release)."""
 
-from .._deprecated import moved
-from ..operators.embedding import (  # noqa: F401
-    Conv2dEmbedding, ConvTranspose2dEmbedding, PeriodicEmbedding, periodic_embedding,
-)
+from .._deprecated import alias
 
-moved("flipad_sklearn.lasso.embedding", "flipad_sklearn.operators.embedding")
+alias(__name__, "flipad_sklearn.operators.embedding")

@@ -22,7 +22,7 @@ from ..._validation import (
     flatten_images,
     resolve_input_shape,
 )
-# The conformal rule lives in flipad_sklearn.conformal; the names stay importable here.
+# The conformal rule lives in flipad_sklearn.detection.conformal; the names stay importable here.
 from ..conformal import (  # noqa: F401
     CONFORMAL_CONSTRAINTS,
     ConformalDecisionMixin,
@@ -164,7 +164,7 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
         Tolerated false-negative rate: the share of G's own samples that may
         be rejected.  Needs at least ``1/fnr - 1`` validation samples for the
         guarantee (199 at 0.005,
-        :func:`~flipad_sklearn.conformal.required_validation_size`); with
+        :func:`~flipad_sklearn.detection.conformal.required_validation_size`); with
         fewer, the largest validation distance is the threshold and a
         :class:`ThresholdWarning` is raised.
     validation_size : "auto", int or None, default="auto"
@@ -173,7 +173,7 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
         ``fnr`` needs, or ``validation_fraction`` of them if that is more, but
         at most half of G's samples.  An int: that many; ``0`` trains on all
         of them and leaves the threshold to
-        :func:`~flipad_sklearn.conformal.calibrate` on fresh samples of G.
+        :func:`~flipad_sklearn.detection.conformal.calibrate` on fresh samples of G.
         None: ``validation_fraction`` of them.
     validation_fraction : float, default=0.2
         Share of G's samples held out (the least share with ``"auto"``).

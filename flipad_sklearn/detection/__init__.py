@@ -1,0 +1,37 @@
+"""Detectors and the one conformal rule they share.
+
+* :mod:`.conformal`: the held-out split, the ``(1 - fnr)`` threshold, p-values
+  and :class:`~.conformal.ConformalDecisionMixin`, which every detector of the
+  package (and any new one) inherits;
+* :mod:`.deepsad`: :class:`~flipad_sklearn.FLIPADDetector` (Deep SAD);
+* :mod:`.conformal_detector`: :class:`~flipad_sklearn.ConformalDetector`, any
+  scikit-learn outlier detector behind the conformal rule;
+* :mod:`.baselines`: the paper's baselines as detectors (fingerprint
+  correlation, latent inversion, reconstruction distance);
+* :mod:`.conformal_pipeline`: :class:`~flipad_sklearn.ConformalPipeline`, a
+  pipeline with the input contract and p-values;
+* :mod:`.multi`: :class:`~flipad_sklearn.OwnedModelsAttributor`, one
+  detector per owned model.
+
+A new detector is one class: ``ConformalDecisionMixin`` + ``OutlierMixin`` +
+``BaseEstimator`` with ``fit`` (``_validation_split`` for the held-out
+samples of G, ``_fit_threshold`` on them) and ``score_samples``; ``make_flipad(detector=...)`` takes
+it unchanged (``examples/plot_custom_detector.py``).
+"""
+
+from .baselines import FingerprintCorrelation, LatentInversionDistance, ReconstructionDistance
+from .conformal import (
+    ConformalDecisionMixin, ThresholdWarning, calibrate, conformal_pvalues, conformal_threshold,
+    required_validation_size,
+)
+from .conformal_detector import ConformalDetector
+from .conformal_pipeline import ConformalPipeline
+from .deepsad import FLIPADDetector
+from .multi import OwnedModelsAttributor
+
+__all__ = [
+    "ConformalDecisionMixin", "ConformalDetector", "ConformalPipeline", "FLIPADDetector",
+    "FingerprintCorrelation", "LatentInversionDistance", "OwnedModelsAttributor",
+    "ReconstructionDistance", "ThresholdWarning", "calibrate", "conformal_pvalues",
+    "conformal_threshold", "required_validation_size",
+]
