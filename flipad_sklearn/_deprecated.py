@@ -12,15 +12,19 @@ import sys
 import warnings
 
 
-def moved(old, new):
-    """Warn that module ``old`` moved to ``new`` (a FutureWarning, shown to users)."""
+def moved(old, new, stacklevel=3):
+    """Warn that module ``old`` moved to ``new`` (a FutureWarning, shown to users).
+
+    ``stacklevel`` counts from here to the user's import (import machinery
+    frames are skipped by :mod:`warnings`).
+    """
     warnings.warn(f"{old} moved to {new}; the old import path will be removed in the "
-                  "next release.", FutureWarning, stacklevel=3)
+                  "next release.", FutureWarning, stacklevel=stacklevel)
 
 
 def alias(old, new, submodules=()):
     """Make module ``old`` (and ``old.<sub>``) the module ``new`` (and ``new.<sub>``)."""
-    moved(old, new)
+    moved(old, new, stacklevel=4)
     module = importlib.import_module(new)
     sys.modules[old] = module
     for sub in submodules:

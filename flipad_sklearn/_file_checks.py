@@ -19,7 +19,7 @@ import warnings
 import numpy as np
 
 from .lasso.solvers import make_solver, solver_names
-from .operators import is_layer_description
+from .operators import is_layer_description, layer_adapter
 
 __all__ = ["FileVersionWarning", "UnsafeFileError"]
 
@@ -195,7 +195,8 @@ def _fitted(state, key):
 def _pre_inverter(state, ctx):
     layer = state.get("layer")
     need(is_layer_description(layer), "the inverter's layer is not a layer description "
-                                      "(Linear, Conv2d or ConvTranspose2d)")
+                                      "(a registered layer type: Linear, Conv2d, "
+                                      "ConvTranspose2d, ...)")
     kwargs = layer["kwargs"]
     need(isinstance(kwargs, dict) and all(_is_int(v) or isinstance(v, (bool, str, tuple))
                                           for v in kwargs.values()),
@@ -206,8 +207,10 @@ def _pre_inverter(state, ctx):
     if "operator_" in state:
         need(state["operator_"] is None, "the inverter's operator_ is not rebuilt from "
                                          "its layer (a stored operator is refused)")
-    act = shape_tuple(state.get("activation_shape_"), "activation_shape_", ndim=(1, 3))
-    out = shape_tuple(state.get("output_shape_"), "output_shape_", ndim=(1, 3))
+    # any registered layer type's shapes ((K,), (C, L), (C, H, W), (C, D, H, W)); after
+    # the build the layer's operator must map one to the other (_post_inverter)
+    act = shape_tuple(state.get("activation_shape_"), "activation_shape_", ndim=(1, 2, 3, 4))
+    out = shape_tuple(state.get("output_shape_"), "output_shape_", ndim=(1, 2, 3, 4))
     n_in, n_out = _prod(act), _prod(out)
     array(state.get("anchor_"), "anchor_", shape=(n_in,))
     for key in ("bias_", "_anchor_image"):
@@ -312,10 +315,7 @@ def _check_derived(est, op):
     lip = float(est.lipschitz_)
     need(upper > 0 and lower * (1 - 1e-6) <= lip <= upper * (1 + 1e-6) + 1e-300,
          f"lipschitz_ {lip:.6g} is not the layer's (between {lower:.6g} and {upper:.6g})")
-    layer_bias = est.layer.bias
-    bias = (np.zeros(op.n_outputs) if layer_bias is None
-            else np.repeat(layer_bias.detach().double().numpy(),
-                           op.n_outputs // max(layer_bias.numel(), 1)))
+    bias = layer_adapter(est.layer).bias_per_output(est.layer, op.output_shape)
     if getattr(est, "bias_", None) is not None:
         need(bias.shape == est.bias_.shape and np.allclose(est.bias_, bias, rtol=1e-6,
                                                            atol=1e-6),

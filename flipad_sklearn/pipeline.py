@@ -189,7 +189,7 @@ def _input_contract(activation, input_range, quantize):
 
 
 #: Defaults of :func:`make_flipad_tabular`, chosen by the tabular benchmark's
-#: ablation (``benchmarks/attribution_tabular.py --ablation`` and ``--alpha-check``):
+#: ablation (``benchmarks/results/tabular_ablation.md`` and ``tabular_alpha.md``):
 #: every unit and alpha = 1e-5 beat the paper's top 100 of 300 units at alpha = 1e-3.
 #: ``solver="auto"`` runs FISTA here (positive=True with a non-zero anchor).
 TABULAR_RECIPE = dict(alpha=1e-5, positive=True, n_channels=None, solver="auto", tol=1e-5,

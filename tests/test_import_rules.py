@@ -138,3 +138,26 @@ def test_the_rules_catch_what_they_forbid(tmp_path):
     bad.write_text("if op.kind == 'conv2d' or isinstance(layer, nn.Linear):\n    pass\n")
     assert len(list(_kind_reads(bad))) == 2
     assert LEVEL["pipeline"] > LEVEL["inversion"] > LEVEL["lasso"] > LEVEL["_device"]
+
+
+@pytest.mark.parametrize("old", ["baselines", "conformal", "conformal_pipeline", "deepsad",
+                                 "linear_ops", "multi", "skip_inversion", "skip_operator"])
+def test_old_import_paths_warn_and_give_the_same_objects(old):
+    import importlib
+    import sys
+
+    import flipad_sklearn
+
+    assert old in flipad_sklearn._DEPRECATED_MODULES
+    sys.modules.pop(f"flipad_sklearn.{old}", None)
+    with pytest.warns(FutureWarning, match=f"flipad_sklearn.{old} moved to"):
+        module = importlib.import_module(f"flipad_sklearn.{old}")
+    # pickles and isinstance see one class whatever the path
+    probe = {"baselines": "ConformalDetector", "conformal": "calibrate",
+             "conformal_pipeline": "ConformalPipeline", "deepsad": "FLIPADDetector",
+             "linear_ops": "LayerOperator", "multi": "OwnedModelsAttributor",
+             "skip_inversion": "SkipInverter", "skip_operator": "SkipProjectedOperator"}[old]
+    new = {"LayerOperator": "flipad_sklearn.operators",
+           "SkipProjectedOperator": "flipad_sklearn.operators",
+           "calibrate": "flipad_sklearn.detection"}.get(probe, "flipad_sklearn")
+    assert getattr(module, probe) is getattr(importlib.import_module(new), probe)

@@ -16,7 +16,8 @@
 A new detector is one class: ``ConformalDecisionMixin`` + ``OutlierMixin`` +
 ``BaseEstimator`` with ``fit`` (``_validation_split`` for the held-out
 samples of G, ``_fit_threshold`` on them) and ``score_samples``; ``make_flipad(detector=...)`` takes
-it unchanged (``examples/plot_custom_detector.py``).
+it unchanged (``tests/test_extension_points.py``; see
+``docs/user_guide/extending.rst``).
 """
 
 from .baselines import FingerprintCorrelation, LatentInversionDistance, ReconstructionDistance

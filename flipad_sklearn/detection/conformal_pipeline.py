@@ -8,7 +8,7 @@ training, but the steps before it were fitted on them: FLIPAD's
 :class:`~flipad_sklearn.GeneratorStandardScaler` standardises with G's
 mean and spread, held-out samples included, so those look more like G than
 fresh samples do and the threshold rejects too many of G's own samples
-(``benchmarks/bench_pipeline_calibration.py``).  :class:`ConformalPipeline`
+(``benchmarks/results/pipeline_calibration.md``).  :class:`ConformalPipeline`
 holds the samples out before the first step.
 """
 

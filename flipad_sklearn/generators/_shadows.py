@@ -75,7 +75,7 @@ def train_shadows(generator, X, n_shadows=2, *, seeds=None, latent_shape=None,
     detector to reject poor samples rather than other models' traces, so
     retrain with G's own training code and other seeds when you have it,
     and keep real data among the labelled others
-    (``benchmarks/bench_user_shadows.py`` compares the two).
+    (``benchmarks/results/user_shadows.md`` compares the two).
 
     Parameters
     ----------

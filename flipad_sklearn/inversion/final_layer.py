@@ -28,19 +28,19 @@ from ..operators import (
 )
 
 #: ``progress_tol`` of earlier releases (now off by default: a stop on progress
-#: certifies nothing about the features; ``benchmarks/bench_reproducibility.py``).
+#: certifies nothing about the features; ``benchmarks/results/bench_reproducibility.md``).
 DEFAULT_PROGRESS_TOL = 2e-7
 #: ``ridge="auto"``: ``RIDGE_SCALE * lipschitz_``.  Small enough that the
 #: features stay those of the paper's lasso up to the flat directions of a
 #: near-basis-pursuit problem (which the ridge resolves), large enough that
 #: the exact-resolvent ADMM certifies ``feature_tol`` in about as many
-#: iterations as the former progress stop (``benchmarks/bench_reproducibility.py``).
+#: iterations as the former progress stop (``benchmarks/results/bench_inversion_ridge.md``).
 RIDGE_SCALE = 1e-3
 #: ``feature_tol`` default: two solves that each certify 5e-4 agree within 1e-3.
 DEFAULT_FEATURE_TOL = 5e-4
 #: ``clip_eps="auto"`` with ``datafit="output"``: the weights ``1 - x^2`` of
 #: tanh then have a floor of 0.059 and ``atanh`` a cap of 2.09.  On 8 zoo
-#: generators (``benchmarks/bench_weighted_datafit.py``) it kept the clean
+#: generators (``benchmarks/results/weighted_datafit_package.md``) it kept the clean
 #: accuracy of the default, where 1e-6 lost 0.05 at fnr 0.005 (the most
 #: saturated samples of G became outliers), and it was the most robust
 #: variant under JPEG and noise.
@@ -137,8 +137,8 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         layers), ``"split_admm"`` from 4 when that boundary is too large for
         exact ADMM (over 1000 outputs); ``"fista"`` for strided Conv2d layers
         and better-posed conv layers; ``"cd"`` for Linear layers on CPU,
-        ``"fista"`` on CUDA (``benchmarks/bench_inversion.py`` and
-        ``bench_auto_solver.py`` measure the rule).
+        ``"fista"`` on CUDA (the rule's measurements:
+        ``benchmarks/results/bench_inversion_defaults.md`` and ``bench_auto_solver.md``).
         ``"fista"``: batched accelerated proximal gradient in torch (CPU or
         CUDA), any layer.  ``"admm"``: ADMM with exact FFT solves of the layer's
         normal equations and a continuation on its penalty (Conv2d and

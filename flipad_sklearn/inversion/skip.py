@@ -51,7 +51,7 @@ class SkipInverter(FinalLayerInverter):
         skip carries most of the image's coarse structure, which ``u`` no
         longer explains; FLIPAD on ``u`` and the skip attributes far better
         than on ``u`` alone against other generators
-        (``benchmarks/bench_stylegan.py``).
+        (``benchmarks/results/bench_stylegan.md``).
     activation : {"tanh", "sigmoid", "identity"}, callable or (callable, callable), \
             default="identity"
         The output activation (StyleGAN2 has none: ``"identity"``).  See

@@ -63,7 +63,7 @@ MAX_BOUNDARY = 8000
 #: Default continuation on rho: ``(rho / lipschitz, iterations)`` per stage, the
 #: last stage running to the end.  A small rho removes the ill-conditioned
 #: error fast but has a slow tail; a larger one then converges fast (measured on
-#: the DCGAN layer, benchmarks/bench_inversion.py: 140 iterations reach the
+#: the DCGAN layer, ``benchmarks/results/bench_inversion_defaults.md``: 140 iterations reach the
 #: authors' objective, against 120 at rho=5e-4 L followed by 120 of FISTA).  A
 #: shorter first stage at 1e-4 stopped 10 iterations sooner on the DCGAN and
 #: LSGAN layers, but its first 60 iterations are far worse (objective +9% at
@@ -73,9 +73,9 @@ DEFAULT_RHO_STAGES = ((5e-4, 80), (3e-3, 30), (2e-2, None))
 #: Default continuation with a ridge (an elastic net, strongly convex): the
 #: slow tail that the long small-rho stage above fights is gone, and a short
 #: stage at 3e-3 L then 2e-2 L certifies the features (``feature_tol`` 5e-4)
-#: in 30 iterations on the DCGAN and LSGAN layers of
-#: ``benchmarks/bench_inversion.py``, where the stages above take 120
-#: (``benchmarks/bench_reproducibility.py`` measures the result).
+#: in 30 iterations on the DCGAN and LSGAN layers
+#: (``benchmarks/results/bench_inversion_ridge.md``), where the stages above take 120
+#: (``benchmarks/results/bench_reproducibility.md`` measures the result).
 RIDGE_RHO_STAGES = ((3e-3, 20), (2e-2, None))
 #: The first stage's ``rho / lipschitz`` (the default of earlier versions).
 DEFAULT_RHO_SCALE = DEFAULT_RHO_STAGES[0][0]
@@ -87,18 +87,18 @@ DEFAULT_RHO_SCALE = DEFAULT_RHO_STAGES[0][0]
 #: slower than FISTA's 120), while stages a hundred times larger end in 70 at
 #: the same objective.  At FLIPAD's penalties (ratio ~3e-4) the unscaled
 #: stages reach the lowest objective and larger ones stop early above it.
-#: Measured in ``benchmarks/bench_admm_alpha.py``; factors are powers of ten
+#: Measured in ``benchmarks/results/bench_admm_alpha.md``; factors are powers of ten
 #: so that the per-rho factorisations stay cached across batches.
 RHO_ALPHA_SCALING = ((4e-2, 100.0), (4e-3, 10.0))
 #: The same with a ridge (``RIDGE_RHO_STAGES``): milder, since the strongly
 #: convex problem has no slow tail.  On the 32x32 zoo's final layers
 #: (ratio 0.27) the factor 100 took 180-440 iterations to ``feature_tol``, 5
-#: took 70 (``benchmarks/bench_reproducibility.py``, ``bench_inversion.py``).
+#: took 70 (``benchmarks/results/bench_reproducibility.md``, ``bench_inversion_ridge.md``).
 RIDGE_RHO_ALPHA_SCALING = ((4e-2, 5.0), (4e-3, 2.0))
 DEFAULT_RELAX = 1.8
 #: Iterations between two certificate checks.  A check costs about half an
 #: iteration here; checking every 10 rather than 20 lets the progress stop end
-#: 10-20 iterations sooner (benchmarks/bench_inversion.py, DCGAN: 140 instead
+#: 10-20 iterations sooner (``benchmarks/results/bench_inversion_defaults.md``, DCGAN: 140 instead
 #: of 160, the objective still below the authors' FISTA's on every sample).
 CHECK_EVERY = 10
 

@@ -27,6 +27,7 @@ Stop reasons, per sample (:data:`STOP_REASONS`):
 Whatever stopped a sample, its ``gap`` is a valid bound on its suboptimality.
 """
 
+import contextlib
 import math
 
 import torch
@@ -150,6 +151,21 @@ class Certificate:
     @property
     def n_active(self):
         return int(self.idx.numel())
+
+    @contextlib.contextmanager
+    def phase(self, *, tol, stall_checks):
+        """A phase of a composite strategy with its own gap tolerance and stall rule.
+
+        The float32 iterations of :class:`~.solvers.Float64Finish` stop at the
+        gap float32 can reach (or on a stall) and hand over; the caller's
+        rule is back when the phase ends, even on an error.
+        """
+        saved = self.tol, self.stall_checks
+        self.tol, self.stall_checks = tol, stall_checks
+        try:
+            yield self
+        finally:
+            self.tol, self.stall_checks = saved
 
     def check(self, n_iter, d, duals=(), final=False, Wd=None):
         """Certify the active rows' iterate ``d`` (active rows only, any dtype).

@@ -33,7 +33,7 @@ FLOAT32_TOL = 1e-7
 #: Iterations of a splitting method before FISTA takes over (tight tolerances).
 ADMM_ITER = 400
 #: Activations per output from which ``solver="auto"`` takes exact ADMM, at
-#: the default stop (``benchmarks/bench_auto_solver.py``): 1 on groups=1
+#: the default stop (``benchmarks/results/bench_auto_solver.md``): 1 on groups=1
 #: ConvTranspose2d layers, 2 on Conv2d and grouped layers (at 1 per output
 #: FISTA took half exact ADMM's time on both; on a Conv2d at 2.7 per output
 #: exact ADMM took 29% less time than FISTA).  Split ADMM from 4, where exact
@@ -42,7 +42,7 @@ ADMM_MIN_RATIO = 1.0
 ADMM_MIN_RATIO_OTHER = 2.0
 SPLITTING_MIN_RATIO = 4.0
 #: Unobserved outputs above which ``solver="auto"`` prefers split ADMM to exact
-#: ADMM (``benchmarks/bench_inversion.py``): 780 on the DCGAN and LSGAN 64x64
+#: ADMM (``benchmarks/results/bench_inversion_defaults.md``): 780 on the DCGAN and LSGAN 64x64
 #: layers, where exact ADMM is faster; on SD's ``conv_out`` at 128x128 (1548)
 #: exact ADMM stopped in the same time at a 10% higher objective, and at
 #: 512x512 (6156) its factorisations and its iterations were both slower.
@@ -365,10 +365,9 @@ class Float64Finish:
             self.inner.run(problem, cert, d0=d0, max_iter=max_iter, dtype=dtype,
                            callback=callback)
             return
-        tol = cert.tol
-        cert.tol, cert.stall_checks = (FLOAT32_TOL if tight else tol), 10
-        self.inner.run(problem, cert, d0=d0, max_iter=max_iter, dtype=dtype, callback=callback)
-        cert.tol, cert.stall_checks = tol, None
+        with cert.phase(tol=FLOAT32_TOL if tight else cert.tol, stall_checks=10):
+            self.inner.run(problem, cert, d0=d0, max_iter=max_iter, dtype=dtype,
+                           callback=callback)
         met = cert.met()
         # stalled at, or out of iterations on, a certificate that meets the goal
         cert.reason[met & (cert.reason != PROGRESS)] = cert.certified_reason
@@ -491,8 +490,8 @@ def choose_solver(problem, device):
 def auto_solver(op, device, shifted_bound=False, weighted=False):
     """``(name, reason)``: the method ``solver="auto"`` uses for ``op`` on ``device``.
 
-    The rule comes from ``benchmarks/bench_inversion.py`` and
-    ``benchmarks/bench_auto_solver.py`` (each method at the default stop):
+    The rule comes from ``benchmarks/results/bench_inversion_defaults.md`` and
+    ``benchmarks/results/bench_auto_solver.md`` (each method at the default stop):
     on conv layers with more activations than outputs (near basis pursuit:
     DCGAN 64x64 5.3 per output, LSGAN 21, SD's decoder 43, but also the
     28x28 MNIST generators' 4-8) a splitting method with FFT solves stops in
@@ -575,7 +574,7 @@ def bytes_per_sample(op, precision="float32"):
 #: On CPU, ``batch_size="auto"`` also keeps a batch's solver state within
 #: this many bytes: beyond it the iterations' arrays no longer stay in the
 #: CPU's caches and each sample costs 1.4-1.9x more
-#: (``benchmarks/bench_batch_size.py``: the DCGAN, LSGAN and Stable Diffusion
+#: (``benchmarks/results/bench_batch_size.md``: the DCGAN, LSGAN and Stable Diffusion
 #: layers of ``bench_inversion.py``).  Small layers still get the 256 cap.
 CPU_BATCH_BYTES = 192 * 2 ** 20
 

@@ -74,7 +74,10 @@ class Operator:
         return None
 
     def channels_last(self):
-        """The ``(H, W, C)``-ordered view (:class:`~.channels_last.ChannelsLastOperator`), or None."""
+        """The ``(H, W, C)``-ordered view, or None.
+
+        See :class:`~.channels_last.ChannelsLastOperator`.
+        """
         return None
 
     def exact_products(self, device):

@@ -100,7 +100,7 @@ class Conv2dOperator(_ConvOperator):
         spectrum fits in ``SPECTRAL_MAX_BYTES``: there torch's float64
         fallback unfolds ``C_in * kh * kw`` values per output pixel, and the
         FFTs win (the LSGAN and SD decoder layers of
-        ``benchmarks/bench_inversion.py``).  A transposed convolution unfolds
+        ``benchmarks/results/bench_inversion_defaults.md``).  A transposed convolution unfolds
         only its few output channels, so its direct product stays faster; CUDA
         has fast float64 convolutions.
         """

@@ -14,8 +14,8 @@ An adapter tells, for one final-layer type, everything the package needs:
 
 The built-in adapters (``Linear``, ``Conv2d``, ``ConvTranspose2d``) are
 registered below with :func:`~.base.register_layer`; a new layer type is one
-adapter class and one ``register_layer`` call (``examples/plot_custom_layer.py``
-adds ``Conv1d``).
+adapter class and one ``register_layer`` call (``tests/test_extension_points.py``
+adds ``Conv1d``; see ``docs/user_guide/extending.rst``).
 """
 
 import math
