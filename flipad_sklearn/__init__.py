@@ -58,7 +58,8 @@ _SUBMODULES = ["datasets", "detection", "generators", "inversion", "lasso", "mod
                "operators", "persistence", "pipeline", "plotting", "streaming"]
 # old paths kept for one release (they warn when imported; flipad_sklearn._deprecated)
 _DEPRECATED_MODULES = ["baselines", "conformal", "conformal_pipeline", "deepsad",
-                       "linear_ops", "multi", "skip_inversion", "skip_operator"]
+                       "lasso.embedding", "lasso.spectral", "linear_ops", "multi",
+                       "skip_inversion", "skip_operator"]
 
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 

@@ -141,7 +141,8 @@ def test_the_rules_catch_what_they_forbid(tmp_path):
 
 
 @pytest.mark.parametrize("old", ["baselines", "conformal", "conformal_pipeline", "deepsad",
-                                 "linear_ops", "multi", "skip_inversion", "skip_operator"])
+                                 "lasso.embedding", "lasso.spectral", "linear_ops", "multi",
+                                 "skip_inversion", "skip_operator"])
 def test_old_import_paths_warn_and_give_the_same_objects(old):
     import importlib
     import sys
@@ -156,8 +157,11 @@ def test_old_import_paths_warn_and_give_the_same_objects(old):
     probe = {"baselines": "ConformalDetector", "conformal": "calibrate",
              "conformal_pipeline": "ConformalPipeline", "deepsad": "FLIPADDetector",
              "linear_ops": "LayerOperator", "multi": "OwnedModelsAttributor",
-             "skip_inversion": "SkipInverter", "skip_operator": "SkipProjectedOperator"}[old]
+             "skip_inversion": "SkipInverter", "skip_operator": "SkipProjectedOperator",
+             "lasso.embedding": "PeriodicEmbedding", "lasso.spectral": "SpectralProducts"}[old]
     new = {"LayerOperator": "flipad_sklearn.operators",
            "SkipProjectedOperator": "flipad_sklearn.operators",
+           "PeriodicEmbedding": "flipad_sklearn.operators",
+           "SpectralProducts": "flipad_sklearn.operators",
            "calibrate": "flipad_sklearn.detection"}.get(probe, "flipad_sklearn")
     assert getattr(module, probe) is getattr(importlib.import_module(new), probe)
