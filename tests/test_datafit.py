@@ -162,7 +162,7 @@ def test_auto_avoids_exact_admm_and_says_why():
     cases = [   # layer, activation shape, auto with weights, auto without
         (nn.ConvTranspose2d(64, 3, 4, 2, 1), (64, 32, 32), "split_admm", "admm"),  # 5.3 / output
         (nn.Conv2d(8, 3, 3, padding=1), (8, 32, 32), "fista", "admm"),             # 2.7 / output
-        (nn.Linear(8, 3), None, "fista", "cd"),
+        (nn.Linear(8, 3), None, "fista", "fista"),      # FISTA for the ridge too
         (nn.Conv2d(64, 3, 4, stride=2, padding=1), (64, 32, 32), "fista", "fista"),
     ]
     for layer, shape, weighted, plain in cases:

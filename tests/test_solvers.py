@@ -175,7 +175,7 @@ def test_orthonormal_layer_has_the_soft_threshold_solution(ridge):
 
 def test_auto_picks_per_layer_and_says_why():
     cases = [
-        (nn.Linear(8, 3), None, "cd"),
+        (nn.Linear(8, 3), None, "fista"),              # the default ridge: see below
         (nn.ConvTranspose2d(64, 3, 4, 2, 1), (64, 32, 32), "admm"),
         (nn.ConvTranspose2d(64, 2, 4, 2, 1, groups=2), (64, 32, 32), "admm"),   # 8 per output
         (nn.ConvTranspose2d(16, 4, 4, 2, 1, groups=2), (16, 16, 16), "fista"),  # 1, grouped
@@ -198,6 +198,9 @@ def test_auto_picks_per_layer_and_says_why():
         assert isinstance(inv.solver_reason_, str) and inv.solver_reason_
     op = LayerOperator.from_layer(nn.Linear(8, 3), (8,))
     assert auto_solver(op, "cuda")[0] == "fista"
+    assert auto_solver(op, "cpu")[0] == "cd"                      # the plain lasso
+    plain = FinalLayerInverter(layer=nn.Linear(8, 3), ridge=0, feature_tol=None, tol=1e-6)
+    assert plain.fit(np.zeros((2, 3))).solver_ == "cd"
 
 
 def test_unsupported_solver_is_refused_at_fit():
@@ -310,9 +313,31 @@ def test_auto_takes_fista_for_a_linear_layer_with_a_shifted_bound():
     shifted = FinalLayerInverter(layer=layer, activation="identity", positive=True,
                                  anchor=np.full(12, 0.3)).fit(x)
     assert shifted.solver_ == "fista" and "shifted bound" in shifted.solver_reason_
+    lasso = dict(ridge=0, feature_tol=None, tol=1e-6)          # cd is the plain lasso's
     for kw in (dict(positive=True), dict(anchor=np.full(12, 0.3))):
-        assert FinalLayerInverter(layer=layer, activation="identity", **kw).fit(x).solver_ == "cd"
+        assert FinalLayerInverter(layer=layer, activation="identity", **kw,
+                                  **lasso).fit(x).solver_ == "cd"
     ref = FinalLayerInverter(layer=layer, activation="identity", positive=True, solver="cvxpy",
                              anchor=np.full(12, 0.3), alpha=1e-2).fit(x)
     auto = shifted.set_params(alpha=1e-2, feature_tol=1e-8).fit(x)
     np.testing.assert_allclose(auto.transform(x), ref.transform(x), atol=1e-4)
+
+
+def test_a_linear_layer_at_the_defaults_certifies_its_features():
+    """The tabular generator's final layer (Linear(300, 11)) at the defaults: auto
+    ran coordinate descent, which ended every sample at max_iter with a certified
+    feature error of ~0.3 and a ConvergenceWarning; FISTA certifies feature_tol."""
+    torch.manual_seed(0)
+    layer = nn.Linear(300, 11)
+    rng = np.random.default_rng(0)
+    anchor = np.maximum(rng.normal(size=(2000, 300)), 0).mean(axis=0)
+    h = np.maximum(rng.normal(size=(20, 300)), 0)
+    with torch.no_grad():
+        x = layer(torch.tensor(h, dtype=torch.float32)).numpy().astype(np.float64)
+    inv = FinalLayerInverter(layer=layer, activation="identity", anchor=anchor).fit(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        inv.transform(x)
+    assert inv.solver_ == "fista" and "ridge" in inv.solver_reason_
+    assert set(inv.stop_reason_) == {"feature"}
+    assert inv.feature_error_.max() <= inv.feature_tol

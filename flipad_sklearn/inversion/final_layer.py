@@ -136,7 +136,8 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         from 1 activation per output (groups=1 ConvTranspose2d) or 2 (other
         layers), ``"split_admm"`` from 4 when that boundary is too large for
         exact ADMM (over 1000 outputs); ``"fista"`` for strided Conv2d layers
-        and better-posed conv layers; ``"cd"`` for Linear layers on CPU,
+        and better-posed conv layers; for Linear layers ``"fista"`` with a
+        ridge (the default) or a shifted bound, else ``"cd"`` on CPU and
         ``"fista"`` on CUDA (the rule's measurements:
         ``benchmarks/results/bench_inversion_defaults.md`` and ``bench_auto_solver.md``).
         ``"fista"``: batched accelerated proximal gradient in torch (CPU or
@@ -434,6 +435,9 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         op = self._operator(layer_op)
         self.clip_eps_ = None
         self.clip_eps_ = self._clip_eps()
+        # the ridge is part of the problem "auto" chooses for
+        self.lipschitz_ = op.lipschitz()
+        self.ridge_ = self._resolve_ridge()
         self.solver_, self.solver_reason_ = self._choose_solver(op)
         self.batch_size_ = (self.batch_size if self.batch_size != "auto"
                             else auto_batch_size(op, self.precision, self.memory_budget,
@@ -443,8 +447,6 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         self.bias_ = layer_adapter(self.layer).bias_per_output(self.layer, op.output_shape)
         with torch.no_grad():
             self._anchor_image = op.matvec(torch.from_numpy(self.anchor_)[None])[0].numpy()
-        self.lipschitz_ = op.lipschitz()
-        self.ridge_ = self._resolve_ridge()
         return self
 
     # ------------------------------------------------- hooks for subclasses
