@@ -5,7 +5,8 @@ change what users get: the defaults' iterations and objectives on the
 inversion benchmark's layers must reproduce to the digit, and the time stay
 within noise.  This benchmark runs ``FinalLayerInverter`` at its defaults on
 the paper's DCGAN, LSGAN and Stable Diffusion (128x128) final layers and the
-tabular ``Linear(300, 11)`` (the problems of :mod:`benchmarks._harness`), once
+tabular ``Linear(300, 11)`` (the problems of :mod:`benchmarks._harness`), and
+with FISTA and split ADMM forced once each (so that every solver loop runs), once
 with the package of another checkout (``--before``, e.g. a ``git worktree``
 of the last release) and once with this one, each in its own subprocess,
 alternating ``--repeat`` times so that a slow spell of a shared machine biases
@@ -48,7 +49,7 @@ layer.load_state_dict({"weight": torch.from_numpy(data["weight"]),
                        "bias": torch.from_numpy(data["bias"])})
 x, anchor = data["x"], data["anchor"]
 inv = FinalLayerInverter(layer=layer, activation=spec["activation"], alpha=spec["alpha"],
-                         anchor=anchor).fit(x)
+                         anchor=anchor, solver=spec["solver"]).fit(x)
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", ConvergenceWarning)
     inv.transform(x[:1])                      # per-layer set-up, not timed
@@ -62,13 +63,16 @@ np.savez(sys.argv[2], z=z, objective=inv.objective_, n_iter=inv.n_iter_,
 
 
 def _layers(quick):
+    """``(name, solver, layer, activation, alpha, x, anchor)``: the defaults on each
+    layer, and FISTA and split ADMM forced once each (every solver loop runs)."""
     out = []
-    for name in ("dcgan", "lsgan", "sd"):
+    for name, solver in (("dcgan", "auto"), ("lsgan", "auto"), ("sd", "auto"),
+                         ("dcgan", "fista"), ("lsgan", "split_admm")):
         side = {"dcgan": 16, "lsgan": 16, "sd": 32}[name] if quick else None
         layer, shape, act, alpha, _ = paper_layer(name, side)
         x, anchor = problem(layer, shape, 2 if quick else 4, act)
-        out.append((name, layer, act, alpha, x.reshape(len(x), -1).astype(np.float64),
-                    anchor))
+        out.append((name, solver, layer, act, alpha,
+                    x.reshape(len(x), -1).astype(np.float64), anchor))
     torch.manual_seed(0)
     layer = nn.Linear(300, 11)
     rng = np.random.default_rng(0)
@@ -76,18 +80,18 @@ def _layers(quick):
     h = np.maximum(rng.normal(size=(200 if quick else 2000, 300)), 0)
     with torch.no_grad():
         x = layer(torch.tensor(h, dtype=torch.float32)).numpy().astype(np.float64)
-    out.append(("tabular", layer, "identity", 5e-4, x, anchor))
+    out.append(("tabular", "auto", layer, "identity", 5e-4, x, anchor))
     return out
 
 
-def _save_problem(path, layer, activation, alpha, x, anchor):
+def _save_problem(path, solver, layer, activation, alpha, x, anchor):
     t = type(layer).__name__
     if t == "Linear":
         kwargs = dict(in_features=layer.in_features, out_features=layer.out_features)
     else:
         kwargs = {k: getattr(layer, k) for k in ("in_channels", "out_channels", "kernel_size",
                                                  "stride", "padding")}
-    spec = dict(type=t, kwargs=kwargs, activation=activation, alpha=alpha)
+    spec = dict(type=t, kwargs=kwargs, activation=activation, alpha=alpha, solver=solver)
     np.savez(path, spec=json.dumps(spec), weight=layer.weight.detach().numpy(),
              bias=layer.bias.detach().numpy(), x=x, anchor=anchor)
 
@@ -116,9 +120,9 @@ def main(argv=None):
                             text=True, cwd=before).stdout.strip() or "unknown"
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name, layer, act, alpha, x, anchor in _layers(args.quick):
+        for name, solver, layer, act, alpha, x, anchor in _layers(args.quick):
             prob = os.path.join(tmp, f"{name}.npz")
-            _save_problem(prob, layer, act, alpha, x, anchor)
+            _save_problem(prob, solver, layer, act, alpha, x, anchor)
             res = {"before": [], "after": []}
             for _ in range(args.repeat):
                 for label, tree in (("before", before), ("after", ROOT)):
@@ -129,7 +133,7 @@ def main(argv=None):
             same_runs = all(np.array_equal(r["n_iter"], b["n_iter"])
                             for r in res["before"][1:])
             rows.append(dict(
-                name=name, n=len(x), solver=f"{b['solver']} / {a['solver']}",
+                name=name if solver == "auto" else f"{name}, solver={solver!r}", n=len(x), solver=f"{b['solver']} / {a['solver']}",
                 it_b=f"{np.median(b['n_iter']):.0f}", it_a=f"{np.median(a['n_iter']):.0f}",
                 same_iter=bool(np.array_equal(b["n_iter"], a["n_iter"])),
                 obj=float(np.max(np.abs(a["objective"] / b["objective"] - 1))),

@@ -30,9 +30,10 @@ from flipad_sklearn import FinalLayerInverter, persistence
 from flipad_sklearn._validation import check_labels
 from flipad_sklearn.detection import ConformalDecisionMixin
 from flipad_sklearn.lasso import (
-    BatchLasso, StopRule, TorchSolver, make_solver, register_solver, solve, solver_names,
+    StopRule, TorchSolver, make_solver, register_solver, solve, solver_names,
 )
 from flipad_sklearn.lasso import solvers as solver_registry
+from flipad_sklearn.lasso.driver import check_due, checkpoint
 from flipad_sklearn.operators import LayerAdapter, LayerOperator, register_layer
 from flipad_sklearn.operators import base as operator_registry
 from flipad_sklearn.pipeline import make_flipad
@@ -52,12 +53,11 @@ class ISTA(TorchSolver):
         step = 1.0 / problem.lipschitz
         n_iter = 0
         while True:
-            if n_iter % 10 == 0 or n_iter >= max_iter:
-                done = cert.check(n_iter, d, final=n_iter >= max_iter)
-                if n_iter >= max_iter or bool(done.all()):
+            if check_due(n_iter, max_iter, check_every=10):
+                stop, keep = checkpoint(cert, n_iter, max_iter, d, callback=callback)
+                if stop:
                     break
-                if done.any():
-                    keep = cert.drop(done)
+                if keep is not None:                  # rows done: compact the state
                     d, y = d[keep], y[keep]
             grad = op.rmatvec(op.matvec(d) - y)
             d = pen.prox(d - step * grad, step)

@@ -50,10 +50,10 @@ Trans. Image Processing 22(8), 2013 (boundary-aware ADMM for deconvolution).
 import math
 
 import torch
-import torch.nn.functional as F
 
-from .certificate import Certificate
 from ..operators.embedding import periodic_embedding
+from .certificate import Certificate
+from .driver import check_due, checkpoint
 from .penalty import L1Penalty
 
 #: Unobserved outputs above which the dense boundary correction is refused
@@ -401,19 +401,16 @@ def admm_steps(op, y, penalty, lipschitz, cert, *, d0=None, rho=None, relax=DEFA
     n_iter, resid = 0, None
     while True:
         x = prox(w, x)
-        if n_iter % check_every == 0 or n_iter >= max_iter:
+        if check_due(n_iter, max_iter, check_every):
             d = emb.interior_ext(x)                       # a view: no copy
             # the resolvent's residual y - W d~ = S (y_ph - z) is a dual candidate
             # (its limit is the optimal dual point)
             duals = () if resid is None else \
                 (emb.crop(resid).reshape(resid.shape[0], -1).to(torch.float64),)
-            done = cert.check(n_iter, d, duals=duals, final=n_iter >= max_iter)
-            if callback is not None:
-                callback(n_iter, int((~done).sum()))
-            if n_iter >= max_iter or bool(done.all()):
+            stop, keep = checkpoint(cert, n_iter, max_iter, d, callback=callback, duals=duals)
+            if stop:
                 break
-            if done.any():
-                keep = cert.drop(done)
+            if keep is not None:
                 w, x, y_ph, t0 = w[keep], x[keep], y_ph[keep], t0[keep]
                 resid = None if resid is None else resid[keep]
                 refl = torch.empty_like(w)

@@ -21,6 +21,7 @@ import torch
 
 from .certificate import Certificate
 from .datafit import make_datafit
+from .driver import check_due, checkpoint
 from .penalty import L1Penalty
 
 
@@ -66,15 +67,13 @@ def fista_steps(op, y, penalty, lipschitz, cert, *, view=None, d0=None, max_iter
     t = torch.ones((B, 1), dtype=dtype, device=y.device)
     n_iter = 0
     while True:
-        if n_iter % check_every == 0 or n_iter >= max_iter:
-            done = cert.check(n_iter, d if view is None else view.inputs_nchw(d),
-                              final=n_iter >= max_iter)
-            if callback is not None:
-                callback(n_iter, int((~done).sum()))
-            if n_iter >= max_iter or bool(done.all()):
+        if check_due(n_iter, max_iter, check_every):
+            stop, keep = checkpoint(cert, n_iter, max_iter,
+                                    d if view is None else view.inputs_nchw(d),
+                                    callback=callback)
+            if stop:
                 break
-            if done.any():
-                keep = cert.drop(done)
+            if keep is not None:
                 d, v, Wd, Wv, t, yc = d[keep], v[keep], Wd[keep], Wv[keep], t[keep], yc[keep]
                 if w2 is not None:
                     w2 = w2[keep]

@@ -29,8 +29,9 @@ Trans. Image Processing 22(8), 2013.
 
 import torch
 
-from .admm import CHECK_EVERY
 from ..operators.embedding import periodic_embedding
+from .admm import CHECK_EVERY
+from .driver import check_due, checkpoint
 
 #: Default penalties, in units of the layer's Lipschitz constant L:
 #: ``rho_u = DEFAULT_RHO_U`` and ``rho_v = DEFAULT_GAMMA * L * rho_u``.
@@ -191,19 +192,17 @@ def split_admm(op, y, penalty, lipschitz, cert, *, d0=None, rho_u=None, gamma=No
 
     n_iter = 0
     while True:
-        if n_iter % check_every == 0 or n_iter >= max_iter:
+        if check_due(n_iter, max_iter, check_every):
             d = emb.interior_ext(v)                       # a view: no copy
             # the residual y - S u (the certificate applies the weights)
             theta = emb.crop(y_obs - u).reshape(v.shape[0], -1).to(torch.float64)
             # W d from the padded state: no copy of d out of the grid
             Wd = emb.crop(emb.T_ext(v, wf)).reshape(v.shape[0], -1).to(torch.float64)
-            done = cert.check(n_iter, d, duals=(theta,), final=n_iter >= max_iter, Wd=Wd)
-            if callback is not None:
-                callback(n_iter, int((~done).sum()))
-            if n_iter >= max_iter or bool(done.all()):
+            stop, keep = checkpoint(cert, n_iter, max_iter, d, callback=callback,
+                                    duals=(theta,), Wd=Wd)
+            if stop:
                 break
-            if done.any():
-                keep = cert.drop(done)
+            if keep is not None:
                 v, w, u, a, y_obs = v[keep], w[keep], u[keep], a[keep], y_obs[keep]
                 if weights is not None:
                     mask, wy = mask[keep], wy[keep]
