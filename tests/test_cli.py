@@ -610,3 +610,108 @@ def test_cuda_fitted_detector_on_a_cpu_machine_names_the_option(fitted, tmp_path
     code = cli.main(["score", str(tmp_path / "cuda.flipad"), str(workdir / "test"), "-q"])
     assert code == cli.EXIT_ERROR and not read
     assert "re-run with --device cpu" in capsys.readouterr().err
+
+
+# ------------------------------------------------- the verdict table (Python and CLI)
+def test_verdict_table_is_what_flipad_score_writes(fitted, tmp_path, capsys):
+    # before: no Python helper; the CLI's table was built inside cmd_score
+    from flipad_sklearn import persistence, verdict_table
+
+    workdir, _ = fitted
+    det = workdir / "out" / "detector.flipad"
+    pipe = persistence.load(det)
+    inputs = [str(workdir / "test"), str(tmp_path / "missing.png")]
+    table = verdict_table(pipe, inputs)
+    assert cli.main(["score", str(det), *inputs, "--csv", str(tmp_path / "s.csv"), "-q",
+                     "--device", "cpu"]) == cli.EXIT_PARTIAL
+    capsys.readouterr()
+    with open(tmp_path / "s.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["path"] for r in rows] == [r["path"] for r in table]
+    assert [r["status"] for r in rows] == [r["status"] for r in table]
+    assert len(table) == 16 and table.n_skipped == 4
+    for cli_row, row in zip(rows, table):
+        if row["status"] != "ok":
+            assert row["score"] is None and row["verdict"] is None
+            continue
+        assert float(cli_row["score"]) == pytest.approx(row["score"], rel=1e-6, abs=1e-9)
+        assert float(cli_row["pvalue"]) == pytest.approx(row["pvalue"])
+        assert int(cli_row["verdict"]) == row["verdict"]
+        assert cli_row["decision"] == ("G" if row["verdict"] == 1 else "not G")
+    # the verdict is the pipeline's own predict, on the same pixels; arrays work too
+    files = [r["path"] for r in table if r["status"] == "ok"]
+    X, ok, _ = cli._read_images(files, (1, 8, 8), False)
+    assert ok == files
+    np.testing.assert_array_equal([r["verdict"] for r in table if r["status"] == "ok"],
+                                  pipe.predict(X))
+    from_arrays = verdict_table(pipe, X, names=files)
+    assert [r["path"] for r in from_arrays] == files
+    np.testing.assert_allclose([r["score"] for r in from_arrays],
+                               [r["score"] for r in table if r["status"] == "ok"])
+    assert [r["path"] for r in verdict_table(pipe, X[:2])] == ["0", "1"]
+    # metadata: the detector's
+    assert table.metadata["fnr"] == 0.05
+    assert table.metadata["threshold"] == pytest.approx(float(pipe[-1].threshold_))
+    import flipad_sklearn
+
+    assert table.metadata["version"] == flipad_sklearn.__version__
+
+
+def test_verdict_table_writes_csv_and_json(fitted, tmp_path):
+    import json
+
+    from flipad_sklearn import persistence
+    from flipad_sklearn.verdicts import verdict_table
+
+    workdir, _ = fitted
+    pipe = persistence.load(workdir / "out" / "detector.flipad")
+    table = verdict_table(pipe, [str(workdir / "test" / "g0000.png"),
+                                 str(workdir / "test" / "broken.png")],
+                          detector_path="det.flipad")
+    table.to_csv(tmp_path / "t.csv")
+    with open(tmp_path / "t.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == table.columns
+    assert rows[1]["score"] == "" and rows[1]["status"].startswith("unreadable")
+    doc = json.loads(table.to_json())
+    assert doc["detector"]["detector"] == "det.flipad"
+    assert doc["detector"]["fnr"] == 0.05 and doc["detector"]["n_validation"] == 1000
+    assert len(doc["verdicts"]) == 2
+    assert doc["verdicts"][0]["verdict"] in (1, -1)
+    assert doc["verdicts"][1]["score"] is None
+    # several owned models: prediction sets
+    multi = verdict_table({"A": pipe, "B": pipe}, [str(workdir / "test" / "g0000.png")])
+    assert multi.columns == ["path", "prediction", "set", "p_A", "p_B", "status"]
+    assert multi[0]["set"] in ("{}", "{A,B}") and multi[0]["p_A"] == multi[0]["p_B"]
+    assert set(json.loads(multi.to_json())["detector"]["models"]) == {"A", "B"}
+
+
+def test_score_format_json(fitted, tmp_path, capsys):
+    # before: --format did not exist (usage error, exit 2)
+    import json
+
+    workdir, _ = fitted
+    det = str(workdir / "out" / "detector.flipad")
+    files = [str(workdir / "test" / "g0000.png"), str(workdir / "test" / "notes.txt")]
+    code = cli.main(["score", det, *files, "-o", str(tmp_path / "v.json"), "--format",
+                     "json", "-q", "--device", "cpu"])
+    assert code == cli.EXIT_PARTIAL
+    capsys.readouterr()
+    doc = json.loads((tmp_path / "v.json").read_text())
+    assert [v["path"] for v in doc["verdicts"]] == files
+    assert doc["verdicts"][0]["status"] == "ok" and doc["verdicts"][1]["status"] != "ok"
+    meta = doc["detector"]
+    assert meta["fnr"] == 0.05 and meta["threshold"] is not None
+    assert meta["detector"] == os.path.abspath(det) and meta["version"]
+    # no file: JSON on stdout instead of the table
+    assert cli.main(["score", det, files[0], "--format", "json", "-q",
+                     "--device", "cpu"]) == cli.EXIT_OK
+    out = json.loads(capsys.readouterr().out)
+    assert out["verdicts"][0]["score"] == pytest.approx(doc["verdicts"][0]["score"])
+    # csv stays the default of -o; --csv cannot write JSON
+    assert cli.main(["score", det, files[0], "-o", str(tmp_path / "v.csv"), "-q",
+                     "--device", "cpu"]) == cli.EXIT_OK
+    assert (tmp_path / "v.csv").read_text().startswith("path,score,verdict")
+    assert cli.main(["score", det, files[0], "--csv", str(tmp_path / "x.csv"),
+                     "--format", "json", "-q"]) == cli.EXIT_USAGE
+    assert "--csv writes CSV" in capsys.readouterr().err
