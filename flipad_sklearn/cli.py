@@ -110,8 +110,8 @@ from pathlib import Path
 
 # reading files, the pixel ranges and the table's rules live in verdicts (the
 # standard library only at import), shared with flipad_sklearn.verdicts.verdict_table
-from .verdicts import IMAGE_EXTENSIONS, PIXEL_RANGES
-from .verdicts import csv_cell as _csv_cell
+from .verdicts import IMAGE_EXTENSIONS, PIXEL_RANGES  # noqa: F401 (kept as cli names)
+from .verdicts import csv_cell as _csv_cell  # noqa: F401
 from .verdicts import display_name as _display
 
 # numpy, torch and the package's estimators are imported inside the commands,
@@ -317,22 +317,14 @@ def _latent_shape(args, generator):
     return tuple(int(s) for s in shape)
 
 
-# --------------------------------------------------------------------- fit
-def cmd_fit(args):
+def _inspect_generator(args, verbose):
+    """The generator of ``--generator``/``--weights``, its latent shape, final layer
+    and output shape ``(C, H, W)``; as ``fit`` and ``sample`` both read them."""
     import numpy as np
     import torch
 
-    from . import find_final_layer, mean_activation, sample_activations
-    from .detection.conformal import calibrate, required_validation_size
-    from .pipeline import make_flipad
+    from . import find_final_layer
 
-    verbose = not args.quiet
-    _check_fit_args(args)
-    inputs = [args.generator.rsplit(":", 1)[0]] + ([args.weights] if args.weights else [])
-    for folder in [args.own] + list(args.others or []):
-        inputs += [p for p, _ in _expand_entries([folder])]
-    _refuse_overwriting(args.output, "-o/--output", [p for p in inputs if os.path.exists(p)])
-    out = _prepare_output(args.output, "-o/--output")
     generator = load_generator_spec(args.generator, args.weights)
     latent = _latent_shape(args, generator)
     rng = np.random.default_rng(args.seed)
@@ -350,6 +342,128 @@ def cmd_fit(args):
     _log(verbose, f"generator: final layer {final.name or type(final.layer).__name__} "
                   f"({type(final.layer).__name__}), activation {final.activation}, "
                   f"activation shape {final.activation_shape}, output {out_shape}")
+    return generator, latent, final, out_shape
+
+
+# ------------------------------------------------------------------ sample
+def cmd_sample(args):
+    """Draw ``-n`` samples of the generator and write them as 8-bit PNG files.
+
+    The pixels are the inverse of how ``fit`` and ``score`` read files: an
+    output ``x`` in the activation's range ``[low, high]`` becomes
+    ``p = round((x - low) * 255 / (high - low))``, clipped to ``[0, 255]``,
+    so the folder is what ``flipad fit --own`` takes.
+    """
+    verbose = not args.quiet
+    _check_sample_args(args)
+    created = not Path(args.output).exists()
+    folder = _prepare_folder(args.output)
+    try:
+        return _write_samples(args, folder, verbose)
+    except BaseException:
+        if created and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()          # nothing written: leave no empty folder behind
+        raise
+
+
+def _write_samples(args, folder, verbose):
+    import numpy as np
+    from PIL import Image
+
+    from .generator_utils import _iter_batches
+
+    generator, latent, final, out_shape = _inspect_generator(args, verbose)
+    c = out_shape[0]
+    if c not in (1, 3):
+        raise CLIError(f"The generator outputs {c}-channel images; only grey (1) and RGB "
+                       "(3) images can be written as PNG files.")
+    low, high = _pixel_range(final.activation)
+    _log(verbose, f"writing {args.n_samples} images of G to {_display(os.fspath(folder))} "
+                  f"as 8-bit PNG (outputs in {[low, high]} -> pixels 0..255)")
+    digits = max(4, len(str(args.n_samples - 1)))
+    bar = _bar(args.n_samples, "sampling G", "image", verbose)
+    i = 0
+    try:
+        # the latents of sample_activations(random_state=seed): standard normal, from a
+        # local generator, independent of --batch-size
+        for _, out in _iter_batches(generator, args.n_samples, latent, None, None, None,
+                                    final.layer, args.batch_size, args.device, args.seed, 0):
+            x = out.float().cpu().numpy()
+            pixels = np.clip(np.rint((x - low) * (255.0 / (high - low))), 0, 255)
+            for im in pixels.astype(np.uint8):
+                name = folder / f"{args.prefix}{i:0{digits}d}.png"
+                image = Image.fromarray(im[0] if c == 1 else np.ascontiguousarray(
+                    im.transpose(1, 2, 0)))
+                # a complete file or none: an interrupted run leaves no truncated PNG
+                _replace_atomically(name, lambda tmp: image.save(tmp, format="PNG"))
+                i += 1
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    _log(True, f"wrote {i} images to {_display(os.fspath(folder))} (seed {args.seed}); "
+               f"fit a detector with: flipad fit --generator {args.generator} "
+               + (f"--latent-shape {' '.join(map(str, latent))} " if args.latent_shape
+                  else "")
+               + f"--own {_display(os.fspath(folder))} ...")
+    return EXIT_OK
+
+
+def _check_sample_args(args):
+    """Every option of ``flipad sample`` in its range, before any work (UsageError)."""
+    for option, value in (("-n/--n-samples", args.n_samples),
+                          ("--batch-size", args.batch_size)):
+        if value < 1:
+            raise UsageError(f"{option} must be a positive integer; got {value!r}.")
+    if args.latent_shape and not all(s >= 1 for s in args.latent_shape):
+        raise UsageError(f"--latent-shape must be positive integers; got "
+                         f"{args.latent_shape!r}.")
+    if os.sep in args.prefix or "/" in args.prefix:
+        raise UsageError(f"--prefix must be a file name prefix, not a path; got "
+                         f"{args.prefix!r}.")
+    _check_device(args.device)
+
+
+def _prepare_folder(path):
+    """Create the output folder of ``sample`` (or take an empty one); test writing.
+
+    A folder that already has entries is refused: ``flipad fit --own`` takes
+    every image of the folder, and G's samples must not mix with other files.
+    """
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise CLIError(f"-o/--output {os.fspath(path)!r} is a file; give a folder.")
+    if folder.is_dir() and any(folder.iterdir()):
+        raise CLIError(f"-o/--output {os.fspath(path)!r} is not empty; give a new or empty "
+                       "folder (flipad fit --own takes every image of it, so G's samples "
+                       "must not mix with other files).")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise CLIError(f"-o/--output {os.fspath(path)!r} cannot be written: "
+                       f"{exc.strerror or exc}.") from exc
+    return folder
+
+
+# --------------------------------------------------------------------- fit
+def cmd_fit(args):
+    import numpy as np
+
+    from . import mean_activation, sample_activations
+    from .detection.conformal import calibrate, required_validation_size
+    from .pipeline import make_flipad
+
+    verbose = not args.quiet
+    _check_fit_args(args)
+    inputs = [args.generator.rsplit(":", 1)[0]] + ([args.weights] if args.weights else [])
+    for folder in [args.own] + list(args.others or []):
+        inputs += [p for p, _ in _expand_entries([folder])]
+    _refuse_overwriting(args.output, "-o/--output", [p for p in inputs if os.path.exists(p)])
+    out = _prepare_output(args.output, "-o/--output")
+    generator, latent, final, out_shape = _inspect_generator(args, verbose)
 
     value_range = _pixel_range(final.activation)
     _log(verbose, f"reading images as pixels / 255 scaled to {list(value_range)}, the "
@@ -906,6 +1020,33 @@ def build_parser():
     fit.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     fit.set_defaults(func=cmd_fit)
 
+    sample = sub.add_parser(
+        "sample", help="write samples of a generator as PNG files (for fit --own)",
+        description="Draw N samples of the generator and write them as 8-bit PNG files "
+                    "into a new or empty folder: the outputs are scaled to pixels as "
+                    "`flipad fit` and `flipad score` read them back (tanh: (x + 1) * 127.5, "
+                    "sigmoid: x * 255), so the folder is what `flipad fit --own` takes.")
+    sample.add_argument("--generator", required=True, metavar="MODULE:ATTR",
+                        help="the generator, as for `flipad fit` (e.g. mygan.py:G)")
+    sample.add_argument("--weights", metavar="FILE",
+                        help="state dict to load into the generator (torch.load with "
+                             "weights_only=True)")
+    sample.add_argument("--latent-shape", type=int, nargs="+", metavar="N",
+                        help="shape of one latent code (default: the generator's "
+                             "latent_shape attribute)")
+    sample.add_argument("-n", "--n-samples", type=int, required=True, metavar="N",
+                        help="number of images to write")
+    sample.add_argument("--seed", type=int, default=0,
+                        help="random seed of the latent codes (0)")
+    sample.add_argument("--prefix", default="", help="file name prefix ('': 0000.png, ...)")
+    sample.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto)")
+    sample.add_argument("--batch-size", type=int, default=256,
+                        help="samples per batch (256)")
+    sample.add_argument("-o", "--output", required=True, metavar="DIR",
+                        help="folder to write the PNG files to (created; must be empty)")
+    sample.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    sample.set_defaults(func=cmd_sample)
+
     score = sub.add_parser(
         "score", help="score image files with a fitted detector",
         description="Print for each file its score (negative: not made by G), the "
@@ -970,7 +1111,7 @@ def build_parser():
                                 "can run arbitrary code: only for files you trust")
     attribute.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     attribute.set_defaults(func=cmd_attribute)
-    for command in (fit, score, attribute):
+    for command in (fit, sample, score, attribute):
         command.add_argument(
             "--threads", type=_threads, default="auto", metavar="N",
             help="torch threads on CPU: a positive integer, or 'auto' (the default): "
@@ -1040,7 +1181,9 @@ def main(argv=None):
         return EXIT_USAGE
     except KeyboardInterrupt:
         # files are written atomically: an interrupted run leaves the old ones
-        _err(f"flipad {args.command}: interrupted (no output file was changed)")
+        _err(f"flipad {args.command}: interrupted (" + (
+            "the files written so far are complete" if args.command == "sample" else
+            "no output file was changed") + ")")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         # stdout closed early (e.g. `| head`) outside the table: nothing left to say

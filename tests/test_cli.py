@@ -715,3 +715,76 @@ def test_score_format_json(fitted, tmp_path, capsys):
     assert cli.main(["score", det, files[0], "--csv", str(tmp_path / "x.csv"),
                      "--format", "json", "-q"]) == cli.EXIT_USAGE
     assert "--csv writes CSV" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ flipad sample
+def test_sample_writes_pixels_as_fit_reads_them(workdir, tmp_path, capsys):
+    # before: no `flipad sample` (usage error); users wrote their own script
+    from flipad_sklearn import sample_activations
+
+    gen = f"{workdir / 'gens.py'}:G"
+    code = cli.main(["sample", "--generator", gen, "--latent-shape", "8", "-n", "5",
+                     "--seed", "3", "-o", str(tmp_path / "s"), "--batch-size", "2",
+                     "--device", "cpu"])
+    assert code == cli.EXIT_OK
+    err = capsys.readouterr().err
+    assert "sampling G" in err and "wrote 5 images" in err       # progress unless -q
+    files = sorted(str(p) for p in (tmp_path / "s").iterdir())
+    assert [os.path.basename(f) for f in files] == [f"{i:04d}.png" for i in range(5)]
+    X, ok, errors = cli._read_images(files, (1, 8, 8), False)
+    assert ok == files and not errors
+    # the latents of sample_activations(random_state=seed); pixels as score reads them
+    G = cli.load_generator_spec(gen)
+    _, out = sample_activations(G, 5, (8,), random_state=3, device="cpu")
+    step = 2 / 255
+    np.testing.assert_allclose(X, np.round((out + 1) / step) * step - 1, atol=1e-6)
+    assert np.abs(X - out).max() <= step / 2 + 1e-6
+    # quiet: only the closing line
+    assert cli.main(["sample", "--generator", gen, "--latent-shape", "8", "-n", "3",
+                     "-o", str(tmp_path / "q"), "-q", "--prefix", "g_"]) == cli.EXIT_OK
+    assert "sampling G" not in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path / "q")) == ["g_0000.png", "g_0001.png", "g_0002.png"]
+
+
+def test_sample_checks_options_and_refuses_a_non_empty_folder(workdir, tmp_path, capsys):
+    gen = f"{workdir / 'gens.py'}:G"
+    base = ["sample", "--generator", gen, "--latent-shape", "8", "-q"]
+    assert cli.main(base + ["-n", "0", "-o", str(tmp_path / "a")]) == cli.EXIT_USAGE
+    assert not (tmp_path / "a").exists()
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x.png").write_bytes(b"")
+    assert cli.main(base + ["-n", "2", "-o", str(tmp_path / "full")]) == cli.EXIT_ERROR
+    assert "is not empty" in capsys.readouterr().err
+    # a generator that fails: exit 1, and no empty folder left behind
+    assert cli.main(["sample", "--generator", f"{workdir / 'gens.py'}:NOT_A_MODULE", "-n",
+                     "2", "--latent-shape", "8", "-o", str(tmp_path / "b"), "-q"]) == \
+        cli.EXIT_ERROR
+    assert not (tmp_path / "b").exists()
+    assert "NOT_A_MODULE" in capsys.readouterr().err
+
+
+def test_sample_fit_score_round_trip(workdir, tmp_path):
+    # G's own sampled files go in --own; fresh sampled files are accepted at ~1 - fnr
+    gen = f"{workdir / 'gens.py'}:G"
+    res = _run(["sample", "--generator", gen, "--latent-shape", "8", "-n", "240",
+                "--seed", "11", "-o", str(tmp_path / "own"), "-q"], cwd=workdir)
+    assert res.returncode == cli.EXIT_OK, res.stderr
+    res = _run(["fit", "--generator", gen, "--latent-shape", "8", "--own",
+                str(tmp_path / "own"), "--others", "others", "--fnr", "0.05", "--epochs", "8",
+                "--anchor-samples", "500", "-o", str(tmp_path / "det.flipad"), "-q"],
+               cwd=workdir)
+    assert res.returncode == cli.EXIT_OK, res.stderr     # every sampled file was used
+    res = _run(["sample", "--generator", gen, "--latent-shape", "8", "-n", "200",
+                "--seed", "12", "-o", str(tmp_path / "fresh"), "-q"], cwd=workdir)
+    assert res.returncode == cli.EXIT_OK, res.stderr
+    res = _run(["score", str(tmp_path / "det.flipad"), str(tmp_path / "fresh"), "others",
+                "--csv", str(tmp_path / "s.csv"), "-q"], cwd=workdir)
+    assert res.returncode == cli.EXIT_OK, res.stderr
+    with open(tmp_path / "s.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    fresh = [r for r in rows if "fresh" in r["path"]]
+    others = [r for r in rows if "fresh" not in r["path"]]
+    assert len(fresh) == 200 and len(others) == 120
+    accepted = np.mean([r["decision"] == "G" for r in fresh])
+    assert accepted >= 0.88, accepted                  # fnr 0.05: ~0.95
+    assert np.mean([r["decision"] == "G" for r in others]) < 0.5
