@@ -511,11 +511,12 @@ def cmd_fit(args):
         final.layer, final.activation, anchor, alpha=args.alpha,
         activation_shape=final.activation_shape, positive=positive, datafit=args.datafit,
         tol=args.tol, max_iter=args.max_iter, fnr=args.fnr, random_state=args.seed,
-        device=args.device, inverter_params=dict(batch_size=args.batch_size,
-                                                 verbose=int(verbose)),
+        device=args.device, inverter_params=dict(batch_size=args.batch_size),
         # trained, calibrated and scored on 8-bit images in the activation's range
         quantize="uint8", input_range=value_range,
-        detector_params=dict(n_epochs=args.epochs, verbose=0,
+        # progress bars: the inversion's samples and Deep SAD's epochs
+        verbose=int(verbose),
+        detector_params=dict(n_epochs=args.epochs,
                              validation_size="auto" if n_val == "own" else 0))
     _log(verbose, f"inverting {len(X)} images, then training the detector "
                   f"({args.epochs} epochs)")
@@ -532,7 +533,7 @@ def cmd_fit(args):
             calibrate(pipe, X_val.astype(np.float32))
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
-    pipe.set_params(inv__verbose=0)
+    pipe.set_params(inv__verbose=0, det__verbose=0)     # saved silent, as in Python
     _save_detector(pipe, out)
     det = pipe[-1]
     _log(True, f"saved {out} (threshold {det.threshold_:.4g} at fnr={args.fnr}, "

@@ -92,6 +92,7 @@ def test_fit_writes_a_detector(fitted):
     assert (workdir / "out" / "detector.flipad").is_file()
     # progress bars and the summary go to stderr
     assert "final-layer inversion" in res.stderr
+    assert "Deep SAD training" in res.stderr and "8/8" in res.stderr   # issue 30
     assert "saved" in res.stderr
 
     from flipad_sklearn import persistence
@@ -788,3 +789,23 @@ def test_sample_fit_score_round_trip(workdir, tmp_path):
     accepted = np.mean([r["decision"] == "G" for r in fresh])
     assert accepted >= 0.88, accepted                  # fnr 0.05: ~0.95
     assert np.mean([r["decision"] == "G" for r in others]) < 0.5
+
+
+def test_attribute_shows_progress_unless_quiet(fitted, capsys):
+    # before: no progress while each model inverted the images
+    workdir, _ = fitted
+    det = str(workdir / "out" / "detector.flipad")
+    files = [str(workdir / "test" / f"g000{i}.png") for i in range(3)]
+    base = ["attribute", "--model", f"A={det}", "--model", f"B={det}", *files,
+            "--device", "cpu"]
+    assert cli.main(base) == cli.EXIT_OK
+    err = capsys.readouterr().err
+    assert err.count("final-layer inversion") >= 2        # one bar per model
+    assert "attributing 3 image(s) with 2 models" in err
+    assert cli.main(base + ["-q"]) == cli.EXIT_OK
+    assert capsys.readouterr().err == ""
+    # the saved detector stays silent when loaded in Python
+    from flipad_sklearn import persistence
+
+    pipe = persistence.load(det)
+    assert pipe["inv"].verbose == 0 and pipe["det"].verbose == 0
