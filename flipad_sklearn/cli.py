@@ -2,11 +2,18 @@
 
 ::
 
+    flipad sample --generator mygan.py:G --latent-shape 100 1 1 -n 2000 \\
+                  -o samples_of_G/
     flipad fit --generator mygan.py:G --latent-shape 100 1 1 \\
                --own samples_of_G/ --others real/ --others other_gan/ \\
                -o detector.flipad
     flipad score detector.flipad suspicious/ img1.png img2.png --csv scores.csv
+    flipad score detector.flipad suspicious/ -o verdicts.json --format json
     flipad attribute --model G1=g1.flipad --model G2=g2.flipad suspicious/
+
+``sample`` writes ``-n`` seeded samples of the generator as 8-bit PNG files
+into a new or empty folder, turning outputs into pixels exactly as ``fit``
+and ``score`` read them back: that folder is what ``fit --own`` takes.
 
 ``fit`` finds the generator's final layer and output activation
 (:func:`~flipad_sklearn.find_final_layer`), computes the anchor from the
@@ -27,7 +34,10 @@ for trusted use only; a warning says so).
 ``score`` prints, for every file, its score (the detector's
 ``decision_function``: negative = not made by G), its decision and its
 conformal p-value of "made by G" (small = unlikely to come from G; a sample
-of G has ``P(p <= a) <= a``).
+of G has ``P(p <= a) <= a``).  ``--csv FILE`` or ``-o FILE [--format
+{csv,json}]`` writes the table (JSON: the detector's metadata and one object
+per file); the table is :func:`flipad_sklearn.verdicts.verdict_table`'s,
+the function Python users call, so both give the same verdicts.
 
 Pixels are scaled to the range of the output activation that ``fit`` found,
 and that range is saved with the detector (the pipeline's ``input_range``) so
@@ -79,7 +89,8 @@ Exit codes
     Partial success: some files were skipped (listed with the reason); all
     the others were fitted on / scored.
 130
-    Interrupted (Ctrl-C): one line on stderr; no output file was changed.
+    Interrupted (Ctrl-C): one line on stderr; no output file was changed
+    (``sample``: the images written so far are complete files).
 
 Security
 --------
