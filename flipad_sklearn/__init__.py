@@ -27,7 +27,7 @@ from ._version import __version__
 #   detection   detection/ (conformal rule, Deep SAD, baselines, pipelines),
 #               model_selection
 #   recipes     pipeline (every make_*)
-#   I/O         persistence
+#   I/O         persistence, verdicts (the verdict table of files and a fitted pipeline)
 #   apps        cli, demo, plotting
 _EXPORTS = {
     # generators and data: reaching into a generator
@@ -49,13 +49,15 @@ _EXPORTS = {
     ".pipeline": ["make_dctpad", "make_flipad", "make_rawpad"],
     # input checks: warnings
     ".exceptions": ["InputContractWarning", "LabelConventionWarning", "OutOfRangeWarning"],
+    # I/O: the verdict table (what `flipad score` writes)
+    ".verdicts": ["VerdictTable", "verdict_table"],
     # apps: plots (matplotlib is imported only when a plot is drawn)
     ".plotting": ["ActivationMapDisplay", "AttributionRocDisplay",
                   "PredictionSetDisplay", "ScoreHistogramDisplay"],
 }
 # public submodules, reachable as attributes (flipad_sklearn.plotting, ...)
 _SUBMODULES = ["datasets", "detection", "generators", "inversion", "lasso", "model_selection",
-               "operators", "persistence", "pipeline", "plotting", "streaming"]
+               "operators", "persistence", "pipeline", "plotting", "streaming", "verdicts"]
 # old paths kept for one release (they warn when imported; flipad_sklearn._deprecated)
 _DEPRECATED_MODULES = ["baselines", "conformal", "conformal_pipeline", "deepsad",
                        "lasso.embedding", "lasso.spectral", "linear_ops", "multi",

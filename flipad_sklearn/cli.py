@@ -2,11 +2,18 @@
 
 ::
 
+    flipad sample --generator mygan.py:G --latent-shape 100 1 1 -n 2000 \\
+                  -o samples_of_G/
     flipad fit --generator mygan.py:G --latent-shape 100 1 1 \\
                --own samples_of_G/ --others real/ --others other_gan/ \\
                -o detector.flipad
     flipad score detector.flipad suspicious/ img1.png img2.png --csv scores.csv
+    flipad score detector.flipad suspicious/ -o verdicts.json --format json
     flipad attribute --model G1=g1.flipad --model G2=g2.flipad suspicious/
+
+``sample`` writes ``-n`` seeded samples of the generator as 8-bit PNG files
+into a new or empty folder, turning outputs into pixels exactly as ``fit``
+and ``score`` read them back: that folder is what ``fit --own`` takes.
 
 ``fit`` finds the generator's final layer and output activation
 (:func:`~flipad_sklearn.find_final_layer`), computes the anchor from the
@@ -27,7 +34,10 @@ for trusted use only; a warning says so).
 ``score`` prints, for every file, its score (the detector's
 ``decision_function``: negative = not made by G), its decision and its
 conformal p-value of "made by G" (small = unlikely to come from G; a sample
-of G has ``P(p <= a) <= a``).
+of G has ``P(p <= a) <= a``).  ``--csv FILE`` or ``-o FILE [--format
+{csv,json}]`` writes the table (JSON: the detector's metadata and one object
+per file); the table is :func:`flipad_sklearn.verdicts.verdict_table`'s,
+the function Python users call, so both give the same verdicts.
 
 Pixels are scaled to the range of the output activation that ``fit`` found,
 and that range is saved with the detector (the pipeline's ``input_range``) so
@@ -79,7 +89,8 @@ Exit codes
     Partial success: some files were skipped (listed with the reason); all
     the others were fitted on / scored.
 130
-    Interrupted (Ctrl-C): one line on stderr; no output file was changed.
+    Interrupted (Ctrl-C): one line on stderr; no output file was changed
+    (``sample``: the images written so far are complete files).
 
 Security
 --------
@@ -99,7 +110,6 @@ given Python module: only name code you trust.
 """
 
 import argparse
-import csv
 import importlib
 import importlib.util
 import math
@@ -109,6 +119,12 @@ import tempfile
 import warnings
 from pathlib import Path
 
+# reading files, the pixel ranges and the table's rules live in verdicts (the
+# standard library only at import), shared with flipad_sklearn.verdicts.verdict_table
+from .verdicts import IMAGE_EXTENSIONS, PIXEL_RANGES  # noqa: F401 (kept as cli names)
+from .verdicts import csv_cell as _csv_cell  # noqa: F401
+from .verdicts import display_name as _display
+
 # numpy, torch and the package's estimators are imported inside the commands,
 # after the arguments are parsed: `flipad --help` and a usage error return
 # at once (tests/test_lazy_import.py)
@@ -116,7 +132,6 @@ from pathlib import Path
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 EXIT_INTERRUPTED = 130      # 128 + SIGINT, as shells report it
 PICKLE_EXTENSIONS = (".joblib", ".pkl", ".pickle")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 __all__ = ["main", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_PARTIAL",
            "EXIT_INTERRUPTED"]
@@ -132,32 +147,11 @@ class UsageError(Exception):
 
 # ------------------------------------------------------------------ images
 def _expand_entries(paths):
-    """``(path, reason)`` for every file and folder entry, in input order.
+    """``(path, reason)`` for every file and folder entry, in input order
+    (:func:`flipad_sklearn.verdicts.expand_paths`)."""
+    from .verdicts import expand_paths
 
-    Folders are listed sorted (not recursively); ``reason`` is None for a file
-    to read, else why it is skipped (a path that does not exist, a broken
-    symbolic link, a sub-folder, another extension).
-    """
-    from .datasets._image_folder import _not_a_file_reason
-
-    entries = []
-    for p in paths:
-        path = Path(p)
-        if path.is_dir():
-            for f in sorted(path.iterdir()):
-                reason = _not_a_file_reason(f, recursive=False)
-                if reason is None and f.suffix.lower() not in IMAGE_EXTENSIONS:
-                    reason = f"skipped: extension {f.suffix!r} is not an image extension"
-                if reason is not None and "sub-folder" in reason:
-                    reason = "skipped: sub-folder (folders are not searched recursively)"
-                entries.append((os.fspath(f), reason))
-        elif path.is_file():
-            entries.append((os.fspath(path), None))
-        elif path.is_symlink():
-            entries.append((os.fspath(path), "broken symbolic link"))
-        else:
-            entries.append((os.fspath(path), "no such file or folder"))
-    return entries
+    return expand_paths(paths)
 
 
 def _expand(paths):
@@ -170,73 +164,25 @@ def _expand(paths):
             [(p, r) for p, r in entries if r is not None])
 
 
-#: Value range of the images per output activation (``p`` = 8-bit pixel):
-#: tanh ``p / 127.5 - 1``, sigmoid ``p / 255``, identity as tanh (the convention
-#: of linear-output generators such as StyleGAN's).
-PIXEL_RANGES = {"tanh": (-1.0, 1.0), "sigmoid": (0.0, 1.0), "identity": (-1.0, 1.0)}
-
-
 def _pixel_range(activation):
     """The range 8-bit pixels are scaled to for a generator with this output activation."""
-    from .activations import get_activation
+    from .verdicts import pixel_range
 
-    name = get_activation(activation).name
-    if name not in PIXEL_RANGES:
-        raise CLIError(f"The generator's output activation {name!r} has no known pixel "
-                       "range; use the Python API (make_flipad(..., input_range=...)).")
-    return PIXEL_RANGES[name]
+    try:
+        return pixel_range(activation)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
 
 
 def _read_images(files, image_shape, verbose, value_range=(-1.0, 1.0)):
-    """Read ``files`` as ``(n, C, H, W)`` float32 in ``value_range``, without resizing.
+    """Read ``files`` as ``(n, C, H, W)`` float32 in ``value_range``, without resizing
+    (:func:`flipad_sklearn.verdicts.read_images`).  Returns ``(X, ok_files, errors)``."""
+    from .verdicts import read_images
 
-    8-bit pixels ``p`` become ``low + p (high - low) / 255``.
-    Returns ``(X, ok_files, errors)``.
-    """
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
-
-    from .datasets._image_folder import _to_array, _UnsupportedImage, mis_sized_reason
-
-    c, h, w = image_shape
-    if c not in (1, 3):
-        raise CLIError(f"The generator outputs {c}-channel images; only grey (1) and "
-                       "RGB (3) images can be read from files.")
-    mode = "L" if c == 1 else "RGB"
-    images, ok, errors = [], [], []
-    bar = _bar(len(files), "reading images", "file", verbose and len(files) > 50)
-    for f in files:
-        try:
-            with Image.open(f) as img:
-                if img.size != (w, h):
-                    raise _Missized(mis_sized_reason(img.size, (w, h),
-                                                     " (the generator's output size)"))
-                img.load()
-                arr = _to_array(img, mode, (w, h), Image.Resampling.BICUBIC)
-        except _Missized as exc:
-            errors.append((f, str(exc)))
-        except _UnsupportedImage as exc:
-            errors.append((f, f"unsupported: {exc}"))
-        except (OSError, ValueError, SyntaxError, UnidentifiedImageError,
-                Image.DecompressionBombError) as exc:
-            errors.append((f, f"unreadable: {type(exc).__name__}: {exc}"))
-        else:
-            images.append(arr)
-            ok.append(f)
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
-    if images:
-        low, high = value_range
-        X = (np.stack(images) * ((high - low) / 255.0) + low).astype(np.float32)
-    else:
-        X = np.empty((0, c, h, w), dtype=np.float32)
-    return X, ok, errors
-
-
-class _Missized(Exception):
-    pass
+    try:
+        return read_images(files, image_shape, value_range, verbose)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
 
 
 def _bar(total, desc, unit, enabled):
@@ -253,13 +199,6 @@ def _report_errors(errors, what):
     _err(f"{len(errors)} file(s) {what}:")
     for path, reason in errors:
         _err(f"  {_display(path)}: {reason}")
-
-
-def _display(text):
-    """``text`` printable anywhere: a file name that is not valid UTF-8 (decoded by
-    Python with surrogate escapes) gets ``\\xNN`` escapes instead of failing."""
-    return os.fsencode(text).decode("utf-8", "backslashreplace") \
-        if isinstance(text, str) else str(text)
 
 
 def _out(line):
@@ -285,36 +224,6 @@ def _err(line):
         print(line, file=sys.stderr)
     except (BrokenPipeError, UnicodeEncodeError):
         pass
-
-
-#: Cells starting with these are formulas to a spreadsheet (CSV injection).
-_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _csv_cell(value):
-    """A text cell as written to the CSV: valid UTF-8, never a spreadsheet formula.
-
-    A file name starting with ``=``, ``+``, ``-``, ``@`` (or a tab or carriage
-    return) is prefixed with ``'``, which spreadsheets show as text; numbers
-    are written as they are.
-    """
-    if not isinstance(value, str):
-        return value
-    value = _display(value)
-    return "'" + value if value.startswith(_FORMULA_PREFIXES) else value
-
-
-def _write_csv(csv_path, fieldnames, rows):
-    """The rows, escaped, to ``csv_path`` (atomically: the old file stays on failure)."""
-    def write(tmp):
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=fieldnames)
-            writer.writeheader()
-            writer.writerows([{k: _csv_cell(v) for k, v in r.items()} for r in rows])
-            fh.flush()
-            os.fsync(fh.fileno())
-
-    _replace_atomically(csv_path, write)
 
 
 def _refuse_overwriting(out, option, protected):
@@ -419,22 +328,14 @@ def _latent_shape(args, generator):
     return tuple(int(s) for s in shape)
 
 
-# --------------------------------------------------------------------- fit
-def cmd_fit(args):
+def _inspect_generator(args, verbose):
+    """The generator of ``--generator``/``--weights``, its latent shape, final layer
+    and output shape ``(C, H, W)``; as ``fit`` and ``sample`` both read them."""
     import numpy as np
     import torch
 
-    from . import find_final_layer, mean_activation, sample_activations
-    from .detection.conformal import calibrate, required_validation_size
-    from .pipeline import make_flipad
+    from . import find_final_layer
 
-    verbose = not args.quiet
-    _check_fit_args(args)
-    inputs = [args.generator.rsplit(":", 1)[0]] + ([args.weights] if args.weights else [])
-    for folder in [args.own] + list(args.others or []):
-        inputs += [p for p, _ in _expand_entries([folder])]
-    _refuse_overwriting(args.output, "-o/--output", [p for p in inputs if os.path.exists(p)])
-    out = _prepare_output(args.output, "-o/--output")
     generator = load_generator_spec(args.generator, args.weights)
     latent = _latent_shape(args, generator)
     rng = np.random.default_rng(args.seed)
@@ -452,6 +353,128 @@ def cmd_fit(args):
     _log(verbose, f"generator: final layer {final.name or type(final.layer).__name__} "
                   f"({type(final.layer).__name__}), activation {final.activation}, "
                   f"activation shape {final.activation_shape}, output {out_shape}")
+    return generator, latent, final, out_shape
+
+
+# ------------------------------------------------------------------ sample
+def cmd_sample(args):
+    """Draw ``-n`` samples of the generator and write them as 8-bit PNG files.
+
+    The pixels are the inverse of how ``fit`` and ``score`` read files: an
+    output ``x`` in the activation's range ``[low, high]`` becomes
+    ``p = round((x - low) * 255 / (high - low))``, clipped to ``[0, 255]``,
+    so the folder is what ``flipad fit --own`` takes.
+    """
+    verbose = not args.quiet
+    _check_sample_args(args)
+    created = not Path(args.output).exists()
+    folder = _prepare_folder(args.output)
+    try:
+        return _write_samples(args, folder, verbose)
+    except BaseException:
+        if created and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()          # nothing written: leave no empty folder behind
+        raise
+
+
+def _write_samples(args, folder, verbose):
+    import numpy as np
+    from PIL import Image
+
+    from .generator_utils import _iter_batches
+
+    generator, latent, final, out_shape = _inspect_generator(args, verbose)
+    c = out_shape[0]
+    if c not in (1, 3):
+        raise CLIError(f"The generator outputs {c}-channel images; only grey (1) and RGB "
+                       "(3) images can be written as PNG files.")
+    low, high = _pixel_range(final.activation)
+    _log(verbose, f"writing {args.n_samples} images of G to {_display(os.fspath(folder))} "
+                  f"as 8-bit PNG (outputs in {[low, high]} -> pixels 0..255)")
+    digits = max(4, len(str(args.n_samples - 1)))
+    bar = _bar(args.n_samples, "sampling G", "image", verbose)
+    i = 0
+    try:
+        # the latents of sample_activations(random_state=seed): standard normal, from a
+        # local generator, independent of --batch-size
+        for _, out in _iter_batches(generator, args.n_samples, latent, None, None, None,
+                                    final.layer, args.batch_size, args.device, args.seed, 0):
+            x = out.float().cpu().numpy()
+            pixels = np.clip(np.rint((x - low) * (255.0 / (high - low))), 0, 255)
+            for im in pixels.astype(np.uint8):
+                name = folder / f"{args.prefix}{i:0{digits}d}.png"
+                image = Image.fromarray(im[0] if c == 1 else np.ascontiguousarray(
+                    im.transpose(1, 2, 0)))
+                # a complete file or none: an interrupted run leaves no truncated PNG
+                _replace_atomically(name, lambda tmp: image.save(tmp, format="PNG"))
+                i += 1
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    _log(True, f"wrote {i} images to {_display(os.fspath(folder))} (seed {args.seed}); "
+               f"fit a detector with: flipad fit --generator {args.generator} "
+               + (f"--latent-shape {' '.join(map(str, latent))} " if args.latent_shape
+                  else "")
+               + f"--own {_display(os.fspath(folder))} ...")
+    return EXIT_OK
+
+
+def _check_sample_args(args):
+    """Every option of ``flipad sample`` in its range, before any work (UsageError)."""
+    for option, value in (("-n/--n-samples", args.n_samples),
+                          ("--batch-size", args.batch_size)):
+        if value < 1:
+            raise UsageError(f"{option} must be a positive integer; got {value!r}.")
+    if args.latent_shape and not all(s >= 1 for s in args.latent_shape):
+        raise UsageError(f"--latent-shape must be positive integers; got "
+                         f"{args.latent_shape!r}.")
+    if os.sep in args.prefix or "/" in args.prefix:
+        raise UsageError(f"--prefix must be a file name prefix, not a path; got "
+                         f"{args.prefix!r}.")
+    _check_device(args.device)
+
+
+def _prepare_folder(path):
+    """Create the output folder of ``sample`` (or take an empty one); test writing.
+
+    A folder that already has entries is refused: ``flipad fit --own`` takes
+    every image of the folder, and G's samples must not mix with other files.
+    """
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise CLIError(f"-o/--output {os.fspath(path)!r} is a file; give a folder.")
+    if folder.is_dir() and any(folder.iterdir()):
+        raise CLIError(f"-o/--output {os.fspath(path)!r} is not empty; give a new or empty "
+                       "folder (flipad fit --own takes every image of it, so G's samples "
+                       "must not mix with other files).")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise CLIError(f"-o/--output {os.fspath(path)!r} cannot be written: "
+                       f"{exc.strerror or exc}.") from exc
+    return folder
+
+
+# --------------------------------------------------------------------- fit
+def cmd_fit(args):
+    import numpy as np
+
+    from . import mean_activation, sample_activations
+    from .detection.conformal import calibrate, required_validation_size
+    from .pipeline import make_flipad
+
+    verbose = not args.quiet
+    _check_fit_args(args)
+    inputs = [args.generator.rsplit(":", 1)[0]] + ([args.weights] if args.weights else [])
+    for folder in [args.own] + list(args.others or []):
+        inputs += [p for p, _ in _expand_entries([folder])]
+    _refuse_overwriting(args.output, "-o/--output", [p for p in inputs if os.path.exists(p)])
+    out = _prepare_output(args.output, "-o/--output")
+    generator, latent, final, out_shape = _inspect_generator(args, verbose)
 
     value_range = _pixel_range(final.activation)
     _log(verbose, f"reading images as pixels / 255 scaled to {list(value_range)}, the "
@@ -499,11 +522,12 @@ def cmd_fit(args):
         final.layer, final.activation, anchor, alpha=args.alpha,
         activation_shape=final.activation_shape, positive=positive, datafit=args.datafit,
         tol=args.tol, max_iter=args.max_iter, fnr=args.fnr, random_state=args.seed,
-        device=args.device, inverter_params=dict(batch_size=args.batch_size,
-                                                 verbose=int(verbose)),
+        device=args.device, inverter_params=dict(batch_size=args.batch_size),
         # trained, calibrated and scored on 8-bit images in the activation's range
         quantize="uint8", input_range=value_range,
-        detector_params=dict(n_epochs=args.epochs, verbose=0,
+        # progress bars: the inversion's samples and Deep SAD's epochs
+        verbose=int(verbose),
+        detector_params=dict(n_epochs=args.epochs,
                              validation_size="auto" if n_val == "own" else 0))
     _log(verbose, f"inverting {len(X)} images, then training the detector "
                   f"({args.epochs} epochs)")
@@ -520,7 +544,7 @@ def cmd_fit(args):
             calibrate(pipe, X_val.astype(np.float32))
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
-    pipe.set_params(inv__verbose=0)
+    pipe.set_params(inv__verbose=0, det__verbose=0)     # saved silent, as in Python
     _save_detector(pipe, out)
     det = pipe[-1]
     _log(True, f"saved {out} (threshold {det.threshold_:.4g} at fnr={args.fnr}, "
@@ -711,17 +735,57 @@ def _check_max_memory(value):
         raise UsageError(f"--max-memory must be a positive number of GiB; got {value}.")
 
 
+def _output_plan(args):
+    """``(file, format, stdout_format)`` of ``score``/``attribute``'s outputs.
+
+    ``--csv FILE`` is ``-o FILE --format csv``; ``-o FILE`` is written in
+    ``--format`` (csv by default); without a file, ``--format`` prints that
+    format on stdout instead of the table.
+    """
+    if args.csv and args.output:
+        raise UsageError("give --csv FILE or -o/--output FILE, not both.")
+    if args.csv and args.format == "json":
+        raise UsageError("--csv writes CSV; for JSON use -o FILE --format json.")
+    file = args.csv or args.output
+    if file:
+        return file, args.format or "csv", None
+    return None, None, args.format
+
+
+def _write_table(table, path, fmt):
+    """The table to ``path`` in ``fmt`` (atomically: the old file stays on failure)."""
+    write = table.to_json if fmt == "json" else table.to_csv
+    _replace_atomically(path, write)
+
+
+def _emit(table, out_path, out_format, stdout_format, print_table):
+    """Write the file first (a closed terminal cannot lose it), then stdout."""
+    if out_path is not None:
+        _write_table(table, out_path, out_format)
+    if stdout_format is not None:
+        text = table.to_json() if stdout_format == "json" else table.to_csv()
+        for line in text.rstrip("\n").splitlines():
+            _out(line)
+    else:
+        print_table(table)
+
+
 def cmd_score(args):
+    from .verdicts import table_from_read
+
     _check_max_memory(args.max_memory)
     if args.batch_size is not None and args.batch_size < 1:
         raise UsageError(f"--batch-size must be a positive integer; got {args.batch_size}.")
     if args.device is not None:
         _check_device(args.device)
+    out_file, out_format, stdout_format = _output_plan(args)
     entries = _expand_entries(args.paths)
-    if args.csv:
-        _refuse_overwriting(args.csv, "--csv", [args.detector] + list(args.paths)
+    if out_file:
+        option = "--csv" if args.csv else "-o/--output"
+        _refuse_overwriting(out_file, option, [args.detector] + list(args.paths)
                             + [p for p, _ in entries])
-    csv_path = _prepare_output(args.csv, "--csv") if args.csv else None
+    out_path = _prepare_output(out_file, "--csv" if args.csv else "-o/--output") \
+        if out_file else None
     pipe = _load_detector(args.detector, args.trust_pickle, args.max_memory)
     verbose = not args.quiet
     inv = pipe[0]
@@ -735,77 +799,59 @@ def cmd_score(args):
     shape = tuple(inv.output_shape_)
     files = [p for p, r in entries if r is None]
     X, ok, read_errors = _read_images(files, shape, verbose, _saved_range(pipe))
-    scores = pvals = ()
-    if len(ok):
-        pipe.set_params(inv__verbose=int(verbose and len(ok) > 1))
-        with _warnings_on_stderr():
-            # the pixels were scaled here: a batch without dark pixels is bright images,
-            # not images scaled to [0, 1] (what that warning of the inverter suspects)
-            warnings.filterwarnings("ignore", message="No value of the .* below 0")
-            feats = pipe[:-1].transform(X)
-            det = pipe[-1]
-            scores = det.decision_function(feats)
-            pvals = det.pvalues(feats)
-    # one row per entry, in input order: _read_images keeps the order of files
-    rows, errors = [], []
-    scored = iter(zip(ok, scores, pvals))
-    unread = iter(read_errors)
-    pending = next(scored, None)
-    for path, reason in entries:
-        if reason is None and pending is not None and pending[0] == path:
-            _, s, p = pending
-            rows.append({"path": path, "score": float(s),
-                         "decision": "G" if s >= 0 else "not G", "pvalue": float(p),
-                         "status": "ok"})
-            pending = next(scored, None)
-            continue
-        if reason is None:
-            path, reason = next(unread)
-        errors.append((path, reason))
-        rows.append({"path": path, "score": "", "decision": "", "pvalue": "",
-                     "status": reason})
-    if csv_path is not None:            # first: a closed terminal cannot lose it
-        _write_csv(csv_path, ["path", "score", "decision", "pvalue", "status"], rows)
-    if ok:
-        width = max(len(_display(r["path"])) for r in rows if r["status"] == "ok")
-        _out(f"{'path':<{width}}  {'score':>11}  {'decision':<8}  {'p-value':>8}")
-        for r in rows:
-            if r["status"] == "ok":
-                _out(f"{_display(r['path']):<{width}}  {r['score']:>11.4g}  "
-                     f"{r['decision']:<8}  {r['pvalue']:>8.4f}")
-    _report_errors(errors, "not scored")
+    with _warnings_on_stderr():
+        # one rule with the Python side: flipad_sklearn.verdicts.verdict_table
+        table = table_from_read(pipe, X, (ok, read_errors), entries,
+                                detector_path=os.path.abspath(args.detector),
+                                verbose=int(verbose))
+    _emit(table, out_path, out_format, stdout_format, _print_score_table)
+    _report_errors([(r["path"], r["status"]) for r in table if r["status"] != "ok"],
+                   "not scored")
     if not ok:
-        raise CLIError("No file could be scored." if files or errors else
+        raise CLIError("No file could be scored." if files or table.n_skipped else
                        "No files given.")
-    return EXIT_PARTIAL if errors else EXIT_OK
+    return EXIT_PARTIAL if table.n_skipped else EXIT_OK
+
+
+def _print_score_table(table):
+    rows = [r for r in table if r["status"] == "ok"]
+    if not rows:
+        return
+    width = max(len(_display(r["path"])) for r in rows)
+    _out(f"{'path':<{width}}  {'score':>11}  {'decision':<8}  {'p-value':>8}")
+    for r in rows:
+        _out(f"{_display(r['path']):<{width}}  {r['score']:>11.4g}  "
+             f"{r['decision']:<8}  {r['pvalue']:>8.4f}")
 
 
 # --------------------------------------------------------------- attribute
 def cmd_attribute(args):
     """Prediction sets over several owned models (one detector file per model)."""
-    import numpy as np
-
     from .detection.multi import OwnedModelsAttributor
+    from .verdicts import table_from_read
 
     _check_max_memory(args.max_memory)
     if args.alpha is not None and not (math.isfinite(args.alpha) and 0 <= args.alpha < 1):
         raise UsageError(f"--alpha must be in [0, 1), got {args.alpha}.")
     if args.device is not None:
         _check_device(args.device)
+    out_file, out_format, stdout_format = _output_plan(args)
     specs = [(spec,) + spec.partition("=") for spec in args.model]
     entries = _expand_entries(args.paths)
-    if args.csv:
-        _refuse_overwriting(args.csv, "--csv",
+    option = "--csv" if args.csv else "-o/--output"
+    if out_file:
+        _refuse_overwriting(out_file, option,
                             [path if sep else spec for spec, _, sep, path in specs]
                             + list(args.paths) + [p for p, _ in entries])
-    csv_path = _prepare_output(args.csv, "--csv") if args.csv else None
-    models = {}
+    out_path = _prepare_output(out_file, option) if out_file else None
+    models, paths = {}, {}
     for spec, name, sep, path in specs:
         if not sep:
             name, path = Path(spec).stem, spec
         if name in models:
             raise CLIError(f"--model: the name {name!r} is given twice (use NAME=FILE).")
         models[name] = _load_detector(path, args.trust_pickle, args.max_memory)
+        paths[name] = os.path.abspath(path)
         if args.device is not None:
             models[name].set_params(inv__device=args.device)
             models[name][-1].network_.to(_torch_device(args.device))
@@ -825,57 +871,45 @@ def cmd_attribute(args):
         raise CLIError(f"The models read pixels into different ranges: {ranges}.")
     X, ok, read_errors = _read_images(files, next(iter(shapes.values())), verbose,
                                       next(iter(ranges.values())))
-    names = list(models)
-    done = {}
     if ok:
-        with _warnings_on_stderr():
-            res = attr.attribute(X, alpha=args.alpha)
-        for i, f in enumerate(ok):
-            row = {"path": f, "prediction": res.labels[i],
-                   "set": "{" + ",".join(np.asarray(names)[res.sets[i]]) + "}",
-                   "status": "ok"}
-            row.update({f"p_{n}": float(res.pvalues[i, j]) for j, n in enumerate(names)})
-            done.setdefault(f, []).append(row)
-    # one row per entry, in command-line order (as in `flipad score`)
-    failed = dict(read_errors)
-    rows, errors = [], []
-    for path, reason in entries:
-        if reason is None and done.get(path):
-            rows.append(done[path].pop(0))
-            continue
-        reason = reason or failed.get(path, "not read")
-        errors.append((path, reason))
-        rows.append({"path": path, "prediction": "", "set": "", "status": reason,
-                     **{f"p_{n}": "" for n in names}})
-    if csv_path is not None:            # first: a closed terminal cannot lose it
-        _write_csv(csv_path, ["path", "prediction", "set"] + [f"p_{n}" for n in names]
-                   + ["status"], rows)
-    if ok:
-        width = max(len(_display(r["path"])) for r in rows if r["status"] == "ok")
-        _out(f"{'path':<{width}}  {'prediction':<12}  {'set':<20}  "
-             + "  ".join(f"{'p_' + n:>10}" for n in names))
-        for r in rows:
-            if r["status"] == "ok":
-                _out(f"{_display(r['path']):<{width}}  {r['prediction']:<12}  "
-                     f"{r['set']:<20}  "
-                     + "  ".join(f"{r['p_' + n]:>10.4f}" for n in names))
-    _report_errors(errors, "not attributed")
+        _log(verbose, f"attributing {len(ok)} image(s) with {len(models)} models "
+                      f"({', '.join(models)}): one inversion per model")
+    with _warnings_on_stderr():
+        # one rule with the Python side: flipad_sklearn.verdicts.verdict_table;
+        # each model's inversion shows its progress bar unless -q
+        table = table_from_read(attr, X, (ok, read_errors), entries, alpha=args.alpha,
+                                detector_path=paths, verbose=int(verbose))
+    _emit(table, out_path, out_format, stdout_format,
+          lambda t: _print_attribute_table(t, list(models)))
+    _report_errors([(r["path"], r["status"]) for r in table if r["status"] != "ok"],
+                   "not attributed")
     if not ok:
-        raise CLIError("No file could be attributed." if files or errors else
+        raise CLIError("No file could be attributed." if files or table.n_skipped else
                        "No files given.")
-    return EXIT_PARTIAL if errors else EXIT_OK
+    return EXIT_PARTIAL if table.n_skipped else EXIT_OK
+
+
+def _print_attribute_table(table, names):
+    rows = [r for r in table if r["status"] == "ok"]
+    if not rows:
+        return
+    width = max(len(_display(r["path"])) for r in rows)
+    _out(f"{'path':<{width}}  {'prediction':<12}  {'set':<20}  "
+         + "  ".join(f"{'p_' + n:>10}" for n in names))
+    for r in rows:
+        _out(f"{_display(r['path']):<{width}}  {r['prediction']:<12}  "
+             f"{r['set']:<20}  "
+             + "  ".join(f"{r['p_' + n]:>10.4f}" for n in names))
 
 
 def _saved_range(pipe):
-    """The pixel range a detector was fitted with (its ``input_range``).
+    """The pixel range a detector was fitted with (its ``input_range``)."""
+    from .verdicts import saved_range
 
-    Detector files written before it was saved: the range of its inverter's
-    activation (as ``fit`` now chooses it).
-    """
-    rng = getattr(pipe, "input_range", None)
-    if rng is not None:
-        return tuple(float(v) for v in rng)
-    return _pixel_range(pipe[0].activation)
+    try:
+        return saved_range(pipe)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
 
 
 class _warnings_on_stderr(warnings.catch_warnings):
@@ -998,6 +1032,33 @@ def build_parser():
     fit.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     fit.set_defaults(func=cmd_fit)
 
+    sample = sub.add_parser(
+        "sample", help="write samples of a generator as PNG files (for fit --own)",
+        description="Draw N samples of the generator and write them as 8-bit PNG files "
+                    "into a new or empty folder: the outputs are scaled to pixels as "
+                    "`flipad fit` and `flipad score` read them back (tanh: (x + 1) * 127.5, "
+                    "sigmoid: x * 255), so the folder is what `flipad fit --own` takes.")
+    sample.add_argument("--generator", required=True, metavar="MODULE:ATTR",
+                        help="the generator, as for `flipad fit` (e.g. mygan.py:G)")
+    sample.add_argument("--weights", metavar="FILE",
+                        help="state dict to load into the generator (torch.load with "
+                             "weights_only=True)")
+    sample.add_argument("--latent-shape", type=int, nargs="+", metavar="N",
+                        help="shape of one latent code (default: the generator's "
+                             "latent_shape attribute)")
+    sample.add_argument("-n", "--n-samples", type=int, required=True, metavar="N",
+                        help="number of images to write")
+    sample.add_argument("--seed", type=int, default=0,
+                        help="random seed of the latent codes (0)")
+    sample.add_argument("--prefix", default="", help="file name prefix ('': 0000.png, ...)")
+    sample.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto)")
+    sample.add_argument("--batch-size", type=int, default=256,
+                        help="samples per batch (256)")
+    sample.add_argument("-o", "--output", required=True, metavar="DIR",
+                        help="folder to write the PNG files to (created; must be empty)")
+    sample.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    sample.set_defaults(func=cmd_sample)
+
     score = sub.add_parser(
         "score", help="score image files with a fitted detector",
         description="Print for each file its score (negative: not made by G), the "
@@ -1007,7 +1068,15 @@ def build_parser():
     score.add_argument("paths", nargs="+", metavar="PATH",
                        help="image files or folders of images")
     score.add_argument("--csv", metavar="FILE",
-                       help="also write path, score, decision, pvalue, status to a CSV")
+                       help="also write path, score, verdict, decision, pvalue, status to "
+                            "a CSV (the same as -o FILE --format csv)")
+    score.add_argument("-o", "--output", metavar="FILE",
+                       help="also write the verdicts to FILE in --format (csv by default)")
+    score.add_argument("--format", choices=("csv", "json"), default=None,
+                       help="format of -o FILE (default csv); without a file, print this "
+                            "format on stdout instead of the table. json: the detector's "
+                            "metadata (fnr, threshold, version, file) and one object per "
+                            "file")
     score.add_argument("--device", default=None, help="auto, cpu or cuda (default: cpu "
                                                       "unless the detector says otherwise)")
     score.add_argument("--batch-size", type=int, default=None,
@@ -1037,7 +1106,13 @@ def build_parser():
                            help="keep the models whose p-value exceeds ALPHA (default: "
                                 "each detector's own threshold, at its fnr)")
     attribute.add_argument("--csv", metavar="FILE",
-                           help="also write path, prediction, set, p_<model>..., status")
+                           help="also write path, prediction, set, p_<model>..., status "
+                                "(the same as -o FILE --format csv)")
+    attribute.add_argument("-o", "--output", metavar="FILE",
+                           help="also write the sets to FILE in --format (csv by default)")
+    attribute.add_argument("--format", choices=("csv", "json"), default=None,
+                           help="format of -o FILE (default csv); without a file, print "
+                                "this format on stdout instead of the table")
     attribute.add_argument("--device", default=None,
                            help="auto, cpu or cuda (default: what each detector was "
                                 "fitted with)")
@@ -1048,7 +1123,7 @@ def build_parser():
                                 "can run arbitrary code: only for files you trust")
     attribute.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     attribute.set_defaults(func=cmd_attribute)
-    for command in (fit, score, attribute):
+    for command in (fit, sample, score, attribute):
         command.add_argument(
             "--threads", type=_threads, default="auto", metavar="N",
             help="torch threads on CPU: a positive integer, or 'auto' (the default): "
@@ -1118,7 +1193,9 @@ def main(argv=None):
         return EXIT_USAGE
     except KeyboardInterrupt:
         # files are written atomically: an interrupted run leaves the old ones
-        _err(f"flipad {args.command}: interrupted (no output file was changed)")
+        _err(f"flipad {args.command}: interrupted (" + (
+            "the files written so far are complete" if args.command == "sample" else
+            "no output file was changed") + ")")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         # stdout closed early (e.g. `| head`) outside the table: nothing left to say

@@ -35,7 +35,7 @@ def make_flipad(layer, activation="tanh", anchor="zeros", *, alpha=5e-4,
                 activation_shape=None, positive=False, datafit="preactivation", tol=None,
                 max_iter=1000, pooling="max", kernel_size=2, n_channels=None, detector=None,
                 fnr=0.005, random_state=None, device="auto", inverter_params=None,
-                detector_params=None, quantize="auto", input_range="auto"):
+                detector_params=None, quantize="auto", input_range="auto", verbose=0):
     """The FLIPAD pipeline: inversion, pooling, channel selection, scaling, detector.
 
     Trained on what it will score: for a generator of images (a tanh or
@@ -101,6 +101,12 @@ def make_flipad(layer, activation="tanh", anchor="zeros", *, alpha=5e-4,
     input_range : "auto", (float, float) or None, default="auto"
         The inputs' value range; ``"auto"``: the activation's (``(-1, 1)`` for
         tanh, ``(0, 1)`` for sigmoid, None for the identity or a custom one).
+    verbose : int, default=0
+        Progress on stderr, passed to the inverter (a bar over the samples
+        inverted) and to the Deep SAD detector (a bar over the epochs); 0 is
+        silent.  ``inverter_params`` / ``detector_params`` with their own
+        ``verbose`` take precedence; a detector given as ``detector`` is used
+        as it is.
 
     Returns
     -------
@@ -135,7 +141,7 @@ def make_flipad(layer, activation="tanh", anchor="zeros", *, alpha=5e-4,
         raise ValueError(f"activation_shape must be (K,) or (C, H, W), got {activation_shape}.")
     input_range, quantize = _input_contract(activation, input_range, quantize)
     inv_params = dict(alpha=alpha, positive=positive, datafit=datafit, tol=tol, max_iter=max_iter,
-                      activation_shape=activation_shape, device=device)
+                      activation_shape=activation_shape, device=device, verbose=verbose)
     if quantize == "uint8" and datafit == "preactivation":
         # an 8-bit level at the edge of the range stands for the half step next to
         # it: clip there, not at 1e-6 (atanh(1 - 1e-6) = 7.3 against 3.1), or the
@@ -158,7 +164,8 @@ def make_flipad(layer, activation="tanh", anchor="zeros", *, alpha=5e-4,
                                             input_shape=(c, h, w))))
     steps.append(("scaler", GeneratorStandardScaler()))
     if detector is None:
-        det = _deep_sad(fnr, random_state, device, detector_params)
+        det = _deep_sad(fnr, random_state, device,
+                        dict({"verbose": verbose}, **(detector_params or {})))
     elif isinstance(detector, ConformalDecisionMixin):
         det = detector                      # already conformal: taken unchanged
     else:

@@ -92,6 +92,7 @@ def test_fit_writes_a_detector(fitted):
     assert (workdir / "out" / "detector.flipad").is_file()
     # progress bars and the summary go to stderr
     assert "final-layer inversion" in res.stderr
+    assert "Deep SAD training" in res.stderr and "8/8" in res.stderr   # issue 30
     assert "saved" in res.stderr
 
     from flipad_sklearn import persistence
@@ -610,3 +611,201 @@ def test_cuda_fitted_detector_on_a_cpu_machine_names_the_option(fitted, tmp_path
     code = cli.main(["score", str(tmp_path / "cuda.flipad"), str(workdir / "test"), "-q"])
     assert code == cli.EXIT_ERROR and not read
     assert "re-run with --device cpu" in capsys.readouterr().err
+
+
+# ------------------------------------------------- the verdict table (Python and CLI)
+def test_verdict_table_is_what_flipad_score_writes(fitted, tmp_path, capsys):
+    # before: no Python helper; the CLI's table was built inside cmd_score
+    from flipad_sklearn import persistence, verdict_table
+
+    workdir, _ = fitted
+    det = workdir / "out" / "detector.flipad"
+    pipe = persistence.load(det)
+    inputs = [str(workdir / "test"), str(tmp_path / "missing.png")]
+    table = verdict_table(pipe, inputs)
+    assert cli.main(["score", str(det), *inputs, "--csv", str(tmp_path / "s.csv"), "-q",
+                     "--device", "cpu"]) == cli.EXIT_PARTIAL
+    capsys.readouterr()
+    with open(tmp_path / "s.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["path"] for r in rows] == [r["path"] for r in table]
+    assert [r["status"] for r in rows] == [r["status"] for r in table]
+    assert len(table) == 16 and table.n_skipped == 4
+    for cli_row, row in zip(rows, table):
+        if row["status"] != "ok":
+            assert row["score"] is None and row["verdict"] is None
+            continue
+        assert float(cli_row["score"]) == pytest.approx(row["score"], rel=1e-6, abs=1e-9)
+        assert float(cli_row["pvalue"]) == pytest.approx(row["pvalue"])
+        assert int(cli_row["verdict"]) == row["verdict"]
+        assert cli_row["decision"] == ("G" if row["verdict"] == 1 else "not G")
+    # the verdict is the pipeline's own predict, on the same pixels; arrays work too
+    files = [r["path"] for r in table if r["status"] == "ok"]
+    X, ok, _ = cli._read_images(files, (1, 8, 8), False)
+    assert ok == files
+    np.testing.assert_array_equal([r["verdict"] for r in table if r["status"] == "ok"],
+                                  pipe.predict(X))
+    from_arrays = verdict_table(pipe, X, names=files)
+    assert [r["path"] for r in from_arrays] == files
+    np.testing.assert_allclose([r["score"] for r in from_arrays],
+                               [r["score"] for r in table if r["status"] == "ok"])
+    assert [r["path"] for r in verdict_table(pipe, X[:2])] == ["0", "1"]
+    # metadata: the detector's
+    assert table.metadata["fnr"] == 0.05
+    assert table.metadata["threshold"] == pytest.approx(float(pipe[-1].threshold_))
+    import flipad_sklearn
+
+    assert table.metadata["version"] == flipad_sklearn.__version__
+
+
+def test_verdict_table_writes_csv_and_json(fitted, tmp_path):
+    import json
+
+    from flipad_sklearn import persistence
+    from flipad_sklearn.verdicts import verdict_table
+
+    workdir, _ = fitted
+    pipe = persistence.load(workdir / "out" / "detector.flipad")
+    table = verdict_table(pipe, [str(workdir / "test" / "g0000.png"),
+                                 str(workdir / "test" / "broken.png")],
+                          detector_path="det.flipad")
+    table.to_csv(tmp_path / "t.csv")
+    with open(tmp_path / "t.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == table.columns
+    assert rows[1]["score"] == "" and rows[1]["status"].startswith("unreadable")
+    doc = json.loads(table.to_json())
+    assert doc["detector"]["detector"] == "det.flipad"
+    assert doc["detector"]["fnr"] == 0.05 and doc["detector"]["n_validation"] == 1000
+    assert len(doc["verdicts"]) == 2
+    assert doc["verdicts"][0]["verdict"] in (1, -1)
+    assert doc["verdicts"][1]["score"] is None
+    # several owned models: prediction sets
+    multi = verdict_table({"A": pipe, "B": pipe}, [str(workdir / "test" / "g0000.png")])
+    assert multi.columns == ["path", "prediction", "set", "p_A", "p_B", "status"]
+    assert multi[0]["set"] in ("{}", "{A,B}") and multi[0]["p_A"] == multi[0]["p_B"]
+    assert set(json.loads(multi.to_json())["detector"]["models"]) == {"A", "B"}
+
+
+def test_score_format_json(fitted, tmp_path, capsys):
+    # before: --format did not exist (usage error, exit 2)
+    import json
+
+    workdir, _ = fitted
+    det = str(workdir / "out" / "detector.flipad")
+    files = [str(workdir / "test" / "g0000.png"), str(workdir / "test" / "notes.txt")]
+    code = cli.main(["score", det, *files, "-o", str(tmp_path / "v.json"), "--format",
+                     "json", "-q", "--device", "cpu"])
+    assert code == cli.EXIT_PARTIAL
+    capsys.readouterr()
+    doc = json.loads((tmp_path / "v.json").read_text())
+    assert [v["path"] for v in doc["verdicts"]] == files
+    assert doc["verdicts"][0]["status"] == "ok" and doc["verdicts"][1]["status"] != "ok"
+    meta = doc["detector"]
+    assert meta["fnr"] == 0.05 and meta["threshold"] is not None
+    assert meta["detector"] == os.path.abspath(det) and meta["version"]
+    # no file: JSON on stdout instead of the table
+    assert cli.main(["score", det, files[0], "--format", "json", "-q",
+                     "--device", "cpu"]) == cli.EXIT_OK
+    out = json.loads(capsys.readouterr().out)
+    assert out["verdicts"][0]["score"] == pytest.approx(doc["verdicts"][0]["score"])
+    # csv stays the default of -o; --csv cannot write JSON
+    assert cli.main(["score", det, files[0], "-o", str(tmp_path / "v.csv"), "-q",
+                     "--device", "cpu"]) == cli.EXIT_OK
+    assert (tmp_path / "v.csv").read_text().startswith("path,score,verdict")
+    assert cli.main(["score", det, files[0], "--csv", str(tmp_path / "x.csv"),
+                     "--format", "json", "-q"]) == cli.EXIT_USAGE
+    assert "--csv writes CSV" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ flipad sample
+def test_sample_writes_pixels_as_fit_reads_them(workdir, tmp_path, capsys):
+    # before: no `flipad sample` (usage error); users wrote their own script
+    from flipad_sklearn import sample_activations
+
+    gen = f"{workdir / 'gens.py'}:G"
+    code = cli.main(["sample", "--generator", gen, "--latent-shape", "8", "-n", "5",
+                     "--seed", "3", "-o", str(tmp_path / "s"), "--batch-size", "2",
+                     "--device", "cpu"])
+    assert code == cli.EXIT_OK
+    err = capsys.readouterr().err
+    assert "sampling G" in err and "wrote 5 images" in err       # progress unless -q
+    files = sorted(str(p) for p in (tmp_path / "s").iterdir())
+    assert [os.path.basename(f) for f in files] == [f"{i:04d}.png" for i in range(5)]
+    X, ok, errors = cli._read_images(files, (1, 8, 8), False)
+    assert ok == files and not errors
+    # the latents of sample_activations(random_state=seed); pixels as score reads them
+    G = cli.load_generator_spec(gen)
+    _, out = sample_activations(G, 5, (8,), random_state=3, device="cpu")
+    step = 2 / 255
+    np.testing.assert_allclose(X, np.round((out + 1) / step) * step - 1, atol=1e-6)
+    assert np.abs(X - out).max() <= step / 2 + 1e-6
+    # quiet: only the closing line
+    assert cli.main(["sample", "--generator", gen, "--latent-shape", "8", "-n", "3",
+                     "-o", str(tmp_path / "q"), "-q", "--prefix", "g_"]) == cli.EXIT_OK
+    assert "sampling G" not in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path / "q")) == ["g_0000.png", "g_0001.png", "g_0002.png"]
+
+
+def test_sample_checks_options_and_refuses_a_non_empty_folder(workdir, tmp_path, capsys):
+    gen = f"{workdir / 'gens.py'}:G"
+    base = ["sample", "--generator", gen, "--latent-shape", "8", "-q"]
+    assert cli.main(base + ["-n", "0", "-o", str(tmp_path / "a")]) == cli.EXIT_USAGE
+    assert not (tmp_path / "a").exists()
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x.png").write_bytes(b"")
+    assert cli.main(base + ["-n", "2", "-o", str(tmp_path / "full")]) == cli.EXIT_ERROR
+    assert "is not empty" in capsys.readouterr().err
+    # a generator that fails: exit 1, and no empty folder left behind
+    assert cli.main(["sample", "--generator", f"{workdir / 'gens.py'}:NOT_A_MODULE", "-n",
+                     "2", "--latent-shape", "8", "-o", str(tmp_path / "b"), "-q"]) == \
+        cli.EXIT_ERROR
+    assert not (tmp_path / "b").exists()
+    assert "NOT_A_MODULE" in capsys.readouterr().err
+
+
+def test_sample_fit_score_round_trip(workdir, tmp_path):
+    # G's own sampled files go in --own; fresh sampled files are accepted at ~1 - fnr
+    gen = f"{workdir / 'gens.py'}:G"
+    res = _run(["sample", "--generator", gen, "--latent-shape", "8", "-n", "240",
+                "--seed", "11", "-o", str(tmp_path / "own"), "-q"], cwd=workdir)
+    assert res.returncode == cli.EXIT_OK, res.stderr
+    res = _run(["fit", "--generator", gen, "--latent-shape", "8", "--own",
+                str(tmp_path / "own"), "--others", "others", "--fnr", "0.05", "--epochs", "8",
+                "--anchor-samples", "500", "-o", str(tmp_path / "det.flipad"), "-q"],
+               cwd=workdir)
+    assert res.returncode == cli.EXIT_OK, res.stderr     # every sampled file was used
+    res = _run(["sample", "--generator", gen, "--latent-shape", "8", "-n", "200",
+                "--seed", "12", "-o", str(tmp_path / "fresh"), "-q"], cwd=workdir)
+    assert res.returncode == cli.EXIT_OK, res.stderr
+    res = _run(["score", str(tmp_path / "det.flipad"), str(tmp_path / "fresh"), "others",
+                "--csv", str(tmp_path / "s.csv"), "-q"], cwd=workdir)
+    assert res.returncode == cli.EXIT_OK, res.stderr
+    with open(tmp_path / "s.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    fresh = [r for r in rows if "fresh" in r["path"]]
+    others = [r for r in rows if "fresh" not in r["path"]]
+    assert len(fresh) == 200 and len(others) == 120
+    accepted = np.mean([r["decision"] == "G" for r in fresh])
+    assert accepted >= 0.88, accepted                  # fnr 0.05: ~0.95
+    assert np.mean([r["decision"] == "G" for r in others]) < 0.5
+
+
+def test_attribute_shows_progress_unless_quiet(fitted, capsys):
+    # before: no progress while each model inverted the images
+    workdir, _ = fitted
+    det = str(workdir / "out" / "detector.flipad")
+    files = [str(workdir / "test" / f"g000{i}.png") for i in range(3)]
+    base = ["attribute", "--model", f"A={det}", "--model", f"B={det}", *files,
+            "--device", "cpu"]
+    assert cli.main(base) == cli.EXIT_OK
+    err = capsys.readouterr().err
+    assert err.count("final-layer inversion") >= 2        # one bar per model
+    assert "attributing 3 image(s) with 2 models" in err
+    assert cli.main(base + ["-q"]) == cli.EXIT_OK
+    assert capsys.readouterr().err == ""
+    # the saved detector stays silent when loaded in Python
+    from flipad_sklearn import persistence
+
+    pipe = persistence.load(det)
+    assert pipe["inv"].verbose == 0 and pipe["det"].verbose == 0

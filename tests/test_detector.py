@@ -213,9 +213,16 @@ def test_verbose(capsys):
     FLIPADDetector(**dict(FAST, n_epochs=3, verbose=0)).fit(X)
     out = capsys.readouterr()
     assert out.out == "" and out.err == ""
+    # verbose=1: a tqdm bar over the epochs on stderr (before: a print per epoch)
     FLIPADDetector(**dict(FAST, n_epochs=3, verbose=1)).fit(X)
-    out = capsys.readouterr().out
-    assert out.count("epoch") == 3 and "3/3" in out and "loss" in out
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert "Deep SAD training" in out.err and "3/3" in out.err and "loss=" in out.err
+    # verbose=2: also one line per epoch
+    FLIPADDetector(**dict(FAST, n_epochs=3, verbose=2)).fit(X)
+    out = capsys.readouterr()
+    assert out.out.count("[FLIPADDetector] epoch") == 3 and "3/3" in out.out
+    assert "Deep SAD training" in out.err
 
 
 # ---------------------------------------------------------------- threshold

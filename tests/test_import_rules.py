@@ -23,7 +23,7 @@ ROLES = [
     ("detection", {"detection", "model_selection", "conformal", "conformal_pipeline",
                    "multi", "deepsad", "baselines"}),
     ("recipes", {"pipeline"}),
-    ("I/O", {"persistence", "_file_checks"}),
+    ("I/O", {"persistence", "_file_checks", "verdicts"}),
     ("apps", {"cli", "demo", "plotting", "__main__"}),
 ]
 LEVEL = {top: i for i, (_, tops) in enumerate(ROLES) for top in tops}

@@ -33,6 +33,7 @@ def test_import_package_is_light():
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["score", "--help"], ["fit", "--help"],
+                                  ["sample", "--help"],
                                   ["--version"]])
 def test_help_imports_nothing_heavy(argv):
     code = ("import flipad_sklearn.cli as cli\n"

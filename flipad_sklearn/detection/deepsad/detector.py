@@ -1,7 +1,9 @@
 """FLIPADDetector: Deep SAD with a conformal threshold, as a scikit-learn outlier detector."""
 
+import contextlib
 import copy
 import math
+import sys
 import time
 import warnings
 from numbers import Integral, Real
@@ -191,7 +193,9 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
         Seeds the split, the initial weights and the batch order through local
         generators; the global numpy/torch RNGs are not touched.
     verbose : int, default=0
-        Print the loss after every epoch when > 0.
+        0: silent.  1: a tqdm progress bar over the epochs on stderr, with the
+        current loss and learning rate.  2 or more: also one line per epoch
+        (loss, learning rate, time) on stdout.
 
     Attributes
     ----------
@@ -572,37 +576,50 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
         n_batches = n // bs if has_batch_norm(net) else math.ceil(n / bs)
         history = {"loss": [], "lr": [], "time": []}
         net.train()
-        for epoch in range(self.n_epochs):
-            t0 = time.perf_counter()
-            perm = torch.randperm(n, generator=gen)
-            total, count = 0.0, 0
-            for b in range(n_batches):
-                idx = perm[b * bs:(b + 1) * bs]
-                xb = X_train[idx].to(self.device_)
-                yb = y_train[idx].to(self.device_)
-                dist = torch.sum((net(xb) - center) ** 2, dim=1)
-                losses = torch.where(yb == -1, self.eta / (dist + 1e-6), dist)
-                loss = losses.mean()
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                total += float(loss.detach()) * idx.numel()
-                count += idx.numel()
-            lr = optimizer.param_groups[0]["lr"]
-            scheduler.step()  # after optimizer.step(), unlike the reference code
-            mean_loss = total / count
-            if not math.isfinite(mean_loss):
-                raise FloatingPointError(
-                    f"Training loss became {mean_loss} at epoch {epoch + 1}; "
-                    "lower lr or standardise the features.")
-            history["loss"].append(mean_loss)
-            history["lr"].append(lr)
-            history["time"].append(time.perf_counter() - t0)
-            if self.verbose:
-                print(f"[FLIPADDetector] epoch {epoch + 1}/{self.n_epochs} "
-                      f"loss {mean_loss:.6g} lr {lr:.3g} "
-                      f"({history['time'][-1]:.2f}s)", flush=True)
+        with self._progress() as bar:
+            for epoch in range(self.n_epochs):
+                t0 = time.perf_counter()
+                perm = torch.randperm(n, generator=gen)
+                total, count = 0.0, 0
+                for b in range(n_batches):
+                    idx = perm[b * bs:(b + 1) * bs]
+                    xb = X_train[idx].to(self.device_)
+                    yb = y_train[idx].to(self.device_)
+                    dist = torch.sum((net(xb) - center) ** 2, dim=1)
+                    losses = torch.where(yb == -1, self.eta / (dist + 1e-6), dist)
+                    loss = losses.mean()
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+                    total += float(loss.detach()) * idx.numel()
+                    count += idx.numel()
+                lr = optimizer.param_groups[0]["lr"]
+                scheduler.step()  # after optimizer.step(), unlike the reference code
+                mean_loss = total / count
+                if not math.isfinite(mean_loss):
+                    raise FloatingPointError(
+                        f"Training loss became {mean_loss} at epoch {epoch + 1}; "
+                        "lower lr or standardise the features.")
+                history["loss"].append(mean_loss)
+                history["lr"].append(lr)
+                history["time"].append(time.perf_counter() - t0)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{mean_loss:.4g}", lr=f"{lr:.3g}", refresh=False)
+                    bar.update(1)
+                    if self.verbose > 1:
+                        bar.write(f"[FLIPADDetector] epoch {epoch + 1}/{self.n_epochs} "
+                                  f"loss {mean_loss:.6g} lr {lr:.3g} "
+                                  f"({history['time'][-1]:.2f}s)", file=sys.stdout)
         return history
+
+    def _progress(self):
+        """A tqdm bar over the epochs when ``verbose`` (tqdm imported only then)."""
+        if not self.verbose:
+            return contextlib.nullcontext()
+        from tqdm.auto import tqdm
+
+        return tqdm(total=self.n_epochs, desc="Deep SAD training", unit="epoch",
+                    file=sys.stderr)
 
     # -------------------------------------------------------------- scoring
     def _distances(self, X):

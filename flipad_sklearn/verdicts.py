@@ -1,0 +1,573 @@
+"""The verdict table: one row per file (or sample) from fitted detectors.
+
+:func:`verdict_table` is what ``flipad score`` and ``flipad attribute`` print
+and write, as a Python function: give it a fitted FLIPAD pipeline (from
+:func:`~flipad_sklearn.pipeline.make_flipad`, ``flipad fit`` or
+:func:`flipad_sklearn.persistence.load`) and image files, folders or an array
+of samples; it returns a :class:`VerdictTable` whose rows hold each input's
+score, conformal p-value and verdict (+1 made by G, -1 not), or, for several
+owned models, the prediction set.  The command line tool builds its table
+with the same function, so the command and Python agree on every verdict.
+
+Files are read as ``flipad score`` reads them: 8-bit pixels ``p`` scaled to
+the detector's input range (``low + p (high - low) / 255``), images of exactly
+the generator's output size, nothing resized; a file that cannot be used is a
+row with the reason in ``status`` (and empty values), in input order.
+
+This module imports only the standard library when it is imported (numpy,
+Pillow and the estimators are imported by the functions that need them), so
+that ``flipad --help`` stays fast.
+"""
+
+import csv
+import io
+import json
+import math
+import os
+import sys
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+
+__all__ = ["IMAGE_EXTENSIONS", "PIXEL_RANGES", "VerdictTable", "expand_paths",
+           "read_images", "verdict_table"]
+
+#: File name extensions read from folders.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+#: Value range of the images per output activation (``p`` = 8-bit pixel):
+#: tanh ``p / 127.5 - 1``, sigmoid ``p / 255``, identity as tanh (the convention
+#: of linear-output generators such as StyleGAN's).
+PIXEL_RANGES = {"tanh": (-1.0, 1.0), "sigmoid": (0.0, 1.0), "identity": (-1.0, 1.0)}
+
+#: Cells starting with these are formulas to a spreadsheet (CSV injection).
+_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+#: Columns of a table from one detector, and the leading ones for several models.
+SCORE_COLUMNS = ["path", "score", "verdict", "decision", "pvalue", "status"]
+ATTRIBUTE_COLUMNS = ["path", "prediction", "set"]
+
+
+# ------------------------------------------------------------------ text
+def display_name(text):
+    """``text`` printable anywhere: a file name that is not valid UTF-8 (decoded by
+    Python with surrogate escapes) gets ``\\xNN`` escapes instead of failing."""
+    return os.fsencode(text).decode("utf-8", "backslashreplace") \
+        if isinstance(text, str) else str(text)
+
+
+def csv_cell(value):
+    """A cell as written to the CSV: valid UTF-8, never a spreadsheet formula.
+
+    A text starting with ``=``, ``+``, ``-``, ``@`` (or a tab or carriage
+    return) is prefixed with ``'``, which spreadsheets show as text; numbers
+    are written as they are, None as an empty cell.
+    """
+    if not isinstance(value, str):
+        return value
+    value = display_name(value)
+    return "'" + value if value.startswith(_FORMULA_PREFIXES) else value
+
+
+# ------------------------------------------------------------------ files
+def expand_paths(paths):
+    """``(path, reason)`` for every file and folder entry, in input order.
+
+    Folders are listed sorted (not recursively); ``reason`` is None for a file
+    to read, else why it is skipped (a path that does not exist, a broken
+    symbolic link, a sub-folder, another extension).
+
+    Parameters
+    ----------
+    paths : iterable of str or path-like
+
+    Returns
+    -------
+    entries : list of (str, str or None)
+    """
+    from .datasets._image_folder import _not_a_file_reason
+
+    entries = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            for f in sorted(path.iterdir()):
+                reason = _not_a_file_reason(f, recursive=False)
+                if reason is None and f.suffix.lower() not in IMAGE_EXTENSIONS:
+                    reason = f"skipped: extension {f.suffix!r} is not an image extension"
+                if reason is not None and "sub-folder" in reason:
+                    reason = "skipped: sub-folder (folders are not searched recursively)"
+                entries.append((os.fspath(f), reason))
+        elif path.is_file():
+            entries.append((os.fspath(path), None))
+        elif path.is_symlink():
+            entries.append((os.fspath(path), "broken symbolic link"))
+        else:
+            entries.append((os.fspath(path), "no such file or folder"))
+    return entries
+
+
+class _Missized(Exception):
+    pass
+
+
+def _bar(total, desc, unit, enabled):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr)
+
+
+def read_images(files, image_shape, value_range=(-1.0, 1.0), verbose=0):
+    """Read image files as ``(n, C, H, W)`` float32 in ``value_range``, without resizing.
+
+    8-bit pixels ``p`` become ``low + p (high - low) / 255``: the inverse of
+    how ``flipad sample`` writes a generator's outputs.
+
+    Parameters
+    ----------
+    files : list of str
+    image_shape : tuple of int
+        ``(C, H, W)`` with ``C`` 1 (grey) or 3 (RGB).
+    value_range : (float, float), default=(-1.0, 1.0)
+    verbose : int, default=0
+        A progress bar on stderr when positive and there are more than 50 files.
+
+    Returns
+    -------
+    X : ndarray of shape (n_read, C, H, W), float32
+    ok : list of str
+        The files read, in input order.
+    errors : list of (str, str)
+        The files not read, with the reason.
+    """
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    from .datasets._image_folder import _to_array, _UnsupportedImage, mis_sized_reason
+
+    c, h, w = image_shape
+    if c not in (1, 3):
+        raise ValueError(f"The generator outputs {c}-channel images; only grey (1) and "
+                         "RGB (3) images can be read from files.")
+    mode = "L" if c == 1 else "RGB"
+    images, ok, errors = [], [], []
+    bar = _bar(len(files), "reading images", "file", verbose and len(files) > 50)
+    for f in files:
+        try:
+            with Image.open(f) as img:
+                if img.size != (w, h):
+                    raise _Missized(mis_sized_reason(img.size, (w, h),
+                                                     " (the generator's output size)"))
+                img.load()
+                arr = _to_array(img, mode, (w, h), Image.Resampling.BICUBIC)
+        except _Missized as exc:
+            errors.append((f, str(exc)))
+        except _UnsupportedImage as exc:
+            errors.append((f, f"unsupported: {exc}"))
+        except (OSError, ValueError, SyntaxError, UnidentifiedImageError,
+                Image.DecompressionBombError) as exc:
+            errors.append((f, f"unreadable: {type(exc).__name__}: {exc}"))
+        else:
+            images.append(arr)
+            ok.append(f)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    if images:
+        low, high = value_range
+        X = (np.stack(images) * ((high - low) / 255.0) + low).astype(np.float32)
+    else:
+        X = np.empty((0, c, h, w), dtype=np.float32)
+    return X, ok, errors
+
+
+def pixel_range(activation):
+    """The range 8-bit pixels are scaled to for a generator with this output activation.
+
+    Parameters
+    ----------
+    activation : str or callable
+
+    Returns
+    -------
+    range : (float, float)
+    """
+    from .activations import get_activation
+
+    name = get_activation(activation).name
+    if name not in PIXEL_RANGES:
+        raise ValueError(f"The generator's output activation {name!r} has no known pixel "
+                         "range; use the Python API (make_flipad(..., input_range=...)).")
+    return PIXEL_RANGES[name]
+
+
+def saved_range(pipe):
+    """The pixel range a detector was fitted with (its ``input_range``).
+
+    Detector files written before it was saved: the range of its inverter's
+    activation (as ``flipad fit`` now chooses it).
+    """
+    rng = getattr(pipe, "input_range", None)
+    if rng is not None:
+        return tuple(float(v) for v in rng)
+    return pixel_range(pipe[0].activation)
+
+
+# ------------------------------------------------------------------ the table
+class VerdictTable:
+    """Per-input verdicts of one detector or of several owned models.
+
+    Built by :func:`verdict_table`.  Iterating gives the rows; ``len`` their
+    number; ``table[i]`` the ``i``-th row.
+
+    Parameters
+    ----------
+    rows : list of dict
+        One per input, in input order.  From one detector: ``path``,
+        ``score`` (``decision_function``: negative = not made by G),
+        ``verdict`` (+1 made by G, -1 not), ``decision`` (``"G"`` /
+        ``"not G"``), ``pvalue`` (conformal p-value of "made by G") and
+        ``status`` (``"ok"``, or why the input was skipped; its other values
+        are then None).  From several owned models: ``path``, ``prediction``
+        (the most likely model, or ``"none"``), ``set`` (the prediction set,
+        ``"{G1,G2}"``), ``p_<name>`` per model and ``status``.
+    columns : list of str
+        The keys of every row, in order.
+    metadata : dict
+        The detector's: ``package``, ``version``, and ``fnr``, ``threshold``,
+        ``n_validation`` (one detector) or ``models`` (name -> those,
+        several); ``detector`` (the file, when known) and ``alpha``.
+
+    Attributes
+    ----------
+    rows, columns, metadata
+    """
+
+    def __init__(self, rows, columns, metadata):
+        self.rows = rows
+        self.columns = columns
+        self.metadata = metadata
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __iter__(self):
+        return iter(self.rows)
+
+    def __getitem__(self, i):
+        return self.rows[i]
+
+    def __repr__(self):
+        n_ok = sum(r["status"] == "ok" for r in self.rows)
+        return f"VerdictTable({len(self.rows)} rows, {n_ok} ok)"
+
+    @property
+    def n_skipped(self):
+        """Rows whose input could not be used."""
+        return sum(r["status"] != "ok" for r in self.rows)
+
+    def to_dicts(self):
+        """The rows as a list of plain dicts (copies).
+
+        Returns
+        -------
+        rows : list of dict
+        """
+        return [dict(r) for r in self.rows]
+
+    def to_csv(self, file=None):
+        """Write the rows as CSV (UTF-8, with a header; skipped inputs have empty cells).
+
+        File names that are not valid UTF-8 get ``\\xNN`` escapes, and a text
+        cell a spreadsheet would take for a formula is prefixed with ``'``.
+
+        Parameters
+        ----------
+        file : str, path-like, text file object or None, default=None
+            Where to write; None returns the text.
+
+        Returns
+        -------
+        text : str or None
+            The CSV when ``file`` is None.
+        """
+        def write(fh):
+            writer = csv.DictWriter(fh, fieldnames=self.columns, lineterminator="\r\n")
+            writer.writeheader()
+            writer.writerows([{k: csv_cell(r[k]) for k in self.columns} for r in self.rows])
+
+        return _write_text(file, write, newline="")
+
+    def to_json(self, file=None, *, indent=2):
+        """Write the table as JSON: ``{"detector": metadata, "verdicts": [row, ...]}``.
+
+        One object per input; skipped inputs have ``null`` values and the
+        reason in ``status``; a non-finite number is written as ``null``.
+
+        Parameters
+        ----------
+        file : str, path-like, text file object or None, default=None
+            Where to write; None returns the text.
+        indent : int or None, default=2
+
+        Returns
+        -------
+        text : str or None
+            The JSON when ``file`` is None.
+        """
+        doc = {"detector": _jsonable(self.metadata),
+               "verdicts": [_jsonable({k: r[k] for k in self.columns}) for r in self.rows]}
+
+        def write(fh):
+            json.dump(doc, fh, indent=indent, ensure_ascii=False, allow_nan=False)
+            fh.write("\n")
+
+        return _write_text(file, write, newline=None)
+
+
+def _jsonable(obj):
+    if isinstance(obj, Mapping):
+        return {display_name(str(k)): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, str):
+        return display_name(obj)
+    if isinstance(obj, bool) or obj is None:
+        return obj
+    if isinstance(obj, int):
+        return obj
+    if isinstance(obj, float) or hasattr(obj, "__float__"):
+        v = float(obj)
+        if hasattr(obj, "dtype") and getattr(obj.dtype, "kind", "f") in "iu":
+            return int(obj)
+        return v if math.isfinite(v) else None
+    return str(obj)
+
+
+def _write_text(file, write, newline):
+    if file is None:
+        buf = io.StringIO()
+        write(buf)
+        return buf.getvalue()
+    if hasattr(file, "write"):
+        write(file)
+        return None
+    with open(file, "w", newline=newline, encoding="utf-8") as fh:
+        write(fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return None
+
+
+def _is_multi(detector):
+    from .detection.multi import OwnedModelsAttributor
+
+    return isinstance(detector, (Mapping, OwnedModelsAttributor))
+
+
+def _as_attributor(detector):
+    from .detection.multi import OwnedModelsAttributor
+
+    if isinstance(detector, OwnedModelsAttributor):
+        return detector
+    return OwnedModelsAttributor.from_fitted(dict(detector))
+
+
+def _pipelines(detector):
+    """name -> fitted pipeline (one detector: a single unnamed entry)."""
+    if not _is_multi(detector):
+        return {None: detector}
+    return dict(_as_attributor(detector).estimators_)
+
+
+def _detector_metadata(pipe):
+    det = pipe[-1] if hasattr(pipe, "steps") else pipe
+    meta = {}
+    for key, attr in (("fnr", "fnr"), ("threshold", "threshold_")):
+        value = getattr(det, attr, None)
+        meta[key] = None if value is None else float(value)
+    val = getattr(det, "validation_scores_", None)
+    meta["n_validation"] = None if val is None else int(getattr(val, "size", len(val)))
+    return meta
+
+
+def _metadata(detector, detector_path, alpha):
+    from ._version import __version__
+
+    meta = {"package": "flipad_sklearn", "version": __version__}
+    if _is_multi(detector):
+        meta["models"] = {n: _detector_metadata(p) for n, p in _pipelines(detector).items()}
+        paths = detector_path if isinstance(detector_path, Mapping) else None
+        meta["detector"] = None if paths is None else {
+            n: os.fspath(p) for n, p in paths.items()}
+        meta["alpha"] = None if alpha is None else float(alpha)
+    else:
+        meta.update(_detector_metadata(detector))
+        meta["detector"] = None if detector_path is None else os.fspath(detector_path)
+    return meta
+
+
+def _score_rows(detector, X, alpha, verbose):
+    """(columns, one row dict per sample of X), every verdict from the fitted models."""
+    import numpy as np
+
+    if not _is_multi(detector):
+        pipe = detector
+        feats = pipe[:-1].transform(X)
+        det = pipe[-1]
+        scores = det.decision_function(feats)
+        verdicts = det.predict(feats)
+        pvals = det.pvalues(feats)
+        rows = [{"score": float(s), "verdict": int(v), "decision": "G" if v == 1 else "not G",
+                 "pvalue": float(p), "status": "ok"}
+                for s, v, p in zip(scores, verdicts, pvals)]
+        return SCORE_COLUMNS, rows
+    attr = _as_attributor(detector)
+    names = [str(n) for n in attr.classes_]
+    res = attr.attribute(X, alpha=alpha)
+    rows = []
+    for i in range(len(res.labels)):
+        row = {"prediction": str(res.labels[i]),
+               "set": "{" + ",".join(np.asarray(names)[res.sets[i]]) + "}",
+               "status": "ok"}
+        row.update({f"p_{n}": float(res.pvalues[i, j]) for j, n in enumerate(names)})
+        rows.append(row)
+    return ATTRIBUTE_COLUMNS + [f"p_{n}" for n in names] + ["status"], rows
+
+
+class _verbose_inversion:
+    """Set the inversion's ``verbose`` of every pipeline for a while, then restore it."""
+
+    def __init__(self, pipes, verbose):
+        self.pipes, self.verbose, self.saved = pipes, verbose, []
+
+    def __enter__(self):
+        for p in self.pipes:
+            inv = p[0]
+            if hasattr(inv, "verbose"):
+                self.saved.append((inv, inv.verbose))
+                inv.set_params(verbose=self.verbose)
+
+    def __exit__(self, *exc):
+        for inv, v in self.saved:
+            inv.set_params(verbose=v)
+
+
+def table_from_read(detector, X, read, entries, *, alpha=None, detector_path=None,
+                    verbose=0):
+    """The table of ``entries`` given the samples ``X`` of the files read.
+
+    The one rule behind :func:`verdict_table` and the ``flipad`` command:
+    ``entries`` is ``[(path, reason or None), ...]`` in input order (as
+    :func:`expand_paths` gives), ``read`` the paths of the rows of ``X``
+    (entries with reason None, in order) and every entry with a reason, or
+    not in ``read``, is a skipped row.  ``read`` may be given as
+    ``(ok, read_errors)`` of :func:`read_images`.
+    """
+    ok, read_errors = read
+    columns, scored = (SCORE_COLUMNS if not _is_multi(detector) else None), []
+    if len(ok):
+        pipes = list(_pipelines(detector).values())
+        with _verbose_inversion(pipes, int(verbose and len(ok) > 1)), \
+                warnings.catch_warnings():
+            # the pixels were scaled here from 8-bit files: a batch without dark pixels
+            # is bright images, not images scaled to [0, 1] (what the inverter suspects)
+            warnings.filterwarnings("ignore", message="No value of the .* below 0")
+            columns, scored = _score_rows(detector, X, alpha, verbose)
+    elif columns is None:
+        names = [str(n) for n in _as_attributor(detector).classes_]
+        columns = ATTRIBUTE_COLUMNS + [f"p_{n}" for n in names] + ["status"]
+    done = {}
+    for path, row in zip(ok, scored):
+        done.setdefault(path, []).append(row)
+    failed = {}
+    for path, reason in read_errors:
+        failed.setdefault(path, []).append(reason)
+    rows = []
+    for path, reason in entries:
+        if reason is None and done.get(path):
+            rows.append({"path": path, **done[path].pop(0)})
+            continue
+        if reason is None:
+            reason = failed[path].pop(0) if failed.get(path) else "not read"
+        row = {c: None for c in columns}
+        row.update(path=path, status=reason)
+        rows.append(row)
+    return VerdictTable(rows, list(columns), _metadata(detector, detector_path, alpha))
+
+
+def verdict_table(detector, inputs, *, names=None, alpha=None, detector_path=None,
+                  verbose=0):
+    """Per-input verdicts, p-values and scores (or prediction sets) as a table.
+
+    Parameters
+    ----------
+    detector : fitted pipeline, OwnedModelsAttributor or dict of name -> pipeline
+        A fitted FLIPAD pipeline (:func:`~flipad_sklearn.pipeline.make_flipad`,
+        ``flipad fit``, :func:`flipad_sklearn.persistence.load`); several owned
+        models as a fitted :class:`~flipad_sklearn.OwnedModelsAttributor` or a
+        dict of fitted pipelines (then the rows hold prediction sets).
+    inputs : str, path-like, list of them, or array-like of samples
+        Image files and folders (folders listed sorted, not recursively),
+        read as ``flipad score`` reads them (see the module's docstring), or
+        an array of samples ``(n, C, H, W)`` / ``(n, n_features)`` as the
+        pipeline takes them (or a list of such samples).
+    names : list of str or None, default=None
+        The ``path`` of each sample of an array (default: ``"0"``, ``"1"``,
+        ...); not used with files.
+    alpha : float or None, default=None
+        Several models only: keep the models whose p-value exceeds ``alpha``
+        (default: each detector's own threshold, at its fnr).
+    detector_path : str, path-like, dict or None, default=None
+        Recorded in the metadata (where the detector was loaded from).
+    verbose : int, default=0
+        Progress bars (reading files, inversion) on stderr when positive.
+
+    Returns
+    -------
+    table : VerdictTable
+        ``table.rows`` (list of dict, input order), ``table.metadata``,
+        ``table.to_csv(file)`` and ``table.to_json(file)``.
+
+    Examples
+    --------
+    >>> from flipad_sklearn import persistence
+    >>> from flipad_sklearn.verdicts import verdict_table
+    >>> pipe = persistence.load("detector.flipad")  # doctest: +SKIP
+    >>> table = verdict_table(pipe, ["suspicious/", "a.png"])  # doctest: +SKIP
+    >>> [(r["path"], r["verdict"], r["pvalue"]) for r in table]  # doctest: +SKIP
+    >>> table.to_csv("verdicts.csv")  # doctest: +SKIP
+    """
+    import numpy as np
+
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    if _is_file_list(inputs):
+        entries = expand_paths(inputs)
+        files = [p for p, r in entries if r is None]
+        pipes = list(_pipelines(detector).values())
+        shapes = {tuple(p[0].output_shape_) for p in pipes}
+        ranges = {saved_range(p) for p in pipes}
+        if len(shapes) > 1 or len(ranges) > 1:
+            raise ValueError("The models make images of different shapes or read pixels "
+                             f"into different ranges: {sorted(shapes)}, {sorted(ranges)}.")
+        X, ok, errors = read_images(files, shapes.pop(), ranges.pop(), verbose)
+        return table_from_read(detector, X, (ok, errors), entries, alpha=alpha,
+                               detector_path=detector_path, verbose=verbose)
+    X = np.asarray(inputs)
+    if names is None:
+        names = [str(i) for i in range(len(X))]
+    names = [str(n) for n in names]
+    if len(names) != len(X):
+        raise ValueError(f"names has {len(names)} entries for {len(X)} samples.")
+    return table_from_read(detector, X, (names, []), [(n, None) for n in names],
+                           alpha=alpha, detector_path=detector_path, verbose=verbose)
+
+
+def _is_file_list(inputs):
+    if isinstance(inputs, (list, tuple)):
+        return len(inputs) > 0 and all(isinstance(i, (str, os.PathLike)) for i in inputs)
+    return False
