@@ -2,7 +2,7 @@
 
 :func:`make_flipad` (images), :func:`make_flipad_tabular` (table rows), and
 the baselines' :func:`make_rawpad` (Deep SAD on raw pixels) and
-:func:`make_dctpad` (Deep SAD on log |DCT|).
+:func:`make_dctpad` (Deep SAD on ``log |DCT|``).
 
 Everything that builds the FLIPAD pipeline (the command line tool, the demo,
 the README, the examples and the benchmarks) calls :func:`make_flipad`, so
