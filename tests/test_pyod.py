@@ -400,3 +400,24 @@ def test_predict_proba_and_confidence_do_not_depend_on_the_batch():
         del det.score_samples
         np.testing.assert_array_equal(conf, det.predict_confidence(X))
     assert np.isin(real(X), v).sum() == v.size            # the ties were there
+
+
+def test_conformal_pipeline_has_pyods_api_over_its_own_X():
+    # the pipeline holds the detector's held-out samples of G out of every step: the
+    # detector's decision_scores_ must still cover all of the pipeline's X, in order
+    from flipad_sklearn import ConformalPipeline, GeneratorStandardScaler
+
+    X, fresh, others = _gaussians(8, n=400)
+    Xy = np.vstack([X, others[:50]])
+    y = np.r_[np.ones(400), -np.ones(50)]
+    pipe = ConformalPipeline([("scaler", GeneratorStandardScaler()),
+                              ("det", ConformalDetector(fnr=0.05, random_state=0))])
+    pipe.fit(Xy, y)
+    assert pipe.decision_scores_.shape == (450,)
+    np.testing.assert_allclose(pipe.decision_scores_, -pipe.score_samples(Xy), rtol=1e-9)
+    np.testing.assert_array_equal(pipe.labels_, (pipe.predict(Xy) == -1).astype(int))
+    X_new = np.vstack([fresh[:50], others[50:100]])
+    np.testing.assert_array_equal(pipe.predict_confidence(X_new),
+                                  pipe[-1].predict_confidence(pipe[:-1].transform(X_new)))
+    labels, conf = pipe.predict(X_new, return_confidence=True)
+    np.testing.assert_array_equal(conf, pipe.predict_confidence(X_new))

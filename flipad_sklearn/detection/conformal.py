@@ -256,6 +256,11 @@ class ConformalDecisionMixin:
     the held-out scores; the mixin provides ``decision_function``,
     ``predict``, ``pvalues``, :meth:`recalibrate` and a ``fit_predict`` that
     keeps ``y`` (``OutlierMixin``'s drops it).
+
+    It also provides PyOD's API (see the module's docstring):
+    ``decision_scores_`` (stored by :meth:`_fit_threshold` when ``fit``
+    passes ``X_fit``), ``labels_``, :meth:`predict_proba`,
+    :meth:`predict_confidence` and ``predict(X, return_confidence=True)``.
     """
 
     #: Training samples (G's and unlabelled) that must remain after the split.
@@ -512,7 +517,8 @@ class ConformalDecisionMixin:
         -------
         p : ndarray of shape (n_samples,), float64
         """
-        return conformal_pvalues(self.validation_scores_, self._calibrated_scores(X))
+        scores = self._calibrated_scores(X)
+        return conformal_pvalues(self.validation_scores_, scores)
 
     def __setstate__(self, state):
         # Detectors pickled before the conformal module stored the distances.
