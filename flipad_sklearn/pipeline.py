@@ -83,8 +83,12 @@ def make_flipad(layer, activation="tanh", anchor="zeros", *, alpha=5e-4,
         configured :class:`~flipad_sklearn.FLIPADDetector` or a subclass of
         :class:`~flipad_sklearn.detection.conformal.ConformalDecisionMixin`):
         used as given, with its own ``fnr``, labelled others included.
-        A string or another estimator with ``score_samples``: wrapped in
-        :class:`~flipad_sklearn.ConformalDetector` (fitted on G's samples only).
+        A string, another estimator with ``score_samples`` or a PyOD detector
+        (``IForest()``, ``KNN()``, ...: scored with minus its
+        ``decision_function``): wrapped in
+        :class:`~flipad_sklearn.ConformalDetector` (fitted on G's samples
+        only), whose parameters are checked here: an estimator with neither
+        ``score_samples`` nor ``decision_function`` is refused at once.
     fnr : float, default=0.005
     random_state : int, RandomState instance or None, default=None
     device : {"auto", "cpu", "cuda"}, default="auto"
@@ -170,6 +174,7 @@ def make_flipad(layer, activation="tanh", anchor="zeros", *, alpha=5e-4,
         det = detector                      # already conformal: taken unchanged
     else:
         det = ConformalDetector(detector, fnr=fnr, random_state=random_state)
+        det._validate_params()              # a wrong detector fails here, not at fit
     steps.append(("det", det))
     return ConformalPipeline(steps, input_range=input_range, quantize=quantize)
 

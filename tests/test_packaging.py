@@ -42,7 +42,7 @@ def test_project_metadata_complete(project):
 
 def test_extras_match_install_docs(project):
     extras = set(project["optional-dependencies"])
-    assert {"test", "dask", "plot", "skops", "diffusers", "sdv", "docs"} <= extras
+    assert {"test", "dask", "plot", "skops", "diffusers", "sdv", "pyod", "docs"} <= extras
     assert _extras_in_install_docs() == extras
 
 
@@ -50,6 +50,13 @@ def test_test_extra_has_what_ci_uses(project):
     test = " ".join(project["optional-dependencies"]["test"])
     for name in ("pytest", "dask", "matplotlib", "build", "twine"):
         assert name in test, name
+
+
+def test_pyod_is_optional(project):
+    # pyod pulls numba: an extra of its own, never a dependency of the core or the tests
+    assert any(d.startswith("pyod") for d in project["optional-dependencies"]["pyod"])
+    for deps in (project["dependencies"], project["optional-dependencies"]["test"]):
+        assert not any(d.startswith("pyod") for d in deps)
 
 
 def test_package_data_listed():

@@ -99,6 +99,11 @@ class FingerprintCorrelation(ConformalDecisionMixin, OutlierMixin, BaseEstimator
     validation_scores_ : ndarray
         Sorted scores of the held-out samples of G.
     n_features_in_ : int
+    decision_scores_ : ndarray of shape (n_samples,)
+        PyOD's outlier scores of the samples given to ``fit`` (``-score``,
+        higher = less like G); ``labels_`` (PyOD's 0 inlier / 1 outlier)
+        follows from them and ``threshold_``
+        (:class:`~flipad_sklearn.detection.conformal.ConformalDecisionMixin`).
 
     Examples
     --------
@@ -172,7 +177,7 @@ class FingerprintCorrelation(ConformalDecisionMixin, OutlierMixin, BaseEstimator
         train_idx, val_idx = self._validation_split(labels, rng)
         train_idx = train_idx[labels[train_idx] != -1]  # G's (and unlabelled) samples
         self.fingerprint_ = self._residuals(X[train_idx]).mean(axis=0)
-        self._fit_threshold(X[val_idx], self._correlation)
+        self._fit_threshold(X[val_idx], self._correlation, X_fit=X, val_idx=val_idx)
         return self
 
     def _correlation(self, X):
@@ -252,7 +257,10 @@ class LatentInversionDistance(ConformalDecisionMixin, OutlierMixin, BaseEstimato
         The starting code of every sample's optimisation (drawn from
         ``random_state``).
     threshold_, offset_, validation_scores_, n_features_in_
-        As in :class:`FingerprintCorrelation`.
+        As in :class:`FingerprintCorrelation`.  No ``decision_scores_`` or
+        ``labels_`` (PyOD's scores of the training samples): ``fit`` scores
+        only the held-out samples of G, each score costing a latent optimisation.  The rest
+        of PyOD's API (``predict_proba``, ``predict_confidence``) is there.
     """
 
     _parameter_constraints = {
@@ -442,7 +450,10 @@ class ReconstructionDistance(ConformalDecisionMixin, OutlierMixin, BaseEstimator
     input_shape_ : tuple
         ``(C, H, W)`` of the images.
     threshold_, offset_, validation_scores_, n_features_in_
-        As in :class:`FingerprintCorrelation`.
+        As in :class:`FingerprintCorrelation`.  No ``decision_scores_`` or
+        ``labels_`` (PyOD's scores of the training samples): ``fit`` scores
+        only the held-out samples of G, each score costing an encoding and a decoding.  The rest
+        of PyOD's API (``predict_proba``, ``predict_confidence``) is there.
 
     Examples
     --------

@@ -23,6 +23,19 @@ baselines of :mod:`flipad_sklearn.detection.baselines`):
 Every detector stores the sorted held-out scores in ``validation_scores_``
 (higher = more like G), ``threshold_`` (on ``-score``) and ``offset_ =
 -threshold_``, so that ``decision_function = score_samples - offset_``.
+
+**PyOD's API.**  :class:`ConformalDecisionMixin` also gives every detector
+the attributes and methods of PyOD's ``BaseDetector``, in PyOD's conventions
+(outlier scores: higher = *less* like G; outlier labels: 1 = not made by G):
+``decision_scores_`` (``-score_samples`` of the samples given to ``fit``, in
+their order), ``labels_`` (``decision_scores_ > threshold_`` as 0/1),
+``predict_proba`` (``[p, 1 - p]`` with ``p`` the conformal p-value) and
+``predict_confidence``.  ``threshold_`` already is on PyOD's scale: a sample
+is rejected when its outlier score ``-score_samples(x)`` exceeds it.  What
+stays scikit-learn's: ``predict`` returns +1 (made by G) / -1 (not),
+``decision_function`` is higher for samples *more* like G (PyOD's
+``decision_function(X)`` is ``-score_samples(X)`` here), and ``y`` keeps the
+package's convention (1 = G, -1 = known other, 0 = unlabelled).
 """
 
 import math
@@ -30,6 +43,7 @@ import warnings
 from numbers import Integral, Real
 
 import numpy as np
+from scipy.stats import binom
 from sklearn.exceptions import NotFittedError
 from sklearn.frozen import FrozenEstimator
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -242,6 +256,11 @@ class ConformalDecisionMixin:
     the held-out scores; the mixin provides ``decision_function``,
     ``predict``, ``pvalues``, :meth:`recalibrate` and a ``fit_predict`` that
     keeps ``y`` (``OutlierMixin``'s drops it).
+
+    It also provides PyOD's API (see the module's docstring):
+    ``decision_scores_`` (stored by :meth:`_fit_threshold` when ``fit``
+    passes ``X_fit``), ``labels_``, :meth:`predict_proba`,
+    :meth:`predict_confidence` and ``predict(X, return_confidence=True)``.
     """
 
     #: Training samples (G's and unlabelled) that must remain after the split.
@@ -257,9 +276,27 @@ class ConformalDecisionMixin:
             validation_fraction=self.validation_fraction,
             min_train=self._min_train_samples)
 
-    def _fit_threshold(self, X_val, score):
-        """Threshold from ``score(X_val)``; no held-out samples: uncalibrated."""
-        self._set_threshold(score(X_val) if X_val.shape[0] else [])
+    def _fit_threshold(self, X_val, score, *, X_fit=None, val_idx=None):
+        """Threshold from ``score(X_val)``; no held-out samples: uncalibrated.
+
+        With ``X_fit`` (every sample given to ``fit``, ``X_val =
+        X_fit[val_idx]``) also PyOD's ``decision_scores_``: ``-score`` of
+        every sample of ``X_fit`` in its order, the held-out scores reused
+        (so the other samples are scored once more).  A detector whose
+        ``score`` is too costly to run on all its training samples leaves
+        ``X_fit`` out: it then has no ``decision_scores_`` or ``labels_``.
+        """
+        s_val = (np.asarray(score(X_val), dtype=np.float64).ravel() if X_val.shape[0]
+                 else np.empty(0))
+        self._set_threshold(s_val)
+        if X_fit is not None:
+            s = np.empty(X_fit.shape[0], dtype=np.float64)
+            val_idx = np.asarray(val_idx, dtype=np.intp)
+            s[val_idx] = s_val
+            rest = np.setdiff1d(np.arange(X_fit.shape[0]), val_idx)
+            if rest.size:
+                s[rest] = np.asarray(score(X_fit[rest]), dtype=np.float64).ravel()
+            self.decision_scores_ = -s
 
     def _set_threshold(self, validation_scores):
         """Set ``validation_scores_``, ``threshold_`` and ``offset_`` (empty: uncalibrated)."""
@@ -327,8 +364,121 @@ class ConformalDecisionMixin:
         self._check_calibrated()
         return self.score_samples(X) - self.offset_
 
-    def predict(self, X):
+    def predict(self, X, return_confidence=False):
         """+1 for "made by G", -1 for "not made by G".
+
+        scikit-learn's convention, not PyOD's (0 inlier / 1 outlier): PyOD's
+        ``predict(X)`` is ``(predict(X) == -1).astype(int)`` here.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+        return_confidence : bool, default=False
+            Also return :meth:`predict_confidence` (as PyOD's ``predict`` does).
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,), int
+        confidence : ndarray of shape (n_samples,), float64
+            Only with ``return_confidence=True``.
+        """
+        labels = np.where(self.decision_function(X) >= 0, 1, -1)
+        if return_confidence:
+            return labels, self.predict_confidence(X)
+        return labels
+
+    def _tie_robust(self, scores, sign=1.0):
+        """Scores moved by the threshold's margin: a near-tie with a held-out score is a tie."""
+        return scores + sign * self._threshold_margin() * np.maximum(np.abs(scores), 1e-12)
+
+    def _calibrated_scores(self, X):
+        self._check_calibrated()
+        return np.asarray(self.score_samples(X), dtype=np.float64)
+
+    # ------------------------------------------------------------ PyOD's API
+    @property
+    def labels_(self):
+        """PyOD's outlier labels of the samples given to ``fit``: 1 = not made by G.
+
+        ``(decision_scores_ > threshold_)`` as 0/1 ints, in the order of
+        ``fit``'s ``X``: PyOD's convention (0 = inlier = made by G, 1 =
+        outlier), not the package's ``y`` (1 = G, -1 = other) nor
+        ``predict``'s (+1 / -1).  Follows the current threshold (after
+        :meth:`recalibrate` too).  The held-out samples of G are included;
+        the samples the detector was trained on are scored by a model that
+        has seen them, so their share of 1s is not the fnr.
+        """
+        scores = self.__dict__.get("decision_scores_")
+        if scores is None:
+            raise AttributeError(
+                f"This {type(self).__name__} has no labels_: it is not fitted, or it "
+                "scores no training sample beyond the held-out ones of G (see "
+                "decision_scores_). Use (predict(X) == -1).astype(int).")
+        if "threshold_" not in self.__dict__:
+            raise AttributeError(
+                f"This {type(self).__name__} has no threshold yet (validation_size=0): "
+                "set it with recalibrate(X_of_G) before reading labels_.")
+        return (scores > self.threshold_).astype(int)
+
+    def predict_proba(self, X, method="conformal", return_confidence=False):
+        """PyOD's ``[P(inlier), P(outlier)]``, from the conformal p-value.
+
+        Column 0 is the conformal p-value ``p`` of "made by G"
+        (:meth:`pvalues`; a score within the threshold's float margin of a
+        held-out score counts as equal to it, as in ``predict``, so that a
+        held-out sample scored again in another batch keeps its value),
+        column 1 is ``1 - p``: PyOD's column order, where
+        the outlier (column 1) is "not made by G".  Not a posterior
+        probability: for a new sample of G, ``P(proba[:, 1] >= 1 - a) <= a``
+        for every ``a``, and ``predict`` rejects about where ``proba[:, 1] >=
+        1 - fnr``.  (PyOD's default ``method="linear"`` min-max scales the
+        training scores instead, which guarantees nothing.)
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+        method : {"conformal"}, default="conformal"
+            The only method: PyOD's ``"linear"`` and ``"unify"`` are refused.
+        return_confidence : bool, default=False
+            Also return :meth:`predict_confidence`.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, 2), float64
+            Rows sum to 1.
+        confidence : ndarray of shape (n_samples,), float64
+            Only with ``return_confidence=True``.
+        """
+        if method != "conformal":
+            raise ValueError(
+                f"method must be 'conformal', got {method!r}: the probabilities of "
+                f"{type(self).__name__} are conformal p-values (PyOD's 'linear' and "
+                "'unify' scalings carry no guarantee).")
+        scores = self._calibrated_scores(X)
+        p = conformal_pvalues(self.validation_scores_, self._tie_robust(scores))
+        proba = np.column_stack([p, 1.0 - p])
+        if return_confidence:
+            return proba, self._confidence(scores)
+        return proba
+
+    def predict_confidence(self, X):
+        """How steady each decision of :meth:`predict` is, in [0, 1] (PyOD's API).
+
+        PyOD's confidence (ExCeeD, Perini et al. 2020) on the conformal
+        threshold: the threshold is the ``k``-th smallest of ``n`` held-out
+        distances of G (``k = ceil((n + 1)(1 - fnr))``).  With ``q = (1 +
+        #{held-out samples at least as like G as x}) / (n + 2)``, a redrawn
+        held-out set would reject ``x`` with probability ``P(Binomial(n, q)
+        >= k)``; the confidence is that probability for a rejected sample and
+        one minus it for an accepted one.  Near 1: the decision would stand
+        on another draw of G's held-out samples; near 0.5 or below: ``x`` is
+        near the threshold, or the threshold itself is uncertain.  At a small
+        ``fnr`` with few held-out samples the threshold is one of the largest
+        held-out distances, and even a sample beyond all of them gets a
+        modest confidence: with ``k = n`` (e.g. ``fnr=0.005``, 199 held-out
+        samples) at most ``((n + 1) / (n + 2))**n``, about 0.37; with 400
+        held-out samples (``k = n - 1``) about 0.74.  More held-out samples
+        of G (``validation_size``, :func:`calibrate`) raise it.
 
         Parameters
         ----------
@@ -336,9 +486,21 @@ class ConformalDecisionMixin:
 
         Returns
         -------
-        labels : ndarray of shape (n_samples,), int
+        confidence : ndarray of shape (n_samples,), float64
         """
-        return np.where(self.decision_function(X) >= 0, 1, -1)
+        return self._confidence(self._calibrated_scores(X))
+
+    def _confidence(self, scores):
+        labels = np.where(scores - self.offset_ >= 0, 1, -1)  # as predict
+        v = self.validation_scores_  # sorted, higher = more like G
+        n = v.size
+        k = min(_rank(n, self.fnr), n)
+        # held-out s_i >= score, a near-tie counted as a tie (robust to the float noise
+        # of scoring in another batch)
+        n_ge = n - np.searchsorted(v, self._tie_robust(scores, -1.0), side="left")
+        q = (1.0 + n_ge) / (n + 2.0)
+        p_reject = binom.sf(k - 1, n, q)
+        return np.where(labels == -1, p_reject, 1.0 - p_reject).astype(np.float64)
 
     def pvalues(self, X):
         """Conformal p-values of "made by G" from the held-out scores.
@@ -355,8 +517,8 @@ class ConformalDecisionMixin:
         -------
         p : ndarray of shape (n_samples,), float64
         """
-        self._check_calibrated()
-        return conformal_pvalues(self.validation_scores_, self.score_samples(X))
+        scores = self._calibrated_scores(X)
+        return conformal_pvalues(self.validation_scores_, scores)
 
     def __setstate__(self, state):
         # Detectors pickled before the conformal module stored the distances.

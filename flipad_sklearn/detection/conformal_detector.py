@@ -1,9 +1,10 @@
-"""Any scikit-learn outlier detector behind the package's conformal rule.
+"""Any scikit-learn or PyOD outlier detector behind the package's conformal rule.
 
 :class:`ConformalDetector` fits a classic detector (IsolationForest,
-OneClassSVM, LocalOutlierFactor with ``novelty=True``, or any estimator with
-``fit`` and ``score_samples``) on G's samples and thresholds its scores at a
-false-negative rate on held-out samples of G, like
+OneClassSVM, LocalOutlierFactor with ``novelty=True``, any estimator with
+``fit`` and ``score_samples``, or a PyOD detector: ``fit`` and
+``decision_function``, higher = more outlying) on G's samples and thresholds
+its scores at a false-negative rate on held-out samples of G, like
 :class:`~flipad_sklearn.FLIPADDetector`.
 """
 
@@ -33,6 +34,27 @@ _CLASSIC = {
 }
 
 
+def _score_response(est):
+    """How to read a fitted detector's score (higher = more like G).
+
+    ``"score_samples"``: scikit-learn's convention (higher = more normal).
+    ``"-decision_function"``: PyOD's ``BaseDetector`` contract, whose
+    ``decision_function`` is higher for more outlying samples (and which has
+    no ``score_samples``); recognised by PyOD's fitted ``decision_scores_``.
+    """
+    if callable(getattr(est, "score_samples", None)):
+        return "score_samples"
+    if callable(getattr(est, "decision_function", None)) \
+            and getattr(est, "decision_scores_", None) is not None:
+        return "-decision_function"
+    raise TypeError(
+        f"{type(est).__name__} has no score_samples (scikit-learn's convention: higher "
+        "= more normal) and is not a PyOD detector (decision_function higher = more "
+        "outlying, with decision_scores_ after fit): the direction of its "
+        "decision_function is unknown. Give it a score_samples method (higher = more "
+        "like G), or wrap it so that it follows one of the two conventions.")
+
+
 class ConformalDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
     """A scikit-learn outlier detector fitted on G's samples, thresholded by fnr.
 
@@ -45,11 +67,18 @@ class ConformalDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
 
     Parameters
     ----------
-    estimator : estimator with ``fit`` and ``score_samples`` or \
+    estimator : estimator with ``fit`` and ``score_samples``, PyOD detector or \
             {"iforest", "ocsvm", "lof"}, default="iforest"
         Cloned at ``fit``.  Strings: ``IsolationForest()`` (seeded with
         ``random_state``), ``OneClassSVM(gamma="scale", nu=0.1)``,
-        ``LocalOutlierFactor(novelty=True)``.
+        ``LocalOutlierFactor(novelty=True)``.  A scikit-learn detector is
+        scored with ``score_samples`` (higher = more normal).  A PyOD detector
+        (``pyod.models``: ``fit`` and ``decision_function``, no
+        ``score_samples``, ``decision_scores_`` after fit) is scored with
+        ``-decision_function`` (PyOD's is higher = more outlying); its
+        ``contamination`` and ``threshold_`` are ignored: the conformal
+        threshold at ``fnr`` replaces them.  Its own ``random_state`` is kept
+        as given (seed it for reproducible scores).
     fnr : float, default=0.005
     validation_size : "auto", int or None, default="auto"
         Samples of G held out for the threshold
@@ -66,8 +95,12 @@ class ConformalDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
     ----------
     estimator_ : estimator
         The fitted detector.
-    threshold_, offset_, validation_scores_, n_features_in_
-        As in :class:`FingerprintCorrelation`.
+    score_response_ : {"score_samples", "-decision_function"}
+        How ``estimator_`` is scored: its ``score_samples`` (scikit-learn) or
+        minus its ``decision_function`` (PyOD).
+    threshold_, offset_, validation_scores_, n_features_in_, decision_scores_
+        As in :class:`FingerprintCorrelation` (``decision_scores_`` and
+        ``labels_``: PyOD's outlier scores and 0/1 labels of ``fit``'s ``X``).
 
     Examples
     --------
@@ -77,10 +110,16 @@ class ConformalDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
     >>> det = ConformalDetector("iforest", fnr=0.05, random_state=0).fit(X)
     >>> det.predict([[0.0, 0.0, 0.0], [8.0, 8.0, 8.0]])
     array([ 1, -1])
+
+    A PyOD detector (``pip install flipad_sklearn[pyod]``)::
+
+        from pyod.models.iforest import IForest
+        det = ConformalDetector(IForest(random_state=0), fnr=0.005).fit(X_G)
     """
 
     _parameter_constraints = {
-        "estimator": [StrOptions(set(_CLASSIC)), HasMethods(["fit", "score_samples"])],
+        "estimator": [StrOptions(set(_CLASSIC)), HasMethods(["fit", "score_samples"]),
+                      HasMethods(["fit", "decision_function"])],
         **_CONFORMAL_CONSTRAINTS,
     }
 
@@ -119,11 +158,23 @@ class ConformalDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
         if isinstance(est, LocalOutlierFactor):
             est.set_params(n_neighbors=min(est.n_neighbors, max(train_idx.size - 1, 1)))
         self.estimator_ = est.fit(X[train_idx])
-        self._fit_threshold(X[val_idx], self.estimator_.score_samples)
+        self.score_response_ = _score_response(self.estimator_)
+        self._fit_threshold(X[val_idx], self._score, X_fit=X, val_idx=val_idx)
         return self
 
+    def _score(self, X):
+        # detectors fitted before PyOD support always used score_samples
+        if getattr(self, "score_response_", "score_samples") == "-decision_function":
+            s = -np.asarray(self.estimator_.decision_function(X), dtype=np.float64)
+        else:
+            s = np.asarray(self.estimator_.score_samples(X), dtype=np.float64)
+        return s.ravel()
+
     def score_samples(self, X):
-        """The wrapped detector's ``score_samples`` (higher = more like G).
+        """The wrapped detector's score (higher = more like G).
+
+        ``estimator_.score_samples(X)``, or ``-estimator_.decision_function(X)``
+        for a PyOD detector (see ``score_response_``).
 
         Parameters
         ----------
@@ -136,4 +187,4 @@ class ConformalDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
         check_is_fitted(self)
         X, _ = flatten_images(X)
         X = validate_data(self, X, dtype=_FLOATS, reset=False)
-        return np.asarray(self.estimator_.score_samples(X), dtype=np.float64)
+        return self._score(X)

@@ -253,8 +253,32 @@ class ConformalPipeline(Pipeline):
             det.set_params(validation_size=size)
         X_val = self[:-1].transform(_safe_indexing(X, val_idx)) if len(self) > 1 \
             else _safe_indexing(X, val_idx)
-        det._fit_threshold(np.asarray(X_val), det.score_samples)
+        train_scores = det.__dict__.get("decision_scores_")
+        s_val = np.asarray(det.score_samples(np.asarray(X_val)), dtype=np.float64)
+        det._set_threshold(s_val)
+        if train_scores is not None and train_scores.shape == (train_idx.size,):
+            # PyOD's decision_scores_ of the pipeline's X, held-out samples included
+            scores = np.empty(labels.size, dtype=np.float64)
+            scores[train_idx], scores[val_idx] = train_scores, -s_val
+            det.decision_scores_ = scores
         return self
+
+    @property
+    def decision_scores_(self):
+        """The detector's PyOD outlier scores of ``fit``'s ``X`` (higher = less like G)."""
+        return self._final_estimator.decision_scores_
+
+    @property
+    def labels_(self):
+        """The detector's PyOD outlier labels of ``fit``'s ``X``: 1 = not made by G."""
+        return self._final_estimator.labels_
+
+    @available_if(_final_estimator_has("predict_confidence"))
+    def predict_confidence(self, X):
+        """The detector's ``predict_confidence`` after the steps (PyOD's API)."""
+        return self._final_estimator.predict_confidence(self[:-1].transform(self._contract(X))
+                                                        if len(self) > 1 else
+                                                        self._contract(X))
 
     @property
     def offset_(self):

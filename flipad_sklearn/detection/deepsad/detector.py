@@ -222,9 +222,18 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
         could be held out), ``"n_g"`` and ``"n_negatives"`` (the samples they
         were measured on).  Else None.
     threshold_ : float
-        Distance above which a sample is rejected as not made by G.
+        Outlier score (``-score_samples``) above which a sample is rejected
+        as not made by G; PyOD's ``threshold_``, on ``decision_scores_``'s scale.
     offset_ : float
         ``-threshold_``; ``decision_function = score_samples - offset_``.
+    decision_scores_ : ndarray of shape (n_samples,)
+        PyOD's outlier scores of the samples given to ``fit``, in their order:
+        ``-score_samples`` (higher = less like G).  ``labels_`` (a property)
+        is PyOD's ``decision_scores_ > threshold_`` as 0 (inlier, like G) /
+        1 (outlier, not G): not the package's ``y`` convention.  With
+        ``predict_proba`` and ``predict_confidence`` they make the detector
+        usable where PyOD's API is expected
+        (:class:`~flipad_sklearn.detection.conformal.ConformalDecisionMixin`).
     validation_scores_ : ndarray
         Sorted scores (minus the distances) of the held-out samples of G (for
         :meth:`pvalues`).  ``validation_distances_`` is a deprecated alias
@@ -387,7 +396,7 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
 
         self._fit_one_class(X[train_idx][labels[train_idx] != -1], X[scale_idx], rng)
         self._choose_combine(X[scale_idx], X[check_idx], np.sum(labels[train_idx] == -1))
-        self._fit_threshold(X[val_idx], self._scores)
+        self._fit_threshold(X[val_idx], self._scores, X_fit=X, val_idx=val_idx)
         return self
 
     def _check_split(self, train_idx, labels, n_scale, rng):
