@@ -767,15 +767,16 @@ def test_sample_checks_options_and_refuses_a_non_empty_folder(workdir, tmp_path,
 def test_sample_fit_score_round_trip(workdir, tmp_path):
     # G's own sampled files go in --own; fresh sampled files are accepted at ~1 - fnr
     gen = f"{workdir / 'gens.py'}:G"
-    res = _run(["sample", "--generator", gen, "--latent-shape", "8", "-n", "240",
+    res = _run(["sample", "--generator", gen, "--latent-shape", "8", "-n", "160",
                 "--seed", "11", "-o", str(tmp_path / "own"), "-q"], cwd=workdir)
     assert res.returncode == cli.EXIT_OK, res.stderr
     res = _run(["fit", "--generator", gen, "--latent-shape", "8", "--own",
                 str(tmp_path / "own"), "--others", "others", "--fnr", "0.05", "--epochs", "8",
-                "--anchor-samples", "500", "-o", str(tmp_path / "det.flipad"), "-q"],
+                "--anchor-samples", "500", "--validation-samples", "200",
+                "-o", str(tmp_path / "det.flipad"), "-q"],
                cwd=workdir)
     assert res.returncode == cli.EXIT_OK, res.stderr     # every sampled file was used
-    res = _run(["sample", "--generator", gen, "--latent-shape", "8", "-n", "200",
+    res = _run(["sample", "--generator", gen, "--latent-shape", "8", "-n", "100",
                 "--seed", "12", "-o", str(tmp_path / "fresh"), "-q"], cwd=workdir)
     assert res.returncode == cli.EXIT_OK, res.stderr
     res = _run(["score", str(tmp_path / "det.flipad"), str(tmp_path / "fresh"), "others",
@@ -785,7 +786,7 @@ def test_sample_fit_score_round_trip(workdir, tmp_path):
         rows = list(csv.DictReader(fh))
     fresh = [r for r in rows if "fresh" in r["path"]]
     others = [r for r in rows if "fresh" not in r["path"]]
-    assert len(fresh) == 200 and len(others) == 120
+    assert len(fresh) == 100 and len(others) == 120
     accepted = np.mean([r["decision"] == "G" for r in fresh])
     assert accepted >= 0.88, accepted                  # fnr 0.05: ~0.95
     assert np.mean([r["decision"] == "G" for r in others]) < 0.5

@@ -25,7 +25,7 @@ from torch import nn
 from flipad_sklearn import persistence
 from flipad_sklearn.pipeline import make_flipad
 
-N_CASES = 2400
+N_CASES = 1600
 BUDGET = 64 * 2 ** 20          # max_bytes of every load: 64 MiB
 # the whole run's growth of the resident set may not exceed this (the budget,
 # plus torch's and the allocator's overhead for the scoring of valid loads)
