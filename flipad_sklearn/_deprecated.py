@@ -22,6 +22,12 @@ def moved(old, new, stacklevel=3):
                   "next release.", FutureWarning, stacklevel=stacklevel)
 
 
+def moved_name(old, new):
+    """Warn that the name ``old`` is now ``new`` (at the user's line)."""
+    warnings.warn(f"{old} moved to {new}; the old name will be removed in the next release.",
+                  FutureWarning, stacklevel=3)
+
+
 def alias(old, new, submodules=()):
     """Make module ``old`` (and ``old.<sub>``) the module ``new`` (and ``new.<sub>``)."""
     moved(old, new, stacklevel=4)

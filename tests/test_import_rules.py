@@ -165,3 +165,15 @@ def test_old_import_paths_warn_and_give_the_same_objects(old):
            "SpectralProducts": "flipad_sklearn.operators",
            "calibrate": "flipad_sklearn.detection"}.get(probe, "flipad_sklearn")
     assert getattr(module, probe) is getattr(importlib.import_module(new), probe)
+
+
+@pytest.mark.parametrize("name", ["ADMM_ITER", "DEFAULT_RHO_STAGES", "gap_scale",
+                                  "SpectralProducts", "exact_products"])
+def test_names_lasso_exported_before_still_resolve_with_a_warning(name):
+    import flipad_sklearn.lasso as lasso
+
+    with pytest.warns(FutureWarning, match=f"flipad_sklearn.lasso.{name} moved to"):
+        value = getattr(lasso, name)
+    assert value is not None
+    with pytest.raises(AttributeError):
+        lasso.no_such_name

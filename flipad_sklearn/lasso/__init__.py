@@ -25,6 +25,9 @@ The parts, in the spirit of skglm's datafit / penalty / solver split:
   :class:`~.solve.LassoResult`.
 """
 
+import importlib
+
+from .._deprecated import moved_name
 from ._duality import duality_gap, primal_objective
 from .admm import admm
 from .cd import coordinate_descent
@@ -49,3 +52,27 @@ __all__ = [
     "fista_path", "make_solver", "primal_objective", "register_solver", "solve",
     "solve_batch", "solve_cvxpy", "solve_scipy", "solver_names", "split_admm",
 ]
+
+# names this package exported before the redesign: still reachable for one
+# release, with a FutureWarning naming their module
+_FORMER = {
+    "ADMM_ITER": "flipad_sklearn.lasso.solvers", "FLOAT32_TOL": "flipad_sklearn.lasso.solvers",
+    "DEFAULT_RHO_SCALE": "flipad_sklearn.lasso.admm",
+    "DEFAULT_RHO_STAGES": "flipad_sklearn.lasso.admm",
+    "RHO_ALPHA_SCALING": "flipad_sklearn.lasso.admm",
+    "check_admm_operator": "flipad_sklearn.lasso.admm",
+    "penalty_ratio": "flipad_sklearn.lasso.admm", "rho_alpha_factor": "flipad_sklearn.lasso.admm",
+    "dual_point_value": "flipad_sklearn.lasso._duality",
+    "gap_scale": "flipad_sklearn.lasso._duality",
+    "SpectralProducts": "flipad_sklearn.operators.spectral",
+}
+
+
+def __getattr__(name):
+    if name == "exact_products":
+        moved_name(f"{__name__}.exact_products", "the operator's exact_products(device)")
+        return lambda op, device: op.exact_products(device)
+    if name in _FORMER:
+        moved_name(f"{__name__}.{name}", f"{_FORMER[name]}.{name}")
+        return getattr(importlib.import_module(_FORMER[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
