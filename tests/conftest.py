@@ -1,7 +1,16 @@
 """Shared toy data: activation-like features of "G" and of "other" sources."""
 
+import os
+
 import numpy as np
 import pytest
+
+
+def pytest_configure(config):
+    # one BLAS/OpenMP thread per worker: the workers already take every core
+    # (set before the workers start, which inherit it)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
 
 
 def make_activations(n, shape=(4, 6, 6), shift=0.0, seed=0):
