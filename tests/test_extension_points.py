@@ -19,7 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from sklearn.base import BaseEstimator, OutlierMixin
-from sklearn.exceptions import ConvergenceWarning
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.neighbors import NearestNeighbors
 from sklearn.utils import check_random_state
 from sklearn.utils.estimator_checks import parametrize_with_checks
@@ -30,7 +30,7 @@ from flipad_sklearn import FinalLayerInverter, persistence
 from flipad_sklearn._validation import check_labels
 from flipad_sklearn.detection import ConformalDecisionMixin
 from flipad_sklearn.lasso import (
-    StopRule, TorchSolver, make_solver, register_solver, solve, solver_names,
+    BatchLasso, StopRule, TorchSolver, make_solver, register_solver, solve, solver_names,
 )
 from flipad_sklearn.lasso import solvers as solver_registry
 from flipad_sklearn.lasso.driver import check_due, checkpoint
@@ -272,3 +272,30 @@ def test_make_flipad_takes_a_conformal_detector_unchanged():
         fresh = pipe.predict(X[800:])
     # the fnr guarantee holds for the new detector on fresh samples of G
     assert (fresh == -1).mean() <= 0.05
+
+
+def test_bad_inputs_to_the_new_entry_points_fail_clearly():
+    layer, x = _small_layer_problem()
+    inv = FinalLayerInverter(layer=layer, alpha=1e-2, activation_shape=(4, 3, 3))
+    with pytest.raises(NotFittedError):
+        inv.lasso_problem(x)
+    inv.fit(x)
+    with pytest.raises(ValueError, match="features"):
+        inv.lasso_problem(x[:, :-1])                      # wrong shape
+    with pytest.raises(ValueError, match="NaN|infinity"):
+        inv.lasso_problem(np.full_like(x, np.nan))
+    op, y = inv.operator_, inv.lasso_problem(x).targets
+    with pytest.raises(TypeError, match="must be an Operator"):
+        BatchLasso(np.eye(3), y, 1e-2)
+    with pytest.raises(ValueError, match="targets must have shape"):
+        BatchLasso(op, y[:, :-1], 1e-2)
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        BatchLasso(op, np.where(y > 0, np.nan, y), 1e-2)
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        BatchLasso(op, y, -1.0)
+    with pytest.raises(ValueError, match="weights have shape"):
+        BatchLasso(op, y, 1e-2, weights=np.ones((1, 2)))
+    with pytest.raises(TypeError, match="factory must be callable"):
+        register_solver("broken", ISTA())
+    with pytest.raises(TypeError, match="needs a LayerAdapter"):
+        register_layer(object())

@@ -95,7 +95,20 @@ class BatchLasso:
     lipschitz: float = None
 
     def __post_init__(self):
+        op = self.operator
+        if not all(hasattr(op, a) for a in ("matvec", "rmatvec", "n_inputs", "n_outputs")):
+            raise TypeError(f"operator must be an Operator (matvec, rmatvec, n_inputs, "
+                            f"n_outputs; flipad_sklearn.operators), got {type(op).__name__}.")
         Y = np.ascontiguousarray(self.targets, dtype=np.float64)
+        if Y.ndim != 2 or Y.shape[1] != op.n_outputs:
+            raise ValueError(f"targets must have shape (n_rows, {op.n_outputs}) for this "
+                             f"operator, got {Y.shape}.")
+        if not np.isfinite(Y).all():
+            raise ValueError("targets contain NaN or infinity.")
+        if not (np.isfinite(self.alpha) and self.alpha >= 0 and np.isfinite(self.ridge)
+                and self.ridge >= 0):
+            raise ValueError(f"alpha and ridge must be finite and >= 0, got alpha="
+                             f"{self.alpha!r}, ridge={self.ridge!r}.")
         object.__setattr__(self, "targets", Y)
         if self.weights is not None:
             w = np.ascontiguousarray(self.weights, dtype=np.float64)
@@ -245,10 +258,8 @@ def solve_batch(op, Y, alpha, *, solver="fista", lower=None, tol=1e-4, max_iter=
     (:func:`~.solvers.make_solver`).
     """
     problem = BatchLasso(op, Y, alpha, ridge, lower, anchor, weights, max_weight, lipschitz)
-    if isinstance(solver, str) and solver != "auto":
-        solver = make_solver(solver, continuation=continuation, rho=rho, admm_iter=admm_iter)
-    elif isinstance(solver, str):
-        name = choose_solver(problem, device)[0]
+    if isinstance(solver, str):
+        name = choose_solver(problem, device)[0] if solver == "auto" else solver
         solver = make_solver(name, continuation=continuation, rho=rho, admm_iter=admm_iter)
     res = solve(problem, solver, StopRule(feature_tol, tol, progress_tol, max_iter),
                 device=device, dtype=dtype, callback=callback)

@@ -435,6 +435,9 @@ def register_solver(name, factory, *, replace=False):
     if not isinstance(name, str) or not name or name == "auto":
         raise ValueError(f"A solver's name must be a non-empty string other than 'auto', "
                          f"got {name!r}.")
+    if not callable(factory):
+        raise TypeError(f"factory must be callable (settings -> solver), got "
+                        f"{type(factory).__name__}.")
     if name in _REGISTRY and not replace:
         raise ValueError(f"A solver named {name!r} is registered already (replace=True "
                          "to override it).")

@@ -211,6 +211,11 @@ def register_layer(adapter):
     """
     if isinstance(adapter, type):
         adapter = adapter()
+    if not (isinstance(getattr(adapter, "layer_type", None), type)
+            and isinstance(getattr(adapter, "name", None), str) and adapter.name
+            and callable(getattr(adapter, "operator", None))):
+        raise TypeError(f"register_layer needs a LayerAdapter with a layer_type class, a "
+                        f"name and an operator method, got {type(adapter).__name__}.")
     for other in _ADAPTERS:
         if other.name == adapter.name and other.layer_type is not adapter.layer_type:
             raise ValueError(f"A layer adapter named {adapter.name!r} is registered for "

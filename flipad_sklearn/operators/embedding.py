@@ -206,7 +206,7 @@ class Conv2dEmbedding(PeriodicEmbedding):
     def _full_weight(self, start, stop):
         """Dense ``(C_out, stop - start, kh, kw)`` weight (zeros across groups)."""
         w = self.kernel
-        g, cpg, opg = self.groups, self.cin // self.groups, self.cout // self.groups
+        cpg, opg = self.cin // self.groups, self.cout // self.groups
         out = w.new_zeros((self.cout, stop - start) + tuple(w.shape[2:]))
         for ci in range(start, stop):
             grp = ci // cpg

@@ -305,9 +305,8 @@ def square_image_shape(n_features, channels):
     return (channels, side, side)
 
 
-def is_describable(layer):
-    """True for the layers :func:`describe_layer` handles (every registered type)."""
-    return is_supported_layer(layer)
+#: the layers :func:`describe_layer` handles: every registered type
+is_describable = is_supported_layer
 
 
 def describe_layer(layer):
