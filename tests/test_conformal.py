@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
-from sklearn.base import clone
+from sklearn.base import BaseEstimator, clone
 from sklearn.exceptions import NotFittedError
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
@@ -224,3 +224,103 @@ def test_flipad_recalibrate_and_pickle():
     again = pickle.loads(pickle.dumps(det))
     np.testing.assert_array_equal(again.predict(gaussian(30, seed=5)),
                                   det.predict(gaussian(30, seed=5)))
+
+
+# ------------------------------- too few held out; near-ties (issue 30)
+class _FirstFeature(BaseEstimator):
+    """A detector whose score is the first feature: the scores are set by hand."""
+
+    def fit(self, X, y=None):
+        self.n_features_in_ = np.asarray(X).shape[1]
+        return self
+
+    def score_samples(self, X):
+        return np.asarray(X, dtype=np.float64)[:, 0]
+
+
+def _hand_scored(fnr, cal):
+    det = ConformalDetector(_FirstFeature(), fnr=fnr, validation_size=0, random_state=0)
+    det.fit(gaussian(50, d=1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ThresholdWarning)
+        return det.recalibrate(np.asarray(cal, dtype=np.float64).reshape(-1, 1))
+
+
+def test_too_few_held_out_rejects_at_the_lowest_and_says_what_holds():
+    """150 held out at fnr=0.005 (199 needed): before, the lowest held-out score was
+    the threshold with the sample there accepted, so nothing G-like could be
+    rejected (the default FLIPADDetector's fit_predict gave only +1, failing
+    scikit-learn's check_outliers_fit_predict).  Now that sample is rejected and
+    the guarantee that holds, 1/(n+1), is fnr_bound_, named by the warning."""
+    X = gaussian(300)
+    with pytest.warns(ThresholdWarning) as record:
+        det = ConformalDetector(fnr=0.005, random_state=0).fit(X)
+    msg = str(record[0].message)
+    assert "150 validation samples" in msg and "at least 199" in msg
+    assert "fnr_bound_ = 1/(n+1) = 0.006623" in msg and "fit needs 398 samples of G" in msg
+    assert det.fnr_bound_ == pytest.approx(1 / 151)
+    v = det.validation_scores_
+    # the held-out sample of lowest score is rejected, every other one accepted
+    with pytest.warns(ThresholdWarning):
+        labels = det.fit_predict(X)
+    scores = det.score_samples(X)
+    assert np.sum(labels == -1) >= 1
+    np.testing.assert_array_equal(labels == -1, scores <= v[0])
+    np.testing.assert_array_equal(det.labels_, labels == -1)
+    # predict rejects exactly where the p-value is at most the bound
+    np.testing.assert_array_equal(labels == -1, det.pvalues(X) <= det.fnr_bound_)
+    # what 1/(n+1) means: fresh samples of G rejected at about that rate
+    assert np.mean(det.predict(gaussian(20000, seed=9)) == -1) < 3 / 151
+    # enough held out: the bound is the fnr asked for, and no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ThresholdWarning)
+        det = ConformalDetector(fnr=0.005, random_state=0).fit(gaussian(398))
+    assert det.validation_scores_.size == 199 and det.fnr_bound_ == 0.005
+
+
+def test_too_few_held_out_with_a_tie_at_the_lowest_accepts_it():
+    # a tie at the lowest held-out score: rejecting "at" it would reject both, and
+    # with ties the rejection rate is not bounded by 1/(n+1): ties accepted
+    det = _hand_scored(0.005, [1.0, 1.0, 2.0, 3.0])
+    assert det.fnr_bound_ == pytest.approx(1 / 5)
+    np.testing.assert_array_equal(det.predict([[1.0], [0.999]]), [1, -1])
+
+
+@pytest.mark.parametrize("fnr, cal, where", [
+    (0.1, np.arange(1.0, 100.0), 9),     # 99 held out: k = 90, the 10th lowest score
+    (0.005, np.arange(1.0, 100.0), 0),   # too few: the lowest score, rejected
+    (0.1, -np.arange(1.0, 100.0), 9),    # negative scores: the margin's sign
+])
+def test_near_ties_get_the_same_pvalue_and_verdict_in_a_batch_and_alone(fnr, cal, where):
+    """A held-out sample scored again in another batch lands within float noise of
+    its score.  Before, predict counted that noise as a tie (the threshold's
+    margin) but pvalues did not: the same sample got p = m/(n+1) <= fnr (reject)
+    or (m+1)/(n+1) (accept) depending on the batch, while predict accepted it."""
+    det = _hand_scored(fnr, cal)
+    t = np.sort(cal)[where]                        # the score the threshold sits at
+    noisy = t + np.array([0.0, -1, 1, -4, 4]) * np.finfo(float).eps * abs(t)
+    batch = np.r_[noisy, np.sort(cal)].reshape(-1, 1)
+    p, pred = det.pvalues(batch)[:5], det.predict(batch)[:5]
+    assert np.unique(p).size == 1 and np.unique(pred).size == 1
+    for i, x in enumerate(noisy):                   # alone
+        assert det.pvalues([[x]])[0] == p[i] and det.predict([[x]])[0] == pred[i]
+    np.testing.assert_array_equal(det.predict(batch) == -1,
+                                  det.pvalues(batch) <= det.fnr_bound_)
+    np.testing.assert_allclose(det.predict_proba(batch)[:, 0], det.pvalues(batch))
+    # the attributor's p-values and sets follow the same rule
+    from flipad_sklearn.detection.multi import OwnedModelsAttributor
+    attr = OwnedModelsAttributor.from_fitted({"G": det})
+    res = attr.attribute(batch)
+    np.testing.assert_array_equal(res.pvalues[:, 0], det.pvalues(batch))
+    np.testing.assert_array_equal(res.sets[:, 0], det.predict(batch) == 1)
+    np.testing.assert_array_equal(attr.predict_set(batch, alpha=det.fnr_bound_)[:, 0],
+                                  det.predict(batch) == 1)
+
+
+def test_fnr_bound_of_detectors_saved_before_it():
+    det = _hand_scored(0.1, np.arange(1.0, 100.0))
+    state = det.__getstate__()
+    bound = state.pop("fnr_bound_")
+    old = ConformalDetector.__new__(ConformalDetector)
+    old.__setstate__(state)
+    assert old.fnr_bound_ == bound == pytest.approx(10 / 100)

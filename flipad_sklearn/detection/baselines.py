@@ -96,6 +96,9 @@ class FingerprintCorrelation(ConformalDecisionMixin, OutlierMixin, BaseEstimator
         Samples with ``-score > threshold_`` are rejected.
     offset_ : float
         ``-threshold_``.
+    fnr_bound_ : float
+        The false-negative rate the threshold guarantees (``fnr`` or less
+        with enough held-out samples, else ``1/(n+1)``).
     validation_scores_ : ndarray
         Sorted scores of the held-out samples of G.
     n_features_in_ : int

@@ -12,8 +12,18 @@ baselines of :mod:`flipad_sklearn.detection.baselines`):
   ``k``-th smallest ``-s_i`` with ``k = ceil((n + 1)(1 - fnr))``
   (:func:`conformal_threshold`).  A new sample of G, exchangeable with the
   held-out ones, is then rejected with probability at most ``fnr``.
+  With too few held-out samples (``k > n``: fewer than
+  :func:`required_validation_size`) no finite threshold guarantees ``fnr``:
+  the lowest held-out score is the threshold, the sample at it is rejected
+  too (unless another held-out score ties with it), a new sample of G is
+  rejected with probability up to ``1/(n+1)``, and a
+  :class:`ThresholdWarning` says so and how many samples of G are needed.
+  ``fnr_bound_`` is the bound that holds (:func:`fnr_bound`).
 * **p-values.**  ``p(x) = (1 + #{i : s_i <= score(x)}) / (n + 1)``
   (:func:`conformal_pvalues`); for a new sample of G, ``P(p <= a) <= a``.
+  A detector's ``pvalues`` count a score within the threshold's float
+  margin of a held-out score as the threshold does, so ``predict`` rejects
+  exactly when ``p <= fnr_bound_``, in any batch.
 * **Fresh samples of G.**  The owner of G can always sample it:
   :func:`calibrate` sets the threshold of a fitted detector (or pipeline) on
   fresh samples of G, drawn from a sampler as many as the fnr needs, without
@@ -21,8 +31,10 @@ baselines of :mod:`flipad_sklearn.detection.baselines`):
   G's samples and waits for :func:`calibrate`.
 
 Every detector stores the sorted held-out scores in ``validation_scores_``
-(higher = more like G), ``threshold_`` (on ``-score``) and ``offset_ =
--threshold_``, so that ``decision_function = score_samples - offset_``.
+(higher = more like G), ``threshold_`` (on ``-score``), ``offset_ =
+-threshold_``, so that ``decision_function = score_samples - offset_``, and
+``fnr_bound_``, the false-negative rate the threshold guarantees (``fnr``
+or less with enough held-out samples, else ``1/(n+1)``).
 
 **PyOD's API.**  :class:`ConformalDecisionMixin` also gives every detector
 the attributes and methods of PyOD's ``BaseDetector``, in PyOD's conventions
@@ -57,7 +69,9 @@ __all__ = [
     "conformal_pvalues",
     "conformal_threshold",
     "detector_pvalues",
+    "fnr_bound",
     "required_validation_size",
+    "samples_of_g_needed",
     "validation_split",
 ]
 
@@ -111,14 +125,59 @@ def required_validation_size(fnr):
     return n
 
 
-def _too_few_message(n, fnr):
+def _too_few_message(n, fnr, *, detail=None):
     need = required_validation_size(fnr) if fnr > 0 else "infinitely many"
     return (f"{n} validation samples are too few to guarantee fnr={fnr}: at least "
-            f"{need} are needed. The largest validation distance is used as threshold "
-            "(so up to 1/(n+1) of G's samples may be rejected). Give more samples of G "
-            "(validation_size='auto' holds out what the fnr needs when there are enough), "
-            "or set the threshold on fresh samples of G with "
+            f"{need} are needed. "
+            + (detail or "The largest validation distance is used as threshold (so up to "
+               "1/(n+1) of G's samples may be rejected). ")
+            + "Give more samples of G (validation_size='auto' holds out what the fnr needs "
+            "when there are enough), or set the threshold on fresh samples of G with "
             "flipad_sklearn.detection.conformal.calibrate(detector, sampler_of_G).")
+
+
+def samples_of_g_needed(fnr, validation_size="auto", validation_fraction=0.2):
+    """The fewest samples of G that ``fit`` needs to hold out enough for ``fnr``.
+
+    The smallest pool of G's samples of which the split of
+    :func:`validation_split` holds out at least
+    :func:`required_validation_size` ``(fnr)`` (398 at ``fnr=0.005`` with
+    the defaults: ``"auto"`` holds out at most half of them).  None when
+    ``validation_size`` is a number (it alone sets how many are held out)
+    or ``fnr`` is 0.
+
+    Parameters
+    ----------
+    fnr : float
+    validation_size : "auto", int or None, default="auto"
+    validation_fraction : float, default=0.2
+
+    Returns
+    -------
+    n : int or None
+    """
+    if fnr <= 0 or not (validation_size is None or isinstance(validation_size, str)):
+        return None
+    need = required_validation_size(fnr)
+    lo, hi = need, 2 * need + math.ceil(need / validation_fraction)
+    while lo < hi:          # the number held out grows with the pool
+        mid = (lo + hi) // 2
+        if _n_validation(mid, validation_size, validation_fraction, fnr) >= need:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def _order_statistic(distances, fnr):
+    """``(threshold, k, n)`` of the conformal rule, ``k`` clamped to ``n``; no warning."""
+    d = np.sort(np.asarray(distances, dtype=np.float64).ravel())
+    n = d.shape[0]
+    if n == 0:
+        raise ValueError("No validation samples: the threshold needs at least one "
+                         "held-out sample of G.")
+    k = min(_rank(n, fnr), n)
+    return float(d[max(k, 1) - 1]), k, n
 
 
 def conformal_threshold(distances, fnr):
@@ -141,16 +200,39 @@ def conformal_threshold(distances, fnr):
     -------
     threshold : float
     """
-    d = np.sort(np.asarray(distances, dtype=np.float64).ravel())
-    n = d.shape[0]
-    if n == 0:
-        raise ValueError("No validation samples: the threshold needs at least one "
-                         "held-out sample of G.")
-    k = _rank(n, fnr)
-    if k > n:
+    t, _, n = _order_statistic(distances, fnr)
+    if _rank(n, fnr) > n:
         warnings.warn(_too_few_message(n, fnr), ThresholdWarning, stacklevel=3)
-        k = n
-    return float(d[max(k, 1) - 1])
+    return t
+
+
+def fnr_bound(n, fnr):
+    """The false-negative rate the conformal threshold on ``n`` held-out samples guarantees.
+
+    ``(n + 1 - k) / (n + 1)`` with ``k = min(ceil((n + 1)(1 - fnr)), n)``:
+    at most ``fnr`` when ``n >= required_validation_size(fnr)``, else
+    ``1 / (n + 1)`` (the most that ``n`` held-out samples can guarantee
+    with a finite threshold).
+
+    Parameters
+    ----------
+    n : int
+        Held-out samples of G, at least 1.
+    fnr : float
+        The tolerated false-negative rate asked for.
+
+    Returns
+    -------
+    bound : float
+
+    Examples
+    --------
+    >>> from flipad_sklearn.detection.conformal import fnr_bound
+    >>> fnr_bound(199, 0.005), round(fnr_bound(150, 0.005), 4)
+    (0.005, 0.0066)
+    """
+    k = min(_rank(n, fnr), n)
+    return (n + 1 - k) / (n + 1)
 
 
 def conformal_pvalues(validation_scores, scores):
@@ -303,7 +385,7 @@ class ConformalDecisionMixin:
         v = np.sort(np.asarray(validation_scores, dtype=np.float64).ravel())
         self.validation_scores_ = v
         if v.size == 0:
-            for name in ("threshold_", "offset_"):
+            for name in ("threshold_", "offset_", "fnr_bound_"):
                 self.__dict__.pop(name, None)
             return
         if np.ptp(v) <= 1e-12 * (1.0 + np.abs(v).max()) and v.size > 1:
@@ -311,10 +393,29 @@ class ConformalDecisionMixin:
                 "All validation samples of G have the same score: the detector "
                 "collapsed (or the features are constant). Check for bias terms or "
                 "constant features.", RuntimeWarning, stacklevel=3)
-        t = conformal_threshold(-v, self.fnr)
-        # The margin keeps the sample at the quantile accepted despite float noise
-        # when it is scored again in another batch.
-        self.threshold_ = t + self._threshold_margin() * max(abs(t), 1e-12)
+        t, k, n = _order_statistic(-v, self.fnr)
+        margin = self._threshold_margin() * max(abs(t), 1e-12)
+        self.fnr_bound_ = fnr_bound(n, self.fnr)
+        too_few = _rank(n, self.fnr) > n
+        # Too few to guarantee fnr: the threshold is the lowest held-out score, and
+        # the sample there is rejected too (unless another held-out score ties with
+        # it), so that fit_predict and labels_ show what the guarantee became.
+        reject_at = too_few and (n == 1 or v[1] - v[0] > 2 * margin)
+        if too_few:
+            pool = samples_of_g_needed(
+                self.fnr, getattr(self, "validation_size", "auto"),
+                getattr(self, "validation_fraction", 0.2))
+            warnings.warn(_too_few_message(n, self.fnr, detail=(
+                f"The threshold is the lowest held-out score of G, "
+                + ("the sample at it rejected" if reject_at else "ties with it accepted")
+                + f": a new sample of G is rejected with probability up to "
+                f"fnr_bound_ = 1/(n+1) = {self.fnr_bound_:.4g}, not {self.fnr}. "
+                + (f"fit needs {pool} samples of G for fnr={self.fnr} (validation_size="
+                   f"{getattr(self, 'validation_size', 'auto')!r}). " if pool else ""))),
+                ThresholdWarning, stacklevel=3)
+        # The margin keeps the sample at the quantile accepted (rejected, in the
+        # fallback above) despite float noise when it is scored again in another batch.
+        self.threshold_ = t - margin if reject_at else t + margin
         self.offset_ = -self.threshold_
 
     def _check_calibrated(self):
@@ -391,6 +492,28 @@ class ConformalDecisionMixin:
         """Scores moved by the threshold's margin: a near-tie with a held-out score is a tie."""
         return scores + sign * self._threshold_margin() * np.maximum(np.abs(scores), 1e-12)
 
+    def _pvalues_of_scores(self, scores):
+        """Conformal p-values of calibrated scores, near-ties counted as the threshold does.
+
+        ``(1 + j) / (n + 1)`` with ``j`` the held-out scores at most
+        ``score(x)``, a held-out score within the threshold's float margin
+        counted as equal (so that a sample keeps its p-value when scored in
+        another batch), and ``j`` kept on the side of the threshold that
+        ``predict`` puts the sample on: with ``m / (n + 1) = fnr_bound_``, ``j
+        >= m`` for an accepted sample and ``j <= m - 1`` for a rejected one.
+        So ``predict`` rejects exactly the samples with ``p <= fnr_bound_``.
+        """
+        s = np.asarray(scores, dtype=np.float64)
+        v = self.validation_scores_
+        j = np.searchsorted(v, self._tie_robust(s), side="right")
+        m = int(round(self._fnr_bound() * (v.size + 1)))
+        j = np.where(s - self.offset_ >= 0, np.maximum(j, m), np.minimum(j, m - 1))
+        return (1.0 + j) / (v.size + 1.0)
+
+    def _fnr_bound(self):
+        bound = self.__dict__.get("fnr_bound_")
+        return fnr_bound(self.validation_scores_.size, self.fnr) if bound is None else bound
+
     def _calibrated_scores(self, X):
         self._check_calibrated()
         return np.asarray(self.score_samples(X), dtype=np.float64)
@@ -455,7 +578,7 @@ class ConformalDecisionMixin:
                 f"{type(self).__name__} are conformal p-values (PyOD's 'linear' and "
                 "'unify' scalings carry no guarantee).")
         scores = self._calibrated_scores(X)
-        p = conformal_pvalues(self.validation_scores_, self._tie_robust(scores))
+        p = self._pvalues_of_scores(scores)
         proba = np.column_stack([p, 1.0 - p])
         if return_confidence:
             return proba, self._confidence(scores)
@@ -506,8 +629,12 @@ class ConformalDecisionMixin:
         """Conformal p-values of "made by G" from the held-out scores.
 
         ``p = (1 + #{validation scores <= score(x)}) / (n_val + 1)``; for a
-        new sample of G, ``P(p <= a) <= a``.  ``predict`` rejects about when
-        ``p <= fnr``.
+        new sample of G, ``P(p <= a) <= a``.  A score within the threshold's
+        float margin of a held-out score counts as the threshold counts it,
+        so a sample gets the same p-value and verdict in any batch, and
+        ``predict`` rejects exactly when ``p <= fnr_bound_`` (at most
+        ``fnr``; ``1/(n_val + 1)`` when there are too few held-out samples
+        for ``fnr``).
 
         Parameters
         ----------
@@ -517,14 +644,18 @@ class ConformalDecisionMixin:
         -------
         p : ndarray of shape (n_samples,), float64
         """
-        scores = self._calibrated_scores(X)
-        return conformal_pvalues(self.validation_scores_, scores)
+        return self._pvalues_of_scores(self._calibrated_scores(X))
 
     def __setstate__(self, state):
         # Detectors pickled before the conformal module stored the distances.
         if "validation_distances_" in state and "validation_scores_" not in state:
             state = dict(state)
             state["validation_scores_"] = -np.asarray(state.pop("validation_distances_"))[::-1]
+        # Detectors saved before fnr_bound_: the bound of their rule (ties accepted).
+        if "offset_" in state and "fnr_bound_" not in state and "fnr" in state \
+                and np.size(state.get("validation_scores_", ())) >= 1:
+            state = dict(state)
+            state["fnr_bound_"] = fnr_bound(np.size(state["validation_scores_"]), state["fnr"])
         super().__setstate__(state)
 
     def fit_predict(self, X, y=None, **kwargs):

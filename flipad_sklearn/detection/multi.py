@@ -24,7 +24,7 @@ from sklearn.utils._param_validation import Interval
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import _num_samples, check_is_fitted, column_or_1d
 
-from .conformal import ConformalDecisionMixin, _unwrap, calibrate, conformal_pvalues
+from .conformal import ConformalDecisionMixin, _unwrap, calibrate
 
 __all__ = ["OwnedModelsAttributor"]
 
@@ -339,7 +339,7 @@ class OwnedModelsAttributor(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             Column ``j`` for ``classes_[j]``; for a new sample of model ``j``,
             ``P(p[:, j] <= a) <= a``.
         """
-        return np.column_stack([conformal_pvalues(det.validation_scores_, s)
+        return np.column_stack([det._pvalues_of_scores(s)
                                 for det, s in self._scores(X)])
 
     def _sets(self, scored, alpha):
@@ -347,7 +347,7 @@ class OwnedModelsAttributor(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             return np.column_stack([s - det.offset_ >= 0 for det, s in scored])
         if isinstance(alpha, bool) or not isinstance(alpha, Real) or not 0 <= alpha < 1:
             raise ValueError(f"alpha must be None or a number in [0, 1), got {alpha!r}.")
-        return np.column_stack([conformal_pvalues(det.validation_scores_, s) > alpha
+        return np.column_stack([det._pvalues_of_scores(s) > alpha
                                 for det, s in scored])
 
     def predict_set(self, X, alpha=None, *, as_sets=False):
@@ -415,7 +415,7 @@ class OwnedModelsAttributor(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
 
         scored = self._scores(X)
         member = self._sets(scored, alpha)
-        p = np.column_stack([conformal_pvalues(det.validation_scores_, s)
+        p = np.column_stack([det._pvalues_of_scores(s)
                              for det, s in scored])
         best = np.argmax(np.where(member, p, -1.0), axis=1)
         labels = np.array(self.classes_[best], dtype=object)

@@ -167,8 +167,10 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
         be rejected.  Needs at least ``1/fnr - 1`` validation samples for the
         guarantee (199 at 0.005,
         :func:`~flipad_sklearn.detection.conformal.required_validation_size`); with
-        fewer, the largest validation distance is the threshold and a
-        :class:`ThresholdWarning` is raised.
+        fewer, the largest validation distance is the threshold, the
+        held-out sample at it is rejected too, the guarantee is
+        ``fnr_bound_ = 1/(n+1)`` and a :class:`ThresholdWarning` says so and
+        how many samples of G are needed.
     validation_size : "auto", int or None, default="auto"
         Samples of G (``y == 1``; all normal samples when there are none)
         held out of training to set the threshold.  ``"auto"``: as many as
@@ -226,6 +228,11 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
         as not made by G; PyOD's ``threshold_``, on ``decision_scores_``'s scale.
     offset_ : float
         ``-threshold_``; ``decision_function = score_samples - offset_``.
+    fnr_bound_ : float
+        The false-negative rate the threshold guarantees for a new sample
+        of G: at most ``fnr`` with enough held-out samples, else ``1/(n+1)``
+        (:func:`~flipad_sklearn.detection.conformal.fnr_bound`).  ``predict``
+        rejects exactly the samples whose :meth:`pvalues` are at most it.
     decision_scores_ : ndarray of shape (n_samples,)
         PyOD's outlier scores of the samples given to ``fit``, in their order:
         ``-score_samples`` (higher = less like G).  ``labels_`` (a property)
