@@ -217,7 +217,7 @@ def make_flipad_tabular(generator, anchor=None, *, alpha=TABULAR_RECIPE["alpha"]
                         solver=TABULAR_RECIPE["solver"], tol=TABULAR_RECIPE["tol"],
                         max_iter=TABULAR_RECIPE["max_iter"], scale=TABULAR_RECIPE["scale"],
                         detector=None, fnr=0.005, random_state=None, device="auto",
-                        detector_params=None, n_anchor=5000):
+                        detector_params=None, n_anchor=5000, verbose=0):
     """FLIPAD for a tabular generator, in its standardised units.
 
     :func:`make_flipad` with the tabular defaults: the inversion of
@@ -246,6 +246,10 @@ def make_flipad_tabular(generator, anchor=None, *, alpha=TABULAR_RECIPE["alpha"]
     detector_params : dict or None, default=None
         Overrides of :data:`TABULAR_DETECTOR` (Deep SAD only).
     n_anchor : int, default=5000
+    verbose : int, default=0
+        Progress on stderr, as in :func:`make_flipad` (the inversion's bar
+        over the rows, Deep SAD's over the epochs); ``detector_params`` with
+        its own ``verbose`` takes precedence.
 
     Returns
     -------
@@ -262,20 +266,23 @@ def make_flipad_tabular(generator, anchor=None, *, alpha=TABULAR_RECIPE["alpha"]
                                                                       layer.in_features),
                        detector=detector, fnr=fnr, random_state=random_state, device=device,
                        inverter_params=dict(solver=solver),
-                       detector_params=params if detector is None else None)
+                       detector_params=params if detector is None else None,
+                       verbose=verbose)
     if not scale:
         pipe.steps = [s for s in pipe.steps if s[0] != "scaler"]
     return pipe
 
 
 # ------------------------------------------------------------------ baselines' recipes
-def _deep_sad(fnr, random_state, device, detector_params):
-    params = dict(fnr=fnr, random_state=random_state, device=device, network="mlp")
+def _deep_sad(fnr, random_state, device, detector_params, verbose=0):
+    params = dict(fnr=fnr, random_state=random_state, device=device, network="mlp",
+                  verbose=verbose)
     params.update(detector_params or {})
     return FLIPADDetector(**params)
 
 
-def make_rawpad(*, fnr=0.005, random_state=None, device="auto", detector_params=None):
+def make_rawpad(*, fnr=0.005, random_state=None, device="auto", detector_params=None,
+                verbose=0):
     """RAWPAD: Deep SAD on the raw pixels, standardised with G's statistics.
 
     Parameters
@@ -286,6 +293,10 @@ def make_rawpad(*, fnr=0.005, random_state=None, device="auto", detector_params=
     detector_params : dict or None, default=None
         Further :class:`~flipad_sklearn.FLIPADDetector` parameters
         (``hidden_sizes``, ``n_epochs``, ...); the network is an MLP.
+    verbose : int, default=0
+        Progress of Deep SAD's training on stderr (a bar over the epochs at
+        1, also a line per epoch at 2); 0 is silent.  ``detector_params``
+        with its own ``verbose`` takes precedence.
 
     Returns
     -------
@@ -295,11 +306,12 @@ def make_rawpad(*, fnr=0.005, random_state=None, device="auto", detector_params=
         ``fit(X, y)``, ``y`` = 1 for G's samples, -1 for known others.
     """
     return ConformalPipeline([("scaler", GeneratorStandardScaler()),
-                              ("det", _deep_sad(fnr, random_state, device, detector_params))])
+                              ("det", _deep_sad(fnr, random_state, device, detector_params,
+                                                verbose))])
 
 
 def make_dctpad(input_shape=None, *, fnr=0.005, random_state=None, device="auto",
-                detector_params=None):
+                detector_params=None, verbose=0):
     """DCTPAD: Deep SAD on ``log |DCT|`` of the pixels, standardised with G's statistics.
 
     Parameters
@@ -311,6 +323,8 @@ def make_dctpad(input_shape=None, *, fnr=0.005, random_state=None, device="auto"
     device : {"auto", "cpu", "cuda"}, default="auto"
     detector_params : dict or None, default=None
         Further :class:`~flipad_sklearn.FLIPADDetector` parameters.
+    verbose : int, default=0
+        As in :func:`make_rawpad`.
 
     Returns
     -------
@@ -319,4 +333,5 @@ def make_dctpad(input_shape=None, *, fnr=0.005, random_state=None, device="auto"
     """
     return ConformalPipeline([("dct", DCTFeatures(input_shape)),
                               ("scaler", GeneratorStandardScaler()),
-                              ("det", _deep_sad(fnr, random_state, device, detector_params))])
+                              ("det", _deep_sad(fnr, random_state, device, detector_params,
+                                                verbose))])
