@@ -187,8 +187,69 @@ class _Encoder:
                           for k, v in obj.items()]}
 
 
+def _is_pyod_like(obj):
+    """A PyOD detector, or one that follows PyOD's ``BaseDetector`` contract."""
+    module = type(obj).__module__ or ""
+    if module == "pyod" or module.startswith("pyod."):
+        return True
+    if not callable(getattr(obj, "decision_function", None)) \
+            or callable(getattr(obj, "score_samples", None)):
+        return False
+    if "decision_scores_" in getattr(obj, "__dict__", {}):
+        return True
+    try:
+        return "contamination" in obj.get_params(deep=False)
+    except Exception:
+        return False
+
+
+def _pyod_refusal(obj, path):
+    name = f"{type(obj).__module__}.{type(obj).__qualname__}"
+    return (
+        f"{path}: a {name} (a PyOD detector) cannot be saved in the secure format: a "
+        "PyOD detector's fitted state (trees, neighbour indexes, torch or numba "
+        "models, each its own) has no description that load could check without "
+        "running code. Alternatives: joblib.dump(estimator, path) and joblib.load, for "
+        "trusted files only (unpickling runs code); or skops: save(estimator, path, "
+        "format='skops'), then skops.io.load(path, trusted=[...]) with the types of "
+        f"skops.io.get_untrusted_types(file=path) you have checked ({name} among them; "
+        "flipad_sklearn.persistence.load refuses a skops file with types outside "
+        "trusted_skops_types()). Or use the package's own detectors (FLIPADDetector, "
+        "ConformalDetector('ocsvm')), which save securely.")
+
+
+def _find_pyod(estimator, path):
+    """``(obj, path)`` of the first PyOD detector in ``estimator``'s parameters, or None."""
+    if _is_pyod_like(estimator):
+        return estimator, path
+    try:
+        params = estimator.get_params(deep=True)
+    except Exception:
+        return None
+    fitted = getattr(estimator, "__dict__", {})
+    items = list(params.items()) + [(k, v) for k, v in fitted.items() if k.endswith("_")]
+    for key, value in items:
+        if isinstance(value, dict):
+            pairs = [(f"{key}[{k!r}]", v) for k, v in value.items()]
+        elif isinstance(value, (list, tuple)):
+            pairs = [(f"{key}[{i}]", v[1] if isinstance(v, tuple) and len(v) == 2 else v)
+                     for i, v in enumerate(value)]
+        else:
+            pairs = [(key, value)]
+        for where, v in pairs:
+            if v is estimator or isinstance(v, (str, bytes, np.ndarray)) \
+                    or not hasattr(v, "get_params"):
+                continue
+            found = _find_pyod(v, f"{path}.{where}")
+            if found is not None:
+                return found
+    return None
+
+
 def _refusal(obj, path):
     what = f"{path}: a {type(obj).__module__}.{type(obj).__qualname__}"
+    if _is_pyod_like(obj):
+        return _pyod_refusal(obj, path)
     if isinstance(obj, torch.nn.Module):
         return (f"{what} (a torch module) cannot be saved securely: only the inverter's "
                 "Linear/Conv2d/ConvTranspose2d layer and the detector's built-in networks "
@@ -234,6 +295,10 @@ def save(estimator, path, *, format="flipad"):
     if format == "skops":
         _save_skops(estimator, os.fspath(path))
         return
+    # before anything is encoded (the inverter's layer can be large)
+    found = _find_pyod(estimator, type(estimator).__name__)
+    if found is not None:
+        raise TypeError(_pyod_refusal(*found))
     enc = _Encoder()
     root = enc.encode(estimator, type(estimator).__name__)
     spec = {

@@ -421,3 +421,28 @@ def test_conformal_pipeline_has_pyods_api_over_its_own_X():
                                   pipe[-1].predict_confidence(pipe[:-1].transform(X_new)))
     labels, conf = pipe.predict(X_new, return_confidence=True)
     np.testing.assert_array_equal(conf, pipe.predict_confidence(X_new))
+
+
+def test_secure_format_refuses_a_pyod_detector_early_and_says_what_to_do(
+        pyod_detector, tmp_path, monkeypatch):
+    # before: the encoder met it after the inverter's arrays, with a message that
+    # listed the allow-list and named joblib only
+    X, _, _ = _gaussians(7, n=300)
+    pipe = make_flipad(nn.Linear(6, 3), "identity", np.zeros(6), detector=pyod_detector,
+                       pooling=None, fnr=0.05, random_state=0)
+    name = type(pyod_detector).__name__
+
+    class _NoEncoding:
+        def __init__(self):
+            raise AssertionError("the refusal must come before anything is encoded")
+
+    monkeypatch.setattr(persistence, "_Encoder", _NoEncoding)
+    path = tmp_path / "pipe.flipad"
+    for est in (pipe, ConformalDetector(pyod_detector, fnr=0.05, random_state=0).fit(X)):
+        with pytest.raises(TypeError) as info:
+            persistence.save(est, path)
+        msg = str(info.value)
+        assert f"{name} (a PyOD detector) cannot be saved in the secure format" in msg
+        assert "estimator" in msg.split(":")[0]       # where it is
+        assert "joblib.dump" in msg and "format='skops'" in msg and "trusted" in msg
+        assert not path.exists()
