@@ -324,3 +324,19 @@ def test_fnr_bound_of_detectors_saved_before_it():
     old = ConformalDetector.__new__(ConformalDetector)
     old.__setstate__(state)
     assert old.fnr_bound_ == bound == pytest.approx(10 / 100)
+
+
+def test_too_few_held_out_survives_save_and_load(tmp_path):
+    from flipad_sklearn import persistence
+
+    X = gaussian(300)
+    with pytest.warns(ThresholdWarning, match="fnr_bound_"):
+        det = FLIPADDetector(**dict(FAST, fnr=0.005)).fit(X)
+    persistence.save(det, tmp_path / "det.flipad")
+    loaded = persistence.load(tmp_path / "det.flipad")
+    assert loaded.fnr_bound_ == det.fnr_bound_ == pytest.approx(1 / 151)
+    Xn = np.vstack([X, gaussian(50, seed=3, shift=2)])
+    np.testing.assert_array_equal(loaded.predict(Xn), det.predict(Xn))
+    np.testing.assert_array_equal(loaded.pvalues(Xn), det.pvalues(Xn))
+    assert np.sum(det.predict(X) == -1) >= 1     # the held-out sample at the threshold
+    np.testing.assert_array_equal(det.predict(Xn) == -1, det.pvalues(Xn) <= det.fnr_bound_)
