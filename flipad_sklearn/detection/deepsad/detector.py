@@ -238,6 +238,10 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
         Sorted scores (minus the distances) of the held-out samples of G (for
         :meth:`pvalues`).  ``validation_distances_`` is a deprecated alias
         (the distances, sorted).
+    fnr_interval_ : tuple of float
+        The central 90 % interval of the share of G's samples that this
+        threshold rejects (:func:`~flipad_sklearn.fnr_interval`): ``fnr`` is
+        its mean over held-out draws, not a bound on one threshold.
     history_ : dict of lists
         ``"loss"`` (mean training loss), ``"lr"`` and ``"time"`` per epoch.
     input_shape_ : tuple or None
