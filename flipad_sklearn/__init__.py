@@ -43,7 +43,8 @@ _EXPORTS = {
     ".detection": ["ConformalDetector", "ConformalPipeline", "FLIPADDetector",
                    "FingerprintCorrelation", "LatentInversionDistance",
                    "OwnedModelsAttributor", "ReconstructionDistance", "ThresholdWarning",
-                   "calibrate", "required_validation_size"],
+                   "calibrate", "calibration_size", "fnr_interval",
+                   "required_validation_size"],
     ".model_selection": ["LabelStratifiedKFold", "labelled_roc_auc"],
     # recipes
     ".pipeline": ["make_dctpad", "make_flipad", "make_rawpad"],

@@ -547,8 +547,10 @@ def cmd_fit(args):
     pipe.set_params(inv__verbose=0, det__verbose=0)     # saved silent, as in Python
     _save_detector(pipe, out)
     det = pipe[-1]
+    lo, hi = getattr(det, "fnr_interval_", (float("nan"),) * 2)
     _log(True, f"saved {out} (threshold {det.threshold_:.4g} at fnr={args.fnr}, "
-               f"{det.validation_scores_.size} validation samples of G)")
+               f"{det.validation_scores_.size} validation samples of G: this threshold "
+               f"rejects {100 * lo:.2g}-{100 * hi:.2g} % of G's images, 90 % interval)")
     return EXIT_PARTIAL if errors else EXIT_OK
 
 

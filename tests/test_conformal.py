@@ -17,6 +17,8 @@ from flipad_sklearn import (
     FLIPADDetector,
     ThresholdWarning,
     calibrate,
+    calibration_size,
+    fnr_interval,
     required_validation_size,
 )
 from flipad_sklearn.detection.conformal import (
@@ -54,6 +56,47 @@ def test_required_validation_size_is_the_smallest_that_guarantees(fnr, n):
 def test_required_validation_size_rejects_bad_fnr(fnr):
     with pytest.raises(ValueError, match="fnr must be a number in"):
         required_validation_size(fnr)
+
+
+@pytest.mark.parametrize("n, fnr", [(199, 0.005), (1000, 0.005), (19, 0.05), (400, 0.05)])
+def test_fnr_interval_is_the_law_of_one_thresholds_rejections(n, fnr):
+    # closed form: threshold = k-th of n uniform distances, rejected share = 1 - U_(k)
+    rng = np.random.default_rng(0)
+    k = math.ceil((n + 1) * (1 - fnr) - 1e-12)
+    shares = 1 - np.sort(rng.random((4000, n)), axis=1)[:, k - 1]
+    assert np.mean(shares) <= fnr + 3 * np.std(shares) / np.sqrt(4000)
+    lo, hi = fnr_interval(n, fnr)
+    assert lo < fnr < hi
+    # 90 % of the draws inside, 5 % on each side (binomial sd of 4000 draws: 0.0034)
+    assert np.mean(shares < lo) == pytest.approx(0.05, abs=0.012)
+    assert np.mean(shares > hi) == pytest.approx(0.05, abs=0.012)
+    lo80, hi80 = fnr_interval(n, fnr, level=0.8)
+    assert lo < lo80 < hi80 < hi
+
+
+def test_fnr_interval_narrows_and_calibration_size_keeps_it_below():
+    widths = [np.subtract(*fnr_interval(n, 0.005)[::-1]) for n in (199, 1000, 5000)]
+    assert widths[0] > widths[1] > widths[2]
+    for fnr, max_fnr in [(0.005, 0.01), (0.05, 0.075), (0.01, 0.02)]:
+        n = calibration_size(fnr, max_fnr)
+        # every size from n on (the saw-tooth of the integer rank included) qualifies,
+        # the one before does not
+        assert all(fnr_interval(m, fnr)[1] <= max_fnr for m in range(n, 3 * n))
+        assert n == required_validation_size(fnr) or fnr_interval(n - 1, fnr)[1] > max_fnr
+    with pytest.raises(ValueError, match="max_fnr must be in"):
+        calibration_size(0.05, 0.04)
+    with pytest.raises(ValueError, match="n must be a positive"):
+        fnr_interval(0, 0.05)
+    with pytest.raises(ValueError, match="level must be in"):
+        fnr_interval(10, 0.05, level=1.0)
+
+
+def test_detectors_report_their_thresholds_spread():
+    det = ConformalDetector(fnr=0.05, random_state=0).fit(gaussian(300))
+    assert det.fnr_interval_ == fnr_interval(det.validation_scores_.size, 0.05)
+    det.recalibrate(gaussian(1000, seed=3))
+    assert det.fnr_interval_ == fnr_interval(1000, 0.05)
+    assert det.fnr_interval_[1] - det.fnr_interval_[0] < 0.03
 
 
 def test_reexported_where_it_was():

@@ -18,7 +18,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.svm import OneClassSVM
 from torch import nn
 
-from flipad_sklearn import FLIPADDetector, ThresholdWarning
+from flipad_sklearn import FLIPADDetector, LabelConventionWarning, ThresholdWarning
 from flipad_sklearn.detection.deepsad import conformal_threshold
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
@@ -283,7 +283,8 @@ def _directions(n, d=8, direction=None, shift=6.0, seed=0):
 @pytest.mark.parametrize("seed", [0, 2])
 def test_guard_rejects_a_direction_the_negatives_do_not_show(seed):
     """Labelled negatives along e0 teach Deep SAD e0 only; an anomaly along e1 is
-    accepted by Deep SAD alone (the old default) and rejected with the guard."""
+    accepted by Deep SAD alone (the default with negatives: ``combine="auto"``) and
+    rejected with the guard kept (``combine="mean"``)."""
     X = np.r_[_directions(400, seed=1), _directions(200, direction=0, seed=2)]
     y = np.r_[np.ones(400), -np.ones(200)]
     params = dict(FAST, hidden_sizes=(32,), n_epochs=10, random_state=seed)
@@ -291,8 +292,10 @@ def test_guard_rejects_a_direction_the_negatives_do_not_show(seed):
                     _directions(300, direction=1, seed=5))
     rejected = {}
     for one_class in (None, "ocsvm"):
-        det = FLIPADDetector(**dict(params, one_class=one_class)).fit(X, y)
+        det = FLIPADDetector(**dict(params, one_class=one_class, combine="mean")).fit(X, y)
         rejected[one_class] = [np.mean(det.predict(Z) == -1) for Z in (G, seen, new)]
+    default = FLIPADDetector(**dict(params, one_class="ocsvm")).fit(X, y)
+    assert np.mean(default.predict(new) == -1) == rejected[None][2]   # what auto gives up
     (g_old, seen_old, new_old), (g_new, seen_new, new_new) = rejected[None], rejected["ocsvm"]
     assert seen_old > 0.95 and seen_new > 0.95       # the direction it was shown
     assert new_old < 0.6                              # Deep SAD alone: about chance
@@ -467,44 +470,41 @@ def _subtle(n, d=20, shift=0.0, seed=0):
     return X
 
 
-def test_combine_auto_drops_a_guard_that_cannot_separate_the_negatives():
-    X = np.r_[_subtle(400, seed=1), _subtle(300, shift=3.0, seed=2)]
+@pytest.mark.parametrize("shift", [3.0, 6.0])
+def test_combine_auto_with_negatives_is_deep_sad_alone(shift):
+    # shift 3: negatives the one-class SVM cannot see; shift 6: negatives both parts
+    # separate (the old held-out check kept the guard there; on the face DCGAN it then
+    # cost every unseen generator: benchmarks/results/bench_open_world_face.md)
+    X = np.r_[_subtle(400, seed=1), _subtle(300, shift=shift, seed=2)]
     y = np.r_[np.ones(400), -np.ones(300)]
     params = dict(FAST, hidden_sizes=(32,), n_epochs=20, one_class="ocsvm")
     det = FLIPADDetector(**params).fit(X, y)
-    check = det.guard_check_
-    assert FLIPADDetector().combine == "auto"          # the default
-    assert det.combine_ == "deep_sad" and "dropped" in check["reason"]
-    assert check["rejected_guarded"] < check["rejected_deep_sad"] - 0.1
-    assert check["n_negatives"] == 60 and check["n_g"] == 64
-    G, neg = _subtle(400, seed=3), _subtle(400, shift=3.0, seed=4)
-    guarded = FLIPADDetector(**dict(params, combine="mean")).fit(X, y)
-    # what the guard would have cost: fresh negatives accepted at fnr = 0.05
-    assert np.mean(det.predict(neg) == -1) > np.mean(guarded.predict(neg) == -1) + 0.2
-    # Deep SAD alone, on the standardised scale
-    (l0, s0) = det.score_scale_[0]
-    np.testing.assert_allclose(det.score_samples(G), (-np.log(det._distances(G)) - l0) / s0,
-                               rtol=1e-12)
+    assert FLIPADDetector().combine == "auto" and FLIPADDetector().one_class == "ocsvm"
+    assert det.combine_ == "deep_sad" and det.one_class_ is None
+    assert det.guard_check_["n_negatives"] == 300
+    assert "Deep SAD alone" in det.guard_check_["reason"]
+    # exactly the paper's Deep SAD: same training samples, same seed, same scores
+    alone = FLIPADDetector(**dict(params, one_class=None)).fit(X, y)
+    G, neg = _subtle(400, seed=3), _subtle(400, shift=shift, seed=4)
+    np.testing.assert_array_equal(det.score_samples(G), alone.score_samples(G))
+    assert det.threshold_ == alone.threshold_
+    if shift == 3.0:
+        # what the guard would have cost: fresh negatives accepted at fnr = 0.05
+        guarded = FLIPADDetector(**dict(params, combine="mean")).fit(X, y)
+        assert np.mean(det.predict(neg) == -1) > np.mean(guarded.predict(neg) == -1) + 0.2
     assert np.mean(det.predict(G) == -1) < 0.05 + 0.04
 
 
-def test_combine_auto_keeps_the_guard_without_negatives_or_when_it_is_free():
+def test_combine_auto_keeps_the_guard_without_negatives():
     X = _subtle(400, seed=1)
     det = FLIPADDetector(**dict(FAST, one_class="ocsvm")).fit(X)
     assert det.combine_ == "mean" and "no labelled negatives" in det.guard_check_["reason"]
-    # too few negatives to check: kept, unchecked
-    Xf = np.r_[X, _subtle(20, shift=3.0, seed=2)]
-    det = FLIPADDetector(**dict(FAST, one_class="ocsvm")).fit(Xf, np.r_[np.ones(400),
-                                                                       -np.ones(20)])
-    assert det.combine_ == "mean" and "too few" in det.guard_check_["reason"]
-    # negatives far from G: both separate them, the guard is free and kept
-    Xs = np.r_[_directions(400, seed=1), _directions(200, direction=0, seed=2)]
-    det = FLIPADDetector(**dict(FAST, one_class="ocsvm")).fit(
-        Xs, np.r_[np.ones(400), -np.ones(200)])
-    check = det.guard_check_
-    assert det.combine_ == "mean" and "kept" in check["reason"]
-    assert check["auc_guarded"] >= check["auc_deep_sad"] - 0.01
-    assert check["rejected_guarded"] >= check["rejected_deep_sad"] - 0.02
+    assert det.one_class_ is not None and det.score_scale_.shape == (2, 2)
+    # unlabelled samples (y == 0) are not negatives: still one-class training
+    with pytest.warns(LabelConventionWarning):
+        det = FLIPADDetector(**dict(FAST, one_class="ocsvm")).fit(
+            np.r_[X, _subtle(50, seed=5)], np.r_[np.ones(400), np.zeros(50)])
+    assert det.combine_ == "mean"
 
 
 def test_combine_fixed_rules_and_attributes():
@@ -517,7 +517,7 @@ def test_combine_fixed_rules_and_attributes():
         deep, guard = det._standard_scores(Xn)
         expected = np.minimum(deep, guard) if combine == "min" else 0.5 * (deep + guard)
         np.testing.assert_allclose(det.score_samples(Xn), expected, rtol=1e-12)
-        # no negatives held out: the guard sees the same samples as under "auto"
+        # the guard sees the same samples as under "auto"
         assert det.one_class_.shape_fit_[0] == 240 - 48
     alone = FLIPADDetector(**dict(FAST, one_class=None, combine="min")).fit(X, y)
     assert alone.combine_ == "deep_sad" and alone.guard_check_ is None

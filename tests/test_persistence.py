@@ -47,7 +47,10 @@ def fitted():
     y = np.r_[np.ones(120), -np.ones(60)]
     pipe = make_flipad(layer, "tanh", A_g.mean(axis=0), positive=True, tol=1e-3,
                        max_iter=100, n_channels=3, fnr=0.05, random_state=0, device="cpu",
-                       detector_params=dict(hidden_sizes=(16,), rep_dim=4, n_epochs=3))
+                       # the guard kept: the file then holds a OneClassSVM too (with
+                       # labelled negatives combine="auto" is Deep SAD alone)
+                       detector_params=dict(hidden_sizes=(16,), rep_dim=4, n_epochs=3,
+                                            combine="mean"))
     pipe.fit(X, y)
     X_test = np.concatenate([_data(layer, 10, 0.0, 2)[0], _data(layer, 10, 1.5, 3)[0]])
     return pipe, X_test

@@ -22,8 +22,8 @@ it unchanged (``tests/test_extension_points.py``; see
 
 from .baselines import FingerprintCorrelation, LatentInversionDistance, ReconstructionDistance
 from .conformal import (
-    ConformalDecisionMixin, ThresholdWarning, calibrate, conformal_pvalues, conformal_threshold,
-    required_validation_size,
+    ConformalDecisionMixin, ThresholdWarning, calibrate, calibration_size, conformal_pvalues,
+    conformal_threshold, fnr_interval, required_validation_size,
 )
 from .conformal_detector import ConformalDetector
 from .conformal_pipeline import ConformalPipeline
@@ -33,6 +33,6 @@ from .multi import OwnedModelsAttributor
 __all__ = [
     "ConformalDecisionMixin", "ConformalDetector", "ConformalPipeline", "FLIPADDetector",
     "FingerprintCorrelation", "LatentInversionDistance", "OwnedModelsAttributor",
-    "ReconstructionDistance", "ThresholdWarning", "calibrate", "conformal_pvalues",
-    "conformal_threshold", "required_validation_size",
+    "ReconstructionDistance", "ThresholdWarning", "calibrate", "calibration_size",
+    "conformal_pvalues", "conformal_threshold", "fnr_interval", "required_validation_size",
 ]

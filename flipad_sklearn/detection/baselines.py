@@ -101,6 +101,10 @@ class FingerprintCorrelation(ConformalDecisionMixin, OutlierMixin, BaseEstimator
         with enough held-out samples, else ``1/(n+1)``).
     validation_scores_ : ndarray
         Sorted scores of the held-out samples of G.
+    fnr_interval_ : tuple of float
+        The central 90 % interval of the share of G's samples that this
+        threshold rejects (:func:`~flipad_sklearn.fnr_interval`): ``fnr`` is
+        its mean over held-out draws, not a bound on one threshold.
     n_features_in_ : int
     decision_scores_ : ndarray of shape (n_samples,)
         PyOD's outlier scores of the samples given to ``fit`` (``-score``,

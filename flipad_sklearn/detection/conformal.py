@@ -55,7 +55,7 @@ import warnings
 from numbers import Integral, Real
 
 import numpy as np
-from scipy.stats import binom
+from scipy.stats import beta, binom
 from sklearn.exceptions import NotFittedError
 from sklearn.frozen import FrozenEstimator
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -68,8 +68,10 @@ __all__ = [
     "calibrate",
     "conformal_pvalues",
     "conformal_threshold",
+    "calibration_size",
     "detector_pvalues",
     "fnr_bound",
+    "fnr_interval",
     "required_validation_size",
     "samples_of_g_needed",
     "validation_split",
@@ -123,6 +125,105 @@ def required_validation_size(fnr):
     while n > 1 and _rank(n - 1, fnr) <= n - 1:
         n -= 1
     return n
+
+
+def fnr_interval(n, fnr, level=0.9):
+    """How far the share of G's samples a threshold rejects can be from ``fnr``.
+
+    The conformal threshold set on ``n`` held-out samples of G guarantees
+    ``fnr`` on average over the held-out draw; the share of G's future samples
+    that *this* threshold rejects is random: ``Beta(n + 1 - k, k)`` with
+    ``k = min(ceil((n + 1)(1 - fnr)), n)`` (the held-out distances' ``k``-th
+    order statistic has a ``Beta(k, n + 1 - k)`` CDF value, whatever the
+    scores' distribution).  With ``n = 199`` at ``fnr = 0.005`` (the fewest
+    that give the guarantee) one threshold in twenty rejects more than 1.5 %
+    of G's samples; more samples of G narrow the interval like
+    ``sqrt(fnr / n)`` (see :func:`calibration_size`).
+
+    Parameters
+    ----------
+    n : int
+        Number of held-out (calibration) samples of G, at least 1.
+    fnr : float
+        Tolerated false-negative rate, in (0, 1).
+    level : float, default=0.9
+        Probability of the central interval.
+
+    Returns
+    -------
+    low, high : float
+        The ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of the share
+        of G's samples rejected.
+
+    Examples
+    --------
+    >>> from flipad_sklearn.detection.conformal import fnr_interval
+    >>> [round(v, 4) for v in fnr_interval(199, 0.005)]
+    [0.0003, 0.0149]
+    >>> [round(v, 4) for v in fnr_interval(2000, 0.005)]
+    [0.0027, 0.0078]
+    """
+    required_validation_size(fnr)          # validates fnr
+    if isinstance(n, bool) or not isinstance(n, Integral) or n < 1:
+        raise ValueError(f"n must be a positive number of samples, got {n!r}.")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level!r}.")
+    k = min(_rank(n, fnr), n)
+    low, high = beta.ppf([(1 - level) / 2, (1 + level) / 2], n + 1 - k, k)
+    return float(low), float(high)
+
+
+def calibration_size(fnr, max_fnr, level=0.9, n_max=10**7):
+    """How many held-out samples of G keep a threshold from rejecting more than ``max_fnr``.
+
+    The smallest ``n`` from which on every calibration size ``n' >= n`` has
+    ``fnr_interval(n', fnr, level)[1] <= max_fnr``: with at least that many
+    calibration samples (``validation_size``, or fresh samples of G given to
+    :func:`calibrate`), a threshold rejects more than ``max_fnr`` of G's
+    samples with probability at most ``(1 - level) / 2``.  (The interval's
+    upper end is a saw-tooth in ``n``, since ``k`` is an integer, under a
+    falling envelope; ``n`` is the first size after which the whole
+    saw-tooth stays below ``max_fnr``, checked on ``[n, 2n]``.)
+
+    Parameters
+    ----------
+    fnr : float
+        Tolerated false-negative rate, in (0, 1).
+    max_fnr : float
+        The share of G's samples rejected that should rarely be exceeded;
+        greater than ``fnr``.
+    level : float, default=0.9
+    n_max : int, default=10**7
+        Give up above this many samples.
+
+    Returns
+    -------
+    n : int
+
+    Examples
+    --------
+    >>> from flipad_sklearn.detection.conformal import calibration_size
+    >>> calibration_size(0.005, 0.01), calibration_size(0.005, 0.0075)
+    (628, 2425)
+    """
+    required_validation_size(fnr)
+    if not fnr < max_fnr < 1:
+        raise ValueError(f"max_fnr must be in (fnr, 1) = ({fnr}, 1), got {max_fnr!r}.")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level!r}.")
+    n = np.arange(required_validation_size(fnr), 4 * required_validation_size(fnr) + 1)
+    while n[0] <= n_max:
+        k = np.minimum(np.ceil((n + 1) * (1.0 - fnr) - _RANK_TOL), n)
+        bad = np.flatnonzero(beta.ppf((1 + level) / 2, n + 1 - k, k) > max_fnr)
+        if bad.size == 0:
+            return int(n[0])
+        first = int(n[bad[-1]]) + 1
+        if 2 * first <= n[-1]:
+            return first
+        # the saw-tooth still crosses in the second half: look further
+        n = np.arange(first, 4 * first + 1)
+    raise ValueError(f"More than n_max={n_max} samples would be needed for "
+                     f"fnr={fnr}, max_fnr={max_fnr}, level={level}.")
 
 
 def _too_few_message(n, fnr, *, detail=None):
@@ -396,6 +497,8 @@ class ConformalDecisionMixin:
         t, k, n = _order_statistic(-v, self.fnr)
         margin = self._threshold_margin() * max(abs(t), 1e-12)
         self.fnr_bound_ = fnr_bound(n, self.fnr)
+        # what this one threshold may reject of G (the guarantee is an average)
+        self.fnr_interval_ = fnr_interval(n, self.fnr) if self.fnr > 0 else (0.0, 0.0)
         too_few = _rank(n, self.fnr) > n
         # Too few to guarantee fnr: the threshold is the lowest held-out score, and
         # the sample there is rejected too (unless another held-out score ties with
