@@ -25,7 +25,7 @@ from ._results import add_result_args, results_dir, tee_result
 
 def run(args):
     load_before = os.getloadavg()
-    out = demo.run(n_own=1500, n_neg=750, n_test=1000, verbose=True,
+    out = demo.run(n_own=1500, n_neg=750, n_test=1000, verbose=True, figure=None,
                    random_state=args.seed)
     load_after = os.getloadavg()
     minutes = out["seconds"] / 60
