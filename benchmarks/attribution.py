@@ -473,8 +473,8 @@ def run_tabular(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, lo
                     if det_name is not None:
                         pipe[-1].set_params(validation_fraction=cfg["validation_fraction"])
                 elif method == "RAWPAD":
-                    pipe = make_rawpad(fnr=FNRS[0], random_state=seed, device="cpu",
-                                       detector_params=ds)
+                    pipe = make_rawpad(activation="identity", fnr=FNRS[0], random_state=seed,
+                                       device="cpu", detector_params=ds)
                 else:
                     pipe = LatentInversionDistance(
                         _StandardizedOutput(G), n_steps=cfg["latent_steps"],
