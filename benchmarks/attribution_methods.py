@@ -9,7 +9,9 @@ Input kinds:
 
 * ``"features"``: FLIPAD's pipeline.  The factory returns the whole
   pipeline from images; ``estimator[1:]`` is the part after the inversion,
-  which a part fits on activations it inverted once (:func:`after_inversion`).
+  which a part fits on activations it inverted once (:func:`after_inversion`)
+  with :func:`inverter`: the inversion *and the pipeline's input contract*
+  (8-bit rounding), so such a part scores what the whole pipeline scores.
 * ``"pixels"``: fitted on the images themselves.
 * ``"generator"``: fitted on images, and needs G itself (latent inversion).
 
@@ -122,5 +124,12 @@ def after_inversion(pipe):
 
 
 def inverter(ctx, registry=None):
-    """FLIPAD's inversion step for ``ctx`` (the first step of its pipeline)."""
-    return (REGISTRY if registry is None else registry)["FLIPAD"].build(ctx)[0]
+    """FLIPAD's inversion for ``ctx`` with its pipeline's input contract.
+
+    ``pipe[:1]``: a :class:`~flipad_sklearn.ConformalPipeline` holding the
+    inversion step and the pipeline's ``input_range`` / ``quantize``, so the
+    images a part inverts once are rounded to 8 bits exactly as the whole
+    pipeline rounds them (``pipe[0]`` alone would invert the floats).  Its
+    ``[0]`` is the inverter (``objective_``, ``inverse_transform``).
+    """
+    return (REGISTRY if registry is None else registry)["FLIPAD"].build(ctx)[:1]

@@ -129,7 +129,11 @@ def image_setup(zoo, kinds, seeds, kind, seed, real, *, n_g, n_real, n_shadow, n
 
 def invert_all(inverter, arrays):
     """FLIPAD's inversion once for several image sets: fit on and transform
-    their concatenation, return one activation array per input."""
+    their concatenation, return one activation array per input.
+
+    ``inverter``: :func:`attribution_methods.inverter`, the inversion with
+    the pipeline's input contract (the images are rounded to 8 bits as the
+    whole pipeline rounds them)."""
     X = np.concatenate(arrays)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)

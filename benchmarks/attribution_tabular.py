@@ -212,7 +212,8 @@ def run_g(seed, cfg, zoo, others, real, methods=METHODS, protocols=("paper", "sh
                 score = {name: head.score_samples(features[name]) for name in test}
                 det_ = head[-1]
             else:
-                pipe = make_rawpad(fnr=FNRS[0], random_state=seed, device="cpu",
+                pipe = make_rawpad(activation="identity", fnr=FNRS[0], random_state=seed,
+                                   device="cpu",
                                    detector_params=_deep_sad_params(cfg, deep_sad))
                 pipe.fit(X_tr, y_tr)
                 score = {name: pipe.score_samples(X) for name, X in test.items()}

@@ -11,12 +11,16 @@ generators' samples, floats and PNG.  Prints one markdown row per variant.
     python -m benchmarks.bench_published_images [--float] [--n-test 400]
 
 ``--float`` fits with ``quantize=None`` (a float pipeline, what every
-pipeline was before issue 27).  Run it against another checkout with
+pipeline was before issue 27).  ``--recipe rawpad`` / ``dctpad`` fits the
+baselines' recipes (:func:`flipad_sklearn.make_rawpad`,
+:func:`flipad_sklearn.make_dctpad`) instead of FLIPAD's; the result file is
+``published_images[_RECIPE][_float].md`` unless ``--name`` says otherwise.  Run it against another checkout with
 ``PYTHONPATH=<checkout>``; the script only uses options older code also has.
 """
 
 import argparse
 import inspect
+import os
 import tempfile
 import time
 import warnings
@@ -41,13 +45,10 @@ def png_round_trip(X):
 
 
 def main(argv=None):
-    from flipad_sklearn import mean_activation
-    from flipad_sklearn.datasets import load_mnist_subset
-    from flipad_sklearn.generators._demo_checkpoints import load_demo_generator
-    from flipad_sklearn.pipeline import make_flipad
-
     p = argparse.ArgumentParser()
     p.add_argument("--float", action="store_true", help="fit with quantize=None")
+    p.add_argument("--recipe", choices=("flipad", "rawpad", "dctpad"), default="flipad")
+    p.add_argument("--name", default=None, help="result file name")
     p.add_argument("--n-own", type=int, default=400)
     p.add_argument("--n-neg", type=int, default=150)
     p.add_argument("--n-test", type=int, default=400)
@@ -57,13 +58,23 @@ def main(argv=None):
                    "make_flipad's)")
     add_result_args(p)
     args = p.parse_args(argv)
-    return tee_result("published_images.md", _run, args,
+    name = args.name or ("published_images" + ("" if args.recipe == "flipad"
+                                                else "_" + args.recipe)
+                         + ("_float" if args.float else "") + ".md")
+    return tee_result(name, _run, args,
                       results_dir=results_dir(args))
 
 
 def _run(args):
     """The benchmark itself: prints its tables."""
+    import flipad_sklearn
+    from flipad_sklearn import mean_activation
+    from flipad_sklearn.datasets import load_mnist_subset
+    from flipad_sklearn.generators._demo_checkpoints import load_demo_generator
+    from flipad_sklearn.pipeline import make_dctpad, make_flipad, make_rawpad
+
     torch.set_num_threads(1)
+    print(f"(package: {os.path.dirname(flipad_sklearn.__file__)})")
     t0 = time.perf_counter()
     rs = args.seed
     gens = {n: load_demo_generator(n) for n in ("G", "shadow", "unseen", "other")}
@@ -75,17 +86,22 @@ def _run(args):
                         gens["shadow"].sample(args.n_neg, random_state=rs + 101)])
     y = np.r_[np.ones(args.n_own), -np.ones(2 * args.n_neg)].astype(int)
     anchor = mean_activation(G, 2000, G.latent_shape, layer=G.final_layer, random_state=rs)
+    make = {"flipad": make_flipad, "rawpad": make_rawpad, "dctpad": make_dctpad}[args.recipe]
     kw = {}
-    if "quantize" in inspect.signature(make_flipad).parameters:
+    if "quantize" in inspect.signature(make).parameters:
         kw["quantize"] = None if args.float else "auto"
     elif args.float is False:
         kw = {}                                  # older code: its only (float) recipe
     if args.clip_eps is not None:
         kw["inverter_params"] = dict(clip_eps=float(args.clip_eps))
-    pipe = make_flipad(G.final_layer, "tanh", anchor, positive=True, fnr=0.005,
-                       random_state=rs, device="cpu",
-                       detector_params=dict(n_epochs=args.epochs, validation_fraction=0.5),
-                       **kw)
+    detector_params = dict(n_epochs=args.epochs, validation_fraction=0.5)
+    if args.recipe == "flipad":
+        pipe = make_flipad(G.final_layer, "tanh", anchor, positive=True, fnr=0.005,
+                           random_state=rs, device="cpu", detector_params=detector_params,
+                           **kw)
+    else:
+        pipe = make(fnr=0.005, random_state=rs, device="cpu",
+                    detector_params=detector_params, **kw)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pipe.fit(X, y)
@@ -106,7 +122,8 @@ def _run(args):
                        if "Contract" in type(w.message).__name__})
     print("| recipe | " + " | ".join(row) + " | warnings | s |")
     print("|---|" + "---|" * (len(row) + 2))
-    recipe = ("quantize=None" if args.float else "default") + f" (make_flipad{kw or ''})"
+    recipe = (("quantize=None" if args.float else "default")
+              + f" (make_{args.recipe}{kw or ''})")
     print(f"| {recipe} | " + " | ".join(f"{v:.3f}" for v in row.values())
           + f" | {', '.join(contract) or '-'} | {time.perf_counter() - t0:.0f} |")
     print("(G: share accepted; the others: share rejected; fnr 0.005)")

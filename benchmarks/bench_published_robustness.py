@@ -18,7 +18,9 @@ fit.  Two thresholds:
 ``--immunise`` trains on the training set plus a copy of it through the same
 mixture (immunisation without naming one perturbation).
 
-Prints one markdown table: G accepted, others rejected, per perturbation.
+Prints one markdown table: G accepted, others rejected, per perturbation,
+and writes it to ``published_robustness.md`` (``published_robustness_immunised.md``
+with ``--immunise``).
 
     python -m benchmarks.bench_published_robustness [--n-test 200]
 """
@@ -94,12 +96,6 @@ def mixture(X, rng):
 
 
 def main(argv=None):
-    from flipad_sklearn import mean_activation
-    from flipad_sklearn.detection.conformal import calibrate
-    from flipad_sklearn.datasets import load_mnist_subset
-    from flipad_sklearn.generators._demo_checkpoints import load_demo_generator
-    from flipad_sklearn.pipeline import make_flipad
-
     p = argparse.ArgumentParser()
     p.add_argument("--n-own", type=int, default=400)
     p.add_argument("--n-neg", type=int, default=150)
@@ -112,12 +108,19 @@ def main(argv=None):
                         "perturbation mixture (G's and the negatives alike)")
     add_result_args(p)
     args = p.parse_args(argv)
-    return tee_result("published_robustness.md", _run, args,
+    name = "published_robustness" + ("_immunised" if args.immunise else "") + ".md"
+    return tee_result(name, _run, args,
                       results_dir=results_dir(args))
 
 
 def _run(args):
     """The benchmark itself: prints its tables."""
+    from flipad_sklearn import mean_activation
+    from flipad_sklearn.detection.conformal import calibrate
+    from flipad_sklearn.datasets import load_mnist_subset
+    from flipad_sklearn.generators._demo_checkpoints import load_demo_generator
+    from flipad_sklearn.pipeline import make_flipad
+
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     rs = args.seed

@@ -174,7 +174,8 @@ def run(config="quick", cache_dir=DEFAULT_CACHE, log=print):
         for method in METHODS:
             ds = dict(cfg["deep_sad"], validation_fraction=cfg["validation_fraction"])
             if method == "RAWPAD":
-                pipe = make_rawpad(fnr=FNR, random_state=G_SEED, device="cpu",
+                pipe = make_rawpad(activation=fin["activation"], fnr=FNR, random_state=G_SEED,
+                                   device="cpu",
                                    detector_params=ds)
                 feats = X_tr
                 tests = test

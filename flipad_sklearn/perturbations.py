@@ -1,4 +1,4 @@
-"""Image perturbations as scikit-learn transformers: blur, noise, JPEG, crop.
+"""Image perturbations as scikit-learn transformers: blur, noise, JPEG, crop, resize.
 
 They model what happens to a generated image after release and are used to
 measure robustness, and for "immunisation": the same perturbation applied to
@@ -16,7 +16,7 @@ package's convention, as in :class:`~flipad_sklearn.DCTFeatures`): pass
 
 ``fit`` only validates and records the shape: the transformers learn nothing.
 
-:class:`JPEGCompression` and :class:`GaussianNoise` clip into [-1, 1] (and
+:class:`JPEGCompression`, :class:`Resize` and :class:`GaussianNoise` clip into [-1, 1] (and
 the noise's ``std`` is in its units): they refuse integer images (scale
 ``uint8`` pixels with ``X / 127.5 - 1``) and warn with
 :class:`~flipad_sklearn.exceptions.OutOfRangeWarning` when more than 1% of
@@ -39,7 +39,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._validation import flatten_images, resolve_input_shape
 from .activations import BUILTIN_ACTIVATIONS
 
-__all__ = ["GaussianBlur", "GaussianNoise", "JPEGCompression", "ResizedCrop"]
+__all__ = ["GaussianBlur", "GaussianNoise", "JPEGCompression", "Resize", "ResizedCrop"]
 
 _FLOATS = [np.float64, np.float32]
 _UNIT_RANGE = BUILTIN_ACTIVATIONS["tanh"]   # images in [-1, 1]
@@ -377,3 +377,72 @@ class ResizedCrop(_ImagePerturbation):
         crop = torch.from_numpy(
             np.ascontiguousarray(images[:, :, top:top + ch, left:left + cw], dtype=np.float64))
         return F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False).numpy()
+
+
+class Resize(_ImagePerturbation):
+    """Resize by a factor and back, as an image tool does to an 8-bit image.
+
+    Each image is clipped into [-1, 1], quantised to 8 bits
+    (``round((x + 1) * 127.5)``), resized with Pillow's bicubic filter to
+    ``round(scale * H) x round(scale * W)`` (at least one pixel), resized
+    back to ``H x W`` the same way (a detector scores images of G's size)
+    and scaled back into [-1, 1]: the output is an 8-bit image.  A published
+    image shown or re-uploaded at another size goes through both steps.
+
+    Parameters
+    ----------
+    scale : float, default=0.9
+        Resize factor of each side, > 0 (0.9: 10 % smaller, 1.1: 10 %
+        larger).  At 1 only the 8-bit quantisation remains.
+    input_shape : tuple of (C, H, W) or None, default=None
+        Shape of one image, needed for flattened input.  ``C`` must be 1
+        (grey) or 3 (RGB).
+
+    Attributes
+    ----------
+    input_shape_ : tuple of int
+        ``(C, H, W)`` of one image.
+    n_features_in_ : int
+        ``C * H * W``.
+
+    See Also
+    --------
+    ResizedCrop, JPEGCompression
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from flipad_sklearn.perturbations import Resize
+    >>> X = np.linspace(-1, 1, 256).reshape(1, 1, 16, 16)
+    >>> Xt = Resize(scale=1.1).fit_transform(X)
+    >>> Xt.shape, bool(np.abs(Xt - X.reshape(1, -1)).max() < 0.1)
+    ((1, 256), True)
+    """
+
+    _parameter_constraints = {
+        **_ImagePerturbation._parameter_constraints,
+        "scale": [Interval(Real, 0, None, closed="neither")],
+    }
+    _allowed_channels = (1, 3)
+    _needs_unit_range = True
+
+    def __init__(self, scale=0.9, *, input_shape=None):
+        self.scale = scale
+        self.input_shape = input_shape
+
+    def _perturb(self, images):
+        from PIL import Image
+
+        n, c, h, w = images.shape
+        size = (max(1, int(round(self.scale * w))), max(1, int(round(self.scale * h))))
+        bicubic = Image.Resampling.BICUBIC
+        pixels = np.rint((np.clip(images, -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
+        out = np.empty(images.shape, dtype=np.float64)
+        for i, img in enumerate(pixels):
+            arr = img[0] if c == 1 else img.transpose(1, 2, 0)
+            pil = Image.fromarray(np.ascontiguousarray(arr))
+            if size != (w, h):
+                pil = pil.resize(size, bicubic).resize((w, h), bicubic)
+            back = np.asarray(pil, dtype=np.float64)
+            out[i] = back[None] if c == 1 else back.transpose(2, 0, 1)
+        return out / 127.5 - 1.0

@@ -281,12 +281,28 @@ def _deep_sad(fnr, random_state, device, detector_params, verbose=0):
     return FLIPADDetector(**params)
 
 
-def make_rawpad(*, fnr=0.005, random_state=None, device="auto", detector_params=None,
-                verbose=0):
+def make_rawpad(*, activation="tanh", input_range="auto", quantize="auto", fnr=0.005,
+                random_state=None, device="auto", detector_params=None, verbose=0):
     """RAWPAD: Deep SAD on the raw pixels, standardised with G's statistics.
+
+    The input contract is :func:`make_flipad`'s: for a generator of images
+    (a tanh or sigmoid output) every input is rounded, at fit and at predict,
+    to the 256 levels of the activation's range, so the baseline too trains
+    and scores on G's samples as they are published (8-bit files);
+    ``quantize=None`` keeps a float pipeline, which warns
+    (:class:`~flipad_sklearn.InputContractWarning`) when given 8-bit images.
 
     Parameters
     ----------
+    activation : str or callable, default="tanh"
+        G's output activation: it sets ``input_range="auto"`` (``(-1, 1)``
+        for tanh, ``(0, 1)`` for sigmoid, none for ``"identity"``: table
+        rows, no contract).
+    input_range : "auto", (float, float) or None, default="auto"
+        The inputs' value range (see :func:`make_flipad`).
+    quantize : {"auto", "uint8"} or None, default="auto"
+        ``"uint8"`` rounds inputs to the 256 levels of ``input_range``;
+        ``"auto"``: ``"uint8"`` when the range is known (see :func:`make_flipad`).
     fnr : float, default=0.005
     random_state : int, RandomState instance or None, default=None
     device : {"auto", "cpu", "cuda"}, default="auto"
@@ -305,19 +321,26 @@ def make_rawpad(*, fnr=0.005, random_state=None, device="auto", detector_params=
         ``det`` (:class:`~flipad_sklearn.FLIPADDetector`).  Fit with
         ``fit(X, y)``, ``y`` = 1 for G's samples, -1 for known others.
     """
+    input_range, quantize = _input_contract(activation, input_range, quantize)
     return ConformalPipeline([("scaler", GeneratorStandardScaler()),
                               ("det", _deep_sad(fnr, random_state, device, detector_params,
-                                                verbose))])
+                                                verbose))],
+                             input_range=input_range, quantize=quantize)
 
 
-def make_dctpad(input_shape=None, *, fnr=0.005, random_state=None, device="auto",
-                detector_params=None, verbose=0):
+def make_dctpad(input_shape=None, *, activation="tanh", input_range="auto", quantize="auto",
+                fnr=0.005, random_state=None, device="auto", detector_params=None,
+                verbose=0):
     """DCTPAD: Deep SAD on ``log |DCT|`` of the pixels, standardised with G's statistics.
+
+    The input contract is :func:`make_rawpad`'s (8-bit images by default for
+    a tanh or sigmoid generator).
 
     Parameters
     ----------
     input_shape : tuple of (C, H, W) or None, default=None
         Image shape; None: taken from 4-D input.
+    activation, input_range, quantize : see :func:`make_rawpad`
     fnr : float, default=0.005
     random_state : int, RandomState instance or None, default=None
     device : {"auto", "cpu", "cuda"}, default="auto"
@@ -331,7 +354,9 @@ def make_dctpad(input_shape=None, *, fnr=0.005, random_state=None, device="auto"
     pipeline : ConformalPipeline
         ``dct`` (:class:`~flipad_sklearn.DCTFeatures`), ``scaler``, ``det``.
     """
+    input_range, quantize = _input_contract(activation, input_range, quantize)
     return ConformalPipeline([("dct", DCTFeatures(input_shape)),
                               ("scaler", GeneratorStandardScaler()),
                               ("det", _deep_sad(fnr, random_state, device, detector_params,
-                                                verbose))])
+                                                verbose))],
+                             input_range=input_range, quantize=quantize)

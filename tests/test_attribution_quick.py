@@ -166,3 +166,39 @@ def test_checkpoints_must_be_on_the_trajectory(tmp_path):
     save_generator(G, path)
     with pytest.raises(RuntimeError, match="not on the zoo generator's trajectory"):
         tz.ensure_checkpoints(str(tmp_path), ("dcgan",), (0,), (1,), **kw)
+
+
+def test_benchmark_inverts_what_the_recipe_scores():
+    """The parts that invert once (image, efficiency, published) use the
+    pipeline's own input contract: floats are rounded to 8 bits exactly as
+    make_flipad's pipeline rounds them (issue 27: the benchmark inverted the
+    floats and so skipped the recipe's rounding)."""
+    import torch
+    from torch import nn
+
+    bench = _load_benchmark()
+    M = _import("benchmarks.attribution_methods")
+    P = _import("benchmarks.attribution_protocol")
+    cfg = bench.CONFIGS["quick"]
+    # the quick config asks the inverter for nothing the defaults do not
+    assert cfg["max_iter"] is None and cfg["tol"] is None
+
+    class TinyG(nn.Module):
+        def __init__(self):
+            super().__init__()
+            g = torch.Generator().manual_seed(0)
+            self.final_layer = nn.ConvTranspose2d(4, 1, 4, stride=2, padding=1)
+            with torch.no_grad():
+                for p in self.final_layer.parameters():
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+
+    G = TinyG()
+    ctx = M.Context(G, np.zeros((4, 4, 4)), cfg, random_state=0)
+    X = np.tanh(np.random.default_rng(0).normal(size=(6, 1, 8, 8))).astype(np.float32)
+    X8 = (np.round((X + 1) * 127.5) / 127.5 - 1).astype(np.float32)
+    pipe = M.build("FLIPAD", ctx)
+    assert pipe.quantize == "uint8"
+    Z, = P.invert_all(M.inverter(ctx), [X])
+    np.testing.assert_allclose(Z, pipe[:1].fit(X).transform(X8), rtol=1e-6, atol=1e-8)
+    # what the benchmark did before: the floats themselves, other activations
+    assert np.abs(Z - pipe[0].fit(X).transform(X)).max() > 1e-3

@@ -258,6 +258,7 @@ CHECKED_ELSEWHERE = {
     "GaussianBlur": "tests/test_perturbations.py",
     "GaussianNoise": "tests/test_perturbations.py",
     "JPEGCompression": "tests/test_perturbations.py",
+    "Resize": "tests/test_perturbations.py",
     "ResizedCrop": "tests/test_perturbations.py",
     "SDVSynthesizer": "tests/test_sdv_others.py",
     "ConformalPipeline": "tests/test_conformal_pipeline.py",

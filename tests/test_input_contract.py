@@ -369,3 +369,37 @@ def test_pipelines_saved_before_the_contract_load_without_one():
     old.__setstate__(state)
     assert old.get_params()["quantize"] is None and old.input_range is None
     np.testing.assert_array_equal(old.predict(X[:5]), pipe[1:].predict(X[:5]))
+
+
+# ------------------------------------------- the baselines' recipes: the same contract
+@pytest.mark.parametrize("recipe", ["make_rawpad", "make_dctpad"])
+def test_baseline_recipes_train_and_score_on_8bit_images(recipe):
+    from flipad_sklearn import InputContractWarning, pipeline
+    from flipad_sklearn.generators._demo_checkpoints import load_demo_generator
+
+    make = getattr(pipeline, recipe)
+    G = load_demo_generator("G")
+    X = G.sample(160, random_state=0)
+    X_new = G.sample(40, random_state=1)
+    params = dict(fnr=0.1, random_state=0, device="cpu",
+                  detector_params=dict(hidden_sizes=(16,), rep_dim=4, n_epochs=2,
+                                       batch_size=32, one_class=None))
+    pipe = make(**params)
+    assert pipe.quantize == "uint8" and pipe.input_range == (-1.0, 1.0)
+    pipe.fit(X)
+    assert pipe.input_contract_["quantize"] == "uint8"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InputContractWarning)
+        # G's float outputs and the same images saved as 8-bit files: one verdict
+        np.testing.assert_allclose(pipe.score_samples(X_new),
+                                   pipe.score_samples(_to_8bit(X_new)), rtol=1e-6)
+    assert make(activation="sigmoid").input_range == (0.0, 1.0)
+    ident = make(activation="identity")
+    assert ident.quantize is None and ident.input_range is None
+    # a float pipeline (the old recipe) warns when given 8-bit images
+    flt = make(quantize=None, **params).fit(X)
+    assert flt.input_range == (-1.0, 1.0)
+    with pytest.warns(InputContractWarning, match="8-bit images"):
+        flt.predict(_to_8bit(X_new))
+    with pytest.raises(ValueError, match="needs a bounded input range"):
+        make(activation="identity", quantize="uint8")

@@ -8,12 +8,12 @@ from sklearn.pipeline import make_pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from flipad_sklearn import (
-    GaussianBlur, GaussianNoise, JPEGCompression, OutOfRangeWarning, ResizedCrop,
+    GaussianBlur, GaussianNoise, JPEGCompression, OutOfRangeWarning, Resize, ResizedCrop,
 )
 
 pytest.importorskip("PIL")
 
-ALL = [GaussianBlur, GaussianNoise, JPEGCompression, ResizedCrop]
+ALL = [GaussianBlur, GaussianNoise, JPEGCompression, Resize, ResizedCrop]
 
 # The noise of a sample depends on its position in the batch, by design.
 _INTEGER_IMAGES = ("integer images are refused with how to scale them into [-1, 1]: "
@@ -25,6 +25,7 @@ EXPECTED_FAILED_CHECKS = {
         "check_estimators_dtypes": _INTEGER_IMAGES,
     },
     "JPEGCompression": {"check_estimators_dtypes": _INTEGER_IMAGES},
+    "Resize": {"check_estimators_dtypes": _INTEGER_IMAGES},
 }
 
 
@@ -32,7 +33,8 @@ EXPECTED_FAILED_CHECKS = {
 @pytest.mark.filterwarnings("ignore::flipad_sklearn.OutOfRangeWarning")
 @parametrize_with_checks(
     [GaussianBlur(), GaussianBlur(sigma=0.0), GaussianNoise(random_state=0),
-     JPEGCompression(quality=50), ResizedCrop(), ResizedCrop(scale=0.5)],
+     JPEGCompression(quality=50), Resize(), Resize(scale=1.1), ResizedCrop(),
+     ResizedCrop(scale=0.5)],
     expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS.get(type(est).__name__, {}),
 )
 def test_sklearn_compatible(estimator, check):
@@ -163,3 +165,27 @@ def test_in_a_pipeline_and_clone(images):
     assert out.shape == (6, 256)
     est = clone(GaussianNoise(std=0.2, random_state=1, input_shape=(1, 16, 16)))
     assert est.get_params()["std"] == 0.2 and not hasattr(est, "input_shape_")
+
+
+def test_resize_is_an_8bit_resize_and_back(images):
+    from PIL import Image
+
+    X8 = np.rint((images + 1) * 127.5) / 127.5 - 1
+    # at scale 1 only the 8-bit quantisation remains
+    np.testing.assert_allclose(Resize(scale=1.0).fit_transform(images), X8.reshape(6, -1))
+    for scale, size in ((0.9, 14), (1.1, 18)):
+        out = Resize(scale=scale).fit_transform(images).reshape(images.shape)
+        pix = np.rint((out + 1) * 127.5)
+        np.testing.assert_allclose(out, pix / 127.5 - 1, atol=1e-12)   # 8-bit output
+        first = Image.fromarray(np.rint((images[0, 0] + 1) * 127.5).astype(np.uint8))
+        want = np.asarray(first.resize((size, size), Image.Resampling.BICUBIC)
+                          .resize((16, 16), Image.Resampling.BICUBIC), dtype=float)
+        np.testing.assert_array_equal(pix[0, 0], want)
+        assert 0 < np.abs(out - X8).max() < 0.5
+    rgb = np.repeat(images, 3, axis=1)
+    out = Resize(scale=0.9).fit_transform(rgb).reshape(rgb.shape)
+    np.testing.assert_allclose(out[:, 0], out[:, 2])
+    with pytest.raises(ValueError, match="scale"):
+        Resize(scale=0).fit(images)
+    with pytest.raises(ValueError, match="1 or 3 channels"):
+        Resize().fit(np.zeros((2, 2, 4, 4)))
