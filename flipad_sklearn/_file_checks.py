@@ -417,6 +417,12 @@ def _post_scaler(est, ctx):
         array(v, key, shape=(n,))
     if est.scale_ is not None:
         need((est.scale_ > 0).all(), "scale_ must be positive")
+    # the scaled features go to float32 detectors: beyond float32's range they are inf
+    big = float(np.finfo(np.float32).max)
+    for key in ("mean_", "scale_"):
+        v = getattr(est, key)
+        need(v is None or np.abs(v).max(initial=0.0) < big,
+             f"{key} holds values beyond float32's range (|v| >= {big:.3g})")
 
 
 def _post_svm(est, ctx):

@@ -779,3 +779,18 @@ def test_saved_file_has_the_permissions_open_would_give(fitted, tmp_path):
         assert os.stat(tmp_path / "new.flipad").st_mode & 0o777 == 0o640
     finally:
         os.umask(mask)
+
+
+@pytest.mark.parametrize("key, value", [("mean_", 1e300), ("mean_", -1e300),
+                                        ("scale_", 1e300)])
+def test_scaler_beyond_float32_is_refused(saved, tmp_path, key, value):
+    # before: the file loaded and scoring raised sklearn's "Input X contains infinity
+    # or a value too large for dtype('float32')" (found by the persistence fuzz)
+    path, _, _ = saved
+    spec, arrays = _members(path)
+    items = _state(spec["root"], "flipad_sklearn.GeneratorStandardScaler")
+    k = _entry(items, key)[1]["key"]
+    arrays[k] = arrays[k].copy()
+    arrays[k][0] = value
+    with pytest.raises(persistence.UnsafeFileError, match=f"{key} holds values beyond"):
+        persistence.load(_craft(tmp_path / "scaler.flipad", spec, arrays))

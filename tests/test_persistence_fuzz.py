@@ -55,7 +55,9 @@ def valid():
     y = np.r_[np.ones(60), -np.ones(30)]
     pipe = make_flipad(layer, "tanh", A[:60].mean(axis=0), positive=True, tol=1e-3,
                        max_iter=30, n_channels=3, fnr=0.1, random_state=0, device="cpu",
-                       detector_params=dict(hidden_sizes=(8,), rep_dim=4, n_epochs=2))
+                       # combine="mean": the guard kept (auto drops it with negatives)
+                       detector_params=dict(hidden_sizes=(8,), rep_dim=4, n_epochs=2,
+                                            combine="mean"))
     pipe.fit(X, y)
     path_bytes = _save_bytes(pipe)
     npz = np.load(io.BytesIO(path_bytes), allow_pickle=False)
