@@ -243,3 +243,23 @@ def test_l1_penalty_has_no_ridge():
     assert L1Penalty(0.1).ridge == 0.0
     with pytest.raises(ValueError, match="ridge must be positive"):
         ElasticNetPenalty(0.1, 0.0)
+
+
+@pytest.mark.parametrize("ridge", [0.0, 0.01])
+def test_float32_penalty_and_ray_terms_accumulate_in_float64(ridge):
+    """The fast checks' float32 iterates (a view into a padded channels-last grid,
+    2M entries): the penalty's value must match float64's to far better than the
+    gaps the feature stop needs (a float32 sum was 5e-5 to 1e-3 off, so every
+    float32 check looked certified and paid a failing float64 finalisation)."""
+    gen = torch.Generator().manual_seed(0)
+    grid = (torch.randn(1, 128, 130, 130, generator=gen) * 0.05 + 0.3).contiguous(
+        memory_format=torch.channels_last)
+    d = grid[:, :, 1:-1, 1:-1]
+    pen = ElasticNetPenalty(1e-3, ridge) if ridge else L1Penalty(1e-3)
+    exact = pen.value(d.double())
+    assert float((pen.value(d) - exact).abs() / exact) < 1e-10
+    if ridge:
+        c = torch.tensor([0.9], dtype=torch.float64)
+        fast, slow = pen.ray_terms(d, c), pen.ray_terms(d.double(), c)
+        for a, b in zip(fast, slow):
+            assert float((a - b).abs() / b.abs()) < 1e-6
