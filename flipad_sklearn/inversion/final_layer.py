@@ -224,7 +224,8 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     bias_ : ndarray of shape (n_features_in_,)
         The layer's bias on each output entry (zeros without a bias).
     lipschitz_ : float
-        Largest eigenvalue of ``WᵀW``; FISTA's step is its inverse.
+        Largest eigenvalue of ``WᵀW``, or a proven upper bound of it for large
+        convolutions (``Operator.lipschitz``); FISTA's step is its inverse.
     clip_eps_ : float
         The clip of the outputs in use (``clip_eps``, or what ``"auto"`` chose).
     solver_ : str
