@@ -338,6 +338,10 @@ def _pre_detector(state, ctx):
             and (v.dtype.kind != "f" or np.isfinite(v).all())
             for k, v in net_state.items()),
             "the detector's network state is not a dict of finite arrays")
+        # batch norm divides by sqrt(running_var + eps): a negative variance scores NaN
+        need(all(bool((v >= 0).all()) for k, v in net_state.items()
+                 if k.endswith("running_var")),
+             "the detector's network has a negative batch-norm running_var")
     need("_network_module" not in state, "the detector holds a torch module")
 
 
@@ -417,12 +421,20 @@ def _post_scaler(est, ctx):
         array(v, key, shape=(n,))
     if est.scale_ is not None:
         need((est.scale_ > 0).all(), "scale_ must be positive")
-    # the scaled features go to float32 detectors: beyond float32's range they are inf
-    big = float(np.finfo(np.float32).max)
-    for key in ("mean_", "scale_"):
-        v = getattr(est, key)
-        need(v is None or np.abs(v).max(initial=0.0) < big,
-             f"{key} holds values beyond float32's range (|v| >= {big:.3g})")
+    _float32_standardisation(est)
+
+
+def _float32_standardisation(est):
+    """The detector scores the standardised features in float32: a ``mean_`` or
+    ``1 / scale_`` beyond 1e30 (never fitted on float32 activations) would overflow
+    them to infinity and fail the detector's input check."""
+    mean = getattr(est, "mean_", None)
+    scale = getattr(est, "scale_", None)
+    scale = np.ones(1) if scale is None else np.asarray(scale, dtype=np.float64)
+    limit = 1e30
+    need((1.0 / scale <= limit).all() and (mean is None or (
+        np.abs(np.asarray(mean, dtype=np.float64)) / scale <= limit).all()),
+         "mean_ and scale_ would standardise features beyond float32's range")
 
 
 def _post_svm(est, ctx):

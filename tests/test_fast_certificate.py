@@ -119,3 +119,33 @@ def test_default_float32_certificate_bounds_the_suboptimality(name, solver, posi
     assert np.all(np.isfinite(inv.duality_gap_))
     assert np.all(inv.duality_gap_ >= excess - 1e-9 * np.abs(ref.objective_))
     assert np.all(excess >= -1e-9 * np.abs(ref.objective_))
+
+
+@pytest.mark.parametrize("final", [False, True])
+def test_float32_screen_near_the_goal_is_decided_in_float64(final):
+    """A row within FAST_SCREEN of feature_tol in float32 is finalised in float64: it goes
+    on (or, at the last check, stops as max_iter) when the exact bound misses the goal."""
+    from flipad_sklearn.lasso.certificate import FAST_SCREEN, MAX_ITER
+    from flipad_sklearn.lasso.penalty import ElasticNetPenalty
+    from flipad_sklearn.lasso.solve import solve_batch
+
+    op, shape = _op("conv_s1")
+    gen = torch.Generator().manual_seed(3)
+    y = torch.randn((2, op.n_outputs), generator=gen, dtype=torch.float64)
+    pen = ElasticNetPenalty(1e-2, 0.05)
+    # an iterate near the solution (certified to about 1e-2), in float32
+    D = solve_batch(op, y.numpy(), 1e-2, solver="fista", ridge=0.05, tol=None,
+                    feature_tol=1e-2, dtype=torch.float64)[0]
+    d = torch.from_numpy(D).float()
+    exact = Certificate(op, y, pen, tol=None, feature_tol=1e9)
+    exact.check(5, d.double())
+    err = exact.feature_error(exact.gap, d.double(), torch.arange(2))
+    assert torch.all(err < 0.1)
+    tol = float(err.max()) / (1 + (FAST_SCREEN - 1) / 2)        # missed, but inside the screen
+    fast = Certificate(op, y, pen, tol=None, feature_tol=tol, fast=FastProducts(op))
+    done = fast.check(5, d, final=final)
+    np.testing.assert_allclose(fast.gap, exact.gap, rtol=1e-4)   # the float64 gap is reported
+    worst = int(err.argmax())
+    assert bool(done[worst]) == final
+    if final:
+        assert int(fast.reason[worst]) == MAX_ITER

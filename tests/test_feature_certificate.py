@@ -114,7 +114,10 @@ def test_defaults_are_within_their_bound_of_the_exact_solution(name, positive):
                              activation_shape=shape, solver="cvxpy").fit(x)
     ref.transform(x)
     np.testing.assert_allclose(ref.transform(x), z_star, atol=1e-6)
-    dist = np.linalg.norm(z - z_star, axis=1) / np.linalg.norm(z_star, axis=1)
+    # relative to max(||z*||, feature_scale_), the scale the bound is stated in
+    dist = np.linalg.norm(z - z_star, axis=1) / np.maximum(np.linalg.norm(z_star, axis=1),
+                                                           inv.feature_scale_)
+    np.testing.assert_allclose(inv.feature_scale_, ref.feature_scale_)
     assert set(inv.stop_reason_) == {"feature"}
     assert np.all(inv.feature_error_ <= 5e-4)
     assert np.all(dist <= inv.feature_error_ + ref.feature_error_ + 1e-9), \
@@ -179,6 +182,50 @@ def test_feature_error_bounds_the_distance():
     assert torch.isinf(feature_error(gap, z_star, 0.0)).all()
 
 
+def test_feature_error_has_an_absolute_floor():
+    """Relative to max(||z*||, floor): a solution at zero is certified, not left at inf."""
+    e = 0.01
+    gap = torch.tensor([0.5 * 0.02 * e ** 2] * 2, dtype=torch.float64)  # ridge 0.02
+    z = torch.tensor([[e, 0.0], [3.0, 4.0]], dtype=torch.float64)
+    assert torch.isinf(feature_error(gap, z, 0.02)[0])                   # no floor: no bound
+    rel = feature_error(gap, z, 0.02, floor=torch.tensor([2.0, 2.0]))
+    assert float(rel[0]) == pytest.approx(e / 2.0)                       # the floor
+    assert float(rel[1]) == pytest.approx(e / (5 - e))                   # ||z|| - e > floor
+    # e = 0 is the solution itself, whatever its norm
+    assert float(feature_error(torch.zeros(1), torch.zeros(1, 2), 0.02)) == 0.0
+
+
+@pytest.mark.parametrize("case", ["alpha above the zero threshold", "image of the anchor"])
+def test_a_solution_at_zero_stops_certified_and_promptly(case):
+    """A sample whose solution is exactly zero (``alpha >= ||W^T y'||_inf``, or the
+    image the layer makes from the zero anchor: ``y' = 0``) stops on its feature
+    certificate within a few checks; before the floor it ran to ``max_iter``."""
+    torch.manual_seed(0)
+    layer = nn.ConvTranspose2d(4, 2, 4, 2, 1).double()
+    x = _outputs(layer, (4, 4, 4), n=3)
+    base = dict(activation_shape=(4, 4, 4), max_iter=2000)
+    if case == "image of the anchor":
+        with torch.no_grad():
+            bias_image = np.tanh(layer(torch.zeros(1, 4, 4, 4, dtype=torch.float64)))
+        x = np.vstack([x, bias_image.reshape(1, -1).numpy()])
+        inv = FinalLayerInverter(layer, **base).fit(x)
+        zero = [3]
+    else:
+        inv = FinalLayerInverter(layer, **base).fit(x)
+        problem = inv.lasso_problem(x)
+        W = inv.operator_.to_dense()
+        # d* = 0 exactly iff ||W^T y'||_inf <= alpha (the elastic net's zero threshold)
+        inv.set_params(alpha=1.5 * np.abs(problem.targets @ W).max())
+        zero = [0, 1, 2]
+    z = inv.transform(x)
+    assert set(inv.stop_reason_[zero]) == {"feature"}
+    assert np.all(inv.n_iter_[zero] <= 200), inv.n_iter_
+    assert np.all(inv.feature_error_ <= 5e-4)
+    # the bound against the closed form z* = 0, on the scale it is stated in
+    dist = np.linalg.norm(z[zero], axis=1)
+    assert np.all(dist <= inv.feature_error_[zero] * inv.feature_scale_[zero] + 1e-12)
+
+
 def test_an_inverter_pickled_before_the_ridge_loads_as_the_plain_lasso():
     layer = nn.Linear(6, 4).double()
     x = _outputs(layer, None)
@@ -196,3 +243,23 @@ def test_l1_penalty_has_no_ridge():
     assert L1Penalty(0.1).ridge == 0.0
     with pytest.raises(ValueError, match="ridge must be positive"):
         ElasticNetPenalty(0.1, 0.0)
+
+
+@pytest.mark.parametrize("ridge", [0.0, 0.01])
+def test_float32_penalty_and_ray_terms_accumulate_in_float64(ridge):
+    """The fast checks' float32 iterates (a view into a padded channels-last grid,
+    2M entries): the penalty's value must match float64's to far better than the
+    gaps the feature stop needs (a float32 sum was 5e-5 to 1e-3 off, so every
+    float32 check looked certified and paid a failing float64 finalisation)."""
+    gen = torch.Generator().manual_seed(0)
+    grid = (torch.randn(1, 128, 130, 130, generator=gen) * 0.05 + 0.3).contiguous(
+        memory_format=torch.channels_last)
+    d = grid[:, :, 1:-1, 1:-1]
+    pen = ElasticNetPenalty(1e-3, ridge) if ridge else L1Penalty(1e-3)
+    exact = pen.value(d.double())
+    assert float((pen.value(d) - exact).abs() / exact) < 1e-10
+    if ridge:
+        c = torch.tensor([0.9], dtype=torch.float64)
+        fast, slow = pen.ray_terms(d, c), pen.ray_terms(d.double(), c)
+        for a, b in zip(fast, slow):
+            assert float((a - b).abs() / b.abs()) < 1e-6

@@ -20,7 +20,6 @@ from ..activations import BUILTIN_ACTIVATIONS, DEFAULT_CLIP_EPS, get_activation
 from ..lasso import (
     STOP_REASONS, BatchLasso, StopRule, choose_solver, make_solver, solve, solver_names,
 )
-from ..lasso.certificate import feature_error
 from ..lasso.solvers import auto_batch_size
 from ..operators import (
     build_layer, check_layer, describe_layer, is_describable, is_layer_description,
@@ -73,7 +72,11 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     plain lasso is close to basis pursuit and flat in many directions, so
     different solvers, batches or devices stop at different activations),
     and each sample stops once its certified distance to that solution is at
-    most ``feature_tol`` (``feature_error_``).  Any solver, batch size,
+    most ``feature_tol`` (``feature_error_``), relative to ``max(||z*||,
+    ||y'|| / sqrt(lipschitz_))`` (the second, ``feature_scale_``, is the least
+    norm of an activation that reproduces the target ``y'``; it only counts
+    for samples whose solution the penalty shrinks to (near) the anchor's
+    zero, which a bound relative to ``||z*||`` could never certify).  Any solver, batch size,
     thread count or device then returns the same features within
     ``2 * feature_tol``.
     With ``datafit="output"`` the data term is weighted by sigma's slope, so
@@ -153,10 +156,11 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         solvers to verify small problems.
     feature_tol : float or None, default=5e-4
         Each sample stops once its certified relative distance to the
-        solution, ``||z - z*|| / ||z*|| <= sqrt(2 gap / ridge) / (||z|| -
-        sqrt(2 gap / ridge))`` (strong convexity; ``feature_error_``), is at
-        most ``feature_tol`` (stop reason ``"feature"``).  Needs
-        ``ridge > 0``.
+        solution, ``||z - z*|| / max(||z*||, s) <= e / max(||z|| - e, s)``
+        with ``e = sqrt(2 gap / ridge)`` (strong convexity;
+        ``feature_error_``) and ``s = ||y'|| / sqrt(lipschitz_)``
+        (``feature_scale_``), is at most ``feature_tol`` (stop reason
+        ``"feature"``).  Needs ``ridge > 0``.
     tol : float or None, default=None
         A relative duality gap: a sample also needs ``gap <= tol * 1/2
         ||y'||^2`` (the objective at the anchor, scikit-learn's Lasso
@@ -220,7 +224,8 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     bias_ : ndarray of shape (n_features_in_,)
         The layer's bias on each output entry (zeros without a bias).
     lipschitz_ : float
-        Largest eigenvalue of ``WᵀW``; FISTA's step is its inverse.
+        Largest eigenvalue of ``WᵀW``, or a proven upper bound of it for large
+        convolutions (``Operator.lipschitz``); FISTA's step is its inverse.
     clip_eps_ : float
         The clip of the outputs in use (``clip_eps``, or what ``"auto"`` chose).
     solver_ : str
@@ -245,8 +250,13 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         Objective per sample in the last ``transform``.
     feature_error_ : ndarray of shape (n_samples,)
         Certified bound on each sample's relative distance ``||z - z*|| /
-        ||z*||`` to the exact solution in the last ``transform`` (inf with
-        ``ridge=0``).
+        max(||z*||, feature_scale_)`` to the exact solution in the last
+        ``transform`` (inf with ``ridge=0``).
+    feature_scale_ : ndarray of shape (n_samples,)
+        Each sample's ``||y'|| / sqrt(lipschitz_)`` (weighted target and
+        weighted ``lipschitz_`` with ``datafit="output"``): the norm below
+        which ``feature_error_`` is relative to this scale instead of
+        ``||z*||``.
     stop_reason_ : ndarray of str, shape (n_samples,)
         What ended each sample in the last ``transform``: ``"feature"``
         (``feature_error_`` reached ``feature_tol``), ``"gap"`` (the relative
@@ -640,13 +650,12 @@ class FinalLayerInverter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
                 bar.update(sl.stop - sl.start)
         if bar is not None:
             bar.close()
-        D, self.objective_, self.duality_gap_, self.n_iter_, reason = (
-            np.concatenate(parts) for parts in zip(*(
-                (r.d, r.objective, r.gap, r.n_iter, r.reason) for r in results)))
+        (D, self.objective_, self.duality_gap_, self.n_iter_, reason, self.feature_error_,
+         self.feature_scale_) = (np.concatenate(parts) for parts in zip(*(
+             (r.d, r.objective, r.gap, r.n_iter, r.reason, r.feature_error, r.feature_scale)
+             for r in results)))
         self.stop_reason_ = np.asarray(STOP_REASONS)[reason]
         Z = D + self.anchor_
-        self.feature_error_ = feature_error(
-            torch.from_numpy(self.duality_gap_), torch.from_numpy(Z), self._ridge()).numpy()
         self._warn_uncertified(problem.targets, weights, solver)
         return Z.astype(out_dtype, copy=False)
 

@@ -82,7 +82,7 @@ def _ridge_ray_value(yr, rr, s, penalty):
     c = torch.ones_like(yr)
     best = torch.full_like(yr, -torch.inf)
     for k in range(RAY_NEWTON_STEPS + 1):
-        conj, dconj, curv = penalty.ray_terms(s, c)
+        conj, dconj, curv = penalty.ray_terms(s, c, derivatives=k < RAY_NEWTON_STEPS)
         value = c * yr - 0.5 * c * c * rr - conj
         best = torch.maximum(best, torch.nan_to_num(value, nan=-torch.inf))
         if k == RAY_NEWTON_STEPS:

@@ -379,6 +379,7 @@ def admm_steps(op, y, penalty, lipschitz, cert, *, d0=None, rho=None, relax=DEFA
             torch.maximum(out, low, out=out)
         return out
 
+    warm = d0 is not None                  # a warm start is checked at iteration 0
     if d0 is None:
         w = torch.zeros((B, emb.cin) + emb.N, dtype=dtype, device=device)
     else:
@@ -401,7 +402,7 @@ def admm_steps(op, y, penalty, lipschitz, cert, *, d0=None, rho=None, relax=DEFA
     n_iter, resid = 0, None
     while True:
         x = prox(w, x)
-        if check_due(n_iter, max_iter, check_every):
+        if check_due(n_iter, max_iter, check_every, warm):
             d = emb.interior_ext(x)                       # a view: no copy
             # the resolvent's residual y - W d~ = S (y_ph - z) is a dual candidate
             # (its limit is the optimal dual point)

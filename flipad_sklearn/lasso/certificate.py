@@ -12,8 +12,8 @@ Stop reasons, per sample (:data:`STOP_REASONS`):
     the relative duality gap reached ``tol``: certified;
 ``"feature"``
     (strongly convex penalties, :class:`~.penalty.ElasticNetPenalty`) the
-    certified distance to the unique solution,
-    ``sqrt(2 gap / ridge) / ||z||``, reached ``feature_tol`` (and the gap
+    certified distance to the unique solution relative to ``max(||z*||,
+    floor)`` (:func:`feature_error`), reached ``feature_tol`` (and the gap
     ``tol``, if one is set): the returned activation is certified;
 ``"progress"``
     over each of ``patience`` consecutive checks, the objective changed by
@@ -36,18 +36,30 @@ from ._duality import extrapolated_residual, gap_scale, ray_dual_value
 from .datafit import Quadratic
 
 _TINY = 1e-300
+#: With float32 checks (``fast``): a row whose float32 certificate is within
+#: this factor of the goal (``feature_tol``; ``tol`` squared, the gap's units)
+#: is finalised in float64, which decides.  The float32 products leave an
+#: error in the data term of about ``||r|| * 1e-7 ||y||``, a fair share of the
+#: gaps the feature stop needs on large layers: a sample certified in float64
+#: could look uncertified in float32 and run another ``check_every`` iterations.
+FAST_SCREEN = 1.25
 STOP_REASONS = ("gap", "progress", "max_iter", "stalled", "feature")
 GAP, PROGRESS, MAX_ITER, STALLED, FEATURE = range(5)
 #: reasons that certify a sample
 CERTIFIED = (GAP, FEATURE)
 
 
-def feature_error(gap, d, ridge, anchor=None):
-    """Certified relative distance ``||z - z*|| / ||z*||`` per row (``z = d + anchor``).
+def feature_error(gap, d, ridge, anchor=None, floor=None):
+    """Certified relative distance ``||z - z*|| / max(||z*||, floor)`` per row (``z = d + anchor``).
 
     Strong convexity (modulus ``ridge``) gives ``||d - d*|| <= e = sqrt(2 gap /
-    ridge)``, and ``||z*|| >= ||z|| - e``; inf where that leaves no bound
-    (``ridge = 0``, or ``e >= ||z||``).
+    ridge)``, and ``||z*|| >= ||z|| - e``, so ``e / max(||z|| - e, floor)``
+    bounds the distance relative to ``max(||z*||, floor)``.  ``floor`` (per
+    row, default 0) is the scale below which the distance counts as absolute:
+    without it a row whose solution is (near) zero could never be certified
+    (:func:`feature_floor`).  0 where ``e = 0`` (the row is the solution);
+    inf where the bound says nothing (``ridge = 0``, or ``e >= ||z||`` with no
+    floor).
     """
     gap = gap.to(torch.float64)
     if not ridge > 0:
@@ -56,9 +68,33 @@ def feature_error(gap, d, ridge, anchor=None):
     z = d.reshape(d.shape[0], -1).to(torch.float64)
     if anchor is not None:
         z = z + anchor.to(z.device, torch.float64)
-    norm = torch.linalg.vector_norm(z, dim=1)
-    rel = err / (norm - err).clamp(min=_TINY)
-    return torch.where(err < norm, rel, torch.full_like(rel, math.inf))
+    denom = torch.linalg.vector_norm(z, dim=1) - err
+    if floor is not None:
+        denom = torch.maximum(denom, floor.to(denom.device, torch.float64))
+    rel = err / denom.clamp(min=_TINY)
+    rel = torch.where(denom > 0, rel, torch.full_like(rel, math.inf))
+    return torch.where(err == 0, torch.zeros_like(rel), rel)
+
+
+def feature_floor(y, lipschitz):
+    """The scale of a row's features: ``||y|| / sqrt(L)`` (``L >= ||W||_2^2``).
+
+    The smallest norm of an activation (shift) ``d`` that reproduces the
+    target, ``W d = y``, is at least ``||y|| / ||W||_2``: the size features
+    take when they explain the image.  :func:`feature_error` measures a
+    distance relative to ``max(||z*||, ||y|| / sqrt(L))``: the solution's own
+    norm whenever it explains the image, and this scale when the penalty
+    shrinks it towards zero (a huge ``alpha``, or an image the layer explains
+    by the anchor alone), where a bound relative to ``||z*||`` alone does
+    not exist.  It is also the unit in which a relative gap becomes a
+    distance: with ``ridge = c L``, a relative gap ``tol`` certifies
+    ``||d - d*|| <= sqrt(tol / c) ||y|| / sqrt(L)``.  ``y`` is ``(B, M)``
+    (the weighted target ``D y`` with a weighted data term, whose ``L``
+    includes the weights' factor); the floor is a function of the image and
+    the fitted layer alone, not of the batch or the solver.
+    """
+    y = y.to(torch.float64)
+    return torch.linalg.vector_norm(y, dim=1) / math.sqrt(float(lipschitz))
 
 
 class Certificate:
@@ -83,6 +119,9 @@ class Certificate:
         gap ``tol`` if both are set (reason ``"feature"``).
     anchor : torch.Tensor (K,) or None
         ``z = d + anchor``: the norm ``feature_tol`` is relative to.
+    feature_floor : torch.Tensor (B,) or None
+        Per row, the scale below which ``feature_tol`` is absolute
+        (:func:`feature_error`, :func:`feature_floor`; None: 0).
     progress_tol : float or None
         Change of the current iterate's objective per iteration since the
         previous check, relative to ``1/2 ||y||^2`` (as ``tol``), below which
@@ -115,13 +154,15 @@ class Certificate:
 
     def __init__(self, op, y, penalty, *, datafit=None, tol, progress_tol=None, patience=2,
                  n_extrapolation=5, stall_checks=None, d0=None, fast=None, exact=None,
-                 feature_tol=None, anchor=None):
+                 feature_tol=None, anchor=None, feature_floor=None):
         if feature_tol is not None and not penalty.ridge > 0:
             raise ValueError("feature_tol needs a strongly convex penalty (ridge > 0).")
         if tol is None and feature_tol is None:
             raise ValueError("set tol, feature_tol or both.")
         self.feature_tol = feature_tol
         self.anchor = None if anchor is None else anchor.to(y.device, torch.float64)
+        self.floor = None if feature_floor is None else feature_floor.to(y.device,
+                                                                         torch.float64)
         self.op, self.penalty = op, penalty
         self.datafit = Quadratic() if datafit is None else datafit
         self.exact = op if exact is None else exact
@@ -226,7 +267,8 @@ class Certificate:
 
         reason = torch.full_like(idx, -1)
         # the bound is on the stored (best) iterate: the norm is that one's
-        met = self._met(rel, gap, self.d[idx] if self.feature_tol is not None else None)
+        met = self._met(rel, gap, self.d[idx] if self.feature_tol is not None else None, idx,
+                        slack=1.0 if self.fast is None else FAST_SCREEN)
         reason[met] = self.certified_reason
         if self.progress_tol is not None:
             # the current iterate's objective against the previous check's:
@@ -260,8 +302,9 @@ class Certificate:
     def _finalise(self, done, reason, final):
         """Exact float64 primal and gap of the stopping rows' best iterates.
 
-        A row stopped as certified whose exact gap misses ``tol`` goes on
-        (unless this is the final check).
+        A row stopped as certified (by the float32 screen, :data:`FAST_SCREEN`)
+        whose exact certificate misses the goal goes on; at the final check it
+        stops as ``"max_iter"``.
         """
         rows = torch.nonzero(done)[:, 0]
         idx = self.idx[rows]
@@ -280,10 +323,13 @@ class Certificate:
         gap = (primal - dual).clamp(min=0.0)
         self.primal[idx], self.gap[idx] = primal, gap
         self.best_dual[idx] = dual
-        if not final:
-            met = self._met(gap / self.scale[idx], gap, d)
-            miss = (reason[rows] == self.certified_reason) & ~met
-            if bool(miss.any()):
+        met = self._met(gap / self.scale[idx], gap, d, idx)
+        miss = (reason[rows] == self.certified_reason) & ~met
+        if bool(miss.any()):
+            if final:
+                # the last check: it stops anyway, as uncertified
+                reason[rows[miss]] = MAX_ITER
+            else:
                 done = done.clone()
                 done[rows[miss]] = False
                 reason[rows[miss]] = -1
@@ -294,20 +340,26 @@ class Certificate:
         """The stop reason of a certified sample: ``FEATURE`` or ``GAP``."""
         return GAP if self.feature_tol is None else FEATURE
 
-    def _met(self, rel, gap, d):
-        """Rows whose certificate meets the goal (``tol`` and/or ``feature_tol``)."""
+    def _met(self, rel, gap, d, rows, slack=1.0):
+        """Rows ``rows`` whose certificate meets the goal (``tol`` and/or ``feature_tol``),
+        each relaxed by ``slack`` (a screen before an exact finalisation)."""
         ok = torch.ones_like(gap, dtype=torch.bool)
         if self.tol is not None:
-            ok &= rel <= self.tol
+            ok &= rel <= self.tol * slack * slack
         if self.feature_tol is not None:
-            ok &= feature_error(gap, d, self.penalty.ridge, self.anchor) <= self.feature_tol
+            ok &= self.feature_error(gap, d, rows) <= self.feature_tol * slack
         return ok
+
+    def feature_error(self, gap, d, rows):
+        """:func:`feature_error` of rows ``rows`` (iterates ``d``, certified ``gap``)."""
+        floor = None if self.floor is None else self.floor[rows]
+        return feature_error(gap, d, self.penalty.ridge, self.anchor, floor)
 
     def met(self, rows=None):
         """Bool mask of ``rows`` (default all) whose stored certificate meets the goal."""
         rows = torch.arange(self.gap.shape[0], device=self.gap.device) if rows is None else rows
         gap = self.gap[rows]
-        return self._met(gap / self.scale[rows], gap, self.d[rows])
+        return self._met(gap / self.scale[rows], gap, self.d[rows], rows)
 
     def _weighted(self, products, idx):
         """``(matvec, rmatvec)`` of ``D W`` on rows ``idx`` (``products``' own without weights)."""

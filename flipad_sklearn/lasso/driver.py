@@ -8,9 +8,15 @@ registered solver: ``tests/test_extension_points.py``).
 """
 
 
-def check_due(n_iter, max_iter, check_every):
-    """Whether iteration ``n_iter`` checks (every ``check_every``, and the last)."""
-    return n_iter % check_every == 0 or n_iter >= max_iter
+def check_due(n_iter, max_iter, check_every, warm=True):
+    """Whether iteration ``n_iter`` checks (every ``check_every``, and the last).
+
+    ``warm=False`` (the solver started at the anchor, no warm start): not at
+    iteration 0, where the iterate is the anchor, rarely the solution, and a
+    check of a large layer costs several iterations (a fifth of SD conv_out's
+    checks).  A warm start is checked at once: it may be certified already.
+    """
+    return (n_iter % check_every == 0 and (warm or n_iter > 0)) or n_iter >= max_iter
 
 
 def checkpoint(cert, n_iter, max_iter, d, *, callback=None, **extra):

@@ -51,6 +51,7 @@ def fista_steps(op, y, penalty, lipschitz, cert, *, view=None, d0=None, max_iter
     low = penalty.lower_as(yc)
     if low is not None and view is not None:
         low = view.to_native_inputs(low[None])[0]
+    warm = d0 is not None                  # a warm start is checked at iteration 0
     if d0 is None:
         d = torch.zeros((B, K), dtype=dtype, device=y.device)
     else:
@@ -67,7 +68,7 @@ def fista_steps(op, y, penalty, lipschitz, cert, *, view=None, d0=None, max_iter
     t = torch.ones((B, 1), dtype=dtype, device=y.device)
     n_iter = 0
     while True:
-        if check_due(n_iter, max_iter, check_every):
+        if check_due(n_iter, max_iter, check_every, warm):
             stop, keep = checkpoint(cert, n_iter, max_iter,
                                     d if view is None else view.inputs_nchw(d),
                                     callback=callback)

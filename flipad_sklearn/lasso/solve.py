@@ -17,7 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .certificate import FEATURE, GAP, MAX_ITER, STOP_REASONS, Certificate, feature_error
+from .certificate import (
+    FEATURE, GAP, MAX_ITER, STOP_REASONS, Certificate, feature_error, feature_floor,
+)
 from .datafit import make_datafit
 from .penalty import ElasticNetPenalty, L1Penalty
 from .solvers import (
@@ -132,15 +134,20 @@ class BatchLasso:
 @dataclass(frozen=True)
 class LassoResult:
     """A solved batch: each row's solution ``d`` (float64, ``(B, K)``), ``objective``,
-    certified ``gap`` (an upper bound on objective - optimum), ``n_iter`` and
+    certified ``gap`` (an upper bound on objective - optimum), ``n_iter``,
     ``reason`` (the index of its stop reason in
-    :data:`~.certificate.STOP_REASONS`)."""
+    :data:`~.certificate.STOP_REASONS`), the certified ``feature_error``
+    (:func:`~.certificate.feature_error`; inf without a ridge) and the
+    ``feature_scale`` it is relative to below ``||z*||``
+    (:func:`~.certificate.feature_floor`)."""
 
     d: np.ndarray
     objective: np.ndarray
     gap: np.ndarray
     n_iter: np.ndarray
     reason: np.ndarray
+    feature_error: np.ndarray = None
+    feature_scale: np.ndarray = None
 
     @property
     def stop_reason(self):
@@ -212,16 +219,20 @@ def solve(problem, solver="auto", stop=None, *, device="cpu", dtype=torch.float3
     L = (op.lipschitz() if problem.lipschitz is None else problem.lipschitz) \
         * datafit.lipschitz_factor()
     lasso = LassoProblem(op, y, penalty, L, datafit)
+    floor = feature_floor(datafit.target(y), L)
     cert = Certificate(op, y, penalty, datafit=datafit, tol=stop.tol,
                        progress_tol=stop.progress_tol, feature_tol=stop.feature_tol,
-                       anchor=anchor,
+                       anchor=anchor, feature_floor=floor,
                        n_extrapolation=N_EXTRAPOLATION if getattr(
                            strategy, "dual_extrapolation", True) else 0,
                        fast=fast_products(op, device, dtype), exact=op.exact_products(device))
     with torch.no_grad():
         strategy.run(lasso, cert, d0=None, max_iter=int(stop.max_iter), dtype=dtype,
                      callback=callback)
-    return LassoResult(*(t.cpu().numpy() for t in cert.results()))
+    d, primal, gap, n_iter, reason = cert.results()
+    rows = torch.arange(gap.shape[0], device=gap.device)
+    err = cert.feature_error(gap, d, rows) if ridge > 0 else torch.full_like(gap, np.inf)
+    return LassoResult(*(t.cpu().numpy() for t in (d, primal, gap, n_iter, reason, err, floor)))
 
 
 def _solve_dense(strategy, problem, stop, low, anchor, callback):
@@ -235,14 +246,19 @@ def _solve_dense(strategy, problem, stop, low, anchor, callback):
                                             max_iter=int(stop.max_iter), callback=callback,
                                             weights=weights)
     Yw = Y if weights is None else weights * Y
+    datafit = make_datafit(None if weights is None else torch.from_numpy(weights),
+                           problem.max_weight)
+    L = (problem.operator.lipschitz() if problem.lipschitz is None else problem.lipschitz) \
+        * datafit.lipschitz_factor()
+    floor = feature_floor(torch.from_numpy(Yw), L)
+    err = feature_error(torch.from_numpy(gap), torch.from_numpy(D), ridge, anchor, floor).numpy()
     met = np.ones(len(Y), dtype=bool)
     if stop.tol is not None:
         met &= gap <= stop.tol * 0.5 * (Yw * Yw).sum(axis=1)
     if stop.feature_tol is not None:
-        err = feature_error(torch.from_numpy(gap), torch.from_numpy(D), ridge, anchor)
-        met &= err.numpy() <= stop.feature_tol
+        met &= err <= stop.feature_tol
     reason = np.where(met, GAP if stop.feature_tol is None else FEATURE, MAX_ITER)
-    return LassoResult(D, primal, gap, n_iter, reason)
+    return LassoResult(D, primal, gap, n_iter, reason, err, floor.numpy())
 
 
 def solve_batch(op, Y, alpha, *, solver="fista", lower=None, tol=1e-4, max_iter=1000,

@@ -404,6 +404,7 @@ def _continue(solver, problem, cert, rows, max_iter, dtype, callback):
                                datafit)
     sub = Certificate(problem.op, problem.y[rows], problem.penalty, datafit=datafit,
                       tol=cert.tol, feature_tol=cert.feature_tol, anchor=cert.anchor,
+                      feature_floor=None if cert.floor is None else cert.floor[rows],
                       progress_tol=cert.progress_tol, patience=cert.patience,
                       n_extrapolation=N_EXTRAPOLATION if getattr(solver, "dual_extrapolation", True) else 0,
                       d0=cert.d[rows],

@@ -164,6 +164,7 @@ def split_admm(op, y, penalty, lipschitz, cert, *, d0=None, rho_u=None, gamma=No
     stage = 0
     rho_u, rho_v, M, stage_end = setup(0)
 
+    warm = d0 is not None                  # a warm start is checked at iteration 0
     if d0 is None:
         v = torch.zeros((B, emb.cin) + N, dtype=dtype, device=device)
     else:
@@ -192,7 +193,7 @@ def split_admm(op, y, penalty, lipschitz, cert, *, d0=None, rho_u=None, gamma=No
 
     n_iter = 0
     while True:
-        if check_due(n_iter, max_iter, check_every):
+        if check_due(n_iter, max_iter, check_every, warm):
             d = emb.interior_ext(v)                       # a view: no copy
             # the residual y - S u (the certificate applies the weights)
             theta = emb.crop(y_obs - u).reshape(v.shape[0], -1).to(torch.float64)

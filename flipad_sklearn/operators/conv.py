@@ -42,23 +42,23 @@ class _ConvOperator(LayerOperator):
                              self.weight_as(r.device, r.dtype))
         return out.reshape(r.shape[0], -1)
 
-    #: activations above which ``lipschitz`` uses the spectral bound
-    SPECTRAL_LIPSCHITZ_ABOVE = 50_000
-
     def lipschitz(self, n_iter=500, tol=1e-10, seed=0):
-        """Largest eigenvalue of ``WᵀW``, or an upper bound of it.
+        """Largest eigenvalue of ``WᵀW``, or a proven upper bound of it.
 
-        Large layers: the largest eigenvalue of ``F_k F_kᴴ`` over the
-        frequencies of the layer's periodic embedding (``W = S T E``, so
-        ``||W|| <= ||T||``), a rigorous bound that is tight for images much
-        larger than the kernel and costs one FFT of the kernel (power
-        iteration needs hundreds of float64 convolutions).  Small layers:
-        power iteration (see :meth:`LayerOperator.lipschitz`).
+        Exact (:meth:`~.base.Operator.exact_lipschitz`) where the smaller
+        side of ``W`` is small; otherwise the largest eigenvalue of ``F_k
+        F_kᴴ`` over the frequencies of the layer's periodic embedding (``W = S
+        T E``, so ``||W|| <= ||T||``), a rigorous bound that costs one FFT of
+        the kernel and is tight for images much larger than the kernel (0.3 %
+        above the exact value on DCGAN's layer at 16x16).  Power iteration
+        approaches the value from below (0.5 % low on LSGAN's layer at 8x8):
+        FISTA's step ``1/L`` would then be too long.
         """
-        if self.n_inputs <= self.SPECTRAL_LIPSCHITZ_ABOVE:
-            return super().lipschitz(n_iter=n_iter, tol=tol, seed=seed)
+        exact = self.exact_lipschitz()
+        if exact is not None:
+            return exact
         gram = self.periodic_embedding().gram()
-        return float(torch.linalg.eigvalsh(gram).max())
+        return float(torch.linalg.eigvalsh(gram).max()) * (1.0 + self.EIGENVALUE_SAFETY)
 
     def column_norms_sq(self):
         """Squared column norms of ``W``: ``||W e_j||^2 = ((W∘W)ᵀ 1)_j``, exact."""
