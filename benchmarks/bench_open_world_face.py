@@ -93,7 +93,7 @@ def head(**det_params):
     return out.set_params(**{f"det__{k}": v for k, v in det_params.items()})
 
 
-def rows_for(name, decide, n_own, tests, note=""):
+def rows_for(name, decide, tests, note=""):
     g = decide(tests["fresh G"])
     cells = [f"{np.mean(g < 0):.3f}"]
     for key in NAMES:
@@ -136,14 +136,14 @@ def run(args):
             pipe = head(**params).fit(Z_tr, y_tr)
         det = pipe[-1]
         lo, hi = det.fnr_interval_
-        rows_for(name, pipe.decision_function, n, ftests,
+        rows_for(name, pipe.decision_function, ftests,
                  f"{det.combine_}, {det.validation_scores_.size} held out: rejects "
                  f"{lo:.4f}-{hi:.4f} of G (90 %); fit {time.time() - t:.0f} s")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         raw = make_rawpad(fnr=0.005, random_state=0, device="cpu").fit(
             np.concatenate([images["g"][:n], images["comp"]]), y_tr)
-    rows_for("RAWPAD (`make_rawpad`)", raw.decision_function, n, itests,
+    rows_for("RAWPAD (`make_rawpad`)", raw.decision_function, itests,
              f"{raw[-1].combine_}")
 
     # future work: a one-class model of the pixels, no negatives

@@ -89,6 +89,15 @@ def test_fnr_interval_narrows_and_calibration_size_keeps_it_below():
         fnr_interval(0, 0.05)
     with pytest.raises(ValueError, match="level must be in"):
         fnr_interval(10, 0.05, level=1.0)
+    for n in (10.5, "10", True, None):
+        with pytest.raises(ValueError, match="n must be a positive"):
+            fnr_interval(n, 0.05)
+    with pytest.raises(ValueError, match="fnr must be a number"):
+        fnr_interval(10, float("nan"))
+    with pytest.raises(ValueError, match="level must be in"):
+        fnr_interval(10, 0.05, level=float("nan"))
+    with pytest.raises(ValueError, match="max_fnr must be in"):
+        calibration_size(0.005, float("nan"))
 
 
 def test_detectors_report_their_thresholds_spread():

@@ -70,19 +70,17 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
     With labelled negatives the guard costs more than it gives, so by
     default (``combine="auto"``) it is used only for one-class training (no
     ``y == -1``).  Its log-score has a heavy lower tail on G's own samples
-    (the RBF kernel sum decays like ``exp(-gamma d^2)``; on the published
-    face DCGAN the 1 % quantile of the standardised guard is at -8 robust
-    standard units against -4 for Deep SAD), so the fnr threshold of the
-    combined score lands far below G's bulk, where other generators sit.
-    There (400 samples of G against 200 of a competitor trained on G's
-    samples) the guarded score rejected none of an unseen generator of G's
-    architecture at fnr 0.005, Deep SAD alone all of it
-    (``benchmarks/results/bench_open_world_face.md``); on the image zoo
-    with real or shadow negatives Deep SAD alone is within 0.03 of the
-    guarded score, and ahead at 100 samples of G
-    (``benchmarks/results/guard_image_*.md``).  What it gives up: a
-    direction of difference from G that neither the labelled negatives nor
-    Deep SAD show (``combine="mean"`` keeps the guard then).
+    (the RBF kernel sum decays like ``exp(-gamma d^2)``), so the fnr
+    threshold of the combined score lands far below G's bulk, where other
+    generators sit: on the published face DCGAN it accepted an unseen
+    generator of G's architecture that Deep SAD alone rejects
+    (``benchmarks/results/bench_open_world_face.md``).  The cost is where
+    the only negatives are real data: on the image zoo the guard did better
+    there; with shadow negatives the two are level
+    (``benchmarks/results/guard_image_*.md``, :ref:`guard-combination`).
+    What it gives up: a direction of difference from G that neither the
+    labelled negatives nor Deep SAD show (``combine="mean"`` keeps the
+    guard then).
     ``combine_`` and ``guard_check_`` say what was chosen and why.
 
     Labels: ``y = 1`` made by G (normal), ``y = -1`` known not made by G
