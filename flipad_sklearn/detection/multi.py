@@ -24,26 +24,14 @@ from sklearn.utils._param_validation import Interval
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import _num_samples, check_is_fitted, column_or_1d
 
+from ._named import NamedEstimatorsMixin
 from .conformal import ConformalDecisionMixin, _unwrap, calibrate
 
 __all__ = ["OwnedModelsAttributor"]
 
 
-def _named(estimators):
-    """``[(name, estimator), ...]`` from a dict or a list of pairs."""
-    if isinstance(estimators, dict):
-        return list(estimators.items())
-    try:
-        pairs = [tuple(p) for p in estimators]
-    except TypeError:
-        pairs = None
-    if pairs is None or not all(len(p) == 2 for p in pairs):
-        raise TypeError("estimators must be a dict {name: estimator} or a list of "
-                        "(name, estimator) pairs.")
-    return pairs
-
-
-class OwnedModelsAttributor(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
+class OwnedModelsAttributor(NamedEstimatorsMixin, ClassifierMixin, MetaEstimatorMixin,
+                            BaseEstimator):
     """Which of my generators made this sample?  One conformal detector per model.
 
     Each owned model ``name`` gets its own detector (a clone of
@@ -119,85 +107,9 @@ class OwnedModelsAttributor(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         self.owned_as_negatives = owned_as_negatives
         self.none_label = none_label
 
-    # ------------------------------------------------------- nested params
-    def get_params(self, deep=True):
-        """Parameters, with ``<name>`` and ``<name>__<param>`` of every model's estimator.
-
-        Parameters
-        ----------
-        deep : bool, default=True
-
-        Returns
-        -------
-        params : dict
-        """
-        out = super().get_params(deep=False)
-        if not deep:
-            return out
-        try:
-            pairs = _named(self.estimators)
-        except TypeError:  # validated in fit
-            pairs = []
-        for name, est in pairs:
-            out[name] = est
-            if hasattr(est, "get_params") and not isinstance(est, type):
-                for key, value in est.get_params(deep=True).items():
-                    out[f"{name}__{key}"] = value
-        return out
-
-    def set_params(self, **params):
-        """Set parameters; ``<name>`` replaces a model's estimator, ``<name>__<p>`` sets inside it.
-
-        Parameters
-        ----------
-        **params : dict
-
-        Returns
-        -------
-        self
-        """
-        if "estimators" in params:
-            self.estimators = params.pop("estimators")
-        if not params:
-            return self
-        try:
-            pairs = _named(self.estimators)
-        except TypeError:  # validated in fit
-            pairs = []
-        names = [n for n, _ in pairs]
-        replaced, nested, own = {}, {}, {}
-        for key, value in params.items():
-            head, sep, rest = key.partition("__")
-            if head in names and not sep:
-                replaced[head] = value
-            elif head in names:
-                nested.setdefault(head, {})[rest] = value
-            else:
-                own[key] = value
-        if replaced:
-            pairs = [(n, replaced.get(n, e)) for n, e in pairs]
-            self.estimators = dict(pairs) if isinstance(self.estimators, dict) \
-                else [(n, e) for n, e in pairs]
-        for name, sub in nested.items():
-            dict(pairs)[name].set_params(**sub)
-        return super().set_params(**own) if own else self
-
     # ----------------------------------------------------------------- fit
     def _check_names(self):
-        pairs = _named(self.estimators)
-        if not pairs:
-            raise ValueError("estimators is empty: give one detector per owned model.")
-        names = [n for n, _ in pairs]
-        if len(set(names)) != len(names):
-            raise ValueError(f"Model names must be unique, got {names}.")
-        reserved = set(self._get_param_names())
-        for n in names:
-            if not isinstance(n, str) or "__" in n or n in reserved or n == self.none_label:
-                raise ValueError(
-                    f"Model name {n!r} is not usable: names must be strings without "
-                    f"'__', other than the parameters {sorted(reserved)} and the "
-                    f"none_label {self.none_label!r}.")
-        return pairs
+        return super()._check_names(reserved={self.none_label})
 
     def fit(self, X, y):
         """Fit one detector per owned model.
