@@ -100,11 +100,14 @@ def train_shadows(generator, X, n_shadows=2, *, seeds=None, latent_shape=None,
     batch_size : int, default=64
         User generator only.  The last incomplete batch of an epoch is
         dropped (batch norm), unless ``X`` holds less than one batch.
-    init : {"dcgan", "reset"}, default="dcgan"
+    init : {"dcgan", "reset", "finetune"}, default="dcgan"
         User generator only: how a shadow's weights start.  ``"dcgan"``:
         N(0, 0.02) weights, zero biases, batch-norm scales N(1, 0.02) (the
         initialisation of the package's GANs); ``"reset"``: each module's own
-        ``reset_parameters()`` (PyTorch's defaults), under the shadow's seed.
+        ``reset_parameters()`` (PyTorch's defaults), under the shadow's seed;
+        ``"finetune"``: G's own weights, trained further on ``X`` against a
+        new discriminator (the seed draws the discriminator and the batches):
+        a copy of G that someone fine-tuned.
     output : str, callable or None, default=None
         User generator only: which part of its output holds the samples (see
         :func:`~flipad_sklearn.find_final_layer`).
@@ -232,8 +235,8 @@ def _train_user_shadows(generator, X, n_shadows, *, seeds, latent_shape, epochs,
         raise ValueError("latent_shape is needed to train shadows of your own generator "
                          "(the shape of one latent code, e.g. (100, 1, 1)).")
     latent_shape = _check_latent_shape(latent_shape)
-    if init not in ("dcgan", "reset"):
-        raise ValueError(f"init must be 'dcgan' or 'reset', got {init!r}.")
+    if init not in ("dcgan", "reset", "finetune"):
+        raise ValueError(f"init must be 'dcgan', 'reset' or 'finetune', got {init!r}.")
     for name, v in (("epochs", epochs), ("batch_size", batch_size)):
         if not isinstance(v, Integral) or isinstance(v, bool) or v < 1:
             raise ValueError(f"{name} must be a positive integer, got {v!r}.")
@@ -268,7 +271,8 @@ def _train_user_shadows(generator, X, n_shadows, *, seeds, latent_shape, epochs,
         with preserved_global_rng():
             G = copy.deepcopy(generator).to("cpu")
             D = _Discriminator(X.shape[1:])
-        _reinit(G, init, seed)
+        if init != "finetune":
+            _reinit(G, init, seed)
         init_weights(D, gen)
         G.to(dev).train()
         D.to(dev).train()
