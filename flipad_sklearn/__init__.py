@@ -41,14 +41,14 @@ _EXPORTS = {
                        "ResizedCrop"],
     ".streaming": ["StreamingFeatures"],
     # detection: detectors, the conformal rule, pipelines, several owned models
-    ".detection": ["ConformalDetector", "ConformalPipeline", "FLIPADDetector",
-                   "FingerprintCorrelation", "LatentInversionDistance",
+    ".detection": ["ConformalDetector", "ConformalPipeline", "ConformalUnion",
+                   "FLIPADDetector", "FingerprintCorrelation", "GaussianDensity", "LatentInversionDistance",
                    "OwnedModelsAttributor", "ReconstructionDistance", "ThresholdWarning",
                    "calibrate", "calibration_size", "fnr_interval",
                    "required_validation_size"],
     ".model_selection": ["LabelStratifiedKFold", "labelled_roc_auc"],
     # recipes
-    ".pipeline": ["make_dctpad", "make_flipad", "make_rawpad"],
+    ".pipeline": ["make_dctpad", "make_flipad", "make_pixel_guard", "make_rawpad"],
     # input checks: warnings
     ".exceptions": ["InputContractWarning", "LabelConventionWarning", "OutOfRangeWarning"],
     # I/O: the verdict table (what `flipad score` writes)

@@ -18,6 +18,7 @@ import warnings
 
 import numpy as np
 
+from .detection.conformal import ConformalDecisionMixin, _unwrap
 from .lasso.solvers import make_solver, solver_names
 from .operators import is_layer_description, layer_adapter
 
@@ -472,6 +473,41 @@ def _post_svm(est, ctx):
     need(est.fit_status_ == 0, "fit_status_ is not 0 (the fit failed)")
 
 
+def _post_gaussian(est, ctx):
+    if not hasattr(est, "precision_"):
+        return
+    n = est.n_features_in_
+    need(_is_int(n) and n >= 1, "n_features_in_ is not a positive integer")
+    array(est.location_, "location_", shape=(n,))
+    P = array(est.precision_, "precision_", shape=(n, n))
+    need(P.dtype == np.float64 and np.array_equal(P, P.T),
+         "precision_ must be a symmetric float64 matrix")
+    real(est.log_det_, "log_det_")
+    real(est.shrinkage_, "shrinkage_", 0.0, 1.0)
+
+
+def _post_union(est, ctx):
+    if not hasattr(est, "estimators_"):
+        return
+    pairs = est.estimators_
+    need(isinstance(pairs, list) and len(pairs) >= 1 and all(
+        isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in pairs),
+        "the union's estimators_ are not (name, estimator) pairs")
+    m = len(pairs)
+    for name, member in pairs:
+        det, _ = _unwrap(member)
+        need(isinstance(det, ConformalDecisionMixin) and hasattr(det, "threshold_"),
+             f"the union's detector {name[:40]!r} is not a fitted conformal detector")
+    w = array(est.weights_, "weights_", shape=(m,))
+    need((w > 0).all() and abs(float(w.sum()) - 1.0) <= 1e-9,
+         "weights_ must be positive shares that sum to 1")
+    s = array(est.scales_, "scales_", shape=(m,))
+    need((s > 0).all(), "scales_ must be positive")
+    real(est.offset_, "offset_")
+    ins = {getattr(member, "n_features_in_", None) for _, member in pairs}
+    need(len(ins) == 1, "the union's detectors take different numbers of features")
+
+
 def _post_standard_scaler(est, ctx):
     if not hasattr(est, "n_features_in_"):
         return
@@ -554,6 +590,9 @@ _FITTED = {
                     "dual_coef_", "_dual_coef_", "intercept_", "_intercept_", "offset_",
                     "_probA", "_probB", "_gamma", "_sparse", "shape_fit_", "fit_status_"),
     "StandardScaler": ("n_features_in_", "mean_", "scale_"),
+    "GaussianDensity": ("n_features_in_", "location_", "precision_", "log_det_",
+                        "shrinkage_"),
+    "ConformalUnion": ("estimators_", "weights_", "scales_", "offset_"),
 }
 
 _PRE = {"FinalLayerInverter": _pre_inverter, "FLIPADDetector": _pre_detector}
@@ -565,5 +604,7 @@ _POST = {
     "GeneratorStandardScaler": _post_scaler,
     "OneClassSVM": _post_svm,
     "StandardScaler": _post_standard_scaler,
+    "GaussianDensity": _post_gaussian,
+    "ConformalUnion": _post_union,
     "Pipeline": _post_pipeline,
 }

@@ -51,8 +51,8 @@ from . import _file_checks as _check
 from ._file_checks import FileVersionWarning, UnsafeFileError
 from ._version import __version__
 from .detection import (
-    ConformalDetector, ConformalPipeline, FingerprintCorrelation, FLIPADDetector,
-    OwnedModelsAttributor,
+    ConformalDetector, ConformalPipeline, ConformalUnion, FingerprintCorrelation,
+    FLIPADDetector, GaussianDensity, OwnedModelsAttributor,
 )
 from .features import ActivationPooling, ChannelSelector, DCTFeatures, GeneratorStandardScaler
 from .inversion import FinalLayerInverter, SkipInverter
@@ -99,6 +99,8 @@ ALLOWED_CLASSES = {
     "flipad_sklearn.FingerprintCorrelation": FingerprintCorrelation,
     "flipad_sklearn.ConformalDetector": ConformalDetector,
     "flipad_sklearn.OwnedModelsAttributor": OwnedModelsAttributor,
+    "flipad_sklearn.ConformalUnion": ConformalUnion,
+    "flipad_sklearn.GaussianDensity": GaussianDensity,
     "flipad_sklearn.StreamingFeatures": StreamingFeatures,
     "flipad_sklearn.GaussianBlur": GaussianBlur,
     "flipad_sklearn.GaussianNoise": GaussianNoise,

@@ -24,7 +24,9 @@ from flipad_sklearn.detection import (
     ReconstructionDistance,
 )
 from flipad_sklearn.generators import GaussianCopulaGenerator, GaussianMixtureGenerator
+from flipad_sklearn.detection.gaussian_density import GaussianDensity
 from flipad_sklearn.detection.multi import OwnedModelsAttributor
+from flipad_sklearn.detection.union import ConformalUnion
 from flipad_sklearn.inversion import SkipInverter
 from flipad_sklearn.streaming import StreamingFeatures
 
@@ -121,6 +123,10 @@ with torch.random.fork_rng(devices=[]):
         LatentInversionDistance(_LinearGenerator(3), n_steps=5, batch_size=8, fnr=0.1,
                                 random_state=0),
         OwnedModelsAttributor({"G1": ConformalDetector(fnr=0.1, random_state=0)}),
+        ConformalUnion([("forest", ConformalDetector(fnr=0.1, random_state=0)),
+                        ("gauss", ConformalDetector("gaussian", fnr=0.1, random_state=1))],
+                       fnr=0.1),
+        GaussianDensity(),
         # any inverter: the streaming itself (batches of 7 < the checks' 20-30 samples);
         # and FLIPAD's, whose final layer fixes the number of features (3)
         StreamingFeatures(FunctionTransformer(), [("scale", GeneratorStandardScaler())],

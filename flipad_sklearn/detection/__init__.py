@@ -11,7 +11,11 @@
 * :mod:`.conformal_pipeline`: :class:`~flipad_sklearn.ConformalPipeline`, a
   pipeline with the input contract and p-values;
 * :mod:`.multi`: :class:`~flipad_sklearn.OwnedModelsAttributor`, one
-  detector per owned model.
+  detector per owned model;
+* :mod:`.union`: :class:`~flipad_sklearn.ConformalUnion`, several detectors
+  of one model, made by G only if every one accepts;
+* :mod:`.gaussian_density`: :class:`~flipad_sklearn.GaussianDensity`,
+  the shrunk Gaussian behind :func:`~flipad_sklearn.make_pixel_guard`.
 
 A new detector is one class: ``ConformalDecisionMixin`` + ``OutlierMixin`` +
 ``BaseEstimator`` with ``fit`` (``_validation_split`` for the held-out
@@ -28,11 +32,13 @@ from .conformal import (
 from .conformal_detector import ConformalDetector
 from .conformal_pipeline import ConformalPipeline
 from .deepsad import FLIPADDetector
+from .gaussian_density import GaussianDensity
 from .multi import OwnedModelsAttributor
+from .union import ConformalUnion
 
 __all__ = [
-    "ConformalDecisionMixin", "ConformalDetector", "ConformalPipeline", "FLIPADDetector",
-    "FingerprintCorrelation", "LatentInversionDistance", "OwnedModelsAttributor",
+    "ConformalDecisionMixin", "ConformalDetector", "ConformalPipeline", "ConformalUnion",
+    "FLIPADDetector", "FingerprintCorrelation", "GaussianDensity", "LatentInversionDistance", "OwnedModelsAttributor",
     "ReconstructionDistance", "ThresholdWarning", "calibrate", "calibration_size",
     "conformal_pvalues", "conformal_threshold", "fnr_interval", "required_validation_size",
 ]

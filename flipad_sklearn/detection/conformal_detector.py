@@ -1,7 +1,7 @@
 """Any scikit-learn or PyOD outlier detector behind the package's conformal rule.
 
 :class:`ConformalDetector` fits a classic detector (IsolationForest,
-OneClassSVM, LocalOutlierFactor with ``novelty=True``, any estimator with
+OneClassSVM, LocalOutlierFactor with ``novelty=True``, a shrunk Gaussian, any estimator with
 ``fit`` and ``score_samples``, or a PyOD detector: ``fit`` and
 ``decision_function``, higher = more outlying) on G's samples and thresholds
 its scores at a false-negative rate on held-out samples of G, like
@@ -19,6 +19,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._validation import check_labels, flatten_images
 from .conformal import CONFORMAL_CONSTRAINTS, ConformalDecisionMixin
+from .gaussian_density import GaussianDensity
 
 __all__ = ["ConformalDetector"]
 
@@ -31,6 +32,7 @@ _CLASSIC = {
     "iforest": lambda rs: IsolationForest(n_estimators=100, random_state=rs),
     "ocsvm": lambda rs: OneClassSVM(kernel="rbf", gamma="scale", nu=0.1),
     "lof": lambda rs: LocalOutlierFactor(n_neighbors=20, novelty=True),
+    "gaussian": lambda rs: GaussianDensity(),
 }
 
 
@@ -68,10 +70,12 @@ class ConformalDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
     Parameters
     ----------
     estimator : estimator with ``fit`` and ``score_samples``, PyOD detector or \
-            {"iforest", "ocsvm", "lof"}, default="iforest"
+            {"iforest", "ocsvm", "lof", "gaussian"}, default="iforest"
         Cloned at ``fit``.  Strings: ``IsolationForest()`` (seeded with
         ``random_state``), ``OneClassSVM(gamma="scale", nu=0.1)``,
-        ``LocalOutlierFactor(novelty=True)``.  A scikit-learn detector is
+        ``LocalOutlierFactor(novelty=True)``,
+        :class:`~flipad_sklearn.GaussianDensity` (a Gaussian with a
+        Ledoit-Wolf covariance, scored by its log-density).  A scikit-learn detector is
         scored with ``score_samples`` (higher = more normal).  A PyOD detector
         (``pyod.models``: ``fit`` and ``decision_function``, no
         ``score_samples``, ``decision_scores_`` after fit) is scored with

@@ -1,0 +1,282 @@
+"""Several conformal detectors of one generator: made by G only if every one accepts.
+
+FLIPAD's Deep SAD, trained with labelled others, sharpens the boundary
+between G and the sources it was shown; a one-class model of G's pixels
+(:func:`~flipad_sklearn.make_pixel_guard`) rejects what is far from all of
+G's images, whatever the others were (issue 32: another image domain,
+accepted by FLIPAD on the published face DCGAN).  Neither does the other's
+job, and their scores live on different scales, so they are not averaged.
+:class:`ConformalUnion` keeps each detector's own conformal threshold, at a
+share of the tolerated false-negative rate, and rejects a sample when any
+one of them rejects it.  By the union bound a fresh sample of G is rejected
+with probability at most the sum of the shares: ``fnr``.
+"""
+
+from numbers import Real
+
+import numpy as np
+from sklearn.base import BaseEstimator, MetaEstimatorMixin, OutlierMixin, clone
+from sklearn.utils._param_validation import Interval
+from sklearn.utils.validation import check_is_fitted
+
+from ._named import NamedEstimatorsMixin
+from .conformal import ConformalDecisionMixin, _unwrap, calibrate, detector_pvalues
+
+__all__ = ["ConformalUnion"]
+
+
+def _spread(scores):
+    """A robust unit of a detector's held-out scores (interquartile range, else std, else 1)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.size >= 2:
+        q1, q3 = np.quantile(scores, [0.25, 0.75])
+        for unit in (q3 - q1, scores.std()):
+            if np.isfinite(unit) and unit > 0:
+                return float(unit)
+    return 1.0
+
+
+class ConformalUnion(NamedEstimatorsMixin, MetaEstimatorMixin, OutlierMixin, BaseEstimator):
+    """Accept a sample as G's only when every detector accepts it (union of rejections).
+
+    Each detector (a clone of ``estimators[name]``: a conformal detector of
+    the package or a pipeline ending in one, e.g.
+    :func:`~flipad_sklearn.pipeline.make_flipad` and
+    :func:`~flipad_sklearn.make_pixel_guard`) is fitted on the same ``X, y``
+    with its false-negative rate set to its share of ``fnr``,
+    ``fnr * weights[name] / sum(weights)``, and keeps its own conformal
+    threshold.  A sample is rejected ("not made by G") when any detector
+    rejects it, so a fresh sample of G is rejected with probability at most
+    the sum of the detectors' guarantees (the union bound), recorded in
+    ``fnr_bound_``.  Each detector needs the held-out samples of G its own
+    share needs (:func:`~flipad_sklearn.calibration_size`): a cheap detector
+    given a small share can be calibrated on many fresh samples of G with
+    :meth:`calibrate`.
+
+    Parameters
+    ----------
+    estimators : dict {name: estimator} or list of (name, estimator)
+        Conformal detectors (or pipelines ending in one) of the same inputs.
+    fnr : float in (0, 1), default=0.005
+        The tolerated false-negative rate of the union, shared among the
+        detectors.
+    weights : dict {name: float} or None, default=None
+        Each detector's share of ``fnr`` (normalised to sum 1); None: equal
+        shares.
+
+    Attributes
+    ----------
+    estimators_ : list of (name, estimator)
+        The fitted detectors.
+    weights_ : ndarray of shape (n_estimators,)
+        The normalised shares, in the order of ``estimators_``.
+    scales_ : ndarray of shape (n_estimators,)
+        Each detector's unit of score (the interquartile range of its
+        held-out scores of G at fit), which puts the decision functions on
+        one scale for :meth:`decision_function`.
+    offset_ : float
+        0: ``decision_function = score_samples``.
+    fnr_bound_ : float
+        Sum of the detectors' ``fnr_bound_``: the probability that a fresh
+        sample of G is rejected is at most this.
+    n_features_in_ : int
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from flipad_sklearn import ConformalDetector, ConformalUnion
+    >>> X = np.random.default_rng(0).normal(size=(400, 3))
+    >>> union = ConformalUnion([("forest", ConformalDetector("iforest", random_state=0)),
+    ...                         ("gauss", ConformalDetector("gaussian", random_state=0))],
+    ...                        fnr=0.05).fit(X)
+    >>> union.predict([[0.0, 0.0, 0.0], [8.0, 8.0, 8.0]])
+    array([ 1, -1])
+    >>> [round(float(d.fnr), 3) for d in (e for _, e in union.estimators_)]
+    [0.025, 0.025]
+    """
+
+    _parameter_constraints = {
+        "estimators": [dict, list],
+        "fnr": [Interval(Real, 0, 1, closed="neither")],
+        "weights": [None, dict],
+    }
+
+    def __init__(self, estimators, *, fnr=0.005, weights=None):
+        self.estimators = estimators
+        self.fnr = fnr
+        self.weights = weights
+
+    def _shares(self, names):
+        if self.weights is None:
+            w = np.ones(len(names))
+        else:
+            unknown = sorted(set(self.weights) - set(names))
+            missing = [n for n in names if n not in self.weights]
+            if unknown or missing:
+                raise ValueError(f"weights must give a share to each detector {names}; "
+                                 f"unknown: {unknown}, missing: {missing}.")
+            w = np.array([self.weights[n] for n in names], dtype=np.float64)
+            if not (np.isfinite(w).all() and (w > 0).all()):
+                raise ValueError(f"weights must be positive and finite, got {self.weights}.")
+        return w / w.sum()
+
+    def fit(self, X, y=None):
+        """Fit every detector on ``X, y`` at its share of ``fnr``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+            In the detectors' input space (images for FLIPAD pipelines).
+        y : array-like of shape (n_samples,), default=None
+            1 = made by G, -1 = known not made by G, 0 = unlabelled; passed
+            to every detector (a one-class detector drops the -1 samples).
+
+        Returns
+        -------
+        self : ConformalUnion
+        """
+        self._validate_params()
+        pairs = self._check_names()
+        w = self._shares([n for n, _ in pairs])
+        fitted = []
+        for (name, est), share in zip(pairs, w):
+            est = clone(est)
+            det, _ = _unwrap(est)
+            if not isinstance(det, ConformalDecisionMixin):
+                raise TypeError(f"Detector {name!r}: {type(det).__name__} is not a conformal "
+                                "detector of flipad_sklearn (or a pipeline ending in one).")
+            det.set_params(fnr=float(self.fnr * share))
+            fitted.append((name, est.fit(X, y)))
+        self.estimators_ = fitted
+        self.weights_ = w
+        self.scales_ = np.array([_spread(_unwrap(e)[0].validation_scores_)
+                                 for _, e in fitted])
+        self.offset_ = 0.0
+        return self
+
+    def fit_predict(self, X, y=None):
+        """Fit on ``X, y`` (``y`` forwarded, unlike ``OutlierMixin``'s), then predict ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+        y : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+        """
+        return self.fit(X, y).predict(X)
+
+    @property
+    def n_features_in_(self):
+        """Number of features the detectors were fitted on (the first detector's)."""
+        check_is_fitted(self, "estimators_")
+        return self.estimators_[0][1].n_features_in_
+
+    @property
+    def fnr_bound_(self):
+        """Sum of the detectors' ``fnr_bound_`` (the union bound)."""
+        check_is_fitted(self, "estimators_")
+        return float(sum(_unwrap(e)[0].fnr_bound_ for _, e in self.estimators_))
+
+    def calibrate(self, X, *, n_samples="auto", detectors=None):
+        """Set the detectors' thresholds on fresh samples of G, without refitting.
+
+        Parameters
+        ----------
+        X : array-like or callable
+            Fresh samples of G (or a sampler ``X(n) -> n samples``), see
+            :func:`~flipad_sklearn.calibrate`.
+        n_samples : "auto" or int, default="auto"
+            Drawn from a sampler: ``"auto"``, the fewest each detector's
+            share of ``fnr`` needs.
+        detectors : list of str or None, default=None
+            The detectors to calibrate (e.g. only a cheap pixel guard on
+            many fresh samples); None: all.
+
+        Returns
+        -------
+        self
+        """
+        check_is_fitted(self)
+        names = [n for n, _ in self.estimators_]
+        chosen = names if detectors is None else list(detectors)
+        unknown = sorted(set(chosen) - set(names))
+        if unknown:
+            raise ValueError(f"Unknown detectors {unknown}; the union has {names}.")
+        for (name, est), share in zip(self.estimators_, self.weights_):
+            if name in chosen:
+                calibrate(est, X, n_samples=n_samples, fnr=float(self.fnr * share))
+        return self
+
+    def decision_function(self, X):
+        """The lowest decision of the detectors, each in units of its held-out scores.
+
+        Negative exactly when some detector rejects the sample; for ranking
+        (ROC curves) the units put the detectors on one scale.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+
+        Returns
+        -------
+        decision : ndarray of shape (n_samples,)
+        """
+        check_is_fitted(self)
+        out = None
+        for (_, est), unit in zip(self.estimators_, self.scales_):
+            d = np.asarray(est.decision_function(X), dtype=np.float64) / unit
+            out = d if out is None else np.minimum(out, d)
+        return out
+
+    def score_samples(self, X):
+        """Same as :meth:`decision_function` (``offset_`` is 0); higher = more like G.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,)
+        """
+        return self.decision_function(X) + self.offset_
+
+    def predict(self, X):
+        """+1 when every detector accepts the sample ("made by G"), else -1.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,), int
+        """
+        return np.where(self.decision_function(X) >= 0, 1, -1)
+
+    def pvalues(self, X, per_detector=False):
+        """Conformal p-values of "made by G", combined by Bonferroni's rule.
+
+        The union's p-value is ``min(1, min_j p_j / w_j)`` with ``p_j`` the
+        p-value of detector ``j`` and ``w_j`` its share: for a fresh sample
+        of G, ``P(p <= a) <= a``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+        per_detector : bool, default=False
+            Return the detectors' own p-values, one column each (the order
+            of ``estimators_``), instead.
+
+        Returns
+        -------
+        p : ndarray of shape (n_samples,) or (n_samples, n_estimators)
+        """
+        check_is_fitted(self)
+        P = np.column_stack([detector_pvalues(est, X) for _, est in self.estimators_])
+        if per_detector:
+            return P
+        return np.minimum(1.0, (P / self.weights_).min(axis=1))

@@ -1,0 +1,258 @@
+"""ConformalUnion, GaussianDensity and make_pixel_guard (issue 32: open world by construction)."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import binom, multivariate_normal
+from sklearn.base import clone
+from sklearn.covariance import LedoitWolf
+
+from flipad_sklearn import (
+    ConformalDetector, ConformalUnion, GaussianDensity, make_pixel_guard, persistence,
+)
+from flipad_sklearn.generators import train_shadows
+
+from test_persistence import _craft, _entry, _members, _state
+
+
+def _union(fnr=0.05, weights=None):
+    return ConformalUnion([("forest", ConformalDetector("iforest", random_state=0)),
+                           ("gauss", ConformalDetector("gaussian", random_state=1))],
+                          fnr=fnr, weights=weights)
+
+
+# ------------------------------------------------------------------ GaussianDensity
+def test_gaussian_density_without_shrinkage_is_the_gaussian_log_density():
+    X = np.random.default_rng(0).normal(size=(500, 4)) @ np.diag([1.0, 2.0, 0.5, 3.0])
+    g = GaussianDensity(shrinkage=0.0).fit(X)
+    cov = np.cov(X, rowvar=False, bias=True)
+    Y = np.random.default_rng(1).normal(size=(7, 4))
+    np.testing.assert_allclose(g.score_samples(Y),
+                               multivariate_normal(X.mean(0), cov).logpdf(Y), rtol=1e-10)
+
+
+def test_gaussian_density_shrinks_as_ledoit_wolf():
+    X = np.random.default_rng(0).normal(size=(30, 50))     # more features than samples
+    g = GaussianDensity().fit(X)
+    lw = LedoitWolf().fit(X)
+    assert g.shrinkage_ == pytest.approx(lw.shrinkage_)
+    np.testing.assert_allclose(np.linalg.inv(g.precision_), lw.covariance_, atol=1e-10)
+    assert np.isfinite(g.score_samples(X)).all()
+
+
+def test_gaussian_density_of_constant_samples_stays_finite():
+    g = GaussianDensity().fit(np.ones((10, 3)))
+    assert np.isfinite(g.precision_).all() and np.isfinite(g.score_samples(np.zeros((2, 3)))).all()
+
+
+# ------------------------------------------------------------------ ConformalUnion
+def test_each_detector_gets_its_share_and_the_bound_is_their_sum():
+    X = np.random.default_rng(0).normal(size=(600, 3))
+    u = _union(fnr=0.05, weights={"forest": 3, "gauss": 1}).fit(X)
+    fnrs = [e.fnr for _, e in u.estimators_]
+    assert fnrs == pytest.approx([0.0375, 0.0125])
+    assert u.fnr_bound_ == pytest.approx(sum(e.fnr_bound_ for _, e in u.estimators_))
+    assert u.fnr_bound_ <= 0.05 + 1e-12
+
+
+def test_union_rejects_exactly_what_some_detector_rejects():
+    rng = np.random.default_rng(0)
+    u = _union().fit(rng.normal(size=(400, 3)))
+    Y = np.r_[rng.normal(size=(300, 3)), rng.normal(size=(100, 3)) * 3]
+    members = np.column_stack([e.predict(Y) for _, e in u.estimators_])
+    expected = np.where((members == 1).all(1), 1, -1)
+    np.testing.assert_array_equal(u.predict(Y), expected)
+    assert (np.sign(u.decision_function(Y)) >= 0).tolist() == (expected == 1).tolist()
+    assert 0 < (expected == -1).sum() < len(Y)
+
+
+def test_fresh_samples_of_g_are_rejected_at_most_fnr():
+    """The union bound holds (each detector alone at fnr would reject ~2 fnr)."""
+    rng = np.random.default_rng(0)
+    rejected = 0
+    n_test = 2000
+    for seed in range(5):
+        u = _union(fnr=0.05).fit(rng.normal(size=(400, 3)))
+        rejected += (u.predict(rng.normal(size=(n_test, 3))) == -1).sum()
+    # one-sided binomial test at 0.001 against "rejects fnr = 0.05 of G"
+    assert rejected <= binom.ppf(0.999, 5 * n_test, 0.05)
+
+
+def test_pvalues_are_bonferroni_of_the_detectors_and_agree_with_predict():
+    rng = np.random.default_rng(0)
+    u = _union(fnr=0.05, weights={"forest": 1, "gauss": 4}).fit(rng.normal(size=(600, 3)))
+    Y = np.r_[rng.normal(size=(200, 3)), rng.normal(size=(50, 3)) * 4]
+    P = u.pvalues(Y, per_detector=True)
+    assert P.shape == (250, 2)
+    np.testing.assert_allclose(u.pvalues(Y), np.minimum(1, (P / [0.2, 0.8]).min(1)))
+    bounds = np.array([e.fnr_bound_ for _, e in u.estimators_])
+    np.testing.assert_array_equal(u.predict(Y) == -1, (P <= bounds).any(1))
+
+
+def test_calibrate_sets_only_the_detectors_named():
+    rng = np.random.default_rng(0)
+    u = _union(fnr=0.01).fit(rng.normal(size=(300, 3)))
+    before = [e.validation_scores_.size for _, e in u.estimators_]
+    u.calibrate(lambda n: rng.normal(size=(n, 3)), detectors=["gauss"])
+    after = [e.validation_scores_.size for _, e in u.estimators_]
+    assert after[0] == before[0] and after[1] == 199     # 0.005 needs 199 held out
+    assert u.estimators_[1][1].fnr == pytest.approx(0.005)
+    with pytest.raises(ValueError, match="Unknown detectors"):
+        u.calibrate(rng.normal(size=(10, 3)), detectors=["nope"])
+
+
+@pytest.mark.parametrize("weights, message", [
+    ({"forest": 1}, "missing"), ({"forest": 1, "gauss": 1, "x": 1}, "unknown"),
+    ({"forest": 1, "gauss": -1}, "positive"), ({"forest": 1, "gauss": np.nan}, "positive"),
+])
+def test_bad_weights_are_refused(weights, message):
+    with pytest.raises(ValueError, match=message):
+        _union(weights=weights).fit(np.random.default_rng(0).normal(size=(50, 3)))
+
+
+def test_a_detector_that_is_not_conformal_is_refused_by_name():
+    from sklearn.ensemble import IsolationForest
+
+    u = ConformalUnion([("plain", IsolationForest())])
+    with pytest.raises(TypeError, match="'plain'.*IsolationForest"):
+        u.fit(np.zeros((20, 2)))
+
+
+def test_params_reach_inside_and_clone_keeps_them():
+    u = _union().set_params(gauss__estimator="ocsvm", fnr=0.1)
+    params = clone(u).get_params()
+    assert params["gauss__estimator"] == "ocsvm" and params["fnr"] == 0.1
+
+
+def test_fit_predict_forwards_y():
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(size=(200, 3)), rng.normal(size=(50, 3)) + 6]
+    y = np.r_[np.ones(200), -np.ones(50)]
+    # the -1 samples are dropped from training: they stay far from G and are rejected
+    assert (_union().fit_predict(X, y)[200:] == -1).all()
+
+
+# --------------------------------------------------------------------- the pixel guard
+def _smooth(n, seed, transpose=False):
+    """Images of one 'domain': a wave along the rows with a random phase, times a fixed
+    wave along the columns; ``transpose``: the other way round (another domain)."""
+    rng = np.random.default_rng(seed)
+    t = np.linspace(0, 2 * np.pi, 16)
+    ph = rng.uniform(0, 2 * np.pi, size=(n, 3, 1, 1))
+    img = np.sin(t[None, None, :, None] + ph) * np.cos(t[None, None, None, :])
+    if transpose:
+        img = img.transpose(0, 1, 3, 2)
+    return np.tanh(img + 0.1 * rng.normal(size=(n, 3, 16, 16))).astype(np.float32)
+
+
+def test_pixel_guard_rejects_another_domain_and_ignores_labelled_others():
+    X_g, X_other = _smooth(400, 0), _smooth(100, 1, transpose=True)
+    y = np.r_[np.ones(400), -np.ones(100)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")          # too few held-out samples for fnr
+        guard = make_pixel_guard((3, 16, 16), size=4, fnr=0.01, random_state=0)
+        with_others = clone(guard).fit(np.r_[X_g, X_other], y)
+        alone = clone(guard).fit(X_g)
+    fresh, other = _smooth(300, 2), _smooth(300, 3, transpose=True)
+    for g in (with_others, alone):
+        assert (g.predict(other) == -1).mean() >= 0.99
+        assert (g.predict(fresh) == -1).mean() <= 0.05
+    np.testing.assert_allclose(with_others.score_samples(other), alone.score_samples(other))
+
+
+def test_pixel_guard_scores_floats_and_their_8bit_files_alike():
+    X = _smooth(300, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        g = make_pixel_guard((3, 16, 16), size=4, random_state=0).fit(X)
+    q = np.round((X + 1) * 127.5) / 127.5 - 1
+    np.testing.assert_allclose(g.score_samples(X), g.score_samples(q))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"image_shape": (16, 16)}, "image_shape"), ({"image_shape": (3, 16, 16), "size": 0}, "size"),
+    ({"image_shape": (3, 16, 16), "size": 2.5}, "size"),
+])
+def test_pixel_guard_refuses_bad_shapes(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        make_pixel_guard(**kwargs)
+
+
+# -------------------------------------------------------------------------- persistence
+@pytest.fixture
+def saved_union(tmp_path):
+    X = _smooth(300, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        u = ConformalUnion([("coarse", make_pixel_guard((3, 16, 16), size=2, random_state=0)),
+                            ("fine", make_pixel_guard((3, 16, 16), size=4, random_state=1))],
+                           fnr=0.02).fit(X)
+    path = tmp_path / "union.flipad"
+    persistence.save(u, path)
+    return u, path, X
+
+
+def test_union_round_trips_with_identical_scores(saved_union):
+    u, path, X = saved_union
+    v = persistence.load(path)
+    np.testing.assert_array_equal(u.decision_function(X[:50]), v.decision_function(X[:50]))
+    np.testing.assert_array_equal(u.pvalues(X[:50]), v.pvalues(X[:50]))
+    assert v.fnr_bound_ == u.fnr_bound_
+
+
+def _fitted_key(node, cls, key):
+    """The array key of ``key`` in the first estimator of class ``cls`` that has it."""
+    if isinstance(node, dict):
+        if node.get("__type__") == "estimator" and node.get("class") == cls:
+            for k, v in node["state"]["items"]:
+                if k == key:
+                    return v["key"]
+        node = list(node.values())
+    if isinstance(node, list):
+        for v in node:
+            found = _fitted_key(v, cls, key)
+            if found is not None:
+                return found
+    return None
+
+
+@pytest.mark.parametrize("edit, message", [
+    ("weights", "weights_ must be positive shares"),
+    ("precision", "precision_ must be a symmetric"),
+    ("location", r"location_ has shape"),
+])
+def test_inconsistent_union_files_are_refused(saved_union, tmp_path, edit, message):
+    _, path, _ = saved_union
+    spec, arrays = _members(path)
+    if edit == "weights":
+        key = _entry(_state(spec["root"], "flipad_sklearn.ConformalUnion"), "weights_")[1]["key"]
+        arrays[key] = np.array([0.9, 0.9])
+    else:
+        # the fitted density, not an unfitted one among the parameters
+        key = _fitted_key(spec["root"], "flipad_sklearn.GaussianDensity", f"{edit}_")
+        a = arrays[key].copy()
+        if edit == "precision":
+            a[0, 1] += 1.0
+        else:
+            a = a[:-1]
+        arrays[key] = a
+    with pytest.raises(persistence.UnsafeFileError, match=message):
+        persistence.load(_craft(tmp_path / "bad.flipad", spec, arrays))
+
+
+# ------------------------------------------------------------------ fine-tuned shadows
+def test_finetune_shadows_start_from_g_and_others_do_not():
+    torch.manual_seed(0)
+    G = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 6),
+                            torch.nn.Tanh())
+    X = np.tanh(np.random.default_rng(0).normal(size=(64, 6))).astype(np.float32)
+
+    def distance(S):
+        return sum(float((a - b).detach().norm()) for a, b in zip(S.parameters(), G.parameters()))
+    (tuned,) = train_shadows(G, X, seeds=[1], latent_shape=(4,), epochs=1, init="finetune")
+    (fresh,) = train_shadows(G, X, seeds=[1], latent_shape=(4,), epochs=1)
+    assert 0 < distance(tuned) < 0.5 * distance(fresh)
+    with pytest.raises(ValueError, match="finetune"):
+        train_shadows(G, X, seeds=[1], latent_shape=(4,), init="warm")
