@@ -12,15 +12,19 @@ one of them rejects it.  By the union bound a fresh sample of G is rejected
 with probability at most the sum of the shares: ``fnr``.
 """
 
+import warnings
 from numbers import Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, OutlierMixin, clone
+from sklearn.frozen import FrozenEstimator
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
 from ._named import NamedEstimatorsMixin
-from .conformal import ConformalDecisionMixin, _unwrap, calibrate, detector_pvalues
+from .conformal import (
+    ConformalDecisionMixin, ThresholdWarning, _unwrap, calibrate, detector_pvalues,
+)
 
 __all__ = ["ConformalUnion"]
 
@@ -53,6 +57,15 @@ class ConformalUnion(NamedEstimatorsMixin, MetaEstimatorMixin, OutlierMixin, Bas
     given a small share can be calibrated on many fresh samples of G with
     :meth:`calibrate`.
 
+    ``fit`` sets every detector's ``fnr`` (on its clone) to its share: an
+    ``fnr`` set on a detector, by hand or by a grid search over
+    ``<name>__fnr`` (or ``<name>__det__fnr``), has no effect; the shares
+    are set by ``fnr`` and ``weights`` (search over ``weights`` instead).
+    A :class:`~sklearn.frozen.FrozenEstimator` is neither refitted nor
+    changed: it keeps its own threshold, ``fnr_bound_`` counts it, and a
+    ``ThresholdWarning`` says when
+    that is more than its share.
+
     Parameters
     ----------
     estimators : dict {name: estimator} or list of (name, estimator)
@@ -71,9 +84,10 @@ class ConformalUnion(NamedEstimatorsMixin, MetaEstimatorMixin, OutlierMixin, Bas
     weights_ : ndarray of shape (n_estimators,)
         The normalised shares, in the order of ``estimators_``.
     scales_ : ndarray of shape (n_estimators,)
-        Each detector's unit of score (the interquartile range of its
-        held-out scores of G at fit), which puts the decision functions on
-        one scale for :meth:`decision_function`.
+        Each detector's unit of score (the interquartile range of the
+        held-out scores of G its threshold stands on: at fit, or at
+        :meth:`calibrate`), which puts the decision functions on one scale
+        for :meth:`decision_function`.
     offset_ : float
         0: ``decision_function = score_samples``.
     fnr_bound_ : float
@@ -145,7 +159,19 @@ class ConformalUnion(NamedEstimatorsMixin, MetaEstimatorMixin, OutlierMixin, Bas
             if not isinstance(det, ConformalDecisionMixin):
                 raise TypeError(f"Detector {name!r}: {type(det).__name__} is not a conformal "
                                 "detector of flipad_sklearn (or a pipeline ending in one).")
-            det.set_params(fnr=float(self.fnr * share))
+            if isinstance(est, FrozenEstimator):
+                # clone keeps a frozen detector itself: never change its fnr under its
+                # threshold (the caller's object); it keeps its own threshold
+                bound = getattr(det, "fnr_bound_", None)
+                if bound is None or bound > self.fnr * share * (1 + 1e-9):
+                    warnings.warn(
+                        f"Detector {name!r} is frozen: it keeps its own threshold "
+                        f"(fnr_bound_={bound}), not its share {self.fnr * share:.4g} of "
+                        f"fnr={self.fnr}, so the union's fnr_bound_ exceeds fnr. Set its "
+                        f"threshold with union.calibrate(X_of_G, detectors=[{name!r}]).",
+                        ThresholdWarning, stacklevel=2)
+            else:
+                det.set_params(fnr=float(self.fnr * share))
             fitted.append((name, est.fit(X, y)))
         self.estimators_ = fitted
         self.weights_ = w
@@ -205,9 +231,13 @@ class ConformalUnion(NamedEstimatorsMixin, MetaEstimatorMixin, OutlierMixin, Bas
         unknown = sorted(set(chosen) - set(names))
         if unknown:
             raise ValueError(f"Unknown detectors {unknown}; the union has {names}.")
-        for (name, est), share in zip(self.estimators_, self.weights_):
+        scales = np.array(self.scales_, dtype=np.float64)
+        for i, ((name, est), share) in enumerate(zip(self.estimators_, self.weights_)):
             if name in chosen:
                 calibrate(est, X, n_samples=n_samples, fnr=float(self.fnr * share))
+                # the unit follows the held-out scores the threshold now stands on
+                scales[i] = _spread(_unwrap(est)[0].validation_scores_)
+        self.scales_ = scales
         return self
 
     def decision_function(self, X):

@@ -1,0 +1,45 @@
+"""Second review of ConformalUnion, GaussianDensity and make_pixel_guard (issue 32)."""
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.frozen import FrozenEstimator
+
+from flipad_sklearn import ConformalDetector, ConformalUnion, GaussianDensity, persistence
+from flipad_sklearn.detection.conformal import ThresholdWarning
+from flipad_sklearn.detection.conformal_pipeline import ConformalPipeline
+
+from test_persistence import _craft, _members
+from test_union import _fitted_key, saved_union  # noqa: F401 (fixture)
+
+
+def test_a_frozen_detector_is_not_changed_and_its_own_threshold_is_reported():
+    X = np.random.default_rng(0).normal(size=(400, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ThresholdWarning)
+        d = ConformalDetector("gaussian", fnr=0.05, random_state=0).fit(X)
+    threshold = d.threshold_
+    u = ConformalUnion([("frozen", FrozenEstimator(d)),
+                        ("forest", ConformalDetector(random_state=0))], fnr=0.02)
+    with pytest.warns(ThresholdWarning, match="'frozen' is frozen"):
+        u.fit(X)
+    assert d.fnr == 0.05 and d.threshold_ == threshold      # the caller's object
+    assert u.fnr_bound_ == pytest.approx(d.fnr_bound_ + u.estimators_[1][1].fnr_bound_)
+
+
+def test_calibrate_updates_the_units_of_the_detectors_it_calibrates():
+    rng = np.random.default_rng(0)
+    u = ConformalUnion([("late", ConformalDetector("gaussian", validation_size=0)),
+                        ("gauss", ConformalDetector("gaussian", random_state=0))],
+                       fnr=0.1).fit(rng.normal(size=(300, 3)))
+    assert u.scales_[0] == 1.0                  # nothing held out yet
+    u.calibrate(rng.normal(size=(300, 3)) * 100, detectors=["late"])
+    v = u.estimators_[0][1].validation_scores_
+    q1, q3 = np.quantile(v, [0.25, 0.75])
+    assert u.scales_[0] == pytest.approx(q3 - q1)
+    Y = rng.normal(size=(50, 3))
+    np.testing.assert_allclose(
+        u.decision_function(Y),
+        np.minimum(u.estimators_[0][1].decision_function(Y) / u.scales_[0],
+                   u.estimators_[1][1].decision_function(Y) / u.scales_[1]))
