@@ -43,3 +43,20 @@ def test_calibrate_updates_the_units_of_the_detectors_it_calibrates():
         u.decision_function(Y),
         np.minimum(u.estimators_[0][1].decision_function(Y) / u.scales_[0],
                    u.estimators_[1][1].decision_function(Y) / u.scales_[1]))
+
+
+def test_a_pipeline_of_one_conformal_step_gives_pvalues_and_calibrates():
+    rng = np.random.default_rng(0)
+    one = ConformalPipeline([("det", ConformalDetector("gaussian", random_state=0))],
+                            input_range=(-1, 1), quantize="uint8")
+    X = rng.uniform(-1, 1, size=(400, 4))
+    u = ConformalUnion([("one", one), ("forest", ConformalDetector(random_state=0))],
+                       fnr=0.1).fit(X)
+    fitted = u.estimators_[0][1]
+    # the pipeline's input contract applies to its p-values as to its predictions
+    q = np.round((X[:20] + 1) * 127.5) / 127.5 - 1
+    np.testing.assert_array_equal(fitted.pvalues(X[:20]), fitted.pvalues(q))
+    np.testing.assert_array_equal(u.pvalues(X[:20], per_detector=True)[:, 0],
+                                  fitted.pvalues(X[:20]))
+    u.calibrate(rng.uniform(-1, 1, size=(100, 4)), detectors=["one"])
+    assert fitted[-1].validation_scores_.size == 100

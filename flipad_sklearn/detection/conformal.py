@@ -793,7 +793,18 @@ def detector_pvalues(estimator, X):
     if not hasattr(det, "pvalues"):
         raise TypeError(f"{type(det).__name__} has no pvalues: a conformal detector of "
                         "flipad_sklearn (or a pipeline ending in one) is needed.")
-    return det.pvalues(X if head is None else head.transform(X))
+    return det.pvalues(_head_transform(head, X))
+
+
+def _head_transform(head, X):
+    """``X`` through the steps before the detector (a pipeline's input contract only,
+    when the detector is its one step)."""
+    if head is None:
+        return X
+    if not head.steps:
+        contract = getattr(head, "_contract", None)
+        return X if contract is None else contract(X)
+    return head.transform(X)
 
 
 def calibrate(estimator, X, *, n_samples="auto", fnr=None):
@@ -853,5 +864,5 @@ def calibrate(estimator, X, *, n_samples="auto", fnr=None):
                              "asked for.")
     if len(X) < 1:
         raise ValueError("calibrate needs at least one sample of G.")
-    det.recalibrate(X if head is None else head.transform(X))
+    det.recalibrate(_head_transform(head, X))
     return estimator

@@ -317,7 +317,7 @@ class ConformalPipeline(Pipeline):
             Only with ``return_decision=True``.
         """
         det = self._final_estimator
-        Xt = self[:-1].transform(X) if len(self) > 1 else X
+        Xt = self[:-1].transform(X) if len(self) > 1 else self._contract(X)
         p = det.pvalues(Xt)
         # the detector scores the features twice: cheap next to the steps
         return (p, det.decision_function(Xt)) if return_decision else p

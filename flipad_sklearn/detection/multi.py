@@ -25,7 +25,7 @@ from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import _num_samples, check_is_fitted, column_or_1d
 
 from ._named import NamedEstimatorsMixin
-from .conformal import ConformalDecisionMixin, _unwrap, calibrate
+from .conformal import ConformalDecisionMixin, _head_transform, _unwrap, calibrate
 
 __all__ = ["OwnedModelsAttributor"]
 
@@ -235,7 +235,7 @@ class OwnedModelsAttributor(NamedEstimatorsMixin, ClassifierMixin, MetaEstimator
         for name in self.classes_:
             det, head = _unwrap(self.estimators_[name])
             det._check_calibrated()
-            out.append((det, det.score_samples(X if head is None else head.transform(X))))
+            out.append((det, det.score_samples(_head_transform(head, X))))
         return out
 
     def pvalues(self, X):
