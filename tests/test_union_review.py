@@ -60,3 +60,18 @@ def test_a_pipeline_of_one_conformal_step_gives_pvalues_and_calibrates():
                                   fitted.pvalues(X[:20]))
     u.calibrate(rng.uniform(-1, 1, size=(100, 4)), detectors=["one"])
     assert fitted[-1].validation_scores_.size == 100
+
+
+def test_gaussian_density_is_free_of_the_features_unit():
+    """Eigenvalues are floored relative to the largest, not to 1."""
+    X = np.random.default_rng(0).normal(size=(200, 5)) @ np.diag([1, 2, 3, 4, 5.0])
+    Y = np.random.default_rng(1).normal(size=(20, 5))
+    c = 1e-6
+    np.testing.assert_allclose(GaussianDensity().fit(X * c).mahalanobis(Y * c),
+                               GaussianDensity().fit(X).mahalanobis(Y), rtol=1e-6)
+
+
+def test_gaussian_density_refuses_features_whose_covariance_overflows():
+    X = np.random.default_rng(0).normal(size=(50, 3)) * 1e200
+    with pytest.raises(ValueError, match="rescale"):
+        GaussianDensity().fit(X)

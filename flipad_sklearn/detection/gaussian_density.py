@@ -93,7 +93,11 @@ class GaussianDensity(BaseEstimator):
         self.location_ = X.mean(axis=0)
         Xc = X - self.location_
         d = X.shape[1]
-        emp = Xc.T @ Xc / X.shape[0]
+        with np.errstate(over="ignore", invalid="ignore"):
+            emp = Xc.T @ Xc / X.shape[0]
+        if not np.isfinite(emp).all():
+            raise ValueError("The covariance of X overflows float64 (values up to "
+                             f"{np.abs(X).max():.3g}): rescale the features.")
         mu = np.trace(emp) / d
         if self.shrinkage == "ledoit_wolf":
             s = float(ledoit_wolf_shrinkage(Xc, assume_centered=True)) if mu > 0 else 1.0
@@ -102,7 +106,10 @@ class GaussianDensity(BaseEstimator):
         cov = (1.0 - s) * emp
         cov.flat[::d + 1] += s * mu
         w, V = np.linalg.eigh(cov)
-        w = np.maximum(w, _EIG_FLOOR * max(float(w[-1]), 1.0))
+        # relative to the largest eigenvalue (scale-free: features in other units keep
+        # their ranking); 1 only when every sample is the same
+        top = float(w[-1])
+        w = np.maximum(w, _EIG_FLOOR * (top if top > 0 else 1.0))
         self.precision_ = (V / w) @ V.T
         self.precision_ = 0.5 * (self.precision_ + self.precision_.T)
         self.log_det_ = float(np.sum(np.log(w)))
