@@ -482,8 +482,14 @@ def _post_gaussian(est, ctx):
     P = array(est.precision_, "precision_", shape=(n, n))
     need(P.dtype == np.float64 and np.array_equal(P, P.T),
          "precision_ must be a symmetric float64 matrix")
-    real(est.log_det_, "log_det_")
+    log_det = real(est.log_det_, "log_det_")
     real(est.shrinkage_, "shrinkage_", 0.0, 1.0)
+    # a precision with a negative eigenvalue scores far samples as typical (a negative
+    # distance), and log_det_ shifts every score: both must be the fitted covariance's
+    eig = np.linalg.eigvalsh(P)
+    need(eig[0] > 0, "precision_ must be positive definite")
+    need(abs(log_det + float(np.sum(np.log(eig)))) <= 1e-8 * n * (1.0 + abs(log_det)),
+         "log_det_ is not the log-determinant of the covariance precision_ inverts")
 
 
 def _post_union(est, ctx):

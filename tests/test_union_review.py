@@ -75,3 +75,23 @@ def test_gaussian_density_refuses_features_whose_covariance_overflows():
     X = np.random.default_rng(0).normal(size=(50, 3)) * 1e200
     with pytest.raises(ValueError, match="rescale"):
         GaussianDensity().fit(X)
+
+
+@pytest.mark.parametrize("edit, message", [
+    ("indefinite", "positive definite"), ("log_det", "log-determinant"),
+])
+def test_gaussian_files_that_would_change_every_score_are_refused(saved_union, tmp_path,
+                                                                  edit, message):
+    _, path, _ = saved_union
+    spec, arrays = _members(path)
+    key = _fitted_key(spec["root"], "flipad_sklearn.GaussianDensity", "precision_")
+    P = arrays[key]
+    if edit == "indefinite":
+        w, V = np.linalg.eigh(P)
+        w[0] = -w[0]                            # symmetric, finite, not a precision
+        P = (V * w) @ V.T
+        arrays[key] = 0.5 * (P + P.T)
+    else:
+        arrays[key] = 4.0 * P                   # log_det_ no longer matches
+    with pytest.raises(persistence.UnsafeFileError, match=message):
+        persistence.load(_craft(tmp_path / "bad.flipad", spec, arrays))
