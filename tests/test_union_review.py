@@ -95,3 +95,17 @@ def test_gaussian_files_that_would_change_every_score_are_refused(saved_union, t
         arrays[key] = 4.0 * P                   # log_det_ no longer matches
     with pytest.raises(persistence.UnsafeFileError, match=message):
         persistence.load(_craft(tmp_path / "bad.flipad", spec, arrays))
+
+
+def test_pvalues_reject_where_predict_does_after_calibrating_equal_shares():
+    """Three equal shares of 0.03 calibrated on the 99 samples each needs: a rejected
+    sample's p_j is 1/100 = its bound, and p_j / (1/3) rounds above fnr."""
+    rng = np.random.default_rng(0)
+    u = ConformalUnion([(n, ConformalDetector("gaussian", validation_size=0, random_state=i))
+                        for i, n in enumerate("abc")], fnr=0.03).fit(rng.normal(size=(300, 3)))
+    u.calibrate(lambda n: rng.normal(size=(n, 3)))
+    assert u.fnr_bound_ <= 0.03 + 1e-12
+    Y = rng.normal(size=(3000, 3)) * 1.5
+    rejected = u.predict(Y) == -1
+    assert 0 < rejected.sum() < len(Y)
+    np.testing.assert_array_equal(u.pvalues(Y) <= u.fnr, rejected)

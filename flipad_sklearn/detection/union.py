@@ -292,7 +292,12 @@ class ConformalUnion(NamedEstimatorsMixin, MetaEstimatorMixin, OutlierMixin, Bas
 
         The union's p-value is ``min(1, min_j p_j / w_j)`` with ``p_j`` the
         p-value of detector ``j`` and ``w_j`` its share: for a fresh sample
-        of G, ``P(p <= a) <= a``.
+        of G, ``P(p <= a) <= a``.  When every detector's ``fnr_bound_`` is
+        within its share (enough held-out samples of G), :meth:`predict`
+        rejects exactly the samples with ``p <= fnr`` (a rejection whose
+        ``p_j / w_j`` rounds a hair above ``fnr`` is kept at ``fnr``);
+        with too few, a detector also rejects at ``p_j = 1/(n_j + 1)``,
+        above its share.
 
         Parameters
         ----------
@@ -309,4 +314,12 @@ class ConformalUnion(NamedEstimatorsMixin, MetaEstimatorMixin, OutlierMixin, Bas
         P = np.column_stack([detector_pvalues(est, X) for _, est in self.estimators_])
         if per_detector:
             return P
-        return np.minimum(1.0, (P / self.weights_).min(axis=1))
+        w = np.asarray(self.weights_, dtype=np.float64)
+        Q = P / w
+        # A detector rejects exactly where p_j <= its fnr_bound_, which is at most its
+        # share fnr * w_j when it has enough held-out samples; p_j / w_j can round a
+        # hair above fnr there (1/100 / (1/3)): keep such a rejection at fnr.
+        bounds = np.array([_unwrap(e)[0]._fnr_bound() for _, e in self.estimators_])
+        exact = bounds <= self.fnr * w * (1 + 1e-9)
+        Q = np.where((P <= bounds) & exact, np.minimum(Q, self.fnr), Q)
+        return np.minimum(1.0, Q.min(axis=1))
