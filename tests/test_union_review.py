@@ -109,3 +109,11 @@ def test_pvalues_reject_where_predict_does_after_calibrating_equal_shares():
     rejected = u.predict(Y) == -1
     assert 0 < rejected.sum() < len(Y)
     np.testing.assert_array_equal(u.pvalues(Y) <= u.fnr, rejected)
+
+
+@pytest.mark.parametrize("init", ["finetune", "reset"])
+def test_shadows_of_a_package_generator_refuse_an_init_they_would_ignore(init):
+    from flipad_sklearn.generators import ImageGenerator, train_shadows
+
+    with pytest.raises(ValueError, match="your own generators"):
+        train_shadows(ImageGenerator(), np.zeros((4, 1, 28, 28), np.float32), init=init)

@@ -101,7 +101,8 @@ def train_shadows(generator, X, n_shadows=2, *, seeds=None, latent_shape=None,
         User generator only.  The last incomplete batch of an epoch is
         dropped (batch norm), unless ``X`` holds less than one batch.
     init : {"dcgan", "reset", "finetune"}, default="dcgan"
-        User generator only: how a shadow's weights start.  ``"dcgan"``:
+        User generator only (a generator of this package refuses anything but
+        the default): how a shadow's weights start.  ``"dcgan"``:
         N(0, 0.02) weights, zero biases, batch-norm scales N(1, 0.02) (the
         initialisation of the package's GANs); ``"reset"``: each module's own
         ``reset_parameters()`` (PyTorch's defaults), under the shadow's seed;
@@ -139,6 +140,12 @@ def train_shadows(generator, X, n_shadows=2, *, seeds=None, latent_shape=None,
                                    latent_shape=latent_shape, epochs=epochs,
                                    batch_size=batch_size, init=init, output=output,
                                    verbose=verbose, device=device)
+    if init != "dcgan":
+        # the package's generators are retrained by their own recipe: a "finetune" asked
+        # for here would silently give shadows trained from scratch
+        raise ValueError(f"init={init!r} applies to your own generators; shadows of a "
+                         "generator of this package follow its training recipe (leave "
+                         "init='dcgan').")
     info = dict(generator.info)
     if "kind" not in info or "seed" not in info:
         raise ValueError(
