@@ -388,9 +388,10 @@ def make_pixel_guard(image_shape, *, size=16, activation="tanh", input_range="au
     image_shape : tuple of (C, H, W)
         Shape of G's images.
     size : int, default=16
-        Side of the downsampled image: blocks of ``min(H, W) // size`` pixels
-        are averaged (``C * size**2`` features; keep it well below the number
-        of samples of G for a stable covariance).
+        Side of the downsampled image, at most ``min(H, W)``: blocks of ``k =
+        min(H, W) // size`` pixels are averaged (``C * (H // k) * (W // k)``
+        features, ``C * size**2`` when ``size`` divides square images; keep
+        it well below the number of samples of G for a stable covariance).
     activation, input_range, quantize : see :func:`make_rawpad`
         The input contract (8-bit images by default for tanh or sigmoid).
     fnr : float, default=0.005
@@ -417,12 +418,15 @@ def make_pixel_guard(image_shape, *, size=16, activation="tanh", input_range="au
     >>> make_pixel_guard((3, 64, 64)).named_steps["pool"].kernel_size
     4
     """
-    shape = tuple(int(v) for v in np.atleast_1d(image_shape))
-    if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"image_shape must be (C, H, W) with positive sizes, got "
+    dims = np.atleast_1d(image_shape)
+    if dims.ndim != 1 or dims.size != 3 or dims.dtype.kind not in "iu" or dims.min() < 1:
+        raise ValueError(f"image_shape must be (C, H, W) with positive integer sizes, got "
                          f"{image_shape!r}.")
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-        raise ValueError(f"size must be a positive int, got {size!r}.")
+    shape = tuple(int(v) for v in dims)
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1 \
+            or size > min(shape[1:]):
+        raise ValueError(f"size must be a positive int at most min(H, W) = "
+                         f"{min(shape[1:])}, got {size!r}.")
     input_range, quantize = _input_contract(activation, input_range, quantize)
     kernel = max(1, min(shape[1:]) // int(size))
     return ConformalPipeline(

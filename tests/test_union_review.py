@@ -117,3 +117,14 @@ def test_shadows_of_a_package_generator_refuse_an_init_they_would_ignore(init):
 
     with pytest.raises(ValueError, match="your own generators"):
         train_shadows(ImageGenerator(), np.zeros((4, 1, 28, 28), np.float32), init=init)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"image_shape": (3, 16, 16), "size": 64},          # was: blocks of 1 pixel, 768 features
+    {"image_shape": (3, 16.5, 16)},                    # was: truncated to 16
+])
+def test_pixel_guard_refuses_what_it_would_silently_change(kwargs):
+    from flipad_sklearn import make_pixel_guard
+
+    with pytest.raises(ValueError, match="image_shape|size"):
+        make_pixel_guard(**kwargs)
