@@ -18,7 +18,7 @@ import warnings
 
 import numpy as np
 
-from .detection.conformal import ConformalDecisionMixin, _unwrap
+from .detection.conformal import ConformalDecisionMixin, _rank, _unwrap, fnr_bound
 from .lasso.solvers import make_solver, solver_names
 from .operators import is_layer_description, layer_adapter
 
@@ -492,6 +492,22 @@ def _post_gaussian(est, ctx):
          "log_det_ is not the log-determinant of the covariance precision_ inverts")
 
 
+def _check_threshold(det, what):
+    """The threshold, ``offset_`` and ``fnr_bound_`` follow from the held-out scores and
+    ``fnr`` (the union's ``fnr_bound_`` is the sum of its detectors')."""
+    v = array(det.validation_scores_, f"{what}'s validation_scores_", ndim=1)
+    need(v.size >= 1 and bool(np.all(v[:-1] <= v[1:])),
+         f"{what}'s validation_scores_ must be sorted held-out scores")
+    fnr = real(det.fnr, f"{what}'s fnr", 0.0, 1.0)
+    t = real(det.threshold_, f"{what}'s threshold_")
+    need(real(det.offset_, f"{what}'s offset_") == -t, f"{what}'s offset_ is not -threshold_")
+    need(real(det.fnr_bound_, f"{what}'s fnr_bound_") == fnr_bound(v.size, fnr),
+         f"{what}'s fnr_bound_ does not follow from its fnr and held-out scores")
+    k = min(_rank(v.size, fnr), v.size)
+    need(abs(t + v[v.size - k]) <= 1e-9 * max(abs(t), 1e-12),
+         f"{what}'s threshold_ is not the conformal quantile of its held-out scores")
+
+
 def _post_union(est, ctx):
     if not hasattr(est, "estimators_"):
         return
@@ -504,6 +520,7 @@ def _post_union(est, ctx):
         det, _ = _unwrap(member)
         need(isinstance(det, ConformalDecisionMixin) and hasattr(det, "threshold_"),
              f"the union's detector {name[:40]!r} is not a fitted conformal detector")
+        _check_threshold(det, f"the union's detector {name[:40]!r}")
     w = array(est.weights_, "weights_", shape=(m,))
     need((w > 0).all() and abs(float(w.sum()) - 1.0) <= 1e-9,
          "weights_ must be positive shares that sum to 1")

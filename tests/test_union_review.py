@@ -128,3 +128,36 @@ def test_pixel_guard_refuses_what_it_would_silently_change(kwargs):
 
     with pytest.raises(ValueError, match="image_shape|size"):
         make_pixel_guard(**kwargs)
+
+
+@pytest.mark.parametrize("edit, message", [
+    ("fnr_bound_", "fnr_bound_ does not follow"), ("threshold_", "threshold_ is not"),
+    ("offset_", "offset_ is not"),
+])
+def test_union_files_whose_detectors_misstate_their_threshold_are_refused(
+        saved_union, tmp_path, edit, message):
+    """The union's fnr_bound_ is the sum of its detectors': a crafted 0 would promise 0."""
+    _, path, _ = saved_union
+    spec, arrays = _members(path)
+
+    def detector_states(node):
+        if isinstance(node, dict):
+            if node.get("__type__") == "estimator" \
+                    and node.get("class") == "flipad_sklearn.ConformalDetector" \
+                    and any(k == "threshold_" for k, _ in node["state"]["items"]):
+                yield node["state"]["items"]
+            for v in node.values():
+                yield from detector_states(v)
+        elif isinstance(node, list):
+            for v in node:
+                yield from detector_states(v)
+    items = next(detector_states(spec["root"]))
+    shift = {"fnr_bound_": {}, "offset_": {"offset_": 1.0},
+             "threshold_": {"threshold_": 1.0, "offset_": -1.0}}[edit]
+    for i, (k, v) in enumerate(items):
+        if edit == "fnr_bound_" and k == edit:
+            items[i] = [k, 0.0]
+        elif k in shift:                    # threshold_ moved with offset_ = -threshold_
+            items[i] = [k, float(v) + shift[k]]
+    with pytest.raises(persistence.UnsafeFileError, match=message):
+        persistence.load(_craft(tmp_path / "bad.flipad", spec, arrays))
