@@ -9,7 +9,8 @@ job, and their scores live on different scales, so they are not averaged.
 :class:`ConformalUnion` keeps each detector's own conformal threshold, at a
 share of the tolerated false-negative rate, and rejects a sample when any
 one of them rejects it.  By the union bound a fresh sample of G is rejected
-with probability at most the sum of the shares: ``fnr``.
+with probability at most the sum of the detectors' bounds, ``fnr_bound_``:
+``fnr`` when each has the held-out samples of G its share needs.
 """
 
 import warnings
