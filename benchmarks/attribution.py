@@ -647,36 +647,27 @@ def _published_conditions():
 #: ``immunise`` (the default and, side by side in the same run, the recipe
 #: immunised on both sides by :func:`immunise_mixture`)
 PUBLISHED_RECIPES = ("default", "immunise")
-#: what :func:`immunise_mixture` draws from, as the result file says it
+#: what ``immunise="published"`` draws from, as the result file says it
 IMMUNISE_MIXTURE_TEXT = (
-    "each training image (G's and the labelled negatives') through one perturbation "
-    "drawn with equal weights from: none (the 8-bit rounding: a PNG round trip), JPEG "
-    "q 70-95, resize 0.9-1.1 and back (Resize), centre crop 0.9-1.0 resized back "
-    "(ResizedCrop); the threshold from held-out samples of G perturbed the same way")
+    "make_flipad(..., immunise='published'): each training image (G's and the labelled "
+    "negatives') through one perturbation of RandomPerturbation('published') drawn with "
+    "equal weights from: none (the 8-bit rounding: a PNG round trip), JPEG q 70-95, "
+    "resize 0.9-1.1 and back (Resize), centre crop 0.9-1.0 resized back (ResizedCrop); "
+    "the threshold from held-out samples of G perturbed the same way")
 
 
-def immunise_mixture(X, rng):
-    """Each image of ``X`` (4-D, in [-1, 1]) through one perturbation drawn
-    from the mixture of :data:`IMMUNISE_MIXTURE_TEXT` (``rng``: a numpy
-    Generator); returns an array of ``X``'s shape and dtype.
+def immunise_mixture(X, random_state):
+    """``X`` (4-D, in [-1, 1]) as ``make_flipad(..., immunise="published",
+    random_state=random_state)`` perturbs its training images at fit: each
+    image through one perturbation of
+    :func:`flipad_sklearn.perturbations.published_mixture`; an array of
+    ``X``'s shape and dtype."""
+    from flipad_sklearn.pipeline import ImmunisedPipeline
+    from flipad_sklearn.perturbations import RandomPerturbation
 
-    No perturbation is named: every sample draws its own kind and strength.
-    Samples sharing a drawn parameter are perturbed as one batch.
-    """
-    from flipad_sklearn import JPEGCompression, Resize, ResizedCrop
-
-    n = len(X)
-    kind = rng.integers(0, 4, n)
-    params = {1: (JPEGCompression, "quality", rng.integers(70, 96, n)),
-              2: (Resize, "scale", np.round(rng.uniform(0.9, 1.1, n), 2)),
-              3: (ResizedCrop, "scale", np.round(rng.uniform(0.9, 1.0, n), 2))}
-    out = X.copy()
-    for k, (cls, name, values) in params.items():
-        for v in np.unique(values[kind == k]):
-            idx = np.flatnonzero((kind == k) & (values == v))
-            t = cls(**{name: v.item()})
-            out[idx] = t.fit_transform(X[idx]).reshape(X[idx].shape).astype(X.dtype)
-    return out
+    imm = ImmunisedPipeline([("id", "passthrough")],
+                            immunise=RandomPerturbation("published", random_state=random_state))
+    return imm._immunised(X)
 
 
 def run_published(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, kinds=None,
@@ -736,7 +727,8 @@ def run_published(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, 
             X_pool = s.training_set()[0]
             pools = {"default": P.invert_all(inv, [X_pool])[0]}
             if recipe == "immunise":
-                X_imm = immunise_mixture(X_pool, np.random.default_rng(1000 + seed))
+                # what make_flipad(..., immunise="published", random_state=seed) does
+                X_imm = immunise_mixture(X_pool, seed)
                 pools["immunised"] = P.invert_all(inv, [X_imm])[0]
             published = {name: png_round_trip(X).astype(X.dtype) for name, X in s.test.items()}
             Z = {}
