@@ -16,7 +16,10 @@ the same features.  Its defaults are those of the attribution benchmark.
 """
 
 import numpy as np
+import scipy.sparse
 from sklearn.base import clone
+from sklearn.pipeline import Pipeline
+from sklearn.utils.metaestimators import available_if
 
 from .activations import get_activation
 from .detection.conformal import ConformalDecisionMixin
@@ -273,12 +276,21 @@ class ImmunisedPipeline(ConformalPipeline):
     def _immunised(self, X):
         if self.immunise is None:
             return X
+        if scipy.sparse.issparse(X):
+            raise TypeError("ImmunisedPipeline perturbs images: sparse input is not "
+                            "supported; pass a dense array.")
         Xa = np.asarray(X)
         Xt = np.asarray(clone(self.immunise).fit_transform(Xa))
         if Xt.shape[0] != Xa.shape[0] or Xt.size != Xa.size:
             raise ValueError(f"immunise must return one perturbed input per input, of the "
                              f"same size: {Xa.shape} gave {Xt.shape}.")
         return Xt.reshape(Xa.shape).astype(Xa.dtype, copy=False)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        if self.immunise is not None:
+            tags.input_tags.sparse = False      # images: perturbed as dense arrays
+        return tags
 
     def __getitem__(self, ind):
         """A step, or a sub-pipeline; a slice keeping the first step keeps ``immunise``."""
@@ -306,6 +318,7 @@ class ImmunisedPipeline(ConformalPipeline):
         """
         return super().fit(self._immunised(X), y, **params)
 
+    @available_if(Pipeline._can_fit_transform)
     def fit_transform(self, X, y=None, **params):
         """:meth:`ConformalPipeline.fit_transform` on the perturbed inputs (the
         returned features are those of the perturbed inputs)."""
