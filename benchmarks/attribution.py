@@ -67,7 +67,11 @@ Parts (``--part``, default ``all``):
   as generated (floats), as published (8-bit PNG files read back by the
   package's loader), and after JPEG q90 / q75 and a resize to 90 % / 110 %
   and back of the published images, under both protocols.
-  ``published.csv`` / ``.md``.
+  ``published.csv`` / ``.md``.  ``--recipe immunise`` adds, in the same
+  run, ``make_flipad(..., immunise="published")`` (both sides immunised by
+  a random perturbation mixture, no perturbation named) beside the
+  default: ``published_immunise.csv`` / ``.md`` (full: 15.8 minutes on
+  the shared 2-core CPU for DCGAN and LSGAN seeds 0-2, one thread).
 
 Every part that inverts images once and fits the rest of the pipeline on the
 activations (``image``, ``efficiency``, ``published``, ``ablation``) inverts
