@@ -67,7 +67,11 @@ Parts (``--part``, default ``all``):
   as generated (floats), as published (8-bit PNG files read back by the
   package's loader), and after JPEG q90 / q75 and a resize to 90 % / 110 %
   and back of the published images, under both protocols.
-  ``published.csv`` / ``.md``.
+  ``published.csv`` / ``.md``.  ``--recipe immunise`` adds, in the same
+  run, ``make_flipad(..., immunise="published")`` (both sides immunised by
+  a random perturbation mixture, no perturbation named) beside the
+  default: ``published_immunise.csv`` / ``.md`` (full: 15.8 minutes on
+  the shared 2-core CPU for DCGAN and LSGAN seeds 0-2, one thread).
 
 Every part that inverts images once and fits the rest of the pipeline on the
 activations (``image``, ``efficiency``, ``published``, ``ablation``) inverts
@@ -130,6 +134,7 @@ shared CPU).  Tables and figures: ``benchmarks/results/``.
 """
 
 import argparse
+import itertools
 import os
 import sys
 import time
@@ -642,8 +647,35 @@ def _published_conditions():
             "resize 90%": Resize(scale=0.9), "resize 110%": Resize(scale=1.1)}
 
 
+#: ``--recipe`` of the published part: ``default`` (make_flipad as it is) or
+#: ``immunise`` (the default and, side by side in the same run, the recipe
+#: immunised on both sides by :func:`immunise_mixture`)
+PUBLISHED_RECIPES = ("default", "immunise")
+#: what ``immunise="published"`` draws from, as the result file says it
+IMMUNISE_MIXTURE_TEXT = (
+    "make_flipad(..., immunise='published'): each training image (G's and the labelled "
+    "negatives') through one perturbation of RandomPerturbation('published') drawn with "
+    "equal weights from: none (the 8-bit rounding: a PNG round trip), JPEG q 70-95, "
+    "resize 0.9-1.1 and back (Resize), centre crop 0.9-1.0 resized back (ResizedCrop); "
+    "the threshold from held-out samples of G perturbed the same way")
+
+
+def immunise_mixture(X, random_state):
+    """``X`` (4-D, in [-1, 1]) as ``make_flipad(..., immunise="published",
+    random_state=random_state)`` perturbs its training images at fit: each
+    image through one perturbation of
+    :func:`flipad_sklearn.perturbations.published_mixture`; an array of
+    ``X``'s shape and dtype."""
+    from flipad_sklearn.pipeline import ImmunisedPipeline
+    from flipad_sklearn.perturbations import RandomPerturbation
+
+    imm = ImmunisedPipeline([("id", "passthrough")],
+                            immunise=RandomPerturbation("published", random_state=random_state))
+    return imm._immunised(X)
+
+
 def run_published(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, kinds=None,
-                  seeds=None, g_seeds=None, log=print, sizes=None):
+                  seeds=None, g_seeds=None, log=print, sizes=None, recipe="default"):
     """Issue 27: the recipe on G's images as they travel, under both protocols.
 
     FLIPAD at :func:`~flipad_sklearn.pipeline.make_flipad`'s defaults (its
@@ -665,7 +697,17 @@ def run_published(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, 
     other-architecture pairs.  ``sizes`` overrides the config's ``n_g``,
     ``n_real``, ``n_shadow``, ``n_test`` (a reduced run; the table says
     which sizes it ran).
+
+    ``recipe="immunise"`` adds, side by side in the same run and on the same
+    test images, the recipe immunised on both sides without naming a
+    perturbation: the training pool (G's samples and the labelled negatives)
+    through :func:`immunise_mixture`, so the held-out samples of G that set
+    the threshold are perturbed by the same mixture; then writes
+    ``published_immunise.csv`` / ``.md`` (a ``recipe`` column: ``default``,
+    ``immunised``) instead.
     """
+    if recipe not in PUBLISHED_RECIPES:
+        raise ValueError(f"recipe must be one of {PUBLISHED_RECIPES}, got {recipe!r}.")
     from sklearn.base import clone
 
     from .bench_published_images import png_round_trip
@@ -686,7 +728,12 @@ def run_published(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, 
             ctx = M.Context(s.G, s.anchor, cfg, random_state=seed)
             inv = M.inverter(ctx)              # the inversion with the input contract
             protocols = s.protocols()
-            Z_pool, = P.invert_all(inv, [s.training_set()[0]])
+            X_pool = s.training_set()[0]
+            pools = {"default": P.invert_all(inv, [X_pool])[0]}
+            if recipe == "immunise":
+                # what make_flipad(..., immunise="published", random_state=seed) does
+                X_imm = immunise_mixture(X_pool, seed)
+                pools["immunised"] = P.invert_all(inv, [X_imm])[0]
             published = {name: png_round_trip(X).astype(X.dtype) for name, X in s.test.items()}
             Z = {}
             with warnings.catch_warnings():
@@ -696,7 +743,8 @@ def run_published(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, 
                         Xc = X if t is None else clone(t).fit_transform(X).reshape(X.shape)
                         Z[label, name] = inv.transform(Xc.astype(X.dtype))
             t_inv = time.perf_counter() - t_g
-            for proto, (X_tr, y_tr) in protocols.items():
+            for (proto, (X_tr, y_tr)), (rec, Z_pool) in itertools.product(
+                    protocols.items(), pools.items()):
                 head = _fit(M.build("FLIPAD", ctx, inverted=True), Z_pool[:len(X_tr)], y_tr)
                 det = head[-1]
                 for label in conditions:
@@ -704,25 +752,32 @@ def run_published(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, 
                     accepted = P.attribution_rate(det, s_g)
                     for name, group in s.groups.items():
                         row = P.evaluate(det, s_g, head.score_samples(Z[label, name]))
-                        rows.append({"protocol": proto, "G": s.name, "seed": seed,
-                                     "condition": label, "source": name, "group": group,
-                                     "n_test": len(s.test["G"]),
+                        rows.append({"protocol": proto, "recipe": rec, "G": s.name,
+                                     "seed": seed, "condition": label, "source": name,
+                                     "group": group, "n_test": len(s.test["G"]),
                                      "G accepted@0.005": accepted["attr@0.005"], **row})
             log(f"G = {s.name}: inversion {t_inv:.1f}s, all "
                 f"{time.perf_counter() - t_g:.1f}s")
     keys = ["protocol", "G", "seed", "condition", "source", "group", "n_test",
             "G accepted@0.005"] + list(METRICS)
-    P.write_csv(os.path.join(out_dir, "published.csv"), rows, keys, float_format="{:.4f}")
+    name, title = "published", "make_flipad's recipe"
+    if recipe == "immunise":
+        keys.insert(1, "recipe")
+        name, title = "published_immunise", "make_flipad's recipe and both sides immunised"
+    P.write_csv(os.path.join(out_dir, name + ".csv"), rows, keys, float_format="{:.4f}")
     md = P.write_markdown(
-        os.path.join(out_dir, "published.md"),
-        f"Published images: make_flipad's recipe, no perturbation named at fit "
+        os.path.join(out_dir, name + ".md"),
+        f"Published images: {title}, no perturbation named at fit "
         f"({config}, {P.elapsed_min(t_start):.1f} min)",
-        _published_table(rows, cfg), log=log)
+        _published_table(rows, cfg, recipes=list(pools) if recipe == "immunise" else None),
+        log=log)
     return rows, md
 
 
-def _published_table(rows, cfg):
-    """Lines of ``published.md``: one row per (protocol, condition)."""
+def _published_table(rows, cfg, recipes=None):
+    """Lines of ``published.md``: one row per (protocol, condition); with
+    ``recipes`` (``published_immunise.md``) one per (protocol, condition,
+    recipe), with a ``recipe`` column."""
     gs = sorted({r["G"] for r in rows})
     z = cfg["zoo"]
     lines = [f"G = {', '.join(gs)} (zoo: kinds {', '.join(z['kinds'])}, seeds "
@@ -735,23 +790,31 @@ def _published_table(rows, cfg):
              f"images (G's included) go through the condition; balanced accuracy "
              f"at fnr 0.005 (thresholds from held-out samples of G) and AUC, means "
              f"over the G and the pairs of a group; 'unseen generators' = "
-             f"same-arch-unseen and other-arch pairs.", "",
-             "| protocol | condition | G accepted | acc real | acc same-arch-unseen | "
-             "acc other-arch | acc unseen generators | AUC unseen generators |",
-             "|---|---|---|---|---|---|---|---|"]
-    for proto in ("paper", "shadows"):
-        for label in _published_conditions():
-            sel = [r for r in rows if r["protocol"] == proto and r["condition"] == label]
-            if not sel:
-                continue
-            acc = {g: np.mean([r["acc@0.005"] for r in sel if r["group"] == g]) for g in GROUPS}
-            unseen = [r for r in sel if r["group"] != "real"]
-            g_acc = np.mean([r["G accepted@0.005"] for r in sel if r["group"] == "real"])
-            lines.append(
-                f"| {proto} | {label} | {g_acc:.3f} | {acc['real']:.3f} | "
-                f"{acc['same-arch-unseen']:.3f} | {acc['other-arch']:.3f} | "
-                f"{np.mean([r['acc@0.005'] for r in unseen]):.3f} | "
-                f"{np.mean([r['auc'] for r in unseen]):.3f} |")
+             f"same-arch-unseen and other-arch pairs.", ""]
+    if recipes:
+        lines += [f"Recipe 'immunised': {IMMUNISE_MIXTURE_TEXT}; 'default': make_flipad "
+                  f"trained on the clean samples, in the same run on the same test "
+                  f"images.", ""]
+    rec_col = "recipe | " if recipes else ""
+    lines += ["| protocol | " + rec_col + "condition | G accepted | acc real | "
+              "acc same-arch-unseen | acc other-arch | acc unseen generators | "
+              "AUC unseen generators |",
+              "|---|---|---|---|---|---|---|---|" + ("---|" if recipes else "")]
+    for proto, label, rec in itertools.product(("paper", "shadows"), _published_conditions(),
+                                               recipes or [None]):
+        sel = [r for r in rows if r["protocol"] == proto and r["condition"] == label
+               and (rec is None or r["recipe"] == rec)]
+        if not sel:
+            continue
+        acc = {g: np.mean([r["acc@0.005"] for r in sel if r["group"] == g]) for g in GROUPS}
+        unseen = [r for r in sel if r["group"] != "real"]
+        g_acc = np.mean([r["G accepted@0.005"] for r in sel if r["group"] == "real"])
+        lines.append(
+            f"| {proto} | " + (f"{rec} | " if rec else "") + f"{label} | {g_acc:.3f} | "
+            f"{acc['real']:.3f} | "
+            f"{acc['same-arch-unseen']:.3f} | {acc['other-arch']:.3f} | "
+            f"{np.mean([r['acc@0.005'] for r in unseen]):.3f} | "
+            f"{np.mean([r['auc'] for r in unseen]):.3f} |")
     return lines
 
 
@@ -1160,6 +1223,10 @@ def main(argv=None):
     p.add_argument("--part", default="all",
                    choices=("all",) + PARTS)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--recipe", default="default", choices=PUBLISHED_RECIPES,
+                   help="--part published: 'immunise' adds the recipe immunised on both "
+                        "sides by a perturbation mixture, side by side with the default "
+                        "(published_immunise.md)")
     p.add_argument("--parallel", action="store_true",
                    help="with --part all: run the image part in one process and the other "
                         "parts in a second one (two cores; the zoo is trained first)")
@@ -1186,7 +1253,7 @@ def main(argv=None):
             run_finetune(config, args.out, args.cache_dir, args.kinds)
         if args.part in ("all", "published"):
             run_published(config, args.out, args.cache_dir, args.kinds, args.seeds,
-                          args.g_seeds)
+                          args.g_seeds, recipe=args.recipe)
     return 0
 
 

@@ -37,8 +37,8 @@ _EXPORTS = {
     ".inversion": ["FinalLayerInverter", "SkipInverter"],
     ".features": ["ActivationPooling", "ChannelSelector", "DCTFeatures",
                   "GeneratorStandardScaler"],
-    ".perturbations": ["GaussianBlur", "GaussianNoise", "JPEGCompression", "Resize",
-                       "ResizedCrop"],
+    ".perturbations": ["GaussianBlur", "GaussianNoise", "JPEGCompression",
+                       "RandomPerturbation", "Resize", "ResizedCrop"],
     ".streaming": ["StreamingFeatures"],
     # detection: detectors, the conformal rule, pipelines, several owned models
     ".detection": ["ConformalDetector", "ConformalPipeline", "ConformalUnion",

@@ -1,4 +1,5 @@
-"""Image perturbations as scikit-learn transformers: blur, noise, JPEG, crop, resize.
+"""Image perturbations as scikit-learn transformers: blur, noise, JPEG, crop, resize,
+and a random mixture of them.
 
 They model what happens to a generated image after release and are used to
 measure robustness, and for "immunisation": the same perturbation applied to
@@ -16,6 +17,11 @@ package's convention, as in :class:`~flipad_sklearn.DCTFeatures`): pass
 
 ``fit`` only validates and records the shape: the transformers learn nothing.
 
+:class:`RandomPerturbation` passes each image through one perturbation drawn
+from a mixture (by default :func:`published_mixture`: what happens to
+published images, with none named), for immunisation without naming the
+perturbation (``make_flipad(..., immunise="published")``).
+
 :class:`JPEGCompression`, :class:`Resize` and :class:`GaussianNoise` clip into [-1, 1] (and
 the noise's ``std`` is in its units): they refuse integer images (scale
 ``uint8`` pixels with ``X / 127.5 - 1``) and warn with
@@ -31,15 +37,18 @@ import numpy as np
 import scipy.ndimage
 import torch
 import torch.nn.functional as F
-from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin, _fit_context
+from sklearn.base import (
+    BaseEstimator, OneToOneFeatureMixin, TransformerMixin, _fit_context, clone,
+)
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._validation import flatten_images, resolve_input_shape
 from .activations import BUILTIN_ACTIVATIONS
 
-__all__ = ["GaussianBlur", "GaussianNoise", "JPEGCompression", "Resize", "ResizedCrop"]
+__all__ = ["GaussianBlur", "GaussianNoise", "JPEGCompression", "RandomPerturbation", "Resize",
+           "ResizedCrop", "published_mixture"]
 
 _FLOATS = [np.float64, np.float32]
 _UNIT_RANGE = BUILTIN_ACTIVATIONS["tanh"]   # images in [-1, 1]
@@ -446,3 +455,180 @@ class Resize(_ImagePerturbation):
             back = np.asarray(pil, dtype=np.float64)
             out[i] = back[None] if c == 1 else back.transpose(2, 0, 1)
         return out / 127.5 - 1.0
+
+
+def published_mixture():
+    """The perturbations a published image goes through, as a mixture.
+
+    Four kinds drawn with equal weights, each with its strengths drawn
+    uniformly: none (the image as published: an 8-bit file, PNG, read back),
+    JPEG at quality 70-95 (:class:`JPEGCompression`), a resize by 0.90-1.10
+    and back (:class:`Resize`, steps of 0.01) and a centre crop of 90-100 %
+    of each side resized back (:class:`ResizedCrop`, steps of 0.01).  The
+    default of :class:`RandomPerturbation`; measured in
+    ``benchmarks/results/published_zoo/published_immunise.md``.
+
+    Returns
+    -------
+    perturbations : list
+        ``[None, [JPEGCompression, ...], [Resize, ...], [ResizedCrop, ...]]``,
+        the ``perturbations`` parameter of :class:`RandomPerturbation`.
+    """
+    scales = np.round(np.arange(0, 21) * 0.01 + 0.9, 2)
+    return [None,
+            [JPEGCompression(quality=q) for q in range(70, 96)],
+            [Resize(scale=float(v)) for v in scales],
+            [ResizedCrop(scale=float(v)) for v in scales[scales <= 1.0]]]
+
+
+class RandomPerturbation(_ImagePerturbation):
+    """Each image through one perturbation drawn at random from a mixture.
+
+    For immunisation without naming the perturbation: trained on G's samples
+    and the labelled others each passed through a random draw of what
+    published images go through, and thresholded on held-out samples of G
+    perturbed the same way, a detector's fnr guarantee covers the mixture
+    (:func:`~flipad_sklearn.pipeline.make_flipad` with ``immunise=``).
+
+    Parameters
+    ----------
+    perturbations : "published" or list, default="published"
+        The mixture's kinds.  Each entry is None (the image unchanged), a
+        transformer of images (such as :class:`JPEGCompression`) or a
+        non-empty list of them (the kind at several strengths: one drawn
+        uniformly per image).  ``"published"``: :func:`published_mixture`
+        (none, JPEG q 70-95, resize 0.9-1.1, centre crop 0.9-1.0).
+    weights : array-like of shape (n_kinds,) or None, default=None
+        Probability of each kind (normalised to sum 1); None: equal weights.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the draws.  With an int every call of ``transform`` draws the
+        same perturbations for the same batch; None draws afresh.
+    input_shape : tuple of (C, H, W) or None, default=None
+        Shape of one image, needed for flattened input.
+
+    Attributes
+    ----------
+    input_shape_ : tuple of int
+        ``(C, H, W)`` of one image.
+    n_features_in_ : int
+        ``C * H * W``.
+    perturbations_ : list of list
+        The mixture's kinds, each a list of its strengths (None: unchanged).
+    weights_ : ndarray of shape (n_kinds,)
+        The normalised weights.
+
+    See Also
+    --------
+    published_mixture, JPEGCompression, Resize, ResizedCrop
+
+    Notes
+    -----
+    Images that draw the same perturbation are perturbed as one batch by a
+    fresh clone of it.  As with :class:`GaussianNoise`, the draw of a sample
+    depends on its position in the batch.  Every kind of the mixture must
+    accept the images (JPEG and resize: 1 or 3 channels, values in
+    [-1, 1]); ``fit`` checks the channels.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from flipad_sklearn.perturbations import RandomPerturbation
+    >>> X = np.linspace(-1, 1, 4 * 256).reshape(4, 1, 16, 16)
+    >>> Xt = RandomPerturbation(random_state=0).fit_transform(X)
+    >>> Xt.shape, bool(np.abs(Xt).max() <= 1)
+    ((4, 256), True)
+    """
+
+    _parameter_constraints = {
+        **_ImagePerturbation._parameter_constraints,
+        "perturbations": [StrOptions({"published"}), list],
+        "weights": ["array-like", None],
+        "random_state": ["random_state"],
+    }
+    _needs_unit_range = True
+
+    def __init__(self, perturbations="published", *, weights=None, random_state=None,
+                 input_shape=None):
+        self.perturbations = perturbations
+        self.weights = weights
+        self.random_state = random_state
+        self.input_shape = input_shape
+
+    def _kinds(self):
+        """The mixture as a list of kinds, each a non-empty list (None: unchanged)."""
+        entries = (published_mixture() if isinstance(self.perturbations, str)
+                   else self.perturbations)
+        if len(entries) == 0:
+            raise ValueError("perturbations must hold at least one kind, got an empty list.")
+        kinds = []
+        for i, entry in enumerate(entries):
+            strengths = list(entry) if isinstance(entry, (list, tuple)) else [entry]
+            if not strengths:
+                raise ValueError(f"perturbations[{i}] is an empty list: give at least one "
+                                 "transformer (or None for the unchanged image).")
+            for t in strengths:
+                if t is not None and not (hasattr(t, "fit") and hasattr(t, "transform")):
+                    raise TypeError(f"perturbations[{i}] holds {t!r}: each entry must be "
+                                    "None, a transformer of images or a list of them.")
+            kinds.append(strengths)
+        return kinds
+
+    def _weights(self, n_kinds):
+        if self.weights is None:
+            return np.full(n_kinds, 1.0 / n_kinds)
+        w = np.asarray(self.weights, dtype=np.float64)
+        if w.shape != (n_kinds,) or not np.all(np.isfinite(w)) or np.any(w < 0) \
+                or w.sum() <= 0:
+            raise ValueError(f"weights must be {n_kinds} finite non-negative numbers (one per "
+                             f"kind of perturbations) with a positive sum, got {self.weights!r}.")
+        return w / w.sum()
+
+    def fit(self, X, y=None):
+        """Validate ``X`` and the mixture and record the image shape.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, C, H, W) or (n_samples, C*H*W)
+            Images in [-1, 1]; NaN and infinity are rejected.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : object
+            The fitted transformer.
+        """
+        self._validate_params()
+        kinds = self._kinds()
+        weights = self._weights(len(kinds))
+        super().fit(X, y)
+        for strengths in kinds:
+            for t in strengths:
+                allowed = getattr(t, "_allowed_channels", None)
+                if allowed is not None and self.input_shape_[0] not in allowed:
+                    raise ValueError(
+                        f"{type(t).__name__} in the mixture needs "
+                        f"{' or '.join(map(str, allowed))} channels, got images of shape "
+                        f"{self.input_shape_} (C, H, W).")
+        self.perturbations_, self.weights_ = kinds, weights
+        return self
+
+    def _perturb(self, images):
+        rng = check_random_state(self.random_state)
+        kinds, n = self.perturbations_, images.shape[0]
+        kind = rng.choice(len(kinds), size=n, p=self.weights_)
+        strength = np.array([rng.randint(len(kinds[k])) for k in kind], dtype=int)
+        out = np.array(images, dtype=np.float64)
+        for k, strengths in enumerate(kinds):
+            for j, t in enumerate(strengths):
+                idx = np.flatnonzero((kind == k) & (strength == j))
+                if idx.size == 0 or t is None:
+                    continue
+                Xt = clone(t).fit_transform(images[idx])
+                out[idx] = np.asarray(Xt, dtype=np.float64).reshape((idx.size,) + images.shape[1:])
+        return out
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = self.random_state is None
+        return tags

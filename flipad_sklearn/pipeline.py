@@ -18,6 +18,10 @@ the same features.  Its defaults are those of the attribution benchmark.
 """
 
 import numpy as np
+import scipy.sparse
+from sklearn.base import clone
+from sklearn.pipeline import Pipeline
+from sklearn.utils.metaestimators import available_if
 
 from .activations import get_activation
 from .detection.conformal import ConformalDecisionMixin
@@ -28,17 +32,19 @@ from .detection.gaussian_density import GaussianDensity
 from .features import ActivationPooling, ChannelSelector, DCTFeatures, GeneratorStandardScaler
 from .generator_utils import mean_activation
 from .inversion import FinalLayerInverter
-from .operators import layer_adapter
+from .operators import layer_adapter, operator_for
+from .perturbations import RandomPerturbation
 
-__all__ = ["TABULAR_DETECTOR", "TABULAR_RECIPE", "make_dctpad", "make_flipad",
-           "make_flipad_tabular", "make_pixel_guard", "make_rawpad"]
+__all__ = ["ImmunisedPipeline", "TABULAR_DETECTOR", "TABULAR_RECIPE", "make_dctpad",
+           "make_flipad", "make_flipad_tabular", "make_pixel_guard", "make_rawpad"]
 
 
 def make_flipad(layer, activation="tanh", anchor="zeros", *, alpha=5e-4,
                 activation_shape=None, positive=False, datafit="preactivation", tol=None,
                 max_iter=1000, pooling="max", kernel_size=2, n_channels=None, detector=None,
                 fnr=0.005, random_state=None, device="auto", inverter_params=None,
-                detector_params=None, quantize="auto", input_range="auto", verbose=0):
+                detector_params=None, quantize="auto", input_range="auto", immunise=None,
+                verbose=0):
     """The FLIPAD pipeline: inversion, pooling, channel selection, scaling, detector.
 
     Trained on what it will score: for a generator of images (a tanh or
@@ -108,6 +114,26 @@ def make_flipad(layer, activation="tanh", anchor="zeros", *, alpha=5e-4,
     input_range : "auto", (float, float) or None, default="auto"
         The inputs' value range; ``"auto"``: the activation's (``(-1, 1)`` for
         tanh, ``(0, 1)`` for sigmoid, None for the identity or a custom one).
+    immunise : None, "published" or transformer, default=None
+        Immunisation against what happens to published images, with no
+        perturbation named: at ``fit`` every training image (G's samples,
+        the labelled others, and the held-out samples of G that set the
+        threshold) first goes through a random perturbation; ``predict``
+        scores images as they come.  The fnr guarantee then covers the
+        mixture.  ``"published"``: a
+        :class:`~flipad_sklearn.RandomPerturbation` of
+        :func:`~flipad_sklearn.perturbations.published_mixture` (none, JPEG
+        q 70-95, resize 0.9-1.1, centre crop 0.9-1.0, equal weights) seeded
+        with ``random_state``; a transformer of images (a configured
+        ``RandomPerturbation``, or one perturbation you know your images go
+        through, e.g. ``JPEGCompression(quality=90)``) is used as given.
+        None: no immunisation.  Measured on the image zoo
+        (``benchmarks/results/published_zoo/published_immunise.md``): with
+        shadow generators among the labelled others it keeps the clean
+        accuracy and holds it under JPEG and resizing; with real images
+        alone as the others it lets the unseen generator of G's
+        architecture through.  Returns an
+        :class:`ImmunisedPipeline`.
     verbose : int, default=0
         Progress on stderr, passed to the inverter (a bar over the samples
         inverted) and to the Deep SAD detector (a bar over the epochs); 0 is
@@ -118,6 +144,8 @@ def make_flipad(layer, activation="tanh", anchor="zeros", *, alpha=5e-4,
     Returns
     -------
     pipeline : ConformalPipeline
+        An :class:`ImmunisedPipeline` (a ``ConformalPipeline``) with
+        ``immunise``.
         Steps ``inv``, ``pool`` (if pooling), ``select``, ``scaler``, ``det``;
         the detector's held-out samples of G fit none of them, so that the fnr
         guarantee holds for the whole pipeline.
@@ -147,6 +175,7 @@ def make_flipad(layer, activation="tanh", anchor="zeros", *, alpha=5e-4,
     else:
         raise ValueError(f"activation_shape must be (K,) or (C, H, W), got {activation_shape}.")
     input_range, quantize = _input_contract(activation, input_range, quantize)
+    immunise = _immunisation(immunise, layer, activation_shape, random_state)
     inv_params = dict(alpha=alpha, positive=positive, datafit=datafit, tol=tol, max_iter=max_iter,
                       activation_shape=activation_shape, device=device, verbose=verbose)
     if quantize == "uint8" and datafit == "preactivation":
@@ -179,7 +208,124 @@ def make_flipad(layer, activation="tanh", anchor="zeros", *, alpha=5e-4,
         det = ConformalDetector(detector, fnr=fnr, random_state=random_state)
         det._validate_params()              # a wrong detector fails here, not at fit
     steps.append(("det", det))
+    if immunise is not None:
+        return ImmunisedPipeline(steps, immunise=immunise, input_range=input_range,
+                                 quantize=quantize)
     return ConformalPipeline(steps, input_range=input_range, quantize=quantize)
+
+
+def _immunisation(immunise, layer, activation_shape, random_state):
+    """:func:`make_flipad`'s ``immunise``: None, or the transformer to fit with."""
+    if immunise is None:
+        return None
+    if isinstance(immunise, str):
+        if immunise != "published":
+            raise ValueError(f"immunise must be None, 'published' or a transformer of "
+                             f"images, got {immunise!r}.")
+        adapter = layer_adapter(layer)
+        shape = (tuple(operator_for(layer, activation_shape).output_shape)
+                 if adapter.image_output else None)
+        return RandomPerturbation("published", random_state=random_state, input_shape=shape)
+    if not (hasattr(immunise, "fit") and hasattr(immunise, "transform")):
+        raise TypeError(f"immunise must be None, 'published' or a transformer of images "
+                        f"(fit / transform, e.g. RandomPerturbation()), got {immunise!r}.")
+    return immunise
+
+
+class ImmunisedPipeline(ConformalPipeline):
+    """A :class:`~flipad_sklearn.ConformalPipeline` trained on perturbed inputs.
+
+    ``fit`` passes every training input through a fresh clone of
+    ``immunise`` first (G's samples, the labelled others, and the samples
+    of G that the detector holds out for its threshold, so that the fnr
+    guarantee covers the perturbations), then fits as a
+    ``ConformalPipeline`` (input contract included).  ``predict``,
+    ``decision_function``, ``score_samples``, ``pvalues`` and ``transform``
+    take the inputs as they come.  :func:`make_flipad` with ``immunise=``
+    returns one.
+
+    Parameters
+    ----------
+    steps, input_range, quantize, transform_input, memory, verbose
+        As in :class:`~flipad_sklearn.ConformalPipeline`.
+    immunise : transformer or None, default=None
+        A transformer of images (e.g. a
+        :class:`~flipad_sklearn.RandomPerturbation`) whose ``fit_transform``
+        perturbs the training inputs; its output is reshaped to the input's
+        shape.  None: a plain ``ConformalPipeline``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from flipad_sklearn import ConformalPipeline, GeneratorStandardScaler
+    >>> from flipad_sklearn import RandomPerturbation
+    >>> from flipad_sklearn.detection import ConformalDetector
+    >>> from flipad_sklearn.pipeline import ImmunisedPipeline
+    >>> X = np.random.default_rng(0).uniform(-1, 1, (300, 1, 4, 4))
+    >>> pipe = ImmunisedPipeline(
+    ...     [("flat", GeneratorStandardScaler()),
+    ...      ("det", ConformalDetector(fnr=0.05, random_state=0))],
+    ...     immunise=RandomPerturbation(random_state=0))
+    >>> pipe.fit(X.reshape(300, -1))[-1].validation_scores_.size
+    60
+    """
+
+    def __init__(self, steps, *, immunise=None, input_range=None, quantize=None,
+                 transform_input=None, memory=None, verbose=False):
+        super().__init__(steps, input_range=input_range, quantize=quantize,
+                         transform_input=transform_input, memory=memory, verbose=verbose)
+        self.immunise = immunise
+
+    def _immunised(self, X):
+        if self.immunise is None:
+            return X
+        if scipy.sparse.issparse(X):
+            raise TypeError("ImmunisedPipeline perturbs images: sparse input is not "
+                            "supported; pass a dense array.")
+        Xa = np.asarray(X)
+        Xt = np.asarray(clone(self.immunise).fit_transform(Xa))
+        if Xt.shape[0] != Xa.shape[0] or Xt.size != Xa.size:
+            raise ValueError(f"immunise must return one perturbed input per input, of the "
+                             f"same size: {Xa.shape} gave {Xt.shape}.")
+        return Xt.reshape(Xa.shape).astype(Xa.dtype, copy=False)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        if self.immunise is not None:
+            tags.input_tags.sparse = False      # images: perturbed as dense arrays
+        return tags
+
+    def __getitem__(self, ind):
+        """A step, or a sub-pipeline; a slice keeping the first step keeps ``immunise``."""
+        out = super().__getitem__(ind)
+        if isinstance(ind, slice) and isinstance(out, ImmunisedPipeline) \
+                and ind.start in (None, 0):
+            out.immunise = self.immunise
+        return out
+
+    def fit(self, X, y=None, **params):
+        """Fit as :meth:`ConformalPipeline.fit` on the inputs perturbed by ``immunise``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+            Training input of the first step (images).
+        y : array-like of shape (n_samples,), default=None
+            1 = made by G, -1 = known not made by G, 0 = unlabelled; None: all G's.
+        **params : dict
+            As in :meth:`ConformalPipeline.fit`.
+
+        Returns
+        -------
+        self : ImmunisedPipeline
+        """
+        return super().fit(self._immunised(X), y, **params)
+
+    @available_if(Pipeline._can_fit_transform)
+    def fit_transform(self, X, y=None, **params):
+        """:meth:`ConformalPipeline.fit_transform` on the perturbed inputs (the
+        returned features are those of the perturbed inputs)."""
+        return super().fit_transform(self._immunised(X), y, **params)
 
 
 def _input_contract(activation, input_range, quantize):

@@ -202,3 +202,24 @@ def test_benchmark_inverts_what_the_recipe_scores():
     np.testing.assert_allclose(Z, pipe[:1].fit(X).transform(X8), rtol=1e-6, atol=1e-8)
     # what the benchmark did before: the floats themselves, other activations
     assert np.abs(Z - pipe[0].fit(X).transform(X)).max() > 1e-3
+
+
+def test_published_immunise_recipe_is_make_flipads():
+    """``--part published --recipe immunise`` perturbs the training pool exactly
+    as ``make_flipad(..., immunise="published", random_state=seed)`` perturbs
+    its training images at fit (the numbers it writes are the option's)."""
+    from torch import nn
+
+    from flipad_sklearn.pipeline import make_flipad
+
+    bench = _load_benchmark()
+    X = np.tanh(np.random.default_rng(0).normal(size=(40, 1, 8, 8))).astype(np.float32)
+    layer = nn.ConvTranspose2d(4, 1, 4, stride=2, padding=1)
+    pipe = make_flipad(layer, "tanh", np.zeros((4, 4, 4)), immunise="published",
+                       random_state=3, device="cpu")
+    Xb = bench.immunise_mixture(X, 3)
+    assert Xb.shape == X.shape and Xb.dtype == X.dtype
+    np.testing.assert_array_equal(Xb, pipe._immunised(X))
+    assert not np.array_equal(Xb, X)
+    with pytest.raises(ValueError, match="recipe"):
+        bench.run_published(recipe="mixture")

@@ -268,6 +268,8 @@ CHECKED_ELSEWHERE = {
     "ResizedCrop": "tests/test_perturbations.py",
     "SDVSynthesizer": "tests/test_sdv_others.py",
     "ConformalPipeline": "tests/test_conformal_pipeline.py",
+    "ImmunisedPipeline": "tests/test_immunise.py",
+    "RandomPerturbation": "tests/test_immunise.py",
 }
 
 

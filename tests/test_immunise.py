@@ -1,0 +1,232 @@
+"""Immunisation without naming the perturbation (issue 27, item 2):
+RandomPerturbation, ImmunisedPipeline and make_flipad(immunise=...)."""
+
+import joblib
+import numpy as np
+import pytest
+import scipy.ndimage
+import torch
+from sklearn.base import clone
+from sklearn.preprocessing import FunctionTransformer
+from sklearn.utils.estimator_checks import parametrize_with_checks
+from torch import nn
+
+from flipad_sklearn import (
+    ConformalPipeline, GaussianBlur, GaussianNoise, GeneratorStandardScaler, JPEGCompression,
+    RandomPerturbation, Resize, ResizedCrop,
+)
+from flipad_sklearn.detection import ConformalDetector
+from flipad_sklearn.perturbations import published_mixture
+from flipad_sklearn.pipeline import ImmunisedPipeline, make_flipad
+
+pytest.importorskip("PIL")
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+
+
+def _images(n, seed, shift=0.0, size=8):
+    rng = np.random.default_rng(seed)
+    smooth = scipy.ndimage.gaussian_filter(rng.uniform(-1, 1, (n, 1, size, size)),
+                                           sigma=(0, 0, 1.5, 1.5))
+    return np.clip(smooth * 2 + shift, -1, 1)
+
+
+# ------------------------------------------------------------ RandomPerturbation
+def test_published_mixture_is_what_the_docs_say():
+    kinds = published_mixture()
+    assert kinds[0] is None
+    assert [t.quality for t in kinds[1]] == list(range(70, 96))
+    assert all(isinstance(t, Resize) for t in kinds[2])
+    assert [t.scale for t in kinds[2]][0] == 0.9 and [t.scale for t in kinds[2]][-1] == 1.1
+    assert all(isinstance(t, ResizedCrop) and 0.9 <= t.scale <= 1.0 for t in kinds[3])
+
+
+def test_random_perturbation_draws_each_kind_by_its_weight():
+    X = _images(400, 0)
+    est = RandomPerturbation([None, GaussianBlur(sigma=1.0)], weights=[3, 1],
+                             random_state=0).fit(X)
+    Xt = est.transform(X)
+    blurred = GaussianBlur(sigma=1.0).fit_transform(X)
+    same = np.all(Xt == X.reshape(400, -1), axis=1)
+    is_blur = np.all(Xt == blurred, axis=1)
+    assert np.all(same | is_blur) and not np.any(same & is_blur)
+    assert 0.2 < is_blur.mean() < 0.3            # weight 1 of 4
+    np.testing.assert_allclose(est.weights_, [0.75, 0.25])
+    # seeded: the same draws every time, and for a clone
+    np.testing.assert_array_equal(Xt, est.transform(X))
+    np.testing.assert_array_equal(Xt, clone(est).fit_transform(X))
+    assert not np.array_equal(Xt, RandomPerturbation(
+        [None, GaussianBlur(sigma=1.0)], random_state=1).fit_transform(X))
+
+
+def test_random_perturbation_strengths_and_a_single_kind():
+    X = _images(60, 1)
+    # one kind at one strength: that perturbation
+    one = RandomPerturbation([JPEGCompression(quality=50)], random_state=0).fit_transform(X)
+    np.testing.assert_array_equal(one, JPEGCompression(quality=50).fit_transform(X))
+    # one kind at two strengths: every image gets one of them, both occur
+    Xt = RandomPerturbation([[GaussianBlur(sigma=0.5), GaussianBlur(sigma=2.0)]],
+                            random_state=0).fit_transform(X)
+    a, b = (GaussianBlur(sigma=s).fit_transform(X) for s in (0.5, 2.0))
+    in_a, in_b = np.all(Xt == a, axis=1), np.all(Xt == b, axis=1)
+    assert np.all(in_a | in_b) and in_a.any() and in_b.any()
+    # the default mixture perturbs most images, within [-1, 1], float32 kept
+    Xp = RandomPerturbation(random_state=0).fit_transform(_images(40, 2, size=16)
+                                                          .astype(np.float32))
+    assert Xp.dtype == np.float32 and np.abs(Xp).max() <= 1
+
+
+@pytest.mark.parametrize("params, error, match", [
+    (dict(perturbations=[]), ValueError, "at least one kind"),
+    (dict(perturbations=[None, []]), ValueError, "empty list"),
+    (dict(perturbations=[None, "jpeg"]), TypeError, "transformer"),
+    (dict(perturbations="jpeg"), ValueError, "perturbations"),
+    (dict(perturbations=[None, GaussianBlur()], weights=[1.0]), ValueError, "weights"),
+    (dict(perturbations=[None, GaussianBlur()], weights=[1.0, -1.0]), ValueError, "weights"),
+    (dict(perturbations=[None, GaussianBlur()], weights=[0.0, 0.0]), ValueError, "weights"),
+    (dict(perturbations=[None, GaussianBlur()], weights=[1.0, np.nan]), ValueError,
+     "weights"),
+])
+def test_random_perturbation_bad_parameters(params, error, match):
+    with pytest.raises(error, match=match):
+        RandomPerturbation(**params).fit(_images(4, 0))
+
+
+def test_random_perturbation_checks_channels_at_fit():
+    X2 = np.zeros((3, 2, 8, 8))
+    with pytest.raises(ValueError, match="JPEGCompression in the mixture"):
+        RandomPerturbation(random_state=0).fit(X2)
+    RandomPerturbation([None, GaussianBlur()], random_state=0).fit(X2)   # blur: any
+
+
+_POSITION = "the perturbation drawn for a sample depends on its position in the batch"
+
+
+@pytest.mark.filterwarnings("ignore::flipad_sklearn.OutOfRangeWarning")
+@parametrize_with_checks(
+    [RandomPerturbation([None, GaussianBlur(sigma=1.0), JPEGCompression(quality=50)],
+                        random_state=0)],
+    expected_failed_checks=lambda est: {
+        "check_methods_subset_invariance": _POSITION,
+        "check_methods_sample_order_invariance": _POSITION,
+        "check_estimators_dtypes": "integer images are refused (JPEG in the mixture)",
+    },
+)
+def test_random_perturbation_sklearn_compatible(estimator, check):
+    check(estimator)
+
+
+# ------------------------------------------------------------ ImmunisedPipeline
+def _detector_pipe(cls, **kw):
+    return cls([("scaler", GeneratorStandardScaler()),
+                ("det", ConformalDetector("ocsvm", fnr=0.05, random_state=0))], **kw)
+
+
+def test_immunised_pipeline_is_a_conformal_pipeline_fitted_on_perturbed_inputs():
+    X = _images(300, 0).reshape(300, -1)
+    noise = GaussianNoise(std=0.3, random_state=0)
+    imm = _detector_pipe(ImmunisedPipeline, immunise=noise).fit(X)
+    ref = _detector_pipe(ConformalPipeline).fit(clone(noise).fit_transform(X))
+    # the held-out samples of G that set the threshold were perturbed too
+    np.testing.assert_array_equal(imm[-1].validation_scores_, ref[-1].validation_scores_)
+    assert imm.offset_ == ref.offset_
+    # scoring takes inputs as they come: no perturbation at predict
+    X_new = _images(50, 5).reshape(50, -1)
+    np.testing.assert_array_equal(imm.score_samples(X_new), ref.score_samples(X_new))
+    np.testing.assert_array_equal(imm.score_samples(X_new), imm.score_samples(X_new))
+
+
+def test_immunised_pipeline_keeps_g_under_the_perturbation():
+    """Fails without immunisation: G's perturbed images fall below a clean threshold."""
+    X = _images(300, 0).reshape(300, -1)
+    noisy_g = GaussianNoise(std=0.3, random_state=7).fit_transform(_images(200, 3))
+    clean = _detector_pipe(ConformalPipeline).fit(X)
+    imm = _detector_pipe(ImmunisedPipeline,
+                         immunise=GaussianNoise(std=0.3, random_state=0)).fit(X)
+    assert np.mean(clean.predict(noisy_g) == 1) < 0.5
+    assert np.mean(imm.predict(noisy_g) == 1) > 0.85
+
+
+def test_immunised_pipeline_params_slices_and_pickling(tmp_path):
+    X = _images(200, 0).reshape(200, -1)
+    pipe = _detector_pipe(ImmunisedPipeline, immunise=GaussianBlur(sigma=1.0))
+    assert clone(pipe).get_params()["immunise"].sigma == 1.0
+    assert pipe[:1].immunise is pipe.immunise and pipe[1:].immunise is None
+    pipe.fit(X)
+    joblib.dump(pipe, tmp_path / "p.joblib")
+    back = joblib.load(tmp_path / "p.joblib")
+    np.testing.assert_array_equal(back.score_samples(X), pipe.score_samples(X))
+    with pytest.raises(ValueError, match="one perturbed input per input"):
+        _detector_pipe(ImmunisedPipeline,
+                       immunise=FunctionTransformer(lambda A: A[:, :-1])).fit(X)
+
+
+_FITS_ITS_STEPS = ("a pipeline fits the estimators of its steps in place (scikit-learn's "
+                   "Pipeline does too)")
+
+
+@parametrize_with_checks(
+    [ImmunisedPipeline([("scaler", GeneratorStandardScaler()),
+                        ("det", ConformalDetector(fnr=0.1, random_state=0))],
+                       immunise=GaussianBlur(sigma=0.5))],
+    expected_failed_checks=lambda est: {
+        "check_estimators_overwrite_params": _FITS_ITS_STEPS,
+        "check_dont_overwrite_parameters": _FITS_ITS_STEPS,
+    },
+)
+@pytest.mark.filterwarnings("ignore::flipad_sklearn.ThresholdWarning")
+@pytest.mark.filterwarnings("ignore:.*labels are not in:UserWarning")
+@pytest.mark.filterwarnings("ignore:All validation samples:RuntimeWarning")
+def test_immunised_pipeline_sklearn_compatible(estimator, check):
+    check(estimator)
+
+
+# ------------------------------------------------------------ make_flipad(immunise=)
+def _layer():
+    g = torch.Generator().manual_seed(0)
+    layer = nn.ConvTranspose2d(4, 1, 4, 2, 1)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(layer.weight.shape, generator=g) * 0.3)
+        layer.bias.zero_()
+    return layer
+
+
+def test_make_flipad_immunise_parameter():
+    layer, anchor = _layer(), np.zeros((4, 6, 6))
+    plain = make_flipad(layer, "tanh", anchor, random_state=0, device="cpu")
+    assert type(plain) is ConformalPipeline
+    pipe = make_flipad(layer, "tanh", anchor, random_state=3, device="cpu",
+                       immunise="published")
+    assert isinstance(pipe, ImmunisedPipeline) and isinstance(pipe, ConformalPipeline)
+    imm = pipe.immunise
+    assert isinstance(imm, RandomPerturbation) and imm.perturbations == "published"
+    assert imm.random_state == 3 and imm.input_shape == (1, 12, 12)   # G's image shape
+    assert pipe.quantize == "uint8" and pipe.input_range == (-1.0, 1.0)
+    given = JPEGCompression(quality=80)
+    assert make_flipad(layer, "tanh", anchor, device="cpu", immunise=given).immunise is given
+    with pytest.raises(ValueError, match="immunise"):
+        make_flipad(layer, "tanh", anchor, device="cpu", immunise="jpeg")
+    with pytest.raises(TypeError, match="immunise"):
+        make_flipad(layer, "tanh", anchor, device="cpu", immunise=3)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_make_flipad_immunised_fits_on_flattened_images():
+    """The default mixture needs the image shape: make_flipad gives it, so
+    flattened images are perturbed as images (JPEG of a 12x12 digit, not of
+    a 1x144 row)."""
+    layer = _layer()
+    rng = np.random.default_rng(0)
+    with torch.no_grad():
+        X = torch.tanh(layer(torch.from_numpy(
+            np.maximum(rng.normal(size=(120, 4, 6, 6)), 0).astype(np.float32)))).numpy()
+    pipe = make_flipad(layer, "tanh", np.zeros((4, 6, 6)),
+                       alpha=1e-3, tol=1e-3, max_iter=50, fnr=0.05, random_state=0,
+                       device="cpu", immunise="published",
+                       detector_params=dict(hidden_sizes=(8,), rep_dim=4, n_epochs=2))
+    flat = pipe.fit(X.reshape(120, -1))
+    assert flat.immunise.input_shape == (1, 12, 12)
+    Xp = flat._immunised(X.reshape(120, -1))
+    ref = RandomPerturbation(random_state=0, input_shape=(1, 12, 12)).fit_transform(
+        X.reshape(120, -1))
+    np.testing.assert_array_equal(Xp, ref)
+    assert np.all(np.isfinite(flat.score_samples(X.reshape(120, -1))))
