@@ -56,7 +56,10 @@ from .detection import (
 )
 from .features import ActivationPooling, ChannelSelector, DCTFeatures, GeneratorStandardScaler
 from .inversion import FinalLayerInverter, SkipInverter
-from .perturbations import GaussianBlur, GaussianNoise, JPEGCompression, ResizedCrop
+from .perturbations import (
+    GaussianBlur, GaussianNoise, JPEGCompression, RandomPerturbation, Resize, ResizedCrop,
+)
+from .pipeline import ImmunisedPipeline
 from .streaming import StreamingFeatures
 
 __all__ = ["ALLOWED_CLASSES", "DEFAULT_MAX_BYTES", "FORMAT", "FORMAT_VERSION",
@@ -106,6 +109,9 @@ ALLOWED_CLASSES = {
     "flipad_sklearn.GaussianNoise": GaussianNoise,
     "flipad_sklearn.JPEGCompression": JPEGCompression,
     "flipad_sklearn.ResizedCrop": ResizedCrop,
+    "flipad_sklearn.Resize": Resize,
+    "flipad_sklearn.RandomPerturbation": RandomPerturbation,
+    "flipad_sklearn.ImmunisedPipeline": ImmunisedPipeline,
 }
 _NAMES = {cls: name for name, cls in ALLOWED_CLASSES.items()}
 # documented (and raised) as part of this module

@@ -230,3 +230,23 @@ def test_make_flipad_immunised_fits_on_flattened_images():
         X.reshape(120, -1))
     np.testing.assert_array_equal(Xp, ref)
     assert np.all(np.isfinite(flat.score_samples(X.reshape(120, -1))))
+
+
+def test_immunised_flipad_saves_in_the_secure_format(tmp_path):
+    """Before: persistence.save refused it (ImmunisedPipeline, RandomPerturbation and
+    Resize were outside the allow-list)."""
+    from flipad_sklearn import persistence
+
+    torch.manual_seed(0)
+    layer = nn.ConvTranspose2d(4, 1, 4, 2, 1)
+    X = np.tanh(np.random.default_rng(0).normal(size=(120, 1, 16, 16))).astype(np.float32)
+    pipe = make_flipad(layer, "tanh", np.zeros((4, 8, 8), np.float32), fnr=0.05,
+                       random_state=0, device="cpu", immunise="published",
+                       detector_params=dict(n_epochs=2)).fit(X)
+    path = tmp_path / "immunised.flipad"
+    persistence.save(pipe, path)
+    loaded = persistence.load(path)
+    assert isinstance(loaded, ImmunisedPipeline)
+    assert isinstance(loaded.immunise, RandomPerturbation)
+    np.testing.assert_array_equal(loaded.decision_function(X[:10]),
+                                  pipe.decision_function(X[:10]))
