@@ -241,8 +241,9 @@ class ImmunisedPipeline(ConformalPipeline):
     guarantee covers the perturbations), then fits as a
     ``ConformalPipeline`` (input contract included).  ``predict``,
     ``decision_function``, ``score_samples``, ``pvalues`` and ``transform``
-    take the inputs as they come.  :func:`make_flipad` with ``immunise=``
-    returns one.
+    take the inputs as they come; :func:`~flipad_sklearn.calibrate` on fresh
+    samples of G perturbs them as ``fit`` does.  :func:`make_flipad` with
+    ``immunise=`` returns one.
 
     Parameters
     ----------
@@ -302,6 +303,10 @@ class ImmunisedPipeline(ConformalPipeline):
                 and ind.start in (None, 0):
             out.immunise = self.immunise
         return out
+
+    def _calibration_input(self, X):
+        """Fresh samples of G for :func:`~flipad_sklearn.calibrate`, perturbed as at fit."""
+        return self._immunised(X)
 
     def fit(self, X, y=None, **params):
         """Fit as :meth:`ConformalPipeline.fit` on the inputs perturbed by ``immunise``.

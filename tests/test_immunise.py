@@ -250,3 +250,21 @@ def test_immunised_flipad_saves_in_the_secure_format(tmp_path):
     assert isinstance(loaded.immunise, RandomPerturbation)
     np.testing.assert_array_equal(loaded.decision_function(X[:10]),
                                   pipe.decision_function(X[:10]))
+
+
+def test_calibrate_perturbs_fresh_samples_of_an_immunised_pipeline():
+    """The guarantee covers the perturbations: fresh samples of G set the threshold
+    after the same perturbation as fit's (before: calibrate used them clean)."""
+    from flipad_sklearn import calibrate
+
+    X = _images(300, 0).reshape(300, -1)
+    noise = GaussianNoise(std=0.3, random_state=0, input_shape=(1, 8, 8))
+    pipe = ImmunisedPipeline([("scale", GeneratorStandardScaler()),
+                              ("det", ConformalDetector("gaussian", fnr=0.05,
+                                                        validation_size=0, random_state=0))],
+                             immunise=noise).fit(X)
+    fresh = _images(199, 1).reshape(199, -1)
+    calibrate(pipe, fresh)
+    expected = pipe[-1].score_samples(pipe[:-1].transform(
+        clone(noise).fit_transform(fresh)))
+    np.testing.assert_allclose(pipe[-1].validation_scores_, np.sort(expected))

@@ -776,6 +776,13 @@ class ConformalDecisionMixin:
         return self.fit(X, y, **kwargs).predict(X)
 
 
+def _frozen_inner(estimator):
+    """``estimator`` without its FrozenEstimator wrappers."""
+    while isinstance(estimator, FrozenEstimator):
+        estimator = estimator.estimator
+    return estimator
+
+
 def _unwrap(estimator):
     """The conformal detector at the end of ``estimator``, and the steps before it."""
     est = estimator
@@ -864,5 +871,10 @@ def calibrate(estimator, X, *, n_samples="auto", fnr=None):
                              "asked for.")
     if len(X) < 1:
         raise ValueError("calibrate needs at least one sample of G.")
+    # a pipeline trained on perturbed inputs (ImmunisedPipeline) perturbs the fresh
+    # samples the same way: its guarantee covers the perturbations
+    prepare = getattr(_frozen_inner(estimator), "_calibration_input", None)
+    if prepare is not None:
+        X = prepare(X)
     det.recalibrate(_head_transform(head, X))
     return estimator
