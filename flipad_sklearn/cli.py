@@ -521,6 +521,7 @@ def cmd_fit(args):
     pipe = make_flipad(
         final.layer, final.activation, anchor, alpha=args.alpha,
         activation_shape=final.activation_shape, positive=positive, datafit=args.datafit,
+        immunise=None if args.immunise == "none" else args.immunise,
         tol=args.tol, max_iter=args.max_iter, fnr=args.fnr, random_state=args.seed,
         device=args.device, inverter_params=dict(batch_size=args.batch_size),
         # trained, calibrated and scored on 8-bit images in the activation's range
@@ -1009,6 +1010,14 @@ def build_parser():
                           "(weighted by the activation's slope: steadier under JPEG and "
                           "noise on saturated pixels, less sharp on clean images of "
                           "heavily saturated generators; see the user guide)")
+    fit.add_argument("--immunise", choices=("none", "published"), default="none",
+                     help="published: train and set the threshold on images each passed "
+                          "through a random perturbation (none, JPEG q70-95, resize "
+                          "0.9-1.1, crop 0.9-1.0), so that G's recompressed or resized "
+                          "images keep the fnr guarantee; with shadows or a competitor "
+                          "among --others it keeps the clean accuracy, with real images "
+                          "alone it costs some (see the user guide, 'Images after "
+                          "publication'); none: clean images (the default)")
     fit.add_argument("--positive", choices=("auto", "yes", "no"), default="auto",
                      help="non-negative activations; auto: yes when the generator's "
                           "penultimate activations are (a ReLU)")

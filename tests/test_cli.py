@@ -810,3 +810,21 @@ def test_attribute_shows_progress_unless_quiet(fitted, capsys):
 
     pipe = persistence.load(det)
     assert pipe["inv"].verbose == 0 and pipe["det"].verbose == 0
+
+
+def test_fit_immunise_published_trains_and_calibrates_on_perturbed_images(workdir):
+    """``--immunise published``: an ImmunisedPipeline, saved securely, its 1000 fresh
+    samples of G perturbed before they set the threshold."""
+    from flipad_sklearn import persistence
+    from flipad_sklearn.pipeline import ImmunisedPipeline
+
+    res = _run(["fit", "--generator", "gens.py:G", "--latent-shape", "8", "--own", "own",
+                "--others", "others", "--fnr", "0.05", "--epochs", "2",
+                "--anchor-samples", "200", "--immunise", "published",
+                "-o", "out/immunised.flipad"], cwd=workdir)
+    assert res.returncode == cli.EXIT_OK, res.stderr
+    pipe = persistence.load(workdir / "out" / "immunised.flipad")
+    assert isinstance(pipe, ImmunisedPipeline) and pipe.immunise is not None
+    assert pipe[-1].validation_scores_.size == 1000
+    assert cli.build_parser().parse_args(
+        ["fit", "--generator", "g.py", "--own", "o", "-o", "m.flipad"]).immunise == "none"
