@@ -20,7 +20,8 @@ of the zoo (``benchmarks/train_zoo.py``):
   never seen in training).
 
 Methods: FLIPAD (final-layer inversion -> max pooling -> G-standardisation ->
-``FLIPADDetector`` at its defaults: Deep SAD guarded by a one-class SVM), FLIPAD
+``FLIPADDetector`` at its defaults: Deep SAD alone with labelled others, guarded
+by a one-class SVM without them), FLIPAD
 features with IsolationForest and OneClassSVM, RAWPAD (the same detector on
 pixels), DCTPAD (on log |DCT|), the fingerprint
 correlation of Marra et al. and the latent-inversion distance.  The last

@@ -84,10 +84,10 @@ def make_flipad(layer, activation="tanh", anchor="zeros", *, alpha=5e-4,
     n_channels : int or None, default=None
         Channels kept by :class:`~flipad_sklearn.ChannelSelector` (fitted on
         ``y``); None keeps all.
-    detector : None, {"iforest", "ocsvm", "lof"} or estimator, default=None
-        None: :class:`~flipad_sklearn.FLIPADDetector` (Deep SAD, MLP, with its
-        default one-class SVM guard; ``detector_params={"one_class": None}``
-        gives the paper's Deep SAD alone).
+    detector : None, {"iforest", "ocsvm", "lof", "gaussian"} or estimator, default=None
+        None: :class:`~flipad_sklearn.FLIPADDetector` (Deep SAD, MLP, at its
+        defaults: the paper's Deep SAD alone when labelled others are given,
+        with a one-class SVM guard when they are not, ``combine="auto"``).
         A conformal detector (one with the package's conformal rule, e.g. a
         configured :class:`~flipad_sklearn.FLIPADDetector` or a subclass of
         :class:`~flipad_sklearn.detection.conformal.ConformalDecisionMixin`):
