@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import torch
+from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from flipad_sklearn import FinalLayerInverter
@@ -43,6 +44,13 @@ def paper_layer(name, side=None):
     if name != "dcgan":
         layer = scaled_layer(layer, step, in_shape)
     return layer, in_shape, activation, alpha, step
+
+
+def accuracy_auc(g, s):
+    """``"acc / AUC"`` of decisions on G's samples ``g`` against another source's ``s``:
+    the balanced accuracy of the verdicts (decision >= 0: G) and the ROC AUC."""
+    auc = roc_auc_score(np.r_[np.ones(g.size), np.zeros(s.size)], np.r_[g, s])
+    return f"{0.5 * (np.mean(g >= 0) + np.mean(s < 0)):.3f} / {auc:.3f}"
 
 
 def peak_mb():

@@ -25,13 +25,12 @@ import warnings
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 
 from flipad_sklearn.generators import train_shadows
 
 from ._results import add_result_args, results_dir, tee_result
 from .bench_face_dcgan import LATENT, load_face_dcgan, sample
-from .bench_open_world_face import NAMES, _inverter, build, head
+from .bench_open_world_face import NAMES, _inverter, build, head, rows_for
 from .train_zoo import DEFAULT_CACHE
 
 
@@ -65,21 +64,16 @@ def run(args):
           f"each kind; {len(fresh)} fresh samples of G and 100 per source to test.  Cells: "
           "accuracy at fnr 0.005 / ROC AUC.\n")
     print("| labelled others | G rejected | " + " | ".join(NAMES.values()) +
-          " | G's samples after JPEG q90 accepted |")
-    print("|---|---|" + "---|" * len(NAMES) + "---|")
+          " | G's samples after JPEG q90 accepted | fit |")
+    print("|---|---|" + "---|" * len(NAMES) + "---|---|")
     for label, neg in negatives.items():
+        t = time.time()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             pipe = head().fit(np.concatenate([F["g"][:n], neg]),
                               np.r_[np.ones(n), -np.ones(len(neg))])
-        g = pipe.decision_function(fresh)
-        cells = [f"{np.mean(g < 0):.3f}"]
-        for key in NAMES:
-            s = pipe.decision_function(tests[key])
-            auc = roc_auc_score(np.r_[np.ones(g.size), np.zeros(s.size)], np.r_[g, s])
-            cells.append(f"{0.5 * (np.mean(g >= 0) + np.mean(s < 0)):.3f} / {auc:.3f}")
-        cells.append(f"{np.mean(pipe.decision_function(tests['jpeg90']) >= 0):.3f}")
-        print(f"| {label} | " + " | ".join(cells) + " |", flush=True)
+        rows_for(label, pipe.decision_function, {"fresh G": fresh, **tests},
+                 f"{time.time() - t:.0f} s")
     print(f"\n{time.time() - t0:.0f} s.")
 
 

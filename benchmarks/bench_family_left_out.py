@@ -33,7 +33,6 @@ import warnings
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from flipad_sklearn import (
@@ -43,6 +42,7 @@ from flipad_sklearn.datasets import load_mnist_subset
 from flipad_sklearn.generators import train_shadows
 from flipad_sklearn.pipeline import make_flipad
 
+from ._harness import accuracy_auc
 from ._results import add_result_args, results_dir, tee_result
 from .train_zoo import DEFAULT_CACHE, ensure_image_zoo, mnist_train_images
 
@@ -96,11 +96,6 @@ def _upconv_family(X, cache, log):
             log(f"trained upconv32 seed {seed} in {time.time() - t:.0f} s -> {path}")
         out.append(G.eval())
     return out
-
-
-def _cell(g, s):
-    auc = roc_auc_score(np.r_[np.ones(g.size), np.zeros(s.size)], np.r_[g, s])
-    return f"{0.5 * (np.mean(g >= 0) + np.mean(s < 0)):.3f} / {auc:.3f}"
 
 
 def run(args):
@@ -162,7 +157,7 @@ def run(args):
                     det.calibrate(lambda k: G.sample(k, random_state=20 + k))
                 scores = {k: det.decision_function(X) for k, X in tests.items()}
             g = scores["G"]
-            cells = [_cell(g, scores[k]) for k in names]
+            cells = [accuracy_auc(g, scores[k]) for k in names]
             left = np.mean([0.5 * (np.mean(g >= 0) + np.mean(scores[k] < 0))
                             for k in names[3:]])
             summary.setdefault(label, []).append(left)

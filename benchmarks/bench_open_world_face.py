@@ -49,6 +49,7 @@ from flipad_sklearn import (
 )
 from flipad_sklearn.generators import train_shadows
 
+from ._harness import accuracy_auc
 from ._results import add_result_args, results_dir, tee_result
 from .bench_face_dcgan import LATENT, UpsampleConvGenerator, load_face_dcgan, other_domain, sample
 from .train_zoo import DEFAULT_CACHE
@@ -130,10 +131,7 @@ def head(**det_params):
 def rows_for(name, decide, tests, note=""):
     g = decide(tests["fresh G"])
     cells = [f"{np.mean(g < 0):.3f}"]
-    for key in NAMES:
-        s = decide(tests[key])
-        auc = roc_auc_score(np.r_[np.ones(g.size), np.zeros(s.size)], np.r_[g, s])
-        cells.append(f"{0.5 * (np.mean(g >= 0) + np.mean(s < 0)):.3f} / {auc:.3f}")
+    cells += [accuracy_auc(g, decide(tests[key])) for key in NAMES]
     cells.append(f"{np.mean(decide(tests['jpeg90']) >= 0):.3f}")
     print(f"| {name} | " + " | ".join(cells) + f" | {note} |", flush=True)
 
@@ -236,9 +234,9 @@ def run_union(images, itests, n, y_tr):
         t = time.time()
         union.calibrate(sampler)
         t_cal = time.time() - t
-        sizes = ", ".join(f"{name} {_unwrap_det(e).validation_scores_.size}"
+        sizes = ", ".join(f"{name} {e[-1].validation_scores_.size}"
                           for name, e in union.estimators_)
-        bounds = np.array([_unwrap_det(e).fnr_bound_ for _, e in union.estimators_])
+        bounds = np.array([e[-1].fnr_bound_ for _, e in union.estimators_])
         t = time.time()
         P = {k: union.pvalues(X, per_detector=True) for k, X in itests.items()}
         t_score = time.time() - t
@@ -265,10 +263,6 @@ def run_union(images, itests, n, y_tr):
         for j, det in enumerate(weights):
             cells = [f"{np.mean(P[k][:, j] <= bounds[j]):.3f}" for k in names]
             print(f"| {label} | {det} | " + " | ".join(cells) + " |")
-
-
-def _unwrap_det(est):
-    return est[-1] if hasattr(est, "steps") else est
 
 
 def main(argv=None):

@@ -256,3 +256,14 @@ def test_finetune_shadows_start_from_g_and_others_do_not():
     assert 0 < distance(tuned) < 0.5 * distance(fresh)
     with pytest.raises(ValueError, match="finetune"):
         train_shadows(G, X, seeds=[1], latent_shape=(4,), init="warm")
+
+
+def test_pixel_guard_refuses_bad_images_at_predict():
+    X = _smooth(120, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        guard = make_pixel_guard((3, 16, 16), size=4, fnr=0.05, random_state=0).fit(X)
+    with pytest.raises(ValueError, match=r"shape \(3, 8, 8\)"):
+        guard.predict(np.zeros((2, 3, 8, 8), np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        guard.predict(np.full((2, 3, 16, 16), np.nan, np.float32))

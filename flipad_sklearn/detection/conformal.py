@@ -785,9 +785,7 @@ def _frozen_inner(estimator):
 
 def _unwrap(estimator):
     """The conformal detector at the end of ``estimator``, and the steps before it."""
-    est = estimator
-    while isinstance(est, FrozenEstimator):
-        est = est.estimator
+    est = _frozen_inner(estimator)
     steps = getattr(est, "steps", None)
     if steps:
         return steps[-1][1], est[:-1]

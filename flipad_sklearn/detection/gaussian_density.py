@@ -3,8 +3,8 @@
 Deep SAD, trained with labelled others, learns what separates G from *them*;
 nothing in it rejects what lies far from all of G's samples (issue 32: on the
 published face DCGAN, digits of another domain resized to 64x64 were accepted
-as G's at fnr 0.005, ROC AUC 0.80).  A plain Gaussian of G's downsampled
-pixels, fitted on G alone, rejects them (``benchmarks/results/
+as G's at fnr 0.005).  A plain Gaussian of G's downsampled pixels, fitted on
+G alone, rejects them (both measured in ``benchmarks/results/
 bench_open_world_face.md``).  With more dimensions than samples the sample
 covariance is singular; Ledoit and Wolf's shrinkage towards a scaled
 identity makes it invertible, with the amount of shrinkage estimated from
