@@ -6,8 +6,8 @@ samples of G against 200 labelled others of one of three kinds, and tested
 on the sources of :mod:`benchmarks.bench_open_world_face` (same cache, same
 test images):
 
-* a competitor: G's architecture trained from scratch on 500 of G's samples
-  (what ``bench_open_world_face`` uses);
+* a competitor: G's architecture trained from scratch on G's samples
+  (what ``bench_open_world_face`` uses, ``TRAIN_RECIPE`` there);
 * fine-tuned copies of G: ``train_shadows(G, X, init="finetune")``, one
   epoch on 500 of G's samples against a new discriminator, two seeds (15,
   16; the test source "G fine-tuned" is seed 14);

@@ -26,13 +26,19 @@ Also the lead behind the pixel guard: a Gaussian model of 8x8-downsampled
 pixels, fitted on G's training samples alone, rejected at its own 0.5 %
 quantile of fresh G.
 
-Run: ``python -m benchmarks.bench_open_world_face`` (about 45 minutes on one
+The other generators are trained with :func:`~flipad_sklearn.generators.train_shadows`
+on 2000 samples of G (``TRAIN_RECIPE``: 375 Adam steps, early-training models
+with a face's layout, far from converged: a CPU budget); the result file says
+what each source emits (pixel statistics).
+
+Run: ``python -m benchmarks.bench_open_world_face`` (about 70 minutes on one
 thread without a cache: training the four other generators and the
 inversions; about 20 with it, most of it the union's own inversions).
 Writes ``benchmarks/results/bench_open_world_face.md``.
 """
 
 import argparse
+import copy
 import os
 import time
 import warnings
@@ -51,7 +57,10 @@ from flipad_sklearn.generators import train_shadows
 
 from ._harness import accuracy_auc
 from ._results import add_result_args, results_dir, tee_result
-from .bench_face_dcgan import LATENT, UpsampleConvGenerator, load_face_dcgan, other_domain, sample
+from .bench_face_dcgan import (
+    LATENT, TRAIN_BATCH, TRAIN_EPOCHS, TRAIN_SAMPLES, UpsampleConvGenerator, load_face_dcgan,
+    other_domain, sample,
+)
 from .train_zoo import DEFAULT_CACHE
 
 N_G, N_COMP, N_TEST = 800, 200, 100
@@ -63,38 +72,98 @@ NAMES = {"unseen": "same architecture, trained on G's samples, unseen seed",
 #: is cheap to calibrate on many fresh samples of G; its sources lie far away)
 UNION_WEIGHTINGS = [{"flipad": 0.5, "rawpad": 0.3, "pixels": 0.2},
                     {"flipad": 0.3, "rawpad": 0.6, "pixels": 0.1}]
+#: the others' training (bench_face_dcgan's recipe), part of the cache's key
+TRAIN_RECIPE = f"{TRAIN_SAMPLES} samples of G, {TRAIN_EPOCHS} epochs, batch {TRAIN_BATCH}"
+#: the trained others: source -> (architecture, seed)
+OTHERS = {"comp": ("dcgan", 11), "unseen": ("dcgan", 12), "upconv": ("upconv", 13)}
+_SAMPLE_SEEDS = {"comp": 5, "unseen": 7, "upconv": 8}
+
+
+def _other(G, name, cache, log):
+    """The other generator ``name`` trained on G's samples (its weights cached in ``cache``)."""
+    arch, seed = OTHERS[name]
+    gen = copy.deepcopy(G) if arch == "dcgan" else UpsampleConvGenerator()
+    tag = f"n{TRAIN_SAMPLES}_e{TRAIN_EPOCHS}_b{TRAIN_BATCH}"
+    path = os.path.join(cache, f"{name}_{arch}_seed{seed}_{tag}.pt")
+    if os.path.exists(path):
+        gen.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return gen.eval()
+    log(f"training {name} ({arch}, seed {seed}) on {TRAIN_RECIPE}")
+    (gen,) = train_shadows(gen, sample(G, TRAIN_SAMPLES, seed=1), seeds=[seed],
+                           latent_shape=LATENT, epochs=TRAIN_EPOCHS, batch_size=TRAIN_BATCH)
+    torch.save(gen.state_dict(), path)
+    return gen.eval()
 
 
 def build(cache, log=print):
-    """Images of every source and their FLIPAD features (the inverter of make_flipad)."""
+    """Images of every source and their FLIPAD features (the inverter of make_flipad).
+
+    Cached in ``cache``; sources made by an older recipe (``recipe`` in the
+    images file) are made again, the others kept.
+    """
     img_path, feat_path = (os.path.join(cache, f) for f in ("images.npz", "features.npz"))
-    if os.path.exists(feat_path) and os.path.exists(img_path):
-        log(f"cached: {cache}")
-        images, features = dict(np.load(img_path)), dict(np.load(feat_path))
-        if "finetune" not in images:        # caches written before the source existed
-            G = load_face_dcgan()
-            images["finetune"] = sample(_finetuned(G), N_TEST, 10)
-            features["finetune"] = _inverter(G).transform(images["finetune"]).astype(
-                np.float32)
-            np.savez(img_path, **images)
-            np.savez(feat_path, **features)
-        return images, features
     os.makedirs(cache, exist_ok=True)
+    images, features = {}, {}
+    if os.path.exists(feat_path) and os.path.exists(img_path):
+        images, features = dict(np.load(img_path)), dict(np.load(feat_path))
+        if str(images.pop("recipe", "")) != TRAIN_RECIPE:
+            for name in OTHERS:
+                images.pop(name, None)
+                features.pop(name, None)
     G = load_face_dcgan()
-    Xtr = sample(G, 500, seed=1)
-    competitor, unseen = train_shadows(G, Xtr, seeds=[11, 12], latent_shape=LATENT, epochs=2)
-    (upconv,) = train_shadows(UpsampleConvGenerator(), Xtr, seeds=[13], latent_shape=LATENT,
-                              epochs=2)
-    fresh = sample(G, N_TEST, seed=6)
-    images = {"g": sample(G, N_G, seed=4), "comp": sample(competitor, N_COMP, seed=5),
-              "unseen": sample(unseen, N_TEST, 7), "upconv": sample(upconv, N_TEST, 8),
-              "domain": other_domain(N_TEST, 9), "finetune": sample(_finetuned(G), N_TEST, 10),
-              "jpeg90": JPEGCompression(quality=90).fit_transform(fresh), "fresh": fresh}
+    fresh = images.get("fresh")
+    if fresh is None:
+        fresh = sample(G, N_TEST, seed=6)
+    makers = {"g": lambda: sample(G, N_G, seed=4), "fresh": lambda: fresh,
+              "domain": lambda: other_domain(N_TEST, 9),
+              "finetune": lambda: sample(_finetuned(G), N_TEST, 10),
+              "jpeg90": lambda: JPEGCompression(quality=90).fit_transform(fresh)}
+    for name in OTHERS:
+        makers[name] = (lambda name=name: sample(_other(G, name, cache, log),
+                                                 N_COMP if name == "comp" else N_TEST,
+                                                 _SAMPLE_SEEDS[name]))
+    missing = [k for k in makers if k not in features]
+    if not missing:
+        log(f"cached: {cache}")
+        return images, features
     inv = _inverter(G)
-    features = {k: inv.transform(X).astype(np.float32) for k, X in images.items()}
-    np.savez(img_path, **images)
+    for name in missing:
+        images[name] = makers[name]()
+        log(f"inverting {len(images[name])} images of {name}")
+        features[name] = inv.transform(images[name]).astype(np.float32)
+    np.savez(img_path, recipe=np.array(TRAIN_RECIPE), **images)
     np.savez(feat_path, **features)
     return images, features
+
+
+def save_source_grid(images, folder, n=8):
+    """``bench_open_world_face_sources.png``: ``n`` test images per source, one row each."""
+    from PIL import Image
+
+    keys = ("fresh", "comp", *NAMES)
+    rows = [np.concatenate(list(images[k][:n].reshape(n, 3, 64, 64).transpose(0, 2, 3, 1)),
+                           axis=1) for k in keys]
+    grid = np.round((np.clip(np.concatenate(rows), -1, 1) + 1) * 127.5).astype(np.uint8)
+    path = os.path.join(folder, "bench_open_world_face_sources.png")
+    Image.fromarray(grid).save(path)
+    print(f"\nSample images, one row per source ({', '.join(keys)}): `{os.path.basename(path)}`.")
+
+
+def source_rows(images):
+    """What each source emits: per-image pixel std and mean (median, 1-99 %)."""
+    print("\nWhat each source emits (per image: std and mean of its pixels in [-1, 1]; "
+          "median and 1-99 % range over the source's test images):\n")
+    print("| source | pixel std | pixel mean |")
+    print("|---|---|---|")
+    for key in ("fresh", "comp", *NAMES):
+        X = images[key].reshape(len(images[key]), -1)
+        cells = []
+        for v in (X.std(axis=1), X.mean(axis=1)):
+            lo, med, hi = np.percentile(v, [1, 50, 99])
+            cells.append(f"{med:.3f} ({lo:.3f} to {hi:.3f})")
+        label = {"fresh": "G, fresh samples", "comp": "competitor (labelled others)"}.get(
+            key, NAMES.get(key))
+        print(f"| {label} | " + " | ".join(cells) + " |")
 
 
 def _finetuned(G):
@@ -149,8 +218,8 @@ def run(args):
               **{k: images[k] for k in (*NAMES, "jpeg90")}}
     print("# Face DCGAN: the default detector against the guard it replaced\n")
     print(f"Published face DCGAN (gan-face-generate) as G; {n} samples of G against "
-          f"{len(F['comp'])} of a competitor (G's architecture trained 2 epochs on 500 "
-          f"samples of G) to fit; {len(ftests['fresh G'])} fresh samples of G and "
+          f"{len(F['comp'])} of a competitor (G's architecture trained on "
+          f"{TRAIN_RECIPE}) to fit; {len(ftests['fresh G'])} fresh samples of G and "
           f"{N_TEST} per other source to test.  Cells: accuracy at fnr 0.005 / ROC AUC "
           "against fresh G; 'G rejected' and 'JPEG q90 accepted' are shares of G's "
           "samples.\n")
@@ -179,6 +248,8 @@ def run(args):
              f"{raw[-1].combine_}")
 
     run_union(images, itests, n, y_tr)
+    source_rows(images)
+    save_source_grid(images, results_dir(args))
 
     # the guard's lead, kept for comparison: a one-class model of the pixels, no negatives
     def down8(X):
@@ -214,9 +285,10 @@ def run_union(images, itests, n, y_tr):
           "sample is G's only when all three accept it.  AUC: of the union's p-value "
           "(each detector's p-value over its bound, the smallest; its sign of log is the "
           "verdict).  Two weightings in this run: the first was set before any "
-          "measurement; the second after it showed RAWPAD's heavy lower tail on G's "
-          "own samples (its threshold at a 0.0015 share fell below the upsample + conv "
-          "family): a hypothesis until another generator agrees.\n")
+          "measurement; the second after a run against others trained for 16 steps "
+          "(noise images) showed RAWPAD's heavy lower tail on G's own samples (its "
+          "threshold at a 0.0015 share fell below that run's upsample + conv "
+          "family).\n")
     rows = []
     for weights in UNION_WEIGHTINGS:
         t = time.time()

@@ -473,8 +473,8 @@ def _subtle(n, d=20, shift=0.0, seed=0):
 @pytest.mark.parametrize("shift", [3.0, 6.0])
 def test_combine_auto_with_negatives_is_deep_sad_alone(shift):
     # shift 3: negatives the one-class SVM cannot see; shift 6: negatives both parts
-    # separate (the old held-out check kept the guard there; on the face DCGAN it then
-    # cost every unseen generator: benchmarks/results/bench_open_world_face.md)
+    # separate (the old held-out check kept the guard there; on the face DCGAN, against
+    # noise-emitting others, it then cost every unseen generator)
     X = np.r_[_subtle(400, seed=1), _subtle(300, shift=shift, seed=2)]
     y = np.r_[np.ones(400), -np.ones(300)]
     params = dict(FAST, hidden_sizes=(32,), n_epochs=20, one_class="ocsvm")
