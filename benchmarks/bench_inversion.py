@@ -109,7 +109,7 @@ def conv_table(title, layer, in_shape, *, activation, alpha, step, stop, max_ite
     """One layer's table: the baseline, the defaults and, per ``variants``
     (``{label: FinalLayerInverter parameters}``, the others at the defaults),
     one more row, all timed in the same alternating loop.  Returns the
-    default inverter."""
+    default inverter and ``{row label: speed-up over the baseline}``."""
     x, anchor = problem(layer, in_shape, n, activation)
     invs = {"flipad defaults": {}}
     invs.update({f"flipad defaults, {label}": params
@@ -165,9 +165,10 @@ def conv_table(title, layer, in_shape, *, activation, alpha, step, stop, max_ite
     rule = f"|dz| <= {stop:g}" if stop else "no early stop"
     print(f"| baseline (step {step}, {rule}, <= {max_iter} it) | {it_base} | {t_base:.3f} "
           f"| 1.0x | - | 0 | - | - | none | - |")
-    ms_def = {}
+    ms_def, speedup = {}, {}
     for label, est in invs.items():
         t_def = el_def[label] / n
+        speedup[label] = t_base / t_def
         # the defaults solve the elastic net (ridge_): its lasso part against the baseline's
         d_def = torch.as_tensor(est.transform(x).astype(np.float64) - est.anchor_)
         p = primal_objective(torch.as_tensor(y) - est.operator_.matvec(d_def), d_def,
@@ -185,7 +186,7 @@ def conv_table(title, layer, in_shape, *, activation, alpha, step, stop, max_ite
                        for label, ms in ms_def.items())
     print(f"\nms per iteration and sample: plain torch W + Wᵀ {ms_plain:.2f}, "
           f"{per_it}; peak memory of the process {peak_mb():.0f} MB")
-    return inv
+    return inv, speedup
 
 
 def sd_large(device, side=512):
