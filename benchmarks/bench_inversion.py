@@ -105,19 +105,29 @@ def plain_iteration_ms(layer, in_shape, n, device, repeat=5):
 
 
 def conv_table(title, layer, in_shape, *, activation, alpha, step, stop, max_iter, n,
-               device, repeat, baseline_repeat):
+               device, repeat, baseline_repeat, variants=None):
+    """One layer's table: the baseline, the defaults and, per ``variants``
+    (``{label: FinalLayerInverter parameters}``, the others at the defaults),
+    one more row, all timed in the same alternating loop.  Returns the
+    default inverter and ``{row label: speed-up over the baseline}``."""
     x, anchor = problem(layer, in_shape, n, activation)
-    inv = FinalLayerInverter(layer=layer, activation=activation, alpha=alpha, anchor=anchor,
-                             device=device)
-    t0 = time.perf_counter()
-    inv.fit(x)
-    fit_s = time.perf_counter() - t0
+    invs = {"flipad defaults": {}}
+    invs.update({f"flipad defaults, {label}": params
+                 for label, params in (variants or {}).items()})
+    fit_s = {}
+    for label, params in invs.items():
+        t0 = time.perf_counter()
+        invs[label] = FinalLayerInverter(layer=layer, activation=activation, alpha=alpha,
+                                         anchor=anchor, device=device, **params).fit(x)
+        fit_s[label] = time.perf_counter() - t0
+    inv = invs["flipad defaults"]
     y = inv._targets(x.reshape(n, -1))
     y_img = y.reshape((n,) + inv.output_shape_)
 
     def run_baseline():
         return baseline_fista(layer, y_img, in_shape, step, alpha, stop, max_iter, device)
 
+    el_def = dict.fromkeys(invs, float("inf"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         # one-off per-layer set-up (the factorisations of every rho stage): a
@@ -125,34 +135,29 @@ def conv_table(title, layer, in_shape, *, activation, alpha, step, stop, max_ite
         t0 = time.perf_counter()
         inv.transform(x[:1])
         setup_s = time.perf_counter() - t0
+        for other in invs.values():
+            other.transform(x[:1])
         # the baseline's runs and the defaults' alternate, and each keeps its
         # best: a slow spell of a shared machine then biases neither
-        el_base = el_def = float("inf")
+        el_base = float("inf")
         for k in range(max(repeat, baseline_repeat)):
             if k < baseline_repeat:
                 el, (d_base, it_base) = best_time(run_baseline, 1)
                 el_base = min(el_base, el)
             if k < repeat:
-                el_def = min(el_def, best_time(lambda: inv.transform(x), 1)[0])
-    t_base, t_def = el_base / n, el_def / n
+                for label, est in invs.items():
+                    el_def[label] = min(el_def[label],
+                                        best_time(lambda: est.transform(x), 1)[0])
+    t_base = el_base / n
     p_base = primal_objective(torch.as_tensor(y) - inv.operator_.matvec(d_base), d_base,
                               alpha).numpy()
-    # the defaults solve the elastic net (ridge_): its lasso part against the baseline's
-    d_def = torch.as_tensor(inv.transform(x).astype(np.float64) - inv.anchor_)
-    p = primal_objective(torch.as_tensor(y) - inv.operator_.matvec(d_def), d_def,
-                         alpha).numpy()
-    rel_gap = inv.duality_gap_ / inv.objective_
-    rel_gap0 = inv.duality_gap_ / (0.5 * (y * y).sum(axis=1))      # the units of tol
-    reasons = ", ".join(f"{r} {c}" for r, c in zip(*np.unique(inv.stop_reason_,
-                                                              return_counts=True)))
     ms_plain = plain_iteration_ms(layer, in_shape, n, device)
-    ms_def = t_def / float(inv.n_iter_.mean()) * 1e3
     print(f"\n## {title}\n")
     print(f"alpha={alpha}, ridge={inv.ridge_:.2e}, {n} samples, device={device}, L={inv.lipschitz_:.3f} "
           f"(baseline step {step}: step*L = {step * inv.lipschitz_:.3f}); "
           f"default solver: {inv.solver_} ({inv.solver_reason_}); batch_size={inv.batch_size_}; "
-          f"fit {fit_s:.1f} s, first transform of one sample (per-layer set-up included, "
-          f"not in s / sample) {setup_s:.1f} s\n")
+          f"fit {fit_s['flipad defaults']:.1f} s, first transform of one sample (per-layer "
+          f"set-up included, not in s / sample) {setup_s:.1f} s\n")
     print("| method | iterations | s / sample | speed-up | samples <= baseline "
           "| lasso objective / baseline - 1 (max) | gap / obj (max) | gap / P(0) (max) "
           "| certified feature error (max) | stop |")
@@ -160,12 +165,28 @@ def conv_table(title, layer, in_shape, *, activation, alpha, step, stop, max_ite
     rule = f"|dz| <= {stop:g}" if stop else "no early stop"
     print(f"| baseline (step {step}, {rule}, <= {max_iter} it) | {it_base} | {t_base:.3f} "
           f"| 1.0x | - | 0 | - | - | none | - |")
-    print(f"| flipad defaults | {inv.n_iter_.mean():.0f} | {t_def:.3f} | {t_base / t_def:.1f}x "
-          f"| {np.mean(p <= p_base):.0%} | {(p / p_base - 1).max():+.2e} | {rel_gap.max():.2e} "
-          f"| {rel_gap0.max():.1e} | {inv.feature_error_.max():.1e} | {reasons} |")
+    ms_def, speedup = {}, {}
+    for label, est in invs.items():
+        t_def = el_def[label] / n
+        speedup[label] = t_base / t_def
+        # the defaults solve the elastic net (ridge_): its lasso part against the baseline's
+        d_def = torch.as_tensor(est.transform(x).astype(np.float64) - est.anchor_)
+        p = primal_objective(torch.as_tensor(y) - est.operator_.matvec(d_def), d_def,
+                             alpha).numpy()
+        rel_gap = est.duality_gap_ / est.objective_
+        rel_gap0 = est.duality_gap_ / (0.5 * (y * y).sum(axis=1))      # the units of tol
+        reasons = ", ".join(f"{r} {c}" for r, c in zip(*np.unique(est.stop_reason_,
+                                                                  return_counts=True)))
+        ms_def[label] = t_def / float(est.n_iter_.mean()) * 1e3
+        print(f"| {label} | {est.n_iter_.mean():.0f} | {t_def:.3f} | {t_base / t_def:.1f}x "
+              f"| {np.mean(p <= p_base):.0%} | {(p / p_base - 1).max():+.2e} "
+              f"| {rel_gap.max():.2e} | {rel_gap0.max():.1e} | {est.feature_error_.max():.1e} "
+              f"| {reasons} |")
+    per_it = ", ".join(f"{label.replace('flipad defaults', 'flipad default')} {ms:.2f}"
+                       for label, ms in ms_def.items())
     print(f"\nms per iteration and sample: plain torch W + Wᵀ {ms_plain:.2f}, "
-          f"flipad default {ms_def:.2f}; peak memory of the process {peak_mb():.0f} MB")
-    return inv
+          f"{per_it}; peak memory of the process {peak_mb():.0f} MB")
+    return inv, speedup
 
 
 def sd_large(device, side=512):
