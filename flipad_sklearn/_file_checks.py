@@ -365,13 +365,7 @@ def _post_detector(est, ctx):
     center = array(est.center_, "center_", ndim=1)
     need(center.shape == (rep,), f"center_ has shape {center.shape}, the network outputs "
                                  f"{rep} values")
-    for key in ("threshold_", "offset_"):
-        if hasattr(est, key):
-            real(getattr(est, key), key)
-    scores = getattr(est, "validation_scores_", None)
-    if scores is not None:
-        array(scores, "validation_scores_", ndim=1)
-        need(scores.size >= 1, "validation_scores_ is empty")
+    _post_conformal(est, ctx)
     scale = getattr(est, "score_scale_", None)
     if scale is not None:
         s = np.asarray(scale, dtype=float)
@@ -492,20 +486,40 @@ def _post_gaussian(est, ctx):
          "log_det_ is not the log-determinant of the covariance precision_ inverts")
 
 
-def _check_threshold(det, what):
+def _check_threshold(det, what, *, bound_required=True):
     """The threshold, ``offset_`` and ``fnr_bound_`` follow from the held-out scores and
-    ``fnr`` (the union's ``fnr_bound_`` is the sum of its detectors')."""
+    ``fnr`` (the union's ``fnr_bound_`` is the sum of its detectors').
+
+    A verdict is evidence: a file whose threshold was edited would accept (or
+    reject) whatever its author chose while reporting the conformal guarantee.
+    ``bound_required=False``: files written before ``fnr_bound_`` existed.
+    """
     v = array(det.validation_scores_, f"{what}'s validation_scores_", ndim=1)
     need(v.size >= 1 and bool(np.all(v[:-1] <= v[1:])),
          f"{what}'s validation_scores_ must be sorted held-out scores")
     fnr = real(det.fnr, f"{what}'s fnr", 0.0, 1.0)
     t = real(det.threshold_, f"{what}'s threshold_")
     need(real(det.offset_, f"{what}'s offset_") == -t, f"{what}'s offset_ is not -threshold_")
-    need(real(det.fnr_bound_, f"{what}'s fnr_bound_") == fnr_bound(v.size, fnr),
-         f"{what}'s fnr_bound_ does not follow from its fnr and held-out scores")
+    if bound_required or hasattr(det, "fnr_bound_"):
+        need(real(det.fnr_bound_, f"{what}'s fnr_bound_") == fnr_bound(v.size, fnr),
+             f"{what}'s fnr_bound_ does not follow from its fnr and held-out scores")
     k = min(_rank(v.size, fnr), v.size)
     need(abs(t + v[v.size - k]) <= 1e-9 * max(abs(t), 1e-12),
          f"{what}'s threshold_ is not the conformal quantile of its held-out scores")
+
+
+def _post_conformal(est, ctx):
+    """A conformal detector's threshold is the quantile of its held-out scores."""
+    for key in ("threshold_", "offset_"):
+        if hasattr(est, key):
+            real(getattr(est, key), key)
+    scores = getattr(est, "validation_scores_", None)
+    if scores is not None:
+        array(scores, "validation_scores_", ndim=1)
+        need(scores.size >= 1 or not hasattr(est, "threshold_"),
+             "validation_scores_ is empty but the detector has a threshold")
+    if hasattr(est, "threshold_") and scores is not None:
+        _check_threshold(est, "the detector", bound_required=False)
 
 
 def _post_union(est, ctx):
@@ -622,6 +636,7 @@ _PRE = {"FinalLayerInverter": _pre_inverter, "FLIPADDetector": _pre_detector}
 _POST = {
     "FinalLayerInverter": _post_inverter,
     "FLIPADDetector": _post_detector,
+    "ConformalDetector": _post_conformal,
     "ActivationPooling": _post_pooling,
     "ChannelSelector": _post_selector,
     "GeneratorStandardScaler": _post_scaler,

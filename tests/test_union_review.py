@@ -161,3 +161,65 @@ def test_union_files_whose_detectors_misstate_their_threshold_are_refused(
             items[i] = [k, float(v) + shift[k]]
     with pytest.raises(persistence.UnsafeFileError, match=message):
         persistence.load(_craft(tmp_path / "bad.flipad", spec, arrays))
+
+
+def _threshold_states(node, cls):
+    """The state items of every fitted ``cls`` in a file's spec."""
+    if isinstance(node, dict):
+        if node.get("__type__") == "estimator" and node.get("class") == cls \
+                and any(k == "threshold_" for k, _ in node["state"]["items"]):
+            yield node["state"]["items"]
+        for v in node.values():
+            yield from _threshold_states(v, cls)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _threshold_states(v, cls)
+
+
+def _moved_threshold(items, by):
+    """Move ``threshold_`` by ``by`` and keep ``offset_ = -threshold_`` (a careful forger)."""
+    for i, (k, v) in enumerate(items):
+        if k == "threshold_":
+            items[i] = [k, float(v) + by]
+        elif k == "offset_":
+            items[i] = [k, float(v) - by]
+
+
+@pytest.mark.parametrize("by", [-1e6, 1e-3])
+def test_flipad_files_whose_threshold_was_moved_are_refused(tmp_path, by):
+    """A standalone detector's threshold must be the quantile of its held-out scores:
+    moved far down it would accept every image while the file still states fnr."""
+    from test_persistence import _data, _layer
+
+    from flipad_sklearn.pipeline import make_flipad
+
+    layer = _layer()
+    X_g, A_g = _data(layer, 80, 0.0, 0)
+    X_o, _ = _data(layer, 40, 1.5, 1)
+    pipe = make_flipad(layer, "tanh", A_g.mean(axis=0), tol=1e-3, max_iter=50,
+                       n_channels=3, fnr=0.05, random_state=0, device="cpu",
+                       detector_params=dict(hidden_sizes=(8,), rep_dim=4, n_epochs=2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pipe.fit(np.concatenate([X_g, X_o]), np.r_[np.ones(80), -np.ones(40)])
+    path = persistence.save(pipe, tmp_path / "ok.flipad") or tmp_path / "ok.flipad"
+    persistence.load(path)                                   # the honest file loads
+    spec, arrays = _members(path)
+    _moved_threshold(next(_threshold_states(spec["root"], "flipad_sklearn.FLIPADDetector")),
+                     by)
+    with pytest.raises(persistence.UnsafeFileError, match="not the conformal quantile"):
+        persistence.load(_craft(tmp_path / "bad.flipad", spec, arrays))
+
+
+def test_conformal_detector_files_whose_threshold_was_moved_are_refused(tmp_path):
+    rng = np.random.default_rng(0)
+    det = ConformalDetector("gaussian", fnr=0.05, random_state=0).fit(
+        rng.normal(size=(200, 3)))
+    path = persistence.save(det, tmp_path / "ok.flipad") or tmp_path / "ok.flipad"
+    X_new = rng.normal(size=(50, 3)) * 2
+    np.testing.assert_array_equal(persistence.load(path).predict(X_new), det.predict(X_new))
+    spec, arrays = _members(path)
+    _moved_threshold(next(_threshold_states(spec["root"],
+                                            "flipad_sklearn.ConformalDetector")), -1e6)
+    with pytest.raises(persistence.UnsafeFileError, match="not the conformal quantile"):
+        persistence.load(_craft(tmp_path / "bad.flipad", spec, arrays))
