@@ -419,15 +419,20 @@ def main(argv=None):
                             + ("_quick" if args.quick else "") + ".md")
         print(f"written: {write_result(name, chr(10).join(out), results_dir=results_dir(args))}")
         return
-    out = ["# Reproducibility of the features and verdicts at the defaults", "",
-           "## 1. Features: each way of computing them against the defaults", "",
-           "Relative L2 per sample (to max(||z_ref||, feature_scale_), the scale the bound "
-           "is stated in; ||z_ref|| on every sample here unless the solution is ~0).  "
-           "*bound broken*: samples with ||z - z_ref|| > (feature_error_ + the "
-           "reference's) max(||z_ref||, feature_scale_).", "",
-           "| layer | computed with | max diff to defaults | median | max diff to "
-           "reference | max reported bound | bound broken | median iterations | "
-           "s/sample | stop reasons |", "|---|---|---|---|---|---|---|---|---|---|"]
+    out = ["# Reproducibility of the features and verdicts at the defaults", ""]
+    if not args.no_features:
+        out += [
+            "## 1. Features: each way of computing them against the defaults", "",
+            "Relative L2 per sample (to max(||z_ref||, feature_scale_), the scale the bound "
+            "is stated in; ||z_ref|| on every sample here unless the solution is ~0).  "
+            "*bound broken*: samples with ||z - z_ref|| > (feature_error_ + the "
+            "reference's) max(||z_ref||, feature_scale_).", "",
+            "| layer | computed with | max diff to defaults | median | max diff to "
+            "reference | max reported bound | bound broken | median iterations | "
+            "s/sample | stop reasons |", "|---|---|---|---|---|---|---|---|---|---|"]
+    else:
+        out += ["Table 1 (features) is in ``bench_reproducibility.md`` (this run: "
+                "``--no-features``)."]
     for name, (inv, X) in ([] if args.no_features else layers(args.quick, args.only)):
         rows, _ = feature_table(name, inv, X)
         out.extend(rows)
