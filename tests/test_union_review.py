@@ -285,3 +285,19 @@ def test_files_that_drop_what_the_threshold_is_checked_against_are_refused(
     _drop_and_move(next(_threshold_states(spec["root"], f"flipad_sklearn.{cls}")), drop, -1e6)
     with pytest.raises(persistence.UnsafeFileError, match="go together"):
         persistence.load(_craft(tmp_path / "bad.flipad", spec, arrays))
+
+
+def test_a_detector_whose_fnr_was_changed_after_fit_is_refused_at_save(tmp_path):
+    """set_params(fnr=...) on a fitted detector keeps the old threshold: save wrote a
+    file that load then refused (fnr_bound_ / quantile); save says so instead."""
+    from flipad_sklearn.detection.conformal import calibrate
+
+    rng = np.random.default_rng(0)
+    det = ConformalDetector("gaussian", fnr=0.05, random_state=0).fit(
+        rng.normal(size=(300, 4)))
+    det.set_params(fnr=0.01)
+    with pytest.raises(ValueError, match="load would refuse"):
+        persistence.save(det, tmp_path / "stale.flipad")
+    calibrate(det, rng.normal(size=(150, 4)))
+    path = persistence.save(det, tmp_path / "ok.flipad") or tmp_path / "ok.flipad"
+    assert persistence.load(path).fnr == 0.01
