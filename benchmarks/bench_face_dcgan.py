@@ -26,7 +26,8 @@ others, 50 test samples per source, competitors trained on ``TRAIN_SAMPLES``
 samples of G for ``TRAIN_EPOCHS`` epochs at batch ``TRAIN_BATCH``, one thread;
 the result file records the run's times, mostly training the three other
 generators and the inversions).  ``results/face_dcgan.md`` is from the first
-defaults, 500 samples for 2 epochs (16 Adam steps): those generators emitted
+defaults, 500 samples for 2 epochs (14 Adam steps: train_shadows drops an
+epoch's last incomplete batch): those generators emitted
 noise, so its rows for them say nothing about trained competitors
 (``bench_open_world_face.md`` has the same sources, trained as now).
 """
@@ -103,8 +104,9 @@ def other_domain(n, seed):
 
 
 #: how the other generators are trained on G's samples (train_shadows, the user path):
-#: 375 Adam steps, about 9 minutes for G's architecture on one thread, a CPU budget.
-#: The first defaults (500 samples, 2 epochs at batch 64: 16 steps) left them
+#: 372 Adam steps (2000 // 32 batches, 6 epochs), about 9 minutes for G's architecture
+#: on one thread, a CPU budget.
+#: The first defaults (500 samples, 2 epochs at batch 64: 14 steps) left them
 #: emitting noise (pixel std 0.04 against G's 0.34).
 TRAIN_SAMPLES, TRAIN_EPOCHS, TRAIN_BATCH = 2000, 6, 32
 

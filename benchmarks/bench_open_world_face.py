@@ -27,7 +27,7 @@ pixels, fitted on G's training samples alone, rejected at its own 0.5 %
 quantile of fresh G.
 
 The other generators are trained with :func:`~flipad_sklearn.generators.train_shadows`
-on 2000 samples of G (``TRAIN_RECIPE``: 375 Adam steps, early-training models
+on 2000 samples of G (``TRAIN_RECIPE``: 372 Adam steps, early-training models
 with a face's layout, far from converged: a CPU budget); the result file says
 what each source emits (pixel statistics).
 
@@ -106,7 +106,10 @@ def build(cache, log=print):
     images, features = {}, {}
     if os.path.exists(feat_path) and os.path.exists(img_path):
         images, features = dict(np.load(img_path)), dict(np.load(feat_path))
-        if str(images.pop("recipe", "")) != TRAIN_RECIPE:
+        # both files carry the recipe: a run stopped between the two writes must not
+        # pair the new images with the old recipe's features
+        recipes = {str(d.pop("recipe", "")) for d in (images, features)}
+        if recipes != {TRAIN_RECIPE}:
             for name in OTHERS:
                 images.pop(name, None)
                 features.pop(name, None)
@@ -122,7 +125,7 @@ def build(cache, log=print):
         makers[name] = (lambda name=name: sample(_other(G, name, cache, log),
                                                  N_COMP if name == "comp" else N_TEST,
                                                  _SAMPLE_SEEDS[name]))
-    missing = [k for k in makers if k not in features]
+    missing = [k for k in makers if k not in features or k not in images]
     if not missing:
         log(f"cached: {cache}")
         return images, features
@@ -132,7 +135,7 @@ def build(cache, log=print):
         log(f"inverting {len(images[name])} images of {name}")
         features[name] = inv.transform(images[name]).astype(np.float32)
     np.savez(img_path, recipe=np.array(TRAIN_RECIPE), **images)
-    np.savez(feat_path, **features)
+    np.savez(feat_path, recipe=np.array(TRAIN_RECIPE), **features)
     return images, features
 
 
@@ -285,7 +288,7 @@ def run_union(images, itests, n, y_tr):
           "sample is G's only when all three accept it.  AUC: of the union's p-value "
           "(each detector's p-value over its bound, the smallest; its sign of log is the "
           "verdict).  Two weightings in this run: the first was set before any "
-          "measurement; the second after a run against others trained for 16 steps "
+          "measurement; the second after a run against others trained for 14 steps "
           "(noise images) showed RAWPAD's heavy lower tail on G's own samples (its "
           "threshold at a 0.0015 share fell below that run's upsample + conv "
           "family).\n")

@@ -504,7 +504,14 @@ def _check_threshold(det, what, *, bound_required=True):
         need(real(det.fnr_bound_, f"{what}'s fnr_bound_") == fnr_bound(v.size, fnr),
              f"{what}'s fnr_bound_ does not follow from its fnr and held-out scores")
     k = min(_rank(v.size, fnr), v.size)
-    need(abs(t + v[v.size - k]) <= 1e-9 * max(abs(t), 1e-12),
+    # the detector moves its threshold by a relative float margin (1e-5 for float32
+    # scores, _threshold_margin) so that the sample at the quantile keeps its verdict
+    try:
+        m = float(det._threshold_margin())
+    except Exception:               # noqa: BLE001 (no network to read the dtype from)
+        m = 1e-5
+    q = -float(v[v.size - k])
+    need(abs(t - q) <= max(1e-9, 1.01 * m) * max(abs(q), 1e-12),
          f"{what}'s threshold_ is not the conformal quantile of its held-out scores")
 
 
@@ -516,10 +523,17 @@ def _post_conformal(est, ctx):
     scores = getattr(est, "validation_scores_", None)
     if scores is not None:
         array(scores, "validation_scores_", ndim=1)
-        need(scores.size >= 1 or not hasattr(est, "threshold_"),
+        need(scores.size >= 1 or not (hasattr(est, "threshold_") or hasattr(est, "offset_")),
              "validation_scores_ is empty but the detector has a threshold")
-    if hasattr(est, "threshold_") and scores is not None:
+    if hasattr(est, "threshold_") or hasattr(est, "offset_"):
+        # predict reads offset_: a threshold without the held-out scores it is the
+        # quantile of (or an offset_ without threshold_) cannot be checked
+        need(hasattr(est, "threshold_") and hasattr(est, "offset_") and scores is not None,
+             "the detector's threshold_, offset_ and validation_scores_ go together")
         _check_threshold(est, "the detector", bound_required=False)
+    elif hasattr(est, "network_") or hasattr(est, "estimator_"):
+        need(scores is not None and scores.size == 0,
+             "the fitted detector has neither a threshold nor empty held-out scores")
 
 
 def _post_union(est, ctx):
@@ -621,8 +635,8 @@ _FITTED = {
                           "_n_features_out"),
     "ChannelSelector": ("n_features_in_", "input_shape_", "channels_"),
     "GeneratorStandardScaler": ("n_features_in_", "mean_", "scale_"),
-    "FLIPADDetector": ("n_features_in_", "center_", "network_", "_network_spec",
-                       "threshold_", "offset_"),
+    # threshold_ and offset_: absent when uncalibrated (validation_size=0), _post_conformal
+    "FLIPADDetector": ("n_features_in_", "center_", "network_", "_network_spec"),
     "OneClassSVM": ("n_features_in_", "support_", "support_vectors_", "_n_support",
                     "dual_coef_", "_dual_coef_", "intercept_", "_intercept_", "offset_",
                     "_probA", "_probB", "_gamma", "_sparse", "shape_fit_", "fit_status_"),

@@ -185,6 +185,7 @@ class _Encoder:
             state = obj.__getstate__()
             if not isinstance(state, dict):
                 raise TypeError(f"{path}: the state of a {cls.__name__} is not a dict.")
+            _threshold_saveable(obj, path)
             return {"__type__": "estimator", "class": _NAMES[cls],
                     "state": self._dict(state, path, lambda k: f"{path}.{k}")}
         raise TypeError(_refusal(obj, path))
@@ -321,6 +322,23 @@ def save(estimator, path, *, format="flipad"):
         np.savez(fh, **{SPEC_KEY: blob}, **enc.arrays)
 
     _write_atomically(os.fspath(path), write)
+
+
+def _threshold_saveable(obj, path):
+    """load refuses a detector whose threshold is not the conformal quantile of its
+    held-out scores at its ``fnr``: say so at save (``set_params(fnr=...)`` on a
+    fitted detector leaves the threshold of the old fnr)."""
+    from .detection.conformal import ConformalDecisionMixin
+
+    if not (isinstance(obj, ConformalDecisionMixin) and hasattr(obj, "threshold_")
+            and getattr(obj, "validation_scores_", None) is not None):
+        return
+    try:
+        _check._check_threshold(obj, path, bound_required=False)
+    except UnsafeFileError as exc:
+        raise ValueError(f"{exc} (load would refuse the file): recalibrate it with "
+                         f"flipad_sklearn.detection.conformal.calibrate(detector, X_of_G) "
+                         f"or set fnr back before saving.") from None
 
 
 _UMASK_LOCK = threading.Lock()

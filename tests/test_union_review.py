@@ -223,3 +223,81 @@ def test_conformal_detector_files_whose_threshold_was_moved_are_refused(tmp_path
                                             "flipad_sklearn.ConformalDetector")), -1e6)
     with pytest.raises(persistence.UnsafeFileError, match="not the conformal quantile"):
         persistence.load(_craft(tmp_path / "bad.flipad", spec, arrays))
+
+
+def _flipad_detector(**kw):
+    from flipad_sklearn.detection import FLIPADDetector
+
+    Y = np.random.default_rng(0).normal(size=(120, 6)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return FLIPADDetector(hidden_sizes=(8,), rep_dim=4, n_epochs=2, random_state=0,
+                              device="cpu", **kw).fit(Y)
+
+
+@pytest.mark.parametrize("kw", [dict(fnr=0.05, score_dtype="float32"),
+                                dict(fnr=0.005, validation_size=10, score_dtype="float32"),
+                                dict(fnr=0.005, validation_size=10),
+                                dict(fnr=0.05, validation_size=0),
+                                dict(fnr=0.0)])
+def test_honest_standalone_flipad_detector_files_load(tmp_path, kw):
+    """float32 scores move the threshold by a 1e-5 relative margin (_threshold_margin);
+    an uncalibrated detector (validation_size=0) has no threshold; both are honest."""
+    from flipad_sklearn.detection.conformal import calibrate
+
+    det = _flipad_detector(**kw)
+    X_new = np.random.default_rng(1).normal(size=(30, 6)).astype(np.float32)
+    path = persistence.save(det, tmp_path / "ok.flipad") or tmp_path / "ok.flipad"
+    back = persistence.load(path)
+    if hasattr(det, "threshold_"):
+        np.testing.assert_array_equal(back.predict(X_new), det.predict(X_new))
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            calibrate(det, np.random.default_rng(2).normal(size=(60, 6)).astype(np.float32))
+        path = persistence.save(det, tmp_path / "cal.flipad") or tmp_path / "cal.flipad"
+        np.testing.assert_array_equal(persistence.load(path).predict(X_new),
+                                      det.predict(X_new))
+
+
+def _drop_and_move(items, drop, by):
+    items[:] = [it for it in items if it[0] not in drop]
+    _moved_threshold(items, by)
+    for it in items:            # offset_ without threshold_: set it directly
+        if it[0] == "offset_" and "threshold_" in drop:
+            it[1] = float(it[1]) - by
+
+
+@pytest.mark.parametrize("cls", ["ConformalDetector", "FLIPADDetector"])
+@pytest.mark.parametrize("drop", [{"validation_scores_"}, {"threshold_"}])
+def test_files_that_drop_what_the_threshold_is_checked_against_are_refused(
+        tmp_path, cls, drop):
+    """predict reads offset_: dropping the held-out scores (or threshold_) skipped the
+    quantile check, so any offset_ loaded."""
+    if cls == "FLIPADDetector":
+        det = _flipad_detector(fnr=0.05)
+    else:
+        det = ConformalDetector("gaussian", fnr=0.05, random_state=0).fit(
+            np.random.default_rng(0).normal(size=(200, 3)))
+    path = persistence.save(det, tmp_path / "ok.flipad") or tmp_path / "ok.flipad"
+    persistence.load(path)
+    spec, arrays = _members(path)
+    _drop_and_move(next(_threshold_states(spec["root"], f"flipad_sklearn.{cls}")), drop, -1e6)
+    with pytest.raises(persistence.UnsafeFileError, match="go together"):
+        persistence.load(_craft(tmp_path / "bad.flipad", spec, arrays))
+
+
+def test_a_detector_whose_fnr_was_changed_after_fit_is_refused_at_save(tmp_path):
+    """set_params(fnr=...) on a fitted detector keeps the old threshold: save wrote a
+    file that load then refused (fnr_bound_ / quantile); save says so instead."""
+    from flipad_sklearn.detection.conformal import calibrate
+
+    rng = np.random.default_rng(0)
+    det = ConformalDetector("gaussian", fnr=0.05, random_state=0).fit(
+        rng.normal(size=(300, 4)))
+    det.set_params(fnr=0.01)
+    with pytest.raises(ValueError, match="load would refuse"):
+        persistence.save(det, tmp_path / "stale.flipad")
+    calibrate(det, rng.normal(size=(150, 4)))
+    path = persistence.save(det, tmp_path / "ok.flipad") or tmp_path / "ok.flipad"
+    assert persistence.load(path).fnr == 0.01

@@ -73,8 +73,8 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
     (the RBF kernel sum decays like ``exp(-gamma d^2)``), so the fnr
     threshold of the combined score can land far below G's bulk, where other
     generators sit: on the published face DCGAN it accepted the noise of
-    an unseen generator trained 16 steps, which Deep SAD alone rejected (a
-    first run; against others trained 375 steps the two are level,
+    an unseen generator trained 14 steps, which Deep SAD alone rejected (a
+    first run; against others trained 372 steps the two are level,
     ``benchmarks/results/bench_open_world_face.md``).  The cost is where
     the only negatives are real data: on the image zoo the guard did better
     there; with shadow negatives the two are level
