@@ -50,6 +50,7 @@ from sklearn.svm import OneClassSVM
 from . import _file_checks as _check
 from ._file_checks import FileVersionWarning, UnsafeFileError
 from ._version import __version__
+from .detection.conformal import ConformalDecisionMixin
 from .detection import (
     ConformalDetector, ConformalPipeline, ConformalUnion, FingerprintCorrelation,
     FLIPADDetector, GaussianDensity, OwnedModelsAttributor,
@@ -328,8 +329,6 @@ def _threshold_saveable(obj, path):
     """load refuses a detector whose threshold is not the conformal quantile of its
     held-out scores at its ``fnr``: say so at save (``set_params(fnr=...)`` on a
     fitted detector leaves the threshold of the old fnr)."""
-    from .detection.conformal import ConformalDecisionMixin
-
     if not (isinstance(obj, ConformalDecisionMixin) and hasattr(obj, "threshold_")
             and getattr(obj, "validation_scores_", None) is not None):
         return
