@@ -107,7 +107,7 @@ def other_domain(n, seed):
 #: 372 Adam steps (2000 // 32 batches, 6 epochs), about 9 minutes for G's architecture
 #: on one thread, a CPU budget.
 #: The first defaults (500 samples, 2 epochs at batch 64: 14 steps) left them
-#: emitting noise (pixel std 0.04 against G's 0.34).
+#: emitting noise (static in a sample grid).
 TRAIN_SAMPLES, TRAIN_EPOCHS, TRAIN_BATCH = 2000, 6, 32
 
 

@@ -74,6 +74,7 @@ UNION_WEIGHTINGS = [{"flipad": 0.5, "rawpad": 0.3, "pixels": 0.2},
                     {"flipad": 0.3, "rawpad": 0.6, "pixels": 0.1}]
 #: the others' training (bench_face_dcgan's recipe), part of the cache's key
 TRAIN_RECIPE = f"{TRAIN_SAMPLES} samples of G, {TRAIN_EPOCHS} epochs, batch {TRAIN_BATCH}"
+_RECIPE_TAG = f"n{TRAIN_SAMPLES}_e{TRAIN_EPOCHS}_b{TRAIN_BATCH}"     # in weight file names
 #: the trained others: source -> (architecture, seed)
 OTHERS = {"comp": ("dcgan", 11), "unseen": ("dcgan", 12), "upconv": ("upconv", 13)}
 _SAMPLE_SEEDS = {"comp": 5, "unseen": 7, "upconv": 8}
@@ -83,8 +84,7 @@ def _other(G, name, cache, log):
     """The other generator ``name`` trained on G's samples (its weights cached in ``cache``)."""
     arch, seed = OTHERS[name]
     gen = copy.deepcopy(G) if arch == "dcgan" else UpsampleConvGenerator()
-    tag = f"n{TRAIN_SAMPLES}_e{TRAIN_EPOCHS}_b{TRAIN_BATCH}"
-    path = os.path.join(cache, f"{name}_{arch}_seed{seed}_{tag}.pt")
+    path = os.path.join(cache, f"{name}_{arch}_seed{seed}_{_RECIPE_TAG}.pt")
     if os.path.exists(path):
         gen.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         return gen.eval()
