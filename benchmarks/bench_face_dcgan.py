@@ -22,17 +22,16 @@ result file's notes).  Writes ``--out`` (markdown) with accuracy at fnr
 0.005 and ROC AUC per source, the commit, threads, device and date.
 
 Run: ``python -m benchmarks.bench_face_dcgan`` (defaults: 400 own, 200
-others, 50 test samples per source, competitors trained on ``TRAIN_SAMPLES``
-samples of G for ``TRAIN_EPOCHS`` epochs at batch ``TRAIN_BATCH``, one thread;
-the result file records the run's times, mostly training the three other
-generators and the inversions).  ``results/face_dcgan.md`` is from the first
-defaults, 500 samples for 2 epochs (14 Adam steps: train_shadows drops an
-epoch's last incomplete batch): those generators emitted
-noise, so its rows for them say nothing about trained competitors
-(``bench_open_world_face.md`` has the same sources, trained as now).
+others, 100 test samples per source, competitors trained on ``TRAIN_SAMPLES``
+samples of G for ``TRAIN_EPOCHS`` epochs at batch ``TRAIN_BATCH``, one thread).
+The trained generators are cached in ``--cache-dir``, shared with
+``bench_open_world_face`` (the same seeds and recipe): about 40 minutes of
+training on one thread the first time, then a few minutes.  The result file
+records the run's times.
 """
 
 import argparse
+import copy
 import os
 import time
 import warnings
@@ -49,6 +48,7 @@ from flipad_sklearn import (
 from flipad_sklearn.generators import load_demo_generator, train_shadows
 
 from ._results import add_result_args, results_dir, write_result
+from .train_zoo import DEFAULT_CACHE
 
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -109,18 +109,49 @@ def other_domain(n, seed):
 #: The first defaults (500 samples, 2 epochs at batch 64: 14 steps) left them
 #: emitting noise (static in a sample grid).
 TRAIN_SAMPLES, TRAIN_EPOCHS, TRAIN_BATCH = 2000, 6, 32
+#: where the face benchmarks keep what they train (shared with bench_open_world_face)
+FACE_CACHE = os.path.join(DEFAULT_CACHE, "face_open_world")
+
+
+def trained_other(G, name, arch, seed, cache, *, n_samples=TRAIN_SAMPLES,
+                  epochs=TRAIN_EPOCHS, batch_size=TRAIN_BATCH, log=print):
+    """A generator trained on G's samples with ``train_shadows`` (the user path).
+
+    ``arch`` is ``"dcgan"`` (G's architecture, from scratch) or ``"upconv"``
+    (:class:`UpsampleConvGenerator`); the training set is ``n_samples``
+    samples of G (seed 1).  The weights are cached in ``cache`` under a name
+    that carries the source, architecture, seed and recipe, so the face
+    benchmarks train each generator once between them.
+    """
+    gen = copy.deepcopy(G) if arch == "dcgan" else UpsampleConvGenerator()
+    tag = f"n{n_samples}_e{epochs}_b{batch_size}"
+    path = None if cache is None else os.path.join(cache, f"{name}_{arch}_seed{seed}_{tag}.pt")
+    if path is not None and os.path.exists(path):
+        gen.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return gen.eval()
+    log(f"training {name} ({arch}, seed {seed}) on {n_samples} samples of G, "
+        f"{epochs} epochs, batch {batch_size}")
+    (gen,) = train_shadows(gen, sample(G, n_samples, seed=1), seeds=[seed],
+                           latent_shape=LATENT, epochs=epochs, batch_size=batch_size)
+    if path is not None:
+        os.makedirs(cache, exist_ok=True)
+        torch.save(gen.state_dict(), path)
+    return gen.eval()
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n-own", type=int, default=400)
     p.add_argument("--n-others", type=int, default=200)
-    p.add_argument("--n-test", type=int, default=50)
+    p.add_argument("--n-test", type=int, default=100)
     p.add_argument("--train-samples", type=int, default=TRAIN_SAMPLES)
     p.add_argument("--epochs", type=int, default=TRAIN_EPOCHS)
     p.add_argument("--batch-size", type=int, default=TRAIN_BATCH)
     p.add_argument("--n-anchor", type=int, default=1000)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--cache-dir", default=FACE_CACHE,
+                   help="trained generators' weights (shared with bench_open_world_face); "
+                        "'' trains afresh")
     p.add_argument("--out", default="face_dcgan.md",
                    help="the result file's name in --results-dir (or a path)")
     add_result_args(p)
@@ -130,12 +161,12 @@ def main(argv=None):
     t0 = time.time()
 
     G = load_face_dcgan()
-    X_train_gens = sample(G, args.train_samples, seed=1)
-    competitor, unseen = train_shadows(G, X_train_gens, seeds=[11, 12], latent_shape=LATENT,
-                                       epochs=args.epochs, batch_size=args.batch_size)
-    (upconv,) = train_shadows(UpsampleConvGenerator(), X_train_gens, seeds=[13],
-                              latent_shape=LATENT, epochs=args.epochs,
-                              batch_size=args.batch_size)
+    recipe = dict(n_samples=args.train_samples, epochs=args.epochs,
+                  batch_size=args.batch_size)
+    competitor, unseen, upconv = (
+        trained_other(G, name, arch, seed, args.cache_dir or None, **recipe)
+        for name, arch, seed in (("comp", "dcgan", 11), ("unseen", "dcgan", 12),
+                                 ("upconv", "upconv", 13)))
     t_train = time.time() - t0
 
     z = torch.from_numpy(np.random.default_rng(2).standard_normal((4,) + LATENT,

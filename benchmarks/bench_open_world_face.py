@@ -38,7 +38,6 @@ Writes ``benchmarks/results/bench_open_world_face.md``.
 """
 
 import argparse
-import copy
 import os
 import time
 import warnings
@@ -58,10 +57,9 @@ from flipad_sklearn.generators import train_shadows
 from ._harness import accuracy_auc
 from ._results import add_result_args, results_dir, tee_result
 from .bench_face_dcgan import (
-    LATENT, TRAIN_BATCH, TRAIN_EPOCHS, TRAIN_SAMPLES, UpsampleConvGenerator, load_face_dcgan,
-    other_domain, sample,
+    FACE_CACHE, LATENT, TRAIN_BATCH, TRAIN_EPOCHS, TRAIN_SAMPLES, load_face_dcgan,
+    other_domain, sample, trained_other,
 )
-from .train_zoo import DEFAULT_CACHE
 
 N_G, N_COMP, N_TEST = 800, 200, 100
 NAMES = {"unseen": "same architecture, trained on G's samples, unseen seed",
@@ -74,7 +72,6 @@ UNION_WEIGHTINGS = [{"flipad": 0.5, "rawpad": 0.3, "pixels": 0.2},
                     {"flipad": 0.3, "rawpad": 0.6, "pixels": 0.1}]
 #: the others' training (bench_face_dcgan's recipe), part of the cache's key
 TRAIN_RECIPE = f"{TRAIN_SAMPLES} samples of G, {TRAIN_EPOCHS} epochs, batch {TRAIN_BATCH}"
-_RECIPE_TAG = f"n{TRAIN_SAMPLES}_e{TRAIN_EPOCHS}_b{TRAIN_BATCH}"     # in weight file names
 #: the trained others: source -> (architecture, seed)
 OTHERS = {"comp": ("dcgan", 11), "unseen": ("dcgan", 12), "upconv": ("upconv", 13)}
 _SAMPLE_SEEDS = {"comp": 5, "unseen": 7, "upconv": 8}
@@ -83,16 +80,7 @@ _SAMPLE_SEEDS = {"comp": 5, "unseen": 7, "upconv": 8}
 def _other(G, name, cache, log):
     """The other generator ``name`` trained on G's samples (its weights cached in ``cache``)."""
     arch, seed = OTHERS[name]
-    gen = copy.deepcopy(G) if arch == "dcgan" else UpsampleConvGenerator()
-    path = os.path.join(cache, f"{name}_{arch}_seed{seed}_{_RECIPE_TAG}.pt")
-    if os.path.exists(path):
-        gen.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        return gen.eval()
-    log(f"training {name} ({arch}, seed {seed}) on {TRAIN_RECIPE}")
-    (gen,) = train_shadows(gen, sample(G, TRAIN_SAMPLES, seed=1), seeds=[seed],
-                           latent_shape=LATENT, epochs=TRAIN_EPOCHS, batch_size=TRAIN_BATCH)
-    torch.save(gen.state_dict(), path)
-    return gen.eval()
+    return trained_other(G, name, arch, seed, cache, log=log)
 
 
 def build(cache, log=print):
@@ -344,7 +332,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n-own", type=int, default=400)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--cache-dir", default=os.path.join(DEFAULT_CACHE, "face_open_world"))
+    p.add_argument("--cache-dir", default=FACE_CACHE)
     add_result_args(p)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
