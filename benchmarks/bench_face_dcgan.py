@@ -207,7 +207,7 @@ def main(argv=None):
         f"{args.n_others} --n-test {args.n_test} --train-samples {args.train_samples} "
         f"--epochs {args.epochs} --n-anchor {args.n_anchor} --threads {args.threads}; "
         f"device cpu, torch threads {args.threads}; "
-        f"training the "
+        f"training (or loading from --cache-dir) the "
         f"three other generators {t_train:.0f} s, fit {t_fit:.0f} s "
         f"({t_fit / (args.n_own + args.n_others):.2f} s/sample), scoring {t_score:.0f} s "
         f"({t_score / sum(len(v) for v in tests.values()):.2f} s/sample) -->",
