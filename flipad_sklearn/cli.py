@@ -34,7 +34,10 @@ for trusted use only; a warning says so).
 ``score`` prints, for every file, its score (the detector's
 ``decision_function``: negative = not made by G), its decision and its
 conformal p-value of "made by G" (small = unlikely to come from G; a sample
-of G has ``P(p <= a) <= a``).  ``--csv FILE`` or ``-o FILE [--format
+of G has ``P(p <= a) <= a``).  The detector file may also hold a fitted
+:class:`~flipad_sklearn.ConformalUnion` (e.g. FLIPAD and a pixel guard,
+saved with :func:`flipad_sklearn.persistence.save`): its verdicts, and each
+detector's own p-value in a column ``p_NAME``.  ``--csv FILE`` or ``-o FILE [--format
 {csv,json}]`` writes the table (JSON: the detector's metadata and one object
 per file); the table is :func:`flipad_sklearn.verdicts.verdict_table`'s,
 the function Python users call, so both give the same verdicts.
@@ -669,10 +672,14 @@ def _log(enabled, msg):
 
 
 # ------------------------------------------------------------------- score
-def _load_detector(path, trust_pickle=False, max_memory=None):
+def _load_detector(path, trust_pickle=False, max_memory=None, union=False):
+    """The detector of the file ``path``: a pipeline written by ``flipad fit`` or, with
+    ``union``, also a fitted :class:`~flipad_sklearn.ConformalUnion` of detectors."""
     from sklearn.pipeline import Pipeline
 
     from . import persistence
+    from .detection.conformal import _unwrap
+    from .detection.union import ConformalUnion
     from .inversion import FinalLayerInverter
 
     name = os.fspath(path)
@@ -705,10 +712,56 @@ def _load_detector(path, trust_pickle=False, max_memory=None):
     except Exception as exc:
         raise CLIError(f"Could not load the detector {_display(name)!r}: "
                        f"{type(exc).__name__}: {exc}") from exc
+    if union and isinstance(pipe, ConformalUnion):
+        members = getattr(pipe, "estimators_", None)
+        if not members:
+            raise CLIError(f"{os.fspath(path)!r} holds a ConformalUnion that is not fitted.")
+        for name, member in members:
+            if not hasattr(_unwrap(member)[0], "pvalues"):
+                raise CLIError(f"{os.fspath(path)!r}: the union's detector {name!r} "
+                               f"({type(member).__name__}) gives no conformal p-values.")
+        return pipe
     if not isinstance(pipe, Pipeline) or not isinstance(pipe[0], FinalLayerInverter) \
             or not hasattr(pipe[-1], "pvalues"):
-        raise CLIError(f"{os.fspath(path)!r} is not a detector written by `flipad fit`.")
+        also = " or a ConformalUnion saved with flipad_sklearn.persistence.save" \
+            if union else ""
+        raise CLIError(f"{os.fspath(path)!r} is not a detector written by `flipad fit`"
+                       f"{also}.")
     return pipe
+
+
+def _scoring_steps(detector):
+    """(first step, last step) of every pipeline that scores with ``detector``: the
+    pipeline itself, or each pipeline of a union (bare detectors: (it, it))."""
+    from .detection.conformal import _frozen_inner
+    from .detection.union import ConformalUnion
+
+    members = [m for _, m in detector.estimators_] \
+        if isinstance(detector, ConformalUnion) else [detector]
+    steps = []
+    for member in members:
+        est = _frozen_inner(member)
+        if getattr(est, "steps", None):
+            steps.append((est.steps[0][1], est.steps[-1][1]))
+        else:
+            steps.append((est, est))
+    return steps
+
+
+def _set_scoring_options(detector, device, batch_size):
+    """``--device`` and ``--batch-size`` on every inverter and Deep SAD network of
+    ``detector`` (each of a union's detectors that has one)."""
+    from .inversion import FinalLayerInverter
+
+    for first, last in _scoring_steps(detector):
+        if isinstance(first, FinalLayerInverter):
+            if device is not None:
+                first.set_params(device=device)
+            if batch_size is not None:
+                first.set_params(batch_size=batch_size)
+        network = getattr(last, "network_", None)
+        if device is not None and network is not None:
+            network.to(_torch_device(device))
 
 
 def _check_stored_device(pipe, path):
@@ -720,7 +773,7 @@ def _check_stored_device(pipe, path):
     """
     from ._device import resolve_device
 
-    for est in (pipe[0], pipe[-1]):
+    for est in (e for pair in _scoring_steps(pipe) for e in pair):
         device = getattr(est, "device", None)
         if device is None:
             continue
@@ -789,17 +842,13 @@ def cmd_score(args):
                             + [p for p, _ in entries])
     out_path = _prepare_output(out_file, "--csv" if args.csv else "-o/--output") \
         if out_file else None
-    pipe = _load_detector(args.detector, args.trust_pickle, args.max_memory)
+    # a pipeline written by `flipad fit`, or a ConformalUnion (e.g. FLIPAD and a pixel guard)
+    pipe = _load_detector(args.detector, args.trust_pickle, args.max_memory, union=True)
     verbose = not args.quiet
-    inv = pipe[0]
-    if args.device is not None:
-        pipe.set_params(inv__device=args.device)
-        pipe[-1].network_.to(_torch_device(args.device))
-    else:
+    if args.device is None:
         _check_stored_device(pipe, args.detector)
-    if args.batch_size is not None:
-        pipe.set_params(inv__batch_size=args.batch_size)
-    shape = tuple(inv.output_shape_)
+    _set_scoring_options(pipe, args.device, args.batch_size)
+    shape = _image_shape(pipe)
     files = [p for p, r in entries if r is None]
     X, ok, read_errors = _read_images(files, shape, verbose, _saved_range(pipe))
     with _warnings_on_stderr():
@@ -820,11 +869,15 @@ def _print_score_table(table):
     rows = [r for r in table if r["status"] == "ok"]
     if not rows:
         return
+    # a union's table: each detector's own p-value after the union's
+    members = [c for c in table.columns if c.startswith("p_")]
     width = max(len(_display(r["path"])) for r in rows)
-    _out(f"{'path':<{width}}  {'score':>11}  {'decision':<8}  {'p-value':>8}")
+    _out(f"{'path':<{width}}  {'score':>11}  {'decision':<8}  {'p-value':>8}"
+         + "".join(f"  {_display(c):>10}" for c in members))
     for r in rows:
         _out(f"{_display(r['path']):<{width}}  {r['score']:>11.4g}  "
-             f"{r['decision']:<8}  {r['pvalue']:>8.4f}")
+             f"{r['decision']:<8}  {r['pvalue']:>8.4f}"
+             + "".join(f"  {r[c]:>10.4f}" for c in members))
 
 
 # --------------------------------------------------------------- attribute
@@ -903,6 +956,16 @@ def _print_attribute_table(table, names):
         _out(f"{_display(r['path']):<{width}}  {r['prediction']:<12}  "
              f"{r['set']:<20}  "
              + "  ".join(f"{r['p_' + n]:>10.4f}" for n in names))
+
+
+def _image_shape(detector):
+    """The ``(C, H, W)`` of the images ``detector`` reads (a union: its detectors' one)."""
+    from .verdicts import image_shape
+
+    try:
+        return image_shape(detector)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
 
 
 def _saved_range(pipe):
@@ -1074,12 +1137,15 @@ def build_parser():
         "score", help="score image files with a fitted detector",
         description="Print for each file its score (negative: not made by G), the "
                     "decision and the conformal p-value of 'made by G'.")
-    score.add_argument("detector", help="detector file written by `flipad fit` (the "
-                                        "secure format; never runs code)")
+    score.add_argument("detector", help="detector file written by `flipad fit`, or a "
+                                        "ConformalUnion saved with "
+                                        "flipad_sklearn.persistence.save (the secure "
+                                        "format; never runs code)")
     score.add_argument("paths", nargs="+", metavar="PATH",
                        help="image files or folders of images")
     score.add_argument("--csv", metavar="FILE",
-                       help="also write path, score, verdict, decision, pvalue, status to "
+                       help="also write path, score, verdict, decision, pvalue (a "
+                            "union's: also p_NAME per detector), status to "
                             "a CSV (the same as -o FILE --format csv)")
     score.add_argument("-o", "--output", metavar="FILE",
                        help="also write the verdicts to FILE in --format (csv by default)")

@@ -3,10 +3,12 @@
 :func:`verdict_table` is what ``flipad score`` and ``flipad attribute`` print
 and write, as a Python function: give it a fitted FLIPAD pipeline (from
 :func:`~flipad_sklearn.pipeline.make_flipad`, ``flipad fit`` or
-:func:`flipad_sklearn.persistence.load`) and image files, folders or an array
-of samples; it returns a :class:`VerdictTable` whose rows hold each input's
-score, conformal p-value and verdict (+1 made by G, -1 not), or, for several
-owned models, the prediction set.  The command line tool builds its table
+:func:`flipad_sklearn.persistence.load`) or a
+:class:`~flipad_sklearn.ConformalUnion` of detectors, and image files,
+folders or an array of samples; it returns a :class:`VerdictTable` whose rows
+hold each input's score, conformal p-value and verdict (+1 made by G, -1
+not; a union's also each detector's p-value), or, for several owned models,
+the prediction set.  The command line tool builds its table
 with the same function, so the command and Python agree on every verdict.
 
 Files are read as ``flipad score`` reads them: 8-bit pixels ``p`` scaled to
@@ -30,7 +32,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 __all__ = ["IMAGE_EXTENSIONS", "PIXEL_RANGES", "VerdictTable", "expand_paths",
-           "read_images", "verdict_table"]
+           "image_shape", "read_images", "verdict_table"]
 
 #: File name extensions read from folders.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -208,12 +210,82 @@ def saved_range(pipe):
     """The pixel range a detector was fitted with (its ``input_range``).
 
     Detector files written before it was saved: the range of its inverter's
-    activation (as ``flipad fit`` now chooses it).
+    activation (as ``flipad fit`` now chooses it).  A
+    :class:`~flipad_sklearn.ConformalUnion`: the range of its detectors,
+    which must agree (a ValueError otherwise, or when none has one).
     """
+    if _is_union(pipe):
+        ranges = {name: _member_range(member) for name, member in pipe.estimators_}
+        known = {r for r in ranges.values() if r is not None}
+        if not known:
+            raise ValueError("No detector of the union tells the pixel range of the "
+                             "images (none has an input_range or an inverter); fit its "
+                             "pipelines with input_range=(low, high).")
+        if len(known) > 1:
+            raise ValueError(f"The detectors of the union read pixels into different "
+                             f"ranges: {ranges}.")
+        return known.pop()
     rng = getattr(pipe, "input_range", None)
     if rng is not None:
         return tuple(float(v) for v in rng)
     return pixel_range(pipe[0].activation)
+
+
+def _member_range(member):
+    """A union member's pixel range, or None when it does not tell one."""
+    from .detection.conformal import _frozen_inner
+    from .inversion import FinalLayerInverter
+
+    pipe = _frozen_inner(member)
+    rng = getattr(pipe, "input_range", None)
+    if rng is not None:
+        return tuple(float(v) for v in rng)
+    first = pipe.steps[0][1] if getattr(pipe, "steps", None) else None
+    return pixel_range(first.activation) if isinstance(first, FinalLayerInverter) else None
+
+
+def image_shape(detector):
+    """The ``(C, H, W)`` of the images a fitted detector reads.
+
+    A pipeline starting with an inverter: its ``output_shape_`` (the
+    generator's output); a :class:`~flipad_sklearn.ConformalUnion`: the shape
+    its detectors tell (an inverter's output, or the ``input_shape_`` of a
+    first step on images such as the pixel guard's pooling), which must agree.
+
+    Raises
+    ------
+    ValueError
+        The detectors of a union disagree, or none of them tells the shape.
+    """
+    if not _is_union(detector):
+        return tuple(detector[0].output_shape_)
+    shapes = {name: _member_shape(member) for name, member in detector.estimators_}
+    known = {s for s in shapes.values() if s is not None}
+    if not known:
+        raise ValueError("No detector of the union tells the shape of the images (none "
+                         "starts with an inverter or a step fitted on (C, H, W) images, "
+                         f"such as make_pixel_guard's pooling): {sorted(shapes)}.")
+    if len(known) > 1:
+        raise ValueError(f"The detectors of the union read images of different shapes: "
+                         f"{shapes}.")
+    return known.pop()
+
+
+def _member_shape(member):
+    """A union member's image shape ``(C, H, W)``, or None when it does not tell one."""
+    from .detection.conformal import _frozen_inner
+    from .inversion import FinalLayerInverter
+
+    pipe = _frozen_inner(member)
+    if not getattr(pipe, "steps", None):
+        return None
+    first = pipe.steps[0][1]
+    # an inverter's output is the generator's image; pooling and DCT record their input
+    shape = getattr(first, "output_shape_" if isinstance(first, FinalLayerInverter)
+                    else "input_shape_", None)
+    if shape is None or len(shape) != 3:
+        return None
+    return tuple(int(v) for v in shape)
 
 
 # ------------------------------------------------------------------ the table
@@ -231,15 +303,21 @@ class VerdictTable:
         ``verdict`` (+1 made by G, -1 not), ``decision`` (``"G"`` /
         ``"not G"``), ``pvalue`` (conformal p-value of "made by G") and
         ``status`` (``"ok"``, or why the input was skipped; its other values
-        are then None).  From several owned models: ``path``, ``prediction``
+        are then None).  From a :class:`~flipad_sklearn.ConformalUnion`: the
+        same, for the union (``score`` its ``decision_function``, ``pvalue``
+        its Bonferroni p-value), and each detector's own p-value
+        ``p_<name>`` before ``status``: which one rejected.  From several
+        owned models: ``path``, ``prediction``
         (the most likely model, or ``"none"``), ``set`` (the prediction set,
         ``"{G1,G2}"``), ``p_<name>`` per model and ``status``.
     columns : list of str
         The keys of every row, in order.
     metadata : dict
         The detector's: ``package``, ``version``, and ``fnr``, ``threshold``,
-        ``n_validation`` (one detector) or ``models`` (name -> those,
-        several); ``detector`` (the file, when known) and ``alpha``.
+        ``n_validation`` (one detector), or ``fnr``, ``fnr_bound``,
+        ``weights`` and ``members`` (name -> those; a union), or ``models``
+        (name -> those, several); ``detector`` (the file, when known) and
+        ``alpha``.
 
     Attributes
     ----------
@@ -376,11 +454,34 @@ def _as_attributor(detector):
     return OwnedModelsAttributor.from_fitted(dict(detector))
 
 
+def _is_union(detector):
+    from .detection.union import ConformalUnion
+
+    return isinstance(detector, ConformalUnion)
+
+
 def _pipelines(detector):
     """name -> fitted pipeline (one detector: a single unnamed entry)."""
     if not _is_multi(detector):
         return {None: detector}
     return dict(_as_attributor(detector).estimators_)
+
+
+def member_pipelines(detector):
+    """The pipelines whose steps score ``detector``'s samples (a union's: its members',
+    frozen ones unwrapped; bare detectors left out)."""
+    if not _is_union(detector):
+        return list(_pipelines(detector).values())
+    from .detection.conformal import _frozen_inner
+
+    members = [_frozen_inner(m) for _, m in detector.estimators_]
+    return [m for m in members if getattr(m, "steps", None)]
+
+
+def _union_columns(union):
+    """The union's table columns: its verdict, then each detector's own p-value."""
+    return (SCORE_COLUMNS[:-1] + [f"p_{name}" for name, _ in union.estimators_]
+            + SCORE_COLUMNS[-1:])
 
 
 def _detector_metadata(pipe):
@@ -394,11 +495,24 @@ def _detector_metadata(pipe):
     return meta
 
 
+def _union_metadata(union):
+    from .detection.conformal import _unwrap
+
+    return {"fnr": float(union.fnr), "fnr_bound": float(union.fnr_bound_),
+            "weights": {name: float(w) for (name, _), w in zip(union.estimators_,
+                                                                union.weights_)},
+            "members": {name: _detector_metadata(_unwrap(member)[0])
+                        for name, member in union.estimators_}}
+
+
 def _metadata(detector, detector_path, alpha):
     from ._version import __version__
 
     meta = {"package": "flipad_sklearn", "version": __version__}
-    if _is_multi(detector):
+    if _is_union(detector):
+        meta.update(_union_metadata(detector))
+        meta["detector"] = None if detector_path is None else os.fspath(detector_path)
+    elif _is_multi(detector):
         meta["models"] = {n: _detector_metadata(p) for n, p in _pipelines(detector).items()}
         paths = detector_path if isinstance(detector_path, Mapping) else None
         meta["detector"] = None if paths is None else {
@@ -414,6 +528,21 @@ def _score_rows(detector, X, alpha, verbose):
     """(columns, one row dict per sample of X), every verdict from the fitted models."""
     import numpy as np
 
+    if _is_union(detector):
+        union = detector
+        # one pass through every detector's steps (FLIPAD: one inversion per image)
+        P, decision = union.pvalues(X, per_detector=True, return_decision=True)
+        pvals = union.combine_pvalues(P)
+        names = [name for name, _ in union.estimators_]
+        rows = []
+        for i, (d, p) in enumerate(zip(decision, pvals)):
+            v = 1 if d >= 0 else -1         # predict's rule
+            row = {"score": float(d + union.offset_), "verdict": v,
+                   "decision": "G" if v == 1 else "not G", "pvalue": float(p)}
+            row.update({f"p_{n}": float(P[i, j]) for j, n in enumerate(names)})
+            row["status"] = "ok"
+            rows.append(row)
+        return _union_columns(union), rows
     if not _is_multi(detector):
         pipe = detector
         feats = pipe[:-1].transform(X)
@@ -468,9 +597,13 @@ def table_from_read(detector, X, read, entries, *, alpha=None, detector_path=Non
     ``(ok, read_errors)`` of :func:`read_images`.
     """
     ok, read_errors = read
-    columns, scored = (SCORE_COLUMNS if not _is_multi(detector) else None), []
+    if _is_union(detector):
+        columns = _union_columns(detector)
+    else:
+        columns = SCORE_COLUMNS if not _is_multi(detector) else None
+    scored = []
     if len(ok):
-        pipes = list(_pipelines(detector).values())
+        pipes = member_pipelines(detector)
         with _verbose_inversion(pipes, int(verbose and len(ok) > 1)), \
                 warnings.catch_warnings():
             # the pixels were scaled here from 8-bit files: a batch without dark pixels
@@ -505,11 +638,13 @@ def verdict_table(detector, inputs, *, names=None, alpha=None, detector_path=Non
 
     Parameters
     ----------
-    detector : fitted pipeline, OwnedModelsAttributor or dict of name -> pipeline
+    detector : fitted pipeline, ConformalUnion, OwnedModelsAttributor or dict
         A fitted FLIPAD pipeline (:func:`~flipad_sklearn.pipeline.make_flipad`,
-        ``flipad fit``, :func:`flipad_sklearn.persistence.load`); several owned
-        models as a fitted :class:`~flipad_sklearn.OwnedModelsAttributor` or a
-        dict of fitted pipelines (then the rows hold prediction sets).
+        ``flipad fit``, :func:`flipad_sklearn.persistence.load`); a fitted
+        :class:`~flipad_sklearn.ConformalUnion` (its verdicts, and each
+        detector's p-value in a column ``p_<name>``); several owned models
+        as a fitted :class:`~flipad_sklearn.OwnedModelsAttributor` or a dict
+        of name -> fitted pipeline (then the rows hold prediction sets).
     inputs : str, path-like, list of them, or array-like of samples
         Image files and folders (folders listed sorted, not recursively),
         read as ``flipad score`` reads them (see the module's docstring), or
@@ -548,8 +683,8 @@ def verdict_table(detector, inputs, *, names=None, alpha=None, detector_path=Non
     if _is_file_list(inputs):
         entries = expand_paths(inputs)
         files = [p for p, r in entries if r is None]
-        pipes = list(_pipelines(detector).values())
-        shapes = {tuple(p[0].output_shape_) for p in pipes}
+        pipes = [detector] if _is_union(detector) else list(_pipelines(detector).values())
+        shapes = {image_shape(p) for p in pipes}
         ranges = {saved_range(p) for p in pipes}
         if len(shapes) > 1 or len(ranges) > 1:
             raise ValueError("The models make images of different shapes or read pixels "

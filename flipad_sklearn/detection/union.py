@@ -24,7 +24,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._named import NamedEstimatorsMixin
 from .conformal import (
-    ConformalDecisionMixin, ThresholdWarning, _unwrap, calibrate, detector_pvalues,
+    ConformalDecisionMixin, ThresholdWarning, _head_transform, _unwrap, calibrate,
 )
 
 __all__ = ["ConformalUnion"]
@@ -256,9 +256,14 @@ class ConformalUnion(NamedEstimatorsMixin, MetaEstimatorMixin, OutlierMixin, Bas
         decision : ndarray of shape (n_samples,)
         """
         check_is_fitted(self)
+        return self._combine_decisions([est.decision_function(X)
+                                        for _, est in self.estimators_])
+
+    def _combine_decisions(self, decisions):
+        """:meth:`decision_function` from the detectors' own decisions (one column each)."""
         out = None
-        for (_, est), unit in zip(self.estimators_, self.scales_):
-            d = np.asarray(est.decision_function(X), dtype=np.float64) / unit
+        for d, unit in zip(decisions, self.scales_):
+            d = np.asarray(d, dtype=np.float64) / unit
             out = d if out is None else np.minimum(out, d)
         return out
 
@@ -288,7 +293,7 @@ class ConformalUnion(NamedEstimatorsMixin, MetaEstimatorMixin, OutlierMixin, Bas
         """
         return np.where(self.decision_function(X) >= 0, 1, -1)
 
-    def pvalues(self, X, per_detector=False):
+    def pvalues(self, X, per_detector=False, return_decision=False):
         """Conformal p-values of "made by G", combined by Bonferroni's rule.
 
         The union's p-value is ``min(1, min_j p_j / w_j)`` with ``p_j`` the
@@ -300,21 +305,65 @@ class ConformalUnion(NamedEstimatorsMixin, MetaEstimatorMixin, OutlierMixin, Bas
         with too few, a detector also rejects at ``p_j = 1/(n_j + 1)``,
         above its share.
 
+        Each detector's steps transform ``X`` once (for FLIPAD: one
+        inversion per sample), also with ``return_decision``: calling
+        :meth:`pvalues` and then :meth:`predict` would invert every sample
+        twice.
+
         Parameters
         ----------
         X : array-like of shape (n_samples, ...)
         per_detector : bool, default=False
             Return the detectors' own p-values, one column each (the order
-            of ``estimators_``), instead.
+            of ``estimators_``), instead; :meth:`combine_pvalues` turns them
+            into the union's.
+        return_decision : bool, default=False
+            Also return :meth:`decision_function` of the same samples
+            (negative: some detector rejects; :meth:`predict` is ``+1``
+            where it is >= 0), from the same pass through the detectors.
 
         Returns
         -------
         p : ndarray of shape (n_samples,) or (n_samples, n_estimators)
+        decision : ndarray of shape (n_samples,)
+            Only with ``return_decision=True``.
         """
         check_is_fitted(self)
-        P = np.column_stack([detector_pvalues(est, X) for _, est in self.estimators_])
-        if per_detector:
-            return P
+        pvals, decisions = [], []
+        for name, est in self.estimators_:
+            det, head = _unwrap(est)
+            if not hasattr(det, "pvalues"):
+                raise TypeError(f"Detector {name!r}: {type(det).__name__} has no pvalues: a "
+                                "conformal detector of flipad_sklearn (or a pipeline ending "
+                                "in one) is needed.")
+            # one pass through the detector's steps for both (FLIPAD: one inversion)
+            Xt = _head_transform(head, X)
+            pvals.append(det.pvalues(Xt))
+            if return_decision:
+                decisions.append(det.decision_function(Xt))
+        P = np.column_stack(pvals)
+        p = P if per_detector else self.combine_pvalues(P)
+        return (p, self._combine_decisions(decisions)) if return_decision else p
+
+    def combine_pvalues(self, P):
+        """The union's p-values from its detectors' own (Bonferroni's rule).
+
+        Parameters
+        ----------
+        P : array-like of shape (n_samples, n_estimators)
+            The detectors' p-values, one column each in the order of
+            ``estimators_``: ``pvalues(X, per_detector=True)``.
+
+        Returns
+        -------
+        p : ndarray of shape (n_samples,)
+            ``pvalues(X)`` (see :meth:`pvalues`).
+        """
+        check_is_fitted(self)
+        P = np.asarray(P, dtype=np.float64)
+        if P.ndim != 2 or P.shape[1] != len(self.estimators_):
+            raise ValueError(f"P must have one column per detector ({len(self.estimators_)}), "
+                             f"got shape {P.shape}.")
         w = np.asarray(self.weights_, dtype=np.float64)
         Q = P / w
         # A detector rejects exactly where p_j <= its fnr_bound_, which is at most its

@@ -1,0 +1,237 @@
+"""Verdicts of a ConformalUnion: one pass per detector, the evidence table, ``flipad score``."""
+
+import csv
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from flipad_sklearn import (
+    ConformalDetector, ConformalUnion, cli, make_pixel_guard, persistence,
+)
+from flipad_sklearn.inversion import FinalLayerInverter
+from flipad_sklearn.pipeline import make_flipad
+from flipad_sklearn.verdicts import image_shape, read_images, verdict_table
+
+Image = pytest.importorskip("PIL.Image")
+
+
+def _generator(seed):
+    """A tiny image generator (8 latent dimensions -> 1 x 8 x 8, tanh), as in test_cli."""
+    g = torch.Generator().manual_seed(seed)
+    net = nn.Sequential(nn.Linear(8, 8 * 4 * 4), nn.ReLU(), nn.Unflatten(1, (8, 4, 4)),
+                        nn.ConvTranspose2d(8, 1, 4, stride=2, padding=1), nn.Tanh())
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    return net.eval()
+
+
+def _samples(net, n, seed):
+    """``n`` images of ``net`` as 8-bit files hold them (on the 256 levels of [-1, 1]),
+    and the penultimate activations."""
+    z = torch.from_numpy(np.random.default_rng(seed).standard_normal((n, 8)).astype(np.float32))
+    with torch.no_grad():
+        A = net[:3](z)
+        X = net[3:](A).numpy()
+    return (np.round((X + 1) * 127.5) / 127.5 - 1).astype(np.float32), A.numpy()
+
+
+def _write_pngs(X, folder, prefix):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, im in enumerate(X):
+        pixels = np.clip(np.round((im[0] + 1) * 127.5), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"{prefix}{i:02d}.png")
+
+
+@pytest.fixture(scope="module")
+def union_and_data():
+    """FLIPAD and a pixel guard of G, fitted with another generator's images as others."""
+    G, H = _generator(0), _generator(1)
+    X_g, A_g = _samples(G, 240, 1)
+    X_h, _ = _samples(H, 80, 2)
+    flipad = make_flipad(G[3], "tanh", A_g.mean(axis=0), positive=True, tol=1e-3,
+                         max_iter=50, n_channels=4, random_state=0, device="cpu",
+                         detector_params=dict(hidden_sizes=(16,), rep_dim=4, n_epochs=3))
+    union = ConformalUnion([("flipad", flipad),
+                            ("pixels", make_pixel_guard((1, 8, 8), size=4, random_state=0))],
+                           fnr=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")          # few held-out samples for the shares
+        union.fit(np.concatenate([X_g, X_h]), np.r_[np.ones(240), -np.ones(80)])
+    X_test = np.concatenate([_samples(G, 6, 3)[0], _samples(H, 6, 4)[0]])
+    return union, X_test
+
+
+def _count_transforms(monkeypatch, union):
+    """Count the calls of each detector's first step's ``transform``."""
+    calls = {}
+    for name, member in union.estimators_:
+        step = member.steps[0][1]
+        real = step.transform
+        calls[name] = 0
+
+        def counted(X, *args, _name=name, _real=real, **kwargs):
+            calls[_name] += 1
+            return _real(X, *args, **kwargs)
+
+        monkeypatch.setattr(step, "transform", counted)
+    return calls
+
+
+def test_pvalues_with_the_decision_transform_once_per_detector(union_and_data, monkeypatch):
+    # before: no return_decision; pvalues then predict inverted every image twice
+    union, X = union_and_data
+    P_alone = union.pvalues(X, per_detector=True)
+    p_alone, d_alone = union.pvalues(X), union.decision_function(X)
+    calls = _count_transforms(monkeypatch, union)
+    p, d = union.pvalues(X, return_decision=True)
+    assert calls == {"flipad": 1, "pixels": 1}
+    P, d2 = union.pvalues(X, per_detector=True, return_decision=True)
+    np.testing.assert_array_equal(p, p_alone)
+    np.testing.assert_array_equal(d, d_alone)
+    np.testing.assert_array_equal(P, P_alone)
+    np.testing.assert_array_equal(d2, d_alone)
+    np.testing.assert_array_equal(union.combine_pvalues(P), p_alone)
+    assert isinstance(p, np.ndarray) and not isinstance(union.pvalues(X[:2]), tuple)
+
+
+def test_verdict_table_of_a_union_is_its_predict_and_pvalues(union_and_data, monkeypatch):
+    # before: verdict_table indexed the union as a pipeline (TypeError)
+    union, X = union_and_data
+    expected_p, expected_P = union.pvalues(X), union.pvalues(X, per_detector=True)
+    expected_d, expected_v = union.decision_function(X), union.predict(X)
+    calls = _count_transforms(monkeypatch, union)
+    table = verdict_table(union, X)
+    assert calls == {"flipad": 1, "pixels": 1}
+    assert table.columns == ["path", "score", "verdict", "decision", "pvalue",
+                             "p_flipad", "p_pixels", "status"]
+    np.testing.assert_array_equal([r["verdict"] for r in table], expected_v)
+    np.testing.assert_array_equal([r["score"] for r in table], expected_d)
+    np.testing.assert_array_equal([r["pvalue"] for r in table], expected_p)
+    np.testing.assert_array_equal([[r["p_flipad"], r["p_pixels"]] for r in table], expected_P)
+    assert [r["decision"] for r in table] == ["G" if v == 1 else "not G" for v in expected_v]
+    assert {1, -1} <= set(expected_v.tolist())   # both verdicts are exercised
+    meta = table.metadata
+    assert meta["fnr"] == 0.1 and meta["weights"] == {"flipad": 0.5, "pixels": 0.5}
+    assert meta["fnr_bound"] == pytest.approx(union.fnr_bound_)
+    for name, member in union.estimators_:
+        assert meta["members"][name]["fnr"] == pytest.approx(0.05)
+        assert meta["members"][name]["threshold"] == float(member[-1].threshold_)
+        assert meta["members"][name]["n_validation"] == member[-1].validation_scores_.size
+    doc = json.loads(table.to_json())
+    assert doc["verdicts"][0]["p_pixels"] == table[0]["p_pixels"]
+    assert set(doc["detector"]["members"]) == {"flipad", "pixels"}
+
+
+def test_flipad_score_of_a_saved_union_matches_python(union_and_data, tmp_path, capsys):
+    # before: "is not a detector written by `flipad fit`" (exit 1)
+    union, X = union_and_data
+    path = tmp_path / "union.flipad"
+    persistence.save(union, path)
+    _write_pngs(X[:6], tmp_path / "imgs", "g")
+    _write_pngs(X[6:], tmp_path / "imgs", "h")
+    (tmp_path / "imgs" / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "v.csv"
+    code = cli.main(["score", str(path), str(tmp_path / "imgs"), "--csv", str(out), "-q",
+                     "--device", "cpu", "--batch-size", "4"])
+    assert code == cli.EXIT_PARTIAL
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].split() == ["path", "score", "decision", "p-value", "p_flipad",
+                                  "p_pixels"]
+    with open(out) as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["path", "score", "verdict", "decision", "pvalue", "p_flipad",
+                             "p_pixels", "status"]
+    assert rows[0]["status"].startswith("unreadable") and rows[0]["score"] == ""
+    rows = rows[1:]
+    files = [r["path"] for r in rows]
+    # the same 8-bit images, read back as the command reads them
+    X_read, ok, _ = read_images(files, (1, 8, 8))
+    assert ok == files
+    np.testing.assert_allclose(X_read, X, atol=1e-6)     # float32 roundings of one level
+    loaded = persistence.load(path)
+    np.testing.assert_array_equal([int(r["verdict"]) for r in rows], union.predict(X_read))
+    np.testing.assert_allclose([float(r["pvalue"]) for r in rows], union.pvalues(X_read))
+    np.testing.assert_allclose([[float(r["p_flipad"]), float(r["p_pixels"])] for r in rows],
+                               loaded.pvalues(X_read, per_detector=True))
+    python = verdict_table(union, files)
+    for cli_row, row in zip(rows, python):
+        assert float(cli_row["score"]) == pytest.approx(row["score"], rel=1e-9, abs=1e-12)
+        assert int(cli_row["verdict"]) == row["verdict"]
+        assert cli_row["decision"] == row["decision"]
+    # JSON: the union's and its detectors' metadata
+    assert cli.main(["score", str(path), *files[:2], "--format", "json", "-q",
+                     "--device", "cpu"]) == cli.EXIT_OK
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["detector"]["fnr"] == 0.1 and set(doc["detector"]["members"]) == {
+        "flipad", "pixels"}
+    assert doc["verdicts"][1]["p_flipad"] == pytest.approx(float(rows[1]["p_flipad"]))
+
+
+def test_score_options_reach_every_inverter_and_network(union_and_data, monkeypatch):
+    union, _ = union_and_data
+    moved = []
+    network = union.estimators_[0][1][-1].network_
+    monkeypatch.setattr(network, "to", lambda device: moved.append(str(device)) or network)
+    inv = union.estimators_[0][1][0]
+    before = inv.get_params()
+    try:
+        cli._set_scoring_options(union, "cpu", 3)
+        assert isinstance(inv, FinalLayerInverter)
+        assert inv.batch_size == 3 and inv.device == "cpu" and moved == ["cpu"]
+    finally:
+        inv.set_params(batch_size=before["batch_size"], device=before["device"])
+
+
+def test_stored_device_is_checked_over_every_detector(union_and_data, tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    union, X = union_and_data
+    inv = union.estimators_[0][1][0]
+    device = inv.device
+    inv.set_params(device="cuda")
+    try:
+        persistence.save(union, tmp_path / "cuda.flipad")
+    finally:
+        inv.set_params(device=device)
+    _write_pngs(X[:1], tmp_path / "imgs", "g")
+    code = cli.main(["score", str(tmp_path / "cuda.flipad"), str(tmp_path / "imgs"), "-q"])
+    assert code == cli.EXIT_ERROR
+    assert "re-run with --device cpu" in capsys.readouterr().err
+
+
+def test_union_whose_detectors_disagree_on_the_image_shape_is_refused(tmp_path, capsys):
+    # 64 pixels read as 1 x 8 x 8 by one guard, 1 x 4 x 16 by the other
+    X = np.round(np.tanh(np.random.default_rng(0).normal(size=(200, 1, 8, 8))) * 127.5) \
+        / 127.5
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        union = ConformalUnion([("square", make_pixel_guard((1, 8, 8), size=4)),
+                                ("wide", make_pixel_guard((1, 4, 16), size=4))],
+                               fnr=0.1).fit(X.reshape(200, -1))
+    with pytest.raises(ValueError, match="different shapes"):
+        image_shape(union)
+    persistence.save(union, tmp_path / "u.flipad")
+    _write_pngs(X[:2].astype(np.float32), tmp_path / "imgs", "x")
+    code = cli.main(["score", str(tmp_path / "u.flipad"), str(tmp_path / "imgs"), "-q"])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_ERROR
+    assert "different shapes" in err and "(1, 8, 8)" in err and "(1, 4, 16)" in err
+
+
+def test_union_that_tells_no_image_shape_is_refused(tmp_path, capsys):
+    X = np.random.default_rng(0).normal(size=(200, 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        union = ConformalUnion([("a", ConformalDetector("gaussian", random_state=0)),
+                                ("b", ConformalDetector("gaussian", random_state=1))],
+                               fnr=0.1).fit(X)
+    persistence.save(union, tmp_path / "u.flipad")
+    (tmp_path / "a.png").write_bytes(b"")
+    code = cli.main(["score", str(tmp_path / "u.flipad"), str(tmp_path / "a.png"), "-q"])
+    assert code == cli.EXIT_ERROR
+    assert "No detector of the union tells the shape" in capsys.readouterr().err
