@@ -208,3 +208,22 @@ def test_a_file_holding_neither_a_pipeline_nor_a_union_is_refused(tmp_path, caps
     assert cli.main(["score", str(tmp_path / "det.flipad"), str(tmp_path / "imgs")]) \
         == cli.EXIT_ERROR
     assert "ConformalUnion" in capsys.readouterr().err
+
+
+def test_a_union_fitted_on_cuda_scores_on_cpu_with_device_cpu(calibrated, files, capsys):
+    # fitted elsewhere on a GPU: every inverter and Deep SAD says device="cuda"
+    union, _, _ = calibrated
+    tmp, paths = files
+    steps = [union.estimators_[0][1][0], union.estimators_[0][1][-1],
+             union.estimators_[1][1][-1]]
+    saved = [s.device for s in steps]
+    try:
+        for s in steps:
+            s.set_params(device="cuda")
+        persistence.save(union, tmp / "cuda.flipad")
+    finally:
+        for s, d in zip(steps, saved):
+            s.set_params(device=d)
+    rows = _score([tmp / "cuda.flipad", *paths[:4], "--device", "cpu"], capsys)
+    expected = _score([tmp / "union.flipad", *paths[:4], "--device", "cpu"], capsys)
+    assert rows == expected
