@@ -12,7 +12,7 @@ from flipad_sklearn import FinalLayerInverter
 from flipad_sklearn.inversion import DEFAULT_PROGRESS_TOL
 from flipad_sklearn.activations import get_activation
 from flipad_sklearn.lasso import (
-    STOP_REASONS, Certificate, L1Penalty, auto_solver, solve_batch, split_admm,
+    STOP_REASONS, Certificate, L1Penalty, auto_solver, fista_path, solve_batch, split_admm,
 )
 from flipad_sklearn.operators.embedding import periodic_embedding
 from flipad_sklearn.lasso.solvers import CPU_BATCH_BYTES, auto_batch_size, bytes_per_sample
@@ -72,7 +72,6 @@ def _elastic_net_cvxpy(inv, x):
 @pytest.mark.parametrize("name", sorted(CONV_LAYERS))
 def test_periodic_embedding_is_the_layer(name):
     """S T E equals the layer, TH is T's adjoint, and F_k F_kᴴ is T Tᴴ per frequency."""
-    torch.manual_seed(0)
     factory, shape = CONV_LAYERS[name]
     op = LayerOperator.from_layer(factory().double(), shape)
     emb = periodic_embedding(op)
@@ -99,7 +98,6 @@ def test_periodic_embedding_is_the_layer(name):
 @pytest.mark.parametrize("positive", [False, True])
 @pytest.mark.parametrize("name", ["conv_s1", "conv_s2", "conv_dil_groups", "convT_groups_op"])
 def test_split_admm_matches_cvxpy(name, positive):
-    torch.manual_seed(0)
     factory, shape = CONV_LAYERS[name]
     layer = factory().double()
     x = _outputs(layer, shape)
@@ -133,7 +131,6 @@ def test_split_admm_alone_converges_and_its_dual_certifies():
 def test_default_float32_path_against_cvxpy(name, solver):
     """The defaults (float32, progress stop) are near the optimum and their
     float64 certificate bounds the true suboptimality."""
-    torch.manual_seed(0)
     factory, shape = CONV_LAYERS[name]
     layer = factory().double()
     x = _outputs(layer, shape)
@@ -249,7 +246,6 @@ def test_batch_size_auto_follows_the_memory_budget():
 
 
 def test_progress_stop_ends_early_and_keeps_the_certificate():
-    torch.manual_seed(0)
     factory, shape = CONV_LAYERS["conv_s1"]
     layer = factory().double()
     x = _outputs(layer, shape, n=4)
@@ -266,7 +262,6 @@ def test_progress_stop_ends_early_and_keeps_the_certificate():
 
 def test_fast_float32_checks_report_exact_certificates():
     """float32 products along the way; the reported primal and gap are float64-exact."""
-    torch.manual_seed(0)
     layer = nn.Conv2d(4, 3, 3, padding=1)
     shape = (4, 6, 6)
     x = _outputs(layer.double(), shape)
@@ -285,7 +280,6 @@ def test_progress_stop_ends_near_basis_pursuit_layers():
     """At a tiny penalty (the objective a small fraction of 1/2||y||^2) the
     opt-in progress rule, in units of 1/2||y||^2, ends the plain lasso before
     max_iter, with a settled reconstruction and a valid certificate."""
-    torch.manual_seed(0)
     layer = nn.Conv2d(8, 3, 3, padding=1).double()
     shape = (8, 10, 10)
     x = _outputs(layer, shape, n=3, activation="identity")
@@ -306,7 +300,6 @@ def test_progress_stop_ends_near_basis_pursuit_layers():
 def test_auto_takes_fista_for_a_linear_layer_with_a_shifted_bound():
     """positive=True with a non-zero anchor gives d >= -anchor, which scikit-learn's
     compiled coordinate descent cannot take (the Python loop is ~30x slower)."""
-    torch.manual_seed(0)
     layer = nn.Linear(12, 3).double()
     rng = np.random.default_rng(0)
     x = layer(torch.tensor(np.maximum(rng.normal(size=(5, 12)), 0))).detach().numpy()
@@ -327,7 +320,6 @@ def test_a_linear_layer_at_the_defaults_certifies_its_features():
     """The tabular generator's final layer (Linear(300, 11)) at the defaults: auto
     ran coordinate descent, which ended every sample at max_iter with a certified
     feature error of ~0.3 and a ConvergenceWarning; FISTA certifies feature_tol."""
-    torch.manual_seed(0)
     layer = nn.Linear(300, 11)
     rng = np.random.default_rng(0)
     anchor = np.maximum(rng.normal(size=(2000, 300)), 0).mean(axis=0)
@@ -341,3 +333,30 @@ def test_a_linear_layer_at_the_defaults_certifies_its_features():
     assert inv.solver_ == "fista" and "ridge" in inv.solver_reason_
     assert set(inv.stop_reason_) == {"feature"}
     assert inv.feature_error_.max() <= inv.feature_tol
+
+
+@pytest.mark.parametrize("path", ["solver", "fista_path"])
+def test_continuation_result_of_a_row_does_not_depend_on_its_batch(path):
+    # rows that stop at max_iter: before the fix the last stage got max_iter minus the
+    # most iterations any row of the batch spent in the earlier stages, so a row came
+    # out differently alone and in a batch
+    rng = np.random.default_rng(0)
+    weight = torch.from_numpy(rng.normal(size=(4, 1, 4, 4)))
+    op = ConvTranspose2dOperator(weight, (4, 6, 6),
+                                 dict(stride=(2, 2), padding=(1, 1), dilation=(1, 1), groups=1,
+                                      output_padding=(0, 0)))
+    Y = rng.normal(size=(12, op.n_outputs)) * rng.uniform(0.05, 3.0, size=(12, 1))
+    if path == "solver":
+        def run(Yb):
+            return solve_batch(op, Yb, 1e-3, solver="fista", continuation=True, max_iter=200,
+                               tol=1e-12, dtype=torch.float64)[0]
+    else:
+        L = float(op.lipschitz())
+
+        def run(Yb):
+            d = fista_path(op, torch.from_numpy(Yb), 1e-3, L, max_iter=200, tol=1e-12,
+                           dtype=torch.float64)[0]
+            return np.asarray(d)
+    batch = run(Y)
+    alone = np.concatenate([run(Y[i:i + 1]) for i in range(len(Y))])
+    np.testing.assert_array_equal(alone, batch)

@@ -100,11 +100,8 @@ def test_verdict_and_pvalue_agree_on_the_recipe(calibrated, files):
     assert [r["verdict"] == -1 for r in table] == [r["pvalue"] <= union.fnr for r in table]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the inversion's iteration budget is shared by a batch: FISTA's continuation gives "
-    "the last stage max_iter minus the most iterations any sample of the batch used "
-    "(lasso/solvers.py _continuation_start, _continue; lasso/fista.py fista_path), so a "
-    "sample that stops at max_iter is inverted differently alone and in a batch"))
+# fails on the code before the fix: FISTA's continuation gave the last stage max_iter minus
+# the most iterations any sample of the batch used, and _continue the same
 def test_union_pvalues_do_not_depend_on_the_batch_when_the_inversion_hits_max_iter():
     G, H = _generator(0), _generator(1)
     X_g, A_g = _samples(G, 240, 1)

@@ -174,11 +174,13 @@ def fista_path(op, y, alpha, lipschitz, *, n_stages=3, stage_ratio=10.0,
     ``alpha * stage_ratio**k`` (k = n_stages-1 ... 1) to a loose tolerance and
     warm-starting the next stage reaches a given objective in fewer
     iterations.  Stages use at most ``stage_budget * max_iter`` iterations in
-    all; the last stage, at ``alpha``, gets the rest and its certificate is
-    the one returned.
+    all; the last stage, at ``alpha``, gets the rest of that cap (whatever the
+    stages used: a row's result must not depend on the rows of its batch) and
+    its certificate is the one returned.
     """
     d0 = kwargs.pop("d0", None)
     used = torch.zeros(y.shape[0], dtype=torch.int64, device=y.device)
+    cap = 0
     if n_stages > 1:
         stage_kw = {k: v for k, v in kwargs.items() if k != "progress_tol"}
         per_stage = max(1, int(stage_budget * max_iter) // (n_stages - 1))
@@ -186,7 +188,8 @@ def fista_path(op, y, alpha, lipschitz, *, n_stages=3, stage_ratio=10.0,
             d0, _, _, n = fista(op, y, alpha * stage_ratio ** k, lipschitz, d0=d0,
                                 tol=max(tol, 1e-2), max_iter=per_stage, **stage_kw)
             used += n
-    budget = max(1, max_iter - int(used.max()))
+        cap = per_stage * (n_stages - 1)
+    budget = max(1, max_iter - cap)
     d, primal, gap, n = fista(op, y, alpha, lipschitz, d0=d0, tol=tol, max_iter=budget,
                               callback=callback, **kwargs)
     return d, primal, gap, n + used

@@ -144,11 +144,13 @@ class FISTA(TorchSolver):
         view = op.channels_last() if problem.device.type == "cpu" else None
         rows = cert.idx.clone()
         y = problem.y[rows]
-        used = 0
+        used, cap = 0, 0
         if self.continuation:
-            d0, used = _continuation_start(problem, y, rows, view, d0, max_iter, dtype)
+            d0, used, cap = _continuation_start(problem, y, rows, view, d0, max_iter, dtype)
+        # the final stage's budget is what the stages may take at most, not what the
+        # batch's slowest row took: a row's result must not depend on its batch
         fista_steps(op, y, problem.penalty, problem.lipschitz, cert, view=view, d0=d0,
-                    max_iter=max(1, max_iter - used), dtype=dtype, callback=callback,
+                    max_iter=max(1, max_iter - cap), dtype=dtype, callback=callback,
                     weights=problem.weights(rows))
         cert.n_iter[rows] += used
 
@@ -163,9 +165,11 @@ def _continuation_start(problem, y, rows, view, d0, max_iter, dtype, n_stages=3,
     Small penalties make the lasso ill-conditioned: the support is large and
     FISTA spends most of its iterations shrinking it.  Each stage runs to a
     loose tolerance; together they take at most ``budget * max_iter``
-    iterations.  Returns the warm start and the iterations used.
+    iterations.  Returns the warm start, the iterations each row used (its
+    own, for its ``n_iter``) and the most the stages may use (the same for
+    every batch).
     """
-    used = 0
+    used = torch.zeros(len(rows), dtype=torch.int64, device=y.device)
     per_stage = max(1, int(budget * max_iter) // (n_stages - 1))
     pen = problem.penalty
     weights = problem.weights(rows)
@@ -176,8 +180,8 @@ def _continuation_start(problem, y, rows, view, d0, max_iter, dtype, n_stages=3,
         fista_steps(problem.op, y, stage_pen, problem.lipschitz, cert, view=view, d0=d0,
                     max_iter=per_stage, dtype=dtype, weights=weights)
         d0 = cert.d
-        used += int(cert.n_iter.max())
-    return d0, used
+        used += cert.n_iter.to(used.device)
+    return d0, used, per_stage * (n_stages - 1)
 
 
 class ExactADMM(TorchSolver):
@@ -392,13 +396,24 @@ def fast_products(op, device, dtype):
 
 
 def _continue(solver, problem, cert, rows, max_iter, dtype, callback):
-    """Run ``solver`` on ``rows`` of ``cert``, warm-started, for the iterations left."""
+    """Run ``solver`` on ``rows`` of ``cert``, warm-started, for the iterations left.
+
+    Each row gets its own ``max_iter - n_iter``: rows that used the same number
+    run together, so a row's result does not depend on the rows of its batch.
+    """
     if rows.numel() == 0:
         return
     used = cert.n_iter[rows]
-    left = max_iter - int(used.max())
+    for n_used in torch.unique(used).tolist():
+        _continue_rows(solver, problem, cert, rows[used == n_used], max_iter - n_used,
+                       dtype, callback)
+
+
+def _continue_rows(solver, problem, cert, rows, left, dtype, callback):
+    """:func:`_continue` for rows that all have ``left`` iterations left."""
     if left < 1:
         return
+    used = cert.n_iter[rows]
     datafit = make_datafit(problem.weights(rows), getattr(problem.datafit, "max_weight", None))
     sub_problem = LassoProblem(problem.op, problem.y[rows], problem.penalty, problem.lipschitz,
                                datafit)
