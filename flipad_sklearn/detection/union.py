@@ -176,8 +176,8 @@ class ConformalUnion(NamedEstimatorsMixin, MetaEstimatorMixin, OutlierMixin, Bas
             fitted.append((name, est.fit(X, y)))
         self.estimators_ = fitted
         self.weights_ = w
-        self.scales_ = np.array([_spread(_unwrap(e)[0].validation_scores_)
-                                 for _, e in fitted])
+        self.scales_ = np.array([_spread(det.validation_scores_)
+                                 for det in self._detectors()])
         self.offset_ = 0.0
         return self
 
@@ -205,7 +205,11 @@ class ConformalUnion(NamedEstimatorsMixin, MetaEstimatorMixin, OutlierMixin, Bas
     def fnr_bound_(self):
         """Sum of the detectors' ``fnr_bound_`` (the union bound)."""
         check_is_fitted(self, "estimators_")
-        return float(sum(_unwrap(e)[0].fnr_bound_ for _, e in self.estimators_))
+        return float(sum(det.fnr_bound_ for det in self._detectors()))
+
+    def _detectors(self):
+        """The conformal detector at the end of each fitted member, in order."""
+        return [_unwrap(est)[0] for _, est in self.estimators_]
 
     def calibrate(self, X, *, n_samples="auto", detectors=None):
         """Set the detectors' thresholds on fresh samples of G, without refitting.
@@ -369,7 +373,7 @@ class ConformalUnion(NamedEstimatorsMixin, MetaEstimatorMixin, OutlierMixin, Bas
         # A detector rejects exactly where p_j <= its fnr_bound_, which is at most its
         # share fnr * w_j when it has enough held-out samples; p_j / w_j can round a
         # hair above fnr there (1/100 / (1/3)): keep such a rejection at fnr.
-        bounds = np.array([_unwrap(e)[0]._fnr_bound() for _, e in self.estimators_])
+        bounds = np.array([det._fnr_bound() for det in self._detectors()])
         exact = bounds <= self.fnr * w * (1 + 1e-9)
         Q = np.where((P <= bounds) & exact, np.minimum(Q, self.fnr), Q)
         return np.minimum(1.0, Q.min(axis=1))
