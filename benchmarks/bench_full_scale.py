@@ -97,7 +97,14 @@ def _summary(seconds, accuracy, auc, load_before):
     print(f"\n{torch.get_num_threads()} torch thread(s); target < {TARGET_MINUTES} minutes "
           f"on 2 cores: {'met' if minutes < TARGET_MINUTES else 'missed'}.  Load average "
           f"(1 min) of the machine before / after: {load_before[0]:.1f} / {load_after[0]:.1f} "
-          "(above the number of threads: other jobs shared the cores).")
+          f"({_load_note(max(load_before[0], load_after[0]), torch.get_num_threads())}).")
+
+
+def _load_note(load, threads):
+    """How to read the time: a load above the run's own threads means shared cores."""
+    if load > threads + 0.5:
+        return "above the number of threads: other jobs shared the cores"
+    return "at most the number of threads: the cores were not shared"
 
 
 def main(argv=None):
