@@ -32,6 +32,7 @@ records the run's times.
 
 import argparse
 import copy
+import hashlib
 import os
 import time
 import warnings
@@ -66,15 +67,19 @@ def load_face_dcgan():
 
 
 class UpsampleConvGenerator(nn.Module):
-    """Another family: linear -> 4x4, then (upsample x2, 3x3 conv, BN, ReLU) x 4 -> 64x64."""
+    """Another family: linear -> 4x4, then (upsample x2, 3x3 conv, BN, ReLU) x 4 -> 64x64.
 
-    def __init__(self, width=64):
+    ``mode`` is the upsampling's interpolation (``"nearest"`` or ``"bilinear"``).
+    """
+
+    def __init__(self, width=64, mode="nearest"):
         super().__init__()
         self.width = width
         self.fc = nn.Linear(100, 8 * width * 16)
         blocks, c = [], 8 * width
         for _ in range(4):
-            blocks += [nn.Upsample(scale_factor=2), nn.Conv2d(c, c // 2, 3, 1, 1, bias=False),
+            blocks += [nn.Upsample(scale_factor=2, mode=mode),
+                       nn.Conv2d(c, c // 2, 3, 1, 1, bias=False),
                        nn.BatchNorm2d(c // 2), nn.ReLU(True)]
             c //= 2
         self.body = nn.Sequential(*blocks)
@@ -83,6 +88,37 @@ class UpsampleConvGenerator(nn.Module):
     def forward(self, z):
         h = torch.relu(self.fc(z.reshape(z.shape[0], -1)))
         return torch.tanh(self.out(self.body(h.reshape(-1, 8 * self.width, 4, 4))))
+
+
+class PixelShuffleGenerator(nn.Module):
+    """A third family: linear -> 4x4, then (3x3 conv to 4x channels, pixel shuffle, BN, ReLU) x 4.
+
+    Sub-pixel convolution: each block computes the four phases of its output
+    at the lower resolution and interleaves them, where
+    :class:`UpsampleConvGenerator` repeats pixels and convolves after.
+    """
+
+    def __init__(self, width=64):
+        super().__init__()
+        self.width = width
+        self.fc = nn.Linear(100, 8 * width * 16)
+        blocks, c = [], 8 * width
+        for _ in range(4):
+            blocks += [nn.Conv2d(c, 4 * (c // 2), 3, 1, 1, bias=False), nn.PixelShuffle(2),
+                       nn.BatchNorm2d(c // 2), nn.ReLU(True)]
+            c //= 2
+        self.body = nn.Sequential(*blocks)
+        self.out = nn.Conv2d(c, 3, 3, 1, 1)
+
+    def forward(self, z):
+        h = torch.relu(self.fc(z.reshape(z.shape[0], -1)))
+        return torch.tanh(self.out(self.body(h.reshape(-1, 8 * self.width, 4, 4))))
+
+
+#: the other generators' architectures, by the name their cached weights carry
+ARCHITECTURES = {"dcgan": copy.deepcopy, "upconv": lambda G: UpsampleConvGenerator(),
+                 "upbilin": lambda G: UpsampleConvGenerator(mode="bilinear"),
+                 "pixshuf": lambda G: PixelShuffleGenerator()}
 
 
 def sample(G, n, seed, batch=100):
@@ -113,17 +149,47 @@ TRAIN_SAMPLES, TRAIN_EPOCHS, TRAIN_BATCH = 2000, 6, 32
 FACE_CACHE = os.path.join(DEFAULT_CACHE, "face_open_world")
 
 
+def weights_fingerprints(cache):
+    """``"<file>: <first 12 hex of the sha256 of its weights>"`` per cached generator in ``cache``.
+
+    Result files print these so that a number can be traced to the trained
+    generators behind it: the others' training is seeded but, on a CPU, not
+    bit-identical across machines.
+    """
+    lines = []
+    for name in sorted(os.listdir(cache)):
+        if name.endswith(".pt"):
+            # the tensors, not the file: the archive's own bytes are not the weights
+            state = torch.load(os.path.join(cache, name), map_location="cpu", weights_only=True)
+            digest = hashlib.sha256()
+            for key in sorted(state):
+                digest.update(key.encode())
+                digest.update(state[key].contiguous().numpy().tobytes())
+            lines.append(f"{name}: {digest.hexdigest()[:12]}")
+    return lines
+
+
+def fingerprint_note(cache):
+    """The result files' paragraph naming the trained generators behind their numbers."""
+    lines = weights_fingerprints(cache) if cache else []
+    return ("\nThe trained generators in the cache (fingerprints of their weights; GAN "
+            "training on a CPU is not bit-identical across machines, so a cache trained "
+            "elsewhere gives other numbers):\n\n" + "\n".join(f"- {x}" for x in lines))
+
+
 def trained_other(G, name, arch, seed, cache, *, n_samples=TRAIN_SAMPLES,
                   epochs=TRAIN_EPOCHS, batch_size=TRAIN_BATCH, log=print):
     """A generator trained on G's samples with ``train_shadows`` (the user path).
 
-    ``arch`` is ``"dcgan"`` (G's architecture, from scratch) or ``"upconv"``
-    (:class:`UpsampleConvGenerator`); the training set is ``n_samples``
+    ``arch`` is ``"dcgan"`` (G's architecture, from scratch), ``"upconv"``
+    (:class:`UpsampleConvGenerator`; ``"upbilin"`` with bilinear upsampling) or
+    ``"pixshuf"``
+    (:class:`PixelShuffleGenerator`); the training set is ``n_samples``
     samples of G (seed 1).  The weights are cached in ``cache`` under a name
     that carries the source, architecture, seed and recipe, so the face
     benchmarks train each generator once between them.
     """
-    gen = copy.deepcopy(G) if arch == "dcgan" else UpsampleConvGenerator()
+    gen = ARCHITECTURES[arch](G)
     tag = f"n{n_samples}_e{epochs}_b{batch_size}"
     path = None if cache is None else os.path.join(cache, f"{name}_{arch}_seed{seed}_{tag}.pt")
     if path is not None and os.path.exists(path):
@@ -221,6 +287,7 @@ def main(argv=None):
         "| test source | accuracy at fnr 0.005 / AUC |",
         "|---|---|",
         *[f"| {k} | {v} |" for k, v in rows],
+        fingerprint_note(args.cache_dir),
     ]
     text = "\n".join(lines)
     print(text)

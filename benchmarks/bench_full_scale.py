@@ -32,7 +32,9 @@ from sklearn.metrics import roc_auc_score
 from flipad_sklearn import demo
 
 from ._results import add_result_args, results_dir, tee_result
-from .bench_face_dcgan import FACE_CACHE, load_face_dcgan, sample, trained_other
+from .bench_face_dcgan import (
+    FACE_CACHE, fingerprint_note, load_face_dcgan, sample, trained_other,
+)
 from .bench_open_world_face import OTHERS, _recipe
 
 TARGET_MINUTES = 10
@@ -84,6 +86,7 @@ def run_face(args):
           "of G, of an unseen seed of G's architecture and of the upsample + conv family.  "
           "The others' training (bench_face_dcgan's recipe, cached) is not timed.")
     _summary(seconds, accuracy, auc, load_before)
+    print(fingerprint_note(args.cache_dir))
 
 
 def _summary(seconds, accuracy, auc, load_before):
