@@ -488,7 +488,12 @@ def make_dctpad(input_shape=None, *, activation="tanh", input_range="auto", quan
     """DCTPAD: Deep SAD on ``log |DCT|`` of the pixels, standardised with G's statistics.
 
     The input contract is :func:`make_rawpad`'s (8-bit images by default for
-    a tanh or sigmoid generator).
+    a tanh or sigmoid generator).  The spectrum shows traces of how a
+    generator upsamples that the final layer's sparse code hides, so it is
+    the second detector of the open-world union
+    (:class:`~flipad_sklearn.ConformalUnion` with :func:`make_flipad` and
+    :func:`make_pixel_guard`); measured in
+    ``benchmarks/results/bench_face_architectures.md``.
 
     Parameters
     ----------

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from flipad_sklearn import (
-    ConformalDetector, ConformalUnion, cli, make_pixel_guard, persistence,
+    ConformalDetector, ConformalUnion, cli, make_dctpad, make_pixel_guard, persistence,
 )
 from flipad_sklearn.inversion import FinalLayerInverter
 from flipad_sklearn.pipeline import make_flipad
@@ -235,3 +235,40 @@ def test_union_that_tells_no_image_shape_is_refused(tmp_path, capsys):
     code = cli.main(["score", str(tmp_path / "u.flipad"), str(tmp_path / "a.png"), "-q"])
     assert code == cli.EXIT_ERROR
     assert "No detector of the union tells the shape" in capsys.readouterr().err
+
+
+def test_the_documented_union_with_dctpad_scores_from_its_file(tmp_path, capsys):
+    # open_world.rst's union: FLIPAD, DCTPAD and the pixel guard; DCTPAD tells no image
+    # shape, the others do, and the secure file must hold its DCT step
+    G, H = _generator(0), _generator(1)
+    X_g, A_g = _samples(G, 240, 1)
+    X_h, _ = _samples(H, 80, 2)
+    small = dict(hidden_sizes=(16,), rep_dim=4, n_epochs=3)
+    union = ConformalUnion(
+        [("flipad", make_flipad(G[3], "tanh", A_g.mean(axis=0), positive=True, tol=1e-3,
+                                max_iter=50, n_channels=4, random_state=0, device="cpu",
+                                detector_params=small)),
+         ("dctpad", make_dctpad(random_state=0, device="cpu", detector_params=small)),
+         ("pixels", make_pixel_guard((1, 8, 8), size=4, random_state=0))], fnr=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        union.fit(np.concatenate([X_g, X_h]), np.r_[np.ones(240), -np.ones(80)])
+    X = np.concatenate([_samples(G, 6, 3)[0], _samples(H, 6, 4)[0]])
+    path = tmp_path / "union.flipad"
+    persistence.save(union, path)
+    _write_pngs(X, tmp_path / "imgs", "x")
+    out = tmp_path / "v.csv"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        code = cli.main(["score", str(path), str(tmp_path / "imgs"), "--csv", str(out), "-q",
+                         "--device", "cpu"])
+        expected = union.pvalues(X, per_detector=True)
+        verdicts = union.predict(X)
+    assert code == cli.EXIT_OK
+    with open(out) as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["path"][-7:] for r in rows] == [f"x{i:02d}.png" for i in range(12)]
+    np.testing.assert_array_equal([int(r["verdict"]) for r in rows], verdicts)
+    np.testing.assert_allclose([[float(r[f"p_{k}"]) for k in ("flipad", "dctpad", "pixels")]
+                                for r in rows], expected)
+    assert (verdicts == -1).any() and (verdicts == 1).any()
