@@ -315,7 +315,9 @@ class VerdictTable:
     metadata : dict
         The detector's: ``package``, ``version``, and ``fnr``, ``threshold``,
         ``n_validation`` (one detector), or ``fnr``, ``fnr_bound``,
-        ``weights`` and ``members`` (name -> those; a union), or ``models``
+        ``fnr_interval`` (the 90 % interval of the share of G's samples the
+        thresholds reject), ``weights`` and ``members`` (name -> those; a
+        union), or ``models``
         (name -> those, several); ``detector`` (the file, when known) and
         ``alpha``.
 
@@ -499,6 +501,7 @@ def _union_metadata(union):
     from .detection.conformal import _unwrap
 
     return {"fnr": float(union.fnr), "fnr_bound": float(union.fnr_bound_),
+            "fnr_interval": [float(v) for v in union.fnr_interval_],
             "weights": {name: float(w) for (name, _), w in zip(union.estimators_,
                                                                 union.weights_)},
             "members": {name: _detector_metadata(_unwrap(member)[0])

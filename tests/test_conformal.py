@@ -24,6 +24,7 @@ from flipad_sklearn import (
 from flipad_sklearn.detection.conformal import (
     conformal_pvalues,
     conformal_threshold,
+    union_fnr_interval,
     validation_split,
 )
 from flipad_sklearn.detection.deepsad import conformal_threshold as deepsad_threshold
@@ -72,6 +73,36 @@ def test_fnr_interval_is_the_law_of_one_thresholds_rejections(n, fnr):
     assert np.mean(shares > hi) == pytest.approx(0.05, abs=0.012)
     lo80, hi80 = fnr_interval(n, fnr, level=0.8)
     assert lo < lo80 < hi80 < hi
+
+
+@pytest.mark.parametrize("dependence", ["independent", "same distance"])
+def test_union_fnr_interval_holds_the_share_any_detector_rejects(dependence):
+    # three thresholds on n_j uniform distances each (closed form as above); the union
+    # rejects 1 - prod(1 - R_j) of G when the detectors' distances are independent,
+    # max R_j when they are one and the same: the interval must hold both at >= 90 %
+    rng = np.random.default_rng(1)
+    sizes, fnrs = [399, 666, 999], [0.0025, 0.0015, 0.001]
+    R = []
+    for n, fnr in zip(sizes, fnrs):
+        k = math.ceil((n + 1) * (1 - fnr) - 1e-12)
+        R.append(1 - np.sort(rng.random((4000, n)), axis=1)[:, k - 1])
+    R = np.array(R)
+    share = 1 - np.prod(1 - R, axis=0) if dependence == "independent" else R.max(axis=0)
+    lo, hi = union_fnr_interval(sizes, fnrs)
+    assert lo < sum(fnrs) < hi
+    assert np.mean(share < lo) <= 0.05 + 0.012
+    assert np.mean(share > hi) <= 0.05 + 0.012
+    # one detector: the union's interval is that detector's
+    assert union_fnr_interval([199], [0.005]) == pytest.approx(fnr_interval(199, 0.005))
+    assert union_fnr_interval([199, 10], [0.005, 0.0]) == pytest.approx(
+        fnr_interval(199, 0.005))
+
+
+def test_union_fnr_interval_rejects_bad_input():
+    with pytest.raises(ValueError, match="one value per detector"):
+        union_fnr_interval([199, 199], [0.005])
+    with pytest.raises(ValueError, match="level"):
+        union_fnr_interval([199], [0.005], level=1.0)
 
 
 def test_fnr_interval_narrows_and_calibration_size_keeps_it_below():

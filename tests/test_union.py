@@ -103,6 +103,20 @@ def test_calibrate_sets_only_the_detectors_named():
         u.calibrate(rng.normal(size=(10, 3)), detectors=["nope"])
 
 
+def test_fnr_interval_is_the_spread_of_the_members_thresholds():
+    from flipad_sklearn.detection.conformal import union_fnr_interval
+
+    rng = np.random.default_rng(0)
+    u = _union(fnr=0.01).fit(rng.normal(size=(300, 3)))
+    sizes = [e.validation_scores_.size for _, e in u.estimators_]
+    assert u.fnr_interval_ == pytest.approx(union_fnr_interval(sizes, [0.005, 0.005]))
+    lo, hi = u.fnr_interval_
+    assert lo < u.fnr_bound_ < hi
+    u.calibrate(lambda n: rng.normal(size=(n, 3)), n_samples=4000)
+    lo2, hi2 = u.fnr_interval_
+    assert hi2 < hi and hi2 - lo2 < hi - lo        # more samples of G: a narrower spread
+
+
 @pytest.mark.parametrize("weights, message", [
     ({"forest": 1}, "missing"), ({"forest": 1, "gauss": 1, "x": 1}, "unknown"),
     ({"forest": 1, "gauss": -1}, "positive"), ({"forest": 1, "gauss": np.nan}, "positive"),

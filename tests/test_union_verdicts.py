@@ -118,6 +118,7 @@ def test_verdict_table_of_a_union_is_its_predict_and_pvalues(union_and_data, mon
     meta = table.metadata
     assert meta["fnr"] == 0.1 and meta["weights"] == {"flipad": 0.5, "pixels": 0.5}
     assert meta["fnr_bound"] == pytest.approx(union.fnr_bound_)
+    assert meta["fnr_interval"] == pytest.approx(list(union.fnr_interval_))
     for name, member in union.estimators_:
         assert meta["members"][name]["fnr"] == pytest.approx(0.05)
         assert meta["members"][name]["threshold"] == float(member[-1].threshold_)

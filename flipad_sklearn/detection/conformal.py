@@ -74,6 +74,7 @@ __all__ = [
     "fnr_interval",
     "required_validation_size",
     "samples_of_g_needed",
+    "union_fnr_interval",
     "validation_split",
 ]
 
@@ -171,6 +172,51 @@ def fnr_interval(n, fnr, level=0.9):
     k = min(_rank(n, fnr), n)
     low, high = beta.ppf([(1 - level) / 2, (1 + level) / 2], n + 1 - k, k)
     return float(low), float(high)
+
+
+def union_fnr_interval(sizes, fnrs, level=0.9):
+    """:func:`fnr_interval` for detectors that reject a sample when any one rejects it.
+
+    Each detector's threshold rejects a random share ``R_j`` of G's samples
+    (:func:`fnr_interval`); the union rejects a share ``R`` with
+    ``max_j R_j <= R <= sum_j R_j``, whatever the detectors' dependence.  So
+    the largest of the detectors' lower ends is a lower end for ``R``, and
+    the sum of their upper ends at level ``1 - (1 - level) / k`` (Bonferroni
+    over the ``k`` detectors) an upper end: the interval holds ``R`` with
+    probability at least ``level``.  A detector with ``fnr = 0`` rejects
+    nothing and adds nothing.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Each detector's number of held-out (calibration) samples of G.
+    fnrs : sequence of float
+        Each detector's ``fnr`` (its share of the union's), in [0, 1).
+    level : float, default=0.9
+
+    Returns
+    -------
+    low, high : float
+
+    Examples
+    --------
+    >>> from flipad_sklearn.detection.conformal import union_fnr_interval
+    >>> [round(v, 4) for v in union_fnr_interval([399, 666, 999], [0.0025, 0.0015, 0.001])]
+    [0.0001, 0.0204]
+    """
+    sizes, fnrs = list(sizes), list(fnrs)
+    if len(sizes) != len(fnrs) or not sizes:
+        raise ValueError(f"sizes and fnrs must give one value per detector, got {len(sizes)} "
+                         f"and {len(fnrs)}.")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level!r}.")
+    pairs = [(n, f) for n, f in zip(sizes, fnrs) if f > 0]
+    if not pairs:
+        return 0.0, 0.0
+    low = max(fnr_interval(n, f, level)[0] for n, f in pairs)
+    per_detector = 1 - (1 - level) / len(pairs)
+    high = sum(fnr_interval(n, f, per_detector)[1] for n, f in pairs)
+    return float(low), float(min(high, 1.0))
 
 
 def calibration_size(fnr, max_fnr, level=0.9, n_max=10**7):

@@ -25,6 +25,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._named import NamedEstimatorsMixin
 from .conformal import (
     ConformalDecisionMixin, ThresholdWarning, _head_transform, _unwrap, calibrate,
+    union_fnr_interval,
 )
 
 __all__ = ["ConformalUnion"]
@@ -94,6 +95,11 @@ class ConformalUnion(NamedEstimatorsMixin, MetaEstimatorMixin, OutlierMixin, Bas
     fnr_bound_ : float
         Sum of the detectors' ``fnr_bound_``: the probability that a fresh
         sample of G is rejected is at most this.
+    fnr_interval_ : tuple of float
+        A 90 % interval of the share of G's samples that these thresholds
+        reject (:func:`~flipad_sklearn.detection.conformal.union_fnr_interval`,
+        from each detector's calibration size): the bound is an average over
+        calibration draws, this is the spread of one draw.
     n_features_in_ : int
 
     Examples
@@ -206,6 +212,14 @@ class ConformalUnion(NamedEstimatorsMixin, MetaEstimatorMixin, OutlierMixin, Bas
         """Sum of the detectors' ``fnr_bound_`` (the union bound)."""
         check_is_fitted(self, "estimators_")
         return float(sum(det.fnr_bound_ for det in self._detectors()))
+
+    @property
+    def fnr_interval_(self):
+        """90 % interval of the share of G's samples these thresholds reject."""
+        check_is_fitted(self, "estimators_")
+        dets = self._detectors()
+        return union_fnr_interval([det.validation_scores_.size for det in dets],
+                                  [det.fnr for det in dets])
 
     def _detectors(self):
         """The conformal detector at the end of each fitted member, in order."""
