@@ -147,34 +147,50 @@ def other_domain(n, seed):
 TRAIN_SAMPLES, TRAIN_EPOCHS, TRAIN_BATCH = 2000, 6, 32
 #: where the face benchmarks keep what they train (shared with bench_open_world_face)
 FACE_CACHE = os.path.join(DEFAULT_CACHE, "face_open_world")
+#: the other generators every face benchmark uses: (name, architecture, training seed)
+FACE_OTHERS = (("comp", "dcgan", 11), ("unseen", "dcgan", 12), ("upconv", "upconv", 13))
 
 
-def weights_fingerprints(cache):
-    """``"<file>: <first 12 hex of the sha256 of its weights>"`` per cached generator in ``cache``.
+def weights_file(name, arch, seed, *, n_samples=TRAIN_SAMPLES, epochs=TRAIN_EPOCHS,
+                 batch_size=TRAIN_BATCH):
+    """The cache's file name of a generator trained by :func:`trained_other`."""
+    return f"{name}_{arch}_seed{seed}_n{n_samples}_e{epochs}_b{batch_size}.pt"
 
-    Result files print these so that a number can be traced to the trained
-    generators behind it: the others' training is seeded but, on a CPU, not
-    bit-identical across machines.
+
+def weights_fingerprints(cache, others, **recipe):
+    """``{file: first 12 hex of the sha256 of its weights}`` for the ``others`` in ``cache``.
+
+    ``others`` holds ``(name, arch, seed)`` of :func:`trained_other`, trained
+    with ``recipe`` (its keyword arguments; default: the face benchmarks'); a
+    generator not trained yet maps to ``None``.  Result
+    files print these, and caches of samples store them, so that a number
+    can be traced to the trained generators behind it: the others' training
+    is seeded but, on a CPU, not bit-identical across machines.
     """
-    lines = []
-    for name in sorted(os.listdir(cache)):
-        if name.endswith(".pt"):
-            # the tensors, not the file: the archive's own bytes are not the weights
-            state = torch.load(os.path.join(cache, name), map_location="cpu", weights_only=True)
-            digest = hashlib.sha256()
-            for key in sorted(state):
-                digest.update(key.encode())
-                digest.update(state[key].contiguous().numpy().tobytes())
-            lines.append(f"{name}: {digest.hexdigest()[:12]}")
-    return lines
+    out = {}
+    for spec in others:
+        name = weights_file(*spec, **recipe)
+        path = os.path.join(cache, name)
+        if not os.path.exists(path):
+            out[name] = None
+            continue
+        # the tensors, not the file: the archive's own bytes are not the weights
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        digest = hashlib.sha256()
+        for key in sorted(state):
+            digest.update(key.encode())
+            digest.update(state[key].contiguous().numpy().tobytes())
+        out[name] = digest.hexdigest()[:12]
+    return out
 
 
-def fingerprint_note(cache):
+def fingerprint_note(cache, others, **recipe):
     """The result files' paragraph naming the trained generators behind their numbers."""
-    lines = weights_fingerprints(cache) if cache else []
-    return ("\nThe trained generators in the cache (fingerprints of their weights; GAN "
-            "training on a CPU is not bit-identical across machines, so a cache trained "
-            "elsewhere gives other numbers):\n\n" + "\n".join(f"- {x}" for x in lines))
+    prints = weights_fingerprints(cache, others, **recipe) if cache else {}
+    return ("\nThe trained generators behind these numbers (fingerprints of their weights; "
+            "GAN training on a CPU is not bit-identical across machines, so a cache trained "
+            "elsewhere gives other numbers):\n\n"
+            + "\n".join(f"- {name}: {digest}" for name, digest in sorted(prints.items())))
 
 
 def trained_other(G, name, arch, seed, cache, *, n_samples=TRAIN_SAMPLES,
@@ -190,8 +206,8 @@ def trained_other(G, name, arch, seed, cache, *, n_samples=TRAIN_SAMPLES,
     benchmarks train each generator once between them.
     """
     gen = ARCHITECTURES[arch](G)
-    tag = f"n{n_samples}_e{epochs}_b{batch_size}"
-    path = None if cache is None else os.path.join(cache, f"{name}_{arch}_seed{seed}_{tag}.pt")
+    path = None if cache is None else os.path.join(cache, weights_file(
+        name, arch, seed, n_samples=n_samples, epochs=epochs, batch_size=batch_size))
     if path is not None and os.path.exists(path):
         gen.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         return gen.eval()
@@ -231,8 +247,7 @@ def main(argv=None):
                   batch_size=args.batch_size)
     competitor, unseen, upconv = (
         trained_other(G, name, arch, seed, args.cache_dir or None, **recipe)
-        for name, arch, seed in (("comp", "dcgan", 11), ("unseen", "dcgan", 12),
-                                 ("upconv", "upconv", 13)))
+        for name, arch, seed in FACE_OTHERS)
     t_train = time.time() - t0
 
     z = torch.from_numpy(np.random.default_rng(2).standard_normal((4,) + LATENT,
@@ -287,7 +302,7 @@ def main(argv=None):
         "| test source | accuracy at fnr 0.005 / AUC |",
         "|---|---|",
         *[f"| {k} | {v} |" for k, v in rows],
-        fingerprint_note(args.cache_dir),
+        fingerprint_note(args.cache_dir, FACE_OTHERS, **recipe),
     ]
     text = "\n".join(lines)
     print(text)

@@ -29,7 +29,7 @@ import torch
 from flipad_sklearn.generators import train_shadows
 
 from ._results import add_result_args, results_dir, tee_result
-from .bench_face_dcgan import LATENT, fingerprint_note, load_face_dcgan, sample
+from .bench_face_dcgan import FACE_OTHERS, LATENT, fingerprint_note, load_face_dcgan, sample
 from .bench_open_world_face import NAMES, _inverter, build, head, rows_for
 from .train_zoo import DEFAULT_CACHE
 
@@ -74,7 +74,7 @@ def run(args):
                               np.r_[np.ones(n), -np.ones(len(neg))])
         rows_for(label, pipe.decision_function, {"fresh G": fresh, **tests},
                  f"{time.time() - t:.0f} s")
-    print(fingerprint_note(args.cache_dir))
+    print(fingerprint_note(args.cache_dir, FACE_OTHERS))
     print(f"\n{time.time() - t0:.0f} s.")
 
 

@@ -33,7 +33,7 @@ from flipad_sklearn import demo
 
 from ._results import add_result_args, results_dir, tee_result
 from .bench_face_dcgan import (
-    FACE_CACHE, fingerprint_note, load_face_dcgan, sample, trained_other,
+    FACE_CACHE, FACE_OTHERS, fingerprint_note, load_face_dcgan, sample, trained_other,
 )
 from .bench_open_world_face import OTHERS, _recipe
 
@@ -86,7 +86,7 @@ def run_face(args):
           "of G, of an unseen seed of G's architecture and of the upsample + conv family.  "
           "The others' training (bench_face_dcgan's recipe, cached) is not timed.")
     _summary(seconds, accuracy, auc, load_before)
-    print(fingerprint_note(args.cache_dir))
+    print(fingerprint_note(args.cache_dir, FACE_OTHERS))
 
 
 def _summary(seconds, accuracy, auc, load_before):

@@ -39,6 +39,7 @@ Writes ``benchmarks/results/bench_open_world_face.md``.
 """
 
 import argparse
+import json
 import os
 import time
 import warnings
@@ -58,8 +59,9 @@ from flipad_sklearn.generators import train_shadows
 from ._harness import accuracy_auc
 from ._results import add_result_args, results_dir, tee_result
 from .bench_face_dcgan import (
-    FACE_CACHE, LATENT, TRAIN_BATCH, TRAIN_EPOCHS, TRAIN_SAMPLES, load_face_dcgan,
-    fingerprint_note, other_domain, sample, trained_other,
+    FACE_CACHE, FACE_OTHERS, LATENT, TRAIN_BATCH, TRAIN_EPOCHS, TRAIN_SAMPLES,
+    fingerprint_note, load_face_dcgan, other_domain, sample, trained_other,
+    weights_fingerprints,
 )
 
 N_G, N_COMP, N_TEST = 800, 200, 100
@@ -78,7 +80,7 @@ UNION_WEIGHTINGS = [{"flipad": 0.5, "rawpad": 0.3, "pixels": 0.2},
 #: the others' training (bench_face_dcgan's recipe), part of the cache's key
 TRAIN_RECIPE = f"{TRAIN_SAMPLES} samples of G, {TRAIN_EPOCHS} epochs, batch {TRAIN_BATCH}"
 #: the trained others: source -> (architecture, seed)
-OTHERS = {"comp": ("dcgan", 11), "unseen": ("dcgan", 12), "upconv": ("upconv", 13)}
+OTHERS = {name: (arch, seed) for name, arch, seed in FACE_OTHERS}
 _SAMPLE_SEEDS = {"comp": 5, "unseen": 7, "upconv": 8}
 
 
@@ -99,10 +101,12 @@ def build(cache, log=print):
     images, features = {}, {}
     if os.path.exists(feat_path) and os.path.exists(img_path):
         images, features = dict(np.load(img_path)), dict(np.load(feat_path))
-        # both files carry the recipe: a run stopped between the two writes must not
-        # pair the new images with the old recipe's features
-        recipes = {str(d.pop("recipe", "")) for d in (images, features)}
-        if recipes != {TRAIN_RECIPE}:
+        # both files carry the recipe and the weights' fingerprints: a run stopped
+        # between the two writes must not pair new images with old features, and
+        # samples of a generator trained again are made again
+        keys = {(str(d.pop("recipe", "")), str(d.pop("fingerprints", "")))
+                for d in (images, features)}
+        if keys != {(TRAIN_RECIPE, _fingerprints(cache))}:
             for name in OTHERS:
                 images.pop(name, None)
                 features.pop(name, None)
@@ -127,9 +131,15 @@ def build(cache, log=print):
         images[name] = makers[name]()
         log(f"inverting {len(images[name])} images of {name}")
         features[name] = inv.transform(images[name]).astype(np.float32)
-    np.savez(img_path, recipe=np.array(TRAIN_RECIPE), **images)
-    np.savez(feat_path, recipe=np.array(TRAIN_RECIPE), **features)
+    stamp = dict(recipe=np.array(TRAIN_RECIPE), fingerprints=np.array(_fingerprints(cache)))
+    np.savez(img_path, **stamp, **images)
+    np.savez(feat_path, **stamp, **features)
     return images, features
+
+
+def _fingerprints(cache):
+    """The others' weights in ``cache``, as one string (the samples' cache key)."""
+    return json.dumps(weights_fingerprints(cache, FACE_OTHERS), sort_keys=True)
 
 
 def save_source_grid(images, folder, n=8):
@@ -272,7 +282,7 @@ def run(args):
         auc = roc_auc_score(np.r_[np.ones(g.size), np.zeros(s.size)], np.r_[g, s])
         cells.append(f"{np.mean(s < t):.2f} / {auc:.3f}")
     print("| " + " | ".join(cells) + " |")
-    print(fingerprint_note(args.cache_dir))
+    print(fingerprint_note(args.cache_dir, FACE_OTHERS))
     print(f"\n{time.time() - t0:.0f} s (inverted features cached in {args.cache_dir}).")
 
 

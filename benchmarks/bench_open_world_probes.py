@@ -51,7 +51,9 @@ from sklearn.neighbors import NearestNeighbors
 from flipad_sklearn import GaussianBlur, LatentInversionDistance, make_rawpad, mean_activation
 
 from ._results import add_result_args, results_dir, tee_result
-from .bench_face_dcgan import FACE_CACHE, LATENT, fingerprint_note, load_face_dcgan
+from .bench_face_dcgan import (
+    FACE_CACHE, FACE_OTHERS, LATENT, fingerprint_note, load_face_dcgan,
+)
 from .bench_open_world_face import NAMES, _inverter, build, head
 
 N_FIT, N_BLUR = 500, 200
@@ -168,7 +170,7 @@ def run(args):
               f"own fresh images {np.quantile(-sg, 0.1):.4f}-{np.quantile(-sg, 0.9):.4f} "
               f"(10-90 %), of the upsample + conv family "
               f"{np.quantile(-per['upconv'], 0.1):.4f}-{np.quantile(-per['upconv'], 0.9):.4f}.")
-    print(fingerprint_note(args.cache_dir))
+    print(fingerprint_note(args.cache_dir, FACE_OTHERS))
     print(f"\n{time.time() - t0:.0f} s in all ({torch.get_num_threads()} torch threads).")
 
 
