@@ -11,6 +11,7 @@ from torch import nn
 
 from flipad_sklearn import (
     ConformalDetector,
+    ConformalPipeline,
     FingerprintCorrelation,
     FLIPADDetector,
     LatentInversionDistance,
@@ -18,8 +19,10 @@ from flipad_sklearn import (
     make_dctpad,
     make_flipad,
     make_rawpad,
+    RandomPerturbation,
 )
 from flipad_sklearn.detection.deepsad import conformal_threshold
+from flipad_sklearn.pipeline import ImmunisedPipeline
 
 pytestmark = [
     pytest.mark.usefixtures("torch_single_thread"),
@@ -376,3 +379,32 @@ def test_reconstruction_distance_reversed_input():
     det = ReconstructionDistance(BlockAutoencoder(), batch_size=4, random_state=0).fit(X)
     np.testing.assert_allclose(det.score_samples(X[::-1]), det.score_samples(X)[::-1],
                                rtol=1e-6)
+
+
+def test_dctpad_immunised_trains_and_calibrates_on_perturbed_images(two_generators):
+    # make_dctpad(immunise=...) mirrors make_flipad: an ImmunisedPipeline whose fit sees
+    # every training image (and the held-out samples of G) through the perturbation
+    X_g, X_other, _ = two_generators
+    X, y = np.concatenate([X_g, X_other[:100]]), np.r_[np.ones(300), -np.ones(100)]
+    params = dict(hidden_sizes=(16,), rep_dim=4, n_epochs=2, batch_size=64)
+    pipe = make_dctpad(fnr=0.05, random_state=0, device="cpu", detector_params=params,
+                       immunise="published")
+    assert isinstance(pipe, ImmunisedPipeline)
+    assert isinstance(pipe.immunise, RandomPerturbation) and pipe.immunise.random_state == 0
+    seen, original = [], ConformalPipeline.fit
+
+    def spy(self, X, y=None, **kwargs):
+        seen.append(np.asarray(X).copy())
+        return original(self, X, y, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ConformalPipeline, "fit", spy)
+        pipe.fit(X, y)
+    assert len(seen) == 1 and seen[0].shape == X.shape and not np.array_equal(seen[0], X)
+    np.testing.assert_array_equal(seen[0], pipe._immunised(X))   # seeded: reproducible
+    plain = make_dctpad(fnr=0.05, random_state=0, device="cpu", detector_params=params)
+    assert type(plain) is ConformalPipeline
+    with pytest.raises(ValueError, match="immunise must be None, 'published'"):
+        make_dctpad(immunise="jpeg")
+    with pytest.raises(TypeError, match="immunise must be None, 'published'"):
+        make_dctpad(immunise=3)
