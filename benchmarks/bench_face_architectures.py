@@ -2,8 +2,7 @@
 
 G is the published face DCGAN (``gan-face-generate``).  On it the recipe
 barely rejects an upsample + ``Conv2d`` family trained on G's samples
-(accuracy 0.52 and 0.62 on two trainings of the same others,
-``bench_open_world_face``), whatever labelled others of G's own
+(``bench_open_world_face``), whatever labelled others of G's own
 architecture it saw (``bench_face_shadows``).  An owner can train generators
 of other architectures on G's samples as labelled others; whether that helps
 against a family *none* of them belongs to is the question.  Two families
@@ -59,7 +58,7 @@ from .bench_face_dcgan import (
     weights_fingerprints,
 )
 from .bench_open_world_face import (
-    NAMES, OTHERS, TRAIN_RECIPE, _inverter, _recipe, build, head,
+    NAMES, OTHERS, TRAIN_RECIPE, _inverter, _recipe, build, head, verdict_score,
 )
 
 #: the generators of the two families, each trained on G's samples: key -> (architecture,
@@ -224,11 +223,9 @@ def run_union(source, n):
         cache = {}
 
         def decide(X):
-            # the verdict's sign: log of the smallest p-value over its bound
-            # (union.predict's rule, as in bench_open_world_face)
+            # each source is scored once (_row asks for fresh G's scores per column)
             if id(X) not in cache:
-                P = union.pvalues(X, per_detector=True)
-                cache[id(X)] = np.log(np.maximum((P / bounds).min(axis=1), 1e-300)) - 1e-12
+                cache[id(X)] = verdict_score(union.pvalues(X, per_detector=True), bounds)
             return cache[id(X)]
         name = "FLIPAD + DCTPAD" + (" immunised" if immunise else "") + " + pixel guard"
         _row(name, label, decide, tests, known, fresh,

@@ -71,9 +71,8 @@ NAMES = {"unseen": "same architecture, trained on G's samples, unseen seed",
          "finetune": "G fine-tuned on its own samples (1 epoch, new discriminator)"}
 #: the unions' detectors and their shares of fnr (the pixel guard is cheap to calibrate
 #: on many fresh samples of G; its sources lie far away): two weightings with RAWPAD,
-#: then the first with DCTPAD in RAWPAD's place (bench_face_architectures: RAWPAD ranks
-#: no source of this generator above AUC 0.94, DCTPAD all but the upsample + conv family
-#: at 1.000)
+#: then the first with DCTPAD in RAWPAD's place (after bench_face_architectures had
+#: measured the two alone)
 UNION_WEIGHTINGS = [{"flipad": 0.5, "rawpad": 0.3, "pixels": 0.2},
                     {"flipad": 0.3, "rawpad": 0.6, "pixels": 0.1},
                     {"flipad": 0.5, "dctpad": 0.3, "pixels": 0.2}]
@@ -286,6 +285,13 @@ def run(args):
     print(f"\n{time.time() - t0:.0f} s (inverted features cached in {args.cache_dir}).")
 
 
+def verdict_score(P, bounds):
+    """A union's verdict as a score: the log of the smallest p-value over its detector's
+    bound (negative where some detector rejects, ``predict``'s rule,
+    tests/test_union.py); its ranking gives the union's AUC."""
+    return np.log(np.maximum((P / bounds).min(axis=1), 1e-300)) - 1e-12
+
+
 def run_union(images, itests, n, y_tr):
     """FLIPAD, RAWPAD or DCTPAD, and the pixel guard in a ConformalUnion, end to end on images."""
     G = load_face_dcgan()
@@ -338,8 +344,7 @@ def run_union(images, itests, n, y_tr):
     for weights, P, bounds, note in rows:
         # the verdict: rejected when some detector's p-value is at most its bound
         # (what union.predict does, tests/test_union.py)
-        score = {k: np.log(np.maximum((p / bounds).min(axis=1), 1e-300)) - 1e-12
-                 for k, p in P.items()}
+        score = {k: verdict_score(p, bounds) for k, p in P.items()}
         rows_for(", ".join(f"{k} {v}" for k, v in weights.items()), score.__getitem__,
                  {k: k for k in P}, note)
     print("\nWho rejects what (share of each source rejected by each detector at its own "

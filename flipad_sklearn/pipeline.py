@@ -517,11 +517,10 @@ def make_dctpad(input_shape=None, *, activation="tanh", input_range="auto", quan
         As in :func:`make_flipad`: every training image first goes through
         a random perturbation (``"published"``: JPEG, resizing, cropping or
         none).  The spectrum is what compression changes, so a DCTPAD trained
-        against generators of other architectures rejects G's own JPEG
-        images too (``bench_face_architectures.md``: 0.73 of G's JPEG q90
-        images accepted against two architectures as others, 0.99
-        immunised); against a competitor alone immunising costs what only
-        the spectrum showed (another domain, bilinear upsampling).
+        against generators of other architectures can reject G's own JPEG
+        images too; immunised it accepts them, but against a competitor
+        alone it also loses what only the spectrum's fine detail showed
+        (measured in ``benchmarks/results/bench_face_architectures.md``).
     verbose : int, default=0
         As in :func:`make_rawpad`.
 

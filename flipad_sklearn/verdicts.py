@@ -215,16 +215,12 @@ def saved_range(pipe):
     which must agree (a ValueError otherwise, or when none has one).
     """
     if _is_union(pipe):
-        ranges = {name: _member_range(member) for name, member in pipe.estimators_}
-        known = {r for r in ranges.values() if r is not None}
-        if not known:
-            raise ValueError("No detector of the union tells the pixel range of the "
-                             "images (none has an input_range or an inverter); fit its "
-                             "pipelines with input_range=(low, high).")
-        if len(known) > 1:
-            raise ValueError(f"The detectors of the union read pixels into different "
-                             f"ranges: {ranges}.")
-        return known.pop()
+        return _members_agree(
+            pipe, _member_range,
+            none="No detector of the union tells the pixel range of the images (none has "
+                 "an input_range or an inverter); fit its pipelines with "
+                 "input_range=(low, high).",
+            differ="The detectors of the union read pixels into different ranges")
     rng = getattr(pipe, "input_range", None)
     if rng is not None:
         return tuple(float(v) for v in rng)
@@ -259,15 +255,23 @@ def image_shape(detector):
     """
     if not _is_union(detector):
         return tuple(detector[0].output_shape_)
-    shapes = {name: _member_shape(member) for name, member in detector.estimators_}
-    known = {s for s in shapes.values() if s is not None}
+    return _members_agree(
+        detector, _member_shape,
+        none="No detector of the union tells the shape of the images (none starts with an "
+             "inverter or a step fitted on (C, H, W) images, such as make_pixel_guard's "
+             "pooling)",
+        differ="The detectors of the union read images of different shapes")
+
+
+def _members_agree(union, of_member, *, none, differ):
+    """The one value ``of_member`` tells for the union's detectors (None: tells nothing);
+    a ValueError with ``none`` when no detector tells one, ``differ`` when they disagree."""
+    values = {name: of_member(member) for name, member in union.estimators_}
+    known = {v for v in values.values() if v is not None}
     if not known:
-        raise ValueError("No detector of the union tells the shape of the images (none "
-                         "starts with an inverter or a step fitted on (C, H, W) images, "
-                         f"such as make_pixel_guard's pooling): {sorted(shapes)}.")
+        raise ValueError(f"{none}: {sorted(values)}.")
     if len(known) > 1:
-        raise ValueError(f"The detectors of the union read images of different shapes: "
-                         f"{shapes}.")
+        raise ValueError(f"{differ}: {values}.")
     return known.pop()
 
 
@@ -498,14 +502,12 @@ def _detector_metadata(pipe):
 
 
 def _union_metadata(union):
-    from .detection.conformal import _unwrap
-
+    names = [name for name, _ in union.estimators_]
     return {"fnr": float(union.fnr), "fnr_bound": float(union.fnr_bound_),
             "fnr_interval": [float(v) for v in union.fnr_interval_],
-            "weights": {name: float(w) for (name, _), w in zip(union.estimators_,
-                                                                union.weights_)},
-            "members": {name: _detector_metadata(_unwrap(member)[0])
-                        for name, member in union.estimators_}}
+            "weights": {name: float(w) for name, w in zip(names, union.weights_)},
+            "members": {name: _detector_metadata(det)
+                        for name, det in zip(names, union._detectors())}}
 
 
 def _metadata(detector, detector_path, alpha):

@@ -103,6 +103,12 @@ def test_union_fnr_interval_rejects_bad_input():
         union_fnr_interval([199, 199], [0.005])
     with pytest.raises(ValueError, match="level"):
         union_fnr_interval([199], [0.005], level=1.0)
+    # before: a NaN or negative fnr dropped out as a detector that rejects nothing
+    for bad in (np.nan, -0.01, 1.0, "0.005", None, True):
+        with pytest.raises(ValueError, match="each fnr must be a number in"):
+            union_fnr_interval([199, 199], [0.005, bad])
+    with pytest.raises(ValueError, match="positive number of samples"):
+        union_fnr_interval([0, 199], [0.005, 0.005])
 
 
 def test_fnr_interval_narrows_and_calibration_size_keeps_it_below():

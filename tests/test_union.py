@@ -8,6 +8,7 @@ import torch
 from scipy.stats import binom, multivariate_normal
 from sklearn.base import clone
 from sklearn.covariance import LedoitWolf
+from sklearn.exceptions import NotFittedError
 
 from flipad_sklearn import (
     ConformalDetector, ConformalUnion, GaussianDensity, make_pixel_guard, persistence,
@@ -107,6 +108,8 @@ def test_fnr_interval_is_the_spread_of_the_members_thresholds():
     from flipad_sklearn.detection.conformal import union_fnr_interval
 
     rng = np.random.default_rng(0)
+    with pytest.raises(NotFittedError):
+        _union(fnr=0.01).fnr_interval_
     u = _union(fnr=0.01).fit(rng.normal(size=(300, 3)))
     sizes = [e.validation_scores_.size for _, e in u.estimators_]
     assert u.fnr_interval_ == pytest.approx(union_fnr_interval(sizes, [0.005, 0.005]))

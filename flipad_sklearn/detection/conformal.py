@@ -208,8 +208,12 @@ def union_fnr_interval(sizes, fnrs, level=0.9):
     if len(sizes) != len(fnrs) or not sizes:
         raise ValueError(f"sizes and fnrs must give one value per detector, got {len(sizes)} "
                          f"and {len(fnrs)}.")
-    if not 0 < level < 1:
+    if not (isinstance(level, Real) and 0 < level < 1):
         raise ValueError(f"level must be in (0, 1), got {level!r}.")
+    for f in fnrs:
+        # a NaN or negative fnr must not drop out as "rejects nothing"
+        if isinstance(f, bool) or not isinstance(f, Real) or not 0 <= f < 1:
+            raise ValueError(f"each fnr must be a number in [0, 1), got {f!r}.")
     pairs = [(n, f) for n, f in zip(sizes, fnrs) if f > 0]
     if not pairs:
         return 0.0, 0.0
