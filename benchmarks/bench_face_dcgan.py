@@ -115,10 +115,62 @@ class PixelShuffleGenerator(nn.Module):
         return torch.tanh(self.out(self.body(h.reshape(-1, 8 * self.width, 4, 4))))
 
 
+class KernelThreeGenerator(nn.Module):
+    """Transposed convolutions of kernel 3 (stride 2, padding 1, output padding 1) x 4.
+
+    G's layout (a 4x4 transposed convolution from the latent, then four
+    doublings) with another kernel: a 3x3 kernel at stride 2 overlaps
+    unevenly (one phase of each output row gets one tap, the other two),
+    where G's 4x4 kernel gives every phase two.
+    """
+
+    def __init__(self, width=64):
+        super().__init__()
+        c = 8 * width
+        layers = [nn.ConvTranspose2d(100, c, 4, 1, 0, bias=False), nn.BatchNorm2d(c),
+                  nn.ReLU(True)]
+        for _ in range(3):
+            layers += [nn.ConvTranspose2d(c, c // 2, 3, 2, 1, output_padding=1, bias=False),
+                       nn.BatchNorm2d(c // 2), nn.ReLU(True)]
+            c //= 2
+        layers += [nn.ConvTranspose2d(c, 3, 3, 2, 1, output_padding=1), nn.Tanh()]
+        self.main = nn.Sequential(*layers)
+
+    def forward(self, z):
+        return self.main(z.reshape(z.shape[0], -1, 1, 1))
+
+
+class HybridGenerator(nn.Module):
+    """G's transposed convolutions up to 32x32, then nearest upsampling x2 + 3x3 ``Conv2d``.
+
+    Only the last doubling repeats pixels: the layer FLIPAD inverts and the
+    one that leaves a generator's spectral traces are those of the
+    upsample + conv family, the rest is G's.
+    """
+
+    def __init__(self, width=64):
+        super().__init__()
+        c = 8 * width
+        layers = [nn.ConvTranspose2d(100, c, 4, 1, 0, bias=False), nn.BatchNorm2d(c),
+                  nn.ReLU(True)]
+        for _ in range(3):
+            layers += [nn.ConvTranspose2d(c, c // 2, 4, 2, 1, bias=False),
+                       nn.BatchNorm2d(c // 2), nn.ReLU(True)]
+            c //= 2
+        layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c, 3, 3, 1, 1),
+                   nn.Tanh()]
+        self.main = nn.Sequential(*layers)
+
+    def forward(self, z):
+        return self.main(z.reshape(z.shape[0], -1, 1, 1))
+
+
 #: the other generators' architectures, by the name their cached weights carry
 ARCHITECTURES = {"dcgan": copy.deepcopy, "upconv": lambda G: UpsampleConvGenerator(),
                  "upbilin": lambda G: UpsampleConvGenerator(mode="bilinear"),
-                 "pixshuf": lambda G: PixelShuffleGenerator()}
+                 "pixshuf": lambda G: PixelShuffleGenerator(),
+                 "tconv3": lambda G: KernelThreeGenerator(),
+                 "hybrid": lambda G: HybridGenerator()}
 
 
 def sample(G, n, seed, batch=100):
@@ -152,9 +204,10 @@ FACE_OTHERS = (("comp", "dcgan", 11), ("unseen", "dcgan", 12), ("upconv", "upcon
 
 
 def weights_file(name, arch, seed, *, n_samples=TRAIN_SAMPLES, epochs=TRAIN_EPOCHS,
-                 batch_size=TRAIN_BATCH):
+                 batch_size=TRAIN_BATCH, init="dcgan"):
     """The cache's file name of a generator trained by :func:`trained_other`."""
-    return f"{name}_{arch}_seed{seed}_n{n_samples}_e{epochs}_b{batch_size}.pt"
+    tail = "" if init == "dcgan" else f"_{init}"
+    return f"{name}_{arch}_seed{seed}_n{n_samples}_e{epochs}_b{batch_size}{tail}.pt"
 
 
 def weights_fingerprints(cache, others, **recipe):
@@ -174,14 +227,19 @@ def weights_fingerprints(cache, others, **recipe):
         if not os.path.exists(path):
             out[name] = None
             continue
-        # the tensors, not the file: the archive's own bytes are not the weights
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        digest = hashlib.sha256()
-        for key in sorted(state):
-            digest.update(key.encode())
-            digest.update(state[key].contiguous().numpy().tobytes())
-        out[name] = digest.hexdigest()[:12]
+        out[name] = state_fingerprint(path)
     return out
+
+
+def state_fingerprint(path):
+    """The first 12 hex of the sha256 of the tensors of the state dict saved at ``path``."""
+    # the tensors, not the file: the archive's own bytes are not the weights
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        digest.update(key.encode())
+        digest.update(state[key].contiguous().numpy().tobytes())
+    return digest.hexdigest()[:12]
 
 
 def fingerprint_note(cache, others, **recipe):
@@ -194,27 +252,30 @@ def fingerprint_note(cache, others, **recipe):
 
 
 def trained_other(G, name, arch, seed, cache, *, n_samples=TRAIN_SAMPLES,
-                  epochs=TRAIN_EPOCHS, batch_size=TRAIN_BATCH, log=print):
+                  epochs=TRAIN_EPOCHS, batch_size=TRAIN_BATCH, init="dcgan", log=print):
     """A generator trained on G's samples with ``train_shadows`` (the user path).
 
     ``arch`` is ``"dcgan"`` (G's architecture, from scratch), ``"upconv"``
-    (:class:`UpsampleConvGenerator`; ``"upbilin"`` with bilinear upsampling) or
-    ``"pixshuf"``
-    (:class:`PixelShuffleGenerator`); the training set is ``n_samples``
+    (:class:`UpsampleConvGenerator`; ``"upbilin"`` with bilinear upsampling),
+    ``"pixshuf"`` (:class:`PixelShuffleGenerator`), ``"tconv3"``
+    (:class:`KernelThreeGenerator`) or ``"hybrid"`` (:class:`HybridGenerator`);
+    ``init`` is ``train_shadows``'; the training set is ``n_samples``
     samples of G (seed 1).  The weights are cached in ``cache`` under a name
     that carries the source, architecture, seed and recipe, so the face
     benchmarks train each generator once between them.
     """
     gen = ARCHITECTURES[arch](G)
     path = None if cache is None else os.path.join(cache, weights_file(
-        name, arch, seed, n_samples=n_samples, epochs=epochs, batch_size=batch_size))
+        name, arch, seed, n_samples=n_samples, epochs=epochs, batch_size=batch_size,
+        init=init))
     if path is not None and os.path.exists(path):
         gen.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         return gen.eval()
     log(f"training {name} ({arch}, seed {seed}) on {n_samples} samples of G, "
-        f"{epochs} epochs, batch {batch_size}")
+        f"{epochs} epochs, batch {batch_size}, init {init}")
     (gen,) = train_shadows(gen, sample(G, n_samples, seed=1), seeds=[seed],
-                           latent_shape=LATENT, epochs=epochs, batch_size=batch_size)
+                           latent_shape=LATENT, epochs=epochs, batch_size=batch_size,
+                           init=init)
     if path is not None:
         os.makedirs(cache, exist_ok=True)
         torch.save(gen.state_dict(), path)
