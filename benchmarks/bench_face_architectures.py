@@ -10,11 +10,11 @@ besides G's, all trained on G's samples with the same recipe
 (``bench_face_dcgan.TRAIN_SAMPLES`` ...):
 
 * A: upsample x2 + 3x3 ``Conv2d``
-  (:class:`~benchmarks.bench_face_dcgan.UpsampleConvGenerator`): A1 and A2
+  (:class:`~flipad_sklearn.generators.UpsampleConvGenerator`): A1 and A2
   nearest-neighbour upsampling, two training seeds (A1 is the ``upconv``
   source of ``bench_open_world_face``, test images included), A3 bilinear;
 * B: sub-pixel convolution, 3x3 ``Conv2d`` to 4x channels + ``PixelShuffle``
-  (:class:`~benchmarks.bench_face_dcgan.PixelShuffleGenerator`), B1 and B2.
+  (:class:`~flipad_sklearn.generators.PixelShuffleGenerator`), B1 and B2.
 
 Crossed: samples of B1 as labelled others, tested on A1-A3 (a family none of
 the others belongs to) and on B2 (the shadows' family, another training

@@ -46,7 +46,9 @@ from torch import nn
 from flipad_sklearn import (
     JPEGCompression, find_final_layer, make_flipad, mean_activation,
 )
-from flipad_sklearn.generators import load_demo_generator, train_shadows
+from flipad_sklearn.generators import (
+    PixelShuffleGenerator, UpsampleConvGenerator, load_demo_generator, train_shadows,
+)
 
 from ._results import add_result_args, results_dir, write_result
 from .train_zoo import DEFAULT_CACHE
@@ -64,55 +66,6 @@ def load_face_dcgan():
     path = os.path.join(os.path.dirname(gan_face_generate.__file__), "weights.tar")
     G.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["netG_state_dict"])
     return G.eval()
-
-
-class UpsampleConvGenerator(nn.Module):
-    """Another family: linear -> 4x4, then (upsample x2, 3x3 conv, BN, ReLU) x 4 -> 64x64.
-
-    ``mode`` is the upsampling's interpolation (``"nearest"`` or ``"bilinear"``).
-    """
-
-    def __init__(self, width=64, mode="nearest"):
-        super().__init__()
-        self.width = width
-        self.fc = nn.Linear(100, 8 * width * 16)
-        blocks, c = [], 8 * width
-        for _ in range(4):
-            blocks += [nn.Upsample(scale_factor=2, mode=mode),
-                       nn.Conv2d(c, c // 2, 3, 1, 1, bias=False),
-                       nn.BatchNorm2d(c // 2), nn.ReLU(True)]
-            c //= 2
-        self.body = nn.Sequential(*blocks)
-        self.out = nn.Conv2d(c, 3, 3, 1, 1)
-
-    def forward(self, z):
-        h = torch.relu(self.fc(z.reshape(z.shape[0], -1)))
-        return torch.tanh(self.out(self.body(h.reshape(-1, 8 * self.width, 4, 4))))
-
-
-class PixelShuffleGenerator(nn.Module):
-    """A third family: linear -> 4x4, then (3x3 conv to 4x channels, pixel shuffle, BN, ReLU) x 4.
-
-    Sub-pixel convolution: each block computes the four phases of its output
-    at the lower resolution and interleaves them, where
-    :class:`UpsampleConvGenerator` repeats pixels and convolves after.
-    """
-
-    def __init__(self, width=64):
-        super().__init__()
-        self.width = width
-        self.fc = nn.Linear(100, 8 * width * 16)
-        blocks, c = [], 8 * width
-        for _ in range(4):
-            blocks += [nn.Conv2d(c, 4 * (c // 2), 3, 1, 1, bias=False), nn.PixelShuffle(2),
-                       nn.BatchNorm2d(c // 2), nn.ReLU(True)]
-            c //= 2
-        self.body = nn.Sequential(*blocks)
-        self.out = nn.Conv2d(c, 3, 3, 1, 1)
-
-    def forward(self, z):
-        h = torch.relu(self.fc(z.reshape(z.shape[0], -1)))
-        return torch.tanh(self.out(self.body(h.reshape(-1, 8 * self.width, 4, 4))))
 
 
 class KernelThreeGenerator(nn.Module):
@@ -256,8 +209,9 @@ def trained_other(G, name, arch, seed, cache, *, n_samples=TRAIN_SAMPLES,
     """A generator trained on G's samples with ``train_shadows`` (the user path).
 
     ``arch`` is ``"dcgan"`` (G's architecture, from scratch), ``"upconv"``
-    (:class:`UpsampleConvGenerator`; ``"upbilin"`` with bilinear upsampling),
-    ``"pixshuf"`` (:class:`PixelShuffleGenerator`), ``"tconv3"``
+    (:class:`~flipad_sklearn.generators.UpsampleConvGenerator`; ``"upbilin"``
+    with bilinear upsampling),
+    ``"pixshuf"`` (:class:`~flipad_sklearn.generators.PixelShuffleGenerator`), ``"tconv3"``
     (:class:`KernelThreeGenerator`) or ``"hybrid"`` (:class:`HybridGenerator`);
     ``init`` is ``train_shadows``'; the training set is ``n_samples``
     samples of G (seed 1).  The weights are cached in ``cache`` under a name

@@ -22,8 +22,13 @@ generators, which ship with the package.
 :func:`train_shadows` retrains a generator's recipe with other seeds: the
 shadow generators that, as labelled negatives, make the detector work
 against generators it never saw (the recommended open-world recipe).
+:class:`UpsampleConvGenerator` and :class:`PixelShuffleGenerator` are image
+generators of two other upsampling families, sized to any output: trained
+on ``G``'s samples with :func:`train_shadows`, they are labelled others whose
+spectral traces differ from ``G``'s.
 """
 
+from ._architectures import PixelShuffleGenerator, UpsampleConvGenerator
 from ._common import load_generator, save_generator
 from ._demo_checkpoints import load_demo_generator
 from ._image import GAN_KINDS, IMAGE_SIZES, ImageGenerator, train_gan
@@ -35,7 +40,8 @@ from ._tabular_others import GaussianCopulaGenerator, GaussianMixtureGenerator
 
 __all__ = [
     "GAN_KINDS", "GaussianCopulaGenerator", "GaussianMixtureGenerator", "IMAGE_SIZES",
-    "ImageGenerator", "SDV_KINDS", "SDVSynthesizer", "StyleGANGenerator", "TabularGenerator",
-    "default_shadow_seeds", "load_demo_generator", "load_generator", "save_generator",
+    "ImageGenerator", "PixelShuffleGenerator", "SDV_KINDS", "SDVSynthesizer",
+    "StyleGANGenerator", "TabularGenerator", "UpsampleConvGenerator", "default_shadow_seeds",
+    "load_demo_generator", "load_generator", "save_generator",
     "train_gan", "train_shadows", "train_stylegan", "train_tabular_gan",
 ]

@@ -1,0 +1,140 @@
+"""Image generators of other architectures than the owner's, to train as labelled others.
+
+A detector learns to reject what its labelled others show it.  Shadow copies
+of ``G`` (:func:`~flipad_sklearn.generators.train_shadows`) teach it other
+weights of ``G``'s own architecture; a generator whose upsampling differs
+from ``G``'s leaves other traces in the image's spectrum, which a detector
+that never saw such a generator may accept.  Trained on ``G``'s samples with
+:func:`~flipad_sklearn.generators.train_shadows` (which takes any torch
+module), these give the owner labelled others of two common upsampling
+families besides the transposed convolutions of DCGAN-like generators:
+
+* :class:`UpsampleConvGenerator`: interpolate x2, then a 3x3 convolution
+  (nearest-neighbour or bilinear; "resize-convolution");
+* :class:`PixelShuffleGenerator`: a 3x3 convolution to four times the
+  channels, then ``PixelShuffle(2)`` (sub-pixel convolution).
+
+Both map a latent vector through a linear layer to a small grid, double it
+until it reaches the output's height and width, and end in a 3x3
+``Conv2d`` and ``tanh`` (images in [-1, 1]).
+"""
+
+from numbers import Integral
+
+import torch
+from torch import nn
+
+
+def _doublings(height, width):
+    """The number of x2 steps from the smallest grid of at least 3x3 to ``(height, width)``."""
+    k = 0
+    while (height % 2 ** (k + 1) == 0 and width % 2 ** (k + 1) == 0
+           and min(height, width) // 2 ** (k + 1) >= 3):
+        k += 1
+    if k == 0:
+        raise ValueError(f"output_shape needs an even height and width of at least 6 to be "
+                         f"reached by doubling a grid, got {height}x{width}.")
+    return k
+
+
+def _check_shape(latent_dim, output_shape, base_channels):
+    if not isinstance(latent_dim, Integral) or latent_dim < 1:
+        raise ValueError(f"latent_dim must be a positive integer, got {latent_dim!r}.")
+    if not isinstance(base_channels, Integral) or base_channels < 1:
+        raise ValueError(f"base_channels must be a positive integer, got {base_channels!r}.")
+    shape = tuple(output_shape) if isinstance(output_shape, (tuple, list)) else None
+    if (shape is None or len(shape) != 3
+            or not all(isinstance(s, Integral) and s > 0 for s in shape)):
+        raise ValueError("output_shape must be (channels, height, width), three positive "
+                         f"integers, got {output_shape!r}.")
+    c, h, w = (int(s) for s in shape)
+    k = _doublings(h, w)
+    return c, k, (h // 2 ** k, w // 2 ** k)
+
+
+class _DoublingGenerator(nn.Module):
+    """Linear -> a grid of ``base_channels * 2**k`` channels, ``k`` doubling blocks, 3x3 conv."""
+
+    def __init__(self, latent_dim, output_shape, base_channels):
+        super().__init__()
+        out_channels, k, grid = _check_shape(latent_dim, output_shape, base_channels)
+        self.latent_dim = int(latent_dim)
+        self.output_shape = tuple(int(s) for s in output_shape)
+        self.base_channels = int(base_channels)
+        self._grid = (base_channels * 2 ** k, *grid)
+        self.fc = nn.Linear(self.latent_dim, self._grid[0] * grid[0] * grid[1])
+        blocks, c = [], self._grid[0]
+        for _ in range(k):
+            blocks += [*self._doubling(c, c // 2), nn.BatchNorm2d(c // 2), nn.ReLU(True)]
+            c //= 2
+        self.body = nn.Sequential(*blocks)
+        self.out = nn.Conv2d(c, out_channels, 3, 1, 1)
+
+    def forward(self, z):
+        """Images of latents ``(n, latent_dim)`` or ``(n, latent_dim, 1, 1)``."""
+        h = torch.relu(self.fc(z.reshape(z.shape[0], -1)))
+        return torch.tanh(self.out(self.body(h.reshape(-1, *self._grid))))
+
+
+class UpsampleConvGenerator(_DoublingGenerator):
+    """Resize-convolution generator: (upsample x2, 3x3 conv, batch norm, ReLU) per doubling.
+
+    Parameters
+    ----------
+    latent_dim : int, default=100
+        Size of the latent vector; latents of shape ``(n, latent_dim)`` or
+        ``(n, latent_dim, 1, 1)`` (DCGAN's) are both accepted.
+    output_shape : tuple of int, default=(3, 64, 64)
+        ``(channels, height, width)`` of the images; height and width are
+        reached by doubling the smallest grid of at least 3x3 they share
+        (4x4 for 64x64, 7x7 for 28x28).
+    base_channels : int, default=32
+        Channels after the last doubling; the first block has
+        ``base_channels * 2**k`` for ``k`` doublings.
+    mode : {"nearest", "bilinear"}, default="nearest"
+        The interpolation of each upsampling.
+
+    Examples
+    --------
+    Labelled others of another architecture, trained on ``G``'s samples::
+
+        from flipad_sklearn.generators import UpsampleConvGenerator, train_shadows
+
+        others = train_shadows(UpsampleConvGenerator(100, (3, 64, 64)), X_of_G,
+                               seeds=[1], latent_shape=(100,), epochs=6, batch_size=32)
+    """
+
+    def __init__(self, latent_dim=100, output_shape=(3, 64, 64), base_channels=32,
+                 mode="nearest"):
+        if mode not in ("nearest", "bilinear"):
+            raise ValueError(f"mode must be 'nearest' or 'bilinear', got {mode!r}.")
+        self.mode = mode
+        super().__init__(latent_dim, output_shape, base_channels)
+
+    def _doubling(self, c_in, c_out):
+        return [nn.Upsample(scale_factor=2, mode=self.mode),
+                nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False)]
+
+
+class PixelShuffleGenerator(_DoublingGenerator):
+    """Sub-pixel convolution generator: (3x3 conv to 4x channels, ``PixelShuffle(2)``, BN, ReLU).
+
+    Each block computes the four phases of its output at the lower
+    resolution and interleaves them, where :class:`UpsampleConvGenerator`
+    repeats or interpolates pixels and convolves after.
+
+    Parameters
+    ----------
+    latent_dim : int, default=100
+        Size of the latent vector (``(n, latent_dim)`` or ``(n, latent_dim, 1, 1)``).
+    output_shape : tuple of int, default=(3, 64, 64)
+        ``(channels, height, width)``, as in :class:`UpsampleConvGenerator`.
+    base_channels : int, default=32
+        Channels after the last doubling.
+    """
+
+    def __init__(self, latent_dim=100, output_shape=(3, 64, 64), base_channels=32):
+        super().__init__(latent_dim, output_shape, base_channels)
+
+    def _doubling(self, c_in, c_out):
+        return [nn.Conv2d(c_in, 4 * c_out, 3, 1, 1, bias=False), nn.PixelShuffle(2)]
