@@ -48,7 +48,8 @@ _EXPORTS = {
                    "required_validation_size"],
     ".model_selection": ["LabelStratifiedKFold", "labelled_roc_auc"],
     # recipes
-    ".pipeline": ["make_dctpad", "make_flipad", "make_pixel_guard", "make_rawpad"],
+    ".pipeline": ["make_dctpad", "make_flipad", "make_open_world_union", "make_pixel_guard",
+                  "make_rawpad"],
     # input checks: warnings
     ".exceptions": ["InputContractWarning", "LabelConventionWarning", "OutOfRangeWarning"],
     # I/O: the verdict table (what `flipad score` writes)

@@ -468,7 +468,7 @@ def cmd_fit(args):
 
     from . import mean_activation, sample_activations
     from .detection.conformal import calibrate, required_validation_size
-    from .pipeline import make_flipad
+    from .pipeline import make_flipad, make_open_world_union
 
     verbose = not args.quiet
     _check_fit_args(args)
@@ -521,41 +521,79 @@ def cmd_fit(args):
         # what the fnr needs, and at least 1000: with exactly 1/fnr - 1 the threshold is
         # the largest of them, and the share of G rejected varies by +-fnr from draw to draw
         n_val = max(required_validation_size(args.fnr), 1000)
-    pipe = make_flipad(
-        final.layer, final.activation, anchor, alpha=args.alpha,
-        activation_shape=final.activation_shape, positive=positive, datafit=args.datafit,
-        immunise=None if args.immunise == "none" else args.immunise,
-        tol=args.tol, max_iter=args.max_iter, fnr=args.fnr, random_state=args.seed,
-        device=args.device, inverter_params=dict(batch_size=args.batch_size),
-        # trained, calibrated and scored on 8-bit images in the activation's range
-        quantize="uint8", input_range=value_range,
-        # progress bars: the inversion's samples and Deep SAD's epochs
-        verbose=int(verbose),
-        detector_params=dict(n_epochs=args.epochs,
-                             validation_size="auto" if n_val == "own" else 0))
+    immunise = None if args.immunise == "none" else args.immunise
+    deep_sad = dict(n_epochs=args.epochs, validation_size="auto" if n_val == "own" else 0)
+    flipad_params = dict(
+        alpha=args.alpha, activation_shape=final.activation_shape, positive=positive,
+        datafit=args.datafit, immunise=immunise, tol=args.tol, max_iter=args.max_iter,
+        inverter_params=dict(batch_size=args.batch_size), detector_params=deep_sad)
+    # trained, calibrated and scored on 8-bit images in the activation's range, with
+    # progress bars (the inversion's samples and Deep SAD's epochs)
+    common = dict(fnr=args.fnr, random_state=args.seed, device=args.device,
+                  quantize="uint8", input_range=value_range, verbose=int(verbose))
+    if args.detector == "union":
+        est = make_open_world_union(
+            final.layer, final.activation, anchor, image_shape=out_shape, immunise=immunise,
+            flipad_params=flipad_params, dctpad_params=dict(detector_params=deep_sad),
+            **common)
+        if args.validation_samples == "auto":
+            n_val = _union_calibration_size(est)
+        elif n_val != "own" and n_val < _union_calibration_size(est, at_least=0):
+            raise CLIError(
+                f"--validation-samples {n_val}: the smallest share of --fnr in the union "
+                f"needs {_union_calibration_size(est, at_least=0)} fresh samples of G per "
+                "detector (or give auto).")
+    else:
+        est = make_flipad(final.layer, final.activation, anchor, **flipad_params, **common)
     _log(verbose, f"inverting {len(X)} images, then training the detector "
                   f"({args.epochs} epochs)")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        pipe.fit(X, y)
+        est.fit(X, y)
         if n_val != "own":
-            _log(verbose, f"sampling {n_val} images of G for the threshold (fnr={args.fnr})")
-            _, X_val = sample_activations(
-                generator, n_val, latent, layer=final.layer, batch_size=args.batch_size,
-                device=args.device, random_state=int(np.random.default_rng(
-                    [args.seed, 1]).integers(2**31)))  # not the anchor's samples
-            # the pipeline rounds them to 8 bits, as if saved to files like --own
-            calibrate(pipe, X_val.astype(np.float32))
+            _log(verbose, f"sampling {n_val} images of G for the threshold (fnr={args.fnr})"
+                 + (" of each detector" if args.detector == "union" else ""))
+            draws = np.random.default_rng([args.seed, 1])   # not the anchor's samples
+
+            def sample_g(n):
+                _, X_val = sample_activations(
+                    generator, n, latent, layer=final.layer, batch_size=args.batch_size,
+                    device=args.device, random_state=int(draws.integers(2**31)))
+                # the pipelines round them to 8 bits, as if saved to files like --own
+                return X_val.astype(np.float32)
+            if args.detector == "union":
+                est.calibrate(sample_g, n_samples=n_val)
+            else:
+                calibrate(est, sample_g(n_val))
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
-    pipe.set_params(inv__verbose=0, det__verbose=0)     # saved silent, as in Python
-    _save_detector(pipe, out)
-    det = pipe[-1]
+    members = [est] if args.detector == "flipad" else [e for _, e in est.estimators_]
+    for member in members:            # saved silent, as in Python
+        member.set_params(**{f"{name}__verbose": 0 for name, step in member.steps
+                             if "verbose" in step.get_params(deep=False)})
+    _save_detector(est, out)
+    if args.detector == "union":
+        lo, hi = est.fnr_interval_
+        sizes = ", ".join(f"{name} {e[-1].validation_scores_.size}"
+                          for name, e in est.estimators_)
+        _log(True, f"saved {out} (FLIPAD, DCTPAD and a pixel guard, each at its share of "
+                   f"fnr={args.fnr}; validation samples of G: {sizes}; these thresholds "
+                   f"reject {100 * lo:.2g}-{100 * hi:.2g} % of G's images, 90 % interval)")
+        return EXIT_PARTIAL if errors else EXIT_OK
+    det = est[-1]
     lo, hi = getattr(det, "fnr_interval_", (float("nan"),) * 2)
     _log(True, f"saved {out} (threshold {det.threshold_:.4g} at fnr={args.fnr}, "
                f"{det.validation_scores_.size} validation samples of G: this threshold "
                f"rejects {100 * lo:.2g}-{100 * hi:.2g} % of G's images, 90 % interval)")
     return EXIT_PARTIAL if errors else EXIT_OK
+
+
+def _union_calibration_size(union, at_least=1000):
+    """Fresh samples of G the smallest share of an unfitted union's fnr needs (or ``at_least``)."""
+    from .detection.conformal import required_validation_size
+
+    shares = union.weights.values()
+    return max(required_validation_size(union.fnr * min(shares) / sum(shares)), at_least)
 
 
 def _save_detector(pipe, out):
@@ -1081,6 +1119,15 @@ def build_parser():
                           "among --others it keeps the clean accuracy, with real images "
                           "alone it costs some (see the user guide, 'Images after "
                           "publication'); none: clean images (the default)")
+    fit.add_argument("--detector", choices=("flipad", "union"), default="flipad",
+                     help="flipad: the FLIPAD pipeline (make_flipad); union: FLIPAD, DCTPAD "
+                          "(Deep SAD on the image's spectrum) and a pixel guard (a Gaussian "
+                          "of G's downsampled pixels) in one ConformalUnion "
+                          "(make_open_world_union), each at a share of --fnr: an image is "
+                          "G's only when all three accept. The union also rejects images "
+                          "far from all of G's and generators whose upsampling differs from "
+                          "G's, which FLIPAD alone can accept (see the user guide, 'Open "
+                          "world'); --immunise then applies to FLIPAD and DCTPAD (flipad)")
     fit.add_argument("--positive", choices=("auto", "yes", "no"), default="auto",
                      help="non-negative activations; auto: yes when the generator's "
                           "penultimate activations are (a ReLU)")

@@ -4,7 +4,8 @@
 the baselines' :func:`make_rawpad` (Deep SAD on raw pixels) and
 :func:`make_dctpad` (Deep SAD on ``log |DCT|``), and :func:`make_pixel_guard`
 (a one-class Gaussian of G's downsampled pixels, to join a FLIPAD pipeline in
-a :class:`~flipad_sklearn.ConformalUnion`).
+a :class:`~flipad_sklearn.ConformalUnion`), and :func:`make_open_world_union`
+(the three image detectors in one union).
 
 Everything that builds the FLIPAD pipeline (the command line tool, the demo,
 the README, the examples and the benchmarks) calls :func:`make_flipad`, so
@@ -29,14 +30,20 @@ from .detection.conformal_detector import ConformalDetector
 from .detection.conformal_pipeline import UINT8_LEVELS, ConformalPipeline
 from .detection.deepsad import FLIPADDetector
 from .detection.gaussian_density import GaussianDensity
+from .detection.union import ConformalUnion
 from .features import ActivationPooling, ChannelSelector, DCTFeatures, GeneratorStandardScaler
 from .generator_utils import mean_activation
 from .inversion import FinalLayerInverter
 from .operators import layer_adapter, operator_for
 from .perturbations import RandomPerturbation
 
-__all__ = ["ImmunisedPipeline", "TABULAR_DETECTOR", "TABULAR_RECIPE", "make_dctpad",
-           "make_flipad", "make_flipad_tabular", "make_pixel_guard", "make_rawpad"]
+__all__ = ["ImmunisedPipeline", "OPEN_WORLD_SHARES", "TABULAR_DETECTOR", "TABULAR_RECIPE",
+           "make_dctpad", "make_flipad", "make_flipad_tabular", "make_open_world_union",
+           "make_pixel_guard", "make_rawpad"]
+
+#: each detector's share of ``fnr`` in :func:`make_open_world_union` (set before the
+#: face benchmarks measured the union, and kept since)
+OPEN_WORLD_SHARES = {"flipad": 0.5, "dctpad": 0.3, "pixels": 0.2}
 
 
 def make_flipad(layer, activation="tanh", anchor="zeros", *, alpha=5e-4,
@@ -609,3 +616,86 @@ def make_pixel_guard(image_shape, *, size=16, activation="tanh", input_range="au
          ("scaler", GeneratorStandardScaler()),
          ("det", ConformalDetector(GaussianDensity(), fnr=fnr, random_state=random_state))],
         input_range=input_range, quantize=quantize)
+
+
+def make_open_world_union(layer, activation="tanh", anchor="zeros", *, image_shape,
+                          fnr=0.005, weights=None, immunise=None, random_state=None,
+                          device="auto", input_range="auto", quantize="auto",
+                          flipad_params=None, dctpad_params=None, verbose=0):
+    """FLIPAD, DCTPAD and a pixel guard in one union: G's only when all three accept.
+
+    Each detector sees the image differently and misses different sources:
+    FLIPAD (:func:`make_flipad`) learns what separates G from the labelled
+    others in the final layer's sparse code, DCTPAD (:func:`make_dctpad`)
+    the spectral traces of how a generator upsamples, the pixel guard
+    (:func:`make_pixel_guard`) what is far from all of G's images whatever
+    the others were.  The :class:`~flipad_sklearn.ConformalUnion` keeps
+    each one's conformal threshold at its share of ``fnr``, so a fresh
+    sample of G is rejected with probability at most ``fnr`` once each has
+    the held-out samples of G its share needs
+    (:meth:`~flipad_sklearn.ConformalUnion.calibrate` on fresh samples).
+    Which sources each catches, and what the union still misses, is
+    measured on a published face generator in the user guide ("Open
+    world").
+
+    Parameters
+    ----------
+    layer, activation, anchor : see :func:`make_flipad`
+    image_shape : tuple of (C, H, W)
+        Shape of G's images (DCTPAD's input and the pixel guard's).
+    fnr : float, default=0.005
+        The union's tolerated false-negative rate.
+    weights : dict or None, default=None
+        Shares of ``fnr`` for ``"flipad"``, ``"dctpad"`` and ``"pixels"``;
+        None: :data:`OPEN_WORLD_SHARES` (0.5, 0.3, 0.2).
+    immunise : None, "published" or transformer, default=None
+        DCTPAD's (:func:`make_dctpad`): the spectrum is what compression
+        moves most.  With generators of other architectures among the
+        labelled others, DCTPAD learns their spectra and, unimmunised, can
+        reject G's own JPEG images; immunised it accepts them.  FLIPAD's own
+        immunisation goes in ``flipad_params``.
+    random_state : int or None, default=None
+        Seeds every detector.
+    device : {"auto", "cpu", "cuda"}, default="auto"
+        FLIPAD's inversion and both Deep SAD networks.
+    input_range, quantize : see :func:`make_flipad`
+        The input contract, the same for the three detectors (8-bit images
+        in the activation's range by default).
+    flipad_params, dctpad_params : dict or None, default=None
+        Further keyword arguments of :func:`make_flipad` (``alpha``,
+        ``activation_shape``, ``positive``, ``immunise``, ...) and
+        :func:`make_dctpad` (``detector_params``, ...).
+    verbose : int, default=0
+        Progress bars of the inversion and of both Deep SAD trainings.
+
+    Returns
+    -------
+    union : ConformalUnion
+        Members ``flipad``, ``dctpad`` and ``pixels``, unfitted.
+
+    Examples
+    --------
+    >>> from flipad_sklearn.pipeline import make_open_world_union
+    >>> union = make_open_world_union(G.final_layer, "tanh", anchor,
+    ...                               image_shape=(3, 64, 64))  # doctest: +SKIP
+    >>> union.fit(X, y).calibrate(sample_G)  # doctest: +SKIP
+    >>> union.predict(X_new)  # doctest: +SKIP
+    """
+    dims = np.atleast_1d(image_shape)
+    if dims.ndim != 1 or dims.size != 3 or dims.dtype.kind not in "iu" or dims.min() < 1:
+        raise ValueError(f"image_shape must be (C, H, W) with positive integer sizes, got "
+                         f"{image_shape!r}.")
+    shape = tuple(int(v) for v in dims)
+    contract = dict(input_range=input_range, quantize=quantize)
+    flipad = make_flipad(layer, activation, anchor, fnr=fnr, random_state=random_state,
+                         device=device, verbose=verbose,
+                         **{**contract, **(flipad_params or {})})
+    dctpad = make_dctpad(shape, activation=activation, fnr=fnr, random_state=random_state,
+                         device=device, immunise=immunise, verbose=verbose,
+                         **{**contract, **(dctpad_params or {})})
+    # 16x16 blocks' averages by default; a smaller image keeps every pixel
+    guard = make_pixel_guard(shape, size=min(16, *shape[1:]), activation=activation,
+                             fnr=fnr, random_state=random_state, **contract)
+    return ConformalUnion([("flipad", flipad), ("dctpad", dctpad), ("pixels", guard)],
+                          fnr=fnr, weights=dict(OPEN_WORLD_SHARES if weights is None
+                                                else weights))

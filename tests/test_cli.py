@@ -828,3 +828,40 @@ def test_fit_immunise_published_trains_and_calibrates_on_perturbed_images(workdi
     assert pipe[-1].validation_scores_.size == 1000
     assert cli.build_parser().parse_args(
         ["fit", "--generator", "g.py", "--own", "o", "-o", "m.flipad"]).immunise == "none"
+
+
+def test_fit_union_saves_the_open_world_union_and_score_reads_it(workdir):
+    """``--detector union``: FLIPAD, DCTPAD and the pixel guard, each calibrated on the fresh
+    samples of G its share of --fnr needs (1000 at least), saved securely; ``flipad score``
+    gives every detector's p-value and the union's verdict."""
+    res = _run(["fit", "--generator", "gens.py:G", "--latent-shape", "8", "--detector",
+                "union", "--own", "own", "--others", "others", "--fnr", "0.05", "--epochs",
+                "8", "--anchor-samples", "500", "-o", "out/union.flipad"], cwd=workdir)
+    assert res.returncode == cli.EXIT_OK, res.stderr
+    assert "validation samples of G: flipad 1000, dctpad 1000, pixels 1000" in res.stderr
+
+    from flipad_sklearn import ConformalUnion, persistence
+
+    union = persistence.load(workdir / "out" / "union.flipad")
+    assert isinstance(union, ConformalUnion)
+    assert [n for n, _ in union.estimators_] == ["flipad", "dctpad", "pixels"]
+    assert [round(float(e[-1].fnr), 4) for _, e in union.estimators_] == [0.025, 0.015, 0.01]
+    assert union.fnr_bound_ <= 0.05 + 1e-12
+    assert all(e[-1].verbose == 0 for _, e in union.estimators_ if hasattr(e[-1], "verbose"))
+    res = _run(["score", "out/union.flipad", "test", "--csv", "u.csv", "-q"], cwd=workdir)
+    assert res.returncode == cli.EXIT_PARTIAL, res.stderr      # the test folder's bad files
+    with open(workdir / "u.csv") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["status"] == "ok"]
+    assert len(rows) == 12
+    assert {"p_flipad", "p_dctpad", "p_pixels"} <= set(rows[0])
+    h = [r for r in rows if os.path.basename(r["path"]).startswith("h")]
+    assert all(r["decision"] == "not G" for r in h)
+
+
+def test_fit_union_refuses_too_few_validation_samples(workdir):
+    res = _run(["fit", "--generator", "gens.py:G", "--latent-shape", "8", "--detector",
+                "union", "--own", "own", "--others", "others", "--fnr", "0.05",
+                "--validation-samples", "50", "-o", "out/never.flipad"], cwd=workdir)
+    assert res.returncode == cli.EXIT_ERROR
+    assert "--validation-samples 50" in res.stderr and "needs 99" in res.stderr
+    assert not (workdir / "out" / "never.flipad").exists()

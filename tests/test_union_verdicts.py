@@ -10,10 +10,11 @@ import torch
 from torch import nn
 
 from flipad_sklearn import (
-    ConformalDetector, ConformalUnion, cli, make_dctpad, make_pixel_guard, persistence,
+    ConformalDetector, ConformalUnion, cli, make_open_world_union, make_pixel_guard,
+    persistence,
 )
 from flipad_sklearn.inversion import FinalLayerInverter
-from flipad_sklearn.pipeline import make_flipad
+from flipad_sklearn.pipeline import OPEN_WORLD_SHARES, ImmunisedPipeline, make_flipad
 from flipad_sklearn.verdicts import image_shape, read_images, verdict_table
 
 Image = pytest.importorskip("PIL.Image")
@@ -239,18 +240,17 @@ def test_union_that_tells_no_image_shape_is_refused(tmp_path, capsys):
 
 
 def test_the_documented_union_with_dctpad_scores_from_its_file(tmp_path, capsys):
-    # open_world.rst's union: FLIPAD, DCTPAD and the pixel guard; DCTPAD tells no image
-    # shape, the others do, and the secure file must hold its DCT step
+    # open_world.rst's union (make_open_world_union): FLIPAD, DCTPAD and the pixel guard;
+    # the secure file must hold DCTPAD's DCT step
     G, H = _generator(0), _generator(1)
     X_g, A_g = _samples(G, 240, 1)
     X_h, _ = _samples(H, 80, 2)
     small = dict(hidden_sizes=(16,), rep_dim=4, n_epochs=3)
-    union = ConformalUnion(
-        [("flipad", make_flipad(G[3], "tanh", A_g.mean(axis=0), positive=True, tol=1e-3,
-                                max_iter=50, n_channels=4, random_state=0, device="cpu",
-                                detector_params=small)),
-         ("dctpad", make_dctpad(random_state=0, device="cpu", detector_params=small)),
-         ("pixels", make_pixel_guard((1, 8, 8), size=4, random_state=0))], fnr=0.1)
+    union = make_open_world_union(
+        G[3], "tanh", A_g.mean(axis=0), image_shape=(1, 8, 8), fnr=0.1, random_state=0,
+        device="cpu", flipad_params=dict(positive=True, tol=1e-3, max_iter=50, n_channels=4,
+                                         detector_params=small),
+        dctpad_params=dict(detector_params=small))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         union.fit(np.concatenate([X_g, X_h]), np.r_[np.ones(240), -np.ones(80)])
@@ -273,3 +273,32 @@ def test_the_documented_union_with_dctpad_scores_from_its_file(tmp_path, capsys)
     np.testing.assert_allclose([[float(r[f"p_{k}"]) for k in ("flipad", "dctpad", "pixels")]
                                 for r in rows], expected)
     assert (verdicts == -1).any() and (verdicts == 1).any()
+
+
+def test_open_world_union_builds_the_documented_members():
+    """Three members at OPEN_WORLD_SHARES; immunise goes to DCTPAD, FLIPAD's own through
+    flipad_params; one input contract; the guard keeps every pixel of a small image."""
+    G = _generator(0)
+    union = make_open_world_union(G[3], "tanh", np.zeros((8, 4, 4), np.float32),
+                                  image_shape=(1, 8, 8), immunise="published",
+                                  random_state=3, flipad_params=dict(alpha=1e-3),
+                                  dctpad_params=dict(detector_params=dict(n_epochs=7)))
+    members = dict(union.estimators)
+    assert list(members) == ["flipad", "dctpad", "pixels"]
+    assert union.weights == OPEN_WORLD_SHARES and union.fnr == 0.005
+    assert isinstance(members["dctpad"], ImmunisedPipeline)
+    assert not isinstance(members["flipad"], ImmunisedPipeline)
+    assert members["flipad"].named_steps["inv"].alpha == 1e-3
+    assert members["dctpad"].named_steps["det"].n_epochs == 7
+    assert members["pixels"].named_steps["pool"].kernel_size == 1     # 8x8: every pixel
+    for est in members.values():
+        assert est.quantize == "uint8" and est.input_range == (-1.0, 1.0)
+    immune = make_open_world_union(G[3], "tanh", np.zeros((8, 4, 4), np.float32),
+                                   image_shape=(1, 8, 8),
+                                   flipad_params=dict(immunise="published"))
+    assert isinstance(dict(immune.estimators)["flipad"], ImmunisedPipeline)
+    assert not isinstance(dict(immune.estimators)["dctpad"], ImmunisedPipeline)
+    for bad in [(8, 8), (1, 0, 8), (1.0, 8, 8)]:
+        with pytest.raises(ValueError, match="image_shape"):
+            make_open_world_union(G[3], "tanh", image_shape=bad,
+                                  flipad_params=dict(activation_shape=(8, 4, 4)))
