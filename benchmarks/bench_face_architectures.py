@@ -49,7 +49,8 @@ import warnings
 import numpy as np
 import torch
 
-from flipad_sklearn import ConformalUnion, make_dctpad, make_pixel_guard, make_rawpad
+from flipad_sklearn import make_dctpad, make_rawpad
+from flipad_sklearn.pipeline import OPEN_WORLD_SHARES
 
 from ._harness import accuracy_auc
 from ._results import add_result_args, results_dir, tee_result
@@ -58,7 +59,7 @@ from .bench_face_dcgan import (
     weights_fingerprints,
 )
 from .bench_open_world_face import (
-    NAMES, OTHERS, TRAIN_RECIPE, _inverter, _recipe, build, head, verdict_score,
+    NAMES, OTHERS, TRAIN_RECIPE, _inverter, build, head, open_world_union, verdict_score,
 )
 
 #: the generators of the two families, each trained on G's samples: key -> (architecture,
@@ -85,8 +86,8 @@ ROWS = {"a competitor (200)": (),
 UNION_ROWS = [("a competitor (200)", None), ("a competitor + A1 (100 + 100)", None),
               ("a competitor + A1 + B1 (100 + 100 + 100)", "published")]
 #: the union's shares of fnr: bench_open_world_face's first weighting, DCTPAD in RAWPAD's
-#: place (set before the union was measured)
-UNION_WEIGHTS = {"flipad": 0.5, "dctpad": 0.3, "pixels": 0.2}
+#: place (set before the union was measured; make_open_world_union's default since)
+UNION_WEIGHTS = OPEN_WORLD_SHARES
 #: every trained generator behind the file's numbers: (name, architecture, seed)
 _SPECS = tuple(sorted(set(FACE_OTHERS) | {(a, a, seed) for a, seed in GENERATORS.values()}))
 
@@ -207,11 +208,7 @@ def run_union(source, n):
         known = ROWS[label]
         neg = _negatives(source, known)
         t = time.time()
-        union = ConformalUnion(
-            [("flipad", _recipe(G)),
-             ("dctpad", make_dctpad(random_state=0, device="cpu", immunise=immunise)),
-             ("pixels", make_pixel_guard((3, 64, 64), random_state=0))],
-            fnr=0.005, weights=UNION_WEIGHTS)
+        union = open_world_union(G, immunise)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             union.fit(np.concatenate([source["g"][:n], neg]),

@@ -38,7 +38,8 @@ labelled others, 100 per kind, the competitor alone 200):
    (``bench_face_architectures``' nearest upsample + conv and pixel shuffle
    generators);
 4. the documented union (FLIPAD + DCTPAD + pixel guard, shares 0.5 / 0.3 /
-   0.2, recalibrated on fresh samples of G), the competitor;
+   0.2, recalibrated on fresh samples of G; since built by
+   :func:`~flipad_sklearn.make_open_world_union`), the competitor;
 5. that union with DCTPAD immunised, the competitor + A1 + B1;
 6. row 5 with A2 + B2 (other training seeds of the same architectures).
 
@@ -67,7 +68,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flipad_sklearn import ConformalUnion, make_dctpad, make_pixel_guard
+from flipad_sklearn import make_dctpad
 from flipad_sklearn.datasets import load_mnist_subset
 
 from ._harness import accuracy_auc
@@ -78,7 +79,9 @@ from .bench_face_dcgan import (
     fingerprint_note, load_face_dcgan, sample, state_fingerprint, trained_other,
     weights_fingerprints,
 )
-from .bench_open_world_face import _inverter, _recipe, build, head, verdict_score
+from .bench_open_world_face import (
+    _inverter, build, head, open_world_union, save_source_grid, verdict_score,
+)
 
 #: the blind generators: key -> (architecture, training seed, train_shadows' recipe)
 BLIND = {"C1": ("tconv3", 31, {}), "C2": ("hybrid", 32, {}),
@@ -90,8 +93,6 @@ COLUMNS = {"C1": "C1: transposed conv, kernel 3", "C2": "C2: G's layers, nearest
            "conv last", "C3": "C3: G's architecture, another recipe",
            "C4": "C4: VAE, G's architecture as decoder", "digits": "real MNIST digits, 64x64 RGB",
            "noise": "smooth noise"}
-#: the union's shares of fnr (bench_open_world_face's first weighting, DCTPAD for RAWPAD)
-UNION_WEIGHTS = {"flipad": 0.5, "dctpad": 0.3, "pixels": 0.2}
 #: labelled others beside the competitor: row label -> generators of bench_face_architectures
 OTHERS = {"the competitor (200)": (), "the competitor + A1 + B1 (100 each)": ("A1", "B1"),
           "the competitor + A2 + B2 (100 each)": ("A2", "B2")}
@@ -226,19 +227,42 @@ def _negatives(images, extra, known):
 
 
 def _row(method, label, decide, fresh, tests, jpeg, note):
+    """Print one row; return its numbers: G rejected, accuracy per source, JPEG accepted."""
     g = decide(fresh)
-    cells = [f"{np.mean(g < 0):.3f}"]
-    cells += [accuracy_auc(g, decide(tests[k])) for k in COLUMNS]
-    cells.append(f"{np.mean(decide(jpeg) >= 0):.3f}")
+    scored = {k: decide(tests[k]) for k in COLUMNS}
+    cells = [f"{np.mean(g < 0):.3f}"] + [accuracy_auc(g, scored[k]) for k in COLUMNS]
+    out = {"G": float(np.mean(g < 0)), "jpeg": float(np.mean(decide(jpeg) >= 0)),
+           **{k: 0.5 * float(np.mean(g >= 0) + np.mean(v < 0)) for k, v in scored.items()}}
+    cells.append(f"{out['jpeg']:.3f}")
     print(f"| {method} | {label} | " + " | ".join(cells) + f" | {note} |", flush=True)
+    return out
 
 
-def _union(G, immunise):
-    return ConformalUnion(
-        [("flipad", _recipe(G)),
-         ("dctpad", make_dctpad(random_state=0, device="cpu", immunise=immunise)),
-         ("pixels", make_pixel_guard((3, 64, 64), random_state=0))],
-        fnr=0.005, weights=UNION_WEIGHTS)
+#: the prediction of the docstring: (claim, rows, sources, test of one number)
+PREDICTION = [
+    ("each of C1-C4 rejected, accuracy >= 0.95", (5, 6), ("C1", "C2", "C3", "C4"),
+     lambda v: v >= 0.95),
+    ("both far sources rejected, accuracy >= 0.99", (5, 6), ("digits", "noise"),
+     lambda v: v >= 0.99),
+    ("fresh samples of G rejected <= 0.01", (5, 6), ("G",), lambda v: v <= 0.01),
+    ("G's JPEG q90 accepted >= 0.95", (5, 6), ("jpeg",), lambda v: v >= 0.95),
+    ("C2 missed (accuracy < 0.95)", (4,), ("C2",), lambda v: v < 0.95),
+    ("C1, C3, C4 rejected, accuracy >= 0.95", (4,), ("C1", "C3", "C4"), lambda v: v >= 0.95),
+]
+
+
+def check_prediction(rows):
+    """Print the docstring's prediction against the measured ``rows`` (row number -> numbers)."""
+    print("\n## The prediction against what was measured\n")
+    print("| predicted | row | measured | held |")
+    print("|---|---|---|---|")
+    for claim, numbers, keys, test in PREDICTION:
+        for i in numbers:
+            values = {k: rows[i][k] for k in keys}
+            failed = [k for k, v in values.items() if not test(v)]
+            measured = ", ".join(f"{k} {v:.3f}" for k, v in values.items())
+            held = "yes" if not failed else "**no** (" + ", ".join(failed) + ")"
+            print(f"| {claim} | {i} | {measured} | {held} |")
 
 
 def run(args):
@@ -273,9 +297,9 @@ def run(args):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         flipad = head().fit(np.concatenate([feats["g"][:n], feats["comp"]]), y_known[label])
-    _row("1. FLIPAD (make_flipad)", label, flipad.decision_function,
-         np.concatenate([feats["g"][n:], feats["fresh"]]), test_feats, feats["jpeg90"],
-         f"{time.time() - t:.0f} s")
+    rows = {1: _row("1. FLIPAD (make_flipad)", label, flipad.decision_function,
+                    np.concatenate([feats["g"][n:], feats["fresh"]]), test_feats,
+                    feats["jpeg90"], f"{time.time() - t:.0f} s")}
     for i, (immunise, label) in enumerate(
             [(None, "the competitor (200)"),
              ("published", "the competitor + A1 + B1 (100 each)")], start=2):
@@ -286,15 +310,15 @@ def run(args):
                 np.concatenate([images["g"][:n], _negatives(images, shadows, OTHERS[label])]),
                 y_known[label])
         name = "DCTPAD" + (" immunised" if immunise else "") + " (make_dctpad)"
-        _row(f"{i}. {name}", label, det.decision_function, fresh, tests, images["jpeg90"],
-             f"{time.time() - t:.0f} s")
+        rows[i] = _row(f"{i}. {name}", label, det.decision_function, fresh, tests,
+                       images["jpeg90"], f"{time.time() - t:.0f} s")
 
     for i, (immunise, label) in enumerate(
             [(None, "the competitor (200)"),
              ("published", "the competitor + A1 + B1 (100 each)"),
              ("published", "the competitor + A2 + B2 (100 each)")], start=4):
         t = time.time()
-        union = _union(G, immunise)
+        union = open_world_union(G, immunise)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             union.fit(np.concatenate([images["g"][:n],
@@ -308,9 +332,12 @@ def run(args):
         def decide(X, union=union, bounds=bounds):
             return verdict_score(union.pvalues(X, per_detector=True), bounds)
         name = "FLIPAD + DCTPAD" + (" immunised" if immunise else "") + " + pixel guard"
-        _row(f"{i}. {name}", label, decide, fresh, tests, images["jpeg90"],
-             f"fit and calibration {t_fit:.0f} s")
+        rows[i] = _row(f"{i}. {name}", label, decide, fresh, tests, images["jpeg90"],
+                       f"fit and calibration {t_fit:.0f} s")
 
+    check_prediction(rows)
+    save_source_grid({"G": fresh, **tests}, results_dir(args), keys=["G", *COLUMNS],
+                     name="bench_face_blind_sources.png")
     print(fingerprint_note(args.cache_dir, FACE_OTHERS + tuple(
         (a, a, s) for a, s in GENERATORS.values())))
     print("".join(f"\n- {spec}" for spec in _blind_fingerprints(args.cache_dir)))

@@ -52,7 +52,7 @@ from sklearn.metrics import roc_auc_score
 
 from flipad_sklearn import (
     ConformalPipeline, ConformalUnion, JPEGCompression, find_final_layer, make_dctpad,
-    make_flipad, make_pixel_guard, make_rawpad, mean_activation,
+    make_flipad, make_open_world_union, make_pixel_guard, make_rawpad, mean_activation,
 )
 from flipad_sklearn.generators import train_shadows
 
@@ -141,15 +141,16 @@ def _fingerprints(cache):
     return json.dumps(weights_fingerprints(cache, FACE_OTHERS), sort_keys=True)
 
 
-def save_source_grid(images, folder, n=8):
-    """``bench_open_world_face_sources.png``: ``n`` test images per source, one row each."""
+def save_source_grid(images, folder, n=8, keys=None,
+                     name="bench_open_world_face_sources.png"):
+    """``name`` in ``folder``: ``n`` test images per source of ``keys``, one row each."""
     from PIL import Image
 
-    keys = ("fresh", "comp", *NAMES)
+    keys = ("fresh", "comp", *NAMES) if keys is None else tuple(keys)
     rows = [np.concatenate(list(images[k][:n].reshape(n, 3, 64, 64).transpose(0, 2, 3, 1)),
                            axis=1) for k in keys]
     grid = np.round((np.clip(np.concatenate(rows), -1, 1) + 1) * 127.5).astype(np.uint8)
-    path = os.path.join(folder, "bench_open_world_face_sources.png")
+    path = os.path.join(folder, name)
     Image.fromarray(grid).save(path)
     print(f"\nSample images, one row per source ({', '.join(keys)}): `{os.path.basename(path)}`.")
 
@@ -178,14 +179,27 @@ def _finetuned(G):
     return tuned
 
 
-def _recipe(G, **params):
-    """make_flipad at its defaults for G (find_final_layer, mean_activation)."""
+def _final_and_anchor(G):
+    """G's final layer (find_final_layer) and the recipe's anchor (mean_activation)."""
     z = torch.from_numpy(np.random.default_rng(2).standard_normal((4,) + LATENT,
                                                                    dtype=np.float32))
-    final = find_final_layer(G, z)
-    anchor = mean_activation(G, 1000, LATENT, random_state=3, device="cpu")
+    return find_final_layer(G, z), mean_activation(G, 1000, LATENT, random_state=3,
+                                                   device="cpu")
+
+
+def _recipe(G, **params):
+    """make_flipad at its defaults for G (find_final_layer, mean_activation)."""
+    final, anchor = _final_and_anchor(G)
     return make_flipad(final.layer, final.activation, anchor, random_state=0, device="cpu",
                        **params)
+
+
+def open_world_union(G, immunise=None):
+    """make_open_world_union at its defaults for G (the recipe's layer and anchor)."""
+    final, anchor = _final_and_anchor(G)
+    return make_open_world_union(final.layer, final.activation, anchor,
+                                 image_shape=(3, 64, 64), immunise=immunise, random_state=0,
+                                 device="cpu")
 
 
 def _inverter(G):
