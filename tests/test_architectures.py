@@ -99,3 +99,64 @@ def test_bad_shapes_are_refused_by_name(cls, kwargs, match):
 def test_unknown_interpolation_is_refused():
     with pytest.raises(ValueError, match="mode must be"):
         UpsampleConvGenerator(mode="bicubic")
+
+
+class _DCGANLike(nn.Module):
+    """A user's generator: latent 8 -> 4x4 -> 8x8 by a stride-2 transposed conv, tanh."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(8, 16 * 4 * 4), nn.ReLU(), nn.Unflatten(1, (16, 4, 4)))
+        self.final = nn.ConvTranspose2d(16, 2, 4, 2, 1)
+
+    def forward(self, z):
+        return torch.tanh(self.final(self.body(z)))
+
+
+@pytest.mark.parametrize("upsampling", ["nearest", "bilinear", "pixel_shuffle"])
+def test_final_layer_variant_swaps_only_the_final_layer(upsampling):
+    from flipad_sklearn.generators import final_layer_variant
+
+    G = _DCGANLike().eval()
+    before = {k: v.clone() for k, v in G.state_dict().items()}
+    z = torch.randn(5, 8, generator=torch.Generator().manual_seed(0))
+    V = final_layer_variant(G, z, upsampling)
+    for k, v in G.state_dict().items():                       # G untouched
+        assert torch.equal(v, before[k]), k
+    assert type(G.final) is nn.ConvTranspose2d
+    with torch.no_grad():
+        x = V(z)
+    assert x.shape == (5, 2, 8, 8) and float(x.abs().max()) <= 1     # G's activation kept
+    assert not V.training
+    # the body is G's, the final layer a 3x3 convolution after (or before) the upsampling
+    for k, v in G.body.state_dict().items():
+        assert torch.equal(v, V.body.state_dict()[k]), k
+    kinds = [type(m).__name__ for m in V.final]
+    if upsampling != "pixel_shuffle":       # a pixel shuffle after the conv is no activation
+        final = find_final_layer(V, z)
+        assert final.name == "final.1" and final.layer.kernel_size == (3, 3)
+    assert kinds == (["Conv2d", "PixelShuffle"] if upsampling == "pixel_shuffle"
+                     else ["Upsample", "Conv2d"])
+    if upsampling == "nearest":
+        # what the family does: the final convolution sees every value repeated 2x2
+        with torch.no_grad():
+            u = V.final[0](V.body(z))
+        assert torch.equal(u[..., ::2, ::2], u[..., 1::2, 1::2])
+    (S,) = train_shadows(V, np.zeros((64, 2, 8, 8), np.float32) + 0.3, seeds=[1],
+                         latent_shape=(8,), epochs=1, batch_size=32)
+    assert type(S) is type(V)
+
+
+def test_final_layer_variant_refuses_what_it_cannot_change():
+    from flipad_sklearn.generators import final_layer_variant
+
+    z = torch.randn(3, 8)
+    with pytest.raises(ValueError, match="upsampling must be one of"):
+        final_layer_variant(_DCGANLike(), z, "bicubic")
+    same_size = nn.Sequential(nn.Linear(8, 16 * 4 * 4), nn.Unflatten(1, (16, 4, 4)),
+                              nn.Conv2d(16, 1, 3, 1, 1), nn.Tanh())
+    with pytest.raises(ValueError, match="no upsampling to change"):
+        final_layer_variant(same_size, z)
+    rows = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    with pytest.raises(ValueError, match="needs images"):
+        final_layer_variant(rows, z)

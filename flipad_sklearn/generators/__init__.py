@@ -25,10 +25,11 @@ against generators it never saw (the recommended open-world recipe).
 :class:`UpsampleConvGenerator` and :class:`PixelShuffleGenerator` are image
 generators of two other upsampling families, sized to any output: trained
 on ``G``'s samples with :func:`train_shadows`, they are labelled others whose
-spectral traces differ from ``G``'s.
+spectral traces differ from ``G``'s; :func:`final_layer_variant` copies
+``G`` with another upsampling in its final layer only.
 """
 
-from ._architectures import PixelShuffleGenerator, UpsampleConvGenerator
+from ._architectures import PixelShuffleGenerator, UpsampleConvGenerator, final_layer_variant
 from ._common import load_generator, save_generator
 from ._demo_checkpoints import load_demo_generator
 from ._image import GAN_KINDS, IMAGE_SIZES, ImageGenerator, train_gan
@@ -42,6 +43,6 @@ __all__ = [
     "GAN_KINDS", "GaussianCopulaGenerator", "GaussianMixtureGenerator", "IMAGE_SIZES",
     "ImageGenerator", "PixelShuffleGenerator", "SDV_KINDS", "SDVSynthesizer",
     "StyleGANGenerator", "TabularGenerator", "UpsampleConvGenerator", "default_shadow_seeds",
-    "load_demo_generator", "load_generator", "save_generator",
+    "final_layer_variant", "load_demo_generator", "load_generator", "save_generator",
     "train_gan", "train_shadows", "train_stylegan", "train_tabular_gan",
 ]

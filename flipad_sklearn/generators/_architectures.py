@@ -17,12 +17,23 @@ families besides the transposed convolutions of DCGAN-like generators:
 Both map a latent vector through a linear layer to a small grid, double it
 until it reaches the output's height and width, and end in a 3x3
 ``Conv2d`` and ``tanh`` (images in [-1, 1]).
+
+:func:`final_layer_variant` keeps ``G``'s own architecture and changes only
+how its final layer upsamples (nearest or bilinear interpolation then a 3x3
+convolution, or sub-pixel convolution): a copy of a user's generator whose
+last layer leaves the traces of another family, to train as a shadow.
 """
 
+import copy
 from numbers import Integral
 
 import torch
 from torch import nn
+
+from ..generator_utils import _select_output, find_final_layer
+
+#: the final layers :func:`final_layer_variant` makes
+VARIANTS = ("nearest", "bilinear", "pixel_shuffle")
 
 
 def _doublings(height, width):
@@ -138,3 +149,76 @@ class PixelShuffleGenerator(_DoublingGenerator):
 
     def _doubling(self, c_in, c_out):
         return [nn.Conv2d(c_in, 4 * c_out, 3, 1, 1, bias=False), nn.PixelShuffle(2)]
+
+
+def final_layer_variant(generator, example_input, upsampling="nearest", *, output=None):
+    """A copy of ``generator`` whose final layer upsamples another way.
+
+    The final layer (:func:`~flipad_sklearn.find_final_layer`) must enlarge
+    its input by an integer factor ``s`` (a DCGAN's stride-2 transposed
+    convolution: ``s = 2``).  It is replaced by ``Upsample(s, upsampling)``
+    and a 3x3 ``Conv2d`` (``"nearest"``, ``"bilinear"``) or by a 3x3
+    ``Conv2d`` to ``s**2`` times the channels and ``PixelShuffle(s)``
+    (``"pixel_shuffle"``), with the same input and output shapes; the rest
+    of the generator, its activation included, is ``generator``'s.  The new
+    layer starts from PyTorch's initialisation: train the copy (e.g.
+    :func:`~flipad_sklearn.generators.train_shadows`, which re-initialises
+    every layer from its seed) before using its samples as labelled others.
+    (The pixel-shuffle variant ends in a rearrangement of the convolution's
+    output, which :func:`~flipad_sklearn.find_final_layer` does not take as
+    a final layer: it is a shadow to draw samples from, not a ``G`` to
+    invert.)
+
+    Parameters
+    ----------
+    generator : torch.nn.Module
+        Left unchanged.
+    example_input : torch.Tensor, tuple or dict
+        A batch of latents the generator accepts (as for
+        :func:`~flipad_sklearn.find_final_layer`).
+    upsampling : {"nearest", "bilinear", "pixel_shuffle"}, default="nearest"
+    output : str, callable or None, default=None
+        Which part of the output holds the samples (as for
+        :func:`~flipad_sklearn.find_final_layer`).
+
+    Returns
+    -------
+    variant : torch.nn.Module
+        A deep copy of ``generator`` (in eval mode) with the new final layer.
+
+    Raises
+    ------
+    ValueError
+        When ``upsampling`` is unknown, or when the final layer does not map
+        ``(C, H, W)`` images to ``(C', s H, s W)`` for an integer ``s >= 2``.
+    """
+    if upsampling not in VARIANTS:
+        raise ValueError(f"upsampling must be one of {VARIANTS}, got {upsampling!r}.")
+    final = find_final_layer(generator, example_input, output=output)
+    with torch.no_grad():
+        args = example_input if isinstance(example_input, tuple) else (example_input,)
+        if isinstance(example_input, dict):
+            out = generator(**example_input)
+        else:
+            out = generator(*args)
+        out_shape = tuple(_select_output(out, output).shape[1:])
+    in_shape = tuple(final.activation_shape)
+    if len(in_shape) != 3 or len(out_shape) != 3:
+        raise ValueError(f"The final layer {final.name!r} maps {in_shape} to {out_shape}: "
+                         "final_layer_variant needs images, (C, H, W) to (C', s H, s W).")
+    (c_in, h, w), (c_out, h_out, w_out) = in_shape, out_shape
+    scale = h_out // h
+    if scale < 2 or h_out != scale * h or w_out != scale * w:
+        raise ValueError(f"The final layer {final.name!r} maps {h}x{w} to {h_out}x{w_out}, "
+                         "not an enlargement by an integer factor >= 2: there is no "
+                         "upsampling to change.")
+    if upsampling == "pixel_shuffle":
+        layer = nn.Sequential(nn.Conv2d(c_in, c_out * scale ** 2, 3, 1, 1),
+                              nn.PixelShuffle(scale))
+    else:
+        layer = nn.Sequential(nn.Upsample(scale_factor=scale, mode=upsampling),
+                              nn.Conv2d(c_in, c_out, 3, 1, 1))
+    variant = copy.deepcopy(generator)
+    parent_name, _, child = final.name.rpartition(".")
+    setattr(variant.get_submodule(parent_name), child, layer)
+    return variant.eval()
