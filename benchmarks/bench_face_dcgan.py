@@ -47,7 +47,8 @@ from flipad_sklearn import (
     JPEGCompression, find_final_layer, make_flipad, mean_activation,
 )
 from flipad_sklearn.generators import (
-    PixelShuffleGenerator, UpsampleConvGenerator, load_demo_generator, train_shadows,
+    PixelShuffleGenerator, UpsampleConvGenerator, final_layer_variant, load_demo_generator,
+    train_shadows,
 )
 
 from ._results import add_result_args, results_dir, write_result
@@ -118,12 +119,28 @@ class HybridGenerator(nn.Module):
         return self.main(z.reshape(z.shape[0], -1, 1, 1))
 
 
+def middle_nearest(G):
+    """G's architecture with its fourth doubling (128 -> 64 channels, 16x16 -> 32x32) made
+    nearest upsampling + 3x3 ``Conv2d``; the final layer stays G's transposed convolution."""
+    variant = copy.deepcopy(G)
+    variant.main[9] = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
+                                    nn.Conv2d(128, 64, 3, 1, 1, bias=False))
+    return variant
+
+
+#: a batch of latents to find G's final layer with
+_Z = torch.zeros((4,) + LATENT)
 #: the other generators' architectures, by the name their cached weights carry
 ARCHITECTURES = {"dcgan": copy.deepcopy, "upconv": lambda G: UpsampleConvGenerator(),
                  "upbilin": lambda G: UpsampleConvGenerator(mode="bilinear"),
                  "pixshuf": lambda G: PixelShuffleGenerator(),
                  "tconv3": lambda G: KernelThreeGenerator(),
-                 "hybrid": lambda G: HybridGenerator()}
+                 "hybrid": lambda G: HybridGenerator(),
+                 "hybrid48": lambda G: HybridGenerator(width=48),
+                 "var_nearest": lambda G: final_layer_variant(G, _Z, "nearest"),
+                 "var_bilinear": lambda G: final_layer_variant(G, _Z, "bilinear"),
+                 "var_pixshuf": lambda G: final_layer_variant(G, _Z, "pixel_shuffle"),
+                 "mid_nearest": middle_nearest}
 
 
 def sample(G, n, seed, batch=100):
