@@ -647,7 +647,7 @@ def make_open_world_union(layer, activation="tanh", anchor="zeros", *, image_sha
         The union's tolerated false-negative rate.
     weights : dict or None, default=None
         Shares of ``fnr`` for ``"flipad"``, ``"dctpad"`` and ``"pixels"``;
-        None: :data:`OPEN_WORLD_SHARES` (0.5, 0.3, 0.2).
+        None: :data:`~flipad_sklearn.pipeline.OPEN_WORLD_SHARES` (0.5, 0.3, 0.2).
     immunise : None, "published" or transformer, default=None
         DCTPAD's (:func:`make_dctpad`): the spectrum is what compression
         moves most.  With generators of other architectures among the
