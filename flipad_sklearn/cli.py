@@ -536,6 +536,9 @@ def cmd_fit(args):
             final.layer, final.activation, anchor, image_shape=out_shape, immunise=immunise,
             flipad_params=flipad_params, dctpad_params=dict(detector_params=deep_sad),
             **common)
+        if n_val != "own":
+            # fresh samples set every threshold: the guard too trains on all of --own
+            est.set_params(pixels__det__validation_size=0)
         if args.validation_samples == "auto":
             n_val = _union_calibration_size(est)
         elif n_val != "own" and n_val < _union_calibration_size(est, at_least=0):
@@ -567,8 +570,10 @@ def cmd_fit(args):
                 calibrate(est, sample_g(n_val))
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
-    members = [est] if args.detector == "flipad" else [e for _, e in est.estimators_]
-    for member in members:            # saved silent, as in Python
+    # saved silent, as in Python: the fitted pipelines and, in a union, their templates
+    members = ([est] if args.detector == "flipad"
+               else [e for _, e in est.estimators_] + [e for _, e in est.estimators])
+    for member in members:
         member.set_params(**{f"{name}__verbose": 0 for name, step in member.steps
                              if "verbose" in step.get_params(deep=False)})
     _save_detector(est, out)

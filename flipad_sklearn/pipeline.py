@@ -686,6 +686,16 @@ def make_open_world_union(layer, activation="tanh", anchor="zeros", *, image_sha
         raise ValueError(f"image_shape must be (C, H, W) with positive integer sizes, got "
                          f"{image_shape!r}.")
     shape = tuple(int(v) for v in dims)
+    if weights is not None and not isinstance(weights, dict):
+        raise ValueError(f"weights must be a dict {{name: share}} of 'flipad', 'dctpad' and "
+                         f"'pixels', or None, got {weights!r}.")
+    for name, params in (("flipad_params", flipad_params), ("dctpad_params", dctpad_params)):
+        # one input contract for the three: a detector reading pixels otherwise would
+        # score another image than the others
+        clash = sorted({"input_range", "quantize"} & set(params or {}))
+        if clash:
+            raise ValueError(f"{name} sets {clash}: pass input_range / quantize to "
+                             "make_open_world_union, which gives them to every detector.")
     contract = dict(input_range=input_range, quantize=quantize)
     flipad = make_flipad(layer, activation, anchor, fnr=fnr, random_state=random_state,
                          device=device, verbose=verbose,

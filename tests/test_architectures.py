@@ -87,8 +87,11 @@ def test_final_layer_and_shadow_training(make):
     ({"output_shape": (0, 8, 8)}, "output_shape must be"),
     ({"output_shape": (1, 8.0, 8)}, "output_shape must be"),
     ({"output_shape": "64"}, "output_shape must be"),
+    ({"output_shape": (1, True, 8)}, "output_shape must be"),
     ({"latent_dim": 0}, "latent_dim"),
+    ({"latent_dim": True}, "latent_dim"),
     ({"base_channels": 0}, "base_channels"),
+    ({"base_channels": False}, "base_channels"),
 ])
 @pytest.mark.parametrize("cls", [UpsampleConvGenerator, PixelShuffleGenerator])
 def test_bad_shapes_are_refused_by_name(cls, kwargs, match):
@@ -160,3 +163,37 @@ def test_final_layer_variant_refuses_what_it_cannot_change():
     rows = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
     with pytest.raises(ValueError, match="needs images"):
         final_layer_variant(rows, z)
+
+
+def test_numpy_and_torch_shapes_are_accepted():
+    for shape in (np.array([1, 8, 8]), torch.Size([1, 8, 8]), [1, 8, 8]):
+        assert UpsampleConvGenerator(4, shape, 2)(torch.zeros(2, 4)).shape == (2, 1, 8, 8)
+
+
+def test_final_layer_variant_leaves_a_training_generator_alone():
+    """Probing runs the generator: on a copy in eval mode, so G's batch-norm statistics
+    and mode stay as they were (the docstring's "left unchanged")."""
+    from flipad_sklearn.generators import final_layer_variant
+
+    G = nn.Sequential(nn.Linear(8, 16 * 4 * 4), nn.Unflatten(1, (16, 4, 4)), nn.BatchNorm2d(16),
+                      nn.ReLU(), nn.ConvTranspose2d(16, 1, 4, 2, 1), nn.Tanh())
+    G.train()
+    before = {k: v.clone() for k, v in G.state_dict().items()}
+    final_layer_variant(G, torch.randn(6, 8))
+    assert G.training
+    for k, v in G.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_final_layer_variant_of_a_bare_layer_and_of_a_double_generator():
+    from flipad_sklearn.generators import final_layer_variant
+
+    layer = nn.ConvTranspose2d(4, 3, 4, 2, 1)
+    x = torch.randn(2, 4, 5, 5)
+    V = final_layer_variant(layer, x)                   # the generator is its final layer
+    assert V is not layer and V(x).shape == (2, 3, 10, 10)
+    assert [type(m).__name__ for m in V] == ["Upsample", "Conv2d"]
+    G = _DCGANLike().double()
+    z = torch.randn(3, 8, dtype=torch.float64)
+    V = final_layer_variant(G, z, "pixel_shuffle")      # the new layer in G's precision
+    assert V(z).dtype == torch.float64 and V(z).shape == (3, 2, 8, 8)

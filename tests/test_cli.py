@@ -839,6 +839,9 @@ def test_fit_union_saves_the_open_world_union_and_score_reads_it(workdir):
                 "8", "--anchor-samples", "500", "-o", "out/union.flipad"], cwd=workdir)
     assert res.returncode == cli.EXIT_OK, res.stderr
     assert "validation samples of G: flipad 1000, dctpad 1000, pixels 1000" in res.stderr
+    # fresh samples set every threshold, so nothing of --own is held out (the guard held
+    # out half and warned that it was too few)
+    assert "too few" not in res.stderr
 
     from flipad_sklearn import ConformalUnion, persistence
 
@@ -847,7 +850,10 @@ def test_fit_union_saves_the_open_world_union_and_score_reads_it(workdir):
     assert [n for n, _ in union.estimators_] == ["flipad", "dctpad", "pixels"]
     assert [round(float(e[-1].fnr), 4) for _, e in union.estimators_] == [0.025, 0.015, 0.01]
     assert union.fnr_bound_ <= 0.05 + 1e-12
-    assert all(e[-1].verbose == 0 for _, e in union.estimators_ if hasattr(e[-1], "verbose"))
+    for _, member in union.estimators_ + union.estimators:   # fitted and templates silent
+        assert all(step.get_params(deep=False).get("verbose", 0) == 0
+                   for _, step in member.steps)
+    assert union.estimators_[2][1][-1].validation_size == 0
     res = _run(["score", "out/union.flipad", "test", "--csv", "u.csv", "-q"], cwd=workdir)
     assert res.returncode == cli.EXIT_PARTIAL, res.stderr      # the test folder's bad files
     with open(workdir / "u.csv") as fh:

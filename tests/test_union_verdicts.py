@@ -302,3 +302,10 @@ def test_open_world_union_builds_the_documented_members():
         with pytest.raises(ValueError, match="image_shape"):
             make_open_world_union(G[3], "tanh", image_shape=bad,
                                   flipad_params=dict(activation_shape=(8, 4, 4)))
+    with pytest.raises(ValueError, match="weights must be a dict"):
+        make_open_world_union(G[3], "tanh", np.zeros((8, 4, 4)), image_shape=(1, 8, 8),
+                              weights=[0.5, 0.3, 0.2])
+    for key in ("flipad_params", "dctpad_params"):
+        with pytest.raises(ValueError, match=f"{key} sets \\['input_range'\\]"):
+            make_open_world_union(G[3], "tanh", np.zeros((8, 4, 4)), image_shape=(1, 8, 8),
+                                  **{key: dict(input_range=(0, 1))})

@@ -30,7 +30,7 @@ from numbers import Integral
 import torch
 from torch import nn
 
-from ..generator_utils import _select_output, find_final_layer
+from ..generator_utils import _call, _select_output, find_final_layer
 
 #: the final layers :func:`final_layer_variant` makes
 VARIANTS = ("nearest", "bilinear", "pixel_shuffle")
@@ -49,13 +49,16 @@ def _doublings(height, width):
 
 
 def _check_shape(latent_dim, output_shape, base_channels):
-    if not isinstance(latent_dim, Integral) or latent_dim < 1:
+    if isinstance(latent_dim, bool) or not isinstance(latent_dim, Integral) or latent_dim < 1:
         raise ValueError(f"latent_dim must be a positive integer, got {latent_dim!r}.")
-    if not isinstance(base_channels, Integral) or base_channels < 1:
+    if (isinstance(base_channels, bool) or not isinstance(base_channels, Integral)
+            or base_channels < 1):
         raise ValueError(f"base_channels must be a positive integer, got {base_channels!r}.")
-    shape = tuple(output_shape) if isinstance(output_shape, (tuple, list)) else None
+    shape = (tuple(output_shape) if isinstance(output_shape, (tuple, list, torch.Size))
+             or getattr(output_shape, "ndim", None) == 1 else None)
     if (shape is None or len(shape) != 3
-            or not all(isinstance(s, Integral) and s > 0 for s in shape)):
+            or not all(isinstance(s, Integral) and not isinstance(s, bool) and s > 0
+                       for s in shape)):
         raise ValueError("output_shape must be (channels, height, width), three positive "
                          f"integers, got {output_shape!r}.")
     c, h, w = (int(s) for s in shape)
@@ -194,14 +197,11 @@ def final_layer_variant(generator, example_input, upsampling="nearest", *, outpu
     """
     if upsampling not in VARIANTS:
         raise ValueError(f"upsampling must be one of {VARIANTS}, got {upsampling!r}.")
-    final = find_final_layer(generator, example_input, output=output)
+    # probed on the copy, in eval mode: the original's batch-norm statistics stay as they are
+    variant = copy.deepcopy(generator).eval()
+    final = find_final_layer(variant, example_input, output=output)
     with torch.no_grad():
-        args = example_input if isinstance(example_input, tuple) else (example_input,)
-        if isinstance(example_input, dict):
-            out = generator(**example_input)
-        else:
-            out = generator(*args)
-        out_shape = tuple(_select_output(out, output).shape[1:])
+        out_shape = tuple(_select_output(_call(variant, example_input), output).shape[1:])
     in_shape = tuple(final.activation_shape)
     if len(in_shape) != 3 or len(out_shape) != 3:
         raise ValueError(f"The final layer {final.name!r} maps {in_shape} to {out_shape}: "
@@ -218,7 +218,11 @@ def final_layer_variant(generator, example_input, upsampling="nearest", *, outpu
     else:
         layer = nn.Sequential(nn.Upsample(scale_factor=scale, mode=upsampling),
                               nn.Conv2d(c_in, c_out, 3, 1, 1))
-    variant = copy.deepcopy(generator)
+    weight = next(final.layer.parameters(), None)
+    if weight is not None:                      # the generator's device and precision
+        layer = layer.to(device=weight.device, dtype=weight.dtype)
+    if not final.name:                          # the generator is its final layer
+        return layer.eval()
     parent_name, _, child = final.name.rpartition(".")
     setattr(variant.get_submodule(parent_name), child, layer)
-    return variant.eval()
+    return variant
