@@ -91,37 +91,53 @@ def _specs(table):
     return [(arch, arch, seed) for arch, seed in table.values()]
 
 
-def run(args):
+#: this round: what run_round needs (the title, the shadows and blind generators trained
+#: for it, the rows' labelled others, the DCTPAD row's, the prediction, the grid's file)
+ROUND = dict(
+    title="A second blind test: final-layer variants of G as shadows",
+    trained="V1, V2 and D1-D3", shadows=SHADOWS, blind=BLIND, columns=COLUMNS, others=OTHERS,
+    dctpad_others=list(OTHERS)[1], prediction=PREDICTION,
+    grid="bench_face_blind_variants_sources.png")
+
+
+def run_round(args, rnd, generators):
+    """Fit each row of ``rnd`` on its labelled others, score every column, check the prediction.
+
+    ``generators`` maps the keys of trained shadows and test generators (any round's) to
+    ``(architecture, training seed)``; A1, B1 and the first blind test's sources come from
+    their benchmarks' caches.
+    """
     t0 = time.time()
     G = load_face_dcgan()
     images, feats = build(args.cache_dir)
     extra_img, _ = extra_sources(args.cache_dir, images, feats)
-    shadows = {k: extra_img[f"{k}_shadow"][:100] for k in ("A1", "B1")}
-    for key, (arch, seed) in SHADOWS.items():
-        shadows[key] = sample(trained_other(G, arch, arch, seed, args.cache_dir), 100,
-                              _SHADOW_SEED)
-    tests = {k: v for k, v in blind_sources(G, args.cache_dir).items() if k in COLUMNS}
-    for key, (arch, seed) in BLIND.items():
-        tests[key] = sample(trained_other(G, arch, arch, seed, args.cache_dir), N_TEST,
-                            TEST_SEED)
+
+    def draw(key, n, seed):
+        arch, train_seed = generators[key]
+        return sample(trained_other(G, arch, arch, train_seed, args.cache_dir), n, seed)
+    known = sorted({k for keys in rnd["others"].values() for k in keys})
+    shadows = {k: extra_img[f"{k}_shadow"][:100] if k in ("A1", "B1", "A2")
+               else draw(k, 100, _SHADOW_SEED) for k in known}
+    first = {k: v for k, v in blind_sources(G, args.cache_dir).items() if k in rnd["columns"]}
+    tests = {k: first[k] if k in first else draw(k, N_TEST, TEST_SEED) for k in rnd["columns"]}
     n = 400
     fresh = np.concatenate([images["g"][n:], images["fresh"]])
 
-    def training(known):
-        neg = np.concatenate([images["comp"][:100], *(shadows[k] for k in known)])
+    def training(keys):
+        neg = np.concatenate([images["comp"][:100], *(shadows[k] for k in keys)])
         return np.concatenate([images["g"][:n], neg]), np.r_[np.ones(n), -np.ones(len(neg))]
 
-    print("# A second blind test: final-layer variants of G as shadows\n")
+    print(f"# {rnd['title']}\n")
     print(f"{n} samples of G against the labelled others of each row; {len(fresh)} fresh "
           f"samples of G and {N_TEST} per test source.  Rows and prediction committed before "
-          "V1, V2 and D1-D3 were trained (the benchmark's docstring).  Cells: accuracy at "
+          f"{rnd['trained']} were trained (the benchmark's docstring).  Cells: accuracy at "
           "fnr 0.005 / ROC AUC.\n")
-    print("| detector | labelled others | G rejected | " + " | ".join(COLUMNS.values()) +
-          " | G's samples after JPEG q90 accepted | fit |")
-    print("|---|---|---|" + "---|" * len(COLUMNS) + "---|---|")
+    print("| detector | labelled others | G rejected | " + " | ".join(rnd["columns"].values())
+          + " | G's samples after JPEG q90 accepted | fit |")
+    print("|---|---|---|" + "---|" * len(rnd["columns"]) + "---|---|")
     rows = {}
-    for i, label in enumerate(OTHERS, start=1):
-        X, y = training(OTHERS[label])
+    for i, (label, keys) in enumerate(rnd["others"].items(), start=1):
+        X, y = training(keys)
         t = time.time()
         union = open_world_union(G, "published")
         with warnings.catch_warnings():
@@ -136,26 +152,31 @@ def run(args):
             return verdict_score(union.pvalues(X, per_detector=True), bounds)
         rows[i] = score_row(f"{i}. FLIPAD + DCTPAD immunised + pixel guard", label, decide,
                             fresh, tests, images["jpeg90"], f"fit and calibration {t_fit:.0f} s",
-                            columns=COLUMNS)
-    label = list(OTHERS)[1]
-    X, y = training(OTHERS[label])
+                            columns=rnd["columns"])
+    label = rnd["dctpad_others"]
+    X, y = training(rnd["others"][label])
     t = time.time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         det = make_dctpad(fnr=0.005, random_state=0, device="cpu",
                           immunise="published").fit(X, y)
-    rows[3] = score_row("3. DCTPAD immunised (make_dctpad)", label, det.decision_function,
+    i = len(rows) + 1
+    rows[i] = score_row(f"{i}. DCTPAD immunised (make_dctpad)", label, det.decision_function,
                         fresh, tests, images["jpeg90"], f"{time.time() - t:.0f} s",
-                        columns=COLUMNS)
-    check_prediction(rows, PREDICTION)
-    grid = {"G": fresh, **tests, **{f"{k} (shadow)": shadows[k] for k in SHADOWS}}
-    save_source_grid(grid, results_dir(args), keys=["G", "V1 (shadow)", "V2 (shadow)", *BLIND],
-                     name="bench_face_blind_variants_sources.png")
+                        columns=rnd["columns"])
+    check_prediction(rows, rnd["prediction"])
+    grid = {"G": fresh, **tests, **{f"{k} (shadow)": shadows[k] for k in rnd["shadows"]}}
+    save_source_grid(grid, results_dir(args),
+                     keys=["G", *(f"{k} (shadow)" for k in rnd["shadows"]), *rnd["blind"]],
+                     name=rnd["grid"])
     print(fingerprint_note(args.cache_dir, FACE_OTHERS + tuple(
-        (a, a, s) for a, s in GENERATORS.values()) + tuple(_specs(SHADOWS))
-        + tuple(_specs(BLIND))))
+        (a, a, s) for a, s in GENERATORS.values()) + tuple(_specs(generators))))
     print("".join(f"\n- {spec}" for spec in _blind_fingerprints(args.cache_dir)))
     print(f"\n{time.time() - t0:.0f} s (trained generators cached in {args.cache_dir}).")
+
+
+def run(args):
+    run_round(args, ROUND, {**SHADOWS, **BLIND})
 
 
 def main(argv=None):

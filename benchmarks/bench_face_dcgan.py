@@ -128,6 +128,14 @@ def middle_nearest(G):
     return variant
 
 
+def last_layer(G, layer):
+    """G's architecture with ``layer`` as its final layer (G's is ``main[12]``, 64 -> 3
+    channels, 32x32 -> 64x64)."""
+    variant = copy.deepcopy(G)
+    variant.main[12] = layer
+    return variant
+
+
 #: a batch of latents to find G's final layer with
 _Z = torch.zeros((4,) + LATENT)
 #: the other generators' architectures, by the name their cached weights carry
@@ -140,7 +148,15 @@ ARCHITECTURES = {"dcgan": copy.deepcopy, "upconv": lambda G: UpsampleConvGenerat
                  "var_nearest": lambda G: final_layer_variant(G, _Z, "nearest"),
                  "var_bilinear": lambda G: final_layer_variant(G, _Z, "bilinear"),
                  "var_pixshuf": lambda G: final_layer_variant(G, _Z, "pixel_shuffle"),
-                 "mid_nearest": middle_nearest}
+                 "mid_nearest": middle_nearest,
+                 "last_bicubic": lambda G: last_layer(G, nn.Sequential(
+                     nn.Upsample(scale_factor=2, mode="bicubic"), nn.Conv2d(64, 3, 3, 1, 1))),
+                 "last_tconv3": lambda G: last_layer(
+                     G, nn.ConvTranspose2d(64, 3, 3, 2, 1, output_padding=1, bias=False)),
+                 "last_tconv2": lambda G: last_layer(
+                     G, nn.ConvTranspose2d(64, 3, 2, 2, 0, bias=False)),
+                 "last_near5": lambda G: last_layer(G, nn.Sequential(
+                     nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(64, 3, 5, 1, 2)))}
 
 
 def sample(G, n, seed, batch=100):
