@@ -197,3 +197,31 @@ def test_final_layer_variant_of_a_bare_layer_and_of_a_double_generator():
     z = torch.randn(3, 8, dtype=torch.float64)
     V = final_layer_variant(G, z, "pixel_shuffle")      # the new layer in G's precision
     assert V(z).dtype == torch.float64 and V(z).shape == (3, 2, 8, 8)
+
+
+def test_open_world_shadows_trains_the_recipes_five():
+    from flipad_sklearn.generators import OPEN_WORLD_SHADOWS, open_world_shadows
+
+    G = _DCGANLike().eval()
+    z = torch.randn(64, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        X = G(z).numpy()
+    shadows = open_world_shadows(G, X, z[:4], latent_shape=(8,), seed=3, epochs=2,
+                                 batch_size=32)
+    assert list(shadows) == list(OPEN_WORLD_SHADOWS)
+    seeds = [S.info["seed"] for S in shadows.values()]
+    assert len(set(seeds)) == 5
+    kinds = {name: [type(m).__name__ for m in S.final] for name, S in shadows.items()
+             if name.endswith("_final")}
+    assert kinds == {"nearest_final": ["Upsample", "Conv2d"],
+                     "bilinear_final": ["Upsample", "Conv2d"],
+                     "pixel_shuffle_final": ["Conv2d", "PixelShuffle"]}
+    assert shadows["bilinear_final"].final[0].mode == "bilinear"
+    assert isinstance(shadows["upsample_conv"], UpsampleConvGenerator)
+    assert isinstance(shadows["pixel_shuffle"], PixelShuffleGenerator)
+    for S in shadows.values():
+        assert not S.training and len(S.history["g_loss"]) == 2 * 2
+        with torch.no_grad():
+            assert S(z[:3]).shape == (3, 2, 8, 8)
+    with pytest.raises(ValueError, match="X must hold images"):
+        open_world_shadows(G, X.reshape(64, -1), z[:4], latent_shape=(8,))

@@ -26,10 +26,14 @@ against generators it never saw (the recommended open-world recipe).
 generators of two other upsampling families, sized to any output: trained
 on ``G``'s samples with :func:`train_shadows`, they are labelled others whose
 spectral traces differ from ``G``'s; :func:`final_layer_variant` copies
-``G`` with another upsampling in its final layer only.
+``G`` with another upsampling in its final layer only;
+:func:`open_world_shadows` trains the open-world recipe's five shadows.
 """
 
-from ._architectures import PixelShuffleGenerator, UpsampleConvGenerator, final_layer_variant
+from ._architectures import (
+    OPEN_WORLD_SHADOWS, PixelShuffleGenerator, UpsampleConvGenerator, final_layer_variant,
+    open_world_shadows,
+)
 from ._common import load_generator, save_generator
 from ._demo_checkpoints import load_demo_generator
 from ._image import GAN_KINDS, IMAGE_SIZES, ImageGenerator, train_gan
@@ -41,8 +45,9 @@ from ._tabular_others import GaussianCopulaGenerator, GaussianMixtureGenerator
 
 __all__ = [
     "GAN_KINDS", "GaussianCopulaGenerator", "GaussianMixtureGenerator", "IMAGE_SIZES",
-    "ImageGenerator", "PixelShuffleGenerator", "SDV_KINDS", "SDVSynthesizer",
-    "StyleGANGenerator", "TabularGenerator", "UpsampleConvGenerator", "default_shadow_seeds",
-    "final_layer_variant", "load_demo_generator", "load_generator", "save_generator",
-    "train_gan", "train_shadows", "train_stylegan", "train_tabular_gan",
+    "ImageGenerator", "OPEN_WORLD_SHADOWS", "PixelShuffleGenerator", "SDV_KINDS",
+    "SDVSynthesizer", "StyleGANGenerator", "TabularGenerator", "UpsampleConvGenerator",
+    "default_shadow_seeds", "final_layer_variant", "load_demo_generator", "load_generator",
+    "open_world_shadows", "save_generator", "train_gan", "train_shadows", "train_stylegan",
+    "train_tabular_gan",
 ]

@@ -22,15 +22,18 @@ until it reaches the output's height and width, and end in a 3x3
 how its final layer upsamples (nearest or bilinear interpolation then a 3x3
 convolution, or sub-pixel convolution): a copy of a user's generator whose
 last layer leaves the traces of another family, to train as a shadow.
+:func:`open_world_shadows` trains the whole set on ``G``'s samples.
 """
 
 import copy
 from numbers import Integral
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..generator_utils import _call, _select_output, find_final_layer
+from ._shadows import default_shadow_seeds, train_shadows
 
 #: the final layers :func:`final_layer_variant` makes
 VARIANTS = ("nearest", "bilinear", "pixel_shuffle")
@@ -226,3 +229,68 @@ def final_layer_variant(generator, example_input, upsampling="nearest", *, outpu
     parent_name, _, child = final.name.rpartition(".")
     setattr(variant.get_submodule(parent_name), child, layer)
     return variant
+
+
+#: the shadows :func:`open_world_shadows` trains, in order: G's final-layer variants, then
+#: the two families
+OPEN_WORLD_SHADOWS = ("nearest_final", "bilinear_final", "pixel_shuffle_final",
+                      "upsample_conv", "pixel_shuffle")
+
+
+def open_world_shadows(generator, X, example_input, *, latent_shape, seed=0, epochs=5,
+                       batch_size=64, output=None, verbose=0, device="cpu"):
+    """Train the open-world recipe's shadows of an image generator on ``X``.
+
+    Five generators, each trained on ``X`` (``G``'s own samples, which only
+    its owner can draw in any number, or its training data) by
+    :func:`~flipad_sklearn.generators.train_shadows` from its own seed: ``G``
+    with a nearest, a bilinear and a sub-pixel final layer
+    (:func:`final_layer_variant`), and an
+    :class:`UpsampleConvGenerator` and a :class:`PixelShuffleGenerator` of
+    ``G``'s output shape and latent size.  Their samples, beside a
+    competitor's, are the labelled others of
+    :func:`~flipad_sklearn.make_open_world_union` (with
+    ``immunise="published"``): on the published face DCGAN these shadows
+    let the union reject, in a blind test, four generators whose final
+    layers differ from every shadow's at 0.999 (user guide, "Open world").
+
+    Parameters
+    ----------
+    generator : torch.nn.Module
+        ``G``, an unconditional image generator whose final layer enlarges
+        its input by an integer factor (left unchanged).
+    X : ndarray of shape (n_samples, C, H, W)
+        What the shadows learn to imitate.
+    example_input : torch.Tensor
+        A batch of latents ``G`` accepts (to find its final layer).
+    latent_shape : int or tuple of int
+        The shape of one latent code (the families take its product).
+    seed : int, default=0
+        Draws the shadows' seeds (:func:`default_shadow_seeds`).
+    epochs, batch_size, output, verbose, device
+        As in :func:`~flipad_sklearn.generators.train_shadows`.
+
+    Returns
+    -------
+    shadows : dict {name: torch.nn.Module}
+        Keys :data:`OPEN_WORLD_SHADOWS`; each trained, in eval mode, with
+        ``history`` and ``info``.
+    """
+    X = np.asarray(X)
+    if X.ndim != 4:
+        raise ValueError(f"X must hold images (n, C, H, W), got shape {X.shape}.")
+    latent_dim = int(np.prod(latent_shape))
+    models = [final_layer_variant(generator, example_input, kind, output=output)
+              for kind in VARIANTS]
+    models += [UpsampleConvGenerator(latent_dim, X.shape[1:]),
+               PixelShuffleGenerator(latent_dim, X.shape[1:])]
+    seeds = default_shadow_seeds(seed, len(models))
+    out = {}
+    for name, model, shadow_seed in zip(OPEN_WORLD_SHADOWS, models, seeds):
+        # the families take flat latents, the variants G's own
+        shape = latent_shape if name.endswith("_final") else (latent_dim,)
+        (out[name],) = train_shadows(model, X, seeds=[shadow_seed], latent_shape=shape,
+                                     epochs=epochs, batch_size=batch_size,
+                                     output=output if name.endswith("_final") else None,
+                                     verbose=verbose, device=device)
+    return out
