@@ -4,9 +4,11 @@
 
     flipad sample --generator mygan.py:G --latent-shape 100 1 1 -n 2000 \\
                   -o samples_of_G/
+    flipad shadows --generator mygan.py:G --latent-shape 100 1 1 \\
+                   --own samples_of_G/ -o shadows/
     flipad fit --generator mygan.py:G --latent-shape 100 1 1 \\
                --own samples_of_G/ --others real/ --others other_gan/ \\
-               -o detector.flipad
+               [--detector union --others shadows/] -o detector.flipad
     flipad score detector.flipad suspicious/ img1.png img2.png --csv scores.csv
     flipad score detector.flipad suspicious/ -o verdicts.json --format json
     flipad attribute --model G1=g1.flipad --model G2=g2.flipad suspicious/
@@ -15,13 +17,19 @@
 into a new or empty folder, turning outputs into pixels exactly as ``fit``
 and ``score`` read them back: that folder is what ``fit --own`` takes.
 
+``shadows`` trains the open-world recipe's five shadows on the images of
+``--own`` (:func:`~flipad_sklearn.generators.open_world_shadows`) and writes
+``-n`` samples of each into a new or empty folder, for ``fit --others``.
+
 ``fit`` finds the generator's final layer and output activation
 (:func:`~flipad_sklearn.find_final_layer`), computes the anchor from the
 generator's own samples (:func:`~flipad_sklearn.mean_activation`) and fits
 the FLIPAD pipeline of :func:`flipad_sklearn.pipeline.make_flipad`
 (inversion, pooling, channel selection, scaling, Deep SAD) on the images of
 ``--own`` (label 1, made by G) and of every ``--others`` folder (label -1,
-known not made by G).  The threshold is set on 1000 fresh samples of the
+known not made by G); with ``--detector union``, the open-world union of
+FLIPAD, DCTPAD and a pixel guard instead
+(:func:`~flipad_sklearn.make_open_world_union`).  The threshold is set on 1000 fresh samples of the
 generator, or more if ``--fnr`` needs them (``--validation-samples``;
 :func:`~flipad_sklearn.detection.conformal.calibrate`), so that every image of
 ``--own`` trains the detector.  The fitted pipeline is saved in the secure
@@ -380,10 +388,31 @@ def cmd_sample(args):
         raise
 
 
-def _write_samples(args, folder, verbose):
+def _write_pngs(batches, folder, prefix, n, value_range, bar):
+    """Write the image batches (tensors ``(b, C, H, W)`` in ``value_range``) as 8-bit PNG
+    files ``<prefix><i>.png``; returns how many were written."""
     import numpy as np
     from PIL import Image
 
+    low, high = value_range
+    digits = max(4, len(str(n - 1)))
+    i = 0
+    for out in batches:
+        x = out.detach().float().cpu().numpy()
+        pixels = np.clip(np.rint((x - low) * (255.0 / (high - low))), 0, 255)
+        for im in pixels.astype(np.uint8):
+            name = folder / f"{prefix}{i:0{digits}d}.png"
+            image = Image.fromarray(im[0] if im.shape[0] == 1 else np.ascontiguousarray(
+                im.transpose(1, 2, 0)))
+            # a complete file or none: an interrupted run leaves no truncated PNG
+            _replace_atomically(name, lambda tmp: image.save(tmp, format="PNG"))
+            i += 1
+            if bar is not None:
+                bar.update(1)
+    return i
+
+
+def _write_samples(args, folder, verbose):
     from .generator_utils import _iter_batches
 
     generator, latent, final, out_shape = _inspect_generator(args, verbose)
@@ -394,25 +423,14 @@ def _write_samples(args, folder, verbose):
     low, high = _pixel_range(final.activation)
     _log(verbose, f"writing {args.n_samples} images of G to {_display(os.fspath(folder))} "
                   f"as 8-bit PNG (outputs in {[low, high]} -> pixels 0..255)")
-    digits = max(4, len(str(args.n_samples - 1)))
     bar = _bar(args.n_samples, "sampling G", "image", verbose)
-    i = 0
     try:
         # the latents of sample_activations(random_state=seed): standard normal, from a
         # local generator, independent of --batch-size
-        for _, out in _iter_batches(generator, args.n_samples, latent, None, None, None,
-                                    final.layer, args.batch_size, args.device, args.seed, 0):
-            x = out.float().cpu().numpy()
-            pixels = np.clip(np.rint((x - low) * (255.0 / (high - low))), 0, 255)
-            for im in pixels.astype(np.uint8):
-                name = folder / f"{args.prefix}{i:0{digits}d}.png"
-                image = Image.fromarray(im[0] if c == 1 else np.ascontiguousarray(
-                    im.transpose(1, 2, 0)))
-                # a complete file or none: an interrupted run leaves no truncated PNG
-                _replace_atomically(name, lambda tmp: image.save(tmp, format="PNG"))
-                i += 1
-                if bar is not None:
-                    bar.update(1)
+        i = _write_pngs((out for _, out in _iter_batches(
+            generator, args.n_samples, latent, None, None, None, final.layer,
+            args.batch_size, args.device, args.seed, 0)),
+            folder, args.prefix, args.n_samples, (low, high), bar)
     finally:
         if bar is not None:
             bar.close()
@@ -460,6 +478,92 @@ def _prepare_folder(path):
         raise CLIError(f"-o/--output {os.fspath(path)!r} cannot be written: "
                        f"{exc.strerror or exc}.") from exc
     return folder
+
+
+# ----------------------------------------------------------------- shadows
+def cmd_shadows(args):
+    """Train the open-world recipe's five shadows on ``--own`` and write their samples.
+
+    :func:`flipad_sklearn.generators.open_world_shadows`: G with nearest,
+    bilinear and sub-pixel final layers, an upsample + conv and a pixel
+    shuffle generator, each trained on the images of ``--own``; ``-n``
+    samples of each go to ``-o`` as ``<shadow>_<i>.png``, a folder for
+    ``flipad fit --others``.
+    """
+    verbose = not args.quiet
+    _check_shadows_args(args)
+    created = not Path(args.output).exists()
+    folder = _prepare_folder(args.output)
+    try:
+        return _write_shadows(args, folder, verbose)
+    except BaseException:
+        if created and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
+
+
+def _write_shadows(args, folder, verbose):
+    import numpy as np
+    import torch
+
+    from .generators import open_world_shadows
+
+    generator, latent, final, out_shape = _inspect_generator(args, verbose)
+    if out_shape[0] not in (1, 3):
+        raise CLIError(f"The generator outputs {out_shape[0]}-channel images; only grey (1) "
+                       "and RGB (3) images can be written as PNG files.")
+    value_range = _pixel_range(final.activation)
+    files, errors = _expand([args.own])
+    X, ok, err = _read_images(files, out_shape, verbose, value_range)
+    _report_errors(errors + err, "skipped")
+    if len(ok) < 2:
+        raise CLIError(f"--own {args.own!r}: {len(ok)} usable image(s) of the generator; "
+                       "the shadows learn from them (a few thousand recommended).")
+    _log(verbose, f"training 5 shadows on {len(ok)} images of G ({args.epochs} epochs, "
+                  f"batch {args.batch_size}): G with nearest, bilinear and sub-pixel final "
+                  "layers, an upsample + conv and a pixel-shuffle generator")
+    probe = torch.from_numpy(np.random.default_rng(args.seed).standard_normal(
+        (4,) + latent).astype(np.float32))
+    try:
+        shadows = open_world_shadows(generator, X, probe, latent_shape=latent, seed=args.seed,
+                                     epochs=args.epochs, batch_size=args.batch_size,
+                                     verbose=int(verbose), device=args.device)
+    except ValueError as exc:
+        raise CLIError(f"Could not make the shadows: {exc}") from exc
+    bar = _bar(5 * args.n_samples, "sampling the shadows", "image", verbose)
+    written = 0
+    try:
+        for k, (name, shadow) in enumerate(shadows.items()):
+            rng = np.random.default_rng([args.seed, 2, k])   # not the probe's latents
+            z = rng.standard_normal((args.n_samples,) + latent).astype(np.float32)
+            with torch.no_grad():
+                batches = (shadow(torch.from_numpy(z[i:i + args.batch_size]))
+                           for i in range(0, len(z), args.batch_size))
+                written += _write_pngs(batches, folder, f"{name}_", args.n_samples,
+                                       value_range, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    out = _display(os.fspath(folder))
+    _log(True, f"wrote {written} images of 5 shadows to {out}; fit the open-world union "
+               f"with: flipad fit --generator {args.generator} --detector union --immunise "
+               f"published --own {_display(args.own)} --others <a competitor's images> "
+               f"--others {out} ...")
+    return EXIT_PARTIAL if errors or err else EXIT_OK
+
+
+def _check_shadows_args(args):
+    """Every option of ``flipad shadows`` in its range, before any work (UsageError)."""
+    for option, value in (("-n/--n-samples", args.n_samples), ("--epochs", args.epochs),
+                          ("--batch-size", args.batch_size)):
+        if value < 1:
+            raise UsageError(f"{option} must be a positive integer; got {value!r}.")
+    if args.latent_shape and not all(s >= 1 for s in args.latent_shape):
+        raise UsageError(f"--latent-shape must be positive integers; got "
+                         f"{args.latent_shape!r}.")
+    if not Path(args.own).is_dir():
+        raise CLIError(f"--own {args.own!r} is not an existing folder.")
+    _check_device(args.device)
 
 
 # --------------------------------------------------------------------- fit
@@ -1185,6 +1289,40 @@ def build_parser():
     sample.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     sample.set_defaults(func=cmd_sample)
 
+    shadows = sub.add_parser(
+        "shadows", help="train the open-world shadows of a generator on its images and "
+                        "write their samples (for fit --others)",
+        description="Train five shadows on the images of --own (flipad_sklearn.generators."
+                    "open_world_shadows): the generator with nearest, bilinear and "
+                    "sub-pixel final layers, an upsample + conv and a pixel-shuffle "
+                    "generator; write N samples of each as 8-bit PNG files "
+                    "<shadow>_<i>.png into a new or empty folder, to give to `flipad fit "
+                    "--detector union --immunise published --others`.")
+    shadows.add_argument("--generator", required=True, metavar="MODULE:ATTR",
+                         help="the generator, as for `flipad fit` (e.g. mygan.py:G)")
+    shadows.add_argument("--weights", metavar="FILE",
+                         help="state dict to load into the generator (torch.load with "
+                              "weights_only=True)")
+    shadows.add_argument("--latent-shape", type=int, nargs="+", metavar="N",
+                         help="shape of one latent code (default: the generator's "
+                              "latent_shape attribute)")
+    shadows.add_argument("--own", required=True, metavar="DIR",
+                         help="images of the generator the shadows learn from (e.g. "
+                              "`flipad sample -n 2000`)")
+    shadows.add_argument("-n", "--n-samples", type=int, default=100, metavar="N",
+                         help="images to write per shadow (100)")
+    shadows.add_argument("--epochs", type=int, default=6,
+                         help="passes over --own per shadow (6)")
+    shadows.add_argument("--batch-size", type=int, default=32,
+                         help="training and sampling batch (32)")
+    shadows.add_argument("--seed", type=int, default=0,
+                         help="random seed of the shadows and their latents (0)")
+    shadows.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto)")
+    shadows.add_argument("-o", "--output", required=True, metavar="DIR",
+                         help="folder to write the PNG files to (created; must be empty)")
+    shadows.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    shadows.set_defaults(func=cmd_shadows)
+
     score = sub.add_parser(
         "score", help="score image files with a fitted detector",
         description="Print for each file its score (negative: not made by G), the "
@@ -1252,7 +1390,7 @@ def build_parser():
                                 "can run arbitrary code: only for files you trust")
     attribute.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     attribute.set_defaults(func=cmd_attribute)
-    for command in (fit, sample, score, attribute):
+    for command in (fit, sample, shadows, score, attribute):
         command.add_argument(
             "--threads", type=_threads, default="auto", metavar="N",
             help="torch threads on CPU: a positive integer, or 'auto' (the default): "

@@ -871,3 +871,38 @@ def test_fit_union_refuses_too_few_validation_samples(workdir):
     assert res.returncode == cli.EXIT_ERROR
     assert "--validation-samples 50" in res.stderr and "needs 99" in res.stderr
     assert not (workdir / "out" / "never.flipad").exists()
+
+
+def test_shadows_writes_the_five_shadows_samples_for_fit_others(workdir):
+    """``flipad shadows``: trained on --own, N PNGs per shadow in one folder, named by
+    shadow, that ``flipad fit --detector union --others`` takes."""
+    res = _run(["shadows", "--generator", "gens.py:G", "--latent-shape", "8", "--own", "own",
+                "-n", "7", "--epochs", "1", "-o", "shadow_imgs"], cwd=workdir)
+    assert res.returncode == cli.EXIT_OK, res.stderr
+    files = sorted(p.name for p in (workdir / "shadow_imgs").iterdir())
+    assert len(files) == 35
+    from flipad_sklearn.generators import OPEN_WORLD_SHADOWS
+
+    assert files == sorted(f"{name}_{i:04d}.png" for name in OPEN_WORLD_SHADOWS
+                           for i in range(7))
+    im = np.asarray(PIL.Image.open(workdir / "shadow_imgs" / files[0]))
+    assert im.shape == (8, 8) and im.dtype == np.uint8
+    assert "wrote 35 images of 5 shadows" in res.stderr
+    assert "--detector union --immunise published" in res.stderr
+    # the shadows differ from G and from each other
+    X = {n: np.stack([np.asarray(PIL.Image.open(workdir / "shadow_imgs" / f"{n}_{i:04d}.png"))
+                      for i in range(7)]).astype(float) for n in OPEN_WORLD_SHADOWS}
+    assert len({round(float(x.mean()), 3) for x in X.values()}) == 5
+    res = _run(["fit", "--generator", "gens.py:G", "--latent-shape", "8", "--detector",
+                "union", "--own", "own", "--others", "others", "--others", "shadow_imgs",
+                "--fnr", "0.05", "--epochs", "3", "--anchor-samples", "200", "-q", "-o",
+                "out/with_shadows.flipad"], cwd=workdir)
+    assert res.returncode == cli.EXIT_OK, res.stderr
+    # a folder with files already is refused, nothing written
+    res = _run(["shadows", "--generator", "gens.py:G", "--latent-shape", "8", "--own", "own",
+                "-n", "2", "--epochs", "1", "-o", "shadow_imgs"], cwd=workdir)
+    assert res.returncode == cli.EXIT_ERROR and "is not empty" in res.stderr
+    res = _run(["shadows", "--generator", "gens.py:G", "--latent-shape", "8", "--own", "own",
+                "-n", "0", "-o", "never"], cwd=workdir)
+    assert res.returncode == cli.EXIT_USAGE and "-n/--n-samples must be" in res.stderr
+    assert not (workdir / "never").exists()
