@@ -175,6 +175,14 @@ def _expand(paths):
             [(p, r) for p, r in entries if r is not None])
 
 
+def _read_folder(folder, image_shape, verbose, value_range):
+    """The images of ``folder`` (:func:`_read_images`): ``(X, ok_files, errors)``, the
+    errors of listing and of reading together."""
+    files, errors = _expand([folder])
+    X, ok, err = _read_images(files, image_shape, verbose, value_range)
+    return X, ok, errors + err
+
+
 def _pixel_range(activation):
     """The range 8-bit pixels are scaled to for a generator with this output activation."""
     from .verdicts import pixel_range
@@ -513,9 +521,8 @@ def _write_shadows(args, folder, verbose):
         raise CLIError(f"The generator outputs {out_shape[0]}-channel images; only grey (1) "
                        "and RGB (3) images can be written as PNG files.")
     value_range = _pixel_range(final.activation)
-    files, errors = _expand([args.own])
-    X, ok, err = _read_images(files, out_shape, verbose, value_range)
-    _report_errors(errors + err, "skipped")
+    X, ok, errors = _read_folder(args.own, out_shape, verbose, value_range)
+    _report_errors(errors, "skipped")
     if len(ok) < 2:
         raise CLIError(f"--own {args.own!r}: {len(ok)} usable image(s) of the generator; "
                        "the shadows learn from them (a few thousand recommended).")
@@ -549,7 +556,7 @@ def _write_shadows(args, folder, verbose):
                f"with: flipad fit --generator {args.generator} --detector union --immunise "
                f"published --own {_display(args.own)} --others <a competitor's images> "
                f"--others {out} ...")
-    return EXIT_PARTIAL if errors or err else EXIT_OK
+    return EXIT_PARTIAL if errors else EXIT_OK
 
 
 def _check_shadows_args(args):
@@ -586,14 +593,10 @@ def cmd_fit(args):
     value_range = _pixel_range(final.activation)
     _log(verbose, f"reading images as pixels / 255 scaled to {list(value_range)}, the "
                   f"range of the {final.activation} output")
-    own_files, errors = _expand([args.own])
-    X_own, own_ok, err = _read_images(own_files, out_shape, verbose, value_range)
-    errors += err
+    X_own, own_ok, errors = _read_folder(args.own, out_shape, verbose, value_range)
     others, other_ok = [], []
     for folder in args.others or []:
-        files, err = _expand([folder])
-        errors += err
-        X, ok, err = _read_images(files, out_shape, verbose, value_range)
+        X, ok, err = _read_folder(folder, out_shape, verbose, value_range)
         errors += err
         if not ok:
             _report_errors(errors, "skipped")
@@ -643,13 +646,13 @@ def cmd_fit(args):
         if n_val != "own":
             # fresh samples set every threshold: the guard too trains on all of --own
             est.set_params(pixels__det__validation_size=0)
+        need = _union_calibration_size(est)
         if args.validation_samples == "auto":
-            n_val = _union_calibration_size(est)
-        elif n_val != "own" and n_val < _union_calibration_size(est, at_least=0):
+            n_val = max(need, 1000)
+        elif n_val != "own" and n_val < need:
             raise CLIError(
                 f"--validation-samples {n_val}: the smallest share of --fnr in the union "
-                f"needs {_union_calibration_size(est, at_least=0)} fresh samples of G per "
-                "detector (or give auto).")
+                f"needs {need} fresh samples of G per detector (or give auto).")
     else:
         est = make_flipad(final.layer, final.activation, anchor, **flipad_params, **common)
     _log(verbose, f"inverting {len(X)} images, then training the detector "
@@ -697,12 +700,12 @@ def cmd_fit(args):
     return EXIT_PARTIAL if errors else EXIT_OK
 
 
-def _union_calibration_size(union, at_least=1000):
-    """Fresh samples of G the smallest share of an unfitted union's fnr needs (or ``at_least``)."""
+def _union_calibration_size(union):
+    """Fresh samples of G the smallest share of an unfitted union's fnr needs."""
     from .detection.conformal import required_validation_size
 
     shares = union.weights.values()
-    return max(required_validation_size(union.fnr * min(shares) / sum(shares)), at_least)
+    return required_validation_size(union.fnr * min(shares) / sum(shares))
 
 
 def _save_detector(pipe, out):

@@ -547,6 +547,15 @@ def make_dctpad(input_shape=None, *, activation="tanh", input_range="auto", quan
     return ConformalPipeline(steps, input_range=input_range, quantize=quantize)
 
 
+def _check_image_shape(image_shape):
+    """``image_shape`` as a tuple ``(C, H, W)`` of positive ints, else a ValueError."""
+    dims = np.atleast_1d(image_shape)
+    if dims.ndim != 1 or dims.size != 3 or dims.dtype.kind not in "iu" or dims.min() < 1:
+        raise ValueError(f"image_shape must be (C, H, W) with positive integer sizes, got "
+                         f"{image_shape!r}.")
+    return tuple(int(v) for v in dims)
+
+
 def make_pixel_guard(image_shape, *, size=16, activation="tanh", input_range="auto",
                      quantize="auto", fnr=0.005, random_state=None):
     """A one-class Gaussian of G's downsampled pixels: rejects what is far from all of G.
@@ -600,11 +609,7 @@ def make_pixel_guard(image_shape, *, size=16, activation="tanh", input_range="au
     >>> make_pixel_guard((3, 64, 64)).named_steps["pool"].kernel_size
     4
     """
-    dims = np.atleast_1d(image_shape)
-    if dims.ndim != 1 or dims.size != 3 or dims.dtype.kind not in "iu" or dims.min() < 1:
-        raise ValueError(f"image_shape must be (C, H, W) with positive integer sizes, got "
-                         f"{image_shape!r}.")
-    shape = tuple(int(v) for v in dims)
+    shape = _check_image_shape(image_shape)
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1 \
             or size > min(shape[1:]):
         raise ValueError(f"size must be a positive int at most min(H, W) = "
@@ -681,11 +686,7 @@ def make_open_world_union(layer, activation="tanh", anchor="zeros", *, image_sha
     >>> union.fit(X, y).calibrate(sample_G)  # doctest: +SKIP
     >>> union.predict(X_new)  # doctest: +SKIP
     """
-    dims = np.atleast_1d(image_shape)
-    if dims.ndim != 1 or dims.size != 3 or dims.dtype.kind not in "iu" or dims.min() < 1:
-        raise ValueError(f"image_shape must be (C, H, W) with positive integer sizes, got "
-                         f"{image_shape!r}.")
-    shape = tuple(int(v) for v in dims)
+    shape = _check_image_shape(image_shape)
     if weights is not None and not isinstance(weights, dict):
         raise ValueError(f"weights must be a dict {{name: share}} of 'flipad', 'dctpad' and "
                          f"'pixels', or None, got {weights!r}.")
@@ -698,11 +699,10 @@ def make_open_world_union(layer, activation="tanh", anchor="zeros", *, image_sha
                              "make_open_world_union, which gives them to every detector.")
     contract = dict(input_range=input_range, quantize=quantize)
     flipad = make_flipad(layer, activation, anchor, fnr=fnr, random_state=random_state,
-                         device=device, verbose=verbose,
-                         **{**contract, **(flipad_params or {})})
+                         device=device, verbose=verbose, **contract, **(flipad_params or {}))
     dctpad = make_dctpad(shape, activation=activation, fnr=fnr, random_state=random_state,
-                         device=device, immunise=immunise, verbose=verbose,
-                         **{**contract, **(dctpad_params or {})})
+                         device=device, immunise=immunise, verbose=verbose, **contract,
+                         **(dctpad_params or {}))
     # 16x16 blocks' averages by default; a smaller image keeps every pixel
     guard = make_pixel_guard(shape, size=min(16, *shape[1:]), activation=activation,
                              fnr=fnr, random_state=random_state, **contract)

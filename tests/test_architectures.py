@@ -225,3 +225,13 @@ def test_open_world_shadows_trains_the_recipes_five():
             assert S(z[:3]).shape == (3, 2, 8, 8)
     with pytest.raises(ValueError, match="X must hold images"):
         open_world_shadows(G, X.reshape(64, -1), z[:4], latent_shape=(8,))
+    with pytest.raises(ValueError, match=r"X has images of shape \(2, 4, 8\) but the "
+                                         r"generator makes \(2, 8, 8\)"):
+        open_world_shadows(G, X[:, :, :4], z[:4], latent_shape=(8,))
+    bad = X.copy()
+    bad[0, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        open_world_shadows(G, bad, z[:4], latent_shape=(8,), epochs=1)
+    for not_a_module in ("G", lambda t: G(t)):
+        with pytest.raises(TypeError, match="generator must be a torch.nn.Module"):
+            open_world_shadows(not_a_module, X, z[:4], latent_shape=(8,))

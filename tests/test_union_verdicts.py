@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from sklearn.exceptions import NotFittedError
 from torch import nn
 
 from flipad_sklearn import (
@@ -302,6 +303,8 @@ def test_open_world_union_builds_the_documented_members():
         with pytest.raises(ValueError, match="image_shape"):
             make_open_world_union(G[3], "tanh", image_shape=bad,
                                   flipad_params=dict(activation_shape=(8, 4, 4)))
+    with pytest.raises(NotFittedError):
+        union.predict(np.zeros((2, 1, 8, 8), np.float32))
     with pytest.raises(ValueError, match="weights must be a dict"):
         make_open_world_union(G[3], "tanh", np.zeros((8, 4, 4)), image_shape=(1, 8, 8),
                               weights=[0.5, 0.3, 0.2])

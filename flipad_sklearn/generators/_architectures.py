@@ -194,12 +194,17 @@ def final_layer_variant(generator, example_input, upsampling="nearest", *, outpu
 
     Raises
     ------
+    TypeError
+        When ``generator`` is not a ``torch.nn.Module``.
     ValueError
         When ``upsampling`` is unknown, or when the final layer does not map
         ``(C, H, W)`` images to ``(C', s H, s W)`` for an integer ``s >= 2``.
     """
     if upsampling not in VARIANTS:
         raise ValueError(f"upsampling must be one of {VARIANTS}, got {upsampling!r}.")
+    if not isinstance(generator, nn.Module):
+        raise TypeError(f"generator must be a torch.nn.Module (its final layer is replaced "
+                        f"in a copy), got {type(generator).__name__}.")
     # probed on the copy, in eval mode: the original's batch-norm statistics stay as they are
     variant = copy.deepcopy(generator).eval()
     final = find_final_layer(variant, example_input, output=output)
@@ -251,8 +256,9 @@ def open_world_shadows(generator, X, example_input, *, latent_shape, seed=0, epo
     competitor's, are the labelled others of
     :func:`~flipad_sklearn.make_open_world_union` (with
     ``immunise="published"``): on the published face DCGAN these shadows
-    let the union reject, in a blind test, four generators whose final
-    layers differ from every shadow's at 0.999 (user guide, "Open world").
+    let the union reject generators whose final layers differ from every
+    shadow's in a blind test (user guide, "Open world";
+    ``benchmarks/results/bench_face_blind_recipe.md``).
 
     Parameters
     ----------
@@ -282,6 +288,11 @@ def open_world_shadows(generator, X, example_input, *, latent_shape, seed=0, epo
     latent_dim = int(np.prod(latent_shape))
     models = [final_layer_variant(generator, example_input, kind, output=output)
               for kind in VARIANTS]
+    with torch.no_grad():       # a variant (a copy, in eval mode) makes G's shape
+        made = tuple(_select_output(_call(models[0], example_input), output).shape[1:])
+    if X.shape[1:] != made:
+        raise ValueError(f"X has images of shape {X.shape[1:]} but the generator makes "
+                         f"{made}.")
     models += [UpsampleConvGenerator(latent_dim, X.shape[1:]),
                PixelShuffleGenerator(latent_dim, X.shape[1:])]
     seeds = default_shadow_seeds(seed, len(models))
