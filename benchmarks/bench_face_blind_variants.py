@@ -100,19 +100,23 @@ ROUND = dict(
     grid="bench_face_blind_variants_sources.png")
 
 
-def run_round(args, rnd, generators):
+def run_round(args, rnd, generators, samplers=None):
     """Fit each row of ``rnd`` on its labelled others, score every column, check the prediction.
 
     ``generators`` maps the keys of trained shadows and test generators (any round's) to
-    ``(architecture, training seed)``; A1, B1 and the first blind test's sources come from
-    their benchmarks' caches.
+    ``(architecture, training seed)``; ``samplers`` maps further keys to a function
+    ``(n, seed) -> images`` (shadows trained another way); A1, B1 and the first blind
+    test's sources come from their benchmarks' caches.
     """
+    samplers = {} if samplers is None else samplers
     t0 = time.time()
     G = load_face_dcgan()
     images, feats = build(args.cache_dir)
     extra_img, _ = extra_sources(args.cache_dir, images, feats)
 
     def draw(key, n, seed):
+        if key in samplers:
+            return samplers[key](n, seed)
         arch, train_seed = generators[key]
         return sample(trained_other(G, arch, arch, train_seed, args.cache_dir), n, seed)
     known = sorted({k for keys in rnd["others"].values() for k in keys})
@@ -123,8 +127,11 @@ def run_round(args, rnd, generators):
     n = 400
     fresh = np.concatenate([images["g"][n:], images["fresh"]])
 
-    def training(keys):
-        neg = np.concatenate([images["comp"][:100], *(shadows[k] for k in keys)])
+    alone = rnd.get("without_competitor", ())
+
+    def training(keys, label=None):
+        competitor = [] if label in alone else [images["comp"][:100]]
+        neg = np.concatenate([*competitor, *(shadows[k] for k in keys)])
         return np.concatenate([images["g"][:n], neg]), np.r_[np.ones(n), -np.ones(len(neg))]
 
     print(f"# {rnd['title']}\n")
@@ -137,7 +144,7 @@ def run_round(args, rnd, generators):
     print("|---|---|---|" + "---|" * len(rnd["columns"]) + "---|---|")
     rows = {}
     for i, (label, keys) in enumerate(rnd["others"].items(), start=1):
-        X, y = training(keys)
+        X, y = training(keys, label)
         t = time.time()
         union = open_world_union(G, "published")
         with warnings.catch_warnings():
@@ -154,7 +161,7 @@ def run_round(args, rnd, generators):
                             fresh, tests, images["jpeg90"], f"fit and calibration {t_fit:.0f} s",
                             columns=rnd["columns"])
     label = rnd["dctpad_others"]
-    X, y = training(rnd["others"][label])
+    X, y = training(rnd["others"][label], label)
     t = time.time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
