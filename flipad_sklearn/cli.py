@@ -1056,14 +1056,13 @@ def cmd_attribute(args):
             name, path = Path(spec).stem, spec
         if name in models:
             raise CLIError(f"--model: the name {name!r} is given twice (use NAME=FILE).")
-        models[name] = _load_detector(path, args.trust_pickle, args.max_memory)
+        # a pipeline written by `flipad fit` or a union (`flipad fit --detector union`)
+        models[name] = _load_detector(path, args.trust_pickle, args.max_memory, union=True)
         paths[name] = os.path.abspath(path)
-        if args.device is not None:
-            models[name].set_params(inv__device=args.device)
-            models[name][-1].network_.to(_torch_device(args.device))
-        else:
+        if args.device is None:
             _check_stored_device(models[name], path)
-    shapes = {n: tuple(p[0].output_shape_) for n, p in models.items()}
+        _set_scoring_options(models[name], args.device, None)
+    shapes = {n: _image_shape(p) for n, p in models.items()}
     if len(set(shapes.values())) > 1:
         raise CLIError(f"The models make images of different shapes: {shapes}.")
     try:
@@ -1361,10 +1360,12 @@ def build_parser():
 
     attribute = sub.add_parser(
         "attribute", help="which of my models made these images? (prediction sets)",
-        description="With one `flipad fit` detector per owned model: print for each file "
+        description="With one `flipad fit` detector per owned model (FLIPAD, or the "
+                    "open-world union of `fit --detector union`): print for each file "
                     "the set of models that may have made it ({} = none of mine; each "
                     "model's own images are in its set at rate >= 1 - fnr), the most "
-                    "likely one and each model's conformal p-value.")
+                    "likely one and each model's conformal p-value (a union's: its "
+                    "Bonferroni p-value).")
     attribute.add_argument("--model", action="append", required=True,
                            metavar="NAME=FILE",
                            help="an owned model's detector written by `flipad fit` (the "

@@ -475,13 +475,16 @@ def _pipelines(detector):
 
 def member_pipelines(detector):
     """The pipelines whose steps score ``detector``'s samples (a union's: its members',
-    frozen ones unwrapped; bare detectors left out)."""
-    if not _is_union(detector):
-        return list(_pipelines(detector).values())
+    frozen ones unwrapped; several models': each model's, or its union's members'; bare
+    detectors left out)."""
     from .detection.conformal import _frozen_inner
 
-    members = [_frozen_inner(m) for _, m in detector.estimators_]
-    return [m for m in members if getattr(m, "steps", None)]
+    out = []
+    for pipe in _pipelines(detector).values():
+        members = [_frozen_inner(m) for _, m in pipe.estimators_] if _is_union(pipe) \
+            else [pipe]
+        out += [m for m in members if getattr(m, "steps", None)]
+    return out
 
 
 def _union_columns(union):
@@ -518,7 +521,8 @@ def _metadata(detector, detector_path, alpha):
         meta.update(_union_metadata(detector))
         meta["detector"] = None if detector_path is None else os.fspath(detector_path)
     elif _is_multi(detector):
-        meta["models"] = {n: _detector_metadata(p) for n, p in _pipelines(detector).items()}
+        meta["models"] = {n: _union_metadata(p) if _is_union(p) else _detector_metadata(p)
+                          for n, p in _pipelines(detector).items()}
         paths = detector_path if isinstance(detector_path, Mapping) else None
         meta["detector"] = None if paths is None else {
             n: os.fspath(p) for n, p in paths.items()}

@@ -312,3 +312,103 @@ def test_open_world_union_builds_the_documented_members():
         with pytest.raises(ValueError, match=f"{key} sets \\['input_range'\\]"):
             make_open_world_union(G[3], "tanh", np.zeros((8, 4, 4)), image_shape=(1, 8, 8),
                                   **{key: dict(input_range=(0, 1))})
+
+
+def _union_of(own, other, seed):
+    """FLIPAD and a pixel guard of the generator ``own`` against ``other``'s images."""
+    X_g, A_g = _samples(own, 240, seed)
+    X_h, _ = _samples(other, 80, seed + 1)
+    flipad = make_flipad(own[3], "tanh", A_g.mean(axis=0), positive=True, tol=1e-3,
+                         max_iter=50, n_channels=4, random_state=0, device="cpu",
+                         detector_params=dict(hidden_sizes=(16,), rep_dim=4, n_epochs=3))
+    union = ConformalUnion([("flipad", flipad),
+                            ("pixels", make_pixel_guard((1, 8, 8), size=4, random_state=0))],
+                           fnr=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")          # few held-out samples for the shares
+        return union.fit(np.concatenate([X_g, X_h]), np.r_[np.ones(240), -np.ones(80)])
+
+
+@pytest.fixture(scope="module")
+def two_unions():
+    """One open-world style union per owned model (G and H), and images of G, H and K."""
+    G, H, K = _generator(0), _generator(1), _generator(5)
+    unions = {"G": _union_of(G, H, 1), "H": _union_of(H, G, 11)}
+    X = np.concatenate([_samples(G, 6, 3)[0], _samples(H, 6, 4)[0], _samples(K, 6, 6)[0]])
+    return unions, X
+
+
+def test_attributor_takes_unions_and_uses_their_verdicts(two_unions):
+    # before: from_fitted refused a union ("is not a conformal detector of flipad_sklearn")
+    from flipad_sklearn import OwnedModelsAttributor
+
+    unions, X = two_unions
+    attr = OwnedModelsAttributor.from_fitted(unions)
+    res = attr.attribute(X)
+    for j, name in enumerate(attr.classes_):
+        np.testing.assert_array_equal(res.pvalues[:, j], unions[name].pvalues(X))
+        np.testing.assert_array_equal(res.sets[:, j], unions[name].predict(X) == 1)
+    np.testing.assert_array_equal(attr.pvalues(X), res.pvalues)
+    np.testing.assert_array_equal(attr.predict_set(X), res.sets)
+    np.testing.assert_array_equal(attr.predict_set(X, alpha=0.2), res.pvalues > 0.2)
+    assert res.sets[:6, 0].mean() > 0.5 and res.sets[6:12, 1].mean() > 0.5
+    assert res.sets[6:12, 0].mean() < 0.5    # the union of G rejects most of H's images
+    with pytest.raises(ValueError, match="alpha must be"):
+        attr.predict_set(X, alpha=1.5)
+
+
+def test_attributor_fits_and_recalibrates_unions():
+    from flipad_sklearn import OwnedModelsAttributor
+
+    G, H = _generator(0), _generator(1)
+    X_g, A_g = _samples(G, 200, 1)
+    X_h, A_h = _samples(H, 200, 2)
+
+    def union(net, A):
+        flipad = make_flipad(net[3], "tanh", A.mean(axis=0), positive=True, tol=1e-3,
+                             max_iter=50, n_channels=4, random_state=0, device="cpu",
+                             detector_params=dict(hidden_sizes=(16,), rep_dim=4, n_epochs=2))
+        return ConformalUnion([("flipad", flipad), ("pixels", make_pixel_guard(
+            (1, 8, 8), size=4, random_state=0))], fnr=0.2)
+    attr = OwnedModelsAttributor({"G": union(G, A_g), "H": union(H, A_h)}, fnr=0.3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        attr.fit(np.concatenate([X_g, X_h]), np.array(["G"] * 200 + ["H"] * 200))
+    fitted = attr.estimators_["G"]
+    assert isinstance(fitted, ConformalUnion) and fitted.fnr == 0.3   # set on the union
+    # each detector at its share of the union's fnr (before: set_params on a union's
+    # "last step" failed)
+    assert [e[-1].fnr for _, e in fitted.estimators_] == pytest.approx([0.15, 0.15])
+    attr.calibrate({"G": _samples(G, 100, 7)[0]}, fnr=0.2)
+    assert fitted.fnr == 0.2
+    assert [e[-1].fnr for _, e in fitted.estimators_] == pytest.approx([0.1, 0.1])
+    assert all(e[-1].validation_scores_.size == 100 for _, e in fitted.estimators_)
+
+
+def test_flipad_attribute_reads_union_files(two_unions, tmp_path, capsys):
+    # before: "is not a detector written by `flipad fit`" (exit 1) for a union file
+    unions, X = two_unions
+    paths = {}
+    for name, union in unions.items():
+        paths[name] = tmp_path / f"{name}.flipad"
+        persistence.save(union, paths[name])
+    _write_pngs(X, tmp_path / "imgs", "x")
+    out = tmp_path / "sets.json"
+    code = cli.main(["attribute", "--model", f"G={paths['G']}", "--model",
+                     f"H={paths['H']}", str(tmp_path / "imgs"), "-o", str(out),
+                     "--format", "json", "-q", "--device", "cpu"])
+    assert code == cli.EXIT_OK
+    doc = json.loads(out.read_text())
+    files = [r["path"] for r in doc["verdicts"]]
+    X_read, ok, _ = read_images(files, (1, 8, 8))
+    assert ok == files
+    python = verdict_table(unions, files)
+    for row, expected in zip(doc["verdicts"], python):
+        assert row["set"] == expected["set"] and row["prediction"] == expected["prediction"]
+        assert row["p_G"] == pytest.approx(expected["p_G"])
+    np.testing.assert_allclose([r["p_H"] for r in doc["verdicts"]], unions["H"].pvalues(X_read))
+    assert {r["set"] for r in doc["verdicts"]} >= {"{G}", "{H}"}
+    # each model's metadata is its union's: shares, bound, members
+    meta = doc["detector"]["models"]["G"]
+    assert meta["fnr"] == 0.1 and set(meta["members"]) == {"flipad", "pixels"}
+    assert meta["fnr_bound"] == pytest.approx(unions["G"].fnr_bound_)

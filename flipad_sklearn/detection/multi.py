@@ -26,6 +26,7 @@ from sklearn.utils.validation import _num_samples, check_is_fitted, column_or_1d
 
 from ._named import NamedEstimatorsMixin
 from .conformal import ConformalDecisionMixin, _head_transform, _unwrap, calibrate
+from .union import ConformalUnion
 
 __all__ = ["OwnedModelsAttributor"]
 
@@ -51,8 +52,11 @@ class OwnedModelsAttributor(NamedEstimatorsMixin, ClassifierMixin, MetaEstimator
     estimators : dict {name: estimator} or list of (name, estimator)
         One detector per owned model: a conformal detector of the package
         (:class:`~flipad_sklearn.FLIPADDetector`,
-        :class:`~flipad_sklearn.ConformalDetector`, ...) or a pipeline ending
-        in one; each model's own FLIPAD pipeline (its own final layer).
+        :class:`~flipad_sklearn.ConformalDetector`, ...), a pipeline ending
+        in one, or a :class:`~flipad_sklearn.ConformalUnion` (e.g. the
+        open-world union of :func:`~flipad_sklearn.make_open_world_union`,
+        whose Bonferroni p-value is the model's); each model's own
+        detector (its own final layer).
         Cloned at :meth:`fit`.  To combine detectors fitted elsewhere, use
         :meth:`from_fitted` (or wrap them in
         :class:`sklearn.frozen.FrozenEstimator`).
@@ -156,7 +160,9 @@ class OwnedModelsAttributor(NamedEstimatorsMixin, ClassifierMixin, MetaEstimator
                 else own | (y == self.none_label)
             y_m = np.where(own, 1, -1)[keep]
             fitted = clone(est)
-            if self.fnr is not None and not isinstance(fitted, FrozenEstimator):
+            if self.fnr is not None and isinstance(fitted, ConformalUnion):
+                fitted.set_params(fnr=self.fnr)     # the union shares it among its detectors
+            elif self.fnr is not None and not isinstance(fitted, FrozenEstimator):
                 det, _ = _unwrap(fitted)
                 det.set_params(fnr=self.fnr)
             X_m = X if keep.all() else _safe_indexing(X, np.flatnonzero(keep))
@@ -183,10 +189,11 @@ class OwnedModelsAttributor(NamedEstimatorsMixin, ClassifierMixin, MetaEstimator
         self._validate_params()
         pairs = self._check_names()
         for name, est in pairs:
-            det, _ = _unwrap(est)
-            if not isinstance(det, ConformalDecisionMixin):
+            det = est if isinstance(est, ConformalUnion) else _unwrap(est)[0]
+            if not isinstance(det, (ConformalDecisionMixin, ConformalUnion)):
                 raise TypeError(f"Model {name!r}: {type(det).__name__} is not a conformal "
-                                "detector of flipad_sklearn (or a pipeline ending in one).")
+                                "detector of flipad_sklearn (a pipeline ending in one, or a "
+                                "ConformalUnion).")
             check_is_fitted(det)
             if self.fnr is not None:
                 raise ValueError("from_fitted keeps each detector's own fnr (pass fnr=None);"
@@ -224,18 +231,31 @@ class OwnedModelsAttributor(NamedEstimatorsMixin, ClassifierMixin, MetaEstimator
         for name, X in samples.items():
             if name not in self.estimators_:
                 raise ValueError(f"{name!r} is not one of the models {list(self.classes_)}.")
-            calibrate(self.estimators_[name], X, n_samples=n_samples, fnr=fnr)
+            est = self.estimators_[name]
+            if isinstance(est, ConformalUnion):
+                if fnr is not None:
+                    est.set_params(fnr=fnr)         # each detector at its share of it
+                est.calibrate(X, n_samples=n_samples)
+            else:
+                calibrate(est, X, n_samples=n_samples, fnr=fnr)
         return self
 
     # ------------------------------------------------------------- predict
-    def _scores(self, X):
-        """Per model: the detector, its scores of ``X`` (one transform per model)."""
+    def _verdicts(self, X):
+        """Per model: the p-values of ``X`` and whether its detector accepts each sample
+        (one pass through each model's steps: for FLIPAD, one inversion per sample)."""
         check_is_fitted(self)
         out = []
         for name in self.classes_:
-            det, head = _unwrap(self.estimators_[name])
+            est = self.estimators_[name]
+            if isinstance(est, ConformalUnion):
+                p, decision = est.pvalues(X, return_decision=True)
+                out.append((p, decision >= 0))      # the union's predict rule
+                continue
+            det, head = _unwrap(est)
             det._check_calibrated()
-            out.append((det, det.score_samples(_head_transform(head, X))))
+            s = det.score_samples(_head_transform(head, X))
+            out.append((det._pvalues_of_scores(s), s - det.offset_ >= 0))
         return out
 
     def pvalues(self, X):
@@ -251,16 +271,19 @@ class OwnedModelsAttributor(NamedEstimatorsMixin, ClassifierMixin, MetaEstimator
             Column ``j`` for ``classes_[j]``; for a new sample of model ``j``,
             ``P(p[:, j] <= a) <= a``.
         """
-        return np.column_stack([det._pvalues_of_scores(s)
-                                for det, s in self._scores(X)])
+        return np.column_stack([p for p, _ in self._verdicts(X)])
 
-    def _sets(self, scored, alpha):
-        if alpha is None:
-            return np.column_stack([s - det.offset_ >= 0 for det, s in scored])
-        if isinstance(alpha, bool) or not isinstance(alpha, Real) or not 0 <= alpha < 1:
+    @staticmethod
+    def _check_alpha(alpha):
+        if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, Real)
+                                  or not 0 <= alpha < 1):
             raise ValueError(f"alpha must be None or a number in [0, 1), got {alpha!r}.")
-        return np.column_stack([det._pvalues_of_scores(s) > alpha
-                                for det, s in scored])
+
+    @staticmethod
+    def _sets(verdicts, alpha):
+        if alpha is None:
+            return np.column_stack([accepted for _, accepted in verdicts])
+        return np.column_stack([p > alpha for p, _ in verdicts])
 
     def predict_set(self, X, alpha=None, *, as_sets=False):
         """Prediction sets: which of my models may have made each sample.
@@ -282,7 +305,8 @@ class OwnedModelsAttributor(NamedEstimatorsMixin, ClassifierMixin, MetaEstimator
             ``sets[i, j]``: model ``classes_[j]`` is in the set of sample
             ``i``.  An empty row: "made by none of my models".
         """
-        member = self._sets(self._scores(X), alpha)
+        self._check_alpha(alpha)
+        member = self._sets(self._verdicts(X), alpha)
         if as_sets:
             return [set(self.classes_[row].tolist()) for row in member]
         return member
@@ -325,10 +349,10 @@ class OwnedModelsAttributor(NamedEstimatorsMixin, ClassifierMixin, MetaEstimator
         """
         from sklearn.utils import Bunch
 
-        scored = self._scores(X)
-        member = self._sets(scored, alpha)
-        p = np.column_stack([det._pvalues_of_scores(s)
-                             for det, s in scored])
+        self._check_alpha(alpha)
+        verdicts = self._verdicts(X)
+        member = self._sets(verdicts, alpha)
+        p = np.column_stack([p for p, _ in verdicts])
         best = np.argmax(np.where(member, p, -1.0), axis=1)
         labels = np.array(self.classes_[best], dtype=object)
         labels[~member.any(axis=1)] = self.none_label
@@ -339,4 +363,3 @@ class OwnedModelsAttributor(NamedEstimatorsMixin, ClassifierMixin, MetaEstimator
         tags.input_tags.allow_nan = False
         tags.non_deterministic = False
         return tags
-
