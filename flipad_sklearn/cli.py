@@ -822,15 +822,16 @@ def _log(enabled, msg):
 
 
 # ------------------------------------------------------------------- score
-def _load_detector(path, trust_pickle=False, max_memory=None, union=False):
-    """The detector of the file ``path``: a pipeline written by ``flipad fit`` or, with
-    ``union``, also a fitted :class:`~flipad_sklearn.ConformalUnion` of detectors."""
+def _load_detector(path, trust_pickle=False, max_memory=None):
+    """The detector of the file ``path``: a pipeline written by ``flipad fit``, another
+    image detector's pipeline (e.g. ``make_dctpad``'s, saved from Python) or a fitted
+    :class:`~flipad_sklearn.ConformalUnion` of detectors."""
     from sklearn.pipeline import Pipeline
 
     from . import persistence
     from .detection.conformal import _unwrap
     from .detection.union import ConformalUnion
-    from .inversion import FinalLayerInverter
+    from .verdicts import image_shape
 
     name = os.fspath(path)
     try:
@@ -862,7 +863,7 @@ def _load_detector(path, trust_pickle=False, max_memory=None, union=False):
     except Exception as exc:
         raise CLIError(f"Could not load the detector {_display(name)!r}: "
                        f"{type(exc).__name__}: {exc}") from exc
-    if union and isinstance(pipe, ConformalUnion):
+    if isinstance(pipe, ConformalUnion):
         members = getattr(pipe, "estimators_", None)
         if not members:
             raise CLIError(f"{os.fspath(path)!r} holds a ConformalUnion that is not fitted.")
@@ -871,12 +872,14 @@ def _load_detector(path, trust_pickle=False, max_memory=None, union=False):
                 raise CLIError(f"{os.fspath(path)!r}: the union's detector {name!r} "
                                f"({type(member).__name__}) gives no conformal p-values.")
         return pipe
-    if not isinstance(pipe, Pipeline) or not isinstance(pipe[0], FinalLayerInverter) \
-            or not hasattr(pipe[-1], "pvalues"):
-        also = " or a ConformalUnion saved with flipad_sklearn.persistence.save" \
-            if union else ""
-        raise CLIError(f"{os.fspath(path)!r} is not a detector written by `flipad fit`"
-                       f"{also}.")
+    if not isinstance(pipe, Pipeline) or not hasattr(pipe[-1], "pvalues"):
+        raise CLIError(f"{os.fspath(path)!r} is not a detector written by `flipad fit` or a "
+                       "pipeline or ConformalUnion of the package's conformal detectors "
+                       "saved with flipad_sklearn.persistence.save.")
+    try:
+        image_shape(pipe)
+    except ValueError as exc:
+        raise CLIError(f"{os.fspath(path)!r}: {exc}") from None
     return pipe
 
 
@@ -993,7 +996,7 @@ def cmd_score(args):
     out_path = _prepare_output(out_file, "--csv" if args.csv else "-o/--output") \
         if out_file else None
     # a pipeline written by `flipad fit`, or a ConformalUnion (e.g. FLIPAD and a pixel guard)
-    pipe = _load_detector(args.detector, args.trust_pickle, args.max_memory, union=True)
+    pipe = _load_detector(args.detector, args.trust_pickle, args.max_memory)
     verbose = not args.quiet
     if args.device is None:
         _check_stored_device(pipe, args.detector)
@@ -1057,7 +1060,7 @@ def cmd_attribute(args):
         if name in models:
             raise CLIError(f"--model: the name {name!r} is given twice (use NAME=FILE).")
         # a pipeline written by `flipad fit` or a union (`flipad fit --detector union`)
-        models[name] = _load_detector(path, args.trust_pickle, args.max_memory, union=True)
+        models[name] = _load_detector(path, args.trust_pickle, args.max_memory)
         paths[name] = os.path.abspath(path)
         if args.device is None:
             _check_stored_device(models[name], path)

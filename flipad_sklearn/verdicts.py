@@ -221,10 +221,12 @@ def saved_range(pipe):
                  "an input_range or an inverter); fit its pipelines with "
                  "input_range=(low, high).",
             differ="The detectors of the union read pixels into different ranges")
-    rng = getattr(pipe, "input_range", None)
-    if rng is not None:
-        return tuple(float(v) for v in rng)
-    return pixel_range(pipe[0].activation)
+    rng = _member_range(pipe)
+    if rng is None:
+        raise ValueError("The detector does not tell the pixel range of the images (no "
+                         "input_range and no inverter); fit it with input_range=(low, "
+                         "high).")
+    return rng
 
 
 def _member_range(member):
@@ -254,7 +256,12 @@ def image_shape(detector):
         The detectors of a union disagree, or none of them tells the shape.
     """
     if not _is_union(detector):
-        return tuple(detector[0].output_shape_)
+        shape = _member_shape(detector)
+        if shape is None:
+            raise ValueError("The detector does not tell the shape of the images (it "
+                             "starts with neither an inverter nor a step fitted on "
+                             "(C, H, W) images).")
+        return shape
     return _members_agree(
         detector, _member_shape,
         none="No detector of the union tells the shape of the images (none starts with an "

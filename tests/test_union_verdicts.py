@@ -412,3 +412,51 @@ def test_flipad_attribute_reads_union_files(two_unions, tmp_path, capsys):
     meta = doc["detector"]["models"]["G"]
     assert meta["fnr"] == 0.1 and set(meta["members"]) == {"flipad", "pixels"}
     assert meta["fnr_bound"] == pytest.approx(unions["G"].fnr_bound_)
+
+
+@pytest.mark.parametrize("kind", ["dctpad", "pixels"])
+def test_flipad_score_reads_a_lone_image_detector(kind, tmp_path, capsys):
+    # before: a DCTPAD or pixel-guard pipeline saved from Python was "not a detector
+    # written by `flipad fit`" (exit 1), though a union of them was scored
+    from flipad_sklearn import make_dctpad
+
+    G, H = _generator(0), _generator(1)
+    X_g, X_h = _samples(G, 240, 1)[0], _samples(H, 80, 2)[0]
+    if kind == "dctpad":
+        det = make_dctpad((1, 8, 8), fnr=0.1, random_state=0, device="cpu",
+                          detector_params=dict(hidden_sizes=(16,), rep_dim=4, n_epochs=3))
+    else:
+        det = make_pixel_guard((1, 8, 8), size=4, fnr=0.1, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        det.fit(np.concatenate([X_g, X_h]), np.r_[np.ones(240), -np.ones(80)])
+    path = tmp_path / f"{kind}.flipad"
+    persistence.save(det, path)
+    X = np.concatenate([_samples(G, 5, 3)[0], _samples(H, 5, 4)[0]])
+    _write_pngs(X, tmp_path / "imgs", "x")
+    out = tmp_path / "v.csv"
+    assert cli.main(["score", str(path), str(tmp_path / "imgs"), "--csv", str(out), "-q",
+                     "--device", "cpu"]) == cli.EXIT_OK
+    with open(out) as fh:
+        rows = list(csv.DictReader(fh))
+    X_read, ok, _ = read_images([r["path"] for r in rows], (1, 8, 8))
+    np.testing.assert_array_equal([int(r["verdict"]) for r in rows], det.predict(X_read))
+    np.testing.assert_allclose([float(r["pvalue"]) for r in rows], det.pvalues(X_read))
+    assert image_shape(det) == (1, 8, 8)
+
+
+def test_flipad_score_refuses_a_detector_that_tells_no_image_shape(tmp_path, capsys):
+    from flipad_sklearn import make_rawpad
+
+    G = _generator(0)
+    X = _samples(G, 60, 1)[0].reshape(60, -1)
+    det = make_rawpad(fnr=0.2, random_state=0, device="cpu",
+                      detector_params=dict(hidden_sizes=(8,), rep_dim=2, n_epochs=1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        det.fit(X, np.ones(60))
+    path = tmp_path / "rawpad.flipad"
+    persistence.save(det, path)
+    _write_pngs(_samples(G, 2, 3)[0], tmp_path / "imgs", "x")
+    assert cli.main(["score", str(path), str(tmp_path / "imgs"), "-q"]) == 1
+    assert "does not tell the shape of the images" in capsys.readouterr().err
