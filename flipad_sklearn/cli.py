@@ -45,10 +45,12 @@ conformal p-value of "made by G" (small = unlikely to come from G; a sample
 of G has ``P(p <= a) <= a``).  The detector file may also hold a fitted
 :class:`~flipad_sklearn.ConformalUnion` (e.g. FLIPAD and a pixel guard,
 saved with :func:`flipad_sklearn.persistence.save`): its verdicts, and each
-detector's own p-value in a column ``p_NAME``.  ``--csv FILE`` or ``-o FILE [--format
-{csv,json}]`` writes the table (JSON: the detector's metadata and one object
-per file); the table is :func:`flipad_sklearn.verdicts.verdict_table`'s,
-the function Python users call, so both give the same verdicts.
+detector's own p-value in a column ``p_NAME``; or another image detector's
+pipeline saved the same way (``make_dctpad``, ``make_pixel_guard``).
+``--csv FILE`` or ``-o FILE [--format {csv,json}]`` writes the table (JSON:
+the detector's metadata and one object per file); the table is
+:func:`flipad_sklearn.verdicts.verdict_table`'s, the function Python users
+call, so both give the same verdicts.
 
 Pixels are scaled to the range of the output activation that ``fit`` found,
 and that range is saved with the detector (the pipeline's ``input_range``) so
