@@ -886,21 +886,12 @@ def _load_detector(path, trust_pickle=False, max_memory=None):
 
 
 def _scoring_steps(detector):
-    """(first step, last step) of every pipeline that scores with ``detector``: the
-    pipeline itself, or each pipeline of a union (bare detectors: (it, it))."""
-    from .detection.conformal import _frozen_inner
-    from .detection.union import ConformalUnion
+    """(first step, last step) of every estimator that scores with ``detector``
+    (:func:`~flipad_sklearn.verdicts.scoring_estimators`; bare detectors: (it, it))."""
+    from .verdicts import scoring_estimators
 
-    members = [m for _, m in detector.estimators_] \
-        if isinstance(detector, ConformalUnion) else [detector]
-    steps = []
-    for member in members:
-        est = _frozen_inner(member)
-        if getattr(est, "steps", None):
-            steps.append((est.steps[0][1], est.steps[-1][1]))
-        else:
-            steps.append((est, est))
-    return steps
+    return [(e.steps[0][1], e.steps[-1][1]) if getattr(e, "steps", None) else (e, e)
+            for e in scoring_estimators(detector)]
 
 
 def _set_scoring_options(detector, device, batch_size):

@@ -480,18 +480,20 @@ def _pipelines(detector):
     return dict(_as_attributor(detector).estimators_)
 
 
-def member_pipelines(detector):
-    """The pipelines whose steps score ``detector``'s samples (a union's: its members',
-    frozen ones unwrapped; several models': each model's, or its union's members'; bare
-    detectors left out)."""
+def scoring_estimators(detector):
+    """The estimators that score ``detector``'s samples: the pipeline itself, a union's
+    detectors (frozen ones unwrapped), or each owned model's (its union's detectors)."""
     from .detection.conformal import _frozen_inner
 
     out = []
-    for pipe in _pipelines(detector).values():
-        members = [_frozen_inner(m) for _, m in pipe.estimators_] if _is_union(pipe) \
-            else [pipe]
-        out += [m for m in members if getattr(m, "steps", None)]
+    for est in _pipelines(detector).values():
+        out += [_frozen_inner(m) for _, m in est.estimators_] if _is_union(est) else [est]
     return out
+
+
+def member_pipelines(detector):
+    """The pipelines among :func:`scoring_estimators` (bare detectors left out)."""
+    return [e for e in scoring_estimators(detector) if getattr(e, "steps", None)]
 
 
 def _union_columns(union):
