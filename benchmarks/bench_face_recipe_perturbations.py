@@ -1,0 +1,135 @@
+"""The open-world recipe on the face DCGAN when the images are files: JPEG, resized, cropped.
+
+A verdict is scored on files: 8-bit PNG and JPEG, often resized or cropped
+on their way.  The blind tests (``bench_face_blind*``) score 8-bit images
+and G's JPEG q90 images only.  Here the recipe's union
+(:func:`~flipad_sklearn.make_open_world_union`, labelled others the
+competitor + the five one-call shadows of ``bench_face_blind_one_call``, 400
+samples of G, fnr 0.005, recalibrated on fresh samples of G) scores G's fresh
+samples and four other sources after the same perturbation: the
+perturbations of :func:`~flipad_sklearn.perturbations.published_mixture` at
+their strongest (JPEG q70, resize by 0.9 and 1.1, a 90 % centre crop), JPEG
+q90, and two beyond it (JPEG q50, a resize to half and back).
+
+Two unions, as a user gets them:
+
+* the user guide's: ``immunise="published"`` (DCTPAD learns G's perturbed
+  images; FLIPAD and the pixel guard as they are);
+* the command line's ``flipad fit --detector union --immunise published``:
+  FLIPAD immunised too.
+
+Cells: the share of G's images accepted, the share of each other source
+rejected (at the union's verdict, no AUC), and the mean accuracy
+``(G accepted + mean of the others rejected) / 2``.
+
+Run: ``python -m benchmarks.bench_face_recipe_perturbations`` (after
+``bench_face_blind_one_call``, whose trained generators it reads).  Writes
+``benchmarks/results/bench_face_recipe_perturbations.md``.
+"""
+
+import argparse
+import time
+import warnings
+
+import numpy as np
+import torch
+
+from flipad_sklearn import make_open_world_union
+from flipad_sklearn.perturbations import JPEGCompression, Resize, ResizedCrop
+
+from ._results import add_result_args, results_dir, tee_result
+from .bench_face_blind import N_TEST, TEST_SEED, real_digits, trained_vae
+from .bench_face_blind_one_call import one_call_shadows
+from .bench_face_blind_recipe import BLIND as THIRD_BLIND
+from .bench_face_dcgan import FACE_CACHE, load_face_dcgan, sample, trained_other
+from .bench_open_world_face import _final_and_anchor, build, verdict_score
+
+#: name -> transformer (None: the 8-bit image as generated, what a PNG holds)
+PERTURBATIONS = {
+    "8-bit PNG": None,
+    "JPEG q90": JPEGCompression(quality=90),
+    "JPEG q70": JPEGCompression(quality=70),
+    "JPEG q50 (beyond the mixture)": JPEGCompression(quality=50),
+    "resize 0.9 and back": Resize(scale=0.9),
+    "resize 1.1 and back": Resize(scale=1.1),
+    "resize 0.5 and back (beyond)": Resize(scale=0.5),
+    "centre crop 90 %": ResizedCrop(scale=0.9),
+}
+SOURCES = {"unseen": "G's architecture, unseen seed", "C4": "C4: VAE decoder",
+           "E1": "E1: G, bicubic + conv last", "digits": "real MNIST digits"}
+UNIONS = {"user guide: immunise='published' (DCTPAD)": {},
+          "CLI --immunise published (FLIPAD and DCTPAD)": {"immunise": "published"}}
+
+
+def _perturb(name, X):
+    t = PERTURBATIONS[name]
+    if t is None:
+        return X
+    return t.fit_transform(X).reshape(X.shape)
+
+
+def run(args):
+    t0 = time.time()
+    G = load_face_dcgan()
+    images, _ = build(args.cache_dir)
+    shadows = one_call_shadows(G, args.cache_dir)
+    n = 400
+    neg = np.concatenate([images["comp"][:100]]
+                         + [sample(m, 100, 21) for m in shadows.values()])
+    X = np.concatenate([images["g"][:n], neg])
+    y = np.r_[np.ones(n), -np.ones(len(neg))]
+    fresh = np.concatenate([images["g"][n:], images["fresh"]])
+    arch, seed = THIRD_BLIND["E1"]
+    tests = {"unseen": sample(trained_other(G, "unseen", "dcgan", 12, args.cache_dir),
+                              N_TEST, TEST_SEED),
+             "C4": sample(trained_vae(G, args.cache_dir), N_TEST, TEST_SEED),
+             "E1": sample(trained_other(G, arch, arch, seed, args.cache_dir), N_TEST,
+                          TEST_SEED),
+             "digits": real_digits(N_TEST, TEST_SEED)}
+    final, anchor = _final_and_anchor(G)
+    print("# The open-world recipe on files: G's images and others after a perturbation\n")
+    print(f"{n} samples of G against the competitor + the five one-call shadows (100 each); "
+          f"{len(fresh)} fresh samples of G and {N_TEST} per other source, each perturbed "
+          "before scoring.  Cells: share accepted (G) or rejected (others) at the union's "
+          "verdict, fnr 0.005.\n")
+    print("| union | perturbation | G accepted | " + " | ".join(
+        f"{v} rejected" for v in SOURCES.values()) + " | mean accuracy |")
+    print("|---|---|---|" + "---|" * len(SOURCES) + "---|")
+    for label, flipad_params in UNIONS.items():
+        t = time.time()
+        union = make_open_world_union(final.layer, final.activation, anchor,
+                                      image_shape=(3, 64, 64), immunise="published",
+                                      random_state=0, device="cpu",
+                                      flipad_params=flipad_params)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            union.fit(X, y)
+            rng = np.random.default_rng(20)
+            union.calibrate(lambda k: sample(G, k, seed=int(rng.integers(2**31))))
+        bounds = np.array([e[-1].fnr_bound_ for _, e in union.estimators_])
+        t_fit = time.time() - t
+
+        def accepted(Z, union=union, bounds=bounds):
+            return verdict_score(union.pvalues(Z, per_detector=True), bounds) >= 0
+        for name in PERTURBATIONS:
+            g = float(np.mean(accepted(_perturb(name, fresh))))
+            rej = [1 - float(np.mean(accepted(_perturb(name, tests[k])))) for k in SOURCES]
+            cells = [f"{g:.3f}"] + [f"{r:.3f}" for r in rej]
+            print(f"| {label} | {name} | " + " | ".join(cells)
+                  + f" | {0.5 * (g + np.mean(rej)):.3f} |", flush=True)
+        print(f"| {label} | (fit and calibration {t_fit:.0f} s) |" + " |" * (len(SOURCES) + 2))
+    print(f"\n{time.time() - t0:.0f} s (trained generators cached in {args.cache_dir}).")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--cache-dir", default=FACE_CACHE)
+    add_result_args(p)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    tee_result("bench_face_recipe_perturbations.md", run, args, results_dir=results_dir(args))
+
+
+if __name__ == "__main__":
+    main()
