@@ -355,6 +355,11 @@ def test_attributor_takes_unions_and_uses_their_verdicts(two_unions):
     assert res.sets[6:12, 0].mean() < 0.5    # the union of G rejects most of H's images
     with pytest.raises(ValueError, match="alpha must be"):
         attr.predict_set(X, alpha=1.5)
+    # frozen unions (how a fitted detector joins an attributor that is fitted again)
+    from sklearn.frozen import FrozenEstimator
+
+    frozen = OwnedModelsAttributor.from_fitted({n: FrozenEstimator(u) for n, u in unions.items()})
+    np.testing.assert_array_equal(frozen.attribute(X).sets, res.sets)
 
 
 def test_attributor_fits_and_recalibrates_unions():

@@ -189,7 +189,7 @@ class OwnedModelsAttributor(NamedEstimatorsMixin, ClassifierMixin, MetaEstimator
         self._validate_params()
         pairs = self._check_names()
         for name, est in pairs:
-            det = est if isinstance(est, ConformalUnion) else _unwrap(est)[0]
+            det, _ = _unwrap(est)          # a union (frozen or not) is its own detector
             if not isinstance(det, (ConformalDecisionMixin, ConformalUnion)):
                 raise TypeError(f"Model {name!r}: {type(det).__name__} is not a conformal "
                                 "detector of flipad_sklearn (a pipeline ending in one, or a "
@@ -231,13 +231,13 @@ class OwnedModelsAttributor(NamedEstimatorsMixin, ClassifierMixin, MetaEstimator
         for name, X in samples.items():
             if name not in self.estimators_:
                 raise ValueError(f"{name!r} is not one of the models {list(self.classes_)}.")
-            est = self.estimators_[name]
-            if isinstance(est, ConformalUnion):
+            det, _ = _unwrap(self.estimators_[name])
+            if isinstance(det, ConformalUnion):
                 if fnr is not None:
-                    est.set_params(fnr=fnr)         # each detector at its share of it
-                est.calibrate(X, n_samples=n_samples)
+                    det.set_params(fnr=fnr)         # each detector at its share of it
+                det.calibrate(X, n_samples=n_samples)
             else:
-                calibrate(est, X, n_samples=n_samples, fnr=fnr)
+                calibrate(self.estimators_[name], X, n_samples=n_samples, fnr=fnr)
         return self
 
     # ------------------------------------------------------------- predict
@@ -247,12 +247,11 @@ class OwnedModelsAttributor(NamedEstimatorsMixin, ClassifierMixin, MetaEstimator
         check_is_fitted(self)
         out = []
         for name in self.classes_:
-            est = self.estimators_[name]
-            if isinstance(est, ConformalUnion):
-                p, decision = est.pvalues(X, return_decision=True)
+            det, head = _unwrap(self.estimators_[name])
+            if isinstance(det, ConformalUnion):
+                p, decision = det.pvalues(X, return_decision=True)
                 out.append((p, decision >= 0))      # the union's predict rule
                 continue
-            det, head = _unwrap(est)
             det._check_calibrated()
             s = det.score_samples(_head_transform(head, X))
             out.append((det._pvalues_of_scores(s), s - det.offset_ >= 0))
