@@ -1035,6 +1035,8 @@ def cmd_attribute(args):
     _check_max_memory(args.max_memory)
     if args.alpha is not None and not (math.isfinite(args.alpha) and 0 <= args.alpha < 1):
         raise UsageError(f"--alpha must be in [0, 1), got {args.alpha}.")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UsageError(f"--batch-size must be a positive integer; got {args.batch_size}.")
     if args.device is not None:
         _check_device(args.device)
     out_file, out_format, stdout_format = _output_plan(args)
@@ -1057,7 +1059,7 @@ def cmd_attribute(args):
         paths[name] = os.path.abspath(path)
         if args.device is None:
             _check_stored_device(models[name], path)
-        _set_scoring_options(models[name], args.device, None)
+        _set_scoring_options(models[name], args.device, args.batch_size)
     shapes = {n: _image_shape(p) for n, p in models.items()}
     if len(set(shapes.values())) > 1:
         raise CLIError(f"The models make images of different shapes: {shapes}.")
@@ -1326,7 +1328,8 @@ def build_parser():
         description="Print for each file its score (negative: not made by G), the "
                     "decision and the conformal p-value of 'made by G'.")
     score.add_argument("detector", help="detector file written by `flipad fit`, or a "
-                                        "ConformalUnion saved with "
+                                        "ConformalUnion or an image detector's pipeline "
+                                        "(make_dctpad, make_pixel_guard) saved with "
                                         "flipad_sklearn.persistence.save (the secure "
                                         "format; never runs code)")
     score.add_argument("paths", nargs="+", metavar="PATH",
@@ -1383,6 +1386,8 @@ def build_parser():
     attribute.add_argument("--device", default=None,
                            help="auto, cpu or cuda (default: what each detector was "
                                 "fitted with)")
+    attribute.add_argument("--batch-size", type=int, default=None,
+                           help="samples per inversion batch")
     attribute.add_argument("--max-memory", type=float, default=None, metavar="GIB",
                            help=_MAX_MEMORY_HELP)
     attribute.add_argument("--trust-pickle", action="store_true",

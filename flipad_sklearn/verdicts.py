@@ -214,6 +214,7 @@ def saved_range(pipe):
     :class:`~flipad_sklearn.ConformalUnion`: the range of its detectors,
     which must agree (a ValueError otherwise, or when none has one).
     """
+    pipe = _bare_union(pipe)
     if _is_union(pipe):
         return _members_agree(
             pipe, _member_range,
@@ -255,6 +256,7 @@ def image_shape(detector):
     ValueError
         The detectors of a union disagree, or none of them tells the shape.
     """
+    detector = _bare_union(detector)
     if not _is_union(detector):
         shape = _member_shape(detector)
         if shape is None:
@@ -468,16 +470,25 @@ def _as_attributor(detector):
 
 
 def _is_union(detector):
+    """A :class:`~flipad_sklearn.ConformalUnion`, frozen or not."""
+    from .detection.conformal import _frozen_inner
     from .detection.union import ConformalUnion
 
-    return isinstance(detector, ConformalUnion)
+    return isinstance(_frozen_inner(detector), ConformalUnion)
+
+
+def _bare_union(detector):
+    """A frozen union without its FrozenEstimator wrappers; anything else as it is."""
+    from .detection.conformal import _frozen_inner
+
+    return _frozen_inner(detector) if _is_union(detector) else detector
 
 
 def _pipelines(detector):
     """name -> fitted pipeline (one detector: a single unnamed entry)."""
     if not _is_multi(detector):
-        return {None: detector}
-    return dict(_as_attributor(detector).estimators_)
+        return {None: _bare_union(detector)}
+    return {n: _bare_union(p) for n, p in _as_attributor(detector).estimators_.items()}
 
 
 def scoring_estimators(detector):
@@ -526,6 +537,7 @@ def _metadata(detector, detector_path, alpha):
     from ._version import __version__
 
     meta = {"package": "flipad_sklearn", "version": __version__}
+    detector = _bare_union(detector)
     if _is_union(detector):
         meta.update(_union_metadata(detector))
         meta["detector"] = None if detector_path is None else os.fspath(detector_path)
@@ -546,6 +558,7 @@ def _score_rows(detector, X, alpha, verbose):
     """(columns, one row dict per sample of X), every verdict from the fitted models."""
     import numpy as np
 
+    detector = _bare_union(detector)
     if _is_union(detector):
         union = detector
         # one pass through every detector's steps (FLIPAD: one inversion per image)
@@ -615,6 +628,7 @@ def table_from_read(detector, X, read, entries, *, alpha=None, detector_path=Non
     ``(ok, read_errors)`` of :func:`read_images`.
     """
     ok, read_errors = read
+    detector = _bare_union(detector)
     if _is_union(detector):
         columns = _union_columns(detector)
     else:
@@ -662,7 +676,8 @@ def verdict_table(detector, inputs, *, names=None, alpha=None, detector_path=Non
         :class:`~flipad_sklearn.ConformalUnion` (its verdicts, and each
         detector's p-value in a column ``p_<name>``); several owned models
         as a fitted :class:`~flipad_sklearn.OwnedModelsAttributor` or a dict
-        of name -> fitted pipeline (then the rows hold prediction sets).
+        of name -> fitted pipeline or union (then the rows hold prediction
+        sets).
     inputs : str, path-like, list of them, or array-like of samples
         Image files and folders (folders listed sorted, not recursively),
         read as ``flipad score`` reads them (see the module's docstring), or

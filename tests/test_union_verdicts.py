@@ -401,7 +401,7 @@ def test_flipad_attribute_reads_union_files(two_unions, tmp_path, capsys):
     out = tmp_path / "sets.json"
     code = cli.main(["attribute", "--model", f"G={paths['G']}", "--model",
                      f"H={paths['H']}", str(tmp_path / "imgs"), "-o", str(out),
-                     "--format", "json", "-q", "--device", "cpu"])
+                     "--format", "json", "-q", "--device", "cpu", "--batch-size", "4"])
     assert code == cli.EXIT_OK
     doc = json.loads(out.read_text())
     files = [r["path"] for r in doc["verdicts"]]
@@ -417,6 +417,9 @@ def test_flipad_attribute_reads_union_files(two_unions, tmp_path, capsys):
     meta = doc["detector"]["models"]["G"]
     assert meta["fnr"] == 0.1 and set(meta["members"]) == {"flipad", "pixels"}
     assert meta["fnr_bound"] == pytest.approx(unions["G"].fnr_bound_)
+    assert cli.main(["attribute", "--model", f"G={paths['G']}", str(tmp_path / "imgs"),
+                     "--batch-size", "0"]) == 2
+    assert "--batch-size must be a positive integer" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("kind", ["dctpad", "pixels"])
@@ -465,3 +468,73 @@ def test_flipad_score_refuses_a_detector_that_tells_no_image_shape(tmp_path, cap
     _write_pngs(_samples(G, 2, 3)[0], tmp_path / "imgs", "x")
     assert cli.main(["score", str(path), str(tmp_path / "imgs"), "-q"]) == 1
     assert "does not tell the shape of the images" in capsys.readouterr().err
+
+
+def test_attribution_table_of_frozen_unions_matches_the_unions(two_unions, tmp_path):
+    # before: verdict_table took a frozen union for a pipeline ("does not tell the shape
+    # of the images") and its metadata for a bare detector's (threshold None)
+    from sklearn.frozen import FrozenEstimator
+
+    unions, X = two_unions
+    _write_pngs(X, tmp_path / "imgs", "x")
+    files = [str(tmp_path / "imgs")]
+    plain = verdict_table(unions, files)
+    frozen = verdict_table({n: FrozenEstimator(u) for n, u in unions.items()}, files)
+    assert [r["set"] for r in frozen] == [r["set"] for r in plain]
+    assert [r["p_G"] for r in frozen] == [r["p_G"] for r in plain]
+    meta = frozen.metadata["models"]["G"]
+    assert meta["fnr_bound"] == pytest.approx(unions["G"].fnr_bound_)
+    assert set(meta["members"]) == {"flipad", "pixels"}
+    alone = verdict_table(FrozenEstimator(unions["G"]), files)
+    assert [r["verdict"] for r in alone] == [r["verdict"] for r in verdict_table(
+        unions["G"], files)]
+
+
+def test_attributor_refuses_a_pipeline_that_ends_in_a_union(two_unions):
+    # before: accepted, and its steps were skipped when scoring (wrong sets, silently)
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    from flipad_sklearn import OwnedModelsAttributor
+
+    unions, _ = two_unions
+    piped = make_pipeline(FunctionTransformer(), unions["G"])
+    with pytest.raises(TypeError, match="pipeline ending in a ConformalUnion"):
+        OwnedModelsAttributor.from_fitted({"G": piped, "H": unions["H"]})
+    with pytest.raises(TypeError, match="pipeline ending in a ConformalUnion"):
+        OwnedModelsAttributor({"G": piped, "H": unions["H"]}).fit(
+            np.zeros((4, 1, 8, 8)), ["G", "G", "H", "H"])
+
+
+@pytest.mark.parametrize("fnr", [1.5, 0, -0.1, "a", True])
+def test_attributor_calibrate_checks_fnr_before_any_change(two_unions, fnr):
+    # before: a union took fnr=1.5 (members at 0.75) and "a" failed inside numpy
+    from flipad_sklearn import OwnedModelsAttributor
+
+    unions, X = two_unions
+    attr = OwnedModelsAttributor.from_fitted(unions)
+    with pytest.raises(ValueError, match="fnr must be None or a number in"):
+        attr.calibrate({"G": X[:6]}, fnr=fnr)
+    assert unions["G"].fnr == 0.1
+
+
+def test_labels_do_not_depend_on_the_order_of_unions_that_tie_at_one(two_unions):
+    # a union's p-value is capped at 1, where many of G's samples lie: two unions of G
+    # that both gave 1 were ranked by their order in the attributor (the first won)
+    from flipad_sklearn import OwnedModelsAttributor
+
+    unions, _ = two_unions
+    A, B = unions["G"], _union_of(_generator(0), _generator(1), 21)
+    X = _samples(_generator(0), 60, 8)[0]
+    first = OwnedModelsAttributor.from_fitted({"A": A, "B": B}).attribute(X)
+    second = OwnedModelsAttributor.from_fitted({"B": B, "A": A}).attribute(X)
+    ratio = {n: (u.pvalues(X, per_detector=True) / u.weights_).min(axis=1)
+             for n, u in (("A", A), ("B", B))}
+    tied = first.sets.all(axis=1) & (A.pvalues(X) == 1) & (B.pvalues(X) == 1) \
+        & (ratio["A"] != ratio["B"])
+    assert tied.sum() >= 3                     # the case this test is about occurs
+    # equal ratios (every detector at p = 1, say) still go to the model listed first
+    ranked = ~first.sets.all(axis=1) | (ratio["A"] != ratio["B"])
+    np.testing.assert_array_equal(first.labels[ranked], second.labels[ranked])
+    np.testing.assert_array_equal(first.labels[tied],
+                                  np.where(ratio["A"] > ratio["B"], "A", "B")[tied])

@@ -112,6 +112,20 @@ class OwnedModelsAttributor(NamedEstimatorsMixin, ClassifierMixin, MetaEstimator
         self.none_label = none_label
 
     # ----------------------------------------------------------------- fit
+    @staticmethod
+    def _model_detector(name, est):
+        """The conformal detector of one model: a union (frozen or not) is its own; a
+        pipeline ending in a union is refused (its steps would be skipped)."""
+        det, head = _unwrap(est)
+        if not isinstance(det, (ConformalDecisionMixin, ConformalUnion)):
+            raise TypeError(f"Model {name!r}: {type(det).__name__} is not a conformal "
+                            "detector of flipad_sklearn (a pipeline ending in one, or a "
+                            "ConformalUnion).")
+        if isinstance(det, ConformalUnion) and head is not None:
+            raise TypeError(f"Model {name!r}: a pipeline ending in a ConformalUnion; put its "
+                            "steps inside each of the union's detectors instead.")
+        return det
+
     def _check_names(self):
         return super()._check_names(reserved={self.none_label})
 
@@ -150,6 +164,8 @@ class OwnedModelsAttributor(NamedEstimatorsMixin, ClassifierMixin, MetaEstimator
                 f"{self.none_label!r}: {unknown[:5]}. Label each sample with the owned "
                 f"model that made it ({names}) or with {self.none_label!r} for a known "
                 "other source.")
+        for name, est in pairs:
+            self._model_detector(name, est)
         self.estimators_ = {}
         for name, est in pairs:
             own = y == name
@@ -189,12 +205,7 @@ class OwnedModelsAttributor(NamedEstimatorsMixin, ClassifierMixin, MetaEstimator
         self._validate_params()
         pairs = self._check_names()
         for name, est in pairs:
-            det, _ = _unwrap(est)          # a union (frozen or not) is its own detector
-            if not isinstance(det, (ConformalDecisionMixin, ConformalUnion)):
-                raise TypeError(f"Model {name!r}: {type(det).__name__} is not a conformal "
-                                "detector of flipad_sklearn (a pipeline ending in one, or a "
-                                "ConformalUnion).")
-            check_is_fitted(det)
+            check_is_fitted(self._model_detector(name, est))
             if self.fnr is not None:
                 raise ValueError("from_fitted keeps each detector's own fnr (pass fnr=None);"
                                  " recalibrate with OwnedModelsAttributor.calibrate.")
@@ -221,16 +232,22 @@ class OwnedModelsAttributor(NamedEstimatorsMixin, ClassifierMixin, MetaEstimator
             see :func:`flipad_sklearn.detection.conformal.calibrate`.  Models not in
             the dict keep their threshold.
         n_samples : "auto" or int, default="auto"
-        fnr : float or None, default=None
+        fnr : float in (0, 1) or None, default=None
+            A new fnr for the calibrated models (None: each keeps its own); a
+            union's detectors each get their share of it.
 
         Returns
         -------
         self
         """
         check_is_fitted(self)
+        if fnr is not None and (isinstance(fnr, bool) or not isinstance(fnr, Real)
+                                or not 0 < fnr < 1):
+            raise ValueError(f"fnr must be None or a number in (0, 1), got {fnr!r}.")
+        unknown = [name for name in samples if name not in self.estimators_]
+        if unknown:
+            raise ValueError(f"{unknown[0]!r} is not one of the models {list(self.classes_)}.")
         for name, X in samples.items():
-            if name not in self.estimators_:
-                raise ValueError(f"{name!r} is not one of the models {list(self.classes_)}.")
             det, _ = _unwrap(self.estimators_[name])
             if isinstance(det, ConformalUnion):
                 if fnr is not None:
@@ -242,19 +259,24 @@ class OwnedModelsAttributor(NamedEstimatorsMixin, ClassifierMixin, MetaEstimator
 
     # ------------------------------------------------------------- predict
     def _verdicts(self, X):
-        """Per model: the p-values of ``X`` and whether its detector accepts each sample
-        (one pass through each model's steps: for FLIPAD, one inversion per sample)."""
+        """Per model: the p-values of ``X``, whether its detector accepts each sample and
+        the value that ranks the models of a set (one pass through each model's steps:
+        for FLIPAD, one inversion per sample)."""
         check_is_fitted(self)
         out = []
         for name in self.classes_:
             det, head = _unwrap(self.estimators_[name])
             if isinstance(det, ConformalUnion):
-                p, decision = det.pvalues(X, return_decision=True)
-                out.append((p, decision >= 0))      # the union's predict rule
+                P, decision = det.pvalues(X, per_detector=True, return_decision=True)
+                # the union's p-value is capped at 1, where many of G's samples lie: the
+                # uncapped ratio min_j p_j / w_j ranks them
+                ratio = (P / np.asarray(det.weights_, dtype=np.float64)).min(axis=1)
+                out.append((det.combine_pvalues(P), decision >= 0, ratio))
                 continue
             det._check_calibrated()
             s = det.score_samples(_head_transform(head, X))
-            out.append((det._pvalues_of_scores(s), s - det.offset_ >= 0))
+            p = det._pvalues_of_scores(s)
+            out.append((p, s - det.offset_ >= 0, p))
         return out
 
     def pvalues(self, X):
@@ -270,7 +292,7 @@ class OwnedModelsAttributor(NamedEstimatorsMixin, ClassifierMixin, MetaEstimator
             Column ``j`` for ``classes_[j]``; for a new sample of model ``j``,
             ``P(p[:, j] <= a) <= a``.
         """
-        return np.column_stack([p for p, _ in self._verdicts(X)])
+        return np.column_stack([v[0] for v in self._verdicts(X)])
 
     @staticmethod
     def _check_alpha(alpha):
@@ -281,8 +303,8 @@ class OwnedModelsAttributor(NamedEstimatorsMixin, ClassifierMixin, MetaEstimator
     @staticmethod
     def _sets(verdicts, alpha):
         if alpha is None:
-            return np.column_stack([accepted for _, accepted in verdicts])
-        return np.column_stack([p > alpha for p, _ in verdicts])
+            return np.column_stack([accepted for _, accepted, _ in verdicts])
+        return np.column_stack([p > alpha for p, _, _ in verdicts])
 
     def predict_set(self, X, alpha=None, *, as_sets=False):
         """Prediction sets: which of my models may have made each sample.
@@ -314,7 +336,8 @@ class OwnedModelsAttributor(NamedEstimatorsMixin, ClassifierMixin, MetaEstimator
         """The most likely owned model of each sample, or ``none_label``.
 
         Among the models of the prediction set (``alpha=None``), the one with
-        the largest p-value; ``none_label`` when the set is empty.
+        the largest p-value (a union's: see :meth:`attribute`);
+        ``none_label`` when the set is empty.
 
         Parameters
         ----------
@@ -344,15 +367,18 @@ class OwnedModelsAttributor(NamedEstimatorsMixin, ClassifierMixin, MetaEstimator
         result : sklearn.utils.Bunch
             ``pvalues`` (n_samples, n_models), ``sets`` (n_samples, n_models)
             bool and ``labels`` (n_samples,): the model of the set with the
-            largest p-value, or ``none_label`` for an empty set.
+            largest p-value, or ``none_label`` for an empty set.  A union's
+            p-value is capped at 1: its models are ranked by the uncapped
+            ``min_j p_j / w_j``; equal values go to the model listed first.
         """
         from sklearn.utils import Bunch
 
         self._check_alpha(alpha)
         verdicts = self._verdicts(X)
         member = self._sets(verdicts, alpha)
-        p = np.column_stack([p for p, _ in verdicts])
-        best = np.argmax(np.where(member, p, -1.0), axis=1)
+        p = np.column_stack([v[0] for v in verdicts])
+        rank = np.column_stack([v[2] for v in verdicts])
+        best = np.argmax(np.where(member, rank, -1.0), axis=1)
         labels = np.array(self.classes_[best], dtype=object)
         labels[~member.any(axis=1)] = self.none_label
         return Bunch(pvalues=p, sets=member, labels=labels)
