@@ -13,7 +13,7 @@ and ``flipad_sklearn.FinalLayerInverter`` work as with eager imports.
 import importlib
 import importlib.util
 
-from ._version import __version__
+from ._version import __version__  # noqa: F401 (the package's version)
 
 # public name -> the submodule that defines it, by role (a name listed here
 # must be importable from that submodule; tests/test_lazy_import.py checks
@@ -42,8 +42,9 @@ _EXPORTS = {
     ".streaming": ["StreamingFeatures"],
     # detection: detectors, the conformal rule, pipelines, several owned models
     ".detection": ["ConformalDetector", "ConformalPipeline", "ConformalUnion",
-                   "FLIPADDetector", "FingerprintCorrelation", "GaussianDensity", "LatentInversionDistance",
-                   "OwnedModelsAttributor", "ReconstructionDistance", "ThresholdWarning",
+                   "FLIPADDetector", "FingerprintCorrelation", "GaussianDensity",
+                   "LatentInversionDistance", "OwnedModelsAttributor",
+                   "ReconstructionDistance", "ThresholdWarning",
                    "calibrate", "calibration_size", "fnr_interval",
                    "required_validation_size"],
     ".model_selection": ["LabelStratifiedKFold", "labelled_roc_auc"],

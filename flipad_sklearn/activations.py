@@ -246,6 +246,7 @@ def _identity(x):
 TANH_SCALING = "Scale 8-bit images in [0, 255] with X / 127.5 - 1 for a tanh generator."
 SIGMOID_SCALING = "Scale 8-bit images in [0, 255] with X / 255 for a sigmoid generator."
 
+
 def _tanh_slope(x):
     return 1.0 - x * x
 

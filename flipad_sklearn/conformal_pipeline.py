@@ -1,4 +1,7 @@
-"""Deprecated alias of :mod:`flipad_sklearn.detection.conformal_pipeline` (removed in the next release)."""
+"""Deprecated alias of :mod:`flipad_sklearn.detection.conformal_pipeline`.
+
+Removed in the next release.
+"""
 
 from ._deprecated import alias
 

@@ -124,7 +124,6 @@ _TORCH_DTYPES = {str(d).removeprefix("torch."): d for d in (
 _ZIP_MAGIC = b"PK\x03\x04"
 
 
-
 # ------------------------------------------------------------------------ encode
 class _Encoder:
     def __init__(self):
@@ -319,6 +318,7 @@ def save(estimator, path, *, format="flipad"):
         "root": root,
     }
     blob = np.frombuffer(json.dumps(spec).encode("utf-8"), dtype=np.uint8)
+
     def write(fh):                      # a file object: savez adds no ".npz"
         np.savez(fh, **{SPEC_KEY: blob}, **enc.arrays)
 

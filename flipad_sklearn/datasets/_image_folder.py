@@ -235,8 +235,8 @@ def load_image_folder(path, image_size, mode="L", *, resize=False, value_range=(
     if errors and warn:
         warnings.warn(
             f"{len(errors)} of {len(entries)} files and folders in "
-            f"{os.fspath(path)!r} were not loaded (first: {errors[0][0]!r}: {errors[0][1]}); see the returned "
-            "errors list.",
+            f"{os.fspath(path)!r} were not loaded (first: {errors[0][0]!r}: {errors[0][1]}); "
+            "see the returned errors list.",
             UserWarning,
             stacklevel=2,
         )

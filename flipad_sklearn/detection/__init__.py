@@ -38,7 +38,8 @@ from .union import ConformalUnion
 
 __all__ = [
     "ConformalDecisionMixin", "ConformalDetector", "ConformalPipeline", "ConformalUnion",
-    "FLIPADDetector", "FingerprintCorrelation", "GaussianDensity", "LatentInversionDistance", "OwnedModelsAttributor",
+    "FLIPADDetector", "FingerprintCorrelation", "GaussianDensity", "LatentInversionDistance",
+    "OwnedModelsAttributor",
     "ReconstructionDistance", "ThresholdWarning", "calibrate", "calibration_size",
     "conformal_pvalues", "conformal_threshold", "fnr_interval", "required_validation_size",
 ]

@@ -48,6 +48,7 @@ _FLOATS = [np.float64, np.float32]
 
 _CONFORMAL_CONSTRAINTS = {**CONFORMAL_CONSTRAINTS, "random_state": ["random_state"]}
 
+
 # --------------------------------------------------------------------------- fingerprint
 class FingerprintCorrelation(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
     """Fingerprint-correlation baseline (Marra et al., 2019).

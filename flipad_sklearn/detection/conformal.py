@@ -559,7 +559,7 @@ class ConformalDecisionMixin:
                 self.fnr, getattr(self, "validation_size", "auto"),
                 getattr(self, "validation_fraction", 0.2))
             warnings.warn(_too_few_message(n, self.fnr, detail=(
-                f"The threshold is the lowest held-out score of G, "
+                "The threshold is the lowest held-out score of G, "
                 + ("the sample at it rejected" if reject_at else "ties with it accepted")
                 + f": a new sample of G is rejected with probability up to "
                 f"fnr_bound_ = 1/(n+1) = {self.fnr_bound_:.4g}, not {self.fnr}. "

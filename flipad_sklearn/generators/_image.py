@@ -337,8 +337,9 @@ def train_gan(kind, X, epochs=5, seed=0, batch_size=64, verbose=0, *, latent_dim
                 fake = G(noise(m)).detach()
                 if kind == "dcgan":
                     d_real, d_fake = D(real), D(fake)
-                    d_loss = (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
-                              + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
+                    bce = F.binary_cross_entropy_with_logits
+                    d_loss = (bce(d_real, torch.ones_like(d_real))
+                              + bce(d_fake, torch.zeros_like(d_fake)))
                 elif kind == "lsgan":
                     d_loss = 0.5 * ((D(real) - 1).pow(2).mean() + D(fake).pow(2).mean())
                 elif kind == "wgan_gp":

@@ -47,8 +47,8 @@ def ray_dual_value(theta, WT_theta, y, penalty):
     ``c`` maximises the quadratic part ``c <y, theta> - c^2 ||theta||^2 / 2``
     and is clipped into the feasible interval of ``penalty``
     (:meth:`~.penalty.L1Penalty.feasible_scale`).  ``WT_theta`` is ``(B, ...)``
-    in any float dtype (float32 from the fast checks); the value is float64.  With ``theta`` the residual
-    at the optimum, ``c = 1`` and the gap closes.
+    in any float dtype (float32 from the fast checks); the value is float64.  With
+    ``theta`` the residual at the optimum, ``c = 1`` and the gap closes.
     """
     yr = (y * theta).sum(dim=1)
     rr = (theta * theta).sum(dim=1)

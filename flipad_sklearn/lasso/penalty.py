@@ -78,7 +78,10 @@ class L1Penalty:
         return out
 
     def feasible_scale(self, s):
-        """Largest ``c >= 0`` per row with ``c * s`` dual feasible (``|s| <= alpha``, or ``s <= alpha``)."""
+        """Largest ``c >= 0`` per row with ``c * s`` dual feasible.
+
+        (``|s| <= alpha``, or ``s <= alpha``.)
+        """
         dims = tuple(range(1, s.ndim))
         if self.lower is None:
             # two reductions, no temporary: s.abs() would allocate (and page-fault)

@@ -71,8 +71,8 @@ def solve_scipy(W, Y, alpha, *, lower=None, tol=1e-12, max_iter=100_000, callbac
         bounds = [(0.0, None)] * (2 * K)
     else:
         # d >= l: u >= max(l, 0) and v <= max(-l, 0)
-        bounds = ([(max(l, 0.0), None) for l in lower]
-                  + [(0.0, max(-l, 0.0)) for l in lower])
+        bounds = ([(max(low, 0.0), None) for low in lower]
+                  + [(0.0, max(-low, 0.0)) for low in lower])
 
     def fun(x, y):
         d = x[:K] - x[K:]

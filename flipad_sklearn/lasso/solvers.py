@@ -421,7 +421,8 @@ def _continue_rows(solver, problem, cert, rows, left, dtype, callback):
                       tol=cert.tol, feature_tol=cert.feature_tol, anchor=cert.anchor,
                       feature_floor=None if cert.floor is None else cert.floor[rows],
                       progress_tol=cert.progress_tol, patience=cert.patience,
-                      n_extrapolation=N_EXTRAPOLATION if getattr(solver, "dual_extrapolation", True) else 0,
+                      n_extrapolation=(N_EXTRAPOLATION if getattr(solver, "dual_extrapolation",
+                                                                  True) else 0),
                       d0=cert.d[rows],
                       fast=cert.fast if dtype == torch.float32 else None, exact=cert.exact)
     sub.best_dual[:] = cert.best_dual[rows]          # dual bounds stay valid
