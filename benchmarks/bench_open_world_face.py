@@ -89,20 +89,40 @@ def _other(G, name, cache, log):
     return trained_other(G, name, arch, seed, cache, log=log)
 
 
+def _inverter_key(inv):
+    """The settings of the recipe's inverter that shape its features (scalars only: the
+    layer and the anchor are G's), part of the features cache's key."""
+    params = inv[0].get_params(deep=False)
+    return json.dumps({k: v for k, v in sorted(params.items())
+                       if isinstance(v, (bool, int, float, str, type(None)))})
+
+
+def _features_hold(inv, images, features, n=4):
+    """Whether cached features are what ``inv`` computes now (checked on ``n`` images)."""
+    if "g" not in features or "g" not in images:
+        return False
+    now = inv.transform(images["g"][:n])
+    return bool(np.allclose(now, features["g"][:n], rtol=1e-4, atol=1e-5))
+
+
 def build(cache, log=print):
     """Images of every source and their FLIPAD features (the inverter of make_flipad).
 
     Cached in ``cache``; sources made by an older recipe (``recipe`` in the
-    images file) are made again, the others kept.
+    images file) are made again, the others kept; features computed with
+    other inverter settings (``inverter`` in the features file) are computed
+    again (a cache written before the key existed is checked on a few
+    images instead).
     """
     img_path, feat_path = (os.path.join(cache, f) for f in ("images.npz", "features.npz"))
     os.makedirs(cache, exist_ok=True)
-    images, features = {}, {}
+    images, features, inverter = {}, {}, ""
     if os.path.exists(feat_path) and os.path.exists(img_path):
         images, features = dict(np.load(img_path)), dict(np.load(feat_path))
         # both files carry the recipe and the weights' fingerprints: a run stopped
         # between the two writes must not pair new images with old features, and
         # samples of a generator trained again are made again
+        inverter = str(features.pop("inverter", ""))
         keys = {(str(d.pop("recipe", "")), str(d.pop("fingerprints", "")))
                 for d in (images, features)}
         if keys != {(TRAIN_RECIPE, _fingerprints(cache))}:
@@ -110,6 +130,11 @@ def build(cache, log=print):
                 images.pop(name, None)
                 features.pop(name, None)
     G = load_face_dcgan()
+    inv = _inverter(G)
+    if features and inverter != _inverter_key(inv) and not (
+            inverter == "" and _features_hold(inv, images, features)):
+        log("the cached features were computed with other inverter settings: again")
+        features = {}
     fresh = images.get("fresh")
     if fresh is None:
         fresh = sample(G, N_TEST, seed=6)
@@ -122,17 +147,18 @@ def build(cache, log=print):
                                                  N_COMP if name == "comp" else N_TEST,
                                                  _SAMPLE_SEEDS[name]))
     missing = [k for k in makers if k not in features or k not in images]
+    stamp = dict(recipe=np.array(TRAIN_RECIPE), fingerprints=np.array(_fingerprints(cache)))
     if not missing:
+        if inverter != _inverter_key(inv):      # checked above: stamp it
+            np.savez(feat_path, **stamp, inverter=np.array(_inverter_key(inv)), **features)
         log(f"cached: {cache}")
         return images, features
-    inv = _inverter(G)
     for name in missing:
         images[name] = makers[name]()
         log(f"inverting {len(images[name])} images of {name}")
         features[name] = inv.transform(images[name]).astype(np.float32)
-    stamp = dict(recipe=np.array(TRAIN_RECIPE), fingerprints=np.array(_fingerprints(cache)))
     np.savez(img_path, **stamp, **images)
-    np.savez(feat_path, **stamp, **features)
+    np.savez(feat_path, **stamp, inverter=np.array(_inverter_key(inv)), **features)
     return images, features
 
 
@@ -181,8 +207,8 @@ def _finetuned(G):
 
 def _final_and_anchor(G):
     """G's final layer (find_final_layer) and the recipe's anchor (mean_activation)."""
-    z = torch.from_numpy(np.random.default_rng(2).standard_normal((4,) + LATENT,
-                                                                   dtype=np.float32))
+    z = torch.from_numpy(
+        np.random.default_rng(2).standard_normal((4,) + LATENT, dtype=np.float32))
     return find_final_layer(G, z), mean_activation(G, 1000, LATENT, random_state=3,
                                                    device="cpu")
 
@@ -281,7 +307,9 @@ def run(args):
     A = down8(images["g"][:n])
     mu, sd = A.mean(0), A.std(0) + 1e-12
     gauss = LedoitWolf().fit((A - mu) / sd)
-    score = lambda X: -gauss.mahalanobis((down8(X) - mu) / sd)
+
+    def score(X):
+        return -gauss.mahalanobis((down8(X) - mu) / sd)
     t = np.quantile(score(itests["fresh G"]), 0.005)
     print("\nThe lead behind `make_pixel_guard` (first found here): a Gaussian model "
           "(Ledoit-Wolf) of G's 8x8-downsampled pixels, no negatives; share rejected at its "
