@@ -277,7 +277,8 @@ def _image_pairs(cfg, zoo, real, kind, seed, keep_figure, log, methods=None, reg
     protocols = s.protocols()
     # FLIPAD's inversion once per G, for all images it will see (the paper
     # protocol's training rows are the first of the shadows protocol's)
-    Z_pool, *Z_list = P.invert_all(M.inverter(ctx, registry), [s.training_set()[0]] + list(s.test.values()))
+    Z_pool, *Z_list = P.invert_all(M.inverter(ctx, registry),
+                                   [s.training_set()[0]] + list(s.test.values()))
     Z_test = dict(zip(s.test, Z_list))
     t_inv = time.perf_counter() - t_g
     figure = None
@@ -476,8 +477,8 @@ def run_tabular(config="quick", out_dir="bench_out", cache_dir=DEFAULT_CACHE, lo
         layer = G.standardized_final_layer()
         anchor = mean_activation(G, cfg["n_anchor"], G.latent_shape, layer=G.final_layer,
                                  random_state=7, device="cpu")
-        make = dict(alpha=cfg["alpha"], **_budget(cfg), pooling=None, positive=True, fnr=FNRS[0], random_state=seed,
-                    device="cpu")
+        make = dict(alpha=cfg["alpha"], **_budget(cfg), pooling=None, positive=True, fnr=FNRS[0],
+                    random_state=seed, device="cpu")
         for proto, (X_tr, y_tr) in protocols.items():
             for method in TABULAR_METHODS:
                 if proto != "paper" and method in UNSUPERVISED:

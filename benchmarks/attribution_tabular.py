@@ -58,12 +58,11 @@ import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import roc_auc_score
-from sklearn.pipeline import Pipeline
 
 from flipad_sklearn import make_rawpad, mean_activation
 from flipad_sklearn.detection.conformal import conformal_threshold
 from flipad_sklearn.datasets import load_wine_quality
-from flipad_sklearn.pipeline import TABULAR_RECIPE, make_flipad_tabular
+from flipad_sklearn.pipeline import make_flipad_tabular
 
 from .train_zoo import DEFAULT_CACHE, ensure_tabular_zoo
 from ._results import write_result
@@ -404,7 +403,7 @@ def _write_ablation(rows, out_dir):
         w.writerows(rows)
     lines = ["# Tabular ablation (G = kl_wgan-s0; FLIPAD acc@0.005 / AUC, Δ vs RAWPAD)", "",
              "| variant | protocol | " + " | ".join(f"{g} acc (Δ) | {g} auc (Δ)"
-                                                   for g in GROUPS) + " |",
+                                                    for g in GROUPS) + " |",
              "|---|---|" + "---|" * (2 * len(GROUPS))]
     for r in rows:
         cells = []

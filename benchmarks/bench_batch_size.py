@@ -77,8 +77,8 @@ def main(argv=None):
     p.add_argument("--repeat", type=int, default=3)
     add_result_args(p)
     args = p.parse_args(argv)
-    return tee_result("bench_batch_size" + (f"_{args.only}" if args.only else "") + ".md", _run, args,
-                      results_dir=results_dir(args))
+    return tee_result("bench_batch_size" + (f"_{args.only}" if args.only else "") + ".md",
+                      _run, args, results_dir=results_dir(args))
 
 
 def _run(args):

@@ -60,7 +60,7 @@ def main(argv=None):
     for name, kw in (("default (`one_class=\"ocsvm\"` guard, `combine=\"auto\"`)", {}),
                      ("`one_class=None` (Deep SAD alone)", {"one_class": None})):
         pipe = Pipeline([("inv", inv), ("det", FLIPADDetector(fnr=0.005, random_state=0,
-                                                                device="cpu", **kw))])
+                                                              device="cpu", **kw))])
         pipe[-1].fit(F, y)
         det = pipe[-1]
         v = det.validation_scores_

@@ -120,8 +120,8 @@ def main(argv=None):
     p.add_argument("--n-samples", type=int, default=2)
     add_result_args(p)
     args = p.parse_args(argv)
-    return tee_result("bench_certificate" + (f"_{args.only}" if args.only else "") + ".md", _run, args,
-                      results_dir=results_dir(args))
+    return tee_result("bench_certificate" + (f"_{args.only}" if args.only else "") + ".md",
+                      _run, args, results_dir=results_dir(args))
 
 
 def _run(args):

@@ -135,7 +135,8 @@ def main(argv=None):
             same_runs = all(np.array_equal(r["n_iter"], b["n_iter"])
                             for r in res["before"][1:])
             rows.append(dict(
-                name=name if solver == "auto" else f"{name}, solver={solver!r}", n=len(x), solver=f"{b['solver']} / {a['solver']}",
+                name=name if solver == "auto" else f"{name}, solver={solver!r}", n=len(x),
+                solver=f"{b['solver']} / {a['solver']}",
                 it_b=f"{np.median(b['n_iter']):.0f}", it_a=f"{np.median(a['n_iter']):.0f}",
                 same_iter=bool(np.array_equal(b["n_iter"], a["n_iter"])),
                 obj=float(np.max(np.abs(a["objective"] / b["objective"] - 1))),

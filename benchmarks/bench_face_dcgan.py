@@ -339,7 +339,7 @@ def main(argv=None):
     t_train = time.time() - t0
 
     z = torch.from_numpy(np.random.default_rng(2).standard_normal((4,) + LATENT,
-                                                                   dtype=np.float32))
+                                                                  dtype=np.float32))
     final = find_final_layer(G, z)
     anchor = mean_activation(G, args.n_anchor, LATENT, random_state=3, device="cpu")
     pipe = make_flipad(final.layer, final.activation, anchor, fnr=0.005, random_state=0,

@@ -1,4 +1,5 @@
-"""Which shadows help on a published generator: a competitor's copy or fine-tuned copies of G (issue 32).
+"""Which shadows help on a published generator: a competitor's copy or fine-tuned copies of G
+(issue 32).
 
 G is the published face DCGAN (``gan-face-generate``).  The recipe of
 :func:`~flipad_sklearn.make_flipad` at its defaults is trained on 400

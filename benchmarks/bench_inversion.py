@@ -41,7 +41,8 @@ time by 30 %, the baseline's seconds average it out), the two alternating so
 that a slow spell biases neither.  Torch threads must not exceed the
 free cores: with one of two cores busy, two threads made every run ~30x slower.
 
-Run: ``python -m benchmarks.bench_inversion [--quick] [--only NAME...] [--device cuda] [--out FILE]``
+Run:
+``python -m benchmarks.bench_inversion [--quick] [--only NAME...] [--device cuda] [--out FILE]``
 (writes ``benchmarks/results/bench_inversion.md``; ``--quick`` writes to a
 temporary folder unless ``--results-dir`` is given).
 """
@@ -153,7 +154,8 @@ def conv_table(title, layer, in_shape, *, activation, alpha, step, stop, max_ite
                               alpha).numpy()
     ms_plain = plain_iteration_ms(layer, in_shape, n, device)
     print(f"\n## {title}\n")
-    print(f"alpha={alpha}, ridge={inv.ridge_:.2e}, {n} samples, device={device}, L={inv.lipschitz_:.3f} "
+    print(f"alpha={alpha}, ridge={inv.ridge_:.2e}, {n} samples, device={device}, "
+          f"L={inv.lipschitz_:.3f} "
           f"(baseline step {step}: step*L = {step * inv.lipschitz_:.3f}); "
           f"default solver: {inv.solver_} ({inv.solver_reason_}); batch_size={inv.batch_size_}; "
           f"fit {fit_s['flipad defaults']:.1f} s, first transform of one sample (per-layer "

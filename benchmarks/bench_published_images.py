@@ -14,8 +14,9 @@ generators' samples, floats and PNG.  Prints one markdown row per variant.
 pipeline was before issue 27).  ``--recipe rawpad`` / ``dctpad`` fits the
 baselines' recipes (:func:`flipad_sklearn.make_rawpad`,
 :func:`flipad_sklearn.make_dctpad`) instead of FLIPAD's; the result file is
-``published_images[_RECIPE][_float].md`` unless ``--name`` says otherwise.  Run it against another checkout with
-``PYTHONPATH=<checkout>``; the script only uses options older code also has.
+``published_images[_RECIPE][_float].md`` unless ``--name`` says otherwise.
+Run it against another checkout with ``PYTHONPATH=<checkout>``; the script
+only uses options older code also has.
 """
 
 import argparse
@@ -59,7 +60,7 @@ def main(argv=None):
     add_result_args(p)
     args = p.parse_args(argv)
     name = args.name or ("published_images" + ("" if args.recipe == "flipad"
-                                                else "_" + args.recipe)
+                                               else "_" + args.recipe)
                          + ("_float" if args.float else "") + ".md")
     return tee_result(name, _run, args,
                       results_dir=results_dir(args))

@@ -64,8 +64,8 @@ def resize(X, s):
 def crop(X, s):
     h, w = X.shape[-2:]
     ch, cw = round(h * s), round(w * s)
-    t, l = (h - ch) // 2, (w - cw) // 2
-    return np.stack([_back(_pil(x).crop((l, t, l + cw, t + ch))
+    t, left = (h - ch) // 2, (w - cw) // 2
+    return np.stack([_back(_pil(x).crop((left, t, left + cw, t + ch))
                            .resize((w, h), Image.Resampling.BICUBIC)) for x in X])
 
 
@@ -158,8 +158,8 @@ def _run(args):
     X_cal = np.clip(np.round((X_cal + 1) * 127.5), 0, 255) / 127.5 - 1
     calibrate(pipe, mixture(X_cal, np.random.default_rng(rs + 201)).astype(np.float32))
     thresholds["mixture"] = det.offset_
-    print(f"| threshold | perturbation | G accepted | unseen rejected | other rejected | "
-          f"real rejected | mean accuracy |")
+    print("| threshold | perturbation | G accepted | unseen rejected | other rejected | "
+          "real rejected | mean accuracy |")
     print("|---|---|---|---|---|---|---|")
     for tname, thr in thresholds.items():
         for pname in PERTURBATIONS:

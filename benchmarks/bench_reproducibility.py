@@ -63,7 +63,7 @@ from sklearn.exceptions import ConvergenceWarning
 from torch import nn
 
 from flipad_sklearn import (FinalLayerInverter, calibrate, mean_activation,
-                            required_validation_size, sample_activations)
+                            required_validation_size)
 from flipad_sklearn.inversion import DEFAULT_FEATURE_TOL
 from flipad_sklearn.lasso.solvers import make_solver
 
@@ -85,7 +85,8 @@ def with_threads(n, fn):
 
 
 def run_variant(inv, X, threads=THREADS, **params):
-    """Features of ``X`` from a re-fitted copy of ``inv`` with ``params``; (Z, inverter, s/sample)."""
+    """Features of ``X`` from a re-fitted copy of ``inv`` with ``params``;
+    (Z, inverter, s/sample)."""
     v = clone(inv).set_params(**params).fit(X[:1])
 
     def go():
@@ -167,7 +168,8 @@ def layers(quick, only):
             return None
         G = Generator(0, 3, 100, 64)
         path = os.path.join(os.path.dirname(gan_face_generate.__file__), "weights.tar")
-        G.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["netG_state_dict"])
+        G.load_state_dict(torch.load(path, map_location="cpu",
+                                     weights_only=True)["netG_state_dict"])
         G.eval()
         final = G.main[-2]
         n = 4 if quick else 8

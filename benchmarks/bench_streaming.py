@@ -215,7 +215,8 @@ def table(args, results):
     lines.append("|---|---:|---:|---:|---:|")
     for step, label in (("anchor", "anchor (mean activation)"),
                         ("inversion", "inversion (all activations)"),
-                        ("features", "features (inversion, crop, 3 channels, scaler; fit_transform)")):
+                        ("features",
+                         "features (inversion, crop, 3 channels, scaler; fit_transform)")):
         f, s = results[step, "full"], results[step, "streamed"]
         lines.append(f"| {label} | {f['seconds'] / args.n:.2f} | {f['extra_mb']:.0f} | "
                      f"{s['seconds'] / args.n:.2f} | {s['extra_mb']:.0f} |")

@@ -115,7 +115,7 @@ def main(argv=None):
     tests = {
         "G, fresh samples": sample(G, args.n_test, seed=3),
         "unseen seed of G's recipe": load_demo_generator("unseen").sample(args.n_test,
-                                                                         random_state=4),
+                                                                          random_state=4),
         "LSGAN (other architecture)": load_demo_generator("other").sample(args.n_test,
                                                                           random_state=5),
         "real MNIST": real_test,

@@ -29,7 +29,6 @@ def toy_labelled():
     return X, y, (4, 6, 6)
 
 
-
 @pytest.fixture(scope="session", autouse=True)
 def torch_single_thread():
     """One intra-op torch thread for the whole suite.

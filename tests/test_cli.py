@@ -594,7 +594,7 @@ def test_crafted_detector_file_is_one_line_exit_1(fitted, tmp_path, capsys):
 
 
 def test_cuda_fitted_detector_on_a_cpu_machine_names_the_option(fitted, tmp_path,
-                                                                 monkeypatch, capsys):
+                                                                monkeypatch, capsys):
     # before: failed after reading every image, naming the Python parameter
     import torch
 

@@ -45,7 +45,6 @@ pytestmark = [
 ]
 
 
-
 class _ShrinkAutoencoder(torch.nn.Module):
     """decode(encode(x)) = tanh(x): images of any shape, far-out samples reconstruct worse."""
 
@@ -171,8 +170,6 @@ EXPECTED_FAILED_CHECKS["FingerprintCorrelation"] = {
 }
 # the same reasons (SkipInverter's transform also records skip_)
 EXPECTED_FAILED_CHECKS["SkipInverter"] = EXPECTED_FAILED_CHECKS["FinalLayerInverter"]
-
-
 
 
 # StreamingFeatures over FLIPAD's inverter: the inverter's reasons

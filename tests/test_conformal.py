@@ -1,4 +1,5 @@
-"""flipad_sklearn.detection.conformal: one split, one threshold, one attribute for every detector."""
+"""flipad_sklearn.detection.conformal: one split, one threshold, one attribute for every
+detector."""
 
 import math
 import pickle

@@ -301,6 +301,7 @@ def test_guard_rejects_a_direction_the_negatives_do_not_show(seed):
     assert new_old < 0.6                              # Deep SAD alone: about chance
     assert new_new > 0.95                             # the guard rejects it
     assert g_new < 0.05 + 0.04                        # G's own samples: fnr = 0.05
+    assert g_old < 0.05 + 0.04                        # and with Deep SAD alone
 
 
 def test_guard_attributes_and_score():

@@ -1,4 +1,5 @@
-"""The diffusers recipe on a tiny AutoencoderKL (random weights, built from a config: no download)."""
+"""The diffusers recipe on a tiny AutoencoderKL (random weights, built from a config: no
+download)."""
 
 import numpy as np
 import pytest

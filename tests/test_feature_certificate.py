@@ -67,7 +67,7 @@ def test_elastic_net_prox_and_conjugate_have_their_closed_forms(lower):
             vals = torch.where(grid >= low[j], vals, -torch.inf)
         one = ElasticNetPenalty(alpha, ridge, None if low is None else low[j:j + 1])
         assert float(one.conjugate(s.reshape(1, 1))) == pytest.approx(float(vals.max()),
-                                                                       abs=1e-6)
+                                                                      abs=1e-6)
 
 
 def test_dual_values_never_exceed_the_primal():

@@ -65,10 +65,10 @@ def test_channel_selector_keeps_differing_channels():
     shape = (5, 3, 3)
     rng = np.random.default_rng(0)
     G = rng.normal(size=(100, *shape))
-    O = rng.normal(size=(80, *shape))
-    O[:, 1] += 2.0
-    O[:, 3] -= 1.0
-    X = np.vstack([G, O]).reshape(180, -1)
+    other = rng.normal(size=(80, *shape))
+    other[:, 1] += 2.0
+    other[:, 3] -= 1.0
+    X = np.vstack([G, other]).reshape(180, -1)
     y = np.r_[np.ones(100), -np.ones(80)]
     sel = ChannelSelector(2, input_shape=shape).fit(X, y)
     np.testing.assert_array_equal(sel.channels_, [1, 3])
@@ -111,8 +111,8 @@ def test_channel_selector_passthrough_and_errors():
 def test_scaler_uses_g_statistics():
     rng = np.random.default_rng(0)
     G = rng.normal(3.0, 2.0, size=(500, 3))
-    O = rng.normal(-5.0, 10.0, size=(200, 3))
-    X, y = np.vstack([G, O]), np.r_[np.ones(500), -np.ones(200)]
+    other = rng.normal(-5.0, 10.0, size=(200, 3))
+    X, y = np.vstack([G, other]), np.r_[np.ones(500), -np.ones(200)]
     sc = GeneratorStandardScaler().fit(X, y)
     np.testing.assert_allclose(sc.mean_, G.mean(0))
     np.testing.assert_allclose(sc.scale_, G.std(0) + 0.05)

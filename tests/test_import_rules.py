@@ -122,7 +122,7 @@ def _kind_reads(path):
 
 
 @pytest.mark.parametrize("name", sorted(m for m in MODULES
-                                         if not m.startswith("flipad_sklearn.operators")))
+                                        if not m.startswith("flipad_sklearn.operators")))
 def test_no_layer_kind_outside_operators(name):
     path = MODULES[name][1]
     rel = path.relative_to(PKG).as_posix()

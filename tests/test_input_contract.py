@@ -320,7 +320,7 @@ def test_cli_scales_by_the_activation_it_found(sigmoid_workdir, capsys, monkeypa
 
 
 def test_cli_blames_non_finite_weights_not_the_activation(sigmoid_workdir, capsys,
-                                                         monkeypatch):
+                                                          monkeypatch):
     code, _, err = _cli(["fit", "--generator", "sgens.py:broken", "--latent-shape", "8",
                          "--own", "own", "-q", "-o", "never.flipad"],
                         sigmoid_workdir, capsys, monkeypatch)

@@ -17,7 +17,7 @@ def _transposed_layers():
         if op >= max(s, d):
             continue
         out.append(((5, 2, (k, 2)), dict(stride=(s, 1), padding=(p, 0),
-                                          output_padding=(op, 0), dilation=(d, 1))))
+                                         output_padding=(op, 0), dilation=(d, 1))))
     return out
 
 

@@ -74,7 +74,6 @@ def _recipe(name, verbose, det_verbose=None):
     return make(**common, **kw), X
 
 
-
 @pytest.mark.parametrize("name", ["rawpad", "dctpad", "tabular"])
 @pytest.mark.parametrize("verbose", [0, 1])
 def test_recipes_verbose(name, verbose, capsys):

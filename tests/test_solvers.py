@@ -225,8 +225,8 @@ def test_batch_size_auto_follows_the_memory_budget():
     # on CPU a batch's state also stays within CPU_BATCH_BYTES (cache-sized
     # batches run faster per sample); not on CUDA
     dcgan = ConvTranspose2dOperator(torch.zeros(64, 3, 4, 4), (64, 32, 32),
-                          dict(stride=(2, 2), padding=(1, 1), dilation=(1, 1), groups=1,
-                               output_padding=(0, 0)))
+                                    dict(stride=(2, 2), padding=(1, 1), dilation=(1, 1),
+                                         groups=1, output_padding=(0, 0)))
     per = bytes_per_sample(dcgan)
     assert auto_batch_size(dcgan) == CPU_BATCH_BYTES // per < 64
     assert auto_batch_size(dcgan, device="cuda") == 256

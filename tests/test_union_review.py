@@ -80,8 +80,8 @@ def test_gaussian_density_refuses_features_whose_covariance_overflows():
 @pytest.mark.parametrize("edit, message", [
     ("indefinite", "positive definite"), ("log_det", "log-determinant"),
 ])
-def test_gaussian_files_that_would_change_every_score_are_refused(saved_union, tmp_path,
-                                                                  edit, message):
+def test_gaussian_files_that_would_change_every_score_are_refused(
+        saved_union, tmp_path, edit, message):  # noqa: F811
     _, path, _ = saved_union
     spec, arrays = _members(path)
     key = _fitted_key(spec["root"], "flipad_sklearn.GaussianDensity", "precision_")
@@ -135,7 +135,7 @@ def test_pixel_guard_refuses_what_it_would_silently_change(kwargs):
     ("offset_", "offset_ is not"),
 ])
 def test_union_files_whose_detectors_misstate_their_threshold_are_refused(
-        saved_union, tmp_path, edit, message):
+        saved_union, tmp_path, edit, message):  # noqa: F811
     """The union's fnr_bound_ is the sum of its detectors': a crafted 0 would promise 0."""
     _, path, _ = saved_union
     spec, arrays = _members(path)

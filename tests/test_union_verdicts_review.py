@@ -1,4 +1,5 @@
-"""A hostile review of a ConformalUnion's verdicts (``pvalues``, ``verdict_table``, ``flipad score``).
+"""A hostile review of a ConformalUnion's verdicts (``pvalues``, ``verdict_table``,
+``flipad score``).
 
 A verdict is evidence: re-scoring the same image files with the saved union,
 one at a time or in batches, in Python or with the command, must give the
