@@ -20,7 +20,9 @@ Two unions, as a user gets them:
 
 Cells: the share of G's images accepted, the share of each other source
 rejected (at the union's verdict, no AUC), and the mean accuracy
-``(G accepted + mean of the others rejected) / 2``.
+``(G accepted + mean of the others rejected) / 2``; then which detectors
+reject G's images (the share each one rejects: an image rejected by two
+counts for both).
 
 Run: ``python -m benchmarks.bench_face_recipe_perturbations`` (after
 ``bench_face_blind_one_call``, whose trained generators it reads).  Writes
@@ -93,8 +95,9 @@ def run(args):
           "before scoring.  Cells: share accepted (G) or rejected (others) at the union's "
           "verdict, fnr 0.005.\n")
     print("| union | perturbation | G accepted | " + " | ".join(
-        f"{v} rejected" for v in SOURCES.values()) + " | mean accuracy |")
-    print("|---|---|---|" + "---|" * len(SOURCES) + "---|")
+        f"{v} rejected" for v in SOURCES.values()) + " | mean accuracy | G rejected by "
+        "FLIPAD / DCTPAD / pixel guard |")
+    print("|---|---|---|" + "---|" * len(SOURCES) + "---|---|")
     for label, flipad_params in UNIONS.items():
         t = time.time()
         union = make_open_world_union(final.layer, final.activation, anchor,
@@ -109,15 +112,24 @@ def run(args):
         bounds = np.array([e[-1].fnr_bound_ for _, e in union.estimators_])
         t_fit = time.time() - t
 
-        def accepted(Z, union=union, bounds=bounds):
-            return verdict_score(union.pvalues(Z, per_detector=True), bounds) >= 0
+        def pvalues(Z, union=union):
+            return union.pvalues(Z, per_detector=True)
+
+        def accepted(P, bounds=bounds):
+            return verdict_score(P, bounds) >= 0
         for name in PERTURBATIONS:
-            g = float(np.mean(accepted(_perturb(name, fresh))))
-            rej = [1 - float(np.mean(accepted(_perturb(name, tests[k])))) for k in SOURCES]
+            P = pvalues(_perturb(name, fresh))
+            g = float(np.mean(accepted(P)))
+            # each detector's own verdict (verdict_score on its column alone)
+            by = [float(np.mean(verdict_score(P[:, [j]], bounds[[j]]) < 0))
+                  for j in range(P.shape[1])]
+            rej = [1 - float(np.mean(accepted(pvalues(_perturb(name, tests[k])))))
+                   for k in SOURCES]
             cells = [f"{g:.3f}"] + [f"{r:.3f}" for r in rej]
             print(f"| {label} | {name} | " + " | ".join(cells)
-                  + f" | {0.5 * (g + np.mean(rej)):.3f} |", flush=True)
-        print(f"| {label} | (fit and calibration {t_fit:.0f} s) |" + " |" * (len(SOURCES) + 2))
+                  + f" | {0.5 * (g + np.mean(rej)):.3f} | "
+                  + " / ".join(f"{b:.3f}" for b in by) + " |", flush=True)
+        print(f"| {label} | (fit and calibration {t_fit:.0f} s) |" + " |" * (len(SOURCES) + 3))
     print(f"\n{time.time() - t0:.0f} s (trained generators cached in {args.cache_dir}).")
 
 
