@@ -658,7 +658,10 @@ def make_open_world_union(layer, activation="tanh", anchor="zeros", *, image_sha
         moves most.  With generators of other architectures among the
         labelled others, DCTPAD learns their spectra and, unimmunised, can
         reject G's own JPEG images; immunised it accepts them.  FLIPAD's own
-        immunisation goes in ``flipad_params``.
+        immunisation goes in ``flipad_params`` (``flipad fit --detector
+        union --immunise`` sets both): it keeps more of G's JPEG images
+        accepted and lets more JPEG images of other generators through, a
+        trade-off measured in the user guide ("Open world", "Files").
     random_state : int or None, default=None
         Seeds every detector.
     device : {"auto", "cpu", "cuda"}, default="auto"
