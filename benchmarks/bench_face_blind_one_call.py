@@ -65,11 +65,8 @@ import time
 
 import torch
 
-from flipad_sklearn.generators import (
-    OPEN_WORLD_SHADOWS, PixelShuffleGenerator, UpsampleConvGenerator, final_layer_variant,
-    open_world_shadows,
-)
-from flipad_sklearn.generators._architectures import VARIANTS
+from flipad_sklearn.generators import OPEN_WORLD_SHADOWS, open_world_shadows
+from flipad_sklearn.generators._architectures import _open_world_models
 
 from ._results import add_result_args, results_dir, tee_result
 from .bench_face_blind import COLUMNS as FIRST_COLUMNS
@@ -131,15 +128,6 @@ def _shadow_file(cache, name):
                                f"_e{TRAIN_EPOCHS}_b{TRAIN_BATCH}.pt")
 
 
-def _blank_shadows(G):
-    """The five architectures of ``open_world_shadows(G, ...)``, untrained, in its order."""
-    models = [final_layer_variant(G, _Z, kind) for kind in VARIANTS]
-    latent_dim = LATENT[0]
-    models += [UpsampleConvGenerator(latent_dim, (3, 64, 64)),
-               PixelShuffleGenerator(latent_dim, (3, 64, 64))]
-    return dict(zip(OPEN_WORLD_SHADOWS, models))
-
-
 def one_call_shadows(G, cache, log=print):
     """The user guide's ``open_world_shadows`` call on G's training samples (weights cached).
 
@@ -150,7 +138,7 @@ def one_call_shadows(G, cache, log=print):
     paths = {name: _shadow_file(cache, name) for name in OPEN_WORLD_SHADOWS}
     timing = os.path.join(cache, f"onecall_seed{ONE_CALL_SEED}_time.json")
     if all(os.path.exists(p) for p in paths.values()):
-        shadows = _blank_shadows(G)
+        shadows, _ = _open_world_models(G, _Z, LATENT[0])
         for name, model in shadows.items():
             model.load_state_dict(torch.load(paths[name], map_location="cpu",
                                              weights_only=True))

@@ -537,7 +537,6 @@ def _metadata(detector, detector_path, alpha):
     from ._version import __version__
 
     meta = {"package": "flipad_sklearn", "version": __version__}
-    detector = _bare_union(detector)
     if _is_union(detector):
         meta.update(_union_metadata(detector))
         meta["detector"] = None if detector_path is None else os.fspath(detector_path)
@@ -558,7 +557,6 @@ def _score_rows(detector, X, alpha, verbose):
     """(columns, one row dict per sample of X), every verdict from the fitted models."""
     import numpy as np
 
-    detector = _bare_union(detector)
     if _is_union(detector):
         union = detector
         # one pass through every detector's steps (FLIPAD: one inversion per image)
@@ -628,7 +626,7 @@ def table_from_read(detector, X, read, entries, *, alpha=None, detector_path=Non
     ``(ok, read_errors)`` of :func:`read_images`.
     """
     ok, read_errors = read
-    detector = _bare_union(detector)
+    detector = _bare_union(detector)    # once, for _score_rows and _metadata too
     if _is_union(detector):
         columns = _union_columns(detector)
     else:

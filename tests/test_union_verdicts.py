@@ -538,3 +538,23 @@ def test_labels_do_not_depend_on_the_order_of_unions_that_tie_at_one(two_unions)
     np.testing.assert_array_equal(first.labels[ranked], second.labels[ranked])
     np.testing.assert_array_equal(first.labels[tied],
                                   np.where(ratio["A"] > ratio["B"], "A", "B")[tied])
+
+
+def test_attributor_with_unions_refuses_bad_input_clearly(two_unions):
+    from sklearn.exceptions import NotFittedError
+
+    from flipad_sklearn import OwnedModelsAttributor
+
+    unions, X = two_unions
+    attr = OwnedModelsAttributor.from_fitted(unions)
+    bad = X.copy()
+    bad[0, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        attr.attribute(bad)
+    with pytest.raises(ValueError, match="shape|features"):
+        attr.attribute(X[:, :, :4, :4])
+    with pytest.raises(TypeError, match="not a conformal detector"):
+        OwnedModelsAttributor.from_fitted({"G": unions["G"], "H": "a string"})
+    unfitted = ConformalUnion([("pixels", make_pixel_guard((1, 8, 8), size=4))])
+    with pytest.raises(NotFittedError):
+        OwnedModelsAttributor.from_fitted({"G": unions["G"], "H": unfitted})

@@ -242,6 +242,18 @@ OPEN_WORLD_SHADOWS = ("nearest_final", "bilinear_final", "pixel_shuffle_final",
                       "upsample_conv", "pixel_shuffle")
 
 
+def _open_world_models(generator, example_input, latent_dim, output=None):
+    """The untrained architectures of :func:`open_world_shadows`, by name (its order), and
+    the shape of G's images they make (to load saved shadows' weights into, too)."""
+    variants = [final_layer_variant(generator, example_input, kind, output=output)
+                for kind in VARIANTS]
+    with torch.no_grad():       # a variant (a copy, in eval mode) makes G's shape
+        made = tuple(_select_output(_call(variants[0], example_input), output).shape[1:])
+    models = variants + [UpsampleConvGenerator(latent_dim, made),
+                         PixelShuffleGenerator(latent_dim, made)]
+    return dict(zip(OPEN_WORLD_SHADOWS, models)), made
+
+
 def open_world_shadows(generator, X, example_input, *, latent_shape, seed=0, epochs=5,
                        batch_size=64, output=None, verbose=0, device="cpu"):
     """Train the open-world recipe's shadows of an image generator on ``X``.
@@ -286,18 +298,13 @@ def open_world_shadows(generator, X, example_input, *, latent_shape, seed=0, epo
     if X.ndim != 4:
         raise ValueError(f"X must hold images (n, C, H, W), got shape {X.shape}.")
     latent_dim = int(np.prod(latent_shape))
-    models = [final_layer_variant(generator, example_input, kind, output=output)
-              for kind in VARIANTS]
-    with torch.no_grad():       # a variant (a copy, in eval mode) makes G's shape
-        made = tuple(_select_output(_call(models[0], example_input), output).shape[1:])
+    models, made = _open_world_models(generator, example_input, latent_dim, output)
     if X.shape[1:] != made:
         raise ValueError(f"X has images of shape {X.shape[1:]} but the generator makes "
                          f"{made}.")
-    models += [UpsampleConvGenerator(latent_dim, X.shape[1:]),
-               PixelShuffleGenerator(latent_dim, X.shape[1:])]
     seeds = default_shadow_seeds(seed, len(models))
     out = {}
-    for name, model, shadow_seed in zip(OPEN_WORLD_SHADOWS, models, seeds):
+    for (name, model), shadow_seed in zip(models.items(), seeds):
         # the families take flat latents, the variants G's own
         shape = latent_shape if name.endswith("_final") else (latent_dim,)
         (out[name],) = train_shadows(model, X, seeds=[shadow_seed], latent_shape=shape,
