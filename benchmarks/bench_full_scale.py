@@ -140,13 +140,17 @@ def run_face_open_world(args):
           lambda: union.calibrate(lambda k: sample(G, k, int(rng.integers(2**31)))))
     n_cal = {name: int(det.validation_scores_.size)
              for (name, _), det in zip(union.estimators_, union._detectors())}
-    dec = timed("scoring: 3000 images", lambda: {
-        k: union.decision_function(X_own[k]) for k in ("G", "unseen", "upconv")})
+    # one pass per detector gives the verdict and which detector rejected each image
+    verdicts = timed("scoring: 3000 images", lambda: {
+        k: union.pvalues(X_own[k], per_detector=True, return_decision=True)
+        for k in ("G", "unseen", "upconv")})
     seconds = time.time() - t0
     print("\nnot timed (item 0's other two sources):", flush=True)
     extra = {"other domain": other_domain(1000, seed + 25),
              "G, JPEG q90": JPEGCompression(quality=90).fit_transform(X_own["G"])}
-    dec.update({k: union.decision_function(v) for k, v in extra.items()})
+    verdicts.update({k: union.pvalues(v, per_detector=True, return_decision=True)
+                     for k, v in extra.items()})
+    dec = {k: d for k, (_, d) in verdicts.items()}
     g = dec["G"]
     accuracy = {"G": float(np.mean(g >= 0)),
                 "G, JPEG q90": float(np.mean(dec["G, JPEG q90"] >= 0))}
@@ -167,8 +171,26 @@ def run_face_open_world(args):
           "1000 test samples after JPEG q90 (not timed).  'G' and 'G, JPEG q90': share "
           "accepted.  The others' and shadows' training is not timed (below).")
     _summary(seconds, accuracy, auc, load_before)
+    _rejected_by(union, verdicts)
     print(fingerprint_note(args.cache_dir, FACE_OTHERS))
     print(_one_call_note(args.cache_dir))
+
+
+def _rejected_by(union, verdicts):
+    """Share of each source's images each detector rejects (p_j at or below its bound)."""
+    names = [name for name, _ in union.estimators_]
+    bounds = np.array([det._fnr_bound() for det in union._detectors()])
+    print("\nWhich detector rejected the images (share of each source rejected by each "
+          f"detector at its threshold; its fnr: "
+          f"{', '.join(f'{n} {d.fnr:g}' for n, d in zip(names, union._detectors()))}):\n")
+    print("| source | union | " + " | ".join(names) + " |")
+    print("|---|---|" + "---|" * len(names))
+    for source, (P, decision) in verdicts.items():
+        rejected = P <= bounds
+        # the union rejects exactly where some detector does
+        assert np.array_equal(rejected.any(axis=1), decision < 0), source
+        print(f"| {source} | {np.mean(decision < 0):.3f} | "
+              + " | ".join(f"{v:.3f}" for v in rejected.mean(axis=0)) + " |")
 
 
 def _summary(seconds, accuracy, auc, load_before):

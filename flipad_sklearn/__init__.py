@@ -46,7 +46,7 @@ _EXPORTS = {
                    "LatentInversionDistance", "OwnedModelsAttributor",
                    "ReconstructionDistance", "ThresholdWarning",
                    "calibrate", "calibration_size", "fnr_interval",
-                   "required_validation_size"],
+                   "required_validation_size", "union_calibration_size"],
     ".model_selection": ["LabelStratifiedKFold", "labelled_roc_auc"],
     # recipes
     ".pipeline": ["make_dctpad", "make_flipad", "make_open_world_union", "make_pixel_guard",

@@ -580,7 +580,7 @@ def cmd_fit(args):
     import numpy as np
 
     from . import mean_activation, sample_activations
-    from .detection.conformal import calibrate, required_validation_size
+    from .detection.conformal import calibrate, calibration_size, required_validation_size
     from .pipeline import make_flipad, make_open_world_union
 
     verbose = not args.quiet
@@ -630,6 +630,8 @@ def cmd_fit(args):
         # what the fnr needs, and at least 1000: with exactly 1/fnr - 1 the threshold is
         # the largest of them, and the share of G rejected varies by +-fnr from draw to draw
         n_val = max(required_validation_size(args.fnr), 1000)
+    if args.max_fnr is not None and args.detector == "flipad":
+        n_val = calibration_size(args.fnr, args.max_fnr)
     immunise = None if args.immunise == "none" else args.immunise
     deep_sad = dict(n_epochs=args.epochs, validation_size="auto" if n_val == "own" else 0)
     flipad_params = dict(
@@ -649,7 +651,9 @@ def cmd_fit(args):
             # fresh samples set every threshold: the guard too trains on all of --own
             est.set_params(pixels__det__validation_size=0)
         need = _union_calibration_size(est)
-        if args.validation_samples == "auto":
+        if args.max_fnr is not None:
+            n_val = "max_fnr"         # each detector draws what union.calibrate says
+        elif args.validation_samples == "auto":
             n_val = max(need, 1000)
         elif n_val != "own" and n_val < need:
             raise CLIError(
@@ -663,7 +667,9 @@ def cmd_fit(args):
         warnings.simplefilter("always")
         est.fit(X, y)
         if n_val != "own":
-            _log(verbose, f"sampling {n_val} images of G for the threshold (fnr={args.fnr})"
+            what = (f"as many images of G as keep the rejected share below --max-fnr "
+                    f"{args.max_fnr}" if n_val == "max_fnr" else f"{n_val} images of G")
+            _log(verbose, f"sampling {what} for the threshold (fnr={args.fnr})"
                  + (" of each detector" if args.detector == "union" else ""))
             draws = np.random.default_rng([args.seed, 1])   # not the anchor's samples
 
@@ -673,7 +679,9 @@ def cmd_fit(args):
                     device=args.device, random_state=int(draws.integers(2**31)))
                 # the pipelines round them to 8 bits, as if saved to files like --own
                 return X_val.astype(np.float32)
-            if args.detector == "union":
+            if n_val == "max_fnr":
+                est.calibrate(sample_g, max_fnr=args.max_fnr)
+            elif args.detector == "union":
                 est.calibrate(sample_g, n_samples=n_val)
             else:
                 calibrate(est, sample_g(n_val))
@@ -748,6 +756,13 @@ def _check_fit_args(args):
     if args.latent_shape:
         need(all(s >= 1 for s in args.latent_shape), "--latent-shape",
              args.latent_shape, "positive integers")
+    if args.max_fnr is not None:
+        need(math.isfinite(args.max_fnr) and 0 < args.fnr < args.max_fnr < 1, "--max-fnr",
+             args.max_fnr, f"in (--fnr, 1) = ({args.fnr}, 1), with --fnr > 0")
+        if args.validation_samples != "auto":
+            raise UsageError(f"--max-fnr sets how many fresh samples of G set the threshold; "
+                             f"give it or --validation-samples "
+                             f"{args.validation_samples}, not both.")
     _check_device(args.device)
     for option, folder in [("--own", args.own)] + [("--others", f) for f in args.others or []]:
         if not Path(folder).is_dir():
@@ -1251,6 +1266,11 @@ def build_parser():
                           "8-bit images, like --own); auto: 1000, or more if --fnr needs "
                           "it (199 at 0.005, 1999 at 0.0005); own: hold out images of "
                           "--own instead (auto)")
+    fit.add_argument("--max-fnr", type=float, default=None, metavar="F",
+                     help="instead of --validation-samples: draw as many fresh samples of "
+                          "G as keep the saved threshold(s) from rejecting more than F of "
+                          "G's images in 19 calibrations of 20 (e.g. 0.01 at --fnr 0.005: "
+                          "628 for flipad, 2460 / 4102 / 6155 per detector for a union)")
     fit.add_argument("--seed", type=int, default=0, help="random seed (0)")
     fit.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto)")
     fit.add_argument("--batch-size", type=int, default=256,

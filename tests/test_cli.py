@@ -873,6 +873,38 @@ def test_fit_union_refuses_too_few_validation_samples(workdir):
     assert not (workdir / "out" / "never.flipad").exists()
 
 
+def test_fit_max_fnr_draws_the_samples_that_keep_the_spread_below_it(workdir):
+    """``--max-fnr``: as many fresh samples of G per detector as keep one calibration's
+    rejected share below it in 19 draws of 20 (union_calibration_size), not 1000 each."""
+    from flipad_sklearn import persistence
+    from flipad_sklearn.detection.conformal import union_calibration_size
+
+    res = _run(["fit", "--generator", "gens.py:G", "--latent-shape", "8", "--detector",
+                "union", "--own", "own", "--others", "others", "--fnr", "0.05", "--max-fnr",
+                "0.1", "--epochs", "2", "--anchor-samples", "200", "-o", "out/mf.flipad"],
+               cwd=workdir)
+    assert res.returncode == cli.EXIT_OK, res.stderr
+    union = persistence.load(workdir / "out" / "mf.flipad")
+    sizes = [e[-1].validation_scores_.size for _, e in union.estimators_]
+    assert sizes == union_calibration_size([0.025, 0.015, 0.01], 0.1)
+    assert union.fnr_interval_[1] <= 0.1
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--max-fnr", "0.04"], "--max-fnr must be in (--fnr, 1)"),
+    (["--max-fnr", "nan"], "--max-fnr must be in"),
+    (["--max-fnr", "0.1", "--validation-samples", "500"], "not both"),
+    (["--max-fnr", "0.1", "--validation-samples", "own"], "not both"),
+])
+def test_fit_refuses_a_bad_max_fnr_before_any_work(workdir, capsys, extra, message):
+    args = ["fit", "--generator", str(workdir / "gens.py") + ":G", "--latent-shape", "8",
+            "--own", str(workdir / "own"), "--fnr", "0.05", "-o",
+            str(workdir / "out" / "never.flipad"), *extra]
+    assert cli.main(args) == cli.EXIT_USAGE
+    assert message in capsys.readouterr().err
+    assert not (workdir / "out" / "never.flipad").exists()
+
+
 def test_shadows_writes_the_five_shadows_samples_for_fit_others(workdir):
     """``flipad shadows``: trained on --own, N PNGs per shadow in one folder, named by
     shadow, that ``flipad fit --detector union --others`` takes."""

@@ -120,6 +120,64 @@ def test_fnr_interval_is_the_spread_of_the_members_thresholds():
     assert hi2 < hi and hi2 - lo2 < hi - lo        # more samples of G: a narrower spread
 
 
+def test_union_calibration_size_keeps_one_calibrations_rejections_below_max_fnr():
+    from scipy.stats import beta
+
+    from flipad_sklearn.detection.conformal import (
+        _rank, union_calibration_size, union_fnr_interval,
+    )
+
+    fnrs = [0.0025, 0.0015, 0.001]          # make_open_world_union's shares of 0.005
+    previous = None
+    for max_fnr in (0.02, 0.01, 0.0075):
+        sizes = union_calibration_size(fnrs, max_fnr)
+        assert union_fnr_interval(sizes, fnrs)[1] <= max_fnr
+        # a tighter spread costs more samples of G for every detector
+        assert previous is None or all(n > m for n, m in zip(sizes, previous))
+        previous = sizes
+    # the claim itself: one calibration's share of G rejected, R <= sum_j R_j with
+    # R_j ~ Beta(n_j + 1 - k_j, k_j), exceeds max_fnr in at most 1 draw of 20, for
+    # independent detectors and for identical ones (the same quantile everywhere)
+    sizes = union_calibration_size(fnrs, 0.01)
+    laws = [beta(n + 1 - min(_rank(n, f), n), min(_rank(n, f), n)) for n, f in zip(sizes, fnrs)]
+    rng = np.random.default_rng(0)
+    u = rng.uniform(size=(20000, len(fnrs)))
+    independent = sum(law.ppf(u[:, j]) for j, law in enumerate(laws))
+    identical = sum(law.ppf(u[:, 0]) for law in laws)
+    assert np.mean(independent > 0.01) <= 0.05
+    assert np.mean(identical > 0.01) <= 0.05
+    assert union_calibration_size([0.01, 0.0], 0.02)[1] == 0      # rejects nothing
+    for bad in (0.005, float("nan"), 1.0, True):
+        with pytest.raises(ValueError, match="max_fnr must be in"):
+            union_calibration_size(fnrs, bad)
+    with pytest.raises(ValueError, match="one fnr per detector"):
+        union_calibration_size([], 0.01)
+
+
+def test_calibrate_with_max_fnr_draws_what_each_detector_needs():
+    from flipad_sklearn.detection.conformal import union_calibration_size
+
+    rng = np.random.default_rng(0)
+    u = _union(fnr=0.01).fit(rng.normal(size=(300, 3)))
+    before = [e.threshold_ for _, e in u.estimators_]
+    needed = union_calibration_size([0.005, 0.005], 0.03)
+    # refused before any threshold moves: too few samples, both rules, bad sizes
+    with pytest.raises(ValueError, match="needs .* fresh samples of G"):
+        u.calibrate(rng.normal(size=(needed[0] - 1, 3)), max_fnr=0.03)
+    with pytest.raises(ValueError, match="not both"):
+        u.calibrate(lambda n: rng.normal(size=(n, 3)), n_samples=500, max_fnr=0.03)
+    with pytest.raises(ValueError, match="unknown detectors"):
+        u.calibrate(lambda n: rng.normal(size=(n, 3)), n_samples={"nope": 300})
+    with pytest.raises(ValueError, match="of detector 'gauss'"):
+        u.calibrate(lambda n: rng.normal(size=(n, 3)), n_samples={"forest": 300, "gauss": 0})
+    assert [e.threshold_ for _, e in u.estimators_] == before
+    u.calibrate(lambda n: rng.normal(size=(n, 3)), max_fnr=0.03)
+    assert [e.validation_scores_.size for _, e in u.estimators_] == needed
+    assert u.fnr_interval_[1] <= 0.03
+    u.calibrate(lambda n: rng.normal(size=(n, 3)), n_samples={"gauss": 700})
+    assert [e.validation_scores_.size for _, e in u.estimators_] == [199, 700]
+
+
 @pytest.mark.parametrize("weights, message", [
     ({"forest": 1}, "missing"), ({"forest": 1, "gauss": 1, "x": 1}, "unknown"),
     ({"forest": 1, "gauss": -1}, "positive"), ({"forest": 1, "gauss": np.nan}, "positive"),

@@ -27,7 +27,8 @@ it unchanged (``tests/test_extension_points.py``; see
 from .baselines import FingerprintCorrelation, LatentInversionDistance, ReconstructionDistance
 from .conformal import (
     ConformalDecisionMixin, ThresholdWarning, calibrate, calibration_size, conformal_pvalues,
-    conformal_threshold, fnr_interval, required_validation_size,
+    conformal_threshold, fnr_interval, required_validation_size, union_calibration_size,
+    union_fnr_interval,
 )
 from .conformal_detector import ConformalDetector
 from .conformal_pipeline import ConformalPipeline
@@ -42,4 +43,5 @@ __all__ = [
     "OwnedModelsAttributor",
     "ReconstructionDistance", "ThresholdWarning", "calibrate", "calibration_size",
     "conformal_pvalues", "conformal_threshold", "fnr_interval", "required_validation_size",
+    "union_calibration_size", "union_fnr_interval",
 ]

@@ -276,6 +276,66 @@ def calibration_size(fnr, max_fnr, level=0.9, n_max=10**7):
                      f"fnr={fnr}, max_fnr={max_fnr}, level={level}.")
 
 
+def union_calibration_size(fnrs, max_fnr, level=0.9, n_max=10**7):
+    """:func:`calibration_size` for a union: samples of G per detector for a given spread.
+
+    Detectors that reject a sample when any one rejects it (a
+    :class:`~flipad_sklearn.ConformalUnion`, detector ``j`` at ``fnrs[j]``)
+    reject a share of G's samples whose upper end is the Bonferroni sum of
+    the detectors' upper ends (:func:`union_fnr_interval`).  The room above
+    the union's fnr, ``max_fnr - sum(fnrs)``, is split in proportion to the
+    detectors' fnrs: detector ``j`` gets :func:`calibration_size` of its fnr
+    at ``max_fnr * fnrs[j] / sum(fnrs)`` and the Bonferroni level.  With at
+    least these many held-out samples each, ``union_fnr_interval(sizes,
+    fnrs, level)[1] <= max_fnr``: one calibration of the union rejects more
+    than ``max_fnr`` of G's samples with probability at most
+    ``(1 - level) / 2``, whatever the detectors' dependence.  (The split is
+    simple, not the cheapest: a detector whose samples cost an inversion
+    could take less of the room.)
+
+    Parameters
+    ----------
+    fnrs : sequence of float
+        Each detector's fnr (its share of the union's), in [0, 1); a
+        detector at 0 rejects nothing and needs no samples (0).
+    max_fnr : float
+        The share of G's samples one calibration should rarely exceed;
+        greater than ``sum(fnrs)``.
+    level : float, default=0.9
+    n_max : int, default=10**7
+
+    Returns
+    -------
+    sizes : list of int
+        Held-out samples of G per detector, in the order of ``fnrs``.
+
+    Examples
+    --------
+    >>> from flipad_sklearn.detection.conformal import union_calibration_size
+    >>> union_calibration_size([0.0025, 0.0015, 0.001], 0.01)
+    [2460, 4102, 6155]
+    """
+    fnrs = list(fnrs)
+    if not fnrs:
+        raise ValueError("fnrs must give one fnr per detector, got none.")
+    for f in fnrs:
+        if isinstance(f, bool) or not isinstance(f, Real) or not 0 <= f < 1:
+            raise ValueError(f"each fnr must be a number in [0, 1), got {f!r}.")
+    if not (isinstance(level, Real) and 0 < level < 1):
+        raise ValueError(f"level must be in (0, 1), got {level!r}.")
+    total = float(sum(fnrs))
+    if total == 0:
+        return [0] * len(fnrs)
+    if isinstance(max_fnr, bool) or not isinstance(max_fnr, Real) \
+            or not total < max_fnr < 1:
+        raise ValueError(f"max_fnr must be in (sum of the fnrs, 1) = ({total:.6g}, 1), "
+                         f"got {max_fnr!r}.")
+    active = sum(f > 0 for f in fnrs)
+    per_detector = 1 - (1 - level) / active
+    return [calibration_size(f, max_fnr * f / total, per_detector, n_max) if f > 0 else 0
+            for f in fnrs]
+
+
 def _too_few_message(n, fnr, *, detail=None):
     need = required_validation_size(fnr) if fnr > 0 else "infinitely many"
     return (f"{n} validation samples are too few to guarantee fnr={fnr}: at least "

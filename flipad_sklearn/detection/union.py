@@ -14,7 +14,7 @@ with probability at most the sum of the detectors' bounds, ``fnr_bound_``:
 """
 
 import warnings
-from numbers import Real
+from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, OutlierMixin, clone
@@ -25,7 +25,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._named import NamedEstimatorsMixin
 from .conformal import (
     ConformalDecisionMixin, ThresholdWarning, _head_transform, _unwrap, calibrate,
-    union_fnr_interval,
+    union_calibration_size, union_fnr_interval,
 )
 
 __all__ = ["ConformalUnion"]
@@ -225,20 +225,29 @@ class ConformalUnion(NamedEstimatorsMixin, MetaEstimatorMixin, OutlierMixin, Bas
         """The conformal detector at the end of each fitted member, in order."""
         return [_unwrap(est)[0] for _, est in self.estimators_]
 
-    def calibrate(self, X, *, n_samples="auto", detectors=None):
+    def calibrate(self, X, *, n_samples="auto", detectors=None, max_fnr=None):
         """Set the detectors' thresholds on fresh samples of G, without refitting.
 
         Parameters
         ----------
         X : array-like or callable
             Fresh samples of G (or a sampler ``X(n) -> n samples``), see
-            :func:`~flipad_sklearn.calibrate`.
-        n_samples : "auto" or int, default="auto"
+            :func:`~flipad_sklearn.calibrate`.  Every detector is calibrated
+            on the whole array; from a sampler each draws its own samples.
+        n_samples : "auto", int or dict {name: int}, default="auto"
             Drawn from a sampler: ``"auto"``, the fewest each detector's
-            share of ``fnr`` needs.
+            share of ``fnr`` needs; an int, that many for each detector; a
+            dict, per detector.
         detectors : list of str or None, default=None
             The detectors to calibrate (e.g. only a cheap pixel guard on
             many fresh samples); None: all.
+        max_fnr : float or None, default=None
+            Draw as many samples per detector as keep this calibration from
+            rejecting more than ``max_fnr`` of G's samples in 19 draws of 20
+            (:func:`~flipad_sklearn.detection.conformal.union_calibration_size`:
+            the upper end of ``fnr_interval_`` at most ``max_fnr``), instead
+            of ``n_samples``.  Needs a sampler, or an array of at least the
+            largest of those sizes.  None: ``n_samples`` decides.
 
         Returns
         -------
@@ -250,14 +259,43 @@ class ConformalUnion(NamedEstimatorsMixin, MetaEstimatorMixin, OutlierMixin, Bas
         unknown = sorted(set(chosen) - set(names))
         if unknown:
             raise ValueError(f"Unknown detectors {unknown}; the union has {names}.")
+        sizes = self._calibration_sizes(X, n_samples, max_fnr, names)
         scales = np.array(self.scales_, dtype=np.float64)
         for i, ((name, est), share) in enumerate(zip(self.estimators_, self.weights_)):
             if name in chosen:
-                calibrate(est, X, n_samples=n_samples, fnr=float(self.fnr * share))
+                calibrate(est, X, n_samples=sizes[name], fnr=float(self.fnr * share))
                 # the unit follows the held-out scores the threshold now stands on
                 scales[i] = _spread(_unwrap(est)[0].validation_scores_)
         self.scales_ = scales
         return self
+
+    def _calibration_sizes(self, X, n_samples, max_fnr, names):
+        """Samples per detector for :meth:`calibrate`, checked before any threshold moves."""
+        if max_fnr is not None:
+            if n_samples != "auto":
+                raise ValueError("Give max_fnr or n_samples, not both.")
+            needed = union_calibration_size(self.fnr * self.weights_, max_fnr)
+            if not callable(X) and len(X) < max(needed):
+                raise ValueError(
+                    f"max_fnr={max_fnr} needs {max(needed)} fresh samples of G (per "
+                    f"detector: {dict(zip(names, needed))}), got {len(X)}; pass a "
+                    "sampler or more samples.")
+            # a detector at fnr 0 rejects nothing: its threshold needs no spread
+            return {name: n or "auto" for name, n in zip(names, needed)}
+        if isinstance(n_samples, dict):
+            unknown = sorted(set(n_samples) - set(names))
+            if unknown:
+                raise ValueError(f"n_samples names unknown detectors {unknown}; the union "
+                                 f"has {names}.")
+            sizes = {name: n_samples.get(name, "auto") for name in names}
+        else:
+            sizes = dict.fromkeys(names, n_samples)
+        for name, n in sizes.items():
+            if not (n == "auto" if isinstance(n, str) else
+                    isinstance(n, Integral) and not isinstance(n, bool) and n >= 1):
+                raise ValueError(f"n_samples of detector {name!r} must be 'auto' or a "
+                                 f"positive int, got {n!r}.")
+        return sizes
 
     def decision_function(self, X):
         """The lowest decision of the detectors, each in units of its held-out scores.
