@@ -107,8 +107,7 @@ def run_face_open_world(args):
     G = load_face_dcgan()
     comp, unseen, upconv = (trained_other(G, name, *OTHERS[name], args.cache_dir)
                             for name in ("comp", "unseen", "upconv"))
-    shadows = one_call_shadows(G, args.cache_dir)
-    labelled = {"comp": comp, **shadows}
+    labelled = open_world_others(G, comp, args.cache_dir)
     per_other = 1500 // len(labelled)
     load_before = os.getloadavg()
     t0 = time.time()
@@ -123,9 +122,7 @@ def run_face_open_world(args):
 
     seed = 100 * args.seed
     X_own = timed("sampling", lambda: {
-        "own": sample(G, 1500, seed + 20),
-        "others": np.concatenate([sample(m, per_other, seed + 30 + i)
-                                  for i, m in enumerate(labelled.values())]),
+        **open_world_training_set(G, labelled, seed),
         "G": sample(G, 1000, seed + 22), "unseen": sample(unseen, 1000, seed + 23),
         "upconv": sample(upconv, 1000, seed + 24)})
     union = timed("anchor (1000 samples of G) and make_open_world_union",
@@ -174,6 +171,19 @@ def run_face_open_world(args):
     _rejected_by(union, verdicts)
     print(fingerprint_note(args.cache_dir, FACE_OTHERS))
     print(_one_call_note(args.cache_dir))
+
+
+def open_world_others(G, comp, cache):
+    """The labelled others of the open-world run: the competitor and the one-call shadows."""
+    return {"comp": comp, **one_call_shadows(G, cache)}
+
+
+def open_world_training_set(G, labelled, seed):
+    """1500 samples of G ("own") and 1500 of the labelled others, as many of each."""
+    per_other = 1500 // len(labelled)
+    return {"own": sample(G, 1500, seed + 20),
+            "others": np.concatenate([sample(m, per_other, seed + 30 + i)
+                                      for i, m in enumerate(labelled.values())])}
 
 
 def _rejected_by(union, verdicts):
