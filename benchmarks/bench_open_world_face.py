@@ -220,12 +220,12 @@ def _recipe(G, **params):
                        **params)
 
 
-def open_world_union(G, immunise=None):
+def open_world_union(G, immunise=None, **params):
     """make_open_world_union at its defaults for G (the recipe's layer and anchor)."""
     final, anchor = _final_and_anchor(G)
     return make_open_world_union(final.layer, final.activation, anchor,
                                  image_shape=(3, 64, 64), immunise=immunise, random_state=0,
-                                 device="cpu")
+                                 device="cpu", **params)
 
 
 def _inverter(G):

@@ -646,10 +646,8 @@ def cmd_fit(args):
         est = make_open_world_union(
             final.layer, final.activation, anchor, image_shape=out_shape, immunise=immunise,
             flipad_params=flipad_params, dctpad_params=dict(detector_params=deep_sad),
-            **common)
-        if n_val != "own":
-            # fresh samples set every threshold: the guard too trains on all of --own
-            est.set_params(pixels__det__validation_size=0)
+            # fresh samples set every threshold: every detector trains on all of --own
+            validation_size="auto" if n_val == "own" else 0, **common)
         need = _union_calibration_size(est)
         if args.max_fnr is not None:
             n_val = "max_fnr"         # each detector draws what union.calibrate says

@@ -18,6 +18,8 @@ detector (:class:`~flipad_sklearn.FLIPADDetector`) or a classic detector on
 the same features.  Its defaults are those of the attribution benchmark.
 """
 
+from numbers import Integral
+
 import numpy as np
 import scipy.sparse
 from sklearn.base import clone
@@ -626,7 +628,8 @@ def make_pixel_guard(image_shape, *, size=16, activation="tanh", input_range="au
 def make_open_world_union(layer, activation="tanh", anchor="zeros", *, image_shape,
                           fnr=0.005, weights=None, immunise=None, random_state=None,
                           device="auto", input_range="auto", quantize="auto",
-                          flipad_params=None, dctpad_params=None, verbose=0):
+                          validation_size="auto", flipad_params=None, dctpad_params=None,
+                          verbose=0):
     """FLIPAD, DCTPAD and a pixel guard in one union: G's only when all three accept.
 
     Each detector sees the image differently and misses different sources:
@@ -669,6 +672,12 @@ def make_open_world_union(layer, activation="tanh", anchor="zeros", *, image_sha
     input_range, quantize : see :func:`make_flipad`
         The input contract, the same for the three detectors (8-bit images
         in the activation's range by default).
+    validation_size : "auto" or 0, default="auto"
+        ``"auto"``: each detector holds out of ``X`` the samples of G its
+        share of ``fnr`` needs, to set its threshold at ``fit``.  ``0``: every
+        sample of G trains every detector, and the thresholds are set on
+        fresh samples of G with :meth:`ConformalUnion.calibrate` (what an
+        owner who can sample G should do; the union predicts nothing before).
     flipad_params, dctpad_params : dict or None, default=None
         Further keyword arguments of :func:`make_flipad` (``alpha``,
         ``activation_shape``, ``positive``, ``immunise``, ...) and
@@ -684,12 +693,17 @@ def make_open_world_union(layer, activation="tanh", anchor="zeros", *, image_sha
     Examples
     --------
     >>> from flipad_sklearn.pipeline import make_open_world_union
-    >>> union = make_open_world_union(G.final_layer, "tanh", anchor,
-    ...                               image_shape=(3, 64, 64))  # doctest: +SKIP
-    >>> union.fit(X, y).calibrate(sample_G)  # doctest: +SKIP
+    >>> union = make_open_world_union(G.final_layer, "tanh", anchor, image_shape=(3, 64, 64),
+    ...                               validation_size=0)  # doctest: +SKIP
+    >>> union.fit(X, y).calibrate(sample_G, max_fnr=0.01)  # doctest: +SKIP
     >>> union.predict(X_new)  # doctest: +SKIP
     """
     shape = _check_image_shape(image_shape)
+    if not (isinstance(validation_size, str) and validation_size == "auto") \
+            and not (isinstance(validation_size, Integral)
+                     and not isinstance(validation_size, bool) and validation_size == 0):
+        raise ValueError(f"validation_size must be 'auto' or 0 (then calibrate on fresh "
+                         f"samples of G), got {validation_size!r}.")
     if weights is not None and not isinstance(weights, dict):
         raise ValueError(f"weights must be a dict {{name: share}} of 'flipad', 'dctpad' and "
                          f"'pixels', or None, got {weights!r}.")
@@ -709,6 +723,9 @@ def make_open_world_union(layer, activation="tanh", anchor="zeros", *, image_sha
     # 16x16 blocks' averages by default; a smaller image keeps every pixel
     guard = make_pixel_guard(shape, size=min(16, *shape[1:]), activation=activation,
                              fnr=fnr, random_state=random_state, **contract)
+    if validation_size == 0:
+        for member in (flipad, dctpad, guard):
+            member.steps[-1][1].set_params(validation_size=0)
     return ConformalUnion([("flipad", flipad), ("dctpad", dctpad), ("pixels", guard)],
                           fnr=fnr, weights=dict(OPEN_WORLD_SHARES if weights is None
                                                 else weights))

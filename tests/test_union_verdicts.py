@@ -314,6 +314,42 @@ def test_open_world_union_builds_the_documented_members():
                                   **{key: dict(input_range=(0, 1))})
 
 
+def test_open_world_union_with_validation_size_0_trains_on_every_sample_then_calibrates():
+    """validation_size=0: every sample of G trains the three detectors (the default holds
+    out what each share needs), nothing predicts before calibrate, which sets the
+    thresholds on fresh samples of G (the guide's recipe for an owner who can sample G)."""
+    G, H = _generator(0), _generator(1)
+    X_g, A_g = _samples(G, 240, 1)
+    X_h, _ = _samples(H, 80, 2)
+    small = dict(hidden_sizes=(16,), rep_dim=4, n_epochs=2)
+    params = dict(image_shape=(1, 8, 8), fnr=0.1, random_state=0, device="cpu",
+                  flipad_params=dict(positive=True, tol=1e-3, max_iter=50, n_channels=4,
+                                     detector_params=small),
+                  dctpad_params=dict(detector_params=small))
+    X, y = np.concatenate([X_g, X_h]), np.r_[np.ones(240), -np.ones(80)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        held = make_open_world_union(G[3], "tanh", A_g.mean(axis=0), **params).fit(X, y)
+        union = make_open_world_union(G[3], "tanh", A_g.mean(axis=0), validation_size=0,
+                                      **params).fit(X, y)
+    # the guard's Gaussian: fitted on all 240 samples of G, not on those left after holding out
+    for fitted, all_of_g in ((union, True), (held, False)):
+        guard = fitted.estimators_[2][1]
+        mean_of_all = guard[:1].transform(X_g).reshape(240, -1).mean(axis=0)
+        assert np.allclose(guard["scaler"].mean_, mean_of_all) == all_of_g
+    with pytest.raises(NotFittedError, match="calibrate"):
+        union.predict(X_g[:2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        union.calibrate(lambda n: _samples(G, n, 7)[0])
+        accepted = np.mean(union.predict(_samples(G, 60, 8)[0]) == 1)
+    assert union.fnr_bound_ <= 0.1 + 1e-12 and accepted >= 0.75
+    for bad in (1, 0.0, False, "none"):
+        with pytest.raises(ValueError, match="validation_size must be 'auto' or 0"):
+            make_open_world_union(G[3], "tanh", A_g.mean(axis=0), validation_size=bad,
+                                  **params)
+
+
 def _union_of(own, other, seed):
     """FLIPAD and a pixel guard of the generator ``own`` against ``other``'s images."""
     X_g, A_g = _samples(own, 240, seed)
