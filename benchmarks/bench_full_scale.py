@@ -129,7 +129,7 @@ def run_face_open_world(args):
         "upconv": sample(upconv, 1000, seed + 24)})
     # as the guide: every sample of G trains every detector, fresh ones set the thresholds
     union = timed("anchor (1000 samples of G) and make_open_world_union",
-                  lambda: open_world_union(G, validation_size=0))
+                  lambda: open_world_union(G, validation_size=0, **_immunised(args)))
     X = np.concatenate([X_own["own"], X_own["others"]])
     y = np.r_[np.ones(1500), -np.ones(len(X_own["others"]))]
     timed("fit: 3000 inversions, Deep SAD on FLIPAD and DCTPAD features, the pixel guard",
@@ -159,8 +159,11 @@ def run_face_open_world(args):
     for k in ("unseen", "upconv", "other domain"):
         accuracy[k] = float(0.5 * (np.mean(g >= 0) + np.mean(dec[k] < 0)))
         auc[k] = roc_auc_score(np.r_[np.ones(g.size), np.zeros(dec[k].size)], np.r_[g, dec[k]])
+    immunised = ("" if args.immunise == "none" else
+                 f", FLIPAD and DCTPAD immunised ({args.immunise}, as the CLI's)")
     print("\nG: the published face DCGAN (64x64 RGB); the recipe: make_open_world_union "
-          f"(FLIPAD, DCTPAD, pixel guard at shares {union.weights}, validation_size=0) "
+          f"(FLIPAD, DCTPAD, pixel guard at shares {union.weights}, validation_size=0"
+          f"{immunised}) "
           f"fitted on all 1500 samples of G against {len(X_own['others'])} labelled others "
           f"({per_other} each of the "
           f"competitor and the one-call shadows {', '.join(OPEN_WORLD_SHADOWS)}), the "
@@ -177,6 +180,14 @@ def run_face_open_world(args):
     _rejected_by(union, verdicts)
     print(fingerprint_note(args.cache_dir, FACE_OTHERS))
     print(_one_call_note(args.cache_dir))
+
+
+def _immunised(args):
+    """--immunise published: FLIPAD and DCTPAD immunised, as `flipad fit --detector union
+    --immunise published` builds the union; none: the guide's union."""
+    if args.immunise == "none":
+        return {}
+    return dict(immunise=args.immunise, flipad_params=dict(immunise=args.immunise))
 
 
 def open_world_others(G, comp, cache):
@@ -240,6 +251,9 @@ def main(argv=None):
                    help="the face benchmarks' trained generators (--generator face)")
     p.add_argument("--recipe", choices=("flipad", "open-world"), default="flipad",
                    help="--generator face: make_flipad, or the open-world union of the guide")
+    p.add_argument("--immunise", choices=("none", "published"), default="none",
+                   help="--recipe open-world: published immunises FLIPAD and DCTPAD, as "
+                        "`flipad fit --detector union --immunise published` (none)")
     p.add_argument("--max-fnr", type=float, default=0.01,
                    help="--recipe open-world: union.calibrate(..., max_fnr=) as the guide "
                         "does (0.01); 0: the fewest samples each share needs")
@@ -248,7 +262,8 @@ def main(argv=None):
     args.max_fnr = args.max_fnr or None
     torch.set_num_threads(args.threads)
     if args.generator == "face" and args.recipe == "open-world":
-        tee_result("bench_full_scale_face_open_world.md", run_face_open_world, args,
+        suffix = "" if args.immunise == "none" else f"_immunised_{args.immunise}"
+        tee_result(f"bench_full_scale_face_open_world{suffix}.md", run_face_open_world, args,
                    results_dir=results_dir(args))
     elif args.generator == "face":
         tee_result("bench_full_scale_face.md", run_face, args, results_dir=results_dir(args))
