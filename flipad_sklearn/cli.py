@@ -580,7 +580,7 @@ def cmd_fit(args):
     import numpy as np
 
     from . import mean_activation, sample_activations
-    from .detection.conformal import calibrate, calibration_size, required_validation_size
+    from .detection.conformal import calibrate, required_validation_size
     from .pipeline import make_flipad, make_open_world_union
 
     verbose = not args.quiet
@@ -631,7 +631,7 @@ def cmd_fit(args):
         # the largest of them, and the share of G rejected varies by +-fnr from draw to draw
         n_val = max(required_validation_size(args.fnr), 1000)
     if args.max_fnr is not None and args.detector == "flipad":
-        n_val = calibration_size(args.fnr, args.max_fnr)
+        n_val = args.max_fnr_sizes[0]
     immunise = None if args.immunise == "none" else args.immunise
     deep_sad = dict(n_epochs=args.epochs, validation_size="auto" if n_val == "own" else 0)
     flipad_params = dict(
@@ -665,8 +665,9 @@ def cmd_fit(args):
         warnings.simplefilter("always")
         est.fit(X, y)
         if n_val != "own":
-            what = (f"as many images of G as keep the rejected share below --max-fnr "
-                    f"{args.max_fnr}" if n_val == "max_fnr" else f"{n_val} images of G")
+            what = (f"{'/'.join(map(str, args.max_fnr_sizes))} images of G (what keeps the "
+                    f"rejected share below --max-fnr {args.max_fnr})" if n_val == "max_fnr"
+                    else f"{n_val} images of G")
             _log(verbose, f"sampling {what} for the threshold (fnr={args.fnr})"
                  + (" of each detector" if args.detector == "union" else ""))
             draws = np.random.default_rng([args.seed, 1])   # not the anchor's samples
@@ -678,7 +679,9 @@ def cmd_fit(args):
                 # the pipelines round them to 8 bits, as if saved to files like --own
                 return X_val.astype(np.float32)
             if n_val == "max_fnr":
-                est.calibrate(sample_g, max_fnr=args.max_fnr)
+                # the sizes of _check_fit_args: union_calibration_size(shares, --max-fnr)
+                est.calibrate(sample_g, n_samples=dict(
+                    zip([name for name, _ in est.estimators_], args.max_fnr_sizes)))
             elif args.detector == "union":
                 est.calibrate(sample_g, n_samples=n_val)
             else:
@@ -761,6 +764,20 @@ def _check_fit_args(args):
             raise UsageError(f"--max-fnr sets how many fresh samples of G set the threshold; "
                              f"give it or --validation-samples "
                              f"{args.validation_samples}, not both.")
+        # the samples it needs, known before any work (a union's too: not after training)
+        from .detection.conformal import calibration_size, union_calibration_size
+        from .pipeline import OPEN_WORLD_SHARES
+
+        try:
+            if args.detector == "union":
+                total = sum(OPEN_WORLD_SHARES.values())
+                args.max_fnr_sizes = union_calibration_size(
+                    [args.fnr * w / total for w in OPEN_WORLD_SHARES.values()], args.max_fnr)
+            else:
+                args.max_fnr_sizes = [calibration_size(args.fnr, args.max_fnr)]
+        except ValueError as exc:
+            raise UsageError(f"--max-fnr {args.max_fnr} at --fnr {args.fnr}: {exc} "
+                             "Give a larger --max-fnr.") from exc
     _check_device(args.device)
     for option, folder in [("--own", args.own)] + [("--others", f) for f in args.others or []]:
         if not Path(folder).is_dir():

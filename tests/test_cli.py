@@ -905,6 +905,27 @@ def test_fit_refuses_a_bad_max_fnr_before_any_work(workdir, capsys, extra, messa
     assert not (workdir / "out" / "never.flipad").exists()
 
 
+def test_fit_union_max_fnr_sizes_are_known_before_any_training(workdir, monkeypatch, capsys):
+    # before: a union's sizes were found inside calibrate, after the inversion and both
+    # Deep SAD trainings (a --max-fnr just above --fnr failed only then)
+    from flipad_sklearn.detection import conformal
+    from flipad_sklearn.detection import union as union_mod
+
+    def too_many(*args, **kwargs):
+        raise ValueError("More than n_max=10000000 samples would be needed.")
+    monkeypatch.setattr(conformal, "calibration_size", too_many)
+
+    def fit(self, X, y=None):
+        raise AssertionError("trained before --max-fnr's sizes were known")
+    monkeypatch.setattr(union_mod.ConformalUnion, "fit", fit)
+    rc = cli.main(["fit", "--generator", str(workdir / "gens.py") + ":G", "--latent-shape",
+                   "8", "--detector", "union", "--own", str(workdir / "own"), "--others",
+                   str(workdir / "others"), "--fnr", "0.05", "--max-fnr", "0.0500001",
+                   "-o", str(workdir / "out" / "never_mf.flipad")])
+    assert rc == cli.EXIT_USAGE
+    assert "Give a larger --max-fnr" in capsys.readouterr().err
+
+
 def test_shadows_writes_the_five_shadows_samples_for_fit_others(workdir):
     """``flipad shadows``: trained on --own, N PNGs per shadow in one folder, named by
     shadow, that ``flipad fit --detector union --others`` takes."""

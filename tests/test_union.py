@@ -152,6 +152,8 @@ def test_union_calibration_size_keeps_one_calibrations_rejections_below_max_fnr(
             union_calibration_size(fnrs, bad)
     with pytest.raises(ValueError, match="one fnr per detector"):
         union_calibration_size([], 0.01)
+    with pytest.raises(ValueError, match="max_fnr must be in"):
+        union_calibration_size([0.0, 0.0], float("nan"))     # checked even when all are 0
 
 
 def test_calibrate_with_max_fnr_draws_what_each_detector_needs():
@@ -176,6 +178,69 @@ def test_calibrate_with_max_fnr_draws_what_each_detector_needs():
     assert u.fnr_interval_[1] <= 0.03
     u.calibrate(lambda n: rng.normal(size=(n, 3)), n_samples={"gauss": 700})
     assert [e.validation_scores_.size for _, e in u.estimators_] == [199, 700]
+
+
+def _gaussian_union(**kw):
+    return ConformalUnion([("a", ConformalDetector("gaussian", random_state=0, **kw)),
+                           ("b", ConformalDetector("gaussian", random_state=1, **kw))],
+                          fnr=0.01)
+
+
+def test_max_fnr_bounds_the_whole_union_so_a_subset_is_refused():
+    # before: detectors=["b"] drew b's slice of the room only, a kept its 199 held-out
+    # samples, and the union's interval ended above max_fnr (0.0284 > 0.02), silently
+    rng = np.random.default_rng(0)
+    u = _gaussian_union().fit(rng.normal(size=(600, 3)))
+    before = [e.threshold_ for _, e in u.estimators_]
+    with pytest.raises(ValueError, match="max_fnr bounds the whole union"):
+        u.calibrate(lambda n: rng.normal(size=(n, 3)), max_fnr=0.02, detectors=["b"])
+    assert [e.threshold_ for _, e in u.estimators_] == before
+
+
+def test_an_error_midway_through_calibrate_leaves_units_and_fnr_consistent():
+    # before: the first detector's threshold moved, scales_ kept its old unit; and a
+    # failed draw left a new fnr over the old threshold
+    from flipad_sklearn.detection.conformal import calibrate
+    from flipad_sklearn.detection.union import _spread
+
+    rng = np.random.default_rng(0)
+    u = _gaussian_union().fit(rng.normal(size=(600, 3)))
+    calls = []
+
+    def sampler(n):
+        calls.append(n)
+        if len(calls) == 2:
+            raise RuntimeError("G's sampler ran out of memory")
+        return rng.normal(size=(n, 3)) * 5          # another unit than at fit
+    with pytest.raises(RuntimeError):
+        u.calibrate(sampler, n_samples=500)
+    dets = [e for _, e in u.estimators_]
+    assert u.scales_ == pytest.approx([_spread(d.validation_scores_) for d in dets])
+    det = ConformalDetector("gaussian", fnr=0.05, random_state=0).fit(rng.normal(size=(300, 3)))
+    threshold = det.threshold_
+
+    def broken(n):
+        raise RuntimeError("no samples")
+    with pytest.raises(RuntimeError):
+        calibrate(det, broken, fnr=0.01)
+    assert det.fnr == 0.05 and det.threshold_ == threshold
+
+
+def test_an_uncalibrated_union_says_to_calibrate_the_union():
+    # make_open_world_union(validation_size=0)'s state before calibrate: before, fnr_bound_
+    # was a member's AttributeError, fnr_interval_ a ValueError about n=0, and predict
+    # advised calibrate(detector, X), a TypeError on a union
+    from sklearn.exceptions import NotFittedError
+
+    rng = np.random.default_rng(0)
+    u = _gaussian_union(validation_size=0).fit(rng.normal(size=(600, 3)))
+    for read in (lambda: u.fnr_bound_, lambda: u.fnr_interval_,
+                 lambda: u.predict(rng.normal(size=(2, 3))),
+                 lambda: u.pvalues(rng.normal(size=(2, 3)))):
+        with pytest.raises(NotFittedError, match=r"union\.calibrate"):
+            read()
+    u.calibrate(lambda n: rng.normal(size=(n, 3)))
+    assert u.fnr_bound_ <= 0.01 + 1e-12 and u.predict(rng.normal(size=(2, 3))).shape == (2,)
 
 
 @pytest.mark.parametrize("weights, message", [

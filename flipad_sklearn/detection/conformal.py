@@ -324,12 +324,12 @@ def union_calibration_size(fnrs, max_fnr, level=0.9, n_max=10**7):
     if not (isinstance(level, Real) and 0 < level < 1):
         raise ValueError(f"level must be in (0, 1), got {level!r}.")
     total = float(sum(fnrs))
-    if total == 0:
-        return [0] * len(fnrs)
     if isinstance(max_fnr, bool) or not isinstance(max_fnr, Real) \
             or not total < max_fnr < 1:
         raise ValueError(f"max_fnr must be in (sum of the fnrs, 1) = ({total:.6g}, 1), "
                          f"got {max_fnr!r}.")
+    if total == 0:
+        return [0] * len(fnrs)
     active = sum(f > 0 for f in fnrs)
     per_detector = 1 - (1 - level) / active
     return [calibration_size(f, max_fnr * f / total, per_detector, n_max) if f > 0 else 0
@@ -659,9 +659,11 @@ class ConformalDecisionMixin:
         -------
         self
         """
+        scores = self.score_samples(X)
+        # fnr changes only with the threshold: a failed scoring leaves both as they were
         if fnr is not None:
             self.set_params(fnr=fnr)
-        self._set_threshold(self.score_samples(X))
+        self._set_threshold(scores)
         return self
 
     def decision_function(self, X):
@@ -962,14 +964,13 @@ def calibrate(estimator, X, *, n_samples="auto", fnr=None):
     if not isinstance(det, ConformalDecisionMixin):
         raise TypeError(f"calibrate needs a conformal detector of flipad_sklearn (or a "
                         f"pipeline ending in one), got {type(det).__name__}.")
-    if fnr is not None:
-        det.set_params(fnr=fnr)
+    new_fnr = det.fnr if fnr is None else fnr
     if callable(X):
         if isinstance(n_samples, str):
             if n_samples != "auto":
                 raise ValueError(f"n_samples must be 'auto' or a positive int, got "
                                  f"{n_samples!r}.")
-            n_samples = required_validation_size(det.fnr)
+            n_samples = required_validation_size(new_fnr)
         if isinstance(n_samples, bool) or not isinstance(n_samples, Integral) \
                 or n_samples < 1:
             raise ValueError(f"n_samples must be 'auto' or a positive int, got {n_samples!r}.")
@@ -984,5 +985,6 @@ def calibrate(estimator, X, *, n_samples="auto", fnr=None):
     prepare = getattr(_frozen_inner(estimator), "_calibration_input", None)
     if prepare is not None:
         X = prepare(X)
-    det.recalibrate(_head_transform(head, X))
+    # the new fnr is set with the threshold, not before a draw or transform that may fail
+    det.recalibrate(_head_transform(head, X), fnr=fnr)
     return estimator

@@ -18,6 +18,7 @@ from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, OutlierMixin, clone
+from sklearn.exceptions import NotFittedError
 from sklearn.frozen import FrozenEstimator
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
@@ -210,13 +211,13 @@ class ConformalUnion(NamedEstimatorsMixin, MetaEstimatorMixin, OutlierMixin, Bas
     @property
     def fnr_bound_(self):
         """Sum of the detectors' ``fnr_bound_`` (the union bound)."""
-        check_is_fitted(self, "estimators_")
+        self._check_calibrated()
         return float(sum(det.fnr_bound_ for det in self._detectors()))
 
     @property
     def fnr_interval_(self):
         """90 % interval of the share of G's samples these thresholds reject."""
-        check_is_fitted(self, "estimators_")
+        self._check_calibrated()
         dets = self._detectors()
         return union_fnr_interval([det.validation_scores_.size for det in dets],
                                   [det.fnr for det in dets])
@@ -224,6 +225,17 @@ class ConformalUnion(NamedEstimatorsMixin, MetaEstimatorMixin, OutlierMixin, Bas
     def _detectors(self):
         """The conformal detector at the end of each fitted member, in order."""
         return [_unwrap(est)[0] for _, est in self.estimators_]
+
+    def _check_calibrated(self):
+        """Fitted, and every detector has a threshold (before any detector's steps run)."""
+        check_is_fitted(self, "estimators_")
+        waiting = [name for (name, _), det in zip(self.estimators_, self._detectors())
+                   if not hasattr(det, "offset_")]
+        if waiting:
+            raise NotFittedError(
+                f"Detectors {waiting} were fitted with validation_size=0 and have no "
+                "threshold yet: set them on fresh samples of G with "
+                "union.calibrate(sampler_of_G) (or union.calibrate(X_of_G)).")
 
     def calibrate(self, X, *, n_samples="auto", detectors=None, max_fnr=None):
         """Set the detectors' thresholds on fresh samples of G, without refitting.
@@ -247,7 +259,8 @@ class ConformalUnion(NamedEstimatorsMixin, MetaEstimatorMixin, OutlierMixin, Bas
             (:func:`~flipad_sklearn.detection.conformal.union_calibration_size`:
             the upper end of ``fnr_interval_`` at most ``max_fnr``), instead
             of ``n_samples``.  Needs a sampler, or an array of at least the
-            largest of those sizes.  None: ``n_samples`` decides.
+            largest of those sizes, and every detector (``detectors=None``):
+            the bound is on the union.  None: ``n_samples`` decides.
 
         Returns
         -------
@@ -259,14 +272,22 @@ class ConformalUnion(NamedEstimatorsMixin, MetaEstimatorMixin, OutlierMixin, Bas
         unknown = sorted(set(chosen) - set(names))
         if unknown:
             raise ValueError(f"Unknown detectors {unknown}; the union has {names}.")
+        if max_fnr is not None and set(chosen) != set(names):
+            # the bound is on the union: the detectors left out keep their own spread
+            raise ValueError(f"max_fnr bounds the whole union: calibrate every detector "
+                             f"(detectors=None), not {list(chosen)}; for some of them "
+                             "give n_samples.")
         sizes = self._calibration_sizes(X, n_samples, max_fnr, names)
         scales = np.array(self.scales_, dtype=np.float64)
-        for i, ((name, est), share) in enumerate(zip(self.estimators_, self.weights_)):
-            if name in chosen:
-                calibrate(est, X, n_samples=sizes[name], fnr=float(self.fnr * share))
-                # the unit follows the held-out scores the threshold now stands on
-                scales[i] = _spread(_unwrap(est)[0].validation_scores_)
-        self.scales_ = scales
+        try:
+            for i, ((name, est), share) in enumerate(zip(self.estimators_, self.weights_)):
+                if name in chosen:
+                    calibrate(est, X, n_samples=sizes[name], fnr=float(self.fnr * share))
+                    # the unit follows the held-out scores the threshold now stands on
+                    scales[i] = _spread(_unwrap(est)[0].validation_scores_)
+        finally:
+            # also after an error midway: the units of the thresholds that did move
+            self.scales_ = scales
         return self
 
     def _calibration_sizes(self, X, n_samples, max_fnr, names):
@@ -311,7 +332,7 @@ class ConformalUnion(NamedEstimatorsMixin, MetaEstimatorMixin, OutlierMixin, Bas
         -------
         decision : ndarray of shape (n_samples,)
         """
-        check_is_fitted(self)
+        self._check_calibrated()
         return self._combine_decisions([est.decision_function(X)
                                         for _, est in self.estimators_])
 
@@ -384,7 +405,7 @@ class ConformalUnion(NamedEstimatorsMixin, MetaEstimatorMixin, OutlierMixin, Bas
         decision : ndarray of shape (n_samples,)
             Only with ``return_decision=True``.
         """
-        check_is_fitted(self)
+        self._check_calibrated()
         pvals, decisions = [], []
         for name, est in self.estimators_:
             det, head = _unwrap(est)
