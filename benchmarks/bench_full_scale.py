@@ -160,6 +160,7 @@ def run_face_open_world(args):
         accuracy[k] = float(0.5 * (np.mean(g >= 0) + np.mean(dec[k] < 0)))
         auc[k] = roc_auc_score(np.r_[np.ones(g.size), np.zeros(dec[k].size)], np.r_[g, dec[k]])
     immunised = {"none": "", "dctpad": ", DCTPAD immunised (published, the guide's)",
+                 "flipad": ", FLIPAD immunised (published), DCTPAD not",
                  "published": ", FLIPAD and DCTPAD immunised (published, the CLI's)"}[
         args.immunise]
     print("\nG: the published face DCGAN (64x64 RGB); the recipe: make_open_world_union "
@@ -186,11 +187,14 @@ def run_face_open_world(args):
 def _immunised(args):
     """--immunise published: FLIPAD and DCTPAD immunised, as `flipad fit --detector union
     --immunise published` builds the union; dctpad: DCTPAD only (``immunise="published"``
-    of make_open_world_union, the guide's recipe with shadows); none: neither."""
+    of make_open_world_union, the guide's recipe with shadows); flipad: FLIPAD only
+    (``flipad_params={"immunise": "published"}``); none: neither."""
     if args.immunise == "none":
         return {}
     if args.immunise == "dctpad":
         return dict(immunise="published")
+    if args.immunise == "flipad":
+        return dict(flipad_params=dict(immunise="published"))
     return dict(immunise=args.immunise, flipad_params=dict(immunise=args.immunise))
 
 
@@ -255,10 +259,12 @@ def main(argv=None):
                    help="the face benchmarks' trained generators (--generator face)")
     p.add_argument("--recipe", choices=("flipad", "open-world"), default="flipad",
                    help="--generator face: make_flipad, or the open-world union of the guide")
-    p.add_argument("--immunise", choices=("none", "dctpad", "published"), default="none",
+    p.add_argument("--immunise", choices=("none", "dctpad", "flipad", "published"),
+                   default="none",
                    help="--recipe open-world: published immunises FLIPAD and DCTPAD, as "
                         "`flipad fit --detector union --immunise published`; dctpad only "
-                        "DCTPAD, as make_open_world_union(immunise='published') (none)")
+                        "DCTPAD, as make_open_world_union(immunise='published'); flipad "
+                        "only FLIPAD (none)")
     p.add_argument("--max-fnr", type=float, default=0.01,
                    help="--recipe open-world: union.calibrate(..., max_fnr=) as the guide "
                         "does (0.01); 0: the fewest samples each share needs")
