@@ -18,6 +18,9 @@ Two unions, as a user gets them:
 * the command line's ``flipad fit --detector union --immunise published``:
   FLIPAD immunised too.
 
+``--unions flipad none`` measures two more: FLIPAD immunised and DCTPAD not
+(``flipad_params={"immunise": "published"}``), and neither immunised.
+
 Cells: the share of G's images accepted, the share of each other source
 rejected (at the union's verdict, no AUC), and the mean accuracy
 ``(G accepted + mean of the others rejected) / 2``; then which detectors
@@ -59,8 +62,15 @@ PERTURBATIONS = {
 }
 SOURCES = {"unseen": "G's architecture, unseen seed", "C4": "C4: VAE decoder",
            "E1": "E1: G, bicubic + conv last", "digits": "real MNIST digits"}
-UNIONS = {"user guide: immunise='published' (DCTPAD)": {},
-          "CLI --immunise published (FLIPAD and DCTPAD)": {"immunise": "published"}}
+#: short name -> (row label, make_open_world_union's immunisation keywords)
+UNIONS = {
+    "guide": ("user guide: immunise='published' (DCTPAD)", {"immunise": "published"}),
+    "cli": ("CLI --immunise published (FLIPAD and DCTPAD)",
+            {"immunise": "published", "flipad_params": {"immunise": "published"}}),
+    "flipad": ("FLIPAD immunised, DCTPAD not", {"flipad_params": {"immunise": "published"}}),
+    "none": ("neither immunised", {}),
+}
+DEFAULT_UNIONS = ("guide", "cli")
 
 
 def _perturb(name, X):
@@ -98,12 +108,11 @@ def run(args):
         f"{v} rejected" for v in SOURCES.values()) + " | mean accuracy | G rejected by "
         "FLIPAD / DCTPAD / pixel guard |")
     print("|---|---|---|" + "---|" * len(SOURCES) + "---|---|")
-    for label, flipad_params in UNIONS.items():
+    for label, immunisation in (UNIONS[key] for key in args.unions):
         t = time.time()
         union = make_open_world_union(final.layer, final.activation, anchor,
-                                      image_shape=(3, 64, 64), immunise="published",
-                                      random_state=0, device="cpu",
-                                      flipad_params=flipad_params)
+                                      image_shape=(3, 64, 64), random_state=0, device="cpu",
+                                      **immunisation)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             union.fit(X, y)
@@ -137,10 +146,16 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cache-dir", default=FACE_CACHE)
+    p.add_argument("--unions", nargs="+", choices=list(UNIONS), default=list(DEFAULT_UNIONS),
+                   help="the unions to measure (guide cli); others write "
+                        "bench_face_recipe_perturbations_<names>.md")
     add_result_args(p)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    tee_result("bench_face_recipe_perturbations.md", run, args, results_dir=results_dir(args))
+    name = "bench_face_recipe_perturbations"
+    if tuple(args.unions) != DEFAULT_UNIONS:
+        name += "_" + "_".join(args.unions)
+    tee_result(f"{name}.md", run, args, results_dir=results_dir(args))
 
 
 if __name__ == "__main__":
