@@ -555,8 +555,8 @@ def _write_shadows(args, folder, verbose):
             bar.close()
     out = _display(os.fspath(folder))
     _log(True, f"wrote {written} images of 5 shadows to {out}; fit the open-world union "
-               f"with: flipad fit --generator {args.generator} --detector union --immunise "
-               f"published --own {_display(args.own)} --others <a competitor's images> "
+               f"with: flipad fit --generator {args.generator} --detector union "
+               f"--own {_display(args.own)} --others <a competitor's images> "
                f"--others {out} ...")
     return EXIT_PARTIAL if errors else EXIT_OK
 
@@ -1266,7 +1266,10 @@ def build_parser():
                           "G's only when all three accept. The union also rejects images "
                           "far from all of G's and generators whose upsampling differs from "
                           "G's, which FLIPAD alone can accept (see the user guide, 'Open "
-                          "world'); --immunise then applies to FLIPAD and DCTPAD (flipad)")
+                          "world'); --immunise then applies to FLIPAD and DCTPAD, which "
+                          "keeps G's JPEG images accepted but, measured at the paper's "
+                          "scale, let most images of another domain through (see 'Open "
+                          "world', 'Files') (flipad)")
     fit.add_argument("--positive", choices=("auto", "yes", "no"), default="auto",
                      help="non-negative activations; auto: yes when the generator's "
                           "penultimate activations are (a ReLU)")
@@ -1332,7 +1335,7 @@ def build_parser():
                     "sub-pixel final layers, an upsample + conv and a pixel-shuffle "
                     "generator; write N samples of each as 8-bit PNG files "
                     "<shadow>_<i>.png into a new or empty folder, to give to `flipad fit "
-                    "--detector union --immunise published --others`.")
+                    "--detector union --others`.")
     shadows.add_argument("--generator", required=True, metavar="MODULE:ATTR",
                          help="the generator, as for `flipad fit` (e.g. mygan.py:G)")
     shadows.add_argument("--weights", metavar="FILE",

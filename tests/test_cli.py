@@ -941,7 +941,7 @@ def test_shadows_writes_the_five_shadows_samples_for_fit_others(workdir):
     im = np.asarray(PIL.Image.open(workdir / "shadow_imgs" / files[0]))
     assert im.shape == (8, 8) and im.dtype == np.uint8
     assert "wrote 35 images of 5 shadows" in res.stderr
-    assert "--detector union --immunise published" in res.stderr
+    assert "--detector union --own" in res.stderr
     # the shadows differ from G and from each other
     X = {n: np.stack([np.asarray(PIL.Image.open(workdir / "shadow_imgs" / f"{n}_{i:04d}.png"))
                       for i in range(7)]).astype(float) for n in OPEN_WORLD_SHADOWS}
