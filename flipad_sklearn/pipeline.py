@@ -657,14 +657,15 @@ def make_open_world_union(layer, activation="tanh", anchor="zeros", *, image_sha
         Shares of ``fnr`` for ``"flipad"``, ``"dctpad"`` and ``"pixels"``;
         None: :data:`~flipad_sklearn.pipeline.OPEN_WORLD_SHARES` (0.5, 0.3, 0.2).
     immunise : None, "published" or transformer, default=None
-        DCTPAD's (:func:`make_dctpad`): the spectrum is what compression
-        moves most.  With generators of other architectures among the
-        labelled others, DCTPAD learns their spectra and, unimmunised, can
-        reject G's own JPEG images; immunised it accepts them.  FLIPAD's own
-        immunisation goes in ``flipad_params`` (``flipad fit --detector
-        union --immunise`` sets both): it keeps more of G's JPEG images
-        accepted and lets more JPEG images of other generators through, a
-        trade-off measured in the user guide ("Open world", "Files").
+        DCTPAD's (:func:`make_dctpad`): trained and thresholded on
+        perturbed images, it accepts G's recompressed images, but on the
+        face benchmark at the paper's scale it then accepted nearly every
+        image of another domain (smooth spectra look like compressed
+        ones), which the unimmunised DCTPAD rejects: left None in the user
+        guide's recipe.  FLIPAD's own immunisation goes in
+        ``flipad_params`` (``flipad fit --detector union --immunise`` sets
+        both).  Each choice trades G's perturbed images against others'
+        (user guide, "Open world": "At the paper's scale" and "Files").
     random_state : int or None, default=None
         Seeds every detector.
     device : {"auto", "cpu", "cuda"}, default="auto"
