@@ -110,7 +110,7 @@ def run_face_open_world(args):
     comp, unseen, upconv = (trained_other(G, name, *OTHERS[name], args.cache_dir)
                             for name in ("comp", "unseen", "upconv"))
     labelled = open_world_others(G, comp, args.cache_dir)
-    per_other = 1500 // len(labelled)
+    per_other = args.n_others // len(labelled)
     load_before = os.getloadavg()
     t0 = time.time()
     steps = {}
@@ -124,14 +124,14 @@ def run_face_open_world(args):
 
     seed = 100 * args.seed
     X_own = timed("sampling", lambda: {
-        **open_world_training_set(G, labelled, seed),
+        **open_world_training_set(G, labelled, seed, args.n_own, args.n_others),
         "G": sample(G, 1000, seed + 22), "unseen": sample(unseen, 1000, seed + 23),
         "upconv": sample(upconv, 1000, seed + 24)})
     # as the guide: every sample of G trains every detector, fresh ones set the thresholds
     union = timed("anchor (1000 samples of G) and make_open_world_union",
                   lambda: open_world_union(G, validation_size=0, **_immunised(args)))
     X = np.concatenate([X_own["own"], X_own["others"]])
-    y = np.r_[np.ones(1500), -np.ones(len(X_own["others"]))]
+    y = np.r_[np.ones(args.n_own), -np.ones(len(X_own["others"]))]
     timed("fit: 3000 inversions, Deep SAD on FLIPAD and DCTPAD features, the pixel guard",
           lambda: union.fit(X, y))
     rng = np.random.default_rng(seed + 40)
@@ -166,7 +166,8 @@ def run_face_open_world(args):
     print("\nG: the published face DCGAN (64x64 RGB); the recipe: make_open_world_union "
           f"(FLIPAD, DCTPAD, pixel guard at shares {union.weights}, validation_size=0"
           f"{immunised}) "
-          f"fitted on all 1500 samples of G against {len(X_own['others'])} labelled others "
+          f"fitted on all {args.n_own} samples of G against {len(X_own['others'])} labelled "
+          "others "
           f"({per_other} each of the "
           f"competitor and the one-call shadows {', '.join(OPEN_WORLD_SHADOWS)}), the "
           f"thresholds then set on fresh samples of G (calibrate, max_fnr={args.max_fnr}: "
@@ -178,7 +179,9 @@ def run_face_open_world(args):
           "(timed); then 1000 of another domain (the demo's MNIST DCGAN, 64x64) and G's "
           "1000 test samples after JPEG q90 (not timed).  'G' and 'G, JPEG q90': share "
           "accepted.  The others' and shadows' training is not timed (below).")
-    _summary(seconds, accuracy, auc, load_before)
+    scale = ("the paper's scale" if (args.n_own, args.n_others) == (1500, 1500)
+             else f"{args.n_own} samples of G and {args.n_others} labelled others")
+    _summary(seconds, accuracy, auc, load_before, scale)
     _rejected_by(union, verdicts)
     print(fingerprint_note(args.cache_dir, FACE_OTHERS))
     print(_one_call_note(args.cache_dir))
@@ -203,10 +206,10 @@ def open_world_others(G, comp, cache):
     return {"comp": comp, **one_call_shadows(G, cache)}
 
 
-def open_world_training_set(G, labelled, seed):
-    """1500 samples of G ("own") and 1500 of the labelled others, as many of each."""
-    per_other = 1500 // len(labelled)
-    return {"own": sample(G, 1500, seed + 20),
+def open_world_training_set(G, labelled, seed, n_own=1500, n_others=1500):
+    """Samples of G ("own") and of the labelled others, as many of each other."""
+    per_other = n_others // len(labelled)
+    return {"own": sample(G, n_own, seed + 20),
             "others": np.concatenate([sample(m, per_other, seed + 30 + i)
                                       for i, m in enumerate(labelled.values())])}
 
@@ -228,10 +231,10 @@ def _rejected_by(union, verdicts):
               + " | ".join(f"{v:.3f}" for v in rejected.mean(axis=0)) + " |")
 
 
-def _summary(seconds, accuracy, auc, load_before):
+def _summary(seconds, accuracy, auc, load_before, scale="the paper's scale"):
     load_after = os.getloadavg()
     minutes = seconds / 60
-    print(f"\n# The protocol at the paper's scale: {minutes:.1f} minutes end to end\n")
+    print(f"\n# The protocol at {scale}: {minutes:.1f} minutes end to end\n")
     print("| source | accuracy at fnr 0.005 | ROC AUC |")
     print("|---|---|---|")
     for s, acc in accuracy.items():
@@ -265,6 +268,10 @@ def main(argv=None):
                         "`flipad fit --detector union --immunise published`; dctpad only "
                         "DCTPAD, as make_open_world_union(immunise='published'); flipad "
                         "only FLIPAD (none)")
+    p.add_argument("--n-own", type=int, default=1500,
+                   help="--recipe open-world: samples of G to fit (1500, the paper's)")
+    p.add_argument("--n-others", type=int, default=1500,
+                   help="--recipe open-world: labelled others to fit (1500)")
     p.add_argument("--max-fnr", type=float, default=0.01,
                    help="--recipe open-world: union.calibrate(..., max_fnr=) as the guide "
                         "does (0.01); 0: the fewest samples each share needs")
@@ -274,6 +281,8 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     if args.generator == "face" and args.recipe == "open-world":
         suffix = "" if args.immunise == "none" else f"_immunised_{args.immunise}"
+        if (args.n_own, args.n_others) != (1500, 1500):
+            suffix += f"_{args.n_own}_{args.n_others}"
         tee_result(f"bench_full_scale_face_open_world{suffix}.md", run_face_open_world, args,
                    results_dir=results_dir(args))
     elif args.generator == "face":
