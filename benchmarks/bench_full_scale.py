@@ -132,7 +132,7 @@ def run_face_open_world(args):
                   lambda: open_world_union(G, validation_size=0, **_immunised(args)))
     X = np.concatenate([X_own["own"], X_own["others"]])
     y = np.r_[np.ones(args.n_own), -np.ones(len(X_own["others"]))]
-    timed("fit: 3000 inversions, Deep SAD on FLIPAD and DCTPAD features, the pixel guard",
+    timed(f"fit: {len(X)} inversions, Deep SAD on FLIPAD and DCTPAD features, the pixel guard",
           lambda: union.fit(X, y))
     rng = np.random.default_rng(seed + 40)
     timed(f"calibrate: fresh samples of G, max_fnr={args.max_fnr}",
