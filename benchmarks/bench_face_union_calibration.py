@@ -29,8 +29,8 @@ import torch
 from scipy.stats import ks_2samp
 
 from flipad_sklearn.detection.conformal import (
-    _unwrap, conformal_threshold, required_validation_size, union_calibration_size,
-    union_fnr_interval,
+    _head_transform, _unwrap, conformal_threshold, required_validation_size,
+    union_calibration_size, union_fnr_interval,
 )
 
 from ._results import add_result_args, results_dir, tee_result
@@ -44,8 +44,7 @@ def detector_scores(union, X):
     cols = []
     for _, est in union.estimators_:
         det, head = _unwrap(est)
-        Xt = X if head is None else head.transform(X)
-        cols.append(np.asarray(det.score_samples(Xt), dtype=np.float64))
+        cols.append(np.asarray(det.score_samples(_head_transform(head, X)), dtype=np.float64))
     return np.column_stack(cols)
 
 

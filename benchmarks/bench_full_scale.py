@@ -55,6 +55,14 @@ from .bench_open_world_face import OTHERS, _recipe, open_world_union
 TARGET_MINUTES = 10
 
 
+def _timed(label, fn):
+    """``fn()``, printing how long it took under ``label``."""
+    t = time.time()
+    value = fn()
+    print(f"{label}: {time.time() - t:.0f} s", flush=True)
+    return value
+
+
 def run(args):
     load_before = os.getloadavg()
     out = demo.run(n_own=1500, n_neg=750, n_test=1000, verbose=True, figure=None,
@@ -69,25 +77,16 @@ def run_face(args):
                             for name in ("comp", "unseen", "upconv"))
     load_before = os.getloadavg()
     t0 = time.time()
-    steps = {}
-
-    def timed(label, fn):
-        t = time.time()
-        value = fn()
-        steps[label] = time.time() - t
-        print(f"{label}: {steps[label]:.0f} s", flush=True)
-        return value
-
     seed = 100 * args.seed
-    X_own = timed("sampling", lambda: {
+    X_own = _timed("sampling", lambda: {
         "own": sample(G, 1500, seed + 20), "others": sample(comp, 1500, seed + 21),
         "G": sample(G, 1000, seed + 22), "unseen": sample(unseen, 1000, seed + 23),
         "upconv": sample(upconv, 1000, seed + 24)})
-    pipe = timed("anchor (1000 samples of G) and make_flipad", lambda: _recipe(G, fnr=0.005))
+    pipe = _timed("anchor (1000 samples of G) and make_flipad", lambda: _recipe(G, fnr=0.005))
     X = np.concatenate([X_own["own"], X_own["others"]])
     y = np.r_[np.ones(1500), -np.ones(1500)]
-    timed("fit: 3000 inversions and Deep SAD", lambda: pipe.fit(X, y))
-    dec = timed("scoring: 3000 inversions", lambda: {
+    _timed("fit: 3000 inversions and Deep SAD", lambda: pipe.fit(X, y))
+    dec = _timed("scoring: 3000 inversions", lambda: {
         k: pipe.decision_function(X_own[k]) for k in ("G", "unseen", "upconv")})
     seconds = time.time() - t0
     g = dec["G"]
@@ -113,36 +112,27 @@ def run_face_open_world(args):
     per_other = args.n_others // len(labelled)
     load_before = os.getloadavg()
     t0 = time.time()
-    steps = {}
-
-    def timed(label, fn):
-        t = time.time()
-        value = fn()
-        steps[label] = time.time() - t
-        print(f"{label}: {steps[label]:.0f} s", flush=True)
-        return value
-
     seed = 100 * args.seed
-    X_own = timed("sampling", lambda: {
+    X_own = _timed("sampling", lambda: {
         **open_world_training_set(G, labelled, seed, args.n_own, args.n_others),
         "G": sample(G, 1000, seed + 22), "unseen": sample(unseen, 1000, seed + 23),
         "upconv": sample(upconv, 1000, seed + 24)})
     # as the guide: every sample of G trains every detector, fresh ones set the thresholds
-    union = timed("anchor (1000 samples of G) and make_open_world_union",
-                  lambda: open_world_union(G, validation_size=0, **_immunised(args)))
+    union = _timed("anchor (1000 samples of G) and make_open_world_union",
+                   lambda: open_world_union(G, validation_size=0, **_immunised(args)))
     X = np.concatenate([X_own["own"], X_own["others"]])
     y = np.r_[np.ones(args.n_own), -np.ones(len(X_own["others"]))]
-    timed(f"fit: {len(X)} inversions, Deep SAD on FLIPAD and DCTPAD features, the pixel guard",
-          lambda: union.fit(X, y))
+    _timed(f"fit: {len(X)} inversions, Deep SAD on FLIPAD and DCTPAD features, the pixel "
+           "guard", lambda: union.fit(X, y))
     rng = np.random.default_rng(seed + 40)
-    timed(f"calibrate: fresh samples of G, max_fnr={args.max_fnr}",
-          lambda: union.calibrate(lambda k: sample(G, k, int(rng.integers(2**31))),
-                                  **({} if args.max_fnr is None
-                                     else dict(max_fnr=args.max_fnr))))
+    _timed(f"calibrate: fresh samples of G, max_fnr={args.max_fnr}",
+           lambda: union.calibrate(lambda k: sample(G, k, int(rng.integers(2**31))),
+                                   **({} if args.max_fnr is None
+                                      else dict(max_fnr=args.max_fnr))))
     n_cal = {name: int(det.validation_scores_.size)
              for (name, _), det in zip(union.estimators_, union._detectors())}
     # one pass per detector gives the verdict and which detector rejected each image
-    verdicts = timed("scoring: 3000 images", lambda: {
+    verdicts = _timed("scoring: 3000 images", lambda: {
         k: union.pvalues(X_own[k], per_detector=True, return_decision=True)
         for k in ("G", "unseen", "upconv")})
     seconds = time.time() - t0

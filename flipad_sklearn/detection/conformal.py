@@ -924,6 +924,15 @@ def _head_transform(head, X):
     return head.transform(X)
 
 
+def _check_n_samples(n_samples, what="n_samples"):
+    """Refuse a number of fresh samples of G other than ``"auto"`` or a positive int."""
+    ok = (n_samples == "auto" if isinstance(n_samples, str) else
+          isinstance(n_samples, Integral) and not isinstance(n_samples, bool)
+          and n_samples >= 1)
+    if not ok:
+        raise ValueError(f"{what} must be 'auto' or a positive int, got {n_samples!r}.")
+
+
 def calibrate(estimator, X, *, n_samples="auto", fnr=None):
     """Set a fitted detector's threshold on fresh samples of G, without refitting.
 
@@ -966,14 +975,9 @@ def calibrate(estimator, X, *, n_samples="auto", fnr=None):
                         f"pipeline ending in one), got {type(det).__name__}.")
     new_fnr = det.fnr if fnr is None else fnr
     if callable(X):
+        _check_n_samples(n_samples)
         if isinstance(n_samples, str):
-            if n_samples != "auto":
-                raise ValueError(f"n_samples must be 'auto' or a positive int, got "
-                                 f"{n_samples!r}.")
             n_samples = required_validation_size(new_fnr)
-        if isinstance(n_samples, bool) or not isinstance(n_samples, Integral) \
-                or n_samples < 1:
-            raise ValueError(f"n_samples must be 'auto' or a positive int, got {n_samples!r}.")
         X = X(int(n_samples))
         if len(X) != n_samples:
             raise ValueError(f"The sampler returned {len(X)} samples, {n_samples} were "

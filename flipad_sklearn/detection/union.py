@@ -14,7 +14,7 @@ with probability at most the sum of the detectors' bounds, ``fnr_bound_``:
 """
 
 import warnings
-from numbers import Integral, Real
+from numbers import Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, OutlierMixin, clone
@@ -26,7 +26,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._named import NamedEstimatorsMixin
 from .conformal import (
     ConformalDecisionMixin, ThresholdWarning, _head_transform, _unwrap, calibrate,
-    union_calibration_size, union_fnr_interval,
+    _check_n_samples, union_calibration_size, union_fnr_interval,
 )
 
 __all__ = ["ConformalUnion"]
@@ -312,10 +312,7 @@ class ConformalUnion(NamedEstimatorsMixin, MetaEstimatorMixin, OutlierMixin, Bas
         else:
             sizes = dict.fromkeys(names, n_samples)
         for name, n in sizes.items():
-            if not (n == "auto" if isinstance(n, str) else
-                    isinstance(n, Integral) and not isinstance(n, bool) and n >= 1):
-                raise ValueError(f"n_samples of detector {name!r} must be 'auto' or a "
-                                 f"positive int, got {n!r}.")
+            _check_n_samples(n, what=f"n_samples of detector {name!r}")
         return sizes
 
     def decision_function(self, X):
