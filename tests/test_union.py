@@ -186,6 +186,21 @@ def _gaussian_union(**kw):
                           fnr=0.01)
 
 
+def test_calibrate_refuses_bad_max_fnr_and_an_unfitted_union():
+    from sklearn.exceptions import NotFittedError
+
+    rng = np.random.default_rng(0)
+    sampler = lambda n: rng.normal(size=(n, 3))          # noqa: E731
+    with pytest.raises(NotFittedError):
+        _gaussian_union().calibrate(sampler, max_fnr=0.03)
+    u = _gaussian_union().fit(rng.normal(size=(600, 3)))
+    before = [e.threshold_ for _, e in u.estimators_]
+    for bad in (float("nan"), "0.03", 0.01, 1.5, True):     # 0.01: not above the union's fnr
+        with pytest.raises(ValueError, match="max_fnr must be in"):
+            u.calibrate(sampler, max_fnr=bad)
+    assert [e.threshold_ for _, e in u.estimators_] == before
+
+
 def test_max_fnr_bounds_the_whole_union_so_a_subset_is_refused():
     # before: detectors=["b"] drew b's slice of the room only, a kept its 199 held-out
     # samples, and the union's interval ended above max_fnr (0.0284 > 0.02), silently
