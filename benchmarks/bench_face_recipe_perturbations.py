@@ -20,6 +20,11 @@ Two unions, as a user gets them:
 
 ``--unions flipad none`` measures two more: FLIPAD immunised and DCTPAD not
 (``flipad_params={"immunise": "published"}``), and neither immunised.
+``--unions jpeg90 jpeg70`` measures unions matched to the files: FLIPAD and
+DCTPAD trained and calibrated on G's images (and the others') saved as JPEG
+at one quality, the quality a JPEG file's quantisation tables tell
+(:func:`~flipad_sklearn.verdicts.jpeg_quality`); ``--perturbations`` picks
+the rows.
 
 Cells: the share of G's images accepted, the share of each other source
 rejected (at the union's verdict, no AUC), and the mean accuracy
@@ -69,6 +74,10 @@ UNIONS = {
             {"immunise": "published", "flipad_params": {"immunise": "published"}}),
     "flipad": ("FLIPAD immunised, DCTPAD not", {"flipad_params": {"immunise": "published"}}),
     "none": ("neither immunised", {}),
+    **{f"jpeg{q}": (f"matched: FLIPAD and DCTPAD on JPEG q{q}",
+                    {"immunise": JPEGCompression(quality=q),
+                     "flipad_params": {"immunise": JPEGCompression(quality=q)}})
+       for q in (90, 70)},
 }
 DEFAULT_UNIONS = ("guide", "cli")
 
@@ -126,7 +135,7 @@ def run(args):
 
         def accepted(P, bounds=bounds):
             return verdict_score(P, bounds) >= 0
-        for name in PERTURBATIONS:
+        for name in args.perturbations:
             P = pvalues(_perturb(name, fresh))
             g = float(np.mean(accepted(P)))
             # each detector's own verdict (verdict_score on its column alone)
@@ -149,6 +158,9 @@ def main(argv=None):
     p.add_argument("--unions", nargs="+", choices=list(UNIONS), default=list(DEFAULT_UNIONS),
                    help="the unions to measure (guide cli); others write "
                         "bench_face_recipe_perturbations_<names>.md")
+    p.add_argument("--perturbations", nargs="+", choices=list(PERTURBATIONS),
+                   default=list(PERTURBATIONS), metavar="NAME",
+                   help="the rows, by name (default: all of %(choices)s)")
     add_result_args(p)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
