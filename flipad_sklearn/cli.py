@@ -632,7 +632,7 @@ def cmd_fit(args):
         n_val = max(required_validation_size(args.fnr), 1000)
     if args.max_fnr is not None and args.detector == "flipad":
         n_val = args.max_fnr_sizes[0]
-    immunise = None if args.immunise == "none" else args.immunise
+    immunise = _immunisation(args.immunise)
     deep_sad = dict(n_epochs=args.epochs, validation_size="auto" if n_val == "own" else 0)
     flipad_params = dict(
         alpha=args.alpha, activation_shape=final.activation_shape, positive=positive,
@@ -848,6 +848,28 @@ def _validation_samples(text):
     return n
 
 
+def _immunise(text):
+    """--immunise: 'none', 'published' or 'jpeg:Q' (Q 1..100)."""
+    if text in ("none", "published"):
+        return text
+    kind, sep, quality = text.partition(":")
+    if kind == "jpeg" and sep and quality.isdigit() and 1 <= int(quality) <= 100:
+        return f"jpeg:{int(quality)}"
+    raise argparse.ArgumentTypeError(f"expected none, published or jpeg:Q with Q a JPEG "
+                                     f"quality in 1..100, got {text!r}")
+
+
+def _immunisation(value):
+    """What make_flipad / make_open_world_union take for --immunise's value."""
+    if value == "none":
+        return None
+    if value.startswith("jpeg:"):
+        from .perturbations import JPEGCompression
+
+        return JPEGCompression(quality=int(value.partition(":")[2]))
+    return value
+
+
 def _log(enabled, msg):
     if enabled:
         print(msg, file=sys.stderr, flush=True)
@@ -1003,7 +1025,7 @@ def _emit(table, out_path, out_format, stdout_format, print_table):
 
 
 def cmd_score(args):
-    from .verdicts import table_from_read
+    from .verdicts import check_file_channel, table_from_read
 
     _check_max_memory(args.max_memory)
     if args.batch_size is not None and args.batch_size < 1:
@@ -1029,6 +1051,7 @@ def cmd_score(args):
     X, ok, read_errors = _read_images(files, shape, verbose, _saved_range(pipe))
     with _warnings_on_stderr():
         # one rule with the Python side: flipad_sklearn.verdicts.verdict_table
+        check_file_channel(pipe, ok)
         table = table_from_read(pipe, X, (ok, read_errors), entries,
                                 detector_path=os.path.abspath(args.detector),
                                 verbose=int(verbose))
@@ -1060,7 +1083,7 @@ def _print_score_table(table):
 def cmd_attribute(args):
     """Prediction sets over several owned models (one detector file per model)."""
     from .detection.multi import OwnedModelsAttributor
-    from .verdicts import table_from_read
+    from .verdicts import check_file_channel, table_from_read
 
     _check_max_memory(args.max_memory)
     if args.alpha is not None and not (math.isfinite(args.alpha) and 0 <= args.alpha < 1):
@@ -1110,6 +1133,7 @@ def cmd_attribute(args):
     with _warnings_on_stderr():
         # one rule with the Python side: flipad_sklearn.verdicts.verdict_table;
         # each model's inversion shows its progress bar unless -q
+        check_file_channel(attr, ok)
         table = table_from_read(attr, X, (ok, read_errors), entries, alpha=args.alpha,
                                 detector_path=paths, verbose=int(verbose))
     _emit(table, out_path, out_format, stdout_format,
@@ -1250,8 +1274,13 @@ def build_parser():
                           "(weighted by the activation's slope: steadier under JPEG and "
                           "noise on saturated pixels, less sharp on clean images of "
                           "heavily saturated generators; see the user guide)")
-    fit.add_argument("--immunise", choices=("none", "published"), default="none",
-                     help="published: train and set the threshold on images each passed "
+    fit.add_argument("--immunise", type=_immunise, default="none",
+                     metavar="{none,published,jpeg:Q}",
+                     help="jpeg:Q: train and set the threshold on G's images (and the "
+                          "others') saved as JPEG at quality Q, for scoring JPEG files of "
+                          "that quality (flipad score reads each file's quality and warns "
+                          "when it differs; see the user guide, 'Open world', 'Files'); "
+                          "published: train and set the threshold on images each passed "
                           "through a random perturbation (none, JPEG q70-95, resize "
                           "0.9-1.1, crop 0.9-1.0), so that G's recompressed or resized "
                           "images keep the fnr guarantee; with shadows or a competitor "

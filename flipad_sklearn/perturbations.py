@@ -30,8 +30,10 @@ the values lie outside [-1, 1].  Blur and crop are linear and work on any
 scale.
 """
 
+import functools
 import io
 from numbers import Integral, Real
+from typing import NamedTuple
 
 import numpy as np
 import scipy.ndimage
@@ -47,8 +49,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._validation import flatten_images, resolve_input_shape
 from .activations import BUILTIN_ACTIVATIONS
 
-__all__ = ["GaussianBlur", "GaussianNoise", "JPEGCompression", "RandomPerturbation", "Resize",
-           "ResizedCrop", "published_mixture"]
+__all__ = ["GaussianBlur", "GaussianNoise", "JPEGCompression", "JPEGQuality",
+           "RandomPerturbation", "Resize", "ResizedCrop", "jpeg_quality", "published_mixture"]
 
 _FLOATS = [np.float64, np.float32]
 _UNIT_RANGE = BUILTIN_ACTIVATIONS["tanh"]   # images in [-1, 1]
@@ -455,6 +457,109 @@ class Resize(_ImagePerturbation):
             back = np.asarray(pil, dtype=np.float64)
             out[i] = back[None] if c == 1 else back.transpose(2, 0, 1)
         return out / 127.5 - 1.0
+
+
+class JPEGQuality(NamedTuple):
+    """What :func:`jpeg_quality` read from a JPEG file."""
+
+    #: The quality whose tables are closest (1 to 100).
+    quality: int
+    #: True when the file's tables are exactly those Pillow (libjpeg) writes at
+    #: ``quality`` and its colours are subsampled as Pillow does by default
+    #: (4:2:0): :class:`JPEGCompression` at that quality writes the same kind of file.
+    exact: bool
+    #: Chroma subsampling, "4:4:4", "4:2:2" or "4:2:0" (None: grey or other).
+    subsampling: object = None
+
+
+#: Pillow's get_sampling codes
+_SUBSAMPLING = {0: "4:4:4", 1: "4:2:2", 2: "4:2:0"}
+
+
+@functools.lru_cache(maxsize=2)
+def _pillow_tables(n_channels):
+    """``{quality: quantisation tables}`` as Pillow writes them, for 1 to 100."""
+    from PIL import Image
+
+    mode, shape = ("L", (8, 8)) if n_channels == 1 else ("RGB", (8, 8, 3))
+    tables = {}
+    for q in range(1, 101):
+        buf = io.BytesIO()
+        Image.fromarray(np.zeros(shape, np.uint8), mode=mode).save(buf, format="JPEG",
+                                                                    quality=q)
+        buf.seek(0)
+        with Image.open(buf) as img:
+            tables[q] = {k: tuple(v) for k, v in img.quantization.items()}
+    return tables
+
+
+def jpeg_quality(file):
+    """The JPEG quality a file was saved at, read from its quantisation tables.
+
+    A detector scores a JPEG file honestly only when it was trained and
+    calibrated on G's images saved the same way
+    (``make_flipad(..., immunise=JPEGCompression(quality=q))``, and likewise
+    in :func:`~flipad_sklearn.make_open_world_union`): this tells ``q``.
+    Pillow and libjpeg scale one standard pair of tables by the quality, so a
+    file they wrote is matched exactly; other encoders (cameras, other
+    libraries) get the nearest quality, with ``exact=False``.
+
+    Parameters
+    ----------
+    file : str, path-like, file object or PIL.Image.Image
+        An image file (opened with Pillow), or an opened image.
+
+    Returns
+    -------
+    quality : JPEGQuality or None
+        ``(quality, exact, subsampling)``, or None when the file is not a JPEG
+        (a PNG holds the 8-bit image as it is).
+
+    Examples
+    --------
+    >>> import io
+    >>> import numpy as np
+    >>> from PIL import Image
+    >>> from flipad_sklearn.perturbations import jpeg_quality
+    >>> buf = io.BytesIO()
+    >>> Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(buf, "JPEG", quality=85)
+    >>> jpeg_quality(buf)
+    JPEGQuality(quality=85, exact=True, subsampling='4:2:0')
+    """
+    from PIL import Image
+
+    if isinstance(file, Image.Image):
+        return _image_jpeg_quality(file)
+    with Image.open(file) as img:
+        return _image_jpeg_quality(img)
+
+
+def _image_jpeg_quality(img):
+    if img.format != "JPEG":
+        return None
+    found = {k: tuple(v) for k, v in getattr(img, "quantization", {}).items()}
+    if not found or any(len(t) != 64 for t in found.values()):
+        raise ValueError(f"The JPEG image has no readable 8x8 quantisation tables "
+                         f"({sorted(found)}); its quality cannot be told.")
+    from PIL import JpegImagePlugin
+
+    subsampling = _SUBSAMPLING.get(JpegImagePlugin.get_sampling(img)) \
+        if img.mode != "L" else None
+    as_pillow = img.mode == "L" or subsampling == "4:2:0"
+    reference = _pillow_tables(1 if len(found) == 1 else 3)
+    for q in range(100, 0, -1):      # tables unique per quality (tests/test_perturbations.py)
+        if reference[q] == found:
+            return JPEGQuality(q, as_pillow, subsampling)
+    # nearest in log step size, table by table: a quality scales every step alike
+    found_log = np.log(np.array([found[k] for k in sorted(found)], dtype=float))
+
+    def distance(q):
+        ref = reference[q]
+        if sorted(ref) != sorted(found):
+            return np.inf
+        return float(np.abs(np.log(np.array([ref[k] for k in sorted(ref)], dtype=float))
+                            - found_log).sum())
+    return JPEGQuality(min(range(1, 101), key=distance), False, subsampling)
 
 
 def published_mixture():

@@ -31,8 +31,8 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["IMAGE_EXTENSIONS", "PIXEL_RANGES", "VerdictTable", "expand_paths",
-           "image_shape", "read_images", "verdict_table"]
+__all__ = ["IMAGE_EXTENSIONS", "PIXEL_RANGES", "VerdictTable", "check_file_channel",
+           "expand_paths", "image_shape", "read_images", "verdict_table"]
 
 #: File name extensions read from folders.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -299,6 +299,98 @@ def _member_shape(member):
     if shape is None or len(shape) != 3:
         return None
     return tuple(int(v) for v in shape)
+
+
+# ------------------------------------------------------------------ files vs calibration
+def calibrated_channel(detector):
+    """What G's images went through before the detector's thresholds were set.
+
+    None: nothing (8-bit images as generated, what a PNG holds); an int: JPEG
+    at that quality (``immunise=JPEGCompression(quality=q)``); ``"other"``:
+    another perturbation or a mixture (``immunise="published"``).  A union's
+    is that of its immunised detectors (the pixel guard reads 16x16 block
+    averages, which JPEG hardly moves); ``"other"`` when they differ.
+    """
+    from .detection.conformal import _frozen_inner
+    from .perturbations import JPEGCompression
+
+    def of(pipe):
+        immunise = getattr(_frozen_inner(pipe), "immunise", None)
+        if immunise is None:
+            return None
+        if isinstance(immunise, JPEGCompression):
+            return int(immunise.quality)
+        return "other"
+
+    pipe = _bare_union(detector)
+    if not _is_union(pipe):
+        return of(pipe)
+    channels = {of(member) for _, member in pipe.estimators_} - {None}
+    return channels.pop() if len(channels) == 1 else (None if not channels else "other")
+
+
+def check_file_channel(detector, files):
+    """Warn when image files were not made the way the detector was calibrated.
+
+    A conformal threshold bounds the share of G's images rejected only for
+    images made as those it was set on.  JPEG moves G's own images (their
+    sparse codes and spectra) out of what a detector calibrated on lossless
+    images accepts; a detector trained and calibrated on JPEG at one quality
+    covers that quality.  Each file's quality is read from its quantisation
+    tables (:func:`~flipad_sklearn.perturbations.jpeg_quality`).  Issues an
+    :class:`~flipad_sklearn.exceptions.InputContractWarning` naming the
+    files' formats and the matched detector to fit; nothing when the files
+    match, or for a detector immunised on a mixture (``"published"``).
+
+    Parameters
+    ----------
+    detector : fitted pipeline, ConformalUnion, OwnedModelsAttributor or dict
+    files : list of str
+        The image files read (unreadable ones are not checked).
+
+    Returns
+    -------
+    counts : dict
+        ``{quality or None: number of files}`` (None: not JPEG).
+    """
+    from PIL import Image
+
+    from .exceptions import InputContractWarning
+    from .perturbations import jpeg_quality
+
+    counts = {}
+    for f in files:
+        try:
+            found = jpeg_quality(f)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            continue                     # read_images reports the file
+        q = None if found is None else found.quality
+        counts[q] = counts.get(q, 0) + 1
+    if not counts:
+        return counts
+    for name, pipe in _pipelines(detector).items():
+        channel = calibrated_channel(pipe)
+        if channel == "other":
+            continue
+        off = {q: n for q, n in counts.items() if q != channel}
+        if not off:
+            continue
+        which = "" if name is None else f"model {name!r}: "
+        made = ("G's images as generated (8-bit, lossless)" if channel is None
+                else f"G's images saved as JPEG q{channel}")
+        kinds = ", ".join(f"{n} {'not JPEG' if q is None else f'JPEG q{q}'}"
+                          for q, n in sorted(off.items(), key=lambda kv: -kv[1]))
+        jpeg = sorted(q for q in off if q is not None)
+        fix = (f" Fit a detector matched to them: flipad fit --immunise jpeg:{jpeg[0]} "
+               f"(make_flipad(..., immunise=JPEGCompression(quality={jpeg[0]})))."
+               if jpeg else " Score them with a detector calibrated on lossless images.")
+        warnings.warn(
+            f"{which}{sum(off.values())} of {len(files)} files are not made as the "
+            f"detector's threshold was set ({kinds}); it was calibrated on {made}, and "
+            f"its fnr bound does not cover other files: G's own images may be rejected "
+            f"more often (user guide, 'Open world', 'Files').{fix}",
+            InputContractWarning, stacklevel=2)
+    return counts
 
 
 # ------------------------------------------------------------------ the table
@@ -721,6 +813,7 @@ def verdict_table(detector, inputs, *, names=None, alpha=None, detector_path=Non
             raise ValueError("The models make images of different shapes or read pixels "
                              f"into different ranges: {sorted(shapes)}, {sorted(ranges)}.")
         X, ok, errors = read_images(files, shapes.pop(), ranges.pop(), verbose)
+        check_file_channel(detector, ok)
         return table_from_read(detector, X, (ok, errors), entries, alpha=alpha,
                                detector_path=detector_path, verbose=verbose)
     X = np.asarray(inputs)

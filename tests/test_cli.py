@@ -959,3 +959,63 @@ def test_shadows_writes_the_five_shadows_samples_for_fit_others(workdir):
                 "-n", "0", "-o", "never"], cwd=workdir)
     assert res.returncode == cli.EXIT_USAGE and "-n/--n-samples must be" in res.stderr
     assert not (workdir / "never").exists()
+
+
+def _as_jpeg(src_files, folder, quality):
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in src_files:
+        with PIL.Image.open(f) as img:
+            img.save(folder / (f.stem + ".jpg"), quality=quality)
+    return folder
+
+
+@pytest.mark.parametrize("text, value", [("none", "none"), ("published", "published"),
+                                         ("jpeg:90", "jpeg:90"), ("jpeg:007", "jpeg:7")])
+def test_immunise_option_values(text, value):
+    args = cli.build_parser().parse_args(
+        ["fit", "--generator", "g.py", "--own", "o", "-o", "m.flipad", "--immunise", text])
+    assert args.immunise == value
+
+
+@pytest.mark.parametrize("text", ["jpeg", "jpeg:0", "jpeg:101", "png:90", "jpeg:q90", "JPEG"])
+def test_immunise_option_refuses(text, capsys):
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["fit", "--generator", "g.py", "--own", "o", "-o",
+                                       "m.flipad", "--immunise", text])
+    assert "jpeg:Q" in capsys.readouterr().err
+
+
+def test_score_warns_on_jpeg_files_of_a_detector_calibrated_on_lossless_images(fitted):
+    """Before: JPEG files were scored silently by a detector whose threshold holds for
+    G's images as generated only."""
+    workdir, _ = fitted
+    det = str(workdir / "out" / "detector.flipad")
+    jpg = _as_jpeg(sorted((workdir / "test").glob("g*.png")), workdir / "jpeg85", 85)
+    res = _run(["score", det, str(jpg), "-q"], cwd=workdir)
+    assert res.returncode == cli.EXIT_OK, res.stderr
+    assert "warning: 6 of 6 files are not made as the detector's threshold was set " \
+           "(6 JPEG q85)" in res.stderr
+    assert "flipad fit --immunise jpeg:85" in res.stderr
+    res = _run(["score", det, *map(str, sorted((workdir / "test").glob("g*.png"))), "-q"],
+               cwd=workdir)
+    assert res.returncode == cli.EXIT_OK and "JPEG" not in res.stderr, res.stderr
+
+
+def test_fit_immunise_jpeg_calibrates_on_that_quality(workdir):
+    """``--immunise jpeg:85``: trained and calibrated on G's images saved as JPEG q85;
+    ``flipad score`` is silent on JPEG q85 files and warns on PNG files."""
+    from flipad_sklearn import JPEGCompression, persistence
+
+    res = _run(["fit", "--generator", "gens.py:G", "--latent-shape", "8", "--own", "own",
+                "--others", "others", "--fnr", "0.05", "--epochs", "2",
+                "--anchor-samples", "200", "--immunise", "jpeg:85",
+                "-o", "out/jpeg85.flipad"], cwd=workdir)
+    assert res.returncode == cli.EXIT_OK, res.stderr
+    pipe = persistence.load(workdir / "out" / "jpeg85.flipad")
+    assert isinstance(pipe.immunise, JPEGCompression) and pipe.immunise.quality == 85
+    own = sorted((workdir / "test").glob("g*.png"))
+    jpg = _as_jpeg(own, workdir / "jpeg85_fit", 85)
+    res = _run(["score", "out/jpeg85.flipad", str(jpg), "-q"], cwd=workdir)
+    assert res.returncode == cli.EXIT_OK and "warning" not in res.stderr, res.stderr
+    res = _run(["score", "out/jpeg85.flipad", *map(str, own), "-q"], cwd=workdir)
+    assert "6 not JPEG" in res.stderr and "saved as JPEG q85" in res.stderr, res.stderr

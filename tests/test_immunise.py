@@ -268,3 +268,72 @@ def test_calibrate_perturbs_fresh_samples_of_an_immunised_pipeline():
     expected = pipe[-1].score_samples(pipe[:-1].transform(
         clone(noise).fit_transform(fresh)))
     np.testing.assert_allclose(pipe[-1].validation_scores_, np.sort(expected))
+
+
+# ------------------------------------------------------------ JPEG files
+def _layer_images(layer, n, seed):
+    rng = np.random.default_rng(seed)
+    with torch.no_grad():
+        return torch.tanh(layer(torch.from_numpy(
+            np.maximum(rng.normal(size=(n, 4, 6, 6)), 0).astype(np.float32)))).numpy()
+
+
+def _save(images, folder, **save):
+    from PIL import Image
+
+    folder.mkdir()
+    for i, im in enumerate(images):
+        pixels = np.rint((np.clip(im[0], -1, 1) + 1) * 127.5).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"{i:03d}.{'jpg' if save else 'png'}", **save)
+    return folder
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_files_warn_unless_made_as_the_detector_was_calibrated(tmp_path):
+    """Before: a detector calibrated on lossless images scored JPEG files silently,
+    though JPEG moves G's own images out of what it accepts."""
+    import warnings
+
+    from flipad_sklearn.exceptions import InputContractWarning
+    from flipad_sklearn.pipeline import make_open_world_union
+    from flipad_sklearn.verdicts import calibrated_channel, verdict_table
+
+    layer = _layer()
+    X = _layer_images(layer, 150, 0)
+    fresh = _layer_images(layer, 12, 1)
+    png, jpg = _save(fresh, tmp_path / "png"), _save(fresh, tmp_path / "jpg", quality=60)
+    kw = dict(alpha=1e-3, tol=1e-3, max_iter=50, fnr=0.05, random_state=0, device="cpu",
+              detector_params=dict(hidden_sizes=(8,), rep_dim=4, n_epochs=2))
+    plain = make_flipad(layer, "tanh", np.zeros((4, 6, 6)), **kw).fit(X)
+    matched = make_flipad(layer, "tanh", np.zeros((4, 6, 6)),
+                          immunise=JPEGCompression(quality=60), **kw).fit(X)
+    assert (calibrated_channel(plain), calibrated_channel(matched)) == (None, 60)
+    with pytest.warns(InputContractWarning,
+                      match=r"12 of 12 files .*12 JPEG q60.*lossless.*--immunise jpeg:60"):
+        verdict_table(plain, [str(jpg)])
+    with pytest.warns(InputContractWarning, match=r"12 not JPEG.*saved as JPEG q60"):
+        verdict_table(matched, [str(png)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InputContractWarning)
+        table = verdict_table(matched, [str(jpg)])
+        verdict_table(plain, [str(png)])
+        # a mixture covers no one quality: the user chose it, nothing to say
+        published = make_flipad(layer, "tanh", np.zeros((4, 6, 6)), immunise="published",
+                                **kw).fit(X)
+        assert calibrated_channel(published) == "other"
+        verdict_table(published, [str(jpg)])
+    # the matched detector scores the files as the JPEG it was calibrated on
+    np.testing.assert_allclose(
+        [r["score"] for r in table],
+        matched.decision_function(JPEGCompression(quality=60).fit_transform(fresh)),
+        rtol=1e-5, atol=1e-6)
+    # a union: its immunised detectors' channel (the pixel guard is not immunised)
+    union = make_open_world_union(
+        layer, "tanh", np.zeros((4, 6, 6)), image_shape=(1, 12, 12), fnr=0.1,
+        random_state=0, device="cpu", immunise=JPEGCompression(quality=60),
+        flipad_params=dict(immunise=JPEGCompression(quality=60), alpha=1e-3, tol=1e-3,
+                           max_iter=50, detector_params=dict(n_epochs=2)),
+        dctpad_params=dict(detector_params=dict(n_epochs=2))).fit(X)
+    assert calibrated_channel(union) == 60
+    union.estimators_[1][1].immunise = JPEGCompression(quality=90)
+    assert calibrated_channel(union) == "other"

@@ -189,3 +189,62 @@ def test_resize_is_an_8bit_resize_and_back(images):
         Resize(scale=0).fit(images)
     with pytest.raises(ValueError, match="1 or 3 channels"):
         Resize().fit(np.zeros((2, 2, 4, 4)))
+
+
+# ------------------------------------------------------------ jpeg_quality
+def _jpeg_file(tmp_path, pixels, name="x.jpg", **save):
+    from PIL import Image
+
+    path = tmp_path / name
+    Image.fromarray(pixels).save(path, **save)
+    return path
+
+
+@pytest.fixture
+def rgb_pixels():
+    return (np.random.default_rng(3).random((24, 24, 3)) * 255).astype(np.uint8)
+
+
+def test_jpeg_quality_reads_every_quality_pillow_writes(tmp_path, rgb_pixels):
+    from flipad_sklearn.perturbations import JPEGQuality, jpeg_quality
+
+    for q in range(1, 101):
+        got = jpeg_quality(_jpeg_file(tmp_path, rgb_pixels, quality=q))
+        assert got == JPEGQuality(q, True, "4:2:0"), q
+    for q in (5, 50, 73, 96):
+        assert jpeg_quality(_jpeg_file(tmp_path, rgb_pixels[..., 0], "g.jpg", quality=q)) \
+            == JPEGQuality(q, True, None)
+    assert jpeg_quality(_jpeg_file(tmp_path, rgb_pixels, "p.png")) is None
+
+
+def test_jpeg_quality_names_what_jpegcompression_does_not_write(tmp_path, rgb_pixels):
+    from PIL import Image
+
+    from flipad_sklearn.perturbations import jpeg_quality
+
+    # other subsampling: same quality, but not JPEGCompression's file
+    got = jpeg_quality(_jpeg_file(tmp_path, rgb_pixels, quality=80, subsampling=0))
+    assert (got.quality, got.exact, got.subsampling) == (80, False, "4:4:4")
+    # tables of no quality (another encoder's): the nearest, not exact
+    with Image.open(_jpeg_file(tmp_path, rgb_pixels, quality=60)) as img:
+        tables = {k: [min(255, round(v * 1.04)) for v in t]
+                  for k, t in img.quantization.items()}
+    got = jpeg_quality(_jpeg_file(tmp_path, rgb_pixels, "s.jpg", qtables=tables))
+    assert not got.exact and 57 <= got.quality <= 60
+    # an opened image works as a file does
+    with Image.open(_jpeg_file(tmp_path, rgb_pixels, quality=42)) as img:
+        assert jpeg_quality(img).quality == 42
+
+
+def test_jpeg_quality_matches_jpegcompression(tmp_path, rgb_pixels):
+    """A file saved at the quality jpeg_quality tells reads back as JPEGCompression of the
+    same 8-bit image: a detector immunised with it sees what the file holds."""
+    from flipad_sklearn.perturbations import jpeg_quality
+    from flipad_sklearn.verdicts import read_images
+
+    path = _jpeg_file(tmp_path, rgb_pixels, quality=77)
+    X, ok, _ = read_images([str(path)], (3, 24, 24))
+    image = rgb_pixels.transpose(2, 0, 1)[None] / 127.5 - 1.0
+    q = jpeg_quality(path).quality
+    np.testing.assert_allclose(JPEGCompression(quality=q).fit_transform(image),
+                               X.reshape(1, -1), atol=1e-6)
