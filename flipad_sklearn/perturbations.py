@@ -481,12 +481,12 @@ def _pillow_tables(n_channels):
     """``{quality: quantisation tables}`` as Pillow writes them, for 1 to 100."""
     from PIL import Image
 
-    mode, shape = ("L", (8, 8)) if n_channels == 1 else ("RGB", (8, 8, 3))
+    # uint8 (8, 8) is read as "L", (8, 8, 3) as "RGB"
+    blank = np.zeros((8, 8) if n_channels == 1 else (8, 8, 3), np.uint8)
     tables = {}
     for q in range(1, 101):
         buf = io.BytesIO()
-        Image.fromarray(np.zeros(shape, np.uint8), mode=mode).save(buf, format="JPEG",
-                                                                    quality=q)
+        Image.fromarray(blank).save(buf, format="JPEG", quality=q)
         buf.seek(0)
         with Image.open(buf) as img:
             tables[q] = {k: tuple(v) for k, v in img.quantization.items()}

@@ -31,8 +31,8 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["IMAGE_EXTENSIONS", "PIXEL_RANGES", "VerdictTable", "check_file_channel",
-           "expand_paths", "image_shape", "read_images", "verdict_table"]
+__all__ = ["IMAGE_EXTENSIONS", "PIXEL_RANGES", "VerdictTable", "calibrated_channel",
+           "check_file_channel", "expand_paths", "image_shape", "read_images", "verdict_table"]
 
 #: File name extensions read from folders.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
