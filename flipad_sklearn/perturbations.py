@@ -535,7 +535,7 @@ def jpeg_quality(file):
 
 
 def _image_jpeg_quality(img):
-    if img.format != "JPEG":
+    if img.format not in ("JPEG", "MPO"):        # MPO: a camera's JPEG with extra images
         return None
     found = {k: tuple(v) for k, v in getattr(img, "quantization", {}).items()}
     if not found or any(len(t) != 64 for t in found.values()):

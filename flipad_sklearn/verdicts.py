@@ -32,7 +32,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 __all__ = ["IMAGE_EXTENSIONS", "PIXEL_RANGES", "VerdictTable", "calibrated_channel",
-           "check_file_channel", "expand_paths", "image_shape", "read_images", "verdict_table"]
+           "check_file_channel", "expand_paths", "file_channel", "image_shape",
+           "read_images", "verdict_table"]
 
 #: File name extensions read from folders.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -329,18 +330,49 @@ def calibrated_channel(detector):
     return channels.pop() if len(channels) == 1 else (None if not channels else "other")
 
 
+def _webp_is_lossy(path):
+    """True for a WebP file whose image is VP8 (lossy), False for VP8L or not WebP."""
+    import struct
+
+    with open(path, "rb") as fh:
+        if fh.read(4) != b"RIFF" or (fh.read(4) and fh.read(4) != b"WEBP"):
+            return False
+        for _ in range(64):                 # VP8X, ICCP, ANIM, ALPH, ... then the image
+            head = fh.read(8)
+            if len(head) < 8:
+                return False
+            fourcc, size = head[:4], struct.unpack("<I", head[4:])[0]
+            if fourcc in (b"VP8 ", b"VP8L"):
+                return fourcc == b"VP8 "
+            fh.seek(size + (size & 1), 1)
+    return False
+
+
+def file_channel(path):
+    """How an image file was stored: a JPEG quality (int), ``"lossy WebP"``, or None
+    (lossless: PNG, BMP, lossless WebP, ...).  A JPEG's quality is read from its
+    quantisation tables (:func:`~flipad_sklearn.perturbations.jpeg_quality`)."""
+    from .perturbations import jpeg_quality
+
+    found = jpeg_quality(path)
+    if found is not None:
+        return found.quality
+    return "lossy WebP" if _webp_is_lossy(path) else None
+
+
 def check_file_channel(detector, files):
-    """Warn when image files were not made the way the detector was calibrated.
+    """Warn when image files were not stored as the images the detector was calibrated on.
 
     A conformal threshold bounds the share of G's images rejected only for
-    images made as those it was set on.  JPEG moves G's own images (their
-    sparse codes and spectra) out of what a detector calibrated on lossless
-    images accepts; a detector trained and calibrated on JPEG at one quality
-    covers that quality.  Each file's quality is read from its quantisation
-    tables (:func:`~flipad_sklearn.perturbations.jpeg_quality`).  Issues an
+    images made as those it was set on.  Lossy compression moves G's own
+    images (their sparse codes and spectra) out of what a detector
+    calibrated on lossless images accepts; a detector trained and calibrated
+    on JPEG at one quality covers that quality.  Each file is read as
+    :func:`file_channel` tells.  Issues an
     :class:`~flipad_sklearn.exceptions.InputContractWarning` naming the
     files' formats and the matched detector to fit; nothing when the files
-    match, or for a detector immunised on a mixture (``"published"``).
+    match, or for a detector immunised on a mixture (``"published"``).  A
+    JPEG converted to PNG cannot be told from the file.
 
     Parameters
     ----------
@@ -351,44 +383,43 @@ def check_file_channel(detector, files):
     Returns
     -------
     counts : dict
-        ``{quality or None: number of files}`` (None: not JPEG).
+        ``{file_channel: number of files}``.
     """
     from PIL import Image
 
     from .exceptions import InputContractWarning
-    from .perturbations import jpeg_quality
 
     counts = {}
     for f in files:
         try:
-            found = jpeg_quality(f)
+            kind = file_channel(f)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
             continue                     # read_images reports the file
-        q = None if found is None else found.quality
-        counts[q] = counts.get(q, 0) + 1
-    if not counts:
-        return counts
-    for name, pipe in _pipelines(detector).items():
+        counts[kind] = counts.get(kind, 0) + 1
+    for name, pipe in _pipelines(detector).items() if counts else ():
         channel = calibrated_channel(pipe)
         if channel == "other":
             continue
-        off = {q: n for q, n in counts.items() if q != channel}
+        off = {k: n for k, n in counts.items() if k != channel}
         if not off:
             continue
         which = "" if name is None else f"model {name!r}: "
         made = ("G's images as generated (8-bit, lossless)" if channel is None
                 else f"G's images saved as JPEG q{channel}")
-        kinds = ", ".join(f"{n} {'not JPEG' if q is None else f'JPEG q{q}'}"
-                          for q, n in sorted(off.items(), key=lambda kv: -kv[1]))
-        jpeg = sorted(q for q in off if q is not None)
+        kinds = ", ".join(
+            f"{n} {'lossless' if k is None else k if isinstance(k, str) else f'JPEG q{k}'}"
+            for k, n in sorted(off.items(), key=lambda kv: -kv[1]))
+        jpeg = [k for k, _ in sorted(off.items(), key=lambda kv: -kv[1])
+                if isinstance(k, int)]
         fix = (f" Fit a detector matched to them: flipad fit --immunise jpeg:{jpeg[0]} "
                f"(make_flipad(..., immunise=JPEGCompression(quality={jpeg[0]})))."
-               if jpeg else " Score them with a detector calibrated on lossless images.")
+               if jpeg else " Score them with a detector calibrated as they were stored."
+               if None in off else "")
         warnings.warn(
-            f"{which}{sum(off.values())} of {len(files)} files are not made as the "
-            f"detector's threshold was set ({kinds}); it was calibrated on {made}, and "
-            f"its fnr bound does not cover other files: G's own images may be rejected "
-            f"more often (user guide, 'Open world', 'Files').{fix}",
+            f"{which}{sum(off.values())} of {len(files)} files are not stored as the "
+            f"images the detector's threshold was set on ({kinds}); it was calibrated on "
+            f"{made}, and its fnr bound does not cover other files: G's own images may be "
+            f"rejected more often (user guide, 'Open world', 'Files').{fix}",
             InputContractWarning, stacklevel=2)
     return counts
 

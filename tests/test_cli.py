@@ -993,8 +993,8 @@ def test_score_warns_on_jpeg_files_of_a_detector_calibrated_on_lossless_images(f
     jpg = _as_jpeg(sorted((workdir / "test").glob("g*.png")), workdir / "jpeg85", 85)
     res = _run(["score", det, str(jpg), "-q"], cwd=workdir)
     assert res.returncode == cli.EXIT_OK, res.stderr
-    assert "warning: 6 of 6 files are not made as the detector's threshold was set " \
-           "(6 JPEG q85)" in res.stderr
+    assert "warning: 6 of 6 files are not stored as the images the detector's threshold " \
+           "was set on (6 JPEG q85)" in res.stderr
     assert "flipad fit --immunise jpeg:85" in res.stderr
     res = _run(["score", det, *map(str, sorted((workdir / "test").glob("g*.png"))), "-q"],
                cwd=workdir)
@@ -1018,4 +1018,4 @@ def test_fit_immunise_jpeg_calibrates_on_that_quality(workdir):
     res = _run(["score", "out/jpeg85.flipad", str(jpg), "-q"], cwd=workdir)
     assert res.returncode == cli.EXIT_OK and "warning" not in res.stderr, res.stderr
     res = _run(["score", "out/jpeg85.flipad", *map(str, own), "-q"], cwd=workdir)
-    assert "6 not JPEG" in res.stderr and "saved as JPEG q85" in res.stderr, res.stderr
+    assert "6 lossless" in res.stderr and "saved as JPEG q85" in res.stderr, res.stderr

@@ -311,7 +311,7 @@ def test_files_warn_unless_made_as_the_detector_was_calibrated(tmp_path):
     with pytest.warns(InputContractWarning,
                       match=r"12 of 12 files .*12 JPEG q60.*lossless.*--immunise jpeg:60"):
         verdict_table(plain, [str(jpg)])
-    with pytest.warns(InputContractWarning, match=r"12 not JPEG.*saved as JPEG q60"):
+    with pytest.warns(InputContractWarning, match=r"12 lossless.*saved as JPEG q60"):
         verdict_table(matched, [str(png)])
     with warnings.catch_warnings():
         warnings.simplefilter("error", InputContractWarning)
@@ -337,3 +337,26 @@ def test_files_warn_unless_made_as_the_detector_was_calibrated(tmp_path):
     assert calibrated_channel(union) == 60
     union.estimators_[1][1].immunise = JPEGCompression(quality=90)
     assert calibrated_channel(union) == "other"
+
+
+def test_file_channel_tells_lossy_from_lossless_files(tmp_path):
+    from PIL import Image, features
+
+    from flipad_sklearn.verdicts import file_channel
+
+    pixels = (np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "a.png")
+    Image.fromarray(pixels).save(tmp_path / "a.jpg", quality=71)
+    Image.fromarray(pixels).save(tmp_path / "a.bmp")
+    assert file_channel(tmp_path / "a.png") is None
+    assert file_channel(tmp_path / "a.bmp") is None
+    assert file_channel(tmp_path / "a.jpg") == 71
+    if features.check("webp"):
+        Image.fromarray(pixels).save(tmp_path / "lossy.webp", quality=80)
+        Image.fromarray(pixels).save(tmp_path / "lossless.webp", lossless=True)
+        # an extended header (VP8X, written for an ICC profile) before the image chunk
+        Image.fromarray(pixels).save(tmp_path / "icc.webp", quality=80,
+                                     icc_profile=b"\0" * 301)
+        assert file_channel(tmp_path / "lossy.webp") == "lossy WebP"
+        assert file_channel(tmp_path / "icc.webp") == "lossy WebP"
+        assert file_channel(tmp_path / "lossless.webp") is None
