@@ -37,8 +37,8 @@ _EXPORTS = {
     ".inversion": ["FinalLayerInverter", "SkipInverter"],
     ".features": ["ActivationPooling", "ChannelSelector", "DCTFeatures",
                   "GeneratorStandardScaler"],
-    ".perturbations": ["GaussianBlur", "GaussianNoise", "JPEGCompression",
-                       "RandomPerturbation", "Resize", "ResizedCrop"],
+    ".perturbations": ["GaussianBlur", "GaussianNoise", "JPEGCompression", "JPEGQuality",
+                       "RandomPerturbation", "Resize", "ResizedCrop", "jpeg_quality"],
     ".streaming": ["StreamingFeatures"],
     # detection: detectors, the conformal rule, pipelines, several owned models
     ".detection": ["ConformalDetector", "ConformalPipeline", "ConformalUnion",

@@ -351,7 +351,7 @@ def _webp_is_lossy(path):
 def file_channel(path):
     """How an image file was stored: a JPEG quality (int), ``"lossy WebP"``, or None
     (lossless: PNG, BMP, lossless WebP, ...).  A JPEG's quality is read from its
-    quantisation tables (:func:`~flipad_sklearn.perturbations.jpeg_quality`)."""
+    quantisation tables (:func:`~flipad_sklearn.jpeg_quality`)."""
     from .perturbations import jpeg_quality
 
     found = jpeg_quality(path)
