@@ -127,6 +127,7 @@ import importlib
 import importlib.util
 import math
 import os
+import re
 import sys
 import tempfile
 import warnings
@@ -853,7 +854,8 @@ def _immunise(text):
     if text in ("none", "published"):
         return text
     kind, sep, quality = text.partition(":")
-    if kind == "jpeg" and sep and quality.isdigit() and 1 <= int(quality) <= 100:
+    # ASCII digits only (str.isdigit accepts other scripts' digits and superscripts)
+    if kind == "jpeg" and re.fullmatch(r"[0-9]{1,3}", quality) and 1 <= int(quality) <= 100:
         return f"jpeg:{int(quality)}"
     raise argparse.ArgumentTypeError(f"expected none, published or jpeg:Q with Q a JPEG "
                                      f"quality in 1..100, got {text!r}")

@@ -538,27 +538,31 @@ def _image_jpeg_quality(img):
     if img.format not in ("JPEG", "MPO"):        # MPO: a camera's JPEG with extra images
         return None
     found = {k: tuple(v) for k, v in getattr(img, "quantization", {}).items()}
-    if not found or any(len(t) != 64 for t in found.values()):
+    if 0 not in found or any(len(t) != 64 for t in found.values()):
         raise ValueError(f"The JPEG image has no readable 8x8 quantisation tables "
                          f"({sorted(found)}); its quality cannot be told.")
     from PIL import JpegImagePlugin
 
-    subsampling = _SUBSAMPLING.get(JpegImagePlugin.get_sampling(img)) \
-        if img.mode != "L" else None
-    as_pillow = img.mode == "L" or subsampling == "4:2:0"
-    reference = _pillow_tables(1 if len(found) == 1 else 3)
+    grey = img.mode == "L"
+    try:
+        subsampling = None if grey else _SUBSAMPLING.get(JpegImagePlugin.get_sampling(img))
+    except Exception:                   # noqa: BLE001 -- a frame header that lies
+        subsampling = None
+    reference = _pillow_tables(1 if grey else 3)
+    as_pillow = grey or subsampling == "4:2:0"
     for q in range(100, 0, -1):      # tables unique per quality (tests/test_perturbations.py)
         if reference[q] == found:
             return JPEGQuality(q, as_pillow, subsampling)
-    # nearest in log step size, table by table: a quality scales every step alike
-    found_log = np.log(np.array([found[k] for k in sorted(found)], dtype=float))
+    # the nearest quality, in log step size (a quality scales every step alike): the
+    # first table against the luma table, any other against the chroma one
+    roles = {k: 0 if k == 0 or grey else 1 for k in found}
+    found_log = {k: np.log(np.maximum(np.array(t, dtype=float), 1.0)) for k, t in found.items()}
 
     def distance(q):
         ref = reference[q]
-        if sorted(ref) != sorted(found):
-            return np.inf
-        return float(np.abs(np.log(np.array([ref[k] for k in sorted(ref)], dtype=float))
-                            - found_log).sum())
+        return sum(float(np.abs(np.log(np.array(ref[min(roles[k], len(ref) - 1)],
+                                                dtype=float)) - found_log[k]).sum())
+                   for k in found)
     return JPEGQuality(min(range(1, 101), key=distance), False, subsampling)
 
 

@@ -31,7 +31,7 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["IMAGE_EXTENSIONS", "PIXEL_RANGES", "VerdictTable", "calibrated_channel",
+__all__ = ["IMAGE_EXTENSIONS", "PIXEL_RANGES", "VerdictTable", "calibrated_files",
            "check_file_channel", "expand_paths", "file_channel", "image_shape",
            "read_images", "verdict_table"]
 
@@ -303,35 +303,109 @@ def _member_shape(member):
 
 
 # ------------------------------------------------------------------ files vs calibration
-def calibrated_channel(detector):
-    """What G's images went through before the detector's thresholds were set.
+#: file_channel of a lossless file (PNG, BMP, lossless WebP, ...)
+LOSSLESS = None
 
-    None: nothing (8-bit images as generated, what a PNG holds); an int: JPEG
-    at that quality (``immunise=JPEGCompression(quality=q)``); ``"other"``:
-    another perturbation or a mixture (``immunise="published"``).  A union's
-    is that of its immunised detectors (the pixel guard reads 16x16 block
-    averages, which JPEG hardly moves); ``"other"`` when they differ.
+
+def _perturbation_files(t):
+    """The file kinds a perturbation's output stands for: a set, or None (unknown)."""
+    from .perturbations import (
+        GaussianBlur, GaussianNoise, JPEGCompression, RandomPerturbation, Resize, ResizedCrop,
+    )
+
+    if t is None or isinstance(t, (GaussianBlur, GaussianNoise, Resize, ResizedCrop)):
+        return {LOSSLESS}             # a blurred, noisy or resized image saved losslessly
+    if isinstance(t, JPEGCompression):
+        return {int(t.quality)}
+    if isinstance(t, RandomPerturbation):
+        kinds = t._kinds()
+        weights = t._weights(len(kinds))
+        out = set()
+        for strengths, w in zip(kinds, weights):
+            for member in strengths if w > 0 else ():
+                files = _perturbation_files(member)
+                if files is None:
+                    return None
+                out |= files
+        return out
+    return None
+
+
+def _reads_block_averages(pipe):
+    """A pixel guard on averages of 4x4 pixels or more (:func:`make_pixel_guard` on
+    images of 64x64 or more): JPEG keeps a block's mean best, and on the face DCGAN the
+    guard rejected none of G's JPEG q50-q90 images (bench_face_recipe_perturbations).
+    A guard on every pixel (small images) is as sensitive to JPEG as any detector."""
+    from .features import ActivationPooling
+
+    first = pipe.steps[0][1] if getattr(pipe, "steps", None) else None
+    return isinstance(first, ActivationPooling) and first.method == "avg" \
+        and int(first.kernel_size) >= 4
+
+
+def calibrated_files(detector):
+    """The image files a fitted detector's threshold covers, as :func:`file_channel` names them.
+
+    A pipeline's ``immunise`` tells what G's images went through before its
+    threshold was set: nothing (lossless files, ``{None}``), JPEG at one
+    quality (``{q}``), a mixture (``"published"``: lossless files and JPEG
+    q70-95).  A union covers the files every detector of it covers, except
+    pixel guards on averages of 4x4 pixels or more, which JPEG hardly moves.
+
+    Parameters
+    ----------
+    detector : fitted pipeline or ConformalUnion
+
+    Returns
+    -------
+    files : frozenset or None
+        JPEG qualities (int) and ``None`` for lossless files; None when an
+        ``immunise`` transformer is not one of the package's (not checked).
     """
-    from .detection.conformal import _frozen_inner
-    from .perturbations import JPEGCompression
+    if _is_multi(detector):
+        raise TypeError("calibrated_files takes one detector (a pipeline or a union); "
+                        "for several models call it on each.")
+    covered = _covered(_member_files(detector))
+    return None if covered is None else frozenset(covered)
 
-    def of(pipe):
-        immunise = getattr(_frozen_inner(pipe), "immunise", None)
-        if immunise is None:
-            return None
-        if isinstance(immunise, JPEGCompression):
-            return int(immunise.quality)
-        return "other"
+
+def _covered(per):
+    """The files every member covers (None: some member's perturbation is unknown)."""
+    if any(v is None for v in per.values()):
+        return None
+    return set.intersection(*[set(v) for v in per.values()]) if per else {LOSSLESS}
+
+
+def _member_files(detector):
+    """{member name: covered files (set or None)} of the JPEG-sensitive detectors."""
+    from .detection.conformal import _frozen_inner
 
     pipe = _bare_union(detector)
-    if not _is_union(pipe):
-        return of(pipe)
-    channels = {of(member) for _, member in pipe.estimators_} - {None}
-    return channels.pop() if len(channels) == 1 else (None if not channels else "other")
+    members = pipe.estimators_ if _is_union(pipe) else [(None, pipe)]
+    out = {}
+    for name, member in members:
+        inner = _frozen_inner(member)
+        if _is_union(pipe) and _reads_block_averages(inner):
+            continue
+        out[name] = _perturbation_files(getattr(inner, "immunise", None))
+    return out
+
+
+def _describe_files(files):
+    jpeg = sorted(q for q in files if isinstance(q, int))
+    parts = (["lossless images"] if LOSSLESS in files else []) \
+        + ([f"JPEG q{jpeg[0]}" if len(jpeg) == 1 else
+            f"JPEG q{jpeg[0]}-{jpeg[-1]}" if jpeg == list(range(jpeg[0], jpeg[-1] + 1))
+            else "JPEG q" + ", q".join(map(str, jpeg))] if jpeg else [])
+    return " and ".join(parts) if parts else "no file kind"
+
+
+def _describe_kind(kind):
+    return "lossless" if kind is LOSSLESS else kind if isinstance(kind, str) else f"JPEG q{kind}"
 
 
 def _webp_is_lossy(path):
-    """True for a WebP file whose image is VP8 (lossy), False for VP8L or not WebP."""
+    """True for a WebP file whose first image is VP8 (lossy), False for VP8L or not WebP."""
     import struct
 
     with open(path, "rb") as fh:
@@ -344,20 +418,58 @@ def _webp_is_lossy(path):
             fourcc, size = head[:4], struct.unpack("<I", head[4:])[0]
             if fourcc in (b"VP8 ", b"VP8L"):
                 return fourcc == b"VP8 "
+            if fourcc == b"ANMF":           # an animation frame: its image chunks inside
+                fh.seek(16, 1)
+                continue
             fh.seek(size + (size & 1), 1)
     return False
 
 
 def file_channel(path):
-    """How an image file was stored: a JPEG quality (int), ``"lossy WebP"``, or None
-    (lossless: PNG, BMP, lossless WebP, ...).  A JPEG's quality is read from its
-    quantisation tables (:func:`~flipad_sklearn.jpeg_quality`)."""
+    """How an image file was stored, in the terms a detector's calibration covers.
+
+    Returns an int, a JPEG's quality read from its quantisation tables
+    (:func:`~flipad_sklearn.jpeg_quality`) when it is stored as
+    :class:`~flipad_sklearn.JPEGCompression` at that quality stores images
+    (Pillow's tables, 4:2:0 colours); a str naming any other lossy storage
+    (``"JPEG q85 (4:4:4)"``, ``"JPEG ~q85 (another encoder's tables)"``,
+    ``"lossy WebP"``, ``"JPEG in TIFF"``, ``"JPEG2000 (may be lossy)"``); or
+    None for a lossless file (PNG, BMP, lossless WebP, ...).  A JPEG
+    converted to PNG cannot be told.
+    """
+    from PIL import Image
+
     from .perturbations import jpeg_quality
 
-    found = jpeg_quality(path)
-    if found is not None:
-        return found.quality
-    return "lossy WebP" if _webp_is_lossy(path) else None
+    with Image.open(path) as img:
+        found = jpeg_quality(img)
+        if found is not None:
+            if found.exact:
+                return found.quality
+            if found.subsampling not in (None, "4:2:0"):
+                return f"JPEG q{found.quality} ({found.subsampling})"
+            return f"JPEG ~q{found.quality} (another encoder's tables)"
+        fmt = img.format
+        if fmt == "TIFF" and str(img.info.get("compression", "")).lower() in (
+                "jpeg", "tiff_jpeg"):
+            return "JPEG in TIFF"
+        if fmt in ("JPEG2000", "AVIF", "HEIF"):
+            return f"{fmt} (may be lossy)"
+    return "lossy WebP" if _webp_is_lossy(path) else LOSSLESS
+
+
+def _advice(pipe, kind):
+    """How to fit a detector that covers files of ``kind``."""
+    if not isinstance(kind, int):
+        return (" Score them with a detector calibrated on files stored as they are."
+                if kind is LOSSLESS else "")
+    t = f"JPEGCompression(quality={kind})"
+    if _is_union(_bare_union(pipe)):
+        return (f" Fit a union matched to them: flipad fit --detector union --immunise "
+                f"jpeg:{kind} (make_open_world_union(..., immunise={t}, "
+                f"flipad_params={{'immunise': {t}}})).")
+    return (f" Fit a detector matched to them: flipad fit --immunise jpeg:{kind} "
+            f"(make_flipad(..., immunise={t})).")
 
 
 def check_file_channel(detector, files):
@@ -368,11 +480,12 @@ def check_file_channel(detector, files):
     images (their sparse codes and spectra) out of what a detector
     calibrated on lossless images accepts; a detector trained and calibrated
     on JPEG at one quality covers that quality.  Each file is read as
-    :func:`file_channel` tells.  Issues an
-    :class:`~flipad_sklearn.exceptions.InputContractWarning` naming the
-    files' formats and the matched detector to fit; nothing when the files
-    match, or for a detector immunised on a mixture (``"published"``).  A
-    JPEG converted to PNG cannot be told from the file.
+    :func:`file_channel` tells and compared with
+    :func:`calibrated_files`.  Issues one
+    :class:`~flipad_sklearn.exceptions.InputContractWarning` per kind of
+    calibration (models calibrated alike share one), naming the files' kinds
+    and the matched detector to fit; nothing when the files are covered, or
+    for a detector immunised with a transformer this package does not know.
 
     Parameters
     ----------
@@ -385,42 +498,42 @@ def check_file_channel(detector, files):
     counts : dict
         ``{file_channel: number of files}``.
     """
-    from PIL import Image
-
     from .exceptions import InputContractWarning
 
     counts = {}
     for f in files:
         try:
             kind = file_channel(f)
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-            continue                     # read_images reports the file
+        except Exception:                # noqa: BLE001 -- a damaged header: read_images reports
+            continue
         counts[kind] = counts.get(kind, 0) + 1
+    groups = {}
     for name, pipe in _pipelines(detector).items() if counts else ():
-        channel = calibrated_channel(pipe)
-        if channel == "other":
-            continue
-        off = {k: n for k, n in counts.items() if k != channel}
-        if not off:
-            continue
-        which = "" if name is None else f"model {name!r}: "
-        made = ("G's images as generated (8-bit, lossless)" if channel is None
-                else f"G's images saved as JPEG q{channel}")
-        kinds = ", ".join(
-            f"{n} {'lossless' if k is None else k if isinstance(k, str) else f'JPEG q{k}'}"
-            for k, n in sorted(off.items(), key=lambda kv: -kv[1]))
-        jpeg = [k for k, _ in sorted(off.items(), key=lambda kv: -kv[1])
-                if isinstance(k, int)]
-        fix = (f" Fit a detector matched to them: flipad fit --immunise jpeg:{jpeg[0]} "
-               f"(make_flipad(..., immunise=JPEGCompression(quality={jpeg[0]})))."
-               if jpeg else " Score them with a detector calibrated as they were stored."
-               if None in off else "")
+        per = _member_files(pipe)
+        covered = _covered(per)
+        if covered is None:
+            continue                     # a perturbation this package does not know
+        off = {k: n for k, n in counts.items() if k not in covered}
+        if off:
+            key = (frozenset(covered), tuple(sorted((str(k), frozenset(v))
+                                                    for k, v in per.items())))
+            groups.setdefault(key, (pipe, per, covered, off, []))[4].append(name)
+    for pipe, per, covered, off, names in groups.values():
+        which = "" if names == [None] else \
+            f"model{'s' if len(names) > 1 else ''} {', '.join(map(repr, names))}: "
+        if len({frozenset(v) for v in per.values()}) > 1:
+            made = "different files by its detectors (" + ", ".join(
+                f"{n}: {_describe_files(v)}" for n, v in per.items()) + ")"
+        else:
+            made = f"G's {_describe_files(covered)}"
+        ranked = sorted(off.items(), key=lambda kv: (-kv[1], str(kv[0])))
+        kinds = ", ".join(f"{n} {_describe_kind(k)}" for k, n in ranked)
         warnings.warn(
             f"{which}{sum(off.values())} of {len(files)} files are not stored as the "
             f"images the detector's threshold was set on ({kinds}); it was calibrated on "
             f"{made}, and its fnr bound does not cover other files: G's own images may be "
-            f"rejected more often (user guide, 'Open world', 'Files').{fix}",
-            InputContractWarning, stacklevel=2)
+            f"rejected more often (user guide, 'Open world', 'Files')."
+            + _advice(pipe, ranked[0][0]), InputContractWarning, stacklevel=2)
     return counts
 
 

@@ -977,7 +977,9 @@ def test_immunise_option_values(text, value):
     assert args.immunise == value
 
 
-@pytest.mark.parametrize("text", ["jpeg", "jpeg:0", "jpeg:101", "png:90", "jpeg:q90", "JPEG"])
+@pytest.mark.parametrize("text", ["jpeg", "jpeg:0", "jpeg:101", "png:90", "jpeg:q90", "JPEG",
+                                  "jpeg:+90", "jpeg:\u0669\u0660", "jpeg:\uff19\uff10",
+                                  "jpeg:\u00b2"])
 def test_immunise_option_refuses(text, capsys):
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["fit", "--generator", "g.py", "--own", "o", "-o",
@@ -1018,4 +1020,5 @@ def test_fit_immunise_jpeg_calibrates_on_that_quality(workdir):
     res = _run(["score", "out/jpeg85.flipad", str(jpg), "-q"], cwd=workdir)
     assert res.returncode == cli.EXIT_OK and "warning" not in res.stderr, res.stderr
     res = _run(["score", "out/jpeg85.flipad", *map(str, own), "-q"], cwd=workdir)
-    assert "6 lossless" in res.stderr and "saved as JPEG q85" in res.stderr, res.stderr
+    assert "6 lossless" in res.stderr and "calibrated on G's JPEG q85" in res.stderr, \
+        res.stderr

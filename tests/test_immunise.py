@@ -296,7 +296,7 @@ def test_files_warn_unless_made_as_the_detector_was_calibrated(tmp_path):
 
     from flipad_sklearn.exceptions import InputContractWarning
     from flipad_sklearn.pipeline import make_open_world_union
-    from flipad_sklearn.verdicts import calibrated_channel, verdict_table
+    from flipad_sklearn.verdicts import calibrated_files, verdict_table
 
     layer = _layer()
     X = _layer_images(layer, 150, 0)
@@ -307,11 +307,11 @@ def test_files_warn_unless_made_as_the_detector_was_calibrated(tmp_path):
     plain = make_flipad(layer, "tanh", np.zeros((4, 6, 6)), **kw).fit(X)
     matched = make_flipad(layer, "tanh", np.zeros((4, 6, 6)),
                           immunise=JPEGCompression(quality=60), **kw).fit(X)
-    assert (calibrated_channel(plain), calibrated_channel(matched)) == (None, 60)
+    assert (calibrated_files(plain), calibrated_files(matched)) == ({None}, {60})
     with pytest.warns(InputContractWarning,
                       match=r"12 of 12 files .*12 JPEG q60.*lossless.*--immunise jpeg:60"):
         verdict_table(plain, [str(jpg)])
-    with pytest.warns(InputContractWarning, match=r"12 lossless.*saved as JPEG q60"):
+    with pytest.warns(InputContractWarning, match=r"12 lossless.*calibrated on G's JPEG q60"):
         verdict_table(matched, [str(png)])
     with warnings.catch_warnings():
         warnings.simplefilter("error", InputContractWarning)
@@ -320,7 +320,10 @@ def test_files_warn_unless_made_as_the_detector_was_calibrated(tmp_path):
         # a mixture covers no one quality: the user chose it, nothing to say
         published = make_flipad(layer, "tanh", np.zeros((4, 6, 6)), immunise="published",
                                 **kw).fit(X)
-        assert calibrated_channel(published) == "other"
+        # the mixture covers lossless files and JPEG q70-95, so q60 is warned about
+        assert calibrated_files(published) == {None, *range(70, 96)}
+    with pytest.warns(InputContractWarning, match=r"calibrated on G's lossless images and "
+                                                  r"JPEG q70-95.*--immunise jpeg:60"):
         verdict_table(published, [str(jpg)])
     # the matched detector scores the files as the JPEG it was calibrated on
     np.testing.assert_allclose(
@@ -334,9 +337,23 @@ def test_files_warn_unless_made_as_the_detector_was_calibrated(tmp_path):
         flipad_params=dict(immunise=JPEGCompression(quality=60), alpha=1e-3, tol=1e-3,
                            max_iter=50, detector_params=dict(n_epochs=2)),
         dctpad_params=dict(detector_params=dict(n_epochs=2))).fit(X)
-    assert calibrated_channel(union) == 60
-    union.estimators_[1][1].immunise = JPEGCompression(quality=90)
-    assert calibrated_channel(union) == "other"
+    # the guard reads every pixel of a 12x12 image: JPEG moves it as any detector
+    assert calibrated_files(union) == set()
+    # a guard on 4x4 blocks' averages does not count (JPEG keeps their means)
+    from flipad_sklearn.pipeline import make_pixel_guard
+
+    union.estimators_[2] = ("pixels", make_pixel_guard((1, 12, 12), size=3).fit(X))
+    assert calibrated_files(union) == {60}
+    with pytest.warns(InputContractWarning, match=r"12 of 24 files .*\(12 lossless\)"):
+        verdict_table(union, [str(png), str(jpg)])
+    # detectors calibrated on different files (before: the unimmunised one was ignored)
+    union.estimators_[0][1].immunise = None
+    assert calibrated_files(union) == set()
+    with pytest.warns(InputContractWarning, match=r"different files by its detectors "
+                                                  r"\(flipad: lossless images, dctpad: JPEG "
+                                                  r"q60\).*--detector union --immunise jpeg:60 "
+                                                  r"\(make_open_world_union"):
+        verdict_table(union, [str(jpg)])
 
 
 def test_file_channel_tells_lossy_from_lossless_files(tmp_path):
@@ -360,3 +377,55 @@ def test_file_channel_tells_lossy_from_lossless_files(tmp_path):
         assert file_channel(tmp_path / "lossy.webp") == "lossy WebP"
         assert file_channel(tmp_path / "icc.webp") == "lossy WebP"
         assert file_channel(tmp_path / "lossless.webp") is None
+
+
+def test_file_channel_names_lossy_files_jpegcompression_does_not_write(tmp_path):
+    """Review of the first version: 4:4:4 JPEG passed as the quality's file, JPEG in
+    TIFF and animated lossy WebP as lossless."""
+    from PIL import Image, features
+
+    from flipad_sklearn.verdicts import file_channel
+
+    pixels = (np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "s.jpg", quality=85, subsampling=0)
+    assert file_channel(tmp_path / "s.jpg") == "JPEG q85 (4:4:4)"
+    if features.check_codec("jpg"):
+        Image.fromarray(pixels).save(tmp_path / "t.tif", compression="jpeg")
+        assert file_channel(tmp_path / "t.tif") == "JPEG in TIFF"
+    if features.check("webp"):
+        frames = [Image.fromarray(pixels), Image.fromarray(pixels[::-1].copy())]
+        frames[0].save(tmp_path / "anim.webp", save_all=True, append_images=frames[1:],
+                       quality=80)
+        assert file_channel(tmp_path / "anim.webp") == "lossy WebP"
+
+
+def test_check_file_channel_groups_models_calibrated_alike(tmp_path):
+    """Several owned models calibrated alike: one warning naming them (before: one per model)."""
+    import warnings
+
+    from PIL import Image
+
+    from flipad_sklearn.detection.multi import OwnedModelsAttributor
+    from flipad_sklearn.verdicts import calibrated_files, check_file_channel
+
+    X = _images(200, 0).reshape(200, -1)
+    pipes = {n: _detector_pipe(ImmunisedPipeline, immunise=JPEGCompression(quality=85)).fit(X)
+             for n in ("A", "B", "C")}
+    pipes["C"].immunise = None
+    attr = OwnedModelsAttributor.from_fitted(pipes)
+    Image.fromarray((np.random.default_rng(0).random((8, 8)) * 255).astype(np.uint8)).save(
+        tmp_path / "x.jpg", quality=85)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert check_file_channel(attr, [str(tmp_path / "x.jpg")]) == {85: 1}
+    msgs = [str(w.message) for w in caught if "not stored" in str(w.message)]
+    assert len(msgs) == 1 and msgs[0].startswith("model 'C': 1 of 1 files")
+    Image.fromarray((np.random.default_rng(0).random((8, 8)) * 255).astype(np.uint8)).save(
+        tmp_path / "x.png")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_file_channel(attr, [str(tmp_path / "x.png")])
+    msgs = [str(w.message) for w in caught if "not stored" in str(w.message)]
+    assert len(msgs) == 1 and msgs[0].startswith("models 'A', 'B': 1 of 1 files")
+    with pytest.raises(TypeError, match="one detector"):
+        calibrated_files(attr)

@@ -248,3 +248,33 @@ def test_jpeg_quality_matches_jpegcompression(tmp_path, rgb_pixels):
     q = jpeg_quality(path).quality
     np.testing.assert_allclose(JPEGCompression(quality=q).fit_transform(image),
                                X.reshape(1, -1), atol=1e-6)
+
+
+def test_jpeg_quality_other_table_layouts(tmp_path, rgb_pixels):
+    """Review of the first version: three tables (one per component) read as q1, one table
+    for a colour image as Pillow's, a zero step gave log(0), a lying frame header an
+    IndexError."""
+    import warnings
+
+    from PIL import Image
+
+    from flipad_sklearn.perturbations import jpeg_quality
+
+    with Image.open(_jpeg_file(tmp_path, rgb_pixels, quality=85)) as img:
+        t = {k: list(v) for k, v in img.quantization.items()}
+    three = jpeg_quality(_jpeg_file(tmp_path, rgb_pixels, "3.jpg", qtables=[t[0], t[1], t[1]]))
+    one = jpeg_quality(_jpeg_file(tmp_path, rgb_pixels, "1.jpg", qtables=[t[0]]))
+    assert (three.quality, one.quality) == (85, 85)
+    assert not three.exact and not one.exact          # not the layout Pillow writes
+    zero = [list(t[0]), list(t[1])]
+    zero[0][0] = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = jpeg_quality(_jpeg_file(tmp_path, rgb_pixels, "0.jpg", qtables=zero))
+    assert 80 <= got.quality <= 90 and not got.exact
+    # a frame header announcing 3 components and listing 2 (Pillow's get_sampling fails)
+    data = _jpeg_file(tmp_path, rgb_pixels, "f.jpg", quality=80).read_bytes()
+    k = data.index(b"\xff\xc0")
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(data[:k + 2] + (14).to_bytes(2, "big") + data[k + 4:k + 16] + data[k + 19:])
+    assert jpeg_quality(bad).quality == 80
