@@ -500,9 +500,11 @@ def jpeg_quality(file):
     calibrated on G's images saved the same way
     (``make_flipad(..., immunise=JPEGCompression(quality=q))``, and likewise
     in :func:`~flipad_sklearn.make_open_world_union`): this tells ``q``.
-    Pillow and libjpeg scale one standard pair of tables by the quality, so a
-    file they wrote is matched exactly; other encoders (cameras, other
-    libraries) get the nearest quality, with ``exact=False``.
+    Pillow (libjpeg, baseline) scales one standard pair of tables by the
+    quality, so a file it wrote is matched exactly; other encoders and
+    layouts (cameras, one table per component, 16-bit steps) get the
+    nearest quality, with ``exact=False``.  An image opened from a file is
+    read as the file; a copy or conversion of it is no longer a JPEG (None).
 
     Parameters
     ----------
