@@ -515,8 +515,9 @@ def check_file_channel(detector, files):
             continue                     # a perturbation this package does not know
         off = {k: n for k, n in counts.items() if k not in covered}
         if off:
-            key = (frozenset(covered), tuple(sorted((str(k), frozenset(v))
-                                                    for k, v in per.items())))
+            # models calibrated alike (and fitted alike: the advice differs) share one
+            key = (_is_union(_bare_union(pipe)),
+                   tuple(sorted((str(k), frozenset(v)) for k, v in per.items())))
             groups.setdefault(key, (pipe, per, covered, off, []))[4].append(name)
     for pipe, per, covered, off, names in groups.values():
         which = "" if names == [None] else \
