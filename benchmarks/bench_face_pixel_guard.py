@@ -16,10 +16,13 @@ because JPEG hardly moves block averages), and four other image domains,
 none of them a face: generated digits (the demo's MNIST DCGAN, bilinear to
 64x64), real MNIST digits (the bundled subset), patches of two natural
 photographs (scikit-learn's sample images, random 128x128 crops area-resized
-to 64x64) and blurred Gaussian noise.
+to 64x64) and blurred Gaussian noise.  Then a second G, to test what the
+first suggests: the zoo's DCGAN on 32x32 digits (:mod:`benchmarks.train_zoo`,
+seed 0; its guard reads 2x2 block averages), against the face DCGAN's
+samples, the photo patches and the noise, grey and area-resized to 32x32.
 
-Run: ``python -m benchmarks.bench_face_pixel_guard [--threads 2]`` (about a
-minute: no inversion); writes ``benchmarks/results/bench_face_pixel_guard.md``.
+Run: ``python -m benchmarks.bench_face_pixel_guard [--threads 2]`` (about two
+minutes: no inversion); writes ``benchmarks/results/bench_face_pixel_guard.md``.
 """
 
 import argparse
@@ -35,6 +38,7 @@ from flipad_sklearn.detection.conformal import calibrate
 from ._results import add_result_args, results_dir, tee_result
 from .bench_face_blind import real_digits, smooth_noise
 from .bench_face_dcgan import load_face_dcgan, other_domain, sample
+from .train_zoo import DEFAULT_CACHE, ensure_image_zoo
 
 FNR = 0.2 * 0.005                 # the guard's share of the union's fnr
 SHRINKAGES = ("ledoit_wolf", 0.01, 0.03, 0.1, 0.3)
@@ -55,10 +59,13 @@ def photo_patches(n, seed):
     return out / 127.5 - 1.0
 
 
+def _grey32(X):
+    x = torch.from_numpy(np.asarray(X, dtype=np.float32)).mean(dim=1, keepdim=True)
+    return F.interpolate(x, size=(32, 32), mode="area").numpy()
+
+
 def run(args):
     G = load_face_dcgan()
-    X_own = sample(G, max(args.n_own), 20)
-    X_cal = sample(G, 3000, 70)
     X_g = sample(G, 2000, 71)
     tests = {"G (fresh)": X_g,
              "G, JPEG q90": JPEGCompression(quality=90).fit_transform(X_g[:1000]).reshape(
@@ -68,14 +75,30 @@ def run(args):
              "photo patches": photo_patches(1000, 5),
              "blurred noise": smooth_noise(1000, 7)}
     print("# The pixel guard's shrinkage against other domains (face DCGAN)\n")
-    print(f"make_pixel_guard((3, 64, 64)) with GaussianDensity(shrinkage=s), fitted on the "
+    _table(args, (3, 64, 64), sample(G, max(args.n_own), 20), sample(G, 3000, 70), tests)
+    digits_g = ensure_image_zoo(args.cache_dir, kinds=("dcgan",), seeds=(0,))["dcgan", 0]
+    print("\n## A second G: the zoo's DCGAN on 32x32 digits\n")
+    Xd = digits_g.sample(2000, random_state=71)
+    _table(args, (1, 32, 32), digits_g.sample(max(args.n_own), random_state=20),
+           digits_g.sample(3000, random_state=70),
+           {"G (fresh)": Xd,
+            "G, JPEG q90": JPEGCompression(quality=90).fit_transform(Xd[:1000]).reshape(
+                -1, 1, 32, 32),
+            "faces (the face DCGAN)": _grey32(sample(G, 1000, 72)),
+            "photo patches": _grey32(photo_patches(1000, 5)),
+            "blurred noise": _grey32(smooth_noise(1000, 7))})
+
+
+def _table(args, shape, X_own, X_cal, tests):
+    print(f"make_pixel_guard({shape}) with GaussianDensity(shrinkage=s), fitted on the "
           f"first n samples of G, thresholded at fnr {FNR:g} on {len(X_cal)} fresh samples "
           f"of G; cells: the share of each source rejected (G's: should be about {FNR:g}).\n")
     print("| samples of G | shrinkage | used | " + " | ".join(tests) + " |")
     print("|---|---|---|" + "---|" * len(tests))
     for n in args.n_own:
         for s in SHRINKAGES:
-            guard = make_pixel_guard((3, 64, 64), fnr=FNR, random_state=0)
+            guard = make_pixel_guard(shape, size=min(16, *shape[1:]), fnr=FNR,
+                                     random_state=0)
             guard.set_params(det__estimator__shrinkage=s, det__validation_size=0)
             guard.fit(X_own[:n])
             calibrate(guard, X_cal)
@@ -89,6 +112,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--n-own", type=int, nargs="+", default=[400, 1500])
+    p.add_argument("--cache-dir", default=DEFAULT_CACHE, help="the image zoo's cache")
     add_result_args(p)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
