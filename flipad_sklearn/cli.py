@@ -1297,10 +1297,11 @@ def build_parser():
                           "G's only when all three accept. The union also rejects images "
                           "far from all of G's and generators whose upsampling differs from "
                           "G's, which FLIPAD alone can accept (see the user guide, 'Open "
-                          "world'); --immunise then applies to FLIPAD and DCTPAD, which "
-                          "keeps G's JPEG images accepted but, measured at the paper's "
-                          "scale, let most images of another domain through (see 'Open "
-                          "world', 'Files') (flipad)")
+                          "world'); --immunise then applies to FLIPAD and DCTPAD: "
+                          "published keeps G's JPEG q70-95 images accepted, and the pixel "
+                          "guard alone then rejects other image domains; jpeg:Q matches "
+                          "JPEG files of quality Q (see 'Open world', 'At the paper's "
+                          "scale' and 'Files') (flipad)")
     fit.add_argument("--positive", choices=("auto", "yes", "no"), default="auto",
                      help="non-negative activations; auto: yes when the generator's "
                           "penultimate activations are (a ReLU)")

@@ -678,8 +678,12 @@ def make_open_world_union(layer, activation="tanh", anchor="zeros", *, image_sha
         ones), which the unimmunised DCTPAD rejects: left None in the user
         guide's recipe.  FLIPAD's own immunisation goes in
         ``flipad_params`` (``flipad fit --detector union --immunise`` sets
-        both).  Each choice trades G's perturbed images against others'
-        (user guide, "Open world": "At the paper's scale" and "Files").
+        both; for JPEG files of one quality, both ``JPEGCompression(quality=q)``
+        match the union to them).  With this release's pixel guard the
+        union immunised on ``"published"`` rejects that other domain again
+        (by the guard alone).  Each choice trades G's perturbed images
+        against others' (user guide, "Open world": "At the paper's scale"
+        and "Files").
     random_state : int or None, default=None
         Seeds every detector.
     device : {"auto", "cpu", "cuda"}, default="auto"
