@@ -105,11 +105,12 @@ def run(args):
     else:
         # bench_full_scale's training set (its seed 0), fresh samples of G unseen by it
         comp = trained_other(G, "comp", *OTHERS["comp"], args.cache_dir)
-        train = open_world_training_set(G, open_world_others(G, comp, args.cache_dir), 0,
+        train = open_world_training_set(G, open_world_others(G, comp, args.cache_dir),
+                                        100 * args.seed,
                                         args.n_own, args.n_others)
         neg = train["others"]
         X = np.concatenate([train["own"], neg])
-        fresh = sample(G, 500, 61)
+        fresh = sample(G, 500, 61 + 100 * args.seed)
     y = np.r_[np.ones(n), -np.ones(len(neg))]
     arch, seed = THIRD_BLIND["E1"]
     tests = {"unseen": sample(trained_other(G, "unseen", "dcgan", 12, args.cache_dir),
@@ -134,12 +135,12 @@ def run(args):
     for label, immunisation in (UNIONS[key] for key in args.unions):
         t = time.time()
         union = make_open_world_union(final.layer, final.activation, anchor,
-                                      image_shape=(3, 64, 64), random_state=0, device="cpu",
+                                      image_shape=(3, 64, 64), random_state=args.seed, device="cpu",
                                       **immunisation)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             union.fit(X, y)
-            rng = np.random.default_rng(20)
+            rng = np.random.default_rng(20 + args.seed)
             # the first runs: the fewest fresh samples each share needs; at another scale
             # the guide's recipe, max_fnr=0.01
             union.calibrate(lambda k: sample(G, k, seed=int(rng.integers(2**31))),
@@ -182,6 +183,11 @@ def main(argv=None):
                    help="samples of G to fit on (400; 1500 is the paper's scale)")
     p.add_argument("--n-others", type=int, default=600,
                    help="labelled others, an equal share per source (600)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="another draw of the training set, fresh samples of G, the "
+                        "calibration and the detectors' seeds (not of the trained "
+                        "generators nor the test images; at 400 / 600 the detectors' "
+                        "seeds only)")
     add_result_args(p)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -190,6 +196,8 @@ def main(argv=None):
         name += "_" + "_".join(args.unions)
     if (args.n_own, args.n_others) != (400, 600):
         name += f"_{args.n_own}_{args.n_others}"
+    if args.seed:
+        name += f"_seed{args.seed}"
     tee_result(f"{name}.md", run, args, results_dir=results_dir(args))
 
 
