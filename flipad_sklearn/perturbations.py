@@ -68,6 +68,12 @@ class _ImagePerturbation(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     # Blur and crop are linear, so right on any scale.
     _needs_unit_range = False
 
+    def _file_kinds(self):
+        """How the images this perturbation makes are stored as files (the kinds of
+        :func:`flipad_sklearn.verdicts.file_channel`): None, a lossless file of the
+        perturbed image; a JPEG codec overrides it with its quality."""
+        return {None}
+
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Validate ``X`` and record the image shape.
@@ -312,6 +318,9 @@ class JPEGCompression(_ImagePerturbation):
         self.quality = quality
         self.input_shape = input_shape
 
+    def _file_kinds(self):
+        return {int(self.quality)}
+
     def _perturb(self, images):
         from PIL import Image
 
@@ -528,10 +537,15 @@ def jpeg_quality(file):
     >>> jpeg_quality(buf)
     JPEGQuality(quality=85, exact=True, subsampling='4:2:0')
     """
+    import os
+
     from PIL import Image
 
     if isinstance(file, Image.Image):
         return _image_jpeg_quality(file)
+    if not (isinstance(file, (str, bytes, os.PathLike)) or hasattr(file, "read")):
+        raise TypeError(f"jpeg_quality takes an image file (a path or a file object) or "
+                        f"an opened PIL image, got {type(file).__name__}.")
     with Image.open(file) as img:
         return _image_jpeg_quality(img)
 
@@ -723,6 +737,19 @@ class RandomPerturbation(_ImagePerturbation):
                         f"{self.input_shape_} (C, H, W).")
         self.perturbations_, self.weights_ = kinds, weights
         return self
+
+    def _file_kinds(self):
+        """Those of every perturbation drawn with a positive weight (None when one of
+        them is not the package's: its files are not known)."""
+        kinds = self._kinds()
+        out = set()
+        for strengths, w in zip(kinds, self._weights(len(kinds))):
+            for t in strengths if w > 0 else ():
+                files = {None} if t is None else getattr(t, "_file_kinds", lambda: None)()
+                if files is None:
+                    return None
+                out |= files
+        return out
 
     def _perturb(self, images):
         rng = check_random_state(self.random_state)

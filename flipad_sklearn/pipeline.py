@@ -588,16 +588,12 @@ def make_pixel_guard(image_shape, *, size=16, shrinkage=0.1, activation="tanh",
     shrinkage : float in [0, 1] or "ledoit_wolf", default=0.1
         Weight of the scaled identity in the covariance
         (:class:`~flipad_sklearn.GaussianDensity`).  Fixed, not Ledoit and
-        Wolf's estimate, which falls as samples of G grow (0.020 at 400
-        samples of the face DCGAN, 0.0055 at 1500): the covariance then
-        follows G's directions of large variance, and the guard fitted on
-        1500 samples passed 67 % of generated digits that it rejected fitted
-        on 400.  At 0.1 it rejected 0.985-0.992 of generated and of real
-        digits at both sizes, all blurred noise, and as many photo patches
-        (0.15-0.20);
-        on a digits generator every value rejected every other domain
-        (``benchmarks/results/bench_face_pixel_guard.md``; chosen on the
-        face DCGAN's run).
+        Wolf's estimate: that one falls as samples of G grow, the
+        covariance then follows G's directions of large variance, and the
+        guard fitted on more samples passes more of another domain.  The
+        value and what it rejects are measured in
+        ``benchmarks/results/bench_face_pixel_guard.md`` (user guide, "Open
+        world", "The pixel guard's shrinkage").
     activation, input_range, quantize : see :func:`make_rawpad`
         The input contract (8-bit images by default for tanh or sigmoid).
     fnr : float, default=0.005
@@ -629,6 +625,10 @@ def make_pixel_guard(image_shape, *, size=16, shrinkage=0.1, activation="tanh",
             or size > min(shape[1:]):
         raise ValueError(f"size must be a positive int at most min(H, W) = "
                          f"{min(shape[1:])}, got {size!r}.")
+    if isinstance(shrinkage, bool):
+        raise ValueError(f"shrinkage must be a float in [0, 1] or 'ledoit_wolf', got "
+                         f"{shrinkage!r}.")
+    GaussianDensity(shrinkage=shrinkage)._validate_params()   # a wrong one fails here
     input_range, quantize = _input_contract(activation, input_range, quantize)
     kernel = max(1, min(shape[1:]) // int(size))
     return ConformalPipeline(
@@ -672,18 +672,15 @@ def make_open_world_union(layer, activation="tanh", anchor="zeros", *, image_sha
         None: :data:`~flipad_sklearn.pipeline.OPEN_WORLD_SHARES` (0.5, 0.3, 0.2).
     immunise : None, "published" or transformer, default=None
         DCTPAD's (:func:`make_dctpad`): trained and thresholded on
-        perturbed images, it accepts G's recompressed images, but on the
-        face benchmark at the paper's scale it then accepted nearly every
-        image of another domain (smooth spectra look like compressed
-        ones), which the unimmunised DCTPAD rejects: left None in the user
-        guide's recipe.  FLIPAD's own immunisation goes in
-        ``flipad_params`` (``flipad fit --detector union --immunise`` sets
-        both; for JPEG files of one quality, both ``JPEGCompression(quality=q)``
-        match the union to them).  With this release's pixel guard the
-        union immunised on ``"published"`` rejects that other domain again
-        (by the guard alone).  Each choice trades G's perturbed images
-        against others' (user guide, "Open world": "At the paper's scale"
-        and "Files").
+        perturbed images, it accepts G's recompressed images, and then
+        accepts smooth images of other domains too (their spectra look like
+        compressed ones), which the pixel guard must then reject alone.
+        FLIPAD's own immunisation goes in ``flipad_params`` (``flipad fit
+        --detector union --immunise`` sets both; for JPEG files of one
+        quality, ``JPEGCompression(quality=q)`` in both matches the union to
+        them).  Which immunisation suits images as generated and which
+        suits files is measured in the user guide ("Open world": "At the
+        paper's scale" and "Files").
     random_state : int or None, default=None
         Seeds every detector.
     device : {"auto", "cpu", "cuda"}, default="auto"

@@ -309,33 +309,17 @@ LOSSLESS = None
 
 def _perturbation_files(t):
     """The file kinds a perturbation's output stands for: a set, or None (unknown)."""
-    from .perturbations import (
-        GaussianBlur, GaussianNoise, JPEGCompression, RandomPerturbation, Resize, ResizedCrop,
-    )
-
-    if t is None or isinstance(t, (GaussianBlur, GaussianNoise, Resize, ResizedCrop)):
-        return {LOSSLESS}             # a blurred, noisy or resized image saved losslessly
-    if isinstance(t, JPEGCompression):
-        return {int(t.quality)}
-    if isinstance(t, RandomPerturbation):
-        kinds = t._kinds()
-        weights = t._weights(len(kinds))
-        out = set()
-        for strengths, w in zip(kinds, weights):
-            for member in strengths if w > 0 else ():
-                files = _perturbation_files(member)
-                if files is None:
-                    return None
-                out |= files
-        return out
-    return None
+    if t is None:
+        return {LOSSLESS}
+    kinds = getattr(t, "_file_kinds", None)       # the package's perturbations
+    return None if kinds is None else kinds()
 
 
 def _reads_block_averages(pipe):
     """A pixel guard on averages of 4x4 pixels or more (:func:`make_pixel_guard` on
-    images of 64x64 or more): JPEG keeps a block's mean best, and on the face DCGAN the
-    guard rejected none of G's JPEG q50-q90 images (bench_face_recipe_perturbations).
-    A guard on every pixel (small images) is as sensitive to JPEG as any detector."""
+    images of 64x64 or more): JPEG keeps a block's mean best (measured by
+    bench_face_recipe_perturbations's last column).  A guard on every pixel (small
+    images) is as sensitive to JPEG as any detector."""
     from .features import ActivationPooling
 
     first = pipe.steps[0][1] if getattr(pipe, "steps", None) else None
@@ -362,9 +346,14 @@ def calibrated_files(detector):
         JPEG qualities (int) and ``None`` for lossless files; None when an
         ``immunise`` transformer is not one of the package's (not checked).
     """
+    from sklearn.pipeline import Pipeline
+
     if _is_multi(detector):
         raise TypeError("calibrated_files takes one detector (a pipeline or a union); "
                         "for several models call it on each.")
+    if not (_is_union(detector) or isinstance(_bare_union(detector), Pipeline)):
+        raise TypeError(f"calibrated_files takes a fitted pipeline or ConformalUnion, got "
+                        f"{type(detector).__name__}.")
     covered = _covered(_member_files(detector))
     return None if covered is None else frozenset(covered)
 
@@ -380,7 +369,11 @@ def _member_files(detector):
     """{member name: covered files (set or None)} of the JPEG-sensitive detectors."""
     from .detection.conformal import _frozen_inner
 
+    from sklearn.utils.validation import check_is_fitted
+
     pipe = _bare_union(detector)
+    if _is_union(pipe):
+        check_is_fitted(pipe, "estimators_")
     members = pipe.estimators_ if _is_union(pipe) else [(None, pipe)]
     out = {}
     for name, member in members:
@@ -455,7 +448,7 @@ def file_channel(path):
             return "JPEG in TIFF"
         if fmt in ("JPEG2000", "AVIF", "HEIF"):
             return f"{fmt} (may be lossy)"
-    return "lossy WebP" if _webp_is_lossy(path) else LOSSLESS
+    return "lossy WebP" if fmt == "WEBP" and _webp_is_lossy(path) else LOSSLESS
 
 
 def _advice(pipe, kind):

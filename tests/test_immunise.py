@@ -429,3 +429,20 @@ def test_check_file_channel_groups_models_calibrated_alike(tmp_path):
     assert len(msgs) == 1 and msgs[0].startswith("models 'A', 'B': 1 of 1 files")
     with pytest.raises(TypeError, match="one detector"):
         calibrated_files(attr)
+
+
+def test_files_vs_calibration_refuse_what_they_cannot_read():
+    from sklearn.exceptions import NotFittedError
+
+    from flipad_sklearn import ConformalUnion, jpeg_quality
+    from flipad_sklearn.pipeline import make_pixel_guard
+    from flipad_sklearn.verdicts import calibrated_files
+
+    for bad in (3, None, [b"\xff\xd8"]):
+        with pytest.raises(TypeError, match="jpeg_quality takes an image file"):
+            jpeg_quality(bad)
+    for bad in (None, 3, "detector.flipad"):
+        with pytest.raises(TypeError, match="fitted pipeline or ConformalUnion"):
+            calibrated_files(bad)
+    with pytest.raises(NotFittedError):
+        calibrated_files(ConformalUnion([("pixels", make_pixel_guard((3, 16, 16)))]))

@@ -438,3 +438,9 @@ def test_pixel_guard_refuses_bad_images_at_predict():
         guard.predict(np.zeros((2, 3, 8, 8), np.float32))
     with pytest.raises(ValueError, match="NaN"):
         guard.predict(np.full((2, 3, 16, 16), np.nan, np.float32))
+
+
+@pytest.mark.parametrize("shrinkage", [float("nan"), "auto", True, -0.1, None])
+def test_pixel_guard_refuses_a_bad_shrinkage_when_made(shrinkage):
+    with pytest.raises(ValueError, match="shrinkage"):
+        make_pixel_guard((3, 16, 16), shrinkage=shrinkage)
