@@ -756,14 +756,49 @@ class RandomPerturbation(_ImagePerturbation):
         kinds, n = self.perturbations_, images.shape[0]
         kind = rng.choice(len(kinds), size=n, p=self.weights_)
         strength = np.array([rng.randint(len(kinds[k])) for k in kind], dtype=int)
+        return self._apply(images, kind, strength)
+
+    def _apply(self, images, kind, strength):
+        """Image i through strength ``strength[i]`` of kind ``kind[i]``."""
         out = np.array(images, dtype=np.float64)
-        for k, strengths in enumerate(kinds):
+        for k, strengths in enumerate(self.perturbations_):
             for j, t in enumerate(strengths):
                 idx = np.flatnonzero((kind == k) & (strength == j))
                 if idx.size == 0 or t is None:
                     continue
                 Xt = clone(t).fit_transform(images[idx])
                 out[idx] = np.asarray(Xt, dtype=np.float64).reshape((idx.size,) + images.shape[1:])
+        return out
+
+    def transform_each_kind(self, X):
+        """Every image through each kind of the mixture: one perturbed copy per kind.
+
+        For a guarantee per kind (:func:`~flipad_sklearn.calibrate` with
+        ``each_kind=True``): a threshold set on each image's lowest score over
+        these copies rejects G's images at most at its fnr under every kind,
+        not only on average over the mixture.  A kind of several strengths
+        draws one per image (seeded by ``random_state`` as ``transform``);
+        kinds of weight 0 are left out.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, C, H, W) or (n_samples, C*H*W)
+            Images of the fitted shape, in [-1, 1].
+
+        Returns
+        -------
+        copies : list of ndarray of shape (n_samples, C*H*W)
+            One per kind of positive weight, in the mixture's order.
+        """
+        images = self._validate_transform(X)
+        rng = check_random_state(self.random_state)
+        n, out = images.shape[0], []
+        for k, strengths in enumerate(self.perturbations_):
+            if self.weights_[k] <= 0:
+                continue
+            strength = rng.randint(len(strengths), size=n)
+            copy = self._apply(images, np.full(n, k), strength)
+            out.append(np.asarray(copy, dtype=images.dtype).reshape(n, -1))
         return out
 
     def __sklearn_tags__(self):

@@ -325,6 +325,22 @@ class ImmunisedPipeline(ConformalPipeline):
         """Fresh samples of G for :func:`~flipad_sklearn.calibrate`, perturbed as at fit."""
         return self._immunised(X)
 
+    def _calibration_kinds(self, X):
+        """Fresh samples of G once per kind of ``immunise`` (``calibrate(each_kind=True)``):
+        a mixture's ``transform_each_kind``, or the one perturbed copy of another
+        transformer."""
+        if self.immunise is None:
+            return [X]
+        each = getattr(self.immunise, "transform_each_kind", None)
+        if each is None:
+            return [self._immunised(X)]
+        if scipy.sparse.issparse(X):
+            raise TypeError("ImmunisedPipeline perturbs images: sparse input is not "
+                            "supported; pass a dense array.")
+        Xa = np.asarray(X)
+        copies = clone(self.immunise).fit(Xa).transform_each_kind(Xa)
+        return [np.asarray(c).reshape(Xa.shape).astype(Xa.dtype, copy=False) for c in copies]
+
     def fit(self, X, y=None, **params):
         """Fit as :meth:`ConformalPipeline.fit` on the inputs perturbed by ``immunise``.
 

@@ -659,7 +659,10 @@ class ConformalDecisionMixin:
         -------
         self
         """
-        scores = self.score_samples(X)
+        return self._recalibrate_on_scores(self.score_samples(X), fnr)
+
+    def _recalibrate_on_scores(self, scores, fnr=None):
+        """:meth:`recalibrate` on the scores of fresh samples of G."""
         # fnr changes only with the threshold: a failed scoring leaves both as they were
         if fnr is not None:
             self.set_params(fnr=fnr)
@@ -933,7 +936,7 @@ def _check_n_samples(n_samples, what="n_samples"):
         raise ValueError(f"{what} must be 'auto' or a positive int, got {n_samples!r}.")
 
 
-def calibrate(estimator, X, *, n_samples="auto", fnr=None):
+def calibrate(estimator, X, *, n_samples="auto", fnr=None, each_kind=False):
     """Set a fitted detector's threshold on fresh samples of G, without refitting.
 
     Parameters
@@ -950,6 +953,17 @@ def calibrate(estimator, X, *, n_samples="auto", fnr=None):
         guarantee (more give a steadier threshold).  Ignored for an array.
     fnr : float or None, default=None
         A new tolerated false-negative rate for the detector; None keeps its own.
+    each_kind : bool, default=False
+        For a pipeline trained on a mixture of perturbations
+        (:class:`~flipad_sklearn.pipeline.ImmunisedPipeline` with a
+        :class:`~flipad_sklearn.RandomPerturbation`): False perturbs each
+        fresh sample by one draw of the mixture, as ``fit`` does, so the fnr
+        holds on average over the mixture; one kind (JPEG, say) may be
+        rejected more often.  True passes each fresh sample through every
+        kind of the mixture (a strength drawn per kind) and sets the threshold
+        on its lowest score: the fnr then holds under each kind, and for any
+        choice of kinds per image, at the cost of one scoring per kind and a
+        lower threshold.  Without a mixture it changes nothing.
 
     Returns
     -------
@@ -973,6 +987,8 @@ def calibrate(estimator, X, *, n_samples="auto", fnr=None):
     if not isinstance(det, ConformalDecisionMixin):
         raise TypeError(f"calibrate needs a conformal detector of flipad_sklearn (or a "
                         f"pipeline ending in one), got {type(det).__name__}.")
+    if not isinstance(each_kind, (bool, np.bool_)):
+        raise TypeError(f"each_kind must be True or False, got {each_kind!r}.")
     new_fnr = det.fnr if fnr is None else fnr
     if callable(X):
         _check_n_samples(n_samples)
@@ -984,9 +1000,20 @@ def calibrate(estimator, X, *, n_samples="auto", fnr=None):
                              "asked for.")
     if len(X) < 1:
         raise ValueError("calibrate needs at least one sample of G.")
+    inner = _frozen_inner(estimator)
+    if each_kind:
+        # a sample of G is rejected under kind k only if its score there is below the
+        # threshold, and its lowest score over the kinds is at most that: the quantile
+        # of the lowest scores bounds every kind's rejections
+        kinds = getattr(inner, "_calibration_kinds", None)
+        copies = [X] if kinds is None else kinds(X)
+        scores = np.min([np.asarray(det.score_samples(_head_transform(head, c)),
+                                    dtype=np.float64) for c in copies], axis=0)
+        det._recalibrate_on_scores(scores, fnr=fnr)
+        return estimator
     # a pipeline trained on perturbed inputs (ImmunisedPipeline) perturbs the fresh
     # samples the same way: its guarantee covers the perturbations
-    prepare = getattr(_frozen_inner(estimator), "_calibration_input", None)
+    prepare = getattr(inner, "_calibration_input", None)
     if prepare is not None:
         X = prepare(X)
     # the new fnr is set with the threshold, not before a draw or transform that may fail

@@ -237,7 +237,8 @@ class ConformalUnion(NamedEstimatorsMixin, MetaEstimatorMixin, OutlierMixin, Bas
                 "threshold yet: set them on fresh samples of G with "
                 "union.calibrate(sampler_of_G) (or union.calibrate(X_of_G)).")
 
-    def calibrate(self, X, *, n_samples="auto", detectors=None, max_fnr=None):
+    def calibrate(self, X, *, n_samples="auto", detectors=None, max_fnr=None,
+                  each_kind=False):
         """Set the detectors' thresholds on fresh samples of G, without refitting.
 
         Parameters
@@ -261,6 +262,11 @@ class ConformalUnion(NamedEstimatorsMixin, MetaEstimatorMixin, OutlierMixin, Bas
             of ``n_samples``.  Needs a sampler, or an array of at least the
             largest of those sizes, and every detector (``detectors=None``):
             the bound is on the union.  None: ``n_samples`` decides.
+        each_kind : bool, default=False
+            True: each detector trained on a mixture of perturbations is
+            calibrated on the lowest score of each fresh sample over the
+            mixture's kinds, so that its share of ``fnr`` holds under each kind
+            (see :func:`~flipad_sklearn.calibrate`); the others as with False.
 
         Returns
         -------
@@ -282,7 +288,8 @@ class ConformalUnion(NamedEstimatorsMixin, MetaEstimatorMixin, OutlierMixin, Bas
         try:
             for i, ((name, est), share) in enumerate(zip(self.estimators_, self.weights_)):
                 if name in chosen:
-                    calibrate(est, X, n_samples=sizes[name], fnr=float(self.fnr * share))
+                    calibrate(est, X, n_samples=sizes[name], fnr=float(self.fnr * share),
+                              each_kind=each_kind)
                     # the unit follows the held-out scores the threshold now stands on
                     scales[i] = _spread(_unwrap(est)[0].validation_scores_)
         finally:
