@@ -679,14 +679,16 @@ def cmd_fit(args):
                     device=args.device, random_state=int(draws.integers(2**31)))
                 # the pipelines round them to 8 bits, as if saved to files like --own
                 return X_val.astype(np.float32)
+            each_kind = args.guarantee == "each-kind"
             if n_val == "max_fnr":
                 # the sizes of _check_fit_args: union_calibration_size(shares, --max-fnr)
                 est.calibrate(sample_g, n_samples=dict(
-                    zip([name for name, _ in est.estimators_], args.max_fnr_sizes)))
+                    zip([name for name, _ in est.estimators_], args.max_fnr_sizes)),
+                    each_kind=each_kind)
             elif args.detector == "union":
-                est.calibrate(sample_g, n_samples=n_val)
+                est.calibrate(sample_g, n_samples=n_val, each_kind=each_kind)
             else:
-                calibrate(est, sample_g(n_val))
+                calibrate(est, sample_g(n_val), each_kind=each_kind)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     # saved silent, as in Python: the fitted pipelines and, in a union, their templates
@@ -751,6 +753,12 @@ def _check_fit_args(args):
             need(math.isfinite(value) and value >= 0, option, value, "a finite number >= 0")
     need(math.isfinite(args.fnr) and 0 <= args.fnr < 1, "--fnr", args.fnr,
          "in [0, 1) (the tolerated share of G's images rejected, e.g. 0.005)")
+    if args.guarantee == "each-kind" and args.immunise != "published":
+        raise UsageError("--guarantee each-kind sets the threshold under each kind of a "
+                         "mixture of perturbations: it needs --immunise published.")
+    if args.guarantee == "each-kind" and args.validation_samples == "own":
+        raise UsageError("--guarantee each-kind scores fresh samples of G after each "
+                         "perturbation: give --validation-samples N or auto, not own.")
     for option, value in (("--epochs", args.epochs), ("--max-iter", args.max_iter),
                           ("--anchor-samples", args.anchor_samples),
                           ("--batch-size", args.batch_size)):
@@ -1289,6 +1297,14 @@ def build_parser():
                           "among --others it keeps the clean accuracy, with real images "
                           "alone it costs some (see the user guide, 'Images after "
                           "publication'); none: clean images (the default)")
+    fit.add_argument("--guarantee", choices=("mixture", "each-kind"), default="mixture",
+                     help="with --immunise published, where the fnr holds: mixture, on "
+                          "average over the perturbations (one kind, JPEG say, may be "
+                          "rejected more often); each-kind, under each of them (none, "
+                          "JPEG, resize, crop): every fresh sample of G is scored after "
+                          "each kind and the threshold set on its lowest score (four "
+                          "times the calibration's inversions, a lower threshold; see the "
+                          "user guide, 'Files') (mixture)")
     fit.add_argument("--detector", choices=("flipad", "union"), default="flipad",
                      help="flipad: the FLIPAD pipeline (make_flipad); union: FLIPAD, DCTPAD "
                           "(Deep SAD on the image's spectrum) and a pixel guard (a Gaussian "

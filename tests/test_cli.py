@@ -830,6 +830,43 @@ def test_fit_immunise_published_trains_and_calibrates_on_perturbed_images(workdi
         ["fit", "--generator", "g.py", "--own", "o", "-o", "m.flipad"]).immunise == "none"
 
 
+def test_fit_guarantee_each_kind_calibrates_under_every_kind(workdir, monkeypatch):
+    """``--guarantee each-kind``: the threshold is set on each fresh sample's lowest
+    score over the mixture's kinds (calibrate(each_kind=True)), saved as any other."""
+    from flipad_sklearn import persistence
+    from flipad_sklearn.detection import conformal
+
+    seen = []
+    real = conformal.calibrate
+
+    def spy(estimator, X, **kwargs):
+        seen.append(kwargs.get("each_kind"))
+        return real(estimator, X, **kwargs)
+
+    monkeypatch.setattr(conformal, "calibrate", spy)
+    monkeypatch.chdir(workdir)
+    monkeypatch.syspath_prepend(str(workdir))
+    code = cli.main(["fit", "--generator", "gens.py:G", "--latent-shape", "8", "--own", "own",
+                     "--others", "others", "--fnr", "0.05", "--epochs", "2",
+                     "--anchor-samples", "200", "--immunise", "published", "-q",
+                     "--guarantee", "each-kind", "-o", "out/each_kind.flipad"])
+    assert code == cli.EXIT_OK and seen == [True]
+    pipe = persistence.load(workdir / "out" / "each_kind.flipad")
+    assert pipe[-1].validation_scores_.size == 1000
+
+
+@pytest.mark.parametrize("extra, message", [
+    ([], "needs --immunise published"),
+    (["--immunise", "jpeg:90"], "needs --immunise published"),
+    (["--immunise", "published", "--validation-samples", "own"], "not own"),
+])
+def test_fit_guarantee_each_kind_refuses_what_has_no_kinds(extra, message, capsys):
+    code = cli.main(["fit", "--generator", "g.py", "--own", "o", "-o", "m.flipad",
+                     "--guarantee", "each-kind", *extra])
+    assert code == cli.EXIT_USAGE
+    assert message in capsys.readouterr().err
+
+
 def test_fit_union_saves_the_open_world_union_and_score_reads_it(workdir):
     """``--detector union``: FLIPAD, DCTPAD and the pixel guard, each calibrated on the fresh
     samples of G its share of --fnr needs (1000 at least), saved securely; ``flipad score``

@@ -510,3 +510,24 @@ def test_each_kind_keeps_the_fnr_under_every_kind_where_the_mixture_does_not():
         rates[each_kind] = np.mean(runs, axis=0)
     assert rates[False].max() > 0.075 and rates[False].min() < 0.03
     assert rates[True].max() <= 0.06                     # fnr 0.05 under each kind
+
+
+def test_union_calibrate_each_kind_takes_the_lowest_score_of_its_immunised_members():
+    from flipad_sklearn import ConformalUnion
+
+    pipe, _ = _blur_mixture_pipeline()
+    plain = ConformalPipeline([("scale", GeneratorStandardScaler()),
+                               ("det", ConformalDetector("gaussian", fnr=0.05,
+                                                         validation_size=0, random_state=1))])
+    X = _images(400, 0).reshape(400, -1)
+    union = ConformalUnion([("immunised", pipe), ("plain", plain)], fnr=0.02).fit(X)
+    fresh = _images(500, 1).reshape(500, -1)
+    union.calibrate(fresh, each_kind=True)
+    immunised, plain_fit = (est for _, est in union.estimators_)
+    blurred = GaussianBlur(sigma=0.8, input_shape=(1, 8, 8)).fit_transform(fresh)
+    lowest = np.minimum(*(immunised[-1].score_samples(immunised[:-1].transform(Z))
+                          for Z in (fresh, blurred)))
+    np.testing.assert_allclose(immunised[-1].validation_scores_, np.sort(lowest))
+    # a member without a mixture: its one kind, the images as they are
+    np.testing.assert_allclose(plain_fit[-1].validation_scores_, np.sort(
+        plain_fit[-1].score_samples(plain_fit[:-1].transform(fresh))))

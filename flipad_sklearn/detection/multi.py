@@ -222,7 +222,7 @@ class OwnedModelsAttributor(NamedEstimatorsMixin, ClassifierMixin, MetaEstimator
         check_is_fitted(self, "estimators_")
         return next(iter(self.estimators_.values())).n_features_in_
 
-    def calibrate(self, samples, *, n_samples="auto", fnr=None):
+    def calibrate(self, samples, *, n_samples="auto", fnr=None, each_kind=False):
         """Set the models' thresholds on fresh samples of each, without refitting.
 
         Parameters
@@ -235,6 +235,9 @@ class OwnedModelsAttributor(NamedEstimatorsMixin, ClassifierMixin, MetaEstimator
         fnr : float in (0, 1) or None, default=None
             A new fnr for the calibrated models (None: each keeps its own); a
             union's detectors each get their share of it.
+        each_kind : bool, default=False
+            Models trained on a mixture of perturbations: the fnr under each
+            kind of it, see :func:`flipad_sklearn.detection.conformal.calibrate`.
 
         Returns
         -------
@@ -252,9 +255,10 @@ class OwnedModelsAttributor(NamedEstimatorsMixin, ClassifierMixin, MetaEstimator
             if isinstance(det, ConformalUnion):
                 if fnr is not None:
                     det.set_params(fnr=fnr)         # each detector at its share of it
-                det.calibrate(X, n_samples=n_samples)
+                det.calibrate(X, n_samples=n_samples, each_kind=each_kind)
             else:
-                calibrate(self.estimators_[name], X, n_samples=n_samples, fnr=fnr)
+                calibrate(self.estimators_[name], X, n_samples=n_samples, fnr=fnr,
+                          each_kind=each_kind)
         return self
 
     # ------------------------------------------------------------- predict
