@@ -24,7 +24,11 @@ Two unions, as a user gets them:
 DCTPAD trained and calibrated on G's images (and the others') saved as JPEG
 at one quality, the quality a JPEG file's quantisation tables tell
 (:func:`~flipad_sklearn.verdicts.jpeg_quality`); ``--perturbations`` picks
-the rows.
+the rows.  ``--each-kind false true`` calibrates each fitted union twice
+in turn, on the same fresh samples of G: on one draw of its mixture per
+sample (the fnr on average over the mixture), then on each sample's lowest
+score over the mixture's kinds (``calibrate(each_kind=True)``: the fnr
+under each kind).
 
 Cells: the share of G's images accepted, the share of each other source
 rejected (at the union's verdict, no AUC), and the mean accuracy

@@ -704,14 +704,21 @@ def cmd_fit(args):
                           for name, e in est.estimators_)
         _log(True, f"saved {out} (FLIPAD, DCTPAD and a pixel guard, each at its share of "
                    f"fnr={args.fnr}; validation samples of G: {sizes}; these thresholds "
-                   f"reject {100 * lo:.2g}-{100 * hi:.2g} % of G's images, 90 % interval)")
+                   f"reject {100 * lo:.2g}-{100 * hi:.2g} % of G's images, 90 % interval"
+                   f"{_PER_KIND if args.guarantee == 'each-kind' else ''})")
         return EXIT_PARTIAL if errors else EXIT_OK
     det = est[-1]
     lo, hi = getattr(det, "fnr_interval_", (float("nan"),) * 2)
     _log(True, f"saved {out} (threshold {det.threshold_:.4g} at fnr={args.fnr}, "
                f"{det.validation_scores_.size} validation samples of G: this threshold "
-               f"rejects {100 * lo:.2g}-{100 * hi:.2g} % of G's images, 90 % interval)")
+               f"rejects {100 * lo:.2g}-{100 * hi:.2g} % of G's images, 90 % interval"
+               f"{_PER_KIND if args.guarantee == 'each-kind' else ''})")
     return EXIT_PARTIAL if errors else EXIT_OK
+
+
+#: --guarantee each-kind: the interval is of the lowest score over the kinds, so a
+#: bound on each kind's share rejected, not its value
+_PER_KIND = "; under each kind of the mixture at most that"
 
 
 def _union_calibration_size(union):
@@ -1303,8 +1310,10 @@ def build_parser():
                           "rejected more often); each-kind, under each of them (none, "
                           "JPEG, resize, crop): every fresh sample of G is scored after "
                           "each kind and the threshold set on its lowest score (four "
-                          "times the calibration's inversions, a lower threshold; see the "
-                          "user guide, 'Files') (mixture)")
+                          "times the calibration's inversions, a lower threshold; a "
+                          "union's pixel guard, not immunised, keeps its threshold on "
+                          "G's images as generated; see the user guide, 'Open world', "
+                          "'A guarantee per kind') (mixture)")
     fit.add_argument("--detector", choices=("flipad", "union"), default="flipad",
                      help="flipad: the FLIPAD pipeline (make_flipad); union: FLIPAD, DCTPAD "
                           "(Deep SAD on the image's spectrum) and a pixel guard (a Gaussian "

@@ -582,6 +582,13 @@ def _image_jpeg_quality(img):
     return JPEGQuality(min(range(1, 101), key=distance), False, subsampling)
 
 
+def is_single_perturbation(transformer):
+    """True for one of the package's perturbations of one kind (not a mixture):
+    JPEG, resize, crop, blur or noise at one strength."""
+    return isinstance(transformer, _ImagePerturbation) \
+        and not isinstance(transformer, RandomPerturbation)
+
+
 def published_mixture():
     """The perturbations a published image goes through, as a mixture.
 

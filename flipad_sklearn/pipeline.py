@@ -18,6 +18,7 @@ detector (:class:`~flipad_sklearn.FLIPADDetector`) or a classic detector on
 the same features.  Its defaults are those of the attribution benchmark.
 """
 
+import warnings
 from numbers import Integral
 
 import numpy as np
@@ -27,7 +28,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.metaestimators import available_if
 
 from .activations import get_activation
-from .detection.conformal import ConformalDecisionMixin
+from .detection.conformal import ConformalDecisionMixin, ThresholdWarning
 from .detection.conformal_detector import ConformalDetector
 from .detection.conformal_pipeline import UINT8_LEVELS, ConformalPipeline
 from .detection.deepsad import FLIPADDetector
@@ -37,7 +38,7 @@ from .features import ActivationPooling, ChannelSelector, DCTFeatures, Generator
 from .generator_utils import mean_activation
 from .inversion import FinalLayerInverter
 from .operators import layer_adapter, operator_for
-from .perturbations import RandomPerturbation
+from .perturbations import RandomPerturbation, is_single_perturbation
 
 __all__ = ["ImmunisedPipeline", "OPEN_WORLD_SHARES", "TABULAR_DETECTOR", "TABULAR_RECIPE",
            "make_dctpad", "make_flipad", "make_flipad_tabular", "make_open_world_union",
@@ -333,6 +334,16 @@ class ImmunisedPipeline(ConformalPipeline):
             return [X]
         each = getattr(self.immunise, "transform_each_kind", None)
         if each is None:
+            if not is_single_perturbation(self.immunise):
+                # a mixture wrapped (in a Pipeline, say) or the user's own: one draw
+                # per sample would hold the fnr on average over it only
+                warnings.warn(
+                    f"calibrate(each_kind=True): immunise ({type(self.immunise).__name__}) "
+                    "has no transform_each_kind, so it is taken as one kind (one "
+                    "perturbed copy per fresh sample); if it draws among several "
+                    "perturbations, the fnr holds on average over them, not under each. "
+                    "Give the mixture as a RandomPerturbation.", ThresholdWarning,
+                    stacklevel=3)
             return [self._immunised(X)]
         if scipy.sparse.issparse(X):
             raise TypeError("ImmunisedPipeline perturbs images: sparse input is not "

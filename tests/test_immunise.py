@@ -531,3 +531,59 @@ def test_union_calibrate_each_kind_takes_the_lowest_score_of_its_immunised_membe
     # a member without a mixture: its one kind, the images as they are
     np.testing.assert_allclose(plain_fit[-1].validation_scores_, np.sort(
         plain_fit[-1].score_samples(plain_fit[:-1].transform(fresh))))
+
+
+def test_calibrate_each_kind_warns_on_a_mixture_it_cannot_split():
+    """Before: a mixture wrapped in a Pipeline was calibrated on one draw per sample
+    without a word, its per-kind guarantee silently an average."""
+    from sklearn.pipeline import Pipeline
+
+    from flipad_sklearn import calibrate
+    from flipad_sklearn.detection.conformal import ThresholdWarning
+
+    wrapped = Pipeline([("mix", RandomPerturbation([None, GaussianBlur(sigma=0.8)],
+                                                   random_state=0, input_shape=(1, 8, 8)))])
+    pipe = ImmunisedPipeline([("scale", GeneratorStandardScaler()),
+                              ("det", ConformalDetector("gaussian", fnr=0.05,
+                                                        validation_size=0, random_state=0))],
+                             immunise=wrapped).fit(_images(400, 0).reshape(400, -1))
+    fresh = _images(199, 1).reshape(199, -1)
+    with pytest.warns(ThresholdWarning, match="has no transform_each_kind"):
+        calibrate(pipe, fresh, each_kind=True)
+    # one perturbation of the package's is one kind: nothing to say
+    pipe.set_params(immunise=GaussianBlur(sigma=0.8, input_shape=(1, 8, 8)))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ThresholdWarning)
+        calibrate(pipe, fresh, each_kind=True)
+
+
+@pytest.mark.parametrize("bad", [1.5, float("nan"), "0.1", -0.1, True])
+@pytest.mark.parametrize("each_kind", [False, True])
+def test_calibrate_refuses_a_bad_fnr_before_anything_changes(bad, each_kind):
+    """Before: fnr=1.5 was set on the detector, then the threshold failed (the old
+    threshold left under the new fnr); fnr=-0.1 moved the threshold silently."""
+    from flipad_sklearn import calibrate
+
+    pipe, _ = _blur_mixture_pipeline()
+    calibrate(pipe, _images(199, 1).reshape(199, -1))
+    before = (pipe[-1].fnr, pipe[-1].threshold_)
+    with pytest.raises(ValueError, match=r"fnr must be None or a number in \[0, 1\)"):
+        calibrate(pipe, _images(199, 2).reshape(199, -1), fnr=bad, each_kind=each_kind)
+    assert (pipe[-1].fnr, pipe[-1].threshold_) == before
+
+
+def test_attributor_checks_each_kind_before_any_model_moves():
+    from flipad_sklearn import ConformalUnion
+    from flipad_sklearn.detection.multi import OwnedModelsAttributor
+
+    pipe, _ = _blur_mixture_pipeline()
+    union = ConformalUnion([("immunised", pipe)], fnr=0.02).fit(
+        _images(400, 0).reshape(400, -1))
+    union.calibrate(_images(500, 1).reshape(500, -1))
+    attributor = OwnedModelsAttributor.from_fitted({"G": union})
+    with pytest.raises(TypeError, match="each_kind must be True or False"):
+        attributor.calibrate({"G": _images(500, 2).reshape(500, -1)}, fnr=0.04,
+                             each_kind="yes")
+    assert union.fnr == 0.02

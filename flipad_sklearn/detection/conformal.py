@@ -540,6 +540,13 @@ CONFORMAL_CONSTRAINTS = {
 }
 
 
+def _check_new_fnr(fnr):
+    """Refuse a new fnr outside [0, 1) before anything changes."""
+    if fnr is not None and (isinstance(fnr, bool) or not isinstance(fnr, Real)
+                            or not 0 <= fnr < 1):
+        raise ValueError(f"fnr must be None or a number in [0, 1), got {fnr!r}.")
+
+
 class ConformalDecisionMixin:
     """The conformal split, threshold, p-values and decisions of a detector.
 
@@ -663,7 +670,9 @@ class ConformalDecisionMixin:
 
     def _recalibrate_on_scores(self, scores, fnr=None):
         """:meth:`recalibrate` on the scores of fresh samples of G."""
-        # fnr changes only with the threshold: a failed scoring leaves both as they were
+        # fnr changes only with the threshold: a failed scoring or a bad fnr leaves
+        # both as they were
+        _check_new_fnr(fnr)
         if fnr is not None:
             self.set_params(fnr=fnr)
         self._set_threshold(scores)
@@ -989,6 +998,7 @@ def calibrate(estimator, X, *, n_samples="auto", fnr=None, each_kind=False):
                         f"pipeline ending in one), got {type(det).__name__}.")
     if not isinstance(each_kind, (bool, np.bool_)):
         raise TypeError(f"each_kind must be True or False, got {each_kind!r}.")
+    _check_new_fnr(fnr)
     new_fnr = det.fnr if fnr is None else fnr
     if callable(X):
         _check_n_samples(n_samples)

@@ -247,6 +247,8 @@ class OwnedModelsAttributor(NamedEstimatorsMixin, ClassifierMixin, MetaEstimator
         if fnr is not None and (isinstance(fnr, bool) or not isinstance(fnr, Real)
                                 or not 0 < fnr < 1):
             raise ValueError(f"fnr must be None or a number in (0, 1), got {fnr!r}.")
+        if not isinstance(each_kind, (bool, np.bool_)):
+            raise TypeError(f"each_kind must be True or False, got {each_kind!r}.")
         unknown = [name for name in samples if name not in self.estimators_]
         if unknown:
             raise ValueError(f"{unknown[0]!r} is not one of the models {list(self.classes_)}.")

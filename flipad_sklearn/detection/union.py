@@ -266,7 +266,9 @@ class ConformalUnion(NamedEstimatorsMixin, MetaEstimatorMixin, OutlierMixin, Bas
             True: each detector trained on a mixture of perturbations is
             calibrated on the lowest score of each fresh sample over the
             mixture's kinds, so that its share of ``fnr`` holds under each kind
-            (see :func:`~flipad_sklearn.calibrate`); the others as with False.
+            (see :func:`~flipad_sklearn.calibrate`); the others as with False,
+            their shares promised on ``G``'s images as they come only (the
+            union's bound under a kind holds when they are not moved by it).
 
         Returns
         -------
