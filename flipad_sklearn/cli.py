@@ -698,6 +698,7 @@ def cmd_fit(args):
         member.set_params(**{f"{name}__verbose": 0 for name, step in member.steps
                              if "verbose" in step.get_params(deep=False)})
     _save_detector(est, out)
+    per_kind = _PER_KIND if args.guarantee == "each-kind" else ""
     if args.detector == "union":
         lo, hi = est.fnr_interval_
         sizes = ", ".join(f"{name} {e[-1].validation_scores_.size}"
@@ -705,14 +706,14 @@ def cmd_fit(args):
         _log(True, f"saved {out} (FLIPAD, DCTPAD and a pixel guard, each at its share of "
                    f"fnr={args.fnr}; validation samples of G: {sizes}; these thresholds "
                    f"reject {100 * lo:.2g}-{100 * hi:.2g} % of G's images, 90 % interval"
-                   f"{_PER_KIND if args.guarantee == 'each-kind' else ''})")
+                   f"{per_kind})")
         return EXIT_PARTIAL if errors else EXIT_OK
     det = est[-1]
     lo, hi = getattr(det, "fnr_interval_", (float("nan"),) * 2)
     _log(True, f"saved {out} (threshold {det.threshold_:.4g} at fnr={args.fnr}, "
                f"{det.validation_scores_.size} validation samples of G: this threshold "
                f"rejects {100 * lo:.2g}-{100 * hi:.2g} % of G's images, 90 % interval"
-               f"{_PER_KIND if args.guarantee == 'each-kind' else ''})")
+               f"{per_kind})")
     return EXIT_PARTIAL if errors else EXIT_OK
 
 

@@ -587,3 +587,21 @@ def test_attributor_checks_each_kind_before_any_model_moves():
         attributor.calibrate({"G": _images(500, 2).reshape(500, -1)}, fnr=0.04,
                              each_kind="yes")
     assert union.fnr == 0.02
+
+
+def test_transform_each_kind_refuses_bad_input():
+    from sklearn.exceptions import NotFittedError
+
+    mixture = RandomPerturbation([None, GaussianBlur(sigma=1.0)], random_state=0)
+    X = _images(5, 0)
+    with pytest.raises(NotFittedError):
+        mixture.transform_each_kind(X)
+    mixture.fit(X)
+    bad = X.copy()
+    bad[0, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        mixture.transform_each_kind(bad)
+    with pytest.raises(ValueError, match="36 features.*expecting 64"):
+        mixture.transform_each_kind(_images(5, 0, size=6))
+    with pytest.raises(ValueError):
+        mixture.transform_each_kind("images")

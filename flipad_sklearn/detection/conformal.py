@@ -1010,22 +1010,22 @@ def calibrate(estimator, X, *, n_samples="auto", fnr=None, each_kind=False):
                              "asked for.")
     if len(X) < 1:
         raise ValueError("calibrate needs at least one sample of G.")
-    inner = _frozen_inner(estimator)
-    if each_kind:
-        # a sample of G is rejected under kind k only if its score there is below the
-        # threshold, and its lowest score over the kinds is at most that: the quantile
-        # of the lowest scores bounds every kind's rejections
-        kinds = getattr(inner, "_calibration_kinds", None)
-        copies = [X] if kinds is None else kinds(X)
-        scores = np.min([np.asarray(det.score_samples(_head_transform(head, c)),
-                                    dtype=np.float64) for c in copies], axis=0)
-        det._recalibrate_on_scores(scores, fnr=fnr)
-        return estimator
-    # a pipeline trained on perturbed inputs (ImmunisedPipeline) perturbs the fresh
-    # samples the same way: its guarantee covers the perturbations
-    prepare = getattr(inner, "_calibration_input", None)
-    if prepare is not None:
-        X = prepare(X)
+    # a sample of G is rejected under kind k only if its score there is below the
+    # threshold, and its lowest score over the copies is at most that: the quantile
+    # of the lowest scores bounds every kind's rejections (one copy: its scores)
+    copies = _calibration_copies(_frozen_inner(estimator), X, each_kind)
+    scores = np.min([np.asarray(det.score_samples(_head_transform(head, c)),
+                                dtype=np.float64) for c in copies], axis=0)
     # the new fnr is set with the threshold, not before a draw or transform that may fail
-    det.recalibrate(_head_transform(head, X), fnr=fnr)
+    det._recalibrate_on_scores(scores, fnr=fnr)
     return estimator
+
+
+def _calibration_copies(pipe, X, each_kind):
+    """The fresh samples of G as the threshold scores them: perturbed as at fit, in
+    one copy (an ImmunisedPipeline's guarantee covers its perturbations), or once per
+    kind of its mixture with ``each_kind``."""
+    if each_kind and hasattr(pipe, "_calibration_kinds"):
+        return pipe._calibration_kinds(X)
+    prepare = getattr(pipe, "_calibration_input", None)
+    return [X if prepare is None else prepare(X)]
