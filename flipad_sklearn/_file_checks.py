@@ -525,6 +525,10 @@ def _post_conformal(est, ctx):
         array(scores, "validation_scores_", ndim=1)
         need(scores.size >= 1 or not (hasattr(est, "threshold_") or hasattr(est, "offset_")),
              "validation_scores_ is empty but the detector has a threshold")
+    kinds = getattr(est, "n_calibration_kinds_", 1)     # absent in older files: 1
+    need(_is_int(kinds) and 1 <= kinds <= 10_000,
+         "n_calibration_kinds_ must be a positive integer (the kinds of perturbation "
+         "the threshold's held-out scores were the lowest over)")
     if hasattr(est, "threshold_") or hasattr(est, "offset_"):
         # predict reads offset_: a threshold without the held-out scores it is the
         # quantile of (or an offset_ without threshold_) cannot be checked

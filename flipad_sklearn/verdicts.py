@@ -557,7 +557,9 @@ class VerdictTable:
         The keys of every row, in order.
     metadata : dict
         The detector's: ``package``, ``version``, and ``fnr``, ``threshold``,
-        ``n_validation`` (one detector), or ``fnr``, ``fnr_bound``,
+        ``n_validation``, ``calibration_kinds`` (1, or the k kinds of
+        perturbation under each of which the fnr holds: ``calibrate(...,
+        each_kind=True)``) (one detector), or ``fnr``, ``fnr_bound``,
         ``fnr_interval`` (the 90 % interval of the share of G's samples the
         thresholds reject), ``weights`` and ``members`` (name -> those; a
         union), or ``models``
@@ -751,6 +753,8 @@ def _detector_metadata(pipe):
         meta[key] = None if value is None else float(value)
     val = getattr(det, "validation_scores_", None)
     meta["n_validation"] = None if val is None else int(getattr(val, "size", len(val)))
+    # k > 1: the fnr holds under each of k kinds of perturbation (calibrate(each_kind))
+    meta["calibration_kinds"] = int(getattr(det, "n_calibration_kinds_", 1))
     return meta
 
 

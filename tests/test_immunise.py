@@ -605,3 +605,38 @@ def test_transform_each_kind_refuses_bad_input():
         mixture.transform_each_kind(_images(5, 0, size=6))
     with pytest.raises(ValueError):
         mixture.transform_each_kind("images")
+
+
+def test_the_detector_records_how_many_kinds_its_threshold_holds_under(tmp_path):
+    """A verdict says which guarantee it has: the saved detector, its reloaded copy and
+    the verdict table's metadata tell a threshold set per kind from one set on the
+    mixture (before: nothing recorded it)."""
+    import json
+
+    from flipad_sklearn import calibrate, persistence
+    from flipad_sklearn.verdicts import verdict_table
+
+    from test_persistence import _craft, _entry, _members, _state
+
+    pipe, _ = _blur_mixture_pipeline()
+    fresh = _images(199, 1).reshape(199, -1)
+    calibrate(pipe, fresh)
+    assert pipe[-1].n_calibration_kinds_ == 1
+    calibrate(pipe, fresh, each_kind=True)
+    assert pipe[-1].n_calibration_kinds_ == 2
+    path = tmp_path / "per_kind.flipad"
+    persistence.save(pipe, path)
+    loaded = persistence.load(path)
+    assert loaded[-1].n_calibration_kinds_ == 2
+    assert verdict_table(loaded, fresh[:3]).metadata["calibration_kinds"] == 2
+    # a file that lies about it is refused
+    spec, arrays = _members(path)
+    for bad in ("2", 0, True, 1.5):
+        crafted = json.loads(json.dumps(spec))
+        _entry(_state(crafted, "flipad_sklearn.ConformalDetector"),
+               "n_calibration_kinds_")[1] = bad
+        with pytest.raises(persistence.UnsafeFileError, match="n_calibration_kinds_"):
+            persistence.load(_craft(tmp_path / "bad.flipad", crafted, arrays))
+    # fit sets the threshold on held-out samples drawn once: one kind again
+    pipe.set_params(det__validation_size="auto").fit(_images(400, 0).reshape(400, -1))
+    assert pipe[-1].n_calibration_kinds_ == 1

@@ -598,14 +598,18 @@ class ConformalDecisionMixin:
                 s[rest] = np.asarray(score(X_fit[rest]), dtype=np.float64).ravel()
             self.decision_scores_ = -s
 
-    def _set_threshold(self, validation_scores):
-        """Set ``validation_scores_``, ``threshold_`` and ``offset_`` (empty: uncalibrated)."""
+    def _set_threshold(self, validation_scores, n_kinds=1):
+        """Set ``validation_scores_``, ``threshold_`` and ``offset_`` (empty: uncalibrated);
+        ``n_kinds``: the held-out scores are each sample's lowest over that many kinds
+        of perturbation (``calibrate(each_kind=True)``), recorded in
+        ``n_calibration_kinds_`` so that a saved verdict says which guarantee it has."""
         v = np.sort(np.asarray(validation_scores, dtype=np.float64).ravel())
         self.validation_scores_ = v
         if v.size == 0:
-            for name in ("threshold_", "offset_", "fnr_bound_"):
+            for name in ("threshold_", "offset_", "fnr_bound_", "n_calibration_kinds_"):
                 self.__dict__.pop(name, None)
             return
+        self.n_calibration_kinds_ = int(n_kinds)
         if np.ptp(v) <= 1e-12 * (1.0 + np.abs(v).max()) and v.size > 1:
             warnings.warn(
                 "All validation samples of G have the same score: the detector "
@@ -668,14 +672,15 @@ class ConformalDecisionMixin:
         """
         return self._recalibrate_on_scores(self.score_samples(X), fnr)
 
-    def _recalibrate_on_scores(self, scores, fnr=None):
-        """:meth:`recalibrate` on the scores of fresh samples of G."""
+    def _recalibrate_on_scores(self, scores, fnr=None, n_kinds=1):
+        """:meth:`recalibrate` on the scores of fresh samples of G (each one's lowest
+        over ``n_kinds`` kinds of perturbation)."""
         # fnr changes only with the threshold: a failed scoring or a bad fnr leaves
         # both as they were
         _check_new_fnr(fnr)
         if fnr is not None:
             self.set_params(fnr=fnr)
-        self._set_threshold(scores)
+        self._set_threshold(scores, n_kinds)
         return self
 
     def decision_function(self, X):
@@ -977,8 +982,10 @@ def calibrate(estimator, X, *, n_samples="auto", fnr=None, each_kind=False):
     Returns
     -------
     estimator
-        The same object, with ``threshold_``, ``offset_`` and
-        ``validation_scores_`` of its detector recomputed.
+        The same object, with ``threshold_``, ``offset_``,
+        ``validation_scores_`` and ``n_calibration_kinds_`` (the kinds each
+        fresh sample was scored in: 1, or the mixture's with ``each_kind``)
+        of its detector recomputed.
 
     Examples
     --------
@@ -1017,7 +1024,7 @@ def calibrate(estimator, X, *, n_samples="auto", fnr=None, each_kind=False):
     scores = np.min([np.asarray(det.score_samples(_head_transform(head, c)),
                                 dtype=np.float64) for c in copies], axis=0)
     # the new fnr is set with the threshold, not before a draw or transform that may fail
-    det._recalibrate_on_scores(scores, fnr=fnr)
+    det._recalibrate_on_scores(scores, fnr=fnr, n_kinds=len(copies))
     return estimator
 
 

@@ -102,7 +102,8 @@ class ConformalDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
     score_response_ : {"score_samples", "-decision_function"}
         How ``estimator_`` is scored: its ``score_samples`` (scikit-learn) or
         minus its ``decision_function`` (PyOD).
-    threshold_, offset_, fnr_bound_, validation_scores_, n_features_in_, decision_scores_
+    threshold_, offset_, fnr_bound_, validation_scores_, n_calibration_kinds_, \
+            n_features_in_, decision_scores_
         As in :class:`FingerprintCorrelation` (``decision_scores_`` and
         ``labels_``: PyOD's outlier scores and 0/1 labels of ``fit``'s ``X``).
 

@@ -234,6 +234,12 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
         The central 90 % interval of the share of G's samples that this
         threshold rejects (:func:`~flipad_sklearn.fnr_interval`): ``fnr`` is
         its mean over held-out draws, not a bound on one threshold.
+    n_calibration_kinds_ : int
+        1: the threshold is set on held-out samples of G as they came (or
+        perturbed once, as at fit).  k > 1: on each sample's lowest score over
+        the k kinds of a mixture of perturbations
+        (:func:`~flipad_sklearn.calibrate` with ``each_kind=True``), so that
+        the fnr holds under each kind.
     history_ : dict of lists
         ``"loss"`` (mean training loss), ``"lr"`` and ``"time"`` per epoch.
     input_shape_ : tuple or None
