@@ -31,6 +31,7 @@ scale.
 """
 
 import functools
+import hashlib
 import io
 from numbers import Integral, Real
 from typing import NamedTuple
@@ -211,8 +212,11 @@ class GaussianNoise(_ImagePerturbation):
     clip : bool, default=True
         Clip the result into [-1, 1], as saving the image would.
     random_state : int, RandomState instance or None, default=None
-        Seeds the noise.  With an int, every call of ``transform`` draws the
-        same noise for the same batch (reproducible); None draws fresh noise.
+        Seeds the noise.  With an int, each image's noise is drawn from the
+        seed and the image's values: the same image gets the same noise in any
+        batch, order or call (reproducible; identical images identical noise),
+        another image independent noise.
+        None (or a RandomState) draws fresh noise, by position in the batch.
     input_shape : tuple of (C, H, W) or None, default=None
         Shape of one image, needed for flattened input.
 
@@ -229,9 +233,11 @@ class GaussianNoise(_ImagePerturbation):
 
     Notes
     -----
-    The noise of a sample depends on its position in the batch: transforming
-    a subset or a reordered batch draws other noise (that is what noise is),
-    so the result is not invariant to batch order.
+    A seed drawn by position would give the fresh samples of G that set an
+    immunised detector's threshold (:func:`~flipad_sklearn.calibrate`) the
+    noise vectors its training samples had: they would score too well and
+    the threshold would reject more of G's newly noised images than its fnr.
+    Seeding by image keeps them independent.
 
     Examples
     --------
@@ -259,11 +265,24 @@ class GaussianNoise(_ImagePerturbation):
     _needs_unit_range = True
 
     def _perturb(self, images):
-        rng = check_random_state(self.random_state)
-        out = images + self.std * rng.standard_normal(images.shape)
+        if isinstance(self.random_state, Integral):
+            noise = np.stack([self._seeded_noise(img) for img in images]) if len(images) \
+                else np.zeros(images.shape)
+        else:
+            noise = check_random_state(self.random_state).standard_normal(images.shape)
+        out = images + self.std * noise
         if self.clip:
             np.clip(out, -1.0, 1.0, out=out)
         return out
+
+    def _seeded_noise(self, image):
+        """The noise of one image, from the seed and the image's values: the same in
+        any batch, and independent for another image (a fresh sample of G at
+        calibration must not get the noise a training sample had)."""
+        digest = hashlib.blake2b(np.ascontiguousarray(image, dtype=np.float64).tobytes(),
+                                 digest_size=8).digest()
+        rng = np.random.default_rng([int(self.random_state), int.from_bytes(digest, "little")])
+        return rng.standard_normal(image.shape)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -656,8 +675,9 @@ class RandomPerturbation(_ImagePerturbation):
     Notes
     -----
     Images that draw the same perturbation are perturbed as one batch by a
-    fresh clone of it.  As with :class:`GaussianNoise`, the draw of a sample
-    depends on its position in the batch.  Every kind of the mixture must
+    fresh clone of it.  The kind and strength of a sample are drawn by its
+    position in the batch (independent of the image, so a fresh sample's draw
+    is as good as a new one).  Every kind of the mixture must
     accept the images (JPEG and resize: 1 or 3 channels, values in
     [-1, 1]); ``fit`` checks the channels.
 

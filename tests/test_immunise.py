@@ -640,3 +640,36 @@ def test_the_detector_records_how_many_kinds_its_threshold_holds_under(tmp_path)
     # fit sets the threshold on held-out samples drawn once: one kind again
     pipe.set_params(det__validation_size="auto").fit(_images(400, 0).reshape(400, -1))
     assert pipe[-1].n_calibration_kinds_ == 1
+
+
+def test_calibration_noise_is_fresh_for_fresh_samples_of_g():
+    """Before: a seeded GaussianNoise drew its noise by position in the batch, so the
+    fresh samples of G at calibration got the very noise vectors the detector was
+    trained on, scored too well, and the threshold rejected G's newly noised images
+    above the fnr."""
+    from flipad_sklearn import calibrate
+
+    noise = GaussianNoise(std=0.3, random_state=0, input_shape=(1, 8, 8))
+    pipe = ImmunisedPipeline([("scale", GeneratorStandardScaler()),
+                              ("det", ConformalDetector("gaussian", fnr=0.05,
+                                                        validation_size=0, random_state=0))],
+                             immunise=noise).fit(_images(400, 0).reshape(400, -1))
+    test = GaussianNoise(std=0.3, random_state=7, input_shape=(1, 8, 8)).fit_transform(
+        _images(4000, 3).reshape(4000, -1))
+    rejected = []
+    for seed in range(5):
+        calibrate(pipe, _images(399, 10 + seed).reshape(399, -1))
+        rejected.append(float(np.mean(pipe.predict(test) == -1)))
+    assert np.mean(rejected) <= 0.06
+
+
+def test_seeded_noise_of_an_image_does_not_depend_on_its_batch():
+    X = _images(6, 0)
+    noise = GaussianNoise(std=0.2, random_state=3)
+    whole = noise.fit_transform(X)
+    np.testing.assert_array_equal(whole[4], noise.fit_transform(X[4:5])[0])
+    np.testing.assert_array_equal(whole[::-1], noise.fit_transform(X[::-1]))
+    # another image, or another seed: other noise
+    assert not np.allclose(whole[0] - X[0].ravel(), whole[1] - X[1].ravel())
+    other = GaussianNoise(std=0.2, random_state=4).fit_transform(X)
+    assert not np.allclose(whole, other)
