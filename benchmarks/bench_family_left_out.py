@@ -26,10 +26,15 @@ the same digits, two seeds.  Side by side, in one run:
   RAWPAD + pixel guard at the same shares.)
 
 Cells: accuracy at fnr 0.005 (the mean of G accepted and the source
-rejected) / ROC AUC.  Run: ``python -m benchmarks.bench_family_left_out``
+rejected) / ROC AUC.  ``--seeds 0 1 2 3 4`` fits every detector once per
+``random_state`` on the same data and reports each accuracy as mean
+[min-max] over them: how much of a cell is the training's draw (Deep SAD's
+initialisation and batches) rather than the method.  Run: ``python -m
+benchmarks.bench_family_left_out [--threads 2] [--seeds 0 1 2 3 4]``
 (trains what the zoo cache lacks; about 20 minutes on one thread with the
 zoo's DCGAN and LSGAN cached).  Writes
-``benchmarks/results/bench_family_left_out.md``.
+``benchmarks/results/bench_family_left_out.md`` (several seeds:
+``bench_family_left_out_<n>seeds_<threads>threads.md``).
 """
 
 import argparse
@@ -39,6 +44,7 @@ import warnings
 
 import numpy as np
 import torch
+from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from flipad_sklearn import (
@@ -48,7 +54,6 @@ from flipad_sklearn.datasets import load_mnist_subset
 from flipad_sklearn.generators import train_shadows
 from flipad_sklearn.pipeline import OPEN_WORLD_SHARES, make_flipad
 
-from ._harness import accuracy_auc
 from ._results import add_result_args, results_dir, tee_result
 from .train_zoo import DEFAULT_CACHE, ensure_image_zoo, mnist_train_images
 
@@ -106,6 +111,56 @@ def _upconv_family(X, cache, log):
     return out
 
 
+def _detectors(G, anchor, seed):
+    """The four detectors compared, every one seeded with ``seed``."""
+    return {
+        "FLIPAD (`make_flipad`)": make_flipad(G.final_layer, "tanh", anchor, positive=True,
+                                              fnr=FNR, random_state=seed, device="cpu"),
+        "RAWPAD (`make_rawpad`)": make_rawpad(fnr=FNR, random_state=seed, device="cpu"),
+        "DCTPAD (`make_dctpad`)": make_dctpad(fnr=FNR, random_state=seed, device="cpu"),
+        "union (`make_open_world_union`, the guide's recipe)": make_open_world_union(
+            G.final_layer, "tanh", anchor, image_shape=(1, 32, 32), fnr=FNR,
+            validation_size=0, random_state=seed, device="cpu",
+            flipad_params=dict(positive=True)),
+    }
+
+
+def _spread(values):
+    """One value as is; several (one per seed) as mean [min-max]."""
+    values = np.atleast_1d(values)
+    if values.size == 1:
+        return f"{values[0]:.3f}"
+    return f"{values.mean():.3f} [{values.min():.3f}-{values.max():.3f}]"
+
+
+def _fit_and_score(G, anchor, X_tr, y_tr, tests, names, seeds):
+    """Per detector: its cells, G's rejected share and the left-out family's accuracy,
+    each over the seeds (the detectors' ``random_state``), and the mean seconds."""
+    per = {}
+    for seed in seeds:
+        for label, det in _detectors(G, anchor, seed).items():
+            t = time.time()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                det.fit(X_tr, y_tr)
+                if isinstance(det, ConformalUnion):
+                    det.calibrate(lambda k: G.sample(k, random_state=20 + k), max_fnr=0.01)
+                scores = {k: det.decision_function(X) for k, X in tests.items()}
+            per.setdefault(label, []).append((scores, time.time() - t))
+    for label, runs in per.items():
+        cells = []
+        for k in names:
+            acc = [0.5 * (np.mean(s["G"] >= 0) + np.mean(s[k] < 0)) for s, _ in runs]
+            auc = [roc_auc_score(np.r_[np.ones(s["G"].size), np.zeros(s[k].size)],
+                                 np.r_[s["G"], s[k]]) for s, _ in runs]
+            cells.append(f"{_spread(acc)} / {np.mean(auc):.3f}")
+        g_rej = [np.mean(s["G"] < 0) for s, _ in runs]
+        left = [np.mean([0.5 * (np.mean(s["G"] >= 0) + np.mean(s[k] < 0))
+                         for k in names[3:]]) for s, _ in runs]
+        yield (label, cells, _spread(g_rej), np.array(left),
+               float(np.mean([t for _, t in runs])))
+
+
 def run(args):
     t0 = time.time()
     X_mnist = mnist_train_images(5000, 32)
@@ -123,7 +178,12 @@ def run(args):
           "Left out: an upsample + conv family (two seeds) never in the zoo.  Cells: "
           f"accuracy at fnr {FNR} / ROC AUC.  The union: the guide's recipe, "
           f"make_open_world_union(..., validation_size=0), shares "
-          f"{dict(OPEN_WORLD_SHARES)}, then calibrate(sample_G, max_fnr=0.01).\n")
+          f"{dict(OPEN_WORLD_SHARES)}, then calibrate(sample_G, max_fnr=0.01).  "
+          + (f"Every detector fitted {len(args.seeds)} times, random_state "
+             f"{args.seeds} (the training data the same): accuracy as mean [min-max] over "
+             "them, AUC the mean; fit + score the mean per fit; "
+             if len(args.seeds) > 1 else "")
+          + f"{torch.get_num_threads()} torch thread(s).\n")
     names = ["real digits", "unseen seed of G's family", "the zoo's other family",
              "left out: upsample + conv, seed 0", "left out: upsample + conv, seed 1"]
     print("| protocol | G | detector | G rejected | " + " | ".join(names) + " | mean over "
@@ -151,39 +211,16 @@ def run(args):
                      names[4]: _sample_module(upconv[1], n_test, 16)}
             anchor = mean_activation(G, 2000, G.latent_shape, layer=G.final_layer,
                                      random_state=0)
-
-            def flipad():
-                return make_flipad(G.final_layer, "tanh", anchor, positive=True, fnr=FNR,
-                                   random_state=0, device="cpu")
-            detectors = {
-                "FLIPAD (`make_flipad`)": flipad(),
-                "RAWPAD (`make_rawpad`)": make_rawpad(fnr=FNR, random_state=0, device="cpu"),
-                "DCTPAD (`make_dctpad`)": make_dctpad(fnr=FNR, random_state=0, device="cpu"),
-                "union (`make_open_world_union`, the guide's recipe)": make_open_world_union(
-                    G.final_layer, "tanh", anchor, image_shape=(1, 32, 32), fnr=FNR,
-                    validation_size=0, random_state=0, device="cpu",
-                    flipad_params=dict(positive=True)),
-            }
-            for label, det in detectors.items():
-                t = time.time()
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    det.fit(X_tr, y_tr)
-                    if isinstance(det, ConformalUnion):
-                        det.calibrate(lambda k: G.sample(k, random_state=20 + k),
-                                      max_fnr=0.01)
-                    scores = {k: det.decision_function(X) for k, X in tests.items()}
-                g = scores["G"]
-                cells = [accuracy_auc(g, scores[k]) for k in names]
-                left = [0.5 * (np.mean(g >= 0) + np.mean(scores[k] < 0)) for k in names[3:]]
-                summary.setdefault((protocol, label), []).append(np.mean(left))
-                print(f"| {protocol} | {kind} | {label} | {np.mean(g < 0):.3f} | "
-                      + " | ".join(cells) + f" | {np.mean(left):.3f} | "
-                      f"{time.time() - t:.0f} s |", flush=True)
+            for label, cells, g_rej, left, secs in _fit_and_score(
+                    G, anchor, X_tr, y_tr, tests, names, args.seeds):
+                summary.setdefault((protocol, label), []).append(left)
+                print(f"| {protocol} | {kind} | {label} | {g_rej} | " + " | ".join(cells)
+                      + f" | {_spread(left)} | {secs:.0f} s |", flush=True)
     print("\nMean accuracy at fnr 0.005 on the left-out family, over G = "
           + " and ".join(kinds) + ":\n")
     for (protocol, label), vals in summary.items():
-        print(f"* {protocol} protocol, {label}: {np.mean(vals):.3f}")
+        # the mean over both G of each seed's value, then across seeds
+        print(f"* {protocol} protocol, {label}: {_spread(np.mean(vals, axis=0))}")
     print(f"\n{time.time() - t0:.0f} s in all.")
 
 
@@ -193,11 +230,17 @@ def main(argv=None):
     p.add_argument("--n-neg", type=int, default=200)
     p.add_argument("--n-test", type=int, default=200)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0],
+                   help="the detectors' random_state: with several, each cell is the mean "
+                        "[min-max] over them (the AUC: the mean); writes "
+                        "bench_family_left_out_<n>seeds_<threads>threads.md")
     p.add_argument("--cache-dir", default=DEFAULT_CACHE)
     add_result_args(p)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    tee_result("bench_family_left_out.md", run, args, results_dir=results_dir(args))
+    name = ("bench_family_left_out.md" if args.seeds == [0] else
+            f"bench_family_left_out_{len(args.seeds)}seeds_{args.threads}threads.md")
+    tee_result(name, run, args, results_dir=results_dir(args))
 
 
 if __name__ == "__main__":
