@@ -14,6 +14,8 @@ final layer), trained here by the package's :func:`train_shadows` recipe on
 the same digits, two seeds.  Side by side, in one run:
 
 * FLIPAD at its defaults (:func:`~flipad_sklearn.make_flipad`);
+* FLIPAD with five Deep SAD networks averaged
+  (``detector_params=dict(n_networks=5)``, :class:`~flipad_sklearn.FLIPADDetector`);
 * RAWPAD (:func:`~flipad_sklearn.make_rawpad`);
 * DCTPAD (:func:`~flipad_sklearn.make_dctpad`);
 * the open-world union as the user guide's recipe makes it,
@@ -116,6 +118,9 @@ def _detectors(G, anchor, seed):
     return {
         "FLIPAD (`make_flipad`)": make_flipad(G.final_layer, "tanh", anchor, positive=True,
                                               fnr=FNR, random_state=seed, device="cpu"),
+        "FLIPAD, 5 networks (`detector_params=dict(n_networks=5)`)": make_flipad(
+            G.final_layer, "tanh", anchor, positive=True, fnr=FNR, random_state=seed,
+            device="cpu", detector_params=dict(n_networks=5)),
         "RAWPAD (`make_rawpad`)": make_rawpad(fnr=FNR, random_state=seed, device="cpu"),
         "DCTPAD (`make_dctpad`)": make_dctpad(fnr=FNR, random_state=seed, device="cpu"),
         "union (`make_open_world_union`, the guide's recipe)": make_open_world_union(

@@ -327,6 +327,26 @@ def _check_derived(est, op):
              "_anchor_image is not the layer applied to anchor_")
 
 
+def _post_ensemble(est, rep):
+    """The networks after the first: as many centres, and one distance scale each."""
+    extra = getattr(est, "extra_networks_", [])
+    need(isinstance(extra, list), "extra_networks_ is not a list")
+    centers = getattr(est, "extra_centers_", None)
+    if centers is not None:
+        centers = array(centers, "extra_centers_", ndim=2)
+        need(centers.shape == (len(extra), rep), f"extra_centers_ has shape "
+             f"{centers.shape}, for {len(extra)} further networks of {rep} outputs")
+    else:
+        need(not extra, "the detector has further networks but no extra_centers_")
+    scales = getattr(est, "distance_scales_", None)
+    if scales is None:
+        need(not extra, "the detector has further networks but no distance_scales_")
+        return
+    scales = array(scales, "distance_scales_", ndim=1)
+    need(scales.shape == (len(extra) + 1,) and bool((scales > 0).all()),
+         f"distance_scales_ must hold one positive scale per network ({len(extra) + 1})")
+
+
 def _pre_detector(state, ctx):
     spec = state.get("_network_spec")
     if spec is not None:
@@ -334,16 +354,33 @@ def _pre_detector(state, ctx):
              and isinstance(spec.get("kwargs"), dict),
              "the detector's network description is not a built-in network's")
         net_state = state.get("_network_state")
-        need(isinstance(net_state, dict) and all(
-            isinstance(k, str) and isinstance(v, np.ndarray) and v.dtype.kind in "fiu"
-            and (v.dtype.kind != "f" or np.isfinite(v).all())
-            for k, v in net_state.items()),
-            "the detector's network state is not a dict of finite arrays")
-        # batch norm divides by sqrt(running_var + eps): a negative variance scores NaN
-        need(all(bool((v >= 0).all()) for k, v in net_state.items()
-                 if k.endswith("running_var")),
-             "the detector's network has a negative batch-norm running_var")
-    need("_network_module" not in state, "the detector holds a torch module")
+        _check_network_state(net_state, "network")
+        extra = state.get("_extra_network_states")
+        if extra is not None:
+            need(isinstance(extra, list), "the detector's further networks are not a list")
+            for i, other in enumerate(extra):
+                _check_network_state(other, f"network {i + 2}")
+                # every network of an ensemble is built from the one spec
+                need({k: v.shape for k, v in other.items()}
+                     == {k: v.shape for k, v in net_state.items()},
+                     f"the detector's network {i + 2} has other weights than its first")
+    else:
+        need("_network_state" not in state and "_extra_network_states" not in state,
+             "the detector has network weights but no network description")
+    need("_network_module" not in state and "_extra_network_modules" not in state,
+         "the detector holds a torch module")
+
+
+def _check_network_state(net_state, what):
+    need(isinstance(net_state, dict) and all(
+        isinstance(k, str) and isinstance(v, np.ndarray) and v.dtype.kind in "fiu"
+        and (v.dtype.kind != "f" or np.isfinite(v).all())
+        for k, v in net_state.items()),
+        f"the detector's {what} state is not a dict of finite arrays")
+    # batch norm divides by sqrt(running_var + eps): a negative variance scores NaN
+    need(all(bool((v >= 0).all()) for k, v in net_state.items()
+             if k.endswith("running_var")),
+         f"the detector's {what} has a negative batch-norm running_var")
 
 
 def _post_detector(est, ctx):
@@ -365,6 +402,7 @@ def _post_detector(est, ctx):
     center = array(est.center_, "center_", ndim=1)
     need(center.shape == (rep,), f"center_ has shape {center.shape}, the network outputs "
                                  f"{rep} values")
+    _post_ensemble(est, rep)
     _post_conformal(est, ctx)
     scale = getattr(est, "score_scale_", None)
     if scale is not None:

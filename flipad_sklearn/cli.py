@@ -977,7 +977,8 @@ def _set_scoring_options(detector, device, batch_size):
                 first.set_params(batch_size=batch_size)
         network = getattr(last, "network_", None)
         if device is not None and network is not None:
-            network.to(_torch_device(device))
+            for net in [network, *getattr(last, "extra_networks_", [])]:
+                net.to(_torch_device(device))
 
 
 def _check_stored_device(pipe, path):

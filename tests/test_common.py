@@ -87,6 +87,9 @@ with torch.random.fork_rng(devices=[]):
                        fnr=0.1, validation_fraction=0.3, device="cpu", random_state=0),
         FLIPADDetector(hidden_sizes=(8,), rep_dim=4, n_epochs=2, batch_norm=False,
                        eta=2.0, fnr=0.1, score_dtype="float32", device="cpu", random_state=0),
+        # several networks: the same checks on the ensemble's score
+        FLIPADDetector(hidden_sizes=(8,), rep_dim=4, n_epochs=2, batch_size=16, n_networks=3,
+                       fnr=0.1, device="cpu", random_state=0),
         ActivationPooling(),
         ActivationPooling(method="center_crop"),
         ChannelSelector(n_channels=2),

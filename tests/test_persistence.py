@@ -831,3 +831,91 @@ def test_scaler_beyond_float32_is_refused(saved, tmp_path, key, value):
     arrays[k][0] = value
     with pytest.raises(persistence.UnsafeFileError, match="beyond float32's range"):
         persistence.load(_craft(tmp_path / "scaler.flipad", spec, arrays))
+
+
+# ------------------------------------------------ several Deep SAD networks
+@pytest.fixture(scope="module")
+def ensemble():
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(size=(200, 6)), rng.normal(1.0, size=(80, 6))]
+    y = np.r_[np.ones(200), -np.ones(80)]
+    det = FLIPADDetector(hidden_sizes=(16,), rep_dim=8, n_epochs=3, fnr=0.05, device="cpu",
+                         n_networks=3, random_state=0).fit(X, y)
+    return det, rng.normal(size=(40, 6))
+
+
+def test_an_ensemble_round_trips(ensemble, tmp_path):
+    det, X = ensemble
+    again = persistence.load(persistence.save(det, tmp_path / "ens.flipad")
+                             or tmp_path / "ens.flipad")
+    assert len(again.extra_networks_) == 2
+    np.testing.assert_array_equal(again.score_samples(X), det.score_samples(X))
+    np.testing.assert_array_equal(again.distance_scales_, det.distance_scales_)
+
+
+def _edit_ensemble(det, tmp_path, edit):
+    path = tmp_path / "ens.flipad"
+    persistence.save(det, path)
+    spec, arrays = _members(path)
+    edit(_state(spec["root"], "flipad_sklearn.FLIPADDetector"), arrays)
+    return _craft(tmp_path / "crafted.flipad", spec, arrays)
+
+
+def _negative_scale(items, arrays):
+    k = _entry(items, "distance_scales_")[1]["key"]
+    arrays[k] = -arrays[k]
+
+
+def _one_scale_too_few(items, arrays):
+    k = _entry(items, "distance_scales_")[1]["key"]
+    arrays[k] = arrays[k][:-1]
+
+
+def _one_centre_too_few(items, arrays):
+    k = _entry(items, "extra_centers_")[1]["key"]
+    arrays[k] = arrays[k][:-1]
+
+
+def _no_scales(items, arrays):
+    _entry(items, "distance_scales_")[1] = None
+
+
+def _other_weights(items, arrays):
+    net = _entry(items, "_extra_network_states")[1][0]
+    k = _entry(net["items"], "net.0.weight")[1]["key"]
+    arrays[k] = np.zeros((3, 6), np.float32)
+
+
+def _nan_weights(items, arrays):
+    net = _entry(items, "_extra_network_states")[1][1]
+    k = _entry(net["items"], "net.0.weight")[1]["key"]
+    arrays[k] = np.full_like(arrays[k], np.nan)
+
+
+def _no_spec(items, arrays):
+    _entry(items, "_network_spec")[1] = None
+
+
+@pytest.mark.parametrize("edit, message", [
+    (_negative_scale, "distance_scales_ must hold one positive scale per network"),
+    (_one_scale_too_few, "distance_scales_ must hold one positive scale per network"),
+    (_one_centre_too_few, "extra_centers_ has shape"),
+    (_no_scales, "further networks but no distance_scales_"),
+    (_other_weights, "network 2 has other weights than its first"),
+    (_nan_weights, "network 3 state is not a dict of finite arrays"),
+    (_no_spec, "network weights but no network description"),
+])
+def test_a_crafted_ensemble_is_refused(ensemble, tmp_path, edit, message):
+    det, _ = ensemble
+    with pytest.raises(persistence.UnsafeFileError, match=message):
+        persistence.load(_edit_ensemble(det, tmp_path, edit))
+
+
+def test_network_weights_without_their_description_are_refused(tmp_path):
+    # before: a TypeError from rebuilding a network of no description, wrapped
+    rng = np.random.default_rng(1)
+    one = FLIPADDetector(hidden_sizes=(16,), rep_dim=8, n_epochs=2, fnr=0.1, device="cpu",
+                         random_state=0).fit(rng.normal(size=(100, 6)))
+    with pytest.raises(persistence.UnsafeFileError,
+                       match="network weights but no network description"):
+        persistence.load(_edit_ensemble(one, tmp_path, _no_spec))

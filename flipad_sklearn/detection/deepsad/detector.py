@@ -134,6 +134,20 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
         ``"auto"``: ``"mean"`` when the training set has no labelled
         negatives (``y == -1``), else Deep SAD alone (the guard is then not
         fitted; see above).  Ignored with ``one_class=None``.
+    n_networks : int, default=1
+        Networks trained, each from its own initialisation and batch order
+        (seeded from ``random_state``) on the same samples.  With more than
+        one, the squared distance is the mean over the networks of each one's
+        distance divided by its median on G's training samples
+        (``distance_scales_``), and everything after it (the guard's
+        combination, the threshold) is unchanged.  One network's verdicts
+        depend on its training draw: another seed, or another thread count
+        (the last bits of a float32 sum), can move the share of an unseen
+        generator it rejects by several tenths where the margin is thin; the
+        mean of several varies less, at ``n_networks`` times the training
+        time (``benchmarks/bench_family_left_out.py --seeds``).  Needs a
+        network that can be built afresh (``"auto"``, ``"mlp"``, ``"lenet"``
+        or a callable).
     eps : float, default=0.1
         Centre coordinates with ``|c_j| < eps`` are set to ``+-eps`` (0 counts
         as +), so that no coordinate is trivially reachable by zero weights.
@@ -193,6 +207,15 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
         The trained network, in eval mode and in ``score_dtype``.
     center_ : ndarray of shape (rep_dim,)
         The centre ``c``.
+    extra_networks_ : list of torch.nn.Module
+        With ``n_networks > 1``, the networks after the first (``network_``),
+        in eval mode and in ``score_dtype``; empty otherwise.
+    extra_centers_ : ndarray of shape (n_networks - 1, rep_dim)
+        Their centres.
+    distance_scales_ : ndarray of shape (n_networks,) or None
+        With ``n_networks > 1``, each network's median squared distance over
+        G's training samples, by which its distances are divided before the
+        mean; None with one network (its distance is used as it is).
     one_class_ : estimator or None
         The fitted one-class detector (None with ``one_class=None``).
     score_scale_ : ndarray of shape (2, 2) or None
@@ -278,6 +301,7 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
         "eta": [Interval(Real, 0, None, closed="left")],
         "one_class": [StrOptions({"ocsvm"}), HasMethods(["fit", "score_samples"]), None],
         "combine": [StrOptions({"auto", "min", "mean"})],
+        "n_networks": [Interval(Integral, 1, None, closed="left")],
         "eps": [Interval(Real, 0, None, closed="neither")],
         "n_epochs": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -305,6 +329,7 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
         eta=1.0,
         one_class="ocsvm",
         combine="auto",
+        n_networks=1,
         eps=0.1,
         n_epochs=50,
         batch_size=128,
@@ -330,6 +355,7 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
         self.eta = eta
         self.one_class = one_class
         self.combine = combine
+        self.n_networks = n_networks
         self.eps = eps
         self.n_epochs = n_epochs
         self.batch_size = batch_size
@@ -395,10 +421,45 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
         self._network_spec = spec
         self.center_ = center.double().cpu().numpy()
         self.input_shape_ = shape
+        # drawn after the first network's training: n_networks=1 trains exactly as before
+        self._train_extra_networks(X.shape[1], shape, X_train, y_train, rng)
 
         self._fit_one_class(X[train_idx][labels[train_idx] != -1], X[scale_idx], rng)
         self._fit_threshold(X[val_idx], self._scores, X_fit=X, val_idx=val_idx)
         return self
+
+    def _train_extra_networks(self, n_features, shape, X_train, y_train, rng):
+        """Networks 2..n_networks, and every network's distance scale (n_networks > 1)."""
+        self.extra_networks_, self.distance_scales_ = [], None
+        self.extra_centers_ = np.empty((0, self.center_.size))
+        if self.n_networks == 1:
+            return
+        if isinstance(self.network, torch.nn.Module):
+            raise ValueError("n_networks > 1 needs a network that can be built afresh "
+                             "('auto', 'mlp', 'lenet' or a callable): copies of one module "
+                             "would all start from its weights.")
+        centers = []
+        for _ in range(self.n_networks - 1):
+            gen = torch.Generator().manual_seed(int(rng.randint(np.iinfo(np.int32).max)))
+            net, _ = self._make_network(n_features, shape, gen)
+            check_bias_free(net)
+            net = net.to(self.device_)
+            center = self._init_center(net, X_train, y_train)
+            self._train(net, center, X_train, y_train, gen)
+            self.extra_networks_.append(net.to(_TORCH_DTYPES[self.score_dtype]).eval())
+            centers.append(center.double().cpu().numpy())
+        self.extra_centers_ = np.stack(centers)
+        # each network's typical distance on G's training samples puts them on one scale
+        normal = X_train[y_train != -1].numpy()
+        scales = [np.median(self._member_distances(net, c, normal))
+                  for net, c in self._members()]
+        self.distance_scales_ = np.array(
+            [m if np.isfinite(m) and m > 0 else 1.0 for m in scales], dtype=np.float64)
+
+    def _members(self):
+        """(network, centre) of every trained network, the first one first."""
+        return [(self.network_, self.center_)] + list(zip(
+            getattr(self, "extra_networks_", []), getattr(self, "extra_centers_", [])))
 
     def _choose_combine(self, n_negatives):
         """Set ``combine_`` and ``guard_check_``: how the two scores are combined, and why."""
@@ -596,10 +657,18 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
 
     # -------------------------------------------------------------- scoring
     def _distances(self, X):
-        """Squared distance to the centre, returned as float64, one per sample."""
-        net = self.network_
+        """Squared distance to the centre, returned as float64, one per sample; with
+        several networks the mean of each one's divided by its ``distance_scales_``."""
+        scales = getattr(self, "distance_scales_", None)
+        if scales is None:
+            return self._member_distances(self.network_, self.center_, X)
+        return np.mean([self._member_distances(net, c, X) / m
+                        for (net, c), m in zip(self._members(), scales)], axis=0)
+
+    def _member_distances(self, net, center, X):
+        """One network's squared distance to its centre, float64, one per sample."""
         p = next(net.parameters())
-        c = torch.as_tensor(self.center_, dtype=p.dtype, device=p.device)
+        c = torch.as_tensor(center, dtype=p.dtype, device=p.device)
         bs = self.batch_size
         # float32 kernels may change with the batch shape: always use full chunks.
         pad = p.dtype != torch.float64
@@ -656,25 +725,43 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
     def __getstate__(self):
         state = dict(super().__getstate__())
         net = state.pop("network_", None)
+        extra = state.pop("extra_networks_", None)
         if net is not None:
             spec = state.get("_network_spec")
             if spec is not None:
                 # Built-in network: numpy arrays + the spec, nothing device-bound.
-                state["_network_state"] = {k: v.detach().cpu().numpy()
-                                           for k, v in net.state_dict().items()}
+                state["_network_state"] = _state_arrays(net)
+                if extra:
+                    state["_extra_network_states"] = [_state_arrays(n) for n in extra]
             else:
                 state["_network_module"] = copy.deepcopy(net).cpu()
+                if extra:
+                    state["_extra_network_modules"] = [copy.deepcopy(n).cpu() for n in extra]
         return state
 
     def __setstate__(self, state):
         state = dict(state)
         net_state = state.pop("_network_state", None)
         module = state.pop("_network_module", None)
+        extra_states = state.pop("_extra_network_states", None)
+        extra_modules = state.pop("_extra_network_modules", None)
         if net_state is not None:
             state["network_"] = rebuild_network(state["_network_spec"], net_state).eval()
         elif module is not None:
             state["network_"] = module.eval()
+        if extra_states is not None:
+            state["extra_networks_"] = [rebuild_network(state["_network_spec"], st).eval()
+                                        for st in extra_states]
+        elif extra_modules is not None:
+            state["extra_networks_"] = [m.eval() for m in extra_modules]
+        elif "extra_centers_" in state:
+            state["extra_networks_"] = []
         super().__setstate__(state)
+
+
+def _state_arrays(net):
+    """A network's state as numpy arrays on the CPU (nothing device-bound)."""
+    return {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
 
 
 def _combine(rule, deep, other):
