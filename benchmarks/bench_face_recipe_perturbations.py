@@ -18,6 +18,10 @@ Two unions, as a user gets them:
 * the command line's ``flipad fit --detector union --immunise published``:
   FLIPAD immunised too.
 
+``--unions cli cli5`` adds the command line's union with five Deep SAD
+networks per detector (``--networks 5``: ``n_networks=5`` in FLIPAD's and
+DCTPAD's :class:`~flipad_sklearn.FLIPADDetector`), beside the one-network
+union fitted on the same samples.
 ``--unions flipad none`` measures two more: FLIPAD immunised and DCTPAD not
 (``flipad_params={"immunise": "published"}``), and neither immunised.
 ``--unions jpeg90 jpeg70`` measures unions matched to the files: FLIPAD and
@@ -77,6 +81,10 @@ UNIONS = {
     "guide": ("user guide: immunise='published' (DCTPAD)", {"immunise": "published"}),
     "cli": ("CLI --immunise published (FLIPAD and DCTPAD)",
             {"immunise": "published", "flipad_params": {"immunise": "published"}}),
+    "cli5": ("CLI --immunise published --networks 5 (5 Deep SAD networks per detector)",
+             {"immunise": "published",
+              "flipad_params": {"immunise": "published", "detector_params": {"n_networks": 5}},
+              "dctpad_params": {"detector_params": {"n_networks": 5}}}),
     "flipad": ("FLIPAD immunised, DCTPAD not", {"flipad_params": {"immunise": "published"}}),
     "none": ("neither immunised", {}),
     **{f"jpeg{q}": (f"matched: FLIPAD and DCTPAD on JPEG q{q}",

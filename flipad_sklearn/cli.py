@@ -634,7 +634,8 @@ def cmd_fit(args):
     if args.max_fnr is not None and args.detector == "flipad":
         n_val = args.max_fnr_sizes[0]
     immunise = _immunisation(args.immunise)
-    deep_sad = dict(n_epochs=args.epochs, validation_size="auto" if n_val == "own" else 0)
+    deep_sad = dict(n_epochs=args.epochs, n_networks=args.networks,
+                    validation_size="auto" if n_val == "own" else 0)
     flipad_params = dict(
         alpha=args.alpha, activation_shape=final.activation_shape, positive=positive,
         datafit=args.datafit, immunise=immunise, tol=args.tol, max_iter=args.max_iter,
@@ -660,8 +661,9 @@ def cmd_fit(args):
                 f"needs {need} fresh samples of G per detector (or give auto).")
     else:
         est = make_flipad(final.layer, final.activation, anchor, **flipad_params, **common)
+    networks = f", {args.networks} networks" if args.networks > 1 else ""
     _log(verbose, f"inverting {len(X)} images, then training the detector "
-                  f"({args.epochs} epochs)")
+                  f"({args.epochs} epochs{networks})")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         est.fit(X, y)
@@ -767,7 +769,8 @@ def _check_fit_args(args):
     if args.guarantee == "each-kind" and args.validation_samples == "own":
         raise UsageError("--guarantee each-kind scores fresh samples of G after each "
                          "perturbation: give --validation-samples N or auto, not own.")
-    for option, value in (("--epochs", args.epochs), ("--max-iter", args.max_iter),
+    for option, value in (("--epochs", args.epochs), ("--networks", args.networks),
+                          ("--max-iter", args.max_iter),
                           ("--anchor-samples", args.anchor_samples),
                           ("--batch-size", args.batch_size)):
         need(value >= 1, option, value, "a positive integer")
@@ -1337,6 +1340,10 @@ def build_parser():
     fit.add_argument("--fnr", type=float, default=0.005,
                      help="tolerated share of G's images rejected (0.005)")
     fit.add_argument("--epochs", type=int, default=50, help="Deep SAD epochs (50)")
+    fit.add_argument("--networks", type=int, default=1, metavar="K",
+                     help="Deep SAD networks per detector, each from its own draw, their "
+                          "scaled distances averaged: verdicts that depend less on the "
+                          "training's draw, at K times the training time (1)")
     fit.add_argument("--validation-samples", type=_validation_samples, default="auto",
                      metavar="N|auto|own",
                      help="fresh samples of the generator that set the threshold (as "

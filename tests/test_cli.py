@@ -224,6 +224,22 @@ def test_fit_skips_bad_files_with_exit_code_3(workdir, capsys):
     assert "truncated.png: unreadable" in err
 
 
+def test_fit_networks_trains_an_ensemble(workdir, capsys):
+    from flipad_sklearn import persistence
+
+    out = workdir / "ensemble.flipad"
+    code = cli.main(["fit", "--generator", str(workdir / "gens.py") + ":G",
+                     "--latent-shape", "8", "--own", str(workdir / "own"),
+                     "--others", str(workdir / "others"), "--fnr", "0.1", "--epochs", "2",
+                     "--networks", "3", "--anchor-samples", "100", "--max-iter", "30",
+                     "--tol", "1e-2", "--device", "cpu", "-o", str(out)])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_OK, err
+    assert "(2 epochs, 3 networks)" in err
+    det = persistence.load(out)[-1]
+    assert det.n_networks == 3 and len(det.extra_networks_) == 2
+
+
 def test_generator_spec_loads_callables(workdir):
     import torch
 
@@ -328,6 +344,7 @@ def test_interrupted_csv_write_keeps_the_old_file(fitted, tmp_path, monkeypatch)
     ("--fnr", "1.5", "--fnr must be in [0, 1)"),
     ("--fnr", "nan", "--fnr must be in [0, 1)"),
     ("--epochs", "0", "--epochs must be a positive integer"),
+    ("--networks", "0", "--networks must be a positive integer"),
     ("--alpha", "-1", "--alpha must be a finite number >= 0"),
     ("--max-iter", "0", "--max-iter must be a positive integer"),
     ("--batch-size", "0", "--batch-size must be a positive integer"),
