@@ -63,6 +63,8 @@ FNR = 0.005
 #: labelled others: real digits and shadow copies of G (the recommended recipe), or
 #: real digits only (the paper's)
 PROTOCOLS = ("shadows", "paper")
+#: the zoo's generators that play G (each one's "other family" is the other)
+KINDS = ("dcgan", "lsgan")
 LATENT = (64,)
 
 
@@ -113,8 +115,18 @@ def _upconv_family(X, cache, log):
     return out
 
 
+#: --detectors: short name -> the row label of each detector compared
+DETECTORS = {
+    "flipad": "FLIPAD (`make_flipad`)",
+    "flipad5": "FLIPAD, 5 networks (`detector_params=dict(n_networks=5)`)",
+    "rawpad": "RAWPAD (`make_rawpad`)",
+    "dctpad": "DCTPAD (`make_dctpad`)",
+    "union": "union (`make_open_world_union`, the guide's recipe)",
+}
+
+
 def _detectors(G, anchor, seed):
-    """The four detectors compared, every one seeded with ``seed``."""
+    """The detectors compared, every one seeded with ``seed``."""
     return {
         "FLIPAD (`make_flipad`)": make_flipad(G.final_layer, "tanh", anchor, positive=True,
                                               fnr=FNR, random_state=seed, device="cpu"),
@@ -138,12 +150,14 @@ def _spread(values):
     return f"{values.mean():.3f} [{values.min():.3f}-{values.max():.3f}]"
 
 
-def _fit_and_score(G, anchor, X_tr, y_tr, tests, names, seeds):
+def _fit_and_score(G, anchor, X_tr, y_tr, tests, names, seeds, labels):
     """Per detector: its cells, G's rejected share and the left-out family's accuracy,
     each over the seeds (the detectors' ``random_state``), and the mean seconds."""
     per = {}
     for seed in seeds:
         for label, det in _detectors(G, anchor, seed).items():
+            if label not in labels:
+                continue
             t = time.time()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -169,8 +183,8 @@ def _fit_and_score(G, anchor, X_tr, y_tr, tests, names, seeds):
 def run(args):
     t0 = time.time()
     X_mnist = mnist_train_images(5000, 32)
-    kinds = ("dcgan", "lsgan")
-    zoo = ensure_image_zoo(args.cache_dir, kinds=kinds, seeds=(0, 1, 2, 3))
+    kinds = tuple(args.kinds)
+    zoo = ensure_image_zoo(args.cache_dir, kinds=("dcgan", "lsgan"), seeds=(0, 1, 2, 3))
     upconv = _upconv_family(X_mnist, args.cache_dir, print)
     X_real, _ = load_mnist_subset(return_X_y=True, pad_to=32)
     X_real = X_real[np.random.default_rng(9).permutation(len(X_real))]
@@ -195,10 +209,10 @@ def run(args):
           "the left-out family | fit + score |")
     print("|---|---|---|---|" + "---|" * len(names) + "---|---|")
     summary = {}
-    for protocol in PROTOCOLS:
+    for protocol in args.protocols:
         for kind in kinds:
             G = zoo[kind, 0]
-            other = zoo[[k for k in kinds if k != kind][0], 0]
+            other = zoo["lsgan" if kind == "dcgan" else "dcgan", 0]
             shadows = [zoo[kind, 2], zoo[kind, 3]]
             X_g = G.sample(n + 2 * n_test, random_state=10)
             if protocol == "shadows":
@@ -217,7 +231,8 @@ def run(args):
             anchor = mean_activation(G, 2000, G.latent_shape, layer=G.final_layer,
                                      random_state=0)
             for label, cells, g_rej, left, secs in _fit_and_score(
-                    G, anchor, X_tr, y_tr, tests, names, args.seeds):
+                    G, anchor, X_tr, y_tr, tests, names, args.seeds,
+                    [DETECTORS[d] for d in args.detectors]):
                 summary.setdefault((protocol, label), []).append(left)
                 print(f"| {protocol} | {kind} | {label} | {g_rej} | " + " | ".join(cells)
                       + f" | {_spread(left)} | {secs:.0f} s |", flush=True)
@@ -239,13 +254,24 @@ def main(argv=None):
                    help="the detectors' random_state: with several, each cell is the mean "
                         "[min-max] over them (the AUC: the mean); writes "
                         "bench_family_left_out_<n>seeds_<threads>threads.md")
+    p.add_argument("--protocols", nargs="+", choices=PROTOCOLS, default=list(PROTOCOLS))
+    p.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS),
+                   help="the zoo's generators that play G")
+    p.add_argument("--detectors", nargs="+", choices=list(DETECTORS),
+                   default=list(DETECTORS),
+                   help="the rows (a subset names the result file after it)")
     p.add_argument("--cache-dir", default=DEFAULT_CACHE)
     add_result_args(p)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    name = ("bench_family_left_out.md" if args.seeds == [0] else
-            f"bench_family_left_out_{len(args.seeds)}seeds_{args.threads}threads.md")
-    tee_result(name, run, args, results_dir=results_dir(args))
+    name = "bench_family_left_out"
+    if args.seeds != [0]:
+        name += f"_{len(args.seeds)}seeds_{args.threads}threads"
+    for chosen, every in ((args.protocols, PROTOCOLS), (args.kinds, KINDS),
+                          (args.detectors, tuple(DETECTORS))):
+        if tuple(chosen) != tuple(every):
+            name += "_" + "_".join(chosen)
+    tee_result(name + ".md", run, args, results_dir=results_dir(args))
 
 
 if __name__ == "__main__":
