@@ -105,3 +105,16 @@ def test_bad_n_networks_is_refused(bad):
     X, y = labelled()
     with pytest.raises((ValueError, TypeError), match="n_networks"):
         FLIPADDetector(**FAST, n_networks=bad).fit(X, y)
+
+
+def test_a_detector_pickled_before_n_networks_scores_as_one_network():
+    X, y = labelled()
+    det = FLIPADDetector(**FAST, random_state=0).fit(X, y)
+    state = det.__getstate__()
+    for key in ("n_networks", "extra_networks_", "extra_centers_", "distance_scales_"):
+        state.pop(key, None)
+    old = FLIPADDetector.__new__(FLIPADDetector)
+    old.__setstate__(state)
+    assert old.n_networks == 1 and "n_networks=" not in repr(old)
+    T = gaussian(20, seed=3)
+    np.testing.assert_array_equal(old.score_samples(T), det.score_samples(T))

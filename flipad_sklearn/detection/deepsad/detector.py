@@ -741,6 +741,8 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
 
     def __setstate__(self, state):
         state = dict(state)
+        # pickled before the parameter existed: one network, as it was trained
+        state.setdefault("n_networks", 1)
         net_state = state.pop("_network_state", None)
         module = state.pop("_network_module", None)
         extra_states = state.pop("_extra_network_states", None)
