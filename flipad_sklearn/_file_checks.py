@@ -328,9 +328,13 @@ def _check_derived(est, op):
 
 
 def _post_ensemble(est, rep):
-    """The networks after the first: as many centres, and one distance scale each."""
+    """The networks after the first: as many as ``n_networks`` says, as many centres,
+    and one distance scale each, in the range a fit gives."""
     extra = getattr(est, "extra_networks_", [])
     need(isinstance(extra, list), "extra_networks_ is not a list")
+    # n_networks is checked against MAX_NETWORKS with the other parameters
+    need(est.n_networks == len(extra) + 1, f"n_networks is {est.n_networks} but the "
+         f"detector holds {len(extra) + 1} networks")
     centers = getattr(est, "extra_centers_", None)
     if centers is not None:
         centers = array(centers, "extra_centers_", ndim=2)
@@ -342,9 +346,17 @@ def _post_ensemble(est, rep):
     if scales is None:
         need(not extra, "the detector has further networks but no distance_scales_")
         return
+    need(bool(extra), "distance_scales_ is set for a single network (its distance is "
+                      "used as it is)")
     scales = array(scales, "distance_scales_", ndim=1)
-    need(scales.shape == (len(extra) + 1,) and bool((scales > 0).all()),
-         f"distance_scales_ must hold one positive scale per network ({len(extra) + 1})")
+    # a median squared distance of float32 networks: a scale near a float's ends
+    # turns every score infinite or every sample into G's
+    need(scales.shape == (len(extra) + 1,) and bool((scales >= 1e-30).all())
+         and bool((scales <= 1e30).all()),
+         f"distance_scales_ must hold one scale in [1e-30, 1e30] per network "
+         f"({len(extra) + 1})")
+    need(float(scales.max() / scales.min()) <= 1e6,
+         "distance_scales_ differ by more than 1e6 between networks of one ensemble")
 
 
 def _pre_detector(state, ctx):

@@ -68,7 +68,12 @@ __all__ = ["ALLOWED_CLASSES", "DEFAULT_MAX_BYTES", "FORMAT", "FORMAT_VERSION",
            "load", "save", "sniff", "trusted_skops_types"]
 
 FORMAT = "flipad_sklearn"
-FORMAT_VERSION = 1
+#: The newest format this release writes and reads.  A file is written in the
+#: oldest version that holds it, so that a release that cannot score it
+#: refuses it instead of scoring something else: 2 adds Deep SAD ensembles
+#: (``FLIPADDetector(n_networks > 1)``), which version-1 readers would score
+#: with their first network alone.
+FORMAT_VERSION = 2
 SPEC_KEY = "__spec__"
 
 #: The memory a file may make :func:`load` use by default (its decompressed
@@ -128,6 +133,7 @@ _ZIP_MAGIC = b"PK\x03\x04"
 class _Encoder:
     def __init__(self):
         self.arrays = {}
+        self.version = 1            # raised by what only a newer format holds
 
     def _array(self, a, path):
         a = np.asarray(a)
@@ -186,6 +192,8 @@ class _Encoder:
             if not isinstance(state, dict):
                 raise TypeError(f"{path}: the state of a {cls.__name__} is not a dict.")
             _threshold_saveable(obj, path)
+            if state.get("_extra_network_states"):
+                self.version = max(self.version, 2)
             return {"__type__": "estimator", "class": _NAMES[cls],
                     "state": self._dict(state, path, lambda k: f"{path}.{k}")}
         raise TypeError(_refusal(obj, path))
@@ -312,7 +320,7 @@ def save(estimator, path, *, format="flipad"):
     root = enc.encode(estimator, type(estimator).__name__)
     spec = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": enc.version,
         "versions": {"flipad_sklearn": __version__, "sklearn": sklearn.__version__,
                      "numpy": np.__version__, "torch": torch.__version__},
         "root": root,

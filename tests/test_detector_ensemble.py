@@ -82,9 +82,15 @@ def test_ensemble_ranks_alike_across_seeds():
 def test_a_module_instance_cannot_make_an_ensemble():
     X, y = labelled()
     net = nn.Sequential(nn.Linear(6, 8, bias=False))
+    det = FLIPADDetector(**{**FAST, "network": net}, random_state=0).fit(X, y)  # one: fine
+    T = gaussian(20, seed=3)
+    before = det.score_samples(T), det.threshold_
+    # refused before anything is trained: the previous fit stays whole (found by the
+    # review: a new network was stored beside the old threshold)
     with pytest.raises(ValueError, match="built afresh"):
-        FLIPADDetector(**{**FAST, "network": net}, n_networks=2, random_state=0).fit(X, y)
-    FLIPADDetector(**{**FAST, "network": net}, random_state=0).fit(X, y)   # one: fine
+        det.set_params(n_networks=2, n_epochs=7).fit(X, y)
+    np.testing.assert_array_equal(det.score_samples(T), before[0])
+    assert det.threshold_ == before[1] and len(det.history_["loss"]) == FAST["n_epochs"]
 
 
 def _linear_net(n_features):
@@ -100,7 +106,7 @@ def test_a_callable_network_makes_distinct_members_that_pickle():
     np.testing.assert_array_equal(again.score_samples(T), det.score_samples(T))
 
 
-@pytest.mark.parametrize("bad", [0, -1, 1.5, "3", None])
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "3", None, 65])
 def test_bad_n_networks_is_refused(bad):
     X, y = labelled()
     with pytest.raises((ValueError, TypeError), match="n_networks"):

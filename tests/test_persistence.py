@@ -739,7 +739,7 @@ def test_file_of_another_package_version_warns(saved, tmp_path):
 @pytest.mark.parametrize("value, message", [
     (1.0, "must be an integer, got float 1.0"), ("1", "must be an integer, got str '1'"),
     (True, "must be an integer, got bool True"), (0, "format_version 0 does not exist"),
-    (-7, "format_version -7 does not exist"), (2, "Upgrade flipad_sklearn"),
+    (-7, "format_version -7 does not exist"), (3, "Upgrade flipad_sklearn"),
 ])
 def test_format_version_is_checked(saved, tmp_path, value, message):
     path, _, _ = saved
@@ -896,14 +896,40 @@ def _no_spec(items, arrays):
     _entry(items, "_network_spec")[1] = None
 
 
+def _scale(value):
+    def edit(items, arrays):
+        k = _entry(items, "distance_scales_")[1]["key"]
+        arrays[k] = arrays[k] * 0 + value
+    return edit
+
+
+def _ratio(items, arrays):
+    k = _entry(items, "distance_scales_")[1]["key"]
+    arrays[k] = arrays[k] * np.r_[1.0, 1.0, 1e7]
+
+
+def _n_networks(value):
+    def edit(items, arrays):
+        _entry(items, "n_networks")[1] = value
+    return edit
+
+
 @pytest.mark.parametrize("edit, message", [
-    (_negative_scale, "distance_scales_ must hold one positive scale per network"),
-    (_one_scale_too_few, "distance_scales_ must hold one positive scale per network"),
+    (_negative_scale, r"distance_scales_ must hold one scale in \[1e-30, 1e30\] per network"),
+    (_one_scale_too_few, r"distance_scales_ must hold one scale in \[1e-30, 1e30\] per network"),
     (_one_centre_too_few, "extra_centers_ has shape"),
     (_no_scales, "further networks but no distance_scales_"),
     (_other_weights, "network 2 has other weights than its first"),
     (_nan_weights, "network 3 state is not a dict of finite arrays"),
     (_no_spec, "network weights but no network description"),
+    # found by the review: scores all -inf (a subnormal scale) or every sample G's
+    (_scale(5e-324), r"one scale in \[1e-30, 1e30\]"),
+    (_scale(1e300), r"one scale in \[1e-30, 1e30\]"),
+    (_ratio, "differ by more than 1e6"),
+    # the parameter must say what the file holds (get_params, clone), and be bounded
+    (_n_networks(1), "n_networks is 1 but the detector holds 3 networks"),
+    (_n_networks(50), "n_networks is 50 but the detector holds 3 networks"),
+    (_n_networks(100_000), "invalid parameters"),
 ])
 def test_a_crafted_ensemble_is_refused(ensemble, tmp_path, edit, message):
     det, _ = ensemble
@@ -919,3 +945,28 @@ def test_network_weights_without_their_description_are_refused(tmp_path):
     with pytest.raises(persistence.UnsafeFileError,
                        match="network weights but no network description"):
         persistence.load(_edit_ensemble(one, tmp_path, _no_spec))
+
+
+def test_an_ensemble_is_written_in_format_2_a_single_network_in_1(ensemble, tmp_path):
+    # a release that reads version 1 only would score an ensemble with its first
+    # network against the ensemble's threshold (25 of 200 verdicts flipped in the
+    # review); version 2 makes it refuse the file instead
+    det, X = ensemble
+    persistence.save(det, tmp_path / "ens.flipad")
+    assert _members(tmp_path / "ens.flipad")[0]["format_version"] == 2
+    one = FLIPADDetector(hidden_sizes=(16,), rep_dim=8, n_epochs=2, fnr=0.1, device="cpu",
+                         random_state=0).fit(np.random.default_rng(1).normal(size=(100, 6)))
+    persistence.save(one, tmp_path / "one.flipad")
+    assert _members(tmp_path / "one.flipad")[0]["format_version"] == 1
+
+
+def test_a_single_network_file_with_distance_scales_is_refused(tmp_path):
+    one = FLIPADDetector(hidden_sizes=(16,), rep_dim=8, n_epochs=2, fnr=0.1, device="cpu",
+                         random_state=0).fit(np.random.default_rng(1).normal(size=(100, 6)))
+    persistence.save(one, tmp_path / "one.flipad")
+    spec, arrays = _members(tmp_path / "one.flipad")
+    arrays["scales"] = np.array([1e-3])
+    _entry(_state(spec["root"], "flipad_sklearn.FLIPADDetector"),
+           "distance_scales_")[1] = {"__type__": "ndarray", "key": "scales"}
+    with pytest.raises(persistence.UnsafeFileError, match="set for a single network"):
+        persistence.load(_craft(tmp_path / "crafted.flipad", spec, arrays))

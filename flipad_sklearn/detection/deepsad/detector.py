@@ -38,6 +38,9 @@ _TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 #: At most this many of G's training samples fit the one-class part (an RBF
 #: one-class SVM costs O(n^2) to O(n^3) in time; a few thousand samples suffice).
 ONE_CLASS_MAX_SAMPLES = 2000
+#: At most this many networks (``n_networks``): the spread across seeds is
+#: already small at 5, and a saved file is refused beyond it.
+MAX_NETWORKS = 64
 _TINY = 1e-300    # log of a distance or kernel sum that is (numerically) 0
 #: The guarded combination ``combine="auto"`` uses when it keeps the guard
 #: (training without labelled negatives).
@@ -135,8 +138,9 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
         negatives (``y == -1``), else Deep SAD alone (the guard is then not
         fitted; see above).  Ignored with ``one_class=None``.
     n_networks : int, default=1
-        Networks trained, each from its own initialisation and batch order
-        (seeded from ``random_state``) on the same samples.  With more than
+        Networks trained (at most ``MAX_NETWORKS``, 64), each from its own
+        initialisation and batch order (seeded from ``random_state``) on the
+        same samples.  With more than
         one, the squared distance is the mean over the networks of each one's
         distance divided by its median on G's training samples
         (``distance_scales_``), and everything after it (the guard's
@@ -301,7 +305,7 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
         "eta": [Interval(Real, 0, None, closed="left")],
         "one_class": [StrOptions({"ocsvm"}), HasMethods(["fit", "score_samples"]), None],
         "combine": [StrOptions({"auto", "min", "mean"})],
-        "n_networks": [Interval(Integral, 1, None, closed="left")],
+        "n_networks": [Interval(Integral, 1, MAX_NETWORKS, closed="both")],
         "eps": [Interval(Real, 0, None, closed="neither")],
         "n_epochs": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -394,6 +398,10 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
         -------
         self : FLIPADDetector
         """
+        if self.n_networks > 1 and isinstance(self.network, torch.nn.Module):
+            raise ValueError("n_networks > 1 needs a network that can be built afresh "
+                             "('auto', 'mlp', 'lenet' or a callable): copies of one module "
+                             "would all start from its weights.")
         X, nd_shape = flatten_images(X)
         X = validate_data(self, X, dtype=[np.float32, np.float64],
                           ensure_min_samples=2)
@@ -434,10 +442,6 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
         self.extra_centers_ = np.empty((0, self.center_.size))
         if self.n_networks == 1:
             return
-        if isinstance(self.network, torch.nn.Module):
-            raise ValueError("n_networks > 1 needs a network that can be built afresh "
-                             "('auto', 'mlp', 'lenet' or a callable): copies of one module "
-                             "would all start from its weights.")
         centers = []
         for _ in range(self.n_networks - 1):
             gen = torch.Generator().manual_seed(int(rng.randint(np.iinfo(np.int32).max)))
