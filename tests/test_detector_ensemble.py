@@ -124,3 +124,20 @@ def test_a_detector_pickled_before_n_networks_scores_as_one_network():
     assert old.n_networks == 1 and "n_networks=" not in repr(old)
     T = gaussian(20, seed=3)
     np.testing.assert_array_equal(old.score_samples(T), det.score_samples(T))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
+def test_a_cuda_ensemble_saves_and_scores_on_the_cpu(tmp_path):
+    from flipad_sklearn import persistence
+
+    X, y = labelled()
+    det = FLIPADDetector(**{**FAST, "device": "cuda"}, n_networks=3, random_state=0).fit(X, y)
+    assert all(next(n.parameters()).is_cuda for n in [det.network_, *det.extra_networks_])
+    T = gaussian(50, seed=3)
+    path = tmp_path / "ens.flipad"
+    persistence.save(det, path)
+    again = persistence.load(path)                  # rebuilt on the CPU
+    assert not any(next(n.parameters()).is_cuda
+                   for n in [again.network_, *again.extra_networks_])
+    np.testing.assert_allclose(again.score_samples(T), det.score_samples(T), rtol=1e-10)
