@@ -1577,7 +1577,7 @@ def main(argv=None):
         # stdout closed early (e.g. `| head`) outside the table: nothing left to say
         _out("")
         return EXIT_ERROR
-    except (CLIError, ValueError, OSError) as exc:
+    except (CLIError, ValueError, OSError, FloatingPointError) as exc:
         # one line, no traceback: what is wrong is in the message
         msg = str(exc) if isinstance(exc, CLIError) else f"{type(exc).__name__}: {exc}"
         _err(f"flipad {args.command}: error: {_display(' '.join(msg.split()))}")

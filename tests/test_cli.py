@@ -163,6 +163,28 @@ def test_score_all_good_files_exit_zero(fitted, capsys):
     assert len(out.strip().splitlines()) == 3  # header + 2 files
 
 
+def test_score_refuses_nan_scores_in_one_line(fitted, tmp_path, capsys):
+    # weights that overflow (a corrupted or crafted file, finite so it loads): every
+    # score was -inf or NaN, reported as "not G" with a p-value
+    import torch
+
+    from flipad_sklearn import persistence
+
+    workdir, _ = fitted
+    pipe = persistence.load(workdir / "out" / "detector.flipad")
+    with torch.no_grad():
+        for p in pipe[-1].network_.parameters():
+            sign = torch.where(torch.rand_like(p) > 0.5, 1.0, -1.0).to(p.dtype)
+            p.copy_(sign * 1e200)            # finite in float64, its products are not
+    persistence.save(pipe, tmp_path / "overflow.flipad")
+    code = cli.main(["score", str(tmp_path / "overflow.flipad"),
+                     str(workdir / "test" / "g0000.png"), "-q", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_ERROR, err
+    assert "FloatingPointError" in err and "scores are not finite" in err
+    assert "no verdict" in err and len(err.strip().splitlines()) == 1
+
+
 def test_score_batch_size_reaches_the_inversion(fitted, monkeypatch, capsys):
     """``--batch-size`` on a saved detector: the inversion runs in batches of
     that size (it was ignored: the size fitted with the detector was used)."""

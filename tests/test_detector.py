@@ -594,3 +594,17 @@ def test_held_out_scores_match_fresh_scores_of_g(inverted_generators, one_class)
     auc = roc_auc_score(np.r_[np.ones(600), np.zeros(300)], np.r_[fresh, unseen])
     if auc >= 0.999:
         assert accepted <= 0.05
+
+
+@pytest.mark.parametrize("one_class", [None, "ocsvm"])
+def test_nan_scores_raise_instead_of_a_verdict(one_class):
+    # before: NaN (or infinite) scores were "not G" (predict -1) with a p-value
+    X = gaussian(200)
+    det = FLIPADDetector(**dict(FAST, one_class=one_class)).fit(X)
+    with torch.no_grad():
+        w = det.network_.net[0].weight
+        sign = torch.where(torch.rand_like(w) > 0.5, 1.0, -1.0).to(w.dtype)
+        w.copy_(sign * 1e200)                # finite in float64, its products are not
+    for method in (det.score_samples, det.decision_function, det.predict, det.pvalues):
+        with pytest.raises(FloatingPointError, match="scores are not finite"):
+            method(X[:5])

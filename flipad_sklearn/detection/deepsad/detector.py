@@ -546,6 +546,19 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
 
     def _scores(self, X):
         """The detector's score of validated flat ``X`` (higher = more like G)."""
+        scores = self._unchecked_scores(X)
+        bad = ~np.isfinite(scores)
+        if bad.any():
+            # a NaN or infinite score compares as "not G" and gets a p-value: a verdict
+            # from an overflow, not from the sample
+            raise FloatingPointError(
+                f"{int(bad.sum())} of {scores.size} scores are not finite (NaN or "
+                "infinite): the network overflows on these features (a corrupted or "
+                "crafted detector, or features far outside those it was trained on); no "
+                "verdict is given.")
+        return scores
+
+    def _unchecked_scores(self, X):
         if getattr(self, "one_class_", None) is None:
             return -self._distances(X)
         # fitted before combine_ existed: the guard was always the minimum
@@ -708,6 +721,14 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
         Returns
         -------
         scores : ndarray of shape (n_samples,), float64
+
+        Raises
+        ------
+        FloatingPointError
+            If a score is NaN or infinite (the network overflows: a corrupted
+            detector, or features far outside its training): such a score would
+            read as "not G", a verdict the sample did not give.  So do
+            ``decision_function``, ``predict`` and ``pvalues``.
         """
         return self._scores(self._check_X(X))
 
