@@ -125,21 +125,23 @@ DETECTORS = {
 }
 
 
-def _detectors(G, anchor, seed):
-    """The detectors compared, every one seeded with ``seed``."""
-    return {
-        "FLIPAD (`make_flipad`)": make_flipad(G.final_layer, "tanh", anchor, positive=True,
-                                              fnr=FNR, random_state=seed, device="cpu"),
-        "FLIPAD, 5 networks (`detector_params=dict(n_networks=5)`)": make_flipad(
+def _detectors(G, anchor, seed, chosen):
+    """The ``chosen`` detectors (keys of :data:`DETECTORS`), by row label, every one
+    seeded with ``seed``."""
+    make = {
+        "flipad": lambda: make_flipad(G.final_layer, "tanh", anchor, positive=True,
+                                      fnr=FNR, random_state=seed, device="cpu"),
+        "flipad5": lambda: make_flipad(
             G.final_layer, "tanh", anchor, positive=True, fnr=FNR, random_state=seed,
             device="cpu", detector_params=dict(n_networks=5)),
-        "RAWPAD (`make_rawpad`)": make_rawpad(fnr=FNR, random_state=seed, device="cpu"),
-        "DCTPAD (`make_dctpad`)": make_dctpad(fnr=FNR, random_state=seed, device="cpu"),
-        "union (`make_open_world_union`, the guide's recipe)": make_open_world_union(
+        "rawpad": lambda: make_rawpad(fnr=FNR, random_state=seed, device="cpu"),
+        "dctpad": lambda: make_dctpad(fnr=FNR, random_state=seed, device="cpu"),
+        "union": lambda: make_open_world_union(
             G.final_layer, "tanh", anchor, image_shape=(1, 32, 32), fnr=FNR,
             validation_size=0, random_state=seed, device="cpu",
             flipad_params=dict(positive=True)),
     }
+    return {DETECTORS[k]: make[k]() for k in DETECTORS if k in chosen}
 
 
 def _spread(values):
@@ -150,14 +152,12 @@ def _spread(values):
     return f"{values.mean():.3f} [{values.min():.3f}-{values.max():.3f}]"
 
 
-def _fit_and_score(G, anchor, X_tr, y_tr, tests, names, seeds, labels):
+def _fit_and_score(G, anchor, X_tr, y_tr, tests, names, seeds, chosen):
     """Per detector: its cells, G's rejected share and the left-out family's accuracy,
     each over the seeds (the detectors' ``random_state``), and the mean seconds."""
     per = {}
     for seed in seeds:
-        for label, det in _detectors(G, anchor, seed).items():
-            if label not in labels:
-                continue
+        for label, det in _detectors(G, anchor, seed, chosen).items():
             t = time.time()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -231,8 +231,7 @@ def run(args):
             anchor = mean_activation(G, 2000, G.latent_shape, layer=G.final_layer,
                                      random_state=0)
             for label, cells, g_rej, left, secs in _fit_and_score(
-                    G, anchor, X_tr, y_tr, tests, names, args.seeds,
-                    [DETECTORS[d] for d in args.detectors]):
+                    G, anchor, X_tr, y_tr, tests, names, args.seeds, args.detectors):
                 summary.setdefault((protocol, label), []).append(left)
                 print(f"| {protocol} | {kind} | {label} | {g_rej} | " + " | ".join(cells)
                       + f" | {_spread(left)} | {secs:.0f} s |", flush=True)

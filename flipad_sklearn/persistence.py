@@ -192,8 +192,10 @@ class _Encoder:
             if not isinstance(state, dict):
                 raise TypeError(f"{path}: the state of a {cls.__name__} is not a dict.")
             _threshold_saveable(obj, path)
-            if state.get("_extra_network_states"):
-                self.version = max(self.version, 2)
+            # an estimator whose state only a newer format holds says which
+            needs = getattr(obj, "_file_format_version", None)
+            if needs is not None:
+                self.version = max(self.version, int(needs()))
             return {"__type__": "estimator", "class": _NAMES[cls],
                     "state": self._dict(state, path, lambda k: f"{path}.{k}")}
         raise TypeError(_refusal(obj, path))

@@ -140,9 +140,9 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
     n_networks : int, default=1
         Networks trained (at most ``MAX_NETWORKS``, 64), each from its own
         initialisation and batch order (seeded from ``random_state``) on the
-        same samples.  With more than
-        one, the squared distance is the mean over the networks of each one's
-        distance divided by its median on G's training samples
+        same samples.  With more than one, the squared distance is the mean
+        over the networks of each one's distance divided by its median on G's
+        training samples
         (``distance_scales_``), and everything after it (the guard's
         combination, the threshold) is unchanged.  One network's verdicts
         depend on its training draw: another seed, or another thread count
@@ -763,6 +763,12 @@ class FLIPADDetector(ConformalDecisionMixin, OutlierMixin, BaseEstimator):
                 if extra:
                     state["_extra_network_modules"] = [copy.deepcopy(n).cpu() for n in extra]
         return state
+
+    def _file_format_version(self):
+        """The oldest format of :mod:`~flipad_sklearn.persistence` that holds this
+        detector: 2 for several networks (a version-1 reader would score the first
+        alone), else 1."""
+        return 2 if getattr(self, "extra_networks_", None) else 1
 
     def __setstate__(self, state):
         state = dict(state)
