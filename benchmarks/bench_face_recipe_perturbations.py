@@ -22,6 +22,9 @@ Two unions, as a user gets them:
 networks per detector (``--networks 5``: ``n_networks=5`` in FLIPAD's and
 DCTPAD's :class:`~flipad_sklearn.FLIPADDetector`), beside the one-network
 union fitted on the same samples.
+``--unions cli cli_whole`` compares the command line's union (DCTPAD on the
+whole image's spectrum and on JPEG's 8 x 8 blocks', the default since the
+blocks were added) with the union before (the whole image's alone).
 ``--unions flipad none`` measures two more: FLIPAD immunised and DCTPAD not
 (``flipad_params={"immunise": "published"}``), and neither immunised.
 ``--unions jpeg90 jpeg70`` measures unions matched to the files: FLIPAD and
@@ -81,6 +84,10 @@ UNIONS = {
     "guide": ("user guide: immunise='published' (DCTPAD)", {"immunise": "published"}),
     "cli": ("CLI --immunise published (FLIPAD and DCTPAD)",
             {"immunise": "published", "flipad_params": {"immunise": "published"}}),
+    "cli_whole": ("CLI --immunise published, DCTPAD on the whole image's spectrum only "
+                  "(the union before JPEG's blocks)",
+                  {"immunise": "published", "flipad_params": {"immunise": "published"},
+                   "dctpad_params": {"block_size": None}}),
     "cli5": ("CLI --immunise published --networks 5 (5 Deep SAD networks per detector)",
              {"immunise": "published",
               "flipad_params": {"immunise": "published", "detector_params": {"n_networks": 5}},

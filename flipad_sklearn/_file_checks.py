@@ -19,6 +19,7 @@ import warnings
 import numpy as np
 
 from .detection.conformal import ConformalDecisionMixin, _rank, _unwrap, fnr_bound
+from .features import n_tile_features
 from .lasso.solvers import make_solver, solver_names
 from .operators import is_layer_description, layer_adapter
 
@@ -444,6 +445,13 @@ def _post_pooling(est, ctx):
          "_n_features_out does not match output_shape_")
 
 
+def _post_dct(est, ctx):
+    if not hasattr(est, "input_shape_"):
+        return
+    c, h, w = shape_tuple(est.input_shape_, "input_shape_", ndim=(3,))
+    need(est.n_features_in_ == c * h * w, "input_shape_ does not match n_features_in_")
+
+
 def _post_selector(est, ctx):
     if not hasattr(est, "channels_"):
         return
@@ -665,6 +673,9 @@ def _n_out(est):
     if name == "ChannelSelector" and hasattr(est, "channels_"):
         c, h, w = est.input_shape_
         return len(est.channels_) * h * w
+    if name == "DCTFeatures" and hasattr(est, "input_shape_"):
+        return est.n_features_in_ + (0 if est.block_size is None else
+                                     n_tile_features(est.input_shape_, est.block_size))
     if name in ("GeneratorStandardScaler", "StandardScaler") \
             and hasattr(est, "n_features_in_"):
         return est.n_features_in_
@@ -688,6 +699,7 @@ _FITTED = {
     "ActivationPooling": ("n_features_in_", "input_shape_", "output_shape_",
                           "_n_features_out"),
     "ChannelSelector": ("n_features_in_", "input_shape_", "channels_"),
+    "DCTFeatures": ("n_features_in_", "input_shape_"),
     "GeneratorStandardScaler": ("n_features_in_", "mean_", "scale_"),
     # threshold_ and offset_: absent when uncalibrated (validation_size=0), _post_conformal
     "FLIPADDetector": ("n_features_in_", "center_", "network_", "_network_spec"),
@@ -707,6 +719,7 @@ _POST = {
     "ConformalDetector": _post_conformal,
     "ActivationPooling": _post_pooling,
     "ChannelSelector": _post_selector,
+    "DCTFeatures": _post_dct,
     "GeneratorStandardScaler": _post_scaler,
     "OneClassSVM": _post_svm,
     "StandardScaler": _post_standard_scaler,

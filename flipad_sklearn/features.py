@@ -391,6 +391,34 @@ class GeneratorStandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstima
         return _preserve_float_tags(super().__sklearn_tags__())
 
 
+def _tile_shape(shape, k):
+    """Height and width of ``k`` x ``k`` tiles of a ``(C, H, W)`` image: a side smaller
+    than ``k`` is one tile (so padding never more than doubles the image)."""
+    _, H, W = shape
+    return min(k, H), min(k, W)
+
+
+def n_tile_features(shape, k):
+    """The number of tile coefficients :class:`DCTFeatures` adds for ``block_size=k``."""
+    C, H, W = shape
+    kh, kw = _tile_shape(shape, k)
+    return C * -(-H // kh) * kh * -(-W // kw) * kw
+
+
+def _tile_dct(images, k):
+    """The orthonormal DCT-II of each tile of ``(n, C, H, W)`` images, flat.
+
+    Edges are padded by repetition to whole tiles (what a JPEG encoder does).
+    """
+    n, C, H, W = images.shape
+    kh, kw = _tile_shape((C, H, W), k)
+    Hp, Wp = -(-H // kh) * kh, -(-W // kw) * kw
+    if (Hp, Wp) != (H, W):
+        images = np.pad(images, ((0, 0), (0, 0), (0, Hp - H), (0, Wp - W)), mode="edge")
+    tiles = images.reshape(n, C, Hp // kh, kh, Wp // kw, kw)
+    return scipy.fft.dctn(tiles, axes=(3, 5), norm="ortho").reshape(n, -1)
+
+
 class DCTFeatures(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     """``log(|DCT-II(x)| + eps)`` over the two spatial axes of each channel.
 
@@ -405,6 +433,16 @@ class DCTFeatures(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         a single-channel 1 x n_features image (a 1-D DCT of each row).
     eps : float, default=1e-12
         Added to ``|DCT|`` before the log (exact zeros stay finite).
+    block_size : int or None, default=None
+        None: the spectrum of the whole image.  ``k``: that spectrum followed
+        by the spectrum of each ``k`` x ``k`` tile, counted from the top-left
+        corner (the last row and column of tiles padded by repeating the
+        edge, as a JPEG encoder does; a side shorter than ``k`` is one
+        tile), ``C * ceil(H/k) * k * ceil(W/k) * k`` more features when
+        both sides are at least ``k``.  At ``k = 8`` the tiles are JPEG's blocks: JPEG
+        quantises each tile's coefficients, and an upsampling trace that the
+        whole image's spectrum loses in a recompressed file stays in them
+        (measured in ``benchmarks/results/bench_face_jpeg_grid.md``).
 
     Attributes
     ----------
@@ -417,11 +455,13 @@ class DCTFeatures(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     _parameter_constraints = {
         "input_shape": [None, tuple, list],
         "eps": [Interval(Real, 0, None, closed="neither")],
+        "block_size": [None, Interval(Integral, 1, None, closed="left")],
     }
 
-    def __init__(self, input_shape=None, *, eps=1e-12):
+    def __init__(self, input_shape=None, *, eps=1e-12, block_size=None):
         self.input_shape = input_shape
         self.eps = eps
+        self.block_size = block_size
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
@@ -457,10 +497,32 @@ class DCTFeatures(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         X, nd_shape = flatten_images(X)
         check_image_shape(nd_shape, self.input_shape_, type(self).__name__)
         X = validate_data(self, X, dtype=_FLOATS, reset=False)
-        spec = scipy.fft.dctn(X.reshape(X.shape[0], *self.input_shape_),
-                              axes=(-2, -1), norm="ortho")
+        images = X.reshape(X.shape[0], *self.input_shape_)
+        spec = scipy.fft.dctn(images, axes=(-2, -1), norm="ortho").reshape(X.shape[0], -1)
+        if self.block_size is not None:
+            spec = np.concatenate([spec, _tile_dct(images, self.block_size)], axis=1)
         out = np.log(np.abs(spec) + X.dtype.type(self.eps))
-        return out.reshape(X.shape[0], -1).astype(X.dtype, copy=False)
+        return out.astype(X.dtype, copy=False)
+
+    def get_feature_names_out(self, input_features=None):
+        """The input's names (one spectrum coefficient each), then ``tile0, tile1, ...``
+        for the tiles' coefficients with ``block_size``.
+
+        Parameters
+        ----------
+        input_features : array-like of str or None, default=None
+            As in :class:`~sklearn.base.OneToOneFeatureMixin`.
+
+        Returns
+        -------
+        feature_names_out : ndarray of str objects
+        """
+        names = super().get_feature_names_out(input_features)
+        if self.block_size is None:
+            return names
+        n_tiles = n_tile_features(self.input_shape_, self.block_size)
+        return np.concatenate([names, np.asarray([f"tile{i}" for i in range(n_tiles)],
+                                                 dtype=object)])
 
     def __sklearn_tags__(self):
         return _preserve_float_tags(super().__sklearn_tags__())

@@ -47,6 +47,8 @@ __all__ = ["ImmunisedPipeline", "OPEN_WORLD_SHARES", "TABULAR_DETECTOR", "TABULA
 #: each detector's share of ``fnr`` in :func:`make_open_world_union` (set before the
 #: face benchmarks measured the union, and kept since)
 OPEN_WORLD_SHARES = {"flipad": 0.5, "dctpad": 0.3, "pixels": 0.2}
+#: DCTPAD's ``block_size`` in :func:`make_open_world_union`: JPEG's blocks
+OPEN_WORLD_DCT_BLOCK = 8
 
 
 def make_flipad(layer, activation="tanh", anchor="zeros", *, alpha=5e-4,
@@ -528,7 +530,7 @@ def make_rawpad(*, activation="tanh", input_range="auto", quantize="auto", fnr=0
 
 def make_dctpad(input_shape=None, *, activation="tanh", input_range="auto", quantize="auto",
                 fnr=0.005, random_state=None, device="auto", detector_params=None,
-                immunise=None, verbose=0):
+                immunise=None, block_size=None, verbose=0):
     """DCTPAD: Deep SAD on ``log |DCT|`` of the pixels, standardised with G's statistics.
 
     The input contract is :func:`make_rawpad`'s (8-bit images by default for
@@ -557,6 +559,10 @@ def make_dctpad(input_shape=None, *, activation="tanh", input_range="auto", quan
         images too; immunised it accepts them, but against a competitor
         alone it also loses what only the spectrum's fine detail showed
         (measured in ``benchmarks/results/bench_face_architectures.md``).
+    block_size : int or None, default=None
+        :class:`~flipad_sklearn.DCTFeatures`' ``block_size``: 8 adds the
+        spectra of JPEG's 8 x 8 blocks to the whole image's, which keeps
+        an upsampling trace in recompressed files.
     verbose : int, default=0
         As in :func:`make_rawpad`.
 
@@ -567,7 +573,8 @@ def make_dctpad(input_shape=None, *, activation="tanh", input_range="auto", quan
         an :class:`ImmunisedPipeline` with ``immunise``.
     """
     input_range, quantize = _input_contract(activation, input_range, quantize)
-    steps = [("dct", DCTFeatures(input_shape)), ("scaler", GeneratorStandardScaler()),
+    steps = [("dct", DCTFeatures(input_shape, block_size=block_size)),
+             ("scaler", GeneratorStandardScaler()),
              ("det", _deep_sad(fnr, random_state, device, detector_params, verbose))]
     immunise = _image_immunisation(immunise, input_shape, random_state)
     if immunise is not None:
@@ -724,7 +731,12 @@ def make_open_world_union(layer, activation="tanh", anchor="zeros", *, image_sha
     flipad_params, dctpad_params : dict or None, default=None
         Further keyword arguments of :func:`make_flipad` (``alpha``,
         ``activation_shape``, ``positive``, ``immunise``, ...) and
-        :func:`make_dctpad` (``detector_params``, ...).
+        :func:`make_dctpad` (``detector_params``, ...).  DCTPAD's
+        ``block_size`` is 8 here unless ``dctpad_params`` says otherwise: the
+        spectra of JPEG's 8 x 8 blocks beside the whole image's, which keep
+        a generator's upsampling visible in recompressed files (``None``: the
+        whole image's alone, the union's DCTPAD before the tiles; measured in the
+        user guide, "Open world": "Files").
     verbose : int, default=0
         Progress bars of the inversion and of both Deep SAD trainings.
 
@@ -762,7 +774,7 @@ def make_open_world_union(layer, activation="tanh", anchor="zeros", *, image_sha
                          device=device, verbose=verbose, **contract, **(flipad_params or {}))
     dctpad = make_dctpad(shape, activation=activation, fnr=fnr, random_state=random_state,
                          device=device, immunise=immunise, verbose=verbose, **contract,
-                         **(dctpad_params or {}))
+                         **{"block_size": OPEN_WORLD_DCT_BLOCK, **(dctpad_params or {})})
     # 16x16 blocks' averages by default; a smaller image keeps every pixel
     guard = make_pixel_guard(shape, size=min(16, *shape[1:]), activation=activation,
                              fnr=fnr, random_state=random_state, **contract)

@@ -95,6 +95,7 @@ with torch.random.fork_rng(devices=[]):
         ChannelSelector(n_channels=2),
         GeneratorStandardScaler(),
         DCTFeatures(),
+        DCTFeatures(block_size=2),
         # most checks fit on 3 features: a final layer with 3 outputs
         FinalLayerInverter(layer=torch.nn.Linear(6, 3), solver="cd", alpha=1e-2),
         # float64: in float32 a batch's and its subset's iterates differ through the

@@ -149,6 +149,46 @@ def test_dct_features():
     assert DCTFeatures().fit_transform(np.ones((2, 16), np.float32)).dtype == np.float32
 
 
+def test_dct_features_tiles_are_jpeg_blocks():
+    """block_size=8: the whole spectrum, then each 8x8 tile's DCT, as JPEG cuts the image."""
+    rng = np.random.default_rng(1)
+    imgs = rng.uniform(-1, 1, size=(2, 3, 16, 24))
+    out = DCTFeatures(block_size=8).fit_transform(imgs)
+    whole = DCTFeatures().fit_transform(imgs)
+    assert out.shape == (2, 2 * 3 * 16 * 24)
+    np.testing.assert_array_equal(out[:, :whole.shape[1]], whole)
+    tiles = out[:, whole.shape[1]:].reshape(2, 3, 2, 8, 3, 8)
+    # the tile in block row 1, block column 2 of channel 2
+    ref = np.log(np.abs(scipy.fft.dctn(imgs[:, 2, 8:16, 16:24], axes=(-2, -1), norm="ortho"))
+                 + 1e-12)
+    np.testing.assert_allclose(tiles[:, 2, 1, :, 2, :], ref)
+    # a tile of a constant 8x8 patch has one non-zero coefficient: DC = 8 x the value
+    flat = np.zeros((1, 1, 8, 8)) + 0.5
+    tile = DCTFeatures(block_size=8, eps=1e-300).fit_transform(flat)[:, 64:]
+    assert tile[0, 0] == pytest.approx(np.log(4.0)) and (tile[0, 1:] < -600).all()
+
+
+def test_dct_features_tiles_pad_by_repeating_the_edge():
+    rng = np.random.default_rng(2)
+    imgs = rng.uniform(-1, 1, size=(2, 1, 10, 5))
+    est = DCTFeatures(block_size=4).fit(imgs)
+    out = est.transform(imgs)
+    padded = np.pad(imgs, ((0, 0), (0, 0), (0, 2), (0, 3)), mode="edge")
+    ref = DCTFeatures(block_size=4).fit_transform(padded)[:, 12 * 8:]
+    np.testing.assert_allclose(out[:, 50:], ref)
+    names = est.get_feature_names_out()
+    assert len(names) == out.shape[1] == 50 + 12 * 8
+    assert names[49] == "x49" and names[50] == "tile0"
+    with pytest.raises(ValueError, match="block_size"):
+        DCTFeatures(block_size=0).fit(imgs)
+    # a side shorter than the block is one tile: rows of 5 read as 1x5 images,
+    # whose one 1x5 tile is the whole row (no padding to 8x8)
+    rows = rng.uniform(-1, 1, size=(3, 5))
+    out = DCTFeatures(block_size=8).fit_transform(rows)
+    assert out.shape == (3, 10)
+    np.testing.assert_allclose(out[:, 5:], out[:, :5])
+
+
 def test_clone_and_params():
     for est in (ActivationPooling((1, 2, 2)), ChannelSelector(3), GeneratorStandardScaler(0.1),
                 DCTFeatures((1, 2, 2))):

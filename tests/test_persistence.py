@@ -16,7 +16,7 @@ from torch import nn
 from flipad_sklearn import FinalLayerInverter, FLIPADDetector, persistence
 from flipad_sklearn.operators import build_layer, describe_layer
 from flipad_sklearn.detection import FingerprintCorrelation
-from flipad_sklearn.pipeline import make_flipad
+from flipad_sklearn.pipeline import make_dctpad, make_flipad
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -970,3 +970,54 @@ def test_a_single_network_file_with_distance_scales_is_refused(tmp_path):
            "distance_scales_")[1] = {"__type__": "ndarray", "key": "scales"}
     with pytest.raises(persistence.UnsafeFileError, match="set for a single network"):
         persistence.load(_craft(tmp_path / "crafted.flipad", spec, arrays))
+
+
+def _dct_state(spec):
+    """The items of the (one) DCTFeatures state in a file's spec."""
+    found = []
+
+    def walk(o):
+        if isinstance(o, dict):
+            if o.get("class") == "flipad_sklearn.DCTFeatures":
+                found.append(o["state"]["items"])
+            for v in o.values():
+                walk(v)
+        elif isinstance(o, list):
+            for v in o:
+                walk(v)
+    walk(spec["root"])
+    assert len(found) == 1
+    return found[0]
+
+
+def test_dctpad_with_tiles_round_trips_and_its_shape_is_checked(tmp_path):
+    """DCTFeatures(block_size=4) in DCTPAD: same scores after a file; a file whose
+    image shape disagrees with its feature count is refused; one written before
+    block_size existed reads as the whole-image spectrum."""
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-1, 1, (60, 1, 8, 8))
+    y = np.r_[np.ones(40), -np.ones(20)]
+    pipe = make_dctpad((1, 8, 8), input_range=None, quantize=None, fnr=0.2, random_state=0,
+                       block_size=4, detector_params=dict(n_epochs=1, hidden_sizes=(8,),
+                                                          rep_dim=4)).fit(X, y)
+    src = tmp_path / "dct.flipad"
+    persistence.save(pipe, src)
+    np.testing.assert_array_equal(persistence.load(src).score_samples(X),
+                                  pipe.score_samples(X))
+
+    def wrong_shape(spec):
+        items = _dct_state(spec)
+        for item in items:
+            if item[0] == "input_shape_":
+                item[1] = {"__type__": "tuple", "items": [1, 4, 8]}
+    _rewrite_spec(src, tmp_path / "bad.flipad", wrong_shape)
+    with pytest.raises(persistence.UnsafeFileError, match="input_shape_ does not match"):
+        persistence.load(tmp_path / "bad.flipad")
+
+    def before_tiles(spec):
+        items = _dct_state(spec)
+        items[:] = [item for item in items if item[0] != "block_size"]
+    _rewrite_spec(src, tmp_path / "old.flipad", before_tiles)
+    # the detector after it takes the tiles' features too: the chain check names it
+    with pytest.raises(persistence.UnsafeFileError, match="makes 64 features"):
+        persistence.load(tmp_path / "old.flipad")
