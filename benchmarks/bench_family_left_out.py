@@ -25,7 +25,12 @@ the same digits, two seeds.  Side by side, in one run:
   of G with ``calibrate(..., max_fnr=0.01)``.  (Until the recipe dropped
   DCTPAD's immunisation, this row's DCTPAD was immunised and calibrated on
   the fewest samples its share needs; before, the union was FLIPAD +
-  RAWPAD + pixel guard at the same shares.)
+  RAWPAD + pixel guard at the same shares.)  Its DCTPAD reads JPEG's 8 x 8
+  blocks' spectra beside the whole image's (``block_size=8``, the union's
+  default since they were added).
+
+``--detectors dctpad8 union_whole`` add DCTPAD with the blocks and the
+union with DCTPAD on the whole image alone (the union before the blocks).
 
 Cells: accuracy at fnr 0.005 (the mean of G accepted and the source
 rejected) / ROC AUC.  ``--seeds 0 1 2 3 4`` fits every detector once per
@@ -121,7 +126,10 @@ DETECTORS = {
     "flipad5": "FLIPAD, 5 networks (`detector_params=dict(n_networks=5)`)",
     "rawpad": "RAWPAD (`make_rawpad`)",
     "dctpad": "DCTPAD (`make_dctpad`)",
+    "dctpad8": "DCTPAD with JPEG's blocks (`block_size=8`)",
     "union": "union (`make_open_world_union`, the guide's recipe)",
+    "union_whole": "union, DCTPAD on the whole image only (`block_size=None`, the "
+                   "union before the blocks)",
 }
 
 
@@ -136,10 +144,16 @@ def _detectors(G, anchor, seed, chosen):
             device="cpu", detector_params=dict(n_networks=5)),
         "rawpad": lambda: make_rawpad(fnr=FNR, random_state=seed, device="cpu"),
         "dctpad": lambda: make_dctpad(fnr=FNR, random_state=seed, device="cpu"),
+        "dctpad8": lambda: make_dctpad(fnr=FNR, random_state=seed, device="cpu",
+                                       block_size=8),
         "union": lambda: make_open_world_union(
             G.final_layer, "tanh", anchor, image_shape=(1, 32, 32), fnr=FNR,
             validation_size=0, random_state=seed, device="cpu",
             flipad_params=dict(positive=True)),
+        "union_whole": lambda: make_open_world_union(
+            G.final_layer, "tanh", anchor, image_shape=(1, 32, 32), fnr=FNR,
+            validation_size=0, random_state=seed, device="cpu",
+            flipad_params=dict(positive=True), dctpad_params=dict(block_size=None)),
     }
     return {DETECTORS[k]: make[k]() for k in DETECTORS if k in chosen}
 
