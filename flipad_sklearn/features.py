@@ -504,6 +504,12 @@ class DCTFeatures(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         out = np.log(np.abs(spec) + X.dtype.type(self.eps))
         return out.astype(X.dtype, copy=False)
 
+    def _file_format_version(self):
+        """The oldest format of :mod:`~flipad_sklearn.persistence` that holds this
+        transformer: 3 with tiles (an older reader would compute the whole
+        image's spectrum alone), else 1."""
+        return 1 if self.block_size is None else 3
+
     def get_feature_names_out(self, input_features=None):
         """The input's names (one spectrum coefficient each), then ``tile0, tile1, ...``
         for the tiles' coefficients with ``block_size``.

@@ -72,8 +72,9 @@ FORMAT = "flipad_sklearn"
 #: oldest version that holds it, so that a release that cannot score it
 #: refuses it instead of scoring something else: 2 adds Deep SAD ensembles
 #: (``FLIPADDetector(n_networks > 1)``), which version-1 readers would score
-#: with their first network alone.
-FORMAT_VERSION = 2
+#: with their first network alone; 3 adds ``DCTFeatures(block_size=k)``, whose
+#: tiles' features older readers would not compute.
+FORMAT_VERSION = 3
 SPEC_KEY = "__spec__"
 
 #: The memory a file may make :func:`load` use by default (its decompressed

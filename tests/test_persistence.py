@@ -739,7 +739,7 @@ def test_file_of_another_package_version_warns(saved, tmp_path):
 @pytest.mark.parametrize("value, message", [
     (1.0, "must be an integer, got float 1.0"), ("1", "must be an integer, got str '1'"),
     (True, "must be an integer, got bool True"), (0, "format_version 0 does not exist"),
-    (-7, "format_version -7 does not exist"), (3, "Upgrade flipad_sklearn"),
+    (-7, "format_version -7 does not exist"), (4, "Upgrade flipad_sklearn"),
 ])
 def test_format_version_is_checked(saved, tmp_path, value, message):
     path, _, _ = saved
@@ -1004,6 +1004,11 @@ def test_dctpad_with_tiles_round_trips_and_its_shape_is_checked(tmp_path):
     persistence.save(pipe, src)
     np.testing.assert_array_equal(persistence.load(src).score_samples(X),
                                   pipe.score_samples(X))
+    # a reader from before the tiles would score the whole spectrum alone: format 3
+    assert _members(src)[0]["format_version"] == 3
+    persistence.save(pipe.set_params(dct__block_size=None), tmp_path / "whole.flipad")
+    assert _members(tmp_path / "whole.flipad")[0]["format_version"] == 1
+    pipe.set_params(dct__block_size=4)
 
     def wrong_shape(spec):
         items = _dct_state(spec)
