@@ -23,8 +23,9 @@ networks per detector (``--networks 5``: ``n_networks=5`` in FLIPAD's and
 DCTPAD's :class:`~flipad_sklearn.FLIPADDetector`), beside the one-network
 union fitted on the same samples.
 ``--unions cli cli_whole`` compares the command line's union (DCTPAD on the
-whole image's spectrum and on JPEG's 8 x 8 blocks', the default since the
-blocks were added) with the union before (the whole image's alone).
+whole image's spectrum and on JPEG's 8 x 8 blocks', an immunised union's
+default since the blocks were added) with the union before (the whole
+image's alone).
 ``--unions flipad none`` measures two more: FLIPAD immunised and DCTPAD not
 (``flipad_params={"immunise": "published"}``), and neither immunised.
 ``--unions jpeg90 jpeg70`` measures unions matched to the files: FLIPAD and

@@ -47,7 +47,8 @@ __all__ = ["ImmunisedPipeline", "OPEN_WORLD_SHARES", "TABULAR_DETECTOR", "TABULA
 #: each detector's share of ``fnr`` in :func:`make_open_world_union` (set before the
 #: face benchmarks measured the union, and kept since)
 OPEN_WORLD_SHARES = {"flipad": 0.5, "dctpad": 0.3, "pixels": 0.2}
-#: DCTPAD's ``block_size`` in :func:`make_open_world_union`: JPEG's blocks
+#: DCTPAD's ``block_size`` in :func:`make_open_world_union` with ``immunise``: JPEG's
+#: blocks
 OPEN_WORLD_DCT_BLOCK = 8
 
 
@@ -731,12 +732,14 @@ def make_open_world_union(layer, activation="tanh", anchor="zeros", *, image_sha
     flipad_params, dctpad_params : dict or None, default=None
         Further keyword arguments of :func:`make_flipad` (``alpha``,
         ``activation_shape``, ``positive``, ``immunise``, ...) and
-        :func:`make_dctpad` (``detector_params``, ...).  DCTPAD's
-        ``block_size`` is 8 here unless ``dctpad_params`` says otherwise: the
-        spectra of JPEG's 8 x 8 blocks beside the whole image's, which keep
-        a generator's upsampling visible in recompressed files (``None``: the
-        whole image's alone, the union's DCTPAD before the tiles; measured in the
-        user guide, "Open world": "Files").
+        :func:`make_dctpad` (``detector_params``, ...).  With ``immunise``
+        (a union for files), DCTPAD's ``block_size`` is 8 unless
+        ``dctpad_params`` says otherwise: the spectra of JPEG's 8 x 8
+        blocks beside the whole image's, which keep a generator's
+        upsampling visible in recompressed files; without, None (the whole
+        image's alone, which did better on images as generated against a
+        competitor alone).  Both measured in the user guide ("Open world":
+        "JPEG's blocks").
     verbose : int, default=0
         Progress bars of the inversion and of both Deep SAD trainings.
 
@@ -774,7 +777,8 @@ def make_open_world_union(layer, activation="tanh", anchor="zeros", *, image_sha
                          device=device, verbose=verbose, **contract, **(flipad_params or {}))
     dctpad = make_dctpad(shape, activation=activation, fnr=fnr, random_state=random_state,
                          device=device, immunise=immunise, verbose=verbose, **contract,
-                         **{"block_size": OPEN_WORLD_DCT_BLOCK, **(dctpad_params or {})})
+                         **{"block_size": None if immunise is None else OPEN_WORLD_DCT_BLOCK,
+                            **(dctpad_params or {})})
     # 16x16 blocks' averages by default; a smaller image keeps every pixel
     guard = make_pixel_guard(shape, size=min(16, *shape[1:]), activation=activation,
                              fnr=fnr, random_state=random_state, **contract)

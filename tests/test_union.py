@@ -11,7 +11,8 @@ from sklearn.covariance import LedoitWolf
 from sklearn.exceptions import NotFittedError
 
 from flipad_sklearn import (
-    ConformalDetector, ConformalUnion, GaussianDensity, make_pixel_guard, persistence,
+    ConformalDetector, ConformalUnion, GaussianDensity, make_open_world_union, make_pixel_guard,
+    persistence,
 )
 from flipad_sklearn.generators import train_shadows
 
@@ -444,3 +445,18 @@ def test_pixel_guard_refuses_bad_images_at_predict():
 def test_pixel_guard_refuses_a_bad_shrinkage_when_made(shrinkage):
     with pytest.raises(ValueError, match="shrinkage"):
         make_pixel_guard((3, 16, 16), shrinkage=shrinkage)
+
+
+def test_the_union_reads_jpeg_blocks_only_when_immunised():
+    """An immunised union (for files) gives DCTPAD JPEG's 8x8 blocks, a union for
+    images as generated the whole spectrum alone; dctpad_params decides over both."""
+    layer = torch.nn.ConvTranspose2d(4, 1, 4, 2, 1)
+
+    def block_size(**kw):
+        union = make_open_world_union(layer, "tanh", np.zeros((4, 8, 8)), image_shape=(1, 16, 16),
+                                      **kw)
+        return dict(union.estimators)["dctpad"].named_steps["dct"].block_size
+    assert block_size() is None
+    assert block_size(immunise="published") == 8
+    assert block_size(immunise="published", dctpad_params={"block_size": None}) is None
+    assert block_size(dctpad_params={"block_size": 4}) == 4
