@@ -160,7 +160,7 @@ def run(args):
 
 def _competitor_only(args, tests):
     """DCTPAD clean (the union's) against the competitor alone, on images as generated."""
-    images, _ = build(args.cache_dir)
+    images, _ = build(args.cache_dir, log=lambda msg: None)   # cached: nothing to say
     X = np.concatenate([images["g"][:400], images["comp"]])
     y = np.r_[np.ones(400), -np.ones(len(images["comp"]))]
     own = np.concatenate([images["g"][400:], images["fresh"]])

@@ -446,6 +446,8 @@ def _post_pooling(est, ctx):
 
 
 def _post_dct(est, ctx):
+    need(est.block_size is None or _is_int(est.block_size),
+         f"block_size must be a positive integer or None, got {str(est.block_size)[:40]}")
     if not hasattr(est, "input_shape_"):
         return
     c, h, w = shape_tuple(est.input_shape_, "input_shape_", ndim=(3,))

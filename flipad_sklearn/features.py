@@ -393,9 +393,9 @@ class GeneratorStandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstima
 
 def _tile_shape(shape, k):
     """Height and width of ``k`` x ``k`` tiles of a ``(C, H, W)`` image: a side smaller
-    than ``k`` is one tile (so padding never more than doubles the image)."""
+    than ``k`` is one tile (so padding never more than doubles a side)."""
     _, H, W = shape
-    return min(k, H), min(k, W)
+    return min(int(k), H), min(int(k), W)
 
 
 def n_tile_features(shape, k):
@@ -439,7 +439,11 @@ class DCTFeatures(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         corner (the last row and column of tiles padded by repeating the
         edge, as a JPEG encoder does; a side shorter than ``k`` is one
         tile), ``C * ceil(H/k) * k * ceil(W/k) * k`` more features when
-        both sides are at least ``k``.  At ``k = 8`` the tiles are JPEG's blocks: JPEG
+        both sides are at least ``k``.  The tiles' coefficients are laid
+        out as the image, like a JPEG decoder's coefficient planes:
+        coefficient ``(u, v)`` of the tile in tile row ``i`` and column
+        ``j`` of channel ``c`` at row ``i k + u``, column ``j k + v``
+        (feature name ``tile_c{c}_y{row}_x{col}``).  At ``k = 8`` the tiles are JPEG's blocks: JPEG
         quantises each tile's coefficients, and an upsampling trace that the
         whole image's spectrum loses in a recompressed file stays in them
         (measured in ``benchmarks/results/bench_face_jpeg_grid.md``).
@@ -476,6 +480,10 @@ class DCTFeatures(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         -------
         self : DCTFeatures
         """
+        if isinstance(self.block_size, (bool, np.bool_)):
+            # scikit-learn's Integral interval takes True as 1
+            raise ValueError(f"block_size must be a positive integer or None, got "
+                             f"{self.block_size!r}.")
         X, nd_shape = flatten_images(X)
         X = validate_data(self, X, dtype=_FLOATS)
         self.input_shape_ = resolve_input_shape(
@@ -511,8 +519,10 @@ class DCTFeatures(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         return 1 if self.block_size is None else 3
 
     def get_feature_names_out(self, input_features=None):
-        """The input's names (one spectrum coefficient each), then ``tile0, tile1, ...``
-        for the tiles' coefficients with ``block_size``.
+        """The input's names (one spectrum coefficient each), then
+        ``tile_c{c}_y{row}_x{col}`` for the tiles' coefficients with
+        ``block_size`` (their place in the coefficient planes, see the
+        class's docstring).
 
         Parameters
         ----------
@@ -526,9 +536,12 @@ class DCTFeatures(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         names = super().get_feature_names_out(input_features)
         if self.block_size is None:
             return names
-        n_tiles = n_tile_features(self.input_shape_, self.block_size)
-        return np.concatenate([names, np.asarray([f"tile{i}" for i in range(n_tiles)],
-                                                 dtype=object)])
+        C, H, W = self.input_shape_
+        kh, kw = _tile_shape(self.input_shape_, self.block_size)
+        rows, cols = -(-H // kh) * kh, -(-W // kw) * kw
+        tiles = [f"tile_c{c}_y{y}_x{x}" for c in range(C) for y in range(rows)
+                 for x in range(cols)]
+        return np.concatenate([names, np.asarray(tiles, dtype=object)])
 
     def __sklearn_tags__(self):
         return _preserve_float_tags(super().__sklearn_tags__())

@@ -40,7 +40,8 @@ from .inversion import FinalLayerInverter
 from .operators import layer_adapter, operator_for
 from .perturbations import RandomPerturbation, is_single_perturbation
 
-__all__ = ["ImmunisedPipeline", "OPEN_WORLD_SHARES", "TABULAR_DETECTOR", "TABULAR_RECIPE",
+__all__ = ["ImmunisedPipeline", "OPEN_WORLD_DCT_BLOCK", "OPEN_WORLD_SHARES", "TABULAR_DETECTOR",
+           "TABULAR_RECIPE",
            "make_dctpad", "make_flipad", "make_flipad_tabular", "make_open_world_union",
            "make_pixel_guard", "make_rawpad"]
 

@@ -178,9 +178,16 @@ def test_dct_features_tiles_pad_by_repeating_the_edge():
     np.testing.assert_allclose(out[:, 50:], ref)
     names = est.get_feature_names_out()
     assert len(names) == out.shape[1] == 50 + 12 * 8
-    assert names[49] == "x49" and names[50] == "tile0"
-    with pytest.raises(ValueError, match="block_size"):
-        DCTFeatures(block_size=0).fit(imgs)
+    assert names[49] == "x49" and names[50] == "tile_c0_y0_x0"
+    # coefficient (u, v) = (1, 2) of the tile in tile row 2, column 1: row 9, column 6
+    assert names[50 + 9 * 8 + 6] == "tile_c0_y9_x6"
+    np.testing.assert_allclose(
+        out[:, 50 + 9 * 8 + 6],
+        np.log(np.abs(scipy.fft.dctn(padded[:, 0, 8:12, 4:8], axes=(-2, -1),
+                                     norm="ortho")[:, 1, 2]) + 1e-12))
+    for bad in (0, True, np.bool_(True)):   # True passed scikit-learn's Integral check
+        with pytest.raises(ValueError, match="block_size"):
+            DCTFeatures(block_size=bad).fit(imgs)
     # a side shorter than the block is one tile: rows of 5 read as 1x5 images,
     # whose one 1x5 tile is the whole row (no padding to 8x8)
     rows = rng.uniform(-1, 1, size=(3, 5))

@@ -1019,6 +1019,14 @@ def test_dctpad_with_tiles_round_trips_and_its_shape_is_checked(tmp_path):
     with pytest.raises(persistence.UnsafeFileError, match="input_shape_ does not match"):
         persistence.load(tmp_path / "bad.flipad")
 
+    def bool_tiles(spec):   # passes scikit-learn's Integral check; crashed at scoring
+        for item in _dct_state(spec):
+            if item[0] == "block_size":
+                item[1] = True
+    _rewrite_spec(src, tmp_path / "bool.flipad", bool_tiles)
+    with pytest.raises(persistence.UnsafeFileError, match="block_size must be a positive"):
+        persistence.load(tmp_path / "bool.flipad")
+
     def before_tiles(spec):
         items = _dct_state(spec)
         items[:] = [item for item in items if item[0] != "block_size"]
