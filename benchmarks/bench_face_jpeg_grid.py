@@ -45,26 +45,20 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from flipad_sklearn import DCTFeatures, make_dctpad
-from flipad_sklearn.perturbations import JPEGCompression, Resize, ResizedCrop
 
 from ._results import add_result_args, results_dir, tee_result
 from .bench_face_blind import N_TEST, TEST_SEED, real_digits, trained_vae
 from .bench_face_blind_recipe import BLIND as THIRD_BLIND
 from .bench_face_dcgan import FACE_CACHE, load_face_dcgan, sample, trained_other
+from .bench_face_recipe_perturbations import PERTURBATIONS as ALL_PERTURBATIONS
+from .bench_face_recipe_perturbations import SOURCES
 from .bench_full_scale import open_world_others, open_world_training_set
 from .bench_open_world_face import OTHERS, build
 
 FNR = 0.005
-#: name -> transformer (None: the 8-bit image as generated, what a PNG holds)
-PERTURBATIONS = {
-    "8-bit PNG": None,
-    "JPEG q90": JPEGCompression(quality=90),
-    "JPEG q70": JPEGCompression(quality=70),
-    "resize 0.9 and back": Resize(scale=0.9),
-    "centre crop 90 %": ResizedCrop(scale=0.9),
-}
-SOURCES = {"unseen": "G's architecture, unseen seed", "C4": "C4: VAE decoder",
-           "E1": "E1: G, bicubic + conv last", "digits": "real MNIST digits"}
+#: the rows: bench_face_recipe_perturbations' within the published mixture
+PERTURBATIONS = {name: ALL_PERTURBATIONS[name] for name in (
+    "8-bit PNG", "JPEG q90", "JPEG q70", "resize 0.9 and back", "centre crop 90 %")}
 #: part 3's sources from bench_open_world_face's images
 FAR = {"unseen": "G's architecture, unseen seed", "upconv": "upsample + conv family",
        "finetune": "G fine-tuned", "domain": "another domain"}

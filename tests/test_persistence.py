@@ -973,21 +973,8 @@ def test_a_single_network_file_with_distance_scales_is_refused(tmp_path):
 
 
 def _dct_state(spec):
-    """The items of the (one) DCTFeatures state in a file's spec."""
-    found = []
-
-    def walk(o):
-        if isinstance(o, dict):
-            if o.get("class") == "flipad_sklearn.DCTFeatures":
-                found.append(o["state"]["items"])
-            for v in o.values():
-                walk(v)
-        elif isinstance(o, list):
-            for v in o:
-                walk(v)
-    walk(spec["root"])
-    assert len(found) == 1
-    return found[0]
+    """The items of the DCTFeatures state in a file's spec."""
+    return _state(spec["root"], "flipad_sklearn.DCTFeatures")
 
 
 def test_dctpad_with_tiles_round_trips_and_its_shape_is_checked(tmp_path):
@@ -1011,18 +998,13 @@ def test_dctpad_with_tiles_round_trips_and_its_shape_is_checked(tmp_path):
     pipe.set_params(dct__block_size=4)
 
     def wrong_shape(spec):
-        items = _dct_state(spec)
-        for item in items:
-            if item[0] == "input_shape_":
-                item[1] = {"__type__": "tuple", "items": [1, 4, 8]}
+        _entry(_dct_state(spec), "input_shape_")[1] = {"__type__": "tuple", "items": [1, 4, 8]}
     _rewrite_spec(src, tmp_path / "bad.flipad", wrong_shape)
     with pytest.raises(persistence.UnsafeFileError, match="input_shape_ does not match"):
         persistence.load(tmp_path / "bad.flipad")
 
     def bool_tiles(spec):   # passes scikit-learn's Integral check; crashed at scoring
-        for item in _dct_state(spec):
-            if item[0] == "block_size":
-                item[1] = True
+        _entry(_dct_state(spec), "block_size")[1] = True
     _rewrite_spec(src, tmp_path / "bool.flipad", bool_tiles)
     with pytest.raises(persistence.UnsafeFileError, match="block_size must be a positive"):
         persistence.load(tmp_path / "bool.flipad")
