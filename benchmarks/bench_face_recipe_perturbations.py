@@ -22,7 +22,8 @@ Two unions, as a user gets them:
 networks per detector (``--networks 5``: ``n_networks=5`` in FLIPAD's and
 DCTPAD's :class:`~flipad_sklearn.FLIPADDetector`), beside the one-network
 union fitted on the same samples.
-``--unions cli cli_whole`` compares the command line's union (DCTPAD on the
+``--unions jpeg70 jpeg70_whole`` does the same for the union matched to
+JPEG q70.  ``--unions cli cli_whole`` compares the command line's union (DCTPAD on the
 whole image's spectrum and on JPEG's 8 x 8 blocks', an immunised union's
 default since the blocks were added) with the union before (the whole
 image's alone).
@@ -99,6 +100,11 @@ UNIONS = {
                     {"immunise": JPEGCompression(quality=q),
                      "flipad_params": {"immunise": JPEGCompression(quality=q)}})
        for q in (90, 70)},
+    "jpeg70_whole": ("matched: FLIPAD and DCTPAD on JPEG q70, DCTPAD on the whole image's "
+                     "spectrum only (before JPEG's blocks)",
+                     {"immunise": JPEGCompression(quality=70),
+                      "flipad_params": {"immunise": JPEGCompression(quality=70)},
+                      "dctpad_params": {"block_size": None}}),
 }
 DEFAULT_UNIONS = ("guide", "cli")
 
