@@ -391,18 +391,19 @@ class GeneratorStandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstima
         return _preserve_float_tags(super().__sklearn_tags__())
 
 
-def _tile_shape(shape, k):
-    """Height and width of ``k`` x ``k`` tiles of a ``(C, H, W)`` image: a side smaller
-    than ``k`` is one tile (so padding never more than doubles a side)."""
+def _tile_grid(shape, k):
+    """Tile height and width, and the padded image's height and width, of ``k`` x ``k``
+    tiles of a ``(C, H, W)`` image: a side smaller than ``k`` is one tile (so padding
+    never more than doubles a side)."""
     _, H, W = shape
-    return min(int(k), H), min(int(k), W)
+    kh, kw = min(int(k), H), min(int(k), W)
+    return kh, kw, -(-H // kh) * kh, -(-W // kw) * kw
 
 
 def n_tile_features(shape, k):
     """The number of tile coefficients :class:`DCTFeatures` adds for ``block_size=k``."""
-    C, H, W = shape
-    kh, kw = _tile_shape(shape, k)
-    return C * -(-H // kh) * kh * -(-W // kw) * kw
+    _, _, Hp, Wp = _tile_grid(shape, k)
+    return shape[0] * Hp * Wp
 
 
 def _tile_dct(images, k):
@@ -411,8 +412,7 @@ def _tile_dct(images, k):
     Edges are padded by repetition to whole tiles (what a JPEG encoder does).
     """
     n, C, H, W = images.shape
-    kh, kw = _tile_shape((C, H, W), k)
-    Hp, Wp = -(-H // kh) * kh, -(-W // kw) * kw
+    kh, kw, Hp, Wp = _tile_grid((C, H, W), k)
     if (Hp, Wp) != (H, W):
         images = np.pad(images, ((0, 0), (0, 0), (0, Hp - H), (0, Wp - W)), mode="edge")
     tiles = images.reshape(n, C, Hp // kh, kh, Wp // kw, kw)
@@ -443,10 +443,11 @@ class DCTFeatures(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         out as the image, like a JPEG decoder's coefficient planes:
         coefficient ``(u, v)`` of the tile in tile row ``i`` and column
         ``j`` of channel ``c`` at row ``i k + u``, column ``j k + v``
-        (feature name ``tile_c{c}_y{row}_x{col}``).  At ``k = 8`` the tiles are JPEG's blocks: JPEG
-        quantises each tile's coefficients, and an upsampling trace that the
-        whole image's spectrum loses in a recompressed file stays in them
-        (measured in ``benchmarks/results/bench_face_jpeg_grid.md``).
+        (feature name ``tile_c{c}_y{row}_x{col}``).  At ``k = 8`` the tiles
+        are JPEG's blocks: JPEG quantises each tile's coefficients, and an
+        upsampling trace that the whole image's spectrum loses in a
+        recompressed file stays in them (measured in
+        ``benchmarks/results/bench_face_jpeg_grid.md``).
 
     Attributes
     ----------
@@ -536,9 +537,8 @@ class DCTFeatures(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         names = super().get_feature_names_out(input_features)
         if self.block_size is None:
             return names
-        C, H, W = self.input_shape_
-        kh, kw = _tile_shape(self.input_shape_, self.block_size)
-        rows, cols = -(-H // kh) * kh, -(-W // kw) * kw
+        C = self.input_shape_[0]
+        _, _, rows, cols = _tile_grid(self.input_shape_, self.block_size)
         tiles = [f"tile_c{c}_y{y}_x{x}" for c in range(C) for y in range(rows)
                  for x in range(cols)]
         return np.concatenate([names, np.asarray(tiles, dtype=object)])
