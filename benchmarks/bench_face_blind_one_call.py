@@ -123,20 +123,21 @@ ROUND = dict(
 GENERATORS = {**THIRD_GENERATORS, **SECOND_BLIND, **BLIND}
 
 
-def _shadow_file(cache, name):
-    return os.path.join(cache, f"onecall_{name}_seed{ONE_CALL_SEED}_n{TRAIN_SAMPLES}"
+def _shadow_file(cache, name, prefix="onecall"):
+    return os.path.join(cache, f"{prefix}_{name}_seed{ONE_CALL_SEED}_n{TRAIN_SAMPLES}"
                                f"_e{TRAIN_EPOCHS}_b{TRAIN_BATCH}.pt")
 
 
-def one_call_shadows(G, cache, log=print):
+def one_call_shadows(G, cache, log=print, prefix="onecall"):
     """The user guide's ``open_world_shadows`` call on G's training samples (weights cached).
 
     Trained on the same 2000 samples of G as every other face generator
     (:func:`~benchmarks.bench_face_dcgan.trained_other`), with its budget; the
-    call's time is kept beside the weights.
+    call's time is kept beside the weights.  ``prefix`` names the cached files
+    (another owner's generator: another prefix).
     """
-    paths = {name: _shadow_file(cache, name) for name in OPEN_WORLD_SHADOWS}
-    timing = os.path.join(cache, f"onecall_seed{ONE_CALL_SEED}_time.json")
+    paths = {name: _shadow_file(cache, name, prefix) for name in OPEN_WORLD_SHADOWS}
+    timing = os.path.join(cache, f"{prefix}_seed{ONE_CALL_SEED}_time.json")
     if all(os.path.exists(p) for p in paths.values()):
         shadows, _ = _open_world_models(G, _Z, LATENT[0])
         for name, model in shadows.items():
@@ -159,15 +160,15 @@ def one_call_shadows(G, cache, log=print):
     return shadows
 
 
-def _one_call_note(cache):
-    timing = os.path.join(cache, f"onecall_seed{ONE_CALL_SEED}_time.json")
+def _one_call_note(cache, prefix="onecall"):
+    timing = os.path.join(cache, f"{prefix}_seed{ONE_CALL_SEED}_time.json")
     with open(timing) as fh:
         t = json.load(fh)
     lines = [f"\nThe one-call shadows (`open_world_shadows(G, X, z, latent_shape=(100, 1, 1), "
              f"seed={ONE_CALL_SEED}, epochs={TRAIN_EPOCHS}, batch_size={TRAIN_BATCH})` on "
              f"{TRAIN_SAMPLES} samples of G) took {t['seconds']:.0f} s to train on "
              f"{t['torch_threads']} torch threads; their weights (first 12 hex of sha256):"]
-    lines += [f"- {name}: {state_fingerprint(_shadow_file(cache, name))}"
+    lines += [f"- {name}: {state_fingerprint(_shadow_file(cache, name, prefix))}"
               for name in OPEN_WORLD_SHADOWS]
     return "\n".join(lines)
 

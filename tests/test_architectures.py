@@ -199,6 +199,93 @@ def test_final_layer_variant_of_a_bare_layer_and_of_a_double_generator():
     assert V(z).dtype == torch.float64 and V(z).shape == (3, 2, 8, 8)
 
 
+class _RefineLast(nn.Module):
+    """A final 3x3 conv at full resolution after a transposed conv (no module upsamples
+    in the final layer)."""
+
+    def __init__(self, functional=False):
+        super().__init__()
+        self.functional = functional
+        self.body = nn.Sequential(nn.Linear(8, 16 * 4 * 4), nn.ReLU(), nn.Unflatten(1, (16, 4, 4)))
+        self.up = nn.Conv2d(16, 6, 3, 1, 1) if functional else nn.ConvTranspose2d(16, 6, 4, 2, 1)
+        self.out = nn.Conv2d(6, 2, 3, 1, 1)
+
+    def forward(self, z):
+        h = self.up(self.body(z))
+        if self.functional:             # an upsampling no module does
+            h = nn.functional.interpolate(h, scale_factor=2)
+        return torch.tanh(self.out(torch.relu(h)))
+
+
+@pytest.mark.parametrize("upsampling", ["nearest", "bilinear", "pixel_shuffle"])
+def test_final_layer_variant_changes_the_last_upsampling_before_a_full_size_final_layer(
+        upsampling):
+    """Resize-convolution generators (and StyleGAN's toRGB) end in a convolution at full
+    resolution: the variant changes the last layer before it that enlarges."""
+    from flipad_sklearn.generators import final_layer_variant
+
+    z = torch.randn(4, 8, generator=torch.Generator().manual_seed(0))
+    G = UpsampleConvGenerator(8, (2, 16, 16), 4).eval()        # two nearest upsamplings
+    V = final_layer_variant(G, z, upsampling)
+    ups = [i for i, m in enumerate(G.body) if isinstance(m, nn.Upsample)]
+    assert len(ups) == 2
+    first, last = ups
+    assert V.body[first].mode == "nearest"                     # only the last one changes
+    if upsampling == "pixel_shuffle":
+        assert [type(m).__name__ for m in V.body[last]] == ["Conv2d", "PixelShuffle"]
+        assert V.body[last][0].in_channels == 8 and V.body[last][0].out_channels == 32
+    else:
+        # an interpolation replaced by an interpolation: the layers after it stay G's
+        assert type(V.body[last]) is nn.Upsample and V.body[last].mode == upsampling
+        assert [type(m) for m in V.modules()] == [type(m) for m in G.modules()]
+    for k, v in G.out.state_dict().items():                    # the final layer is G's
+        assert torch.equal(v, V.out.state_dict()[k]), k
+    with torch.no_grad():
+        assert V(z).shape == G(z).shape == (4, 2, 16, 16)
+    assert type(G.body[last]) is nn.Upsample and G.body[last].mode == "nearest"
+
+    R = _RefineLast().eval()                                   # a transposed conv before
+    V = final_layer_variant(R, z, upsampling)
+    kinds = [type(m).__name__ for m in V.up]
+    assert kinds == (["Conv2d", "PixelShuffle"] if upsampling == "pixel_shuffle"
+                     else ["Upsample", "Conv2d"])
+    assert V.up[-1 if upsampling != "pixel_shuffle" else 0].in_channels == 16
+    with torch.no_grad():
+        assert V(z).shape == R(z).shape == (4, 2, 8, 8)
+    assert find_final_layer(V, z).name == "out"
+
+    S = PixelShuffleGenerator(8, (2, 8, 8), 4).eval()          # a PixelShuffle before
+    V = final_layer_variant(S, z, upsampling)
+    last = [i for i, m in enumerate(S.body) if isinstance(m, nn.PixelShuffle)][-1]
+    with torch.no_grad():
+        assert V(z).shape == S(z).shape == (4, 2, 8, 8)
+    assert type(V.body[last]) is nn.Sequential
+
+
+def test_final_layer_variant_refuses_an_upsampling_no_module_does():
+    from flipad_sklearn.generators import final_layer_variant
+
+    with pytest.raises(ValueError, match="no module before it enlarges.*function"):
+        final_layer_variant(_RefineLast(functional=True), torch.randn(3, 8))
+
+
+def test_open_world_shadows_of_a_resize_convolution_generator():
+    """The one call works for a G whose final layer keeps the size (it refused before)."""
+    from flipad_sklearn.generators import OPEN_WORLD_SHADOWS, open_world_shadows
+
+    G = UpsampleConvGenerator(8, (2, 8, 8), 4).eval()
+    z = torch.randn(32, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        X = G(z).numpy()
+    shadows = open_world_shadows(G, X, z[:4], latent_shape=(8,), seed=1, epochs=1,
+                                 batch_size=16)
+    assert list(shadows) == list(OPEN_WORLD_SHADOWS)
+    assert shadows["bilinear_final"].body[0].mode == "bilinear"
+    for S in shadows.values():
+        with torch.no_grad():
+            assert S(z[:3]).shape == (3, 2, 8, 8)
+
+
 def test_open_world_shadows_trains_the_recipes_five():
     from flipad_sklearn.generators import OPEN_WORLD_SHADOWS, open_world_shadows
 

@@ -26,7 +26,8 @@ against generators it never saw (the recommended open-world recipe).
 generators of two other upsampling families, sized to any output: trained
 on ``G``'s samples with :func:`train_shadows`, they are labelled others whose
 spectral traces differ from ``G``'s; :func:`final_layer_variant` copies
-``G`` with another upsampling in its final layer only;
+``G`` with another kind of last upsampling only (in its final layer, or in
+the layer before a final layer at full resolution);
 :func:`open_world_shadows` trains the open-world recipe's five shadows.
 """
 

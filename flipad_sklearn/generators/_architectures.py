@@ -19,9 +19,11 @@ until it reaches the output's height and width, and end in a 3x3
 ``Conv2d`` and ``tanh`` (images in [-1, 1]).
 
 :func:`final_layer_variant` keeps ``G``'s own architecture and changes only
-how its final layer upsamples (nearest or bilinear interpolation then a 3x3
-convolution, or sub-pixel convolution): a copy of a user's generator whose
-last layer leaves the traces of another family, to train as a shadow.
+how it upsamples last (nearest or bilinear interpolation then a 3x3
+convolution, or sub-pixel convolution), in its final layer or, when that
+one keeps the size, in the last layer before it that enlarges: a copy of a
+user's generator that leaves the traces of another family, to train as a
+shadow.
 :func:`open_world_shadows` trains the whole set on ``G``'s samples.
 """
 
@@ -157,23 +159,60 @@ class PixelShuffleGenerator(_DoublingGenerator):
         return [nn.Conv2d(c_in, 4 * c_out, 3, 1, 1, bias=False), nn.PixelShuffle(2)]
 
 
-def final_layer_variant(generator, example_input, upsampling="nearest", *, output=None):
-    """A copy of ``generator`` whose final layer upsamples another way.
+def _enlarging_calls(generator, example_input, output):
+    """``(name, module, in_shape, out_shape)`` of each leaf module's call that enlarges an
+    image by an integer factor >= 2, in the order of the forward pass."""
+    calls, hooks = [], []
 
-    The final layer (:func:`~flipad_sklearn.find_final_layer`) must enlarge
-    its input by an integer factor ``s`` (a DCGAN's stride-2 transposed
-    convolution: ``s = 2``).  It is replaced by ``Upsample(s, upsampling)``
-    and a 3x3 ``Conv2d`` (``"nearest"``, ``"bilinear"``) or by a 3x3
-    ``Conv2d`` to ``s**2`` times the channels and ``PixelShuffle(s)``
+    def hook(module, args, out):
+        x = args[0] if args else None
+        if (isinstance(x, torch.Tensor) and isinstance(out, torch.Tensor)
+                and x.dim() == 4 and out.dim() == 4):
+            (h, w), (h_out, w_out) = x.shape[2:], out.shape[2:]
+            scale = h_out // h if h else 0
+            if scale >= 2 and (h_out, w_out) == (scale * h, scale * w):
+                calls.append((names[module], module, tuple(x.shape[1:]),
+                              tuple(out.shape[1:])))
+    names = {}
+    for name, module in generator.named_modules():
+        if name and not any(True for _ in module.children()):
+            names[module] = name
+            hooks.append(module.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            _select_output(_call(generator, example_input), output)
+    finally:
+        for handle in hooks:
+            handle.remove()
+    return calls
+
+
+def final_layer_variant(generator, example_input, upsampling="nearest", *, output=None):
+    """A copy of ``generator`` whose last upsampling is of another kind.
+
+    The layer replaced is the final layer
+    (:func:`~flipad_sklearn.find_final_layer`) when it enlarges its input by
+    an integer factor ``s`` (a DCGAN's stride-2 transposed convolution:
+    ``s = 2``); otherwise (a final convolution at full resolution, as in
+    resize-convolution generators and StyleGAN's toRGB) the last layer
+    before it that does (an ``Upsample``, a transposed convolution, a
+    ``PixelShuffle``).  Mapping ``(C, H, W)`` to ``(C', s H, s W)``, it is
+    replaced by ``Upsample(s, upsampling)`` and a 3x3 ``Conv2d`` from ``C``
+    to ``C'`` channels (``"nearest"``, ``"bilinear"``; an ``Upsample``
+    itself, which keeps the channels, by the new ``Upsample`` alone) or by a
+    3x3 ``Conv2d`` to ``s**2 C'`` channels and ``PixelShuffle(s)``
     (``"pixel_shuffle"``), with the same input and output shapes; the rest
-    of the generator, its activation included, is ``generator``'s.  The new
-    layer starts from PyTorch's initialisation: train the copy (e.g.
+    of the generator, its activation included, is ``generator``'s.  When
+    the last upsampling is already of that kind (a nearest ``Upsample``
+    made nearest) the variant is ``generator``'s architecture: trained from
+    another seed, a shadow copy.  A new layer starts from PyTorch's
+    initialisation: train the copy (e.g.
     :func:`~flipad_sklearn.generators.train_shadows`, which re-initialises
     every layer from its seed) before using its samples as labelled others.
-    (The pixel-shuffle variant ends in a rearrangement of the convolution's
-    output, which :func:`~flipad_sklearn.find_final_layer` does not take as
-    a final layer: it is a shadow to draw samples from, not a ``G`` to
-    invert.)
+    (A pixel-shuffle final layer ends in a rearrangement of the
+    convolution's output, which :func:`~flipad_sklearn.find_final_layer`
+    does not take as a final layer: it is a shadow to draw samples from,
+    not a ``G`` to invert.)
 
     Parameters
     ----------
@@ -190,21 +229,23 @@ def final_layer_variant(generator, example_input, upsampling="nearest", *, outpu
     Returns
     -------
     variant : torch.nn.Module
-        A deep copy of ``generator`` (in eval mode) with the new final layer.
+        A deep copy of ``generator`` (in eval mode) with the new layer.
 
     Raises
     ------
     TypeError
         When ``generator`` is not a ``torch.nn.Module``.
     ValueError
-        When ``upsampling`` is unknown, or when the final layer does not map
-        ``(C, H, W)`` images to ``(C', s H, s W)`` for an integer ``s >= 2``.
+        When ``upsampling`` is unknown, when the generator does not make
+        images, or when neither its final layer nor a module before it
+        enlarges an image by an integer factor (e.g. an upsampling written
+        as a function call in ``forward``, which no module replaces).
     """
     if upsampling not in VARIANTS:
         raise ValueError(f"upsampling must be one of {VARIANTS}, got {upsampling!r}.")
     if not isinstance(generator, nn.Module):
-        raise TypeError(f"generator must be a torch.nn.Module (its final layer is replaced "
-                        f"in a copy), got {type(generator).__name__}.")
+        raise TypeError(f"generator must be a torch.nn.Module (its last upsampling is "
+                        f"replaced in a copy), got {type(generator).__name__}.")
     # probed on the copy, in eval mode: the original's batch-norm statistics stay as they are
     variant = copy.deepcopy(generator).eval()
     final = find_final_layer(variant, example_input, output=output)
@@ -214,26 +255,47 @@ def final_layer_variant(generator, example_input, upsampling="nearest", *, outpu
     if len(in_shape) != 3 or len(out_shape) != 3:
         raise ValueError(f"The final layer {final.name!r} maps {in_shape} to {out_shape}: "
                          "final_layer_variant needs images, (C, H, W) to (C', s H, s W).")
-    (c_in, h, w), (c_out, h_out, w_out) = in_shape, out_shape
-    scale = h_out // h
-    if scale < 2 or h_out != scale * h or w_out != scale * w:
-        raise ValueError(f"The final layer {final.name!r} maps {h}x{w} to {h_out}x{w_out}, "
-                         "not an enlargement by an integer factor >= 2: there is no "
-                         "upsampling to change.")
-    if upsampling == "pixel_shuffle":
-        layer = nn.Sequential(nn.Conv2d(c_in, c_out * scale ** 2, 3, 1, 1),
-                              nn.PixelShuffle(scale))
-    else:
-        layer = nn.Sequential(nn.Upsample(scale_factor=scale, mode=upsampling),
-                              nn.Conv2d(c_in, c_out, 3, 1, 1))
+    name, module = final.name, final.layer
+    if not _enlarges(in_shape, out_shape):
+        calls = _enlarging_calls(variant, example_input, output)
+        if not calls:
+            raise ValueError(
+                f"The final layer {final.name!r} maps {in_shape[1]}x{in_shape[2]} to "
+                f"{out_shape[1]}x{out_shape[2]}, and no module before it enlarges an image "
+                "by an integer factor >= 2: there is no upsampling to change (an "
+                "upsampling called as a function in forward is not a module).")
+        name, module, in_shape, out_shape = calls[-1]
+    layer = _upsampling_layer(module, in_shape, out_shape, upsampling)
     weight = next(final.layer.parameters(), None)
     if weight is not None:                      # the generator's device and precision
         layer = layer.to(device=weight.device, dtype=weight.dtype)
-    if not final.name:                          # the generator is its final layer
+    if not name:                                # the generator is its final layer
         return layer.eval()
-    parent_name, _, child = final.name.rpartition(".")
+    parent_name, _, child = name.rpartition(".")
     setattr(variant.get_submodule(parent_name), child, layer)
     return variant
+
+
+def _enlarges(in_shape, out_shape):
+    """Whether ``(C, H, W) -> (C', s H, s W)`` for an integer ``s >= 2``."""
+    (h, w), (h_out, w_out) = in_shape[1:], out_shape[1:]
+    scale = h_out // h
+    return scale >= 2 and (h_out, w_out) == (scale * h, scale * w)
+
+
+def _upsampling_layer(module, in_shape, out_shape, upsampling):
+    """The new layer of :func:`final_layer_variant` in place of ``module``."""
+    (c_in, h, _), c_out = in_shape, out_shape[0]
+    scale = out_shape[1] // h
+    if upsampling == "pixel_shuffle":
+        return nn.Sequential(nn.Conv2d(c_in, c_out * scale ** 2, 3, 1, 1),
+                             nn.PixelShuffle(scale))
+    if isinstance(module, nn.Upsample) and c_in == c_out:
+        # an interpolation in the body: another interpolation, and the layers after it
+        # stay G's
+        return nn.Upsample(scale_factor=scale, mode=upsampling)
+    return nn.Sequential(nn.Upsample(scale_factor=scale, mode=upsampling),
+                         nn.Conv2d(c_in, c_out, 3, 1, 1))
 
 
 #: the shadows :func:`open_world_shadows` trains, in order: G's final-layer variants, then
@@ -261,7 +323,7 @@ def open_world_shadows(generator, X, example_input, *, latent_shape, seed=0, epo
     Five generators, each trained on ``X`` (``G``'s own samples, which only
     its owner can draw in any number, or its training data) by
     :func:`~flipad_sklearn.generators.train_shadows` from its own seed: ``G``
-    with a nearest, a bilinear and a sub-pixel final layer
+    with a nearest, a bilinear and a sub-pixel last upsampling
     (:func:`final_layer_variant`), and an
     :class:`UpsampleConvGenerator` and a :class:`PixelShuffleGenerator` of
     ``G``'s output shape and latent size.  Their samples, beside a
@@ -275,8 +337,10 @@ def open_world_shadows(generator, X, example_input, *, latent_shape, seed=0, epo
     Parameters
     ----------
     generator : torch.nn.Module
-        ``G``, an unconditional image generator whose final layer enlarges
-        its input by an integer factor (left unchanged).
+        ``G``, an unconditional image generator that upsamples by an
+        integer factor in a module: its final layer, or a layer before a
+        final layer at full resolution (left unchanged; see
+        :func:`final_layer_variant`).
     X : ndarray of shape (n_samples, C, H, W)
         What the shadows learn to imitate.
     example_input : torch.Tensor
