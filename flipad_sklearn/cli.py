@@ -495,8 +495,8 @@ def _prepare_folder(path):
 def cmd_shadows(args):
     """Train the open-world recipe's five shadows on ``--own`` and write their samples.
 
-    :func:`flipad_sklearn.generators.open_world_shadows`: G with nearest,
-    bilinear and sub-pixel final layers, an upsample + conv and a pixel
+    :func:`flipad_sklearn.generators.open_world_shadows`: G with a nearest,
+    bilinear and sub-pixel last upsampling, an upsample + conv and a pixel
     shuffle generator, each trained on the images of ``--own``; ``-n``
     samples of each go to ``-o`` as ``<shadow>_<i>.png``, a folder for
     ``flipad fit --others``.
@@ -530,8 +530,8 @@ def _write_shadows(args, folder, verbose):
         raise CLIError(f"--own {args.own!r}: {len(ok)} usable image(s) of the generator; "
                        "the shadows learn from them (a few thousand recommended).")
     _log(verbose, f"training 5 shadows on {len(ok)} images of G ({args.epochs} epochs, "
-                  f"batch {args.batch_size}): G with nearest, bilinear and sub-pixel final "
-                  "layers, an upsample + conv and a pixel-shuffle generator")
+                  f"batch {args.batch_size}): G with a nearest, bilinear and sub-pixel last "
+                  "upsampling, an upsample + conv and a pixel-shuffle generator")
     probe = torch.from_numpy(np.random.default_rng(args.seed).standard_normal(
         (4,) + latent).astype(np.float32))
     try:
@@ -1397,8 +1397,9 @@ def build_parser():
         "shadows", help="train the open-world shadows of a generator on its images and "
                         "write their samples (for fit --others)",
         description="Train five shadows on the images of --own (flipad_sklearn.generators."
-                    "open_world_shadows): the generator with nearest, bilinear and "
-                    "sub-pixel final layers, an upsample + conv and a pixel-shuffle "
+                    "open_world_shadows): the generator with a nearest, bilinear and "
+                    "sub-pixel last upsampling (in its final layer, or before a final "
+                    "layer at full resolution), an upsample + conv and a pixel-shuffle "
                     "generator; write N samples of each as 8-bit PNG files "
                     "<shadow>_<i>.png into a new or empty folder, to give to `flipad fit "
                     "--detector union --others`.")
