@@ -262,11 +262,29 @@ def test_final_layer_variant_changes_the_last_upsampling_before_a_full_size_fina
     assert type(V.body[last]) is nn.Sequential
 
 
+class _SharedUpsample(nn.Module):
+    """One ``Upsample`` module called for both doublings."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 4 * 2 * 2)
+        self.up = nn.Upsample(scale_factor=2)
+        self.mid = nn.Conv2d(4, 4, 3, 1, 1)
+        self.out = nn.Conv2d(4, 1, 3, 1, 1)
+
+    def forward(self, z):
+        h = self.fc(z).reshape(-1, 4, 2, 2)
+        return torch.tanh(self.out(self.up(torch.relu(self.mid(self.up(h))))))
+
+
 def test_final_layer_variant_refuses_an_upsampling_no_module_does():
     from flipad_sklearn.generators import final_layer_variant
 
     with pytest.raises(ValueError, match="no module before it enlarges.*function"):
         final_layer_variant(_RefineLast(functional=True), torch.randn(3, 8))
+    # replacing a module forward calls twice would change both upsamplings
+    with pytest.raises(ValueError, match="module 'up', which forward calls 2 times"):
+        final_layer_variant(_SharedUpsample(), torch.randn(3, 8), "bilinear")
 
 
 def test_open_world_shadows_of_a_resize_convolution_generator():

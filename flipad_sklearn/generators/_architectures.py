@@ -159,20 +159,16 @@ class PixelShuffleGenerator(_DoublingGenerator):
         return [nn.Conv2d(c_in, 4 * c_out, 3, 1, 1, bias=False), nn.PixelShuffle(2)]
 
 
-def _enlarging_calls(generator, example_input, output):
-    """``(name, module, in_shape, out_shape)`` of each leaf module's call that enlarges an
-    image by an integer factor >= 2, in the order of the forward pass."""
+def _called_modules(generator, example_input, output):
+    """``(name, module, in_shape, out_shape)`` of every call of a leaf module on an image
+    batch (4-D in and out), in the order of the forward pass."""
     calls, hooks = [], []
 
     def hook(module, args, out):
         x = args[0] if args else None
         if (isinstance(x, torch.Tensor) and isinstance(out, torch.Tensor)
                 and x.dim() == 4 and out.dim() == 4):
-            (h, w), (h_out, w_out) = x.shape[2:], out.shape[2:]
-            scale = h_out // h if h else 0
-            if scale >= 2 and (h_out, w_out) == (scale * h, scale * w):
-                calls.append((names[module], module, tuple(x.shape[1:]),
-                              tuple(out.shape[1:])))
+            calls.append((names[module], module, tuple(x.shape[1:]), tuple(out.shape[1:])))
     names = {}
     for name, module in generator.named_modules():
         if name and not any(True for _ in module.children()):
@@ -257,7 +253,8 @@ def final_layer_variant(generator, example_input, upsampling="nearest", *, outpu
                          "final_layer_variant needs images, (C, H, W) to (C', s H, s W).")
     name, module = final.name, final.layer
     if not _enlarges(in_shape, out_shape):
-        calls = _enlarging_calls(variant, example_input, output)
+        called = _called_modules(variant, example_input, output)
+        calls = [call for call in called if _enlarges(call[2], call[3])]
         if not calls:
             raise ValueError(
                 f"The final layer {final.name!r} maps {in_shape[1]}x{in_shape[2]} to "
@@ -265,6 +262,13 @@ def final_layer_variant(generator, example_input, upsampling="nearest", *, outpu
                 "by an integer factor >= 2: there is no upsampling to change (an "
                 "upsampling called as a function in forward is not a module).")
         name, module, in_shape, out_shape = calls[-1]
+        uses = sum(call[1] is module for call in called)
+        if uses > 1:
+            # one module doing several upsamplings: replacing it changes all of them
+            raise ValueError(
+                f"The last upsampling is done by module {name!r}, which forward calls "
+                f"{uses} times: replacing it would change every one of those calls, not "
+                "the last upsampling alone. Give the last upsampling a module of its own.")
     layer = _upsampling_layer(module, in_shape, out_shape, upsampling)
     weight = next(final.layer.parameters(), None)
     if weight is not None:                      # the generator's device and precision
