@@ -302,8 +302,9 @@ def _upsampling_layer(module, in_shape, out_shape, upsampling):
                          nn.Conv2d(c_in, c_out, 3, 1, 1))
 
 
-#: the shadows :func:`open_world_shadows` trains, in order: G's final-layer variants, then
-#: the two families
+#: the shadows :func:`open_world_shadows` trains, in order: G's variants of
+#: :func:`final_layer_variant` (named ``*_final`` also when the layer they change is the one
+#: before a full-resolution final layer), then the two families
 OPEN_WORLD_SHADOWS = ("nearest_final", "bilinear_final", "pixel_shuffle_final",
                       "upsample_conv", "pixel_shuffle")
 
