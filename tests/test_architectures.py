@@ -287,6 +287,66 @@ def test_final_layer_variant_refuses_an_upsampling_no_module_does():
         final_layer_variant(_SharedUpsample(), torch.randn(3, 8), "bilinear")
 
 
+class _Odd(nn.Module):
+    """Review cases of final_layer_variant's second path (one module per case)."""
+
+    def __init__(self, case):
+        super().__init__()
+        self.case = case
+        self.fc = nn.Linear(8, 4 * 4 * 4)
+        self.up = nn.Upsample(scale_factor=2)
+        self.mid = nn.Conv2d(4, 4, 3, 1, 1)
+        if case == "odd_final":         # 8x8 -> 15x15: the final layer does not double
+            self.final = nn.ConvTranspose2d(4, 1, 3, 2, 1)
+        elif case == "projection":      # 1x1 -> 4x4 projection, then a functional x2
+            self.proj = nn.ConvTranspose2d(8, 4, 4, 1, 0)
+        elif case == "aux":             # an auxiliary head upsampled after the image
+            self.aux_up = nn.Upsample(scale_factor=4)
+        elif case == "residual":        # main and skip paths each upsample to full size
+            self.skip_up = nn.Upsample(scale_factor=2)
+        elif case == "two_names":       # the last upsampling registered under two names
+            self.body = nn.Sequential(self.up, nn.Conv2d(4, 4, 3, 1, 1))
+        self.out = nn.Conv2d(4, 1, 3, 1, 1)
+
+    def forward(self, z):
+        if self.case == "projection":
+            h = nn.functional.interpolate(self.proj(z.reshape(-1, 8, 1, 1)), scale_factor=2)
+            return torch.tanh(self.out(h))
+        h = self.fc(z).reshape(-1, 4, 4, 4)
+        if self.case == "odd_final":
+            return torch.tanh(self.final(self.mid(self.up(h))))
+        if self.case == "two_names":
+            return torch.tanh(self.out(self.body(h)))
+        x = torch.tanh(self.out(self.mid(self.up(h))
+                                + (self.skip_up(h) if self.case == "residual" else 0)))
+        if self.case == "aux":
+            return {"image": x, "mask": torch.sigmoid(self.aux_up(h[:, :1]))}
+        return x
+
+
+def test_final_layer_variant_changes_what_feeds_the_final_layer_only():
+    """A hostile review's cases: the second path replaces the modules that enlarge an image
+    to the final layer's size before it, every one of them, under every name, and
+    nothing when the final layer neither doubles nor keeps the size."""
+    from flipad_sklearn.generators import final_layer_variant
+
+    z = torch.randn(3, 8)
+    with pytest.raises(ValueError, match="maps 8x8 to 15x15, neither an enlargement"):
+        final_layer_variant(_Odd("odd_final"), z, "bilinear")
+    # the latent's projection enlarges too, but not to the final layer's size
+    with pytest.raises(ValueError, match=r"full resolution \(8x8\), and no module"):
+        final_layer_variant(_Odd("projection"), z, "bilinear")
+    V = final_layer_variant(_Odd("aux"), z, "bilinear", output="image")
+    assert V.up.mode == "bilinear" and V.aux_up.mode == "nearest"
+    V = final_layer_variant(_Odd("residual"), z, "bilinear")
+    assert V.up.mode == "bilinear" and V.skip_up.mode == "bilinear"
+    V = final_layer_variant(_Odd("two_names"), z, "bilinear")
+    assert V.body[0].mode == "bilinear" and V.up.mode == "bilinear"
+    G = _Odd("residual")
+    with torch.no_grad():
+        assert torch.equal(final_layer_variant(G, z, "nearest")(z), G(z))  # same kind: G
+
+
 def test_open_world_shadows_of_a_resize_convolution_generator():
     """The one call works for a G whose final layer keeps the size (it refused before)."""
     from flipad_sklearn.generators import OPEN_WORLD_SHADOWS, open_world_shadows

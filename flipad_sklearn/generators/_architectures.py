@@ -189,10 +189,12 @@ def final_layer_variant(generator, example_input, upsampling="nearest", *, outpu
     The layer replaced is the final layer
     (:func:`~flipad_sklearn.find_final_layer`) when it enlarges its input by
     an integer factor ``s`` (a DCGAN's stride-2 transposed convolution:
-    ``s = 2``); otherwise (a final convolution at full resolution, as in
-    resize-convolution generators and StyleGAN's toRGB) the last layer
-    before it that does (an ``Upsample``, a transposed convolution, a
-    ``PixelShuffle``).  Mapping ``(C, H, W)`` to ``(C', s H, s W)``, it is
+    ``s = 2``); when it keeps the size instead (a final convolution at full
+    resolution, as in resize-convolution generators and StyleGAN's toRGB),
+    the modules called before it that enlarge an image to its resolution (an
+    ``Upsample``, a transposed convolution, a ``PixelShuffle``; each of them
+    where there are several, e.g. the main and the skip path of a residual
+    block).  Mapping ``(C, H, W)`` to ``(C', s H, s W)``, each is
     replaced by ``Upsample(s, upsampling)`` and a 3x3 ``Conv2d`` from ``C``
     to ``C'`` channels (``"nearest"``, ``"bilinear"``; an ``Upsample``
     itself, which keeps the channels, by the new ``Upsample`` alone) or by a
@@ -225,17 +227,20 @@ def final_layer_variant(generator, example_input, upsampling="nearest", *, outpu
     Returns
     -------
     variant : torch.nn.Module
-        A deep copy of ``generator`` (in eval mode) with the new layer.
+        A deep copy of ``generator`` (in eval mode) with the new layer(s).
 
     Raises
     ------
     TypeError
         When ``generator`` is not a ``torch.nn.Module``.
     ValueError
-        When ``upsampling`` is unknown, when the generator does not make
-        images, or when neither its final layer nor a module before it
-        enlarges an image by an integer factor (e.g. an upsampling written
-        as a function call in ``forward``, which no module replaces).
+        When ``upsampling`` is unknown; when the generator does not make
+        images; when its final layer neither enlarges by an integer factor
+        nor keeps the size; when it keeps the size and no module before it
+        enlarges an image to that size (e.g. an upsampling written as a
+        function call in ``forward``, which no module replaces); or when
+        such a module is called more than once (replacing it would change
+        every call).
     """
     if upsampling not in VARIANTS:
         raise ValueError(f"upsampling must be one of {VARIANTS}, got {upsampling!r}.")
@@ -251,33 +256,57 @@ def final_layer_variant(generator, example_input, upsampling="nearest", *, outpu
     if len(in_shape) != 3 or len(out_shape) != 3:
         raise ValueError(f"The final layer {final.name!r} maps {in_shape} to {out_shape}: "
                          "final_layer_variant needs images, (C, H, W) to (C', s H, s W).")
-    name, module = final.name, final.layer
-    if not _enlarges(in_shape, out_shape):
-        called = _called_modules(variant, example_input, output)
-        calls = [call for call in called if _enlarges(call[2], call[3])]
-        if not calls:
-            raise ValueError(
-                f"The final layer {final.name!r} maps {in_shape[1]}x{in_shape[2]} to "
-                f"{out_shape[1]}x{out_shape[2]}, and no module before it enlarges an image "
-                "by an integer factor >= 2: there is no upsampling to change (an "
-                "upsampling called as a function in forward is not a module).")
-        name, module, in_shape, out_shape = calls[-1]
+    if _enlarges(in_shape, out_shape):
+        targets = [(final.layer, in_shape, out_shape)]
+    elif in_shape[1:] == out_shape[1:]:
+        targets = _last_upsamplings(variant, example_input, output, final)
+    else:
+        raise ValueError(f"The final layer {final.name!r} maps {in_shape[1]}x{in_shape[2]} "
+                         f"to {out_shape[1]}x{out_shape[2]}, neither an enlargement by an "
+                         "integer factor >= 2 nor the same size: there is no upsampling to "
+                         "change.")
+    weight = next(final.layer.parameters(), None)
+    for module, shape_in, shape_out in targets:
+        layer = _upsampling_layer(module, shape_in, shape_out, upsampling)
+        if weight is not None:                  # the generator's device and precision
+            layer = layer.to(device=weight.device, dtype=weight.dtype)
+        if module is variant:                   # the generator is its final layer
+            return layer.eval()
+        # every name of the module: one registered twice runs under either
+        for name, m in variant.named_modules(remove_duplicate=False):
+            if m is module:
+                parent_name, _, child = name.rpartition(".")
+                setattr(variant.get_submodule(parent_name), child, layer)
+    return variant
+
+
+def _last_upsamplings(variant, example_input, output, final):
+    """``(module, in_shape, out_shape)`` of each module that enlarges an image to the size of
+    a final layer working at full resolution, called before it."""
+    called = _called_modules(variant, example_input, output)
+    last_final = max((i for i, call in enumerate(called) if call[1] is final.layer),
+                     default=len(called))
+    size = tuple(final.activation_shape[1:])
+    found = {}
+    for _, module, shape_in, shape_out in called[:last_final]:
+        if _enlarges(shape_in, shape_out) and shape_out[1:] == size:
+            found.setdefault(module, (module, shape_in, shape_out))
+    if not found:
+        raise ValueError(
+            f"The final layer {final.name!r} works at full resolution "
+            f"({size[0]}x{size[1]}), and no module before it enlarges an image to that "
+            "size by an integer factor >= 2: there is no upsampling to change (an "
+            "upsampling called as a function in forward is not a module).")
+    for module in found:
         uses = sum(call[1] is module for call in called)
         if uses > 1:
             # one module doing several upsamplings: replacing it changes all of them
+            name = next(n for n, m in variant.named_modules() if m is module)
             raise ValueError(
                 f"The last upsampling is done by module {name!r}, which forward calls "
                 f"{uses} times: replacing it would change every one of those calls, not "
                 "the last upsampling alone. Give the last upsampling a module of its own.")
-    layer = _upsampling_layer(module, in_shape, out_shape, upsampling)
-    weight = next(final.layer.parameters(), None)
-    if weight is not None:                      # the generator's device and precision
-        layer = layer.to(device=weight.device, dtype=weight.dtype)
-    if not name:                                # the generator is its final layer
-        return layer.eval()
-    parent_name, _, child = name.rpartition(".")
-    setattr(variant.get_submodule(parent_name), child, layer)
-    return variant
+    return list(found.values())
 
 
 def _enlarges(in_shape, out_shape):
