@@ -41,6 +41,9 @@ were trained** (the DCGAN's results, carried over): on 8-bit PNG, each
 source rejected at >= 0.95 and G2's fresh samples rejected at <= 0.01;
 the mean accuracy of every row >= 0.95.
 
+``--union none --rows "8-bit PNG"`` measures the union not immunised (for
+images as generated or saved losslessly) on the same samples.
+
 Run: ``python -m benchmarks.bench_face_second_owner`` (after
 ``bench_open_world_face`` and ``bench_face_architectures``, whose trained
 generators it reads; the first run trains the five shadows, the competitor
@@ -111,7 +114,7 @@ def run(args):
     tests = {k: sample(m, N_TEST, TEST_SEED) for k, m in generators.items()}
     tests["digits"] = real_digits(N_TEST, TEST_SEED)
     final, anchor = _final_and_anchor(G2)
-    label, immunisation = UNIONS["cli"]
+    label, immunisation = UNIONS[args.union]
     print("# The open-world recipe for a second owner: G2, a resize-convolution generator\n")
     print(f"G2's final layer: `{final.layer}` ({final.activation}), activations "
           f"{tuple(final.activation_shape)}.  {len(train['own'])} samples of G2 against its "
@@ -138,7 +141,7 @@ def run(args):
           + " | mean accuracy | G2 rejected by FLIPAD / DCTPAD / pixel guard |")
     print("|---|---|" + "---|" * len(SOURCES) + "---|---|")
     rejected_by = {}
-    for name in ROWS:
+    for name in args.rows:
         P = union.pvalues(_perturb(name, fresh), per_detector=True)
         g = float(np.mean(verdict_score(P, bounds) >= 0))
         by = [float(np.mean(verdict_score(P[:, [j]], bounds[[j]]) < 0))
@@ -155,11 +158,11 @@ def run(args):
     print(f"\nFit {t_fit:.0f} s, calibration {t_cal:.0f} s.\n")
     print("Which detector rejects each source (share rejected by FLIPAD / DCTPAD / pixel "
           "guard, each at its own threshold):\n")
-    print("| source | " + " | ".join(ROWS) + " |")
-    print("|---|" + "---|" * len(ROWS))
+    print("| source | " + " | ".join(args.rows) + " |")
+    print("|---|" + "---|" * len(args.rows))
     for k, v in SOURCES.items():
         print(f"| {v} | " + " | ".join(" / ".join(f"{b:.3f}" for b in rejected_by[(r, k)])
-                                       for r in ROWS) + " |")
+                                       for r in args.rows) + " |")
     specs = [G2_SPEC, *G2_CHILDREN.values(), *SIBLINGS.values(),
              (*THIRD_BLIND["E1"][:1], *THIRD_BLIND["E1"])]
     print(fingerprint_note(args.cache_dir, specs))
@@ -175,6 +178,12 @@ def main(argv=None):
     p.add_argument("--n-others", type=int, default=1500)
     p.add_argument("--seed", type=int, default=0,
                    help="another draw of the training set, fresh samples and detectors' seeds")
+    p.add_argument("--union", choices=list(UNIONS), default="cli",
+                   help="the union, by bench_face_recipe_perturbations' names (cli: the "
+                        "command line's --immunise published; none: not immunised); others "
+                        "write bench_face_second_owner_<name>.md")
+    p.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS), metavar="NAME",
+                   help="the perturbations to score (default: all of %(choices)s)")
     p.add_argument("--train-only", action="store_true",
                    help="train and cache G2's shadows, competitor and unseen seed only")
     add_result_args(p)
@@ -184,6 +193,8 @@ def main(argv=None):
         load_second_owner(args.cache_dir)
         return
     name = "bench_face_second_owner"
+    if args.union != "cli":
+        name += f"_{args.union}"
     if args.seed:
         name += f"_seed{args.seed}"
     tee_result(f"{name}.md", run, args, results_dir=results_dir(args))

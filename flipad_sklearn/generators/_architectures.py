@@ -366,7 +366,13 @@ def open_world_shadows(generator, X, example_input, *, latent_shape, seed=0, epo
     ``immunise="published"``): on the published face DCGAN these shadows
     let the union reject generators whose final layers differ from every
     shadow's in a blind test (user guide, "Open world";
-    ``benchmarks/results/bench_face_blind_recipe.md``).
+    ``benchmarks/results/bench_face_blind_recipe.md``).  For a ``G`` that
+    upsamples by nearest-neighbour interpolation and a convolution (a
+    resize-convolution generator), the nearest variant and the
+    :class:`UpsampleConvGenerator` are of ``G``'s own kind, and no shadow
+    has a transposed convolution; on such a ``G`` the recipe was measured
+    far weaker (user guide, "A second owner";
+    ``benchmarks/results/bench_face_second_owner.md``).
 
     Parameters
     ----------
