@@ -347,14 +347,19 @@ def test_final_layer_variant_changes_what_feeds_the_final_layer_only():
         assert torch.equal(final_layer_variant(G, z, "nearest")(z), G(z))  # same kind: G
 
 
+def _latents_and_images(G, n):
+    """``n`` seeded latents of size 8 and G's images of them."""
+    z = torch.randn(n, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        return z, G(z).numpy()
+
+
 def test_open_world_shadows_of_a_resize_convolution_generator():
     """The one call works for a G whose final layer keeps the size (it refused before)."""
     from flipad_sklearn.generators import OPEN_WORLD_SHADOWS, open_world_shadows
 
     G = UpsampleConvGenerator(8, (2, 8, 8), 4).eval()
-    z = torch.randn(32, 8, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        X = G(z).numpy()
+    z, X = _latents_and_images(G, 32)
     shadows = open_world_shadows(G, X, z[:4], latent_shape=(8,), seed=1, epochs=1,
                                  batch_size=16)
     assert list(shadows) == list(OPEN_WORLD_SHADOWS)
@@ -368,9 +373,7 @@ def test_open_world_shadows_trains_the_recipes_five():
     from flipad_sklearn.generators import OPEN_WORLD_SHADOWS, open_world_shadows
 
     G = _DCGANLike().eval()
-    z = torch.randn(64, 8, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        X = G(z).numpy()
+    z, X = _latents_and_images(G, 64)
     shadows = open_world_shadows(G, X, z[:4], latent_shape=(8,), seed=3, epochs=2,
                                  batch_size=32)
     assert list(shadows) == list(OPEN_WORLD_SHADOWS)
