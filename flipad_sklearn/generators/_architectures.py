@@ -287,10 +287,11 @@ def _last_upsamplings(variant, example_input, output, final):
     last_final = max((i for i, call in enumerate(called) if call[1] is final.layer),
                      default=len(called))
     size = tuple(final.activation_shape[1:])
-    found = {}
-    for _, module, shape_in, shape_out in called[:last_final]:
+    found, names = {}, {}
+    for name, module, shape_in, shape_out in called[:last_final]:
         if _enlarges(shape_in, shape_out) and shape_out[1:] == size:
             found.setdefault(module, (module, shape_in, shape_out))
+            names[module] = name
     if not found:
         raise ValueError(
             f"The final layer {final.name!r} works at full resolution "
@@ -301,9 +302,8 @@ def _last_upsamplings(variant, example_input, output, final):
         uses = sum(call[1] is module for call in called)
         if uses > 1:
             # one module doing several upsamplings: replacing it changes all of them
-            name = next(n for n, m in variant.named_modules() if m is module)
             raise ValueError(
-                f"The last upsampling is done by module {name!r}, which forward calls "
+                f"The last upsampling is done by module {names[module]!r}, which forward calls "
                 f"{uses} times: replacing it would change every one of those calls, not "
                 "the last upsampling alone. Give the last upsampling a module of its own.")
     return list(found.values())
